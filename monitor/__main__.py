@@ -1,0 +1,3 @@
+from monitor.cli import main
+import sys
+sys.exit(main())

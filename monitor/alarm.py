@@ -1,0 +1,125 @@
+"""The alarm state machine: scores in, state changes out, with explicit time.
+
+Per stream:
+
+* ``ok`` -> ``firing`` when at least `k` of the last `n` scores are >= 1.0 (the
+  threshold) and at least `cooldown_seconds` have passed since the last resolve.
+* ``firing`` -> ``ok`` (a ``resolved`` alert) after `resolve_m` consecutive scores
+  below `resolve_below`.
+
+Time is the data time of the scored window, passed in; the machine never reads a
+clock, so a replay or backtest takes exactly the decisions the daemon took live.
+Reading state (`firing`) never changes it.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from monitor.config import AlarmConfig
+from monitor.types import Alert
+
+
+@dataclass
+class _Episode:
+    alert_id: str
+    started_at: float
+    peak_score: float
+    peak_channels: list[dict]
+
+
+@dataclass
+class AlarmState:
+    recent: deque = field(default_factory=deque)
+    above: int = 0  # count of True in `recent`
+    below_run: int = 0
+    episode: _Episode | None = None
+    last_resolved_at: float = float("-inf")
+
+
+def alert_id(stream: str, started_at: float, model_version: str) -> str:
+    """Deterministic id: the same feed and model give the same ids on every replay."""
+    key = f"{stream}|{started_at:.6f}|{model_version}".encode()
+    return hashlib.sha256(key).hexdigest()[:16]
+
+
+class AlarmMachine:
+    """Alarm state for many streams; `update` returns an Alert on a state change."""
+
+    def __init__(self, cfg: AlarmConfig, threshold: float, model_version: str, channels: list[str], top_n: int = 3):
+        self.cfg = cfg
+        self.threshold = threshold
+        self.model_version = model_version
+        self.channels = list(channels)
+        self.top_n = top_n
+        self.states: dict[str, AlarmState] = {}
+
+    def firing(self, stream: str) -> bool:
+        state = self.states.get(stream)
+        return bool(state and state.episode)
+
+    def firing_streams(self) -> list[str]:
+        return [s for s, st in self.states.items() if st.episode]
+
+    def top_channels(self, channel_scores: np.ndarray, observed: np.ndarray, reconstructed: np.ndarray) -> list[dict]:
+        order = np.argsort(-channel_scores, kind="stable")[: self.top_n]
+        return [
+            {
+                "channel": self.channels[i],
+                "score": float(channel_scores[i]),
+                "observed": float(observed[i]),
+                "reconstructed": float(reconstructed[i]),
+            }
+            for i in order
+        ]
+
+    def update(self, stream: str, timestamp: float, score: float, channel_scores: np.ndarray,
+               observed: np.ndarray, reconstructed: np.ndarray) -> Alert | None:
+        state = self.states.get(stream)
+        if state is None:
+            state = self.states[stream] = AlarmState(recent=deque(maxlen=self.cfg.n))
+        hot = score >= 1.0
+        if len(state.recent) == state.recent.maxlen and state.recent[0]:
+            state.above -= 1
+        state.recent.append(hot)
+        state.above += hot
+        ep = state.episode
+        if ep is None:
+            if state.above >= self.cfg.k and timestamp - state.last_resolved_at >= self.cfg.cooldown_seconds:
+                top = self.top_channels(channel_scores, observed, reconstructed)
+                state.episode = _Episode(alert_id(stream, timestamp, self.model_version), timestamp, score, top)
+                state.below_run = 0
+                return self._alert(stream, "firing", state.episode, None, score, top)
+            return None
+        if score > ep.peak_score:
+            ep.peak_score = score
+            ep.peak_channels = self.top_channels(channel_scores, observed, reconstructed)
+        state.below_run = state.below_run + 1 if score < self.cfg.resolve_below else 0
+        if state.below_run >= self.cfg.resolve_m:
+            state.episode = None
+            state.last_resolved_at = timestamp
+            state.recent.clear()
+            state.above = 0
+            state.below_run = 0
+            return self._alert(stream, "resolved", ep, timestamp, score, ep.peak_channels)
+        return None
+
+    def _alert(self, stream: str, state: str, ep: _Episode, ended_at: float | None, score: float, top: list[dict]) -> Alert:
+        return Alert(
+            alert_id=ep.alert_id,
+            stream=stream,
+            state=state,
+            started_at=ep.started_at,
+            ended_at=ended_at,
+            peak_score=ep.peak_score,
+            current_score=score,
+            threshold=self.threshold,
+            model_version=self.model_version,
+            top_channels=top,
+        )
+
+    def forget(self, stream: str) -> None:
+        self.states.pop(stream, None)

@@ -1,0 +1,176 @@
+"""Command line: `monitor train | backtest | check-config | run | ...`.
+
+Exit codes: 0 success, 78 bad configuration (the message names the key), 1 any other
+failure (bad data, a refused bundle), 2 bad command-line usage.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from monitor.config import EXIT_CONFIG, Config, ConfigError, load_config
+
+log = logging.getLogger("monitor")
+
+
+def _config(path: str | None) -> Config:
+    return load_config(path)
+
+
+def _progress(info: dict) -> None:
+    left = info.get("seconds_left_estimate")
+    left_s = f", ~{left:.0f}s left" if left is not None else ""
+    print(
+        f"  epoch {info['epoch']:>3}/{info['epochs']}  train {info['train_loss']:.4f}  "
+        f"val {info['val_loss']:.4f}  ({info['seconds_elapsed']:.1f}s{left_s})",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    cfg = _config(args.config)
+    print(f"{args.config}: OK")
+    if args.show:
+        import yaml
+
+        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from monitor.training import load_training_data, train_bundle
+
+    cfg = _config(args.config)
+    if args.device:
+        cfg.model.device = args.device
+    out = Path(args.out or cfg.models.dir)
+    data = load_training_data(args.data, cfg)
+    print(f"training on {sum(_rows(sd) for sd in data)} readings/rows from {len(args.data)} source(s)", file=sys.stderr)
+    outcome = train_bundle(data, cfg, out, progress=None if args.quiet else _progress,
+                           make_current=not args.no_promote, sources=args.data)
+    m = outcome.manifest
+    thr = m["threshold"]
+    print(
+        f"bundle {m['version']} written to {outcome.bundle_path}\n"
+        f"  channels {len(m['channels'])}, period {m['period_seconds']}s, window {m['window_size']}x stride {m['stride']}\n"
+        f"  threshold {thr['threshold']:.6g} ({thr['method']}), calibration exceedance "
+        f"{m['validation']['calibration_exceedance_rate']:.4f}\n"
+        f"  {m['training']['epochs_run']} epochs in {m['training']['seconds']:.1f}s; report: {outcome.bundle_path / 'report.json'}"
+        + ("" if args.no_promote else f"\n  {out / 'current'} -> {outcome.bundle_path.name}")
+    )
+    return 0
+
+
+def _rows(sd) -> int:
+    return len(sd.timestamps) if sd.timestamps is not None else len(sd.readings)
+
+
+def cmd_backtest(args: argparse.Namespace) -> int:
+    from monitor.backtest import format_quality, plot_timeline, run_backtest, write_scores_csv
+    from monitor.ingest.files import read_csv
+    from monitor.model.bundle import load_bundle
+    from monitor.pipeline import ScoringModel
+    from monitor.training import StreamData, train_bundle
+
+    cfg = _config(args.config)
+    if args.model and args.train_rows:
+        raise SystemExit("give --model or --train-rows, not both")
+    data = read_csv(args.data, cfg.data)
+    started = time.monotonic()
+    if args.train_rows:
+        if args.train_rows >= data.n_rows:
+            raise SystemExit(f"--train-rows {args.train_rows} leaves nothing to test in {data.n_rows} rows")
+        channels = cfg.stream.channels or data.channels
+        cols = [data.channels.index(c) for c in channels]
+        sd = StreamData(cfg.data.stream, list(channels), data.timestamps[: args.train_rows],
+                        data.values[: args.train_rows][:, cols])
+        with tempfile.TemporaryDirectory(prefix="monitor-backtest-") as tmp:
+            outcome = train_bundle([sd], cfg, Path(tmp), sources=[args.data], write_plots=False)
+            bundle = load_bundle(outcome.bundle_path)
+    else:
+        bundle = load_bundle(Path(args.model or cfg.models.dir))
+    train_seconds = time.monotonic() - started
+    model = ScoringModel.from_bundle(bundle)
+    result = run_backtest(cfg, data.timestamps, data.values, data.channels, model,
+                          labels=data.labels, train_rows=args.train_rows or 0)
+    write_scores_csv(result, Path(args.out))
+    print(f"{data.n_rows} rows scored with model {model.version} -> {args.out}"
+          + (f" (trained in {train_seconds:.1f}s)" if args.train_rows else ""))
+    firing = sum(1 for a in result.alerts if a.state == "firing")
+    print(f"alerts fired: {firing}; dropped/rejected: "
+          + (", ".join(f"{k}={v}" for k, v in sorted(result.counters.items())
+                       if k not in ("accepted", "frames", "windows_scored")) or "none"))
+    if result.quality is not None:
+        print(format_quality(result.quality))
+        plot = Path(args.plot) if args.plot else Path(args.out).with_suffix(".png")
+        if plot_timeline(result, plot, title=f"{args.data} — model {model.version}"):
+            print(f"timeline: {plot}")
+    if args.report:
+        report = {"rows": data.n_rows, "model": model.version, "train_seconds": train_seconds,
+                  "counters": result.counters, "alerts": [a.to_dict() for a in result.alerts],
+                  "quality": result.quality.as_dict() if result.quality else None}
+        Path(args.report).write_text(json.dumps(report, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="monitor", description="Streaming sensor anomaly monitor")
+    p.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING or ERROR")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("check-config", help="validate a config file (exit 78 if invalid)")
+    c.add_argument("config")
+    c.add_argument("--show", action="store_true", help="print the effective config (secrets masked)")
+    c.set_defaults(func=cmd_check_config)
+
+    t = sub.add_parser("train", help="train a model bundle from CSV files or recordings")
+    t.add_argument("--config", required=True)
+    t.add_argument("--data", nargs="+", required=True, help="CSV files, recordings (.jsonl[.gz]) or folders of them")
+    t.add_argument("--out", help="models directory (default: models.dir of the config)")
+    t.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    t.add_argument("--no-promote", action="store_true", help="do not move the `current` pointer")
+    t.add_argument("--quiet", action="store_true", help="no per-epoch progress")
+    t.set_defaults(func=cmd_train)
+
+    b = sub.add_parser("backtest", help="stream a CSV file through the pipeline, one output row per input row")
+    b.add_argument("--config", required=True)
+    b.add_argument("--data", required=True, help="a wide CSV file")
+    b.add_argument("--model", help="bundle directory or models directory (default: models.dir/current)")
+    b.add_argument("--train-rows", type=int, default=0, help="train on the first N rows, score the rest")
+    b.add_argument("--out", required=True, help="scores CSV to write")
+    b.add_argument("--plot", help="timeline PNG (default: beside --out)")
+    b.add_argument("--report", help="write figures and alerts as JSON")
+    b.set_defaults(func=cmd_backtest)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level or "WARNING", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+    except SystemExit:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a CLI reports, it does not dump a trace
+        from monitor.model.bundle import BundleError
+
+        kind = "model bundle refused" if isinstance(exc, BundleError) else type(exc).__name__
+        print(f"error: {kind}: {exc}", file=sys.stderr)
+        if args.log_level == "DEBUG":
+            raise
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

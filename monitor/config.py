@@ -1,0 +1,506 @@
+"""Typed, validated configuration from YAML.
+
+Every section is a dataclass that checks itself; a mistake raises `ConfigError` naming
+the dotted key, what was wrong and what is allowed. Values can be overridden from the
+environment as ``MONITOR_<SECTION>__<KEY>`` (nested keys joined by ``__``, values parsed
+as YAML scalars), ``${VAR}`` in a string is replaced by the environment variable VAR, and
+any ``<key>_file`` sibling reads a secret from a file (systemd ``LoadCredential``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+EXIT_CONFIG = 78  # EX_CONFIG from sysexits.h
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or wrong; `key` is the dotted path."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(f"{key}: {message}" if key else message)
+        self.key = key
+        self.message = message
+
+
+def _positive(key: str, value: float, *, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(key, f"must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+
+
+# --------------------------------------------------------------------------- sections
+
+
+@dataclass
+class TLSConfig:
+    enabled: bool = False
+    ca_file: Optional[str] = None
+    cert_file: Optional[str] = None
+    key_file: Optional[str] = None
+    insecure_skip_verify: bool = False  # must be set explicitly; never a fallback
+
+    def __post_init__(self) -> None:
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ConfigError("mqtt.tls.cert_file", "cert_file and key_file must be given together")
+
+
+@dataclass
+class TopicRule:
+    """Maps topics matching `template` to readings.
+
+    `template` uses ``{name}`` placeholders for one topic level each (``#`` is not
+    allowed; use a placeholder per level). `stream` and `channel` are formats over those
+    names. With format ``json_multi`` (an object of channel: value pairs) `channel` is
+    ignored.
+    """
+
+    template: str = "sensors/{stream}/{channel}"
+    format: Literal["number", "json", "json_multi", "json_array", "auto"] = "auto"
+    stream: str = "{stream}"
+    channel: str = "{channel}"
+    value_field: str = "value"
+    timestamp_field: str = "ts"
+    channel_field: str = "channel"
+    qos: int = 1
+
+    def __post_init__(self) -> None:
+        names = re.findall(r"{(\w+)}", self.template)
+        if "#" in self.template or "+" in self.template:
+            raise ConfigError("topics[].template", f"use {{name}} placeholders, not MQTT wildcards: {self.template!r}")
+        for label, fmt in (("stream", self.stream), ("channel", self.channel)):
+            for ref in re.findall(r"{(\w+)}", fmt):
+                if ref not in names:
+                    raise ConfigError(
+                        f"topics[].{label}", f"{{{ref}}} is not a placeholder of template {self.template!r}"
+                    )
+        if self.qos not in (0, 1):
+            raise ConfigError("topics[].qos", f"must be 0 or 1, got {self.qos!r}")
+
+
+@dataclass
+class MQTTConfig:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    client_id: str = "monitor"
+    username: Optional[str] = None
+    password: Optional[str] = None
+    protocol: Literal["5", "3.1.1"] = "5"
+    clean_start: bool = False
+    session_expiry_seconds: int = 3600
+    keepalive_seconds: int = 30
+    reconnect_min_seconds: float = 0.5
+    reconnect_max_seconds: float = 30.0
+    max_payload_bytes: int = 1_048_576
+    queue_size: int = 100_000
+    tls: TLSConfig = field(default_factory=TLSConfig)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise ConfigError("mqtt.port", f"must be 1..65535, got {self.port}")
+        _positive("mqtt.keepalive_seconds", self.keepalive_seconds)
+        _positive("mqtt.session_expiry_seconds", self.session_expiry_seconds, allow_zero=True)
+        _positive("mqtt.max_payload_bytes", self.max_payload_bytes)
+        _positive("mqtt.queue_size", self.queue_size)
+        if self.reconnect_max_seconds < self.reconnect_min_seconds:
+            raise ConfigError("mqtt.reconnect_max_seconds", "must be >= mqtt.reconnect_min_seconds")
+
+
+@dataclass
+class StreamConfig:
+    """How readings become frames: channel order, grid period, staleness."""
+
+    channels: list[str] = field(default_factory=list)  # empty: taken from data / model
+    period_seconds: Any = "auto"  # float seconds, or "auto" (median step of the data)
+    max_gap_seconds: Optional[float] = None  # default: 5 periods
+    lateness_seconds: Optional[float] = None  # default: one period
+    max_streams: int = 10_000
+    max_future_seconds: float = 300.0  # timestamps further ahead of receive time are rejected
+
+    def __post_init__(self) -> None:
+        if self.period_seconds != "auto":
+            if isinstance(self.period_seconds, bool) or not isinstance(self.period_seconds, (int, float)):
+                raise ConfigError("stream.period_seconds", f'must be a number of seconds or "auto", got {self.period_seconds!r}')
+            _positive("stream.period_seconds", float(self.period_seconds))
+            self.period_seconds = float(self.period_seconds)
+        if self.max_gap_seconds is not None:
+            _positive("stream.max_gap_seconds", self.max_gap_seconds)
+        if self.lateness_seconds is not None:
+            _positive("stream.lateness_seconds", self.lateness_seconds, allow_zero=True)
+        _positive("stream.max_streams", self.max_streams)
+        if len(set(self.channels)) != len(self.channels):
+            raise ConfigError("stream.channels", "channel names must be unique")
+
+
+@dataclass
+class FilterConfig:
+    """A per-channel pre-filter applied to frames before windowing."""
+
+    type: Literal["median", "ema", "hampel"] = "median"
+    size: int = 5  # median / hampel window, in frames
+    alpha: float = 0.3  # ema smoothing factor
+    n_sigmas: float = 3.0  # hampel
+
+    def __post_init__(self) -> None:
+        if self.size < 1:
+            raise ConfigError("filters[].size", f"must be >= 1, got {self.size}")
+        if not 0 < self.alpha <= 1:
+            raise ConfigError("filters[].alpha", f"must be in (0, 1], got {self.alpha}")
+        _positive("filters[].n_sigmas", self.n_sigmas)
+
+
+@dataclass
+class ModelConfig:
+    architecture: Literal["dense", "conv1d"] = "dense"
+    window_size: int = 30
+    stride: int = 1
+    hidden: list[int] = field(default_factory=lambda: [64, 32])
+    code_size: int = 8
+    conv_channels: list[int] = field(default_factory=lambda: [16, 32])
+    kernel_size: int = 5
+    noise_std: float = 0.1  # std of Gaussian noise added to standardized inputs
+    mask_prob: float = 0.05  # probability of zeroing an input element
+    sparsity: float = 0.0  # L1 penalty weight on the code
+    epochs: int = 60
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    patience: int = 8
+    validation_fraction: float = 0.2
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "cpu"
+    min_std: float = 1e-3  # floor for the scaler's standard deviation (raw units)
+
+    def __post_init__(self) -> None:
+        if self.window_size < 2:
+            raise ConfigError("model.window_size", f"must be >= 2, got {self.window_size}")
+        if self.stride < 1:
+            raise ConfigError("model.stride", f"must be >= 1, got {self.stride}")
+        if self.code_size < 1:
+            raise ConfigError("model.code_size", f"must be >= 1, got {self.code_size}")
+        for key in ("hidden", "conv_channels"):
+            if any(h < 1 for h in getattr(self, key)):
+                raise ConfigError(f"model.{key}", "layer sizes must be >= 1")
+        if self.kernel_size < 1 or self.kernel_size % 2 == 0:
+            raise ConfigError("model.kernel_size", f"must be an odd number >= 1, got {self.kernel_size}")
+        _positive("model.noise_std", self.noise_std, allow_zero=True)
+        if not 0 <= self.mask_prob < 1:
+            raise ConfigError("model.mask_prob", f"must be in [0, 1), got {self.mask_prob}")
+        _positive("model.sparsity", self.sparsity, allow_zero=True)
+        _positive("model.epochs", self.epochs)
+        _positive("model.batch_size", self.batch_size)
+        _positive("model.learning_rate", self.learning_rate)
+        _positive("model.min_std", self.min_std)
+        if not 0 < self.validation_fraction < 1:
+            raise ConfigError("model.validation_fraction", f"must be in (0, 1), got {self.validation_fraction}")
+
+
+@dataclass
+class CalibrationConfig:
+    """How raw reconstruction errors become threshold units."""
+
+    method: Literal["quantile", "pot"] = "quantile"
+    quantile: float = 0.995
+    target_false_alarm_rate: float = 1e-3  # pot: probability a normal window exceeds the threshold
+    pot_initial_quantile: float = 0.95
+    factor: float = 1.0  # safety margin multiplied onto the fitted threshold
+    holdout_fraction: float = 0.2  # newest share of normal windows kept for calibration
+
+    def __post_init__(self) -> None:
+        if not 0 < self.quantile < 1:
+            raise ConfigError("calibration.quantile", f"must be in (0, 1), got {self.quantile}")
+        if not 0 < self.target_false_alarm_rate < 1:
+            raise ConfigError("calibration.target_false_alarm_rate", "must be in (0, 1)")
+        if not 0 < self.pot_initial_quantile < 1:
+            raise ConfigError("calibration.pot_initial_quantile", "must be in (0, 1)")
+        _positive("calibration.factor", self.factor)
+        if not 0 < self.holdout_fraction < 1:
+            raise ConfigError("calibration.holdout_fraction", f"must be in (0, 1), got {self.holdout_fraction}")
+
+
+@dataclass
+class AlarmConfig:
+    """k of the last n scores >= 1.0 fire; resolve_m consecutive scores < resolve_below resolve."""
+
+    k: int = 3
+    n: int = 5
+    resolve_m: int = 10
+    resolve_below: float = 1.0
+    cooldown_seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ConfigError("alarm.n", f"must be >= 1, got {self.n}")
+        if not 1 <= self.k <= self.n:
+            raise ConfigError("alarm.k", f"must be between 1 and alarm.n ({self.n}), got {self.k}")
+        if self.resolve_m < 1:
+            raise ConfigError("alarm.resolve_m", f"must be >= 1, got {self.resolve_m}")
+        _positive("alarm.resolve_below", self.resolve_below)
+        _positive("alarm.cooldown_seconds", self.cooldown_seconds, allow_zero=True)
+
+
+@dataclass
+class DataConfig:
+    """How CSV files are read by `train` and `backtest`."""
+
+    timestamp_column: Optional[str] = None  # default: first column
+    timestamp_format: Literal["auto", "epoch_s", "epoch_ms", "iso"] = "auto"
+    separator: Optional[str] = None  # default: detected from the header (, ; tab |)
+    label_column: Optional[str] = "anomaly"
+    ignore_columns: list[str] = field(default_factory=list)
+    stream: str = "default"  # stream name for rows of a CSV file
+    utc_offset_hours: float = 0.0  # for naive ISO timestamps
+
+
+@dataclass
+class AlertsConfig:
+    topic: str = "monitor/alerts/{stream}"
+    qos: int = 1
+    retain: bool = False
+    top_channels: int = 3
+    scores_topic: Optional[str] = None  # e.g. "monitor/scores/{stream}"
+    denoised_topic: Optional[str] = None
+    alertmanager_url: Optional[str] = None
+    log: bool = True
+
+
+@dataclass
+class MetricsConfig:
+    address: str = "127.0.0.1"
+    port: int = 9108
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port < 65536:
+            raise ConfigError("metrics.port", f"must be 0..65535, got {self.port}")
+
+
+@dataclass
+class ModelsConfig:
+    dir: str = "models"
+    poll_seconds: float = 5.0
+
+
+@dataclass
+class ScoringConfig:
+    batch_size: int = 256
+    max_batch_delay_seconds: float = 0.005
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        _positive("scoring.batch_size", self.batch_size)
+        _positive("scoring.max_batch_delay_seconds", self.max_batch_delay_seconds, allow_zero=True)
+        _positive("scoring.threads", self.threads)
+
+
+@dataclass
+class RecordConfig:
+    enabled: bool = False
+    dir: str = "recordings"
+    rotate_bytes: int = 64 * 1024 * 1024
+    rotate_seconds: float = 3600.0
+
+
+@dataclass
+class Config:
+    mqtt: MQTTConfig = field(default_factory=MQTTConfig)
+    topics: list[TopicRule] = field(default_factory=lambda: [TopicRule()])
+    stream: StreamConfig = field(default_factory=StreamConfig)
+    filters: list[FilterConfig] = field(default_factory=list)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    alarm: AlarmConfig = field(default_factory=AlarmConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    record: RecordConfig = field(default_factory=RecordConfig)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    def to_dict(self) -> dict:
+        """Plain data with secrets masked (safe to log)."""
+        data = dataclasses.asdict(self)
+        if data["mqtt"].get("password"):
+            data["mqtt"]["password"] = "***"
+        return data
+
+
+# --------------------------------------------------------------------------- loading
+
+_ENV_REF = re.compile(r"\$\{(\w+)\}")
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    """Check `value` against the annotation `tp`, converting where it is lossless."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, key)
+            except ConfigError as exc:
+                errors.append(exc)
+        raise ConfigError(key, f"expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and str(value) in allowed:
+            return str(value)
+        if value not in allowed:
+            raise ConfigError(key, f"must be one of {', '.join(repr(a) for a in allowed)}; got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(key, f"expected a list, got {value!r}")
+        (item_tp,) = typing.get_args(tp)
+        return [_coerce(item_tp, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(key, f"expected a mapping, got {value!r}")
+        return _build(tp, value, key)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(key, f"expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(key, f"expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(key, f"expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(key, f"expected a string, got {value!r}")
+        return value
+    return value
+
+
+def _build(cls: type, data: dict, prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for raw_key, value in data.items():
+        key = f"{prefix}.{raw_key}" if prefix else str(raw_key)
+        if raw_key not in names:
+            allowed = ", ".join(sorted(names))
+            raise ConfigError(key, f"unknown key; allowed here: {allowed}")
+        kwargs[raw_key] = _coerce(hints[raw_key], value, key)
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:
+        # Sections validate with a canonical path ("topics[].qos"); give the real index.
+        canonical = re.sub(r"\[\d+\]", "[]", prefix)
+        if canonical != prefix and exc.key.startswith(canonical):
+            raise ConfigError(prefix + exc.key[len(canonical):], exc.message) from None
+        raise
+
+
+def _expand_env(value: Any, key: str, environ: dict) -> Any:
+    if isinstance(value, dict):
+        return {k: _expand_env(v, f"{key}.{k}" if key else k, environ) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_env(v, f"{key}[{i}]", environ) for i, v in enumerate(value)]
+    if isinstance(value, str):
+        def repl(m: re.Match) -> str:
+            if m.group(1) not in environ:
+                raise ConfigError(key, f"environment variable {m.group(1)} is not set")
+            return environ[m.group(1)]
+
+        return _ENV_REF.sub(repl, value)
+    return value
+
+
+def _read_secret_files(data: Any, key: str, base: Path) -> Any:
+    """Replace ``x_file: path`` by ``x: <file contents>`` (trailing newline stripped)."""
+    if isinstance(data, list):
+        return [_read_secret_files(v, f"{key}[{i}]", base) for i, v in enumerate(data)]
+    if not isinstance(data, dict):
+        return data
+    out = {}
+    for k, v in data.items():
+        sub = f"{key}.{k}" if key else str(k)
+        if isinstance(k, str) and k.endswith("_file") and k[:-5] in ("password", "username") and v is not None:
+            path = Path(os.path.expandvars(str(v)))
+            if not path.is_absolute():
+                path = base / path
+            try:
+                out[k[:-5]] = path.read_text().rstrip("\n")
+            except OSError as exc:
+                raise ConfigError(sub, f"cannot read secret file {path}: {exc.strerror}") from None
+        else:
+            out[k] = _read_secret_files(v, sub, base)
+    return out
+
+
+def _apply_env_overrides(data: dict, environ: dict) -> dict:
+    for name, raw in environ.items():
+        if not name.startswith("MONITOR_") or "__" not in name:
+            continue
+        path = [p.lower() for p in name[len("MONITOR_"):].split("__")]
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        node = data
+        for part in path[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = {}
+                node[part] = child
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+def load_config(path: str | Path | None, environ: Optional[dict] = None) -> Config:
+    """Read, expand and validate a config file (None: defaults plus environment)."""
+    environ = dict(os.environ if environ is None else environ)
+    data: Any = {}
+    base = Path.cwd()
+    if path is not None:
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ConfigError("", f"cannot read config file {path}: {exc.strerror}") from None
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError("", f"{path} is not valid YAML: {exc}") from None
+        base = path.parent
+    if not isinstance(data, dict):
+        raise ConfigError("", "the config file must be a mapping of sections")
+    data = _apply_env_overrides(data, environ)
+    data = _expand_env(data, "", environ)
+    data = _read_secret_files(data, "", base)
+    return _build(Config, data, "")
+
+

@@ -1,0 +1,227 @@
+"""The pure pipeline: readings -> frames -> filtered, standardized windows -> scores -> alerts.
+
+No I/O and no clocks: the live daemon, `replay` and `backtest` all drive this object, so
+what a backtest shows is what the daemon does. Readings are pushed one by one (or as
+wide rows); windows that become due wait in a batch until `flush()` scores them all in
+one forward pass and runs the alarm state machine over the results in order.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import numpy as np
+
+from monitor.alarm import AlarmMachine
+from monitor.config import AlarmConfig, FilterConfig, StreamConfig
+from monitor.stream.assembler import StreamAssembler
+from monitor.stream.filters import FilterChain
+from monitor.stream.windows import WindowBuffer
+from monitor.types import Alert, Reading, Score
+
+
+@dataclass
+class ScoringModel:
+    """Everything the pipeline needs from a model bundle."""
+
+    version: str
+    channels: list[str]
+    period_seconds: float
+    window_size: int
+    stride: int
+    filters: list[FilterConfig]
+    mean: np.ndarray
+    std: np.ndarray
+    threshold: float
+    scorer: object  # has .errors(x_std) -> (raw (B,), per_channel (B, C), recon_last_std (B, C))
+    manifest: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_bundle(cls, bundle) -> "ScoringModel":
+        from monitor.model.scorer import Scorer
+
+        m = bundle.manifest
+        return cls(
+            version=bundle.version,
+            channels=list(m["channels"]),
+            period_seconds=float(m["period_seconds"]),
+            window_size=int(m["window_size"]),
+            stride=int(m["stride"]),
+            filters=[FilterConfig(**f) for f in m.get("filters", [])],
+            mean=np.asarray(m["scaler"]["mean"], dtype=np.float64),
+            std=np.asarray(m["scaler"]["std"], dtype=np.float64),
+            threshold=float(m["threshold"]["threshold"]),
+            scorer=Scorer(bundle.module),
+            manifest=m,
+        )
+
+    def compatible_with(self, other: "ScoringModel") -> bool:
+        """Same frame and window geometry: stream state can carry over a swap."""
+        return (
+            self.channels == other.channels
+            and self.period_seconds == other.period_seconds
+            and self.window_size == other.window_size
+            and self.stride == other.stride
+            and self.filters == other.filters
+        )
+
+
+class StreamState:
+    """One stream's assembler, filters and window buffer."""
+
+    __slots__ = ("assembler", "filters", "windows", "frames")
+
+    def __init__(self, model: ScoringModel, max_gap_seconds: float, lateness_seconds: float):
+        n = len(model.channels)
+        self.assembler = StreamAssembler(n, model.period_seconds, max_gap_seconds, lateness_seconds)
+        self.filters = FilterChain(model.filters)
+        self.windows = WindowBuffer(model.window_size, n, model.stride)
+        self.frames: list = []  # scratch list the assembler appends completed frames to
+
+    def filtered(self, values: np.ndarray, stale: bool) -> np.ndarray | None:
+        """Run the filters over one frame; None (and a reset) for a stale frame."""
+        if stale:
+            self.filters.reset()
+            self.windows.reset()
+            return None
+        return self.filters(values) if self.filters else values
+
+
+def stream_timing(stream_cfg: StreamConfig, period_seconds: float) -> tuple[float, float]:
+    """(max_gap_seconds, lateness_seconds) with the documented defaults filled in."""
+    max_gap = stream_cfg.max_gap_seconds if stream_cfg.max_gap_seconds is not None else 5 * period_seconds
+    lateness = stream_cfg.lateness_seconds if stream_cfg.lateness_seconds is not None else period_seconds
+    return max_gap, lateness
+
+
+class Pipeline:
+    """Scores many streams with one model. Not thread-safe: drive it from one thread."""
+
+    def __init__(self, model: ScoringModel, stream_cfg: StreamConfig, alarm_cfg: AlarmConfig, top_channels: int = 3):
+        self.stream_cfg = stream_cfg
+        self.alarm_cfg = alarm_cfg
+        self.top_channels = top_channels
+        self.counters: Counter = Counter()  # rejected/dropped inputs by reason, and totals
+        self.streams: dict[str, StreamState] = {}
+        self._batch: list[tuple] = []  # (stream, timestamp, window copy, observed raw)
+        self._install(model)
+
+    def _install(self, model: ScoringModel) -> None:
+        self.model = model
+        self.channel_index = {c: i for i, c in enumerate(model.channels)}
+        self.max_gap, self.lateness = stream_timing(self.stream_cfg, model.period_seconds)
+        self._inv_std = 1.0 / model.std
+        self.alarm = AlarmMachine(self.alarm_cfg, model.threshold, model.version, model.channels, self.top_channels)
+
+    # ------------------------------------------------------------------ model swap
+
+    def swap_model(self, model: ScoringModel) -> tuple[list[Score], list[Alert]]:
+        """Score with `model` from now on.
+
+        Windows already due are scored by the old model first (returned, like `flush`).
+        Alarm episodes carry over; stream state (assembler, filters, windows) carries
+        over when the geometry is the same, else streams restart from empty windows.
+        """
+        leftovers = self.flush()
+        old_states = self.alarm.states
+        compatible = model.compatible_with(self.model)
+        self._install(model)
+        self.alarm.states = old_states
+        if not compatible:
+            self.streams.clear()
+        return leftovers
+
+    # ------------------------------------------------------------------ input
+
+    def _state(self, stream: str) -> StreamState | None:
+        state = self.streams.get(stream)
+        if state is None:
+            if len(self.streams) >= self.stream_cfg.max_streams:
+                return None
+            state = self.streams[stream] = StreamState(self.model, self.max_gap, self.lateness)
+        return state
+
+    def push_reading(self, reading: Reading) -> str | None:
+        """Add one reading; returns None if accepted, else the reason it was dropped."""
+        idx = self.channel_index.get(reading.channel)
+        if idx is None:
+            reason = "unknown_channel"
+        else:
+            state = self._state(reading.stream)
+            if state is None:
+                reason = "stream_cap"
+            else:
+                reason = state.assembler.push(reading.timestamp, idx, reading.value, state.frames)
+                if state.frames:
+                    self._consume_frames(reading.stream, state)
+        if reason is not None:
+            self.counters[reason] += 1
+        else:
+            self.counters["accepted"] += 1
+        return reason
+
+    def push_readings(self, readings: Iterable[Reading]) -> None:
+        for r in readings:
+            self.push_reading(r)
+
+    def push_row(self, stream: str, timestamp: float, values: np.ndarray) -> str | None:
+        """Add a reading for every channel of `stream` at once (a wide CSV row)."""
+        state = self._state(stream)
+        if state is None:
+            reason = "stream_cap"
+        else:
+            reason = state.assembler.push_row(timestamp, values, state.frames)
+            if state.frames:
+                self._consume_frames(stream, state)
+        self.counters[reason or "accepted"] += 1
+        return reason
+
+    def end_of_data(self) -> None:
+        """Emit every frame still waiting (end of a file or recording)."""
+        for stream, state in self.streams.items():
+            state.assembler.flush(state.frames)
+            if state.frames:
+                self._consume_frames(stream, state)
+
+    def _consume_frames(self, stream: str, state: StreamState) -> None:
+        for t, values, stale in state.frames:
+            self.counters["frames"] += 1
+            filtered = state.filtered(values, stale)
+            if filtered is None:
+                self.counters["stale_frames"] += 1
+                continue
+            z = (filtered - self.model.mean) * self._inv_std
+            window = state.windows.push(z)
+            if window is not None:
+                self._batch.append((stream, t, window.copy(), filtered))
+        state.frames.clear()
+
+    # ------------------------------------------------------------------ scoring
+
+    @property
+    def pending(self) -> int:
+        return len(self._batch)
+
+    def flush(self) -> tuple[list[Score], list[Alert]]:
+        """Score every due window in one batch, then run the alarms in arrival order."""
+        batch, self._batch = self._batch, []
+        if not batch:
+            return [], []
+        model = self.model
+        x = np.stack([b[2] for b in batch])
+        raw, per_channel, recon_last = model.scorer.errors(x)
+        inv_thr = 1.0 / model.threshold
+        scores = raw * inv_thr
+        channel_scores = per_channel * (inv_thr / per_channel.shape[1])
+        recon_raw = recon_last * model.std + model.mean
+        out_scores: list[Score] = []
+        alerts: list[Alert] = []
+        for i, (stream, t, _, observed) in enumerate(batch):
+            s = Score(stream, t, float(scores[i]), float(raw[i]), channel_scores[i], observed, recon_raw[i])
+            out_scores.append(s)
+            alert = self.alarm.update(stream, t, s.score, s.channel_scores, observed, s.reconstructed)
+            if alert is not None:
+                alerts.append(alert)
+        self.counters["windows_scored"] += len(batch)
+        return out_scores, alerts

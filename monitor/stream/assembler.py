@@ -1,0 +1,132 @@
+"""Per-stream channel alignment onto a fixed time grid.
+
+Readings of one stream arrive per channel, at slightly different times, possibly with
+gaps. The assembler turns them into frames, one per grid time ``k * period_seconds``:
+
+* A reading with timestamp ``t`` belongs to bucket ``k = floor(t / period)``; the last
+  reading of a channel inside a bucket wins.
+* Frame ``k`` holds, per channel, the newest value from a bucket ``<= k`` (sample and
+  hold). If that value is older than ``max_gap_seconds`` (or the channel has never
+  reported) the frame is *stale*: it is emitted, marked stale, and not scored.
+* Frame ``k`` is emitted as soon as it is final -- every channel has reported in bucket
+  ``k`` or later (channel timestamps only move forward, so nothing can change it any
+  more) -- or when a reading at or after ``(k + 1) * period + lateness_seconds`` arrives
+  while some channel is silent.
+* A reading for a bucket already emitted is rejected as ``late``; a channel timestamp
+  equal to that channel's previous one is a ``duplicate``; an older one ``out_of_order``.
+
+A NaN value is a "no value" report: it moves the channel's clock forward (the row was
+seen) but keeps the held value.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+EPS = 1e-9
+
+
+class StreamAssembler:
+    """Aligns the channels of one stream; `push` returns the frames it completes."""
+
+    __slots__ = (
+        "n_channels", "period", "max_gap", "lateness", "_pending", "_next", "_max_ts",
+        "_hold", "_hold_time", "_last_ts", "_last_bucket",
+    )
+
+    def __init__(self, n_channels: int, period_seconds: float, max_gap_seconds: float, lateness_seconds: float):
+        if n_channels < 1:
+            raise ValueError("a stream needs at least one channel")
+        self.n_channels = n_channels
+        self.period = float(period_seconds)
+        self.max_gap = float(max_gap_seconds)
+        self.lateness = float(lateness_seconds)
+        self._pending: dict[int, np.ndarray] = {}
+        self._next: int | None = None  # next bucket to emit
+        self._max_ts = -math.inf
+        self._hold = np.full(n_channels, np.nan)
+        self._hold_time = np.full(n_channels, -np.inf)
+        self._last_ts = np.full(n_channels, -np.inf)
+        self._last_bucket = np.full(n_channels, np.iinfo(np.int64).min, dtype=np.int64)
+
+    def bucket(self, timestamp: float) -> int:
+        return math.floor(timestamp / self.period + EPS)
+
+    def push(self, timestamp: float, channel: int, value: float, out: list) -> str | None:
+        """Add one reading; append completed ``(time, values, stale)`` to `out`.
+
+        Returns None when accepted, else the reason it was rejected.
+        """
+        last = self._last_ts[channel]
+        if timestamp <= last:
+            return "duplicate" if timestamp == last else "out_of_order"
+        b = self.bucket(timestamp)
+        if self._next is None:
+            self._next = b
+        elif b < self._next:
+            return "late"
+        self._last_ts[channel] = timestamp
+        self._last_bucket[channel] = b
+        if value == value:  # not NaN
+            row = self._pending.get(b)
+            if row is None:
+                row = self._pending[b] = np.full(self.n_channels, np.nan)
+            row[channel] = value
+        if timestamp > self._max_ts:
+            self._max_ts = timestamp
+        self._emit_ready(out)
+        return None
+
+    def push_row(self, timestamp: float, values: np.ndarray, out: list) -> str | None:
+        """Add a reading for every channel at once (a wide CSV row)."""
+        if np.any(timestamp <= self._last_ts):
+            return "duplicate" if np.any(timestamp == self._last_ts) else "out_of_order"
+        b = self.bucket(timestamp)
+        if self._next is None:
+            self._next = b
+        elif b < self._next:
+            return "late"
+        self._last_ts[:] = timestamp
+        self._last_bucket[:] = b
+        row = self._pending.get(b)
+        if row is None:
+            self._pending[b] = np.array(values, dtype=np.float64)
+        else:
+            np.copyto(row, values, where=~np.isnan(values))
+        if timestamp > self._max_ts:
+            self._max_ts = timestamp
+        self._emit_ready(out)
+        return None
+
+    def _emit_ready(self, out: list) -> None:
+        final_upto = int(self._last_bucket.min())
+        newest = self.bucket(self._max_ts)
+        while self._next <= newest:
+            k = self._next
+            if k > final_upto and self._max_ts < (k + 1) * self.period + self.lateness - EPS:
+                return
+            self._emit(k, out)
+
+    def _emit(self, k: int, out: list) -> None:
+        row = self._pending.pop(k, None)
+        t = k * self.period
+        if row is not None:
+            have = ~np.isnan(row)
+            self._hold[have] = row[have]
+            self._hold_time[have] = t
+        stale = bool(np.any(t - self._hold_time > self.max_gap + EPS))
+        out.append((t, self._hold.copy(), stale))
+        self._next = k + 1
+        if stale and self._next not in self._pending:
+            # Inside a gap every further frame is stale too: skip to the next data.
+            upcoming = min(self._pending) if self._pending else self.bucket(self._max_ts)
+            self._next = max(self._next, upcoming)
+
+    def flush(self, out: list) -> None:
+        """Emit every frame up to the newest reading (end of a file or a replay)."""
+        if self._next is None:
+            return
+        last = self.bucket(self._max_ts)
+        while self._next <= last:
+            self._emit(self._next, out)

@@ -1,0 +1,120 @@
+"""Causal per-channel pre-filters applied to frames before windowing.
+
+Each filter sees one frame (a vector of channel values) at a time and returns the
+filtered vector; `reset()` forgets history (called when a stream goes stale). Training
+runs the same objects over the training frames, so the model learns on exactly what it
+will score. A filter can also erase a real spike: measure before enabling one.
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from monitor.config import FilterConfig
+
+
+class Filter(Protocol):
+    def __call__(self, values: np.ndarray) -> np.ndarray: ...
+
+    def reset(self) -> None: ...
+
+
+class _History:
+    """The last `size` frames, oldest first once full."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.buf: np.ndarray | None = None
+        self.count = 0
+
+    def add(self, values: np.ndarray) -> np.ndarray:
+        if self.buf is None:
+            self.buf = np.empty((self.size, values.shape[0]))
+        self.buf[self.count % self.size] = values
+        self.count += 1
+        return self.buf[: min(self.count, self.size)]
+
+    def reset(self) -> None:
+        self.count = 0
+
+
+class MedianFilter:
+    """Median of the last `size` frames per channel."""
+
+    def __init__(self, size: int):
+        self.history = _History(size)
+
+    def __call__(self, values: np.ndarray) -> np.ndarray:
+        return np.median(self.history.add(values), axis=0)
+
+    def reset(self) -> None:
+        self.history.reset()
+
+
+class EMAFilter:
+    """Exponential moving average: y = alpha * x + (1 - alpha) * y_prev."""
+
+    def __init__(self, alpha: float):
+        self.alpha = alpha
+        self.state: np.ndarray | None = None
+
+    def __call__(self, values: np.ndarray) -> np.ndarray:
+        if self.state is None:
+            self.state = values.astype(np.float64, copy=True)
+        else:
+            self.state = self.alpha * values + (1.0 - self.alpha) * self.state
+        return self.state.copy()
+
+    def reset(self) -> None:
+        self.state = None
+
+
+class HampelFilter:
+    """Replace a value further than n_sigmas robust deviations from the recent median."""
+
+    MAD_TO_SIGMA = 1.4826
+
+    def __init__(self, size: int, n_sigmas: float):
+        self.history = _History(size)
+        self.n_sigmas = n_sigmas
+
+    def __call__(self, values: np.ndarray) -> np.ndarray:
+        window = self.history.add(values)
+        median = np.median(window, axis=0)
+        sigma = self.MAD_TO_SIGMA * np.median(np.abs(window - median), axis=0)
+        outlier = np.abs(values - median) > self.n_sigmas * sigma
+        outlier &= sigma > 0
+        return np.where(outlier, median, values)
+
+    def reset(self) -> None:
+        self.history.reset()
+
+
+def build_filter(cfg: FilterConfig) -> Filter:
+    if cfg.type == "median":
+        return MedianFilter(cfg.size)
+    if cfg.type == "ema":
+        return EMAFilter(cfg.alpha)
+    if cfg.type == "hampel":
+        return HampelFilter(cfg.size, cfg.n_sigmas)
+    raise ValueError(f"unknown filter type {cfg.type!r}")
+
+
+class FilterChain:
+    """Filters applied in configured order; an empty chain passes frames through."""
+
+    def __init__(self, configs: list[FilterConfig]):
+        self.filters = [build_filter(c) for c in configs]
+
+    def __call__(self, values: np.ndarray) -> np.ndarray:
+        for f in self.filters:
+            values = f(values)
+        return values
+
+    def reset(self) -> None:
+        for f in self.filters:
+            f.reset()
+
+    def __bool__(self) -> bool:
+        return bool(self.filters)

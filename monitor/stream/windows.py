@@ -1,0 +1,81 @@
+"""Sliding windows over consecutive fresh frames.
+
+A window is `window_size` consecutive, non-stale frames; one is emitted every `stride`
+frames once the buffer is full. A stale frame breaks the run: the buffer starts over.
+
+    frames   f0 f1 f2 f3 f4 f5 (stale) f7 f8 f9 f10
+    W=3,s=2  [f0 f1 f2]                               <- first full window
+                   [f2 f3 f4]                         <- 2 frames later
+                               reset  [f7 f8 f9]     <- run restarts after the gap
+
+`WindowBuffer` does this one frame at a time for the live path; `window_runs` does the
+same over a whole array for training. A test holds the two to the same output.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+class WindowBuffer:
+    """Ring buffer of the last `window_size` frames, stored twice so a window is one slice."""
+
+    __slots__ = ("window_size", "stride", "_buf", "_pos", "_filled", "_since")
+
+    def __init__(self, window_size: int, n_channels: int, stride: int = 1, dtype=np.float32):
+        self.window_size = window_size
+        self.stride = stride
+        self._buf = np.zeros((2 * window_size, n_channels), dtype=dtype)
+        self._pos = 0  # next write slot in [0, window_size)
+        self._filled = 0
+        self._since = 0  # frames since the last emitted window
+
+    def push(self, values: np.ndarray) -> np.ndarray | None:
+        """Add a frame; return a view of the window (oldest first) when one is due."""
+        w = self.window_size
+        self._buf[self._pos] = values
+        self._buf[self._pos + w] = values
+        self._pos = (self._pos + 1) % w
+        if self._filled < w:
+            self._filled += 1
+            if self._filled < w:
+                return None
+            self._since = 0
+            return self._buf[self._pos : self._pos + w]
+        self._since += 1
+        if self._since < self.stride:
+            return None
+        self._since = 0
+        return self._buf[self._pos : self._pos + w]
+
+    def reset(self) -> None:
+        self._filled = 0
+        self._since = 0
+
+    @property
+    def filled(self) -> int:
+        return self._filled
+
+
+def window_runs(values: np.ndarray, stale: np.ndarray, window_size: int, stride: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """All windows a `WindowBuffer` would emit over `values` (frames x channels).
+
+    Returns ``(windows, end_index)``: windows shaped (n, window_size, channels) and the
+    frame index each one ends at.
+    """
+    n, c = values.shape
+    windows = []
+    ends = []
+    start = 0
+    stale = np.asarray(stale, dtype=bool)
+    bounds = list(np.flatnonzero(stale)) + [n]
+    for b in bounds:
+        run = values[start:b]
+        if len(run) >= window_size:
+            view = np.lib.stride_tricks.sliding_window_view(run, window_size, axis=0)  # (m, c, w)
+            picked = view[::stride].transpose(0, 2, 1)
+            windows.append(picked)
+            ends.append(start + window_size - 1 + np.arange(0, len(run) - window_size + 1, stride))
+        start = b + 1
+    if not windows:
+        return np.zeros((0, window_size, c), dtype=values.dtype), np.zeros(0, dtype=np.int64)
+    return np.ascontiguousarray(np.concatenate(windows)), np.concatenate(ends)

@@ -1,0 +1,320 @@
+"""The training job: data files -> frames -> windows -> autoencoder -> calibrated bundle.
+
+Frames are built by the same assembler and filters the live pipeline uses
+(`StreamState`), and windows by `window_runs`, which a test holds equal to the live
+`WindowBuffer`. The newest `calibration.holdout_fraction` of each stream's frames is kept
+out of training and scaling and used to calibrate the threshold.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from monitor.config import Config, ConfigError
+from monitor.pipeline import ScoringModel, StreamState, stream_timing
+from monitor.stream.windows import window_runs
+from monitor.types import Reading
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StreamData:
+    """Raw data of one stream: either wide rows or individual readings."""
+
+    stream: str
+    channels: list[str]
+    timestamps: np.ndarray | None = None  # wide rows: (N,)
+    values: np.ndarray | None = None  # wide rows: (N, C)
+    readings: list[Reading] = field(default_factory=list)  # from recordings
+
+
+@dataclass
+class FrameSet:
+    """Filtered frames of one stream in raw units, with staleness."""
+
+    stream: str
+    times: np.ndarray
+    values: np.ndarray
+    stale: np.ndarray
+
+
+def load_training_data(paths: Sequence[str | Path], cfg: Config) -> list[StreamData]:
+    """Read CSV files and recordings into per-stream data (one CSV file = one stream's rows)."""
+    from monitor.ingest.files import read_csv
+
+    out: dict[str, StreamData] = {}
+    recordings: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if not p.exists():
+            raise FileNotFoundError(f"training data {p} does not exist")
+        if p.is_dir() or p.name.endswith((".jsonl", ".jsonl.gz")):
+            recordings.append(p)
+            continue
+        csv = read_csv(p, cfg.data)
+        channels = cfg.stream.channels or csv.channels
+        missing = [c for c in channels if c not in csv.channels]
+        if missing:
+            raise ConfigError("stream.channels", f"{p} has no column(s) {missing}; it has {csv.channels}")
+        cols = [csv.channels.index(c) for c in channels]
+        sd = out.setdefault(cfg.data.stream, StreamData(cfg.data.stream, list(channels)))
+        if sd.channels != list(channels):
+            raise ConfigError("stream.channels", f"{p} has channels {channels}, earlier files {sd.channels}")
+        ts, vals = csv.timestamps, csv.values[:, cols]
+        sd.timestamps = ts if sd.timestamps is None else np.concatenate([sd.timestamps, ts])
+        sd.values = vals if sd.values is None else np.concatenate([sd.values, vals])
+    if recordings:
+        for stream, readings in _readings_from_recordings(recordings, cfg).items():
+            sd = out.setdefault(stream, StreamData(stream, []))
+            sd.readings.extend(readings)
+        seen = sorted({r.channel for sd in out.values() for r in sd.readings})
+        channels = cfg.stream.channels or seen
+        for sd in out.values():
+            if not sd.channels:
+                sd.channels = list(channels)
+    if not out:
+        raise ValueError("no training data: give CSV files or recordings")
+    return list(out.values())
+
+
+def _readings_from_recordings(paths: list[Path], cfg: Config) -> dict[str, list[Reading]]:
+    from monitor.ingest.codec import Codec
+    from monitor.ingest.recording import iter_recordings
+
+    codec = Codec(cfg.topics, cfg.mqtt.max_payload_bytes, cfg.stream.max_future_seconds)
+    streams: dict[str, list[Reading]] = {}
+    rejected = 0
+    for msg in iter_recordings(paths):
+        readings, bad = codec.decode(msg.topic, msg.payload, msg.received_at)
+        rejected += len(bad)
+        for r in readings:
+            streams.setdefault(r.stream, []).append(r)
+    if rejected:
+        log.warning("recordings: %d readings rejected by the codec", rejected)
+    return streams
+
+
+def _sorted_timestamp_runs(data: list[StreamData]) -> list[np.ndarray]:
+    parts = []
+    for sd in data:
+        if sd.timestamps is not None:
+            parts.append(np.sort(sd.timestamps))
+        by_channel: dict[str, list[float]] = {}
+        for r in sd.readings:
+            by_channel.setdefault(r.channel, []).append(r.timestamp)
+        parts.extend(np.sort(np.asarray(v)) for v in by_channel.values())
+    return parts
+
+
+def infer_period(data: list[StreamData], cfg: Config) -> float:
+    """The configured period, or for "auto" the median positive step of any channel."""
+    if cfg.stream.period_seconds != "auto":
+        return float(cfg.stream.period_seconds)
+    runs = [np.diff(p) for p in _sorted_timestamp_runs(data) if len(p) > 1]
+    steps = np.concatenate(runs) if runs else np.zeros(0)
+    steps = steps[steps > 0]
+    if steps.size == 0:
+        raise ConfigError("stream.period_seconds", '"auto" found no increasing timestamps; set a number of seconds')
+    return float(np.median(steps))
+
+
+def build_frames(sd: StreamData, geometry: ScoringModel, cfg: Config) -> FrameSet:
+    """Run one stream's data through the live assembler and filters."""
+    max_gap, lateness = stream_timing(cfg.stream, geometry.period_seconds)
+    state = StreamState(geometry, max_gap, lateness)
+    asm = state.assembler
+    frames = state.frames
+    if sd.timestamps is not None:
+        order = np.argsort(sd.timestamps, kind="stable")
+        for i in order:
+            asm.push_row(float(sd.timestamps[i]), sd.values[i], frames)
+    index = {c: i for i, c in enumerate(geometry.channels)}
+    for r in sorted(sd.readings, key=lambda r: r.timestamp):
+        idx = index.get(r.channel)
+        if idx is not None:
+            asm.push(r.timestamp, idx, r.value, frames)
+    asm.flush(frames)
+    n, c = len(frames), len(geometry.channels)
+    times = np.empty(n)
+    values = np.full((n, c), np.nan)
+    stale = np.zeros(n, dtype=bool)
+    for i, (t, v, s) in enumerate(frames):
+        times[i] = t
+        f = state.filtered(v, s)
+        stale[i] = f is None
+        if f is not None:
+            values[i] = f
+    return FrameSet(sd.stream, times, values, stale)
+
+
+@dataclass
+class Prepared:
+    train_windows: np.ndarray
+    calib_windows: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+    fingerprint: str
+    n_frames: int
+    n_stale: int
+
+
+def prepare_windows(frames: list[FrameSet], cfg: Config, window_size: int, stride: int) -> Prepared:
+    """Split each stream in time, fit the scaler on the older part, cut windows."""
+    holdout = cfg.calibration.holdout_fraction
+    cuts = [int(round(len(f.times) * (1 - holdout))) for f in frames]
+    fit_rows = np.concatenate([f.values[:cut][~f.stale[:cut]] for f, cut in zip(frames, cuts)])
+    if len(fit_rows) < window_size:
+        raise ValueError(
+            f"only {len(fit_rows)} fresh frames to train on; need well over window_size={window_size}. "
+            "Give more data, a smaller model.window_size, or a larger stream.max_gap_seconds."
+        )
+    mean = fit_rows.mean(axis=0)
+    std = np.maximum(fit_rows.std(axis=0), cfg.model.min_std)
+    train, calib = [], []
+    digest = hashlib.sha256()
+    for f, cut in zip(frames, cuts):
+        z = ((f.values - mean) / std).astype(np.float32)
+        z[f.stale] = 0.0
+        w_train, _ = window_runs(z[:cut], f.stale[:cut], window_size, stride)
+        w_calib, _ = window_runs(z[cut:], f.stale[cut:], window_size, stride)
+        train.append(w_train)
+        calib.append(w_calib)
+        digest.update(f.stream.encode())
+        digest.update(np.ascontiguousarray(f.times).tobytes())
+        digest.update(np.nan_to_num(f.values).tobytes())
+    return Prepared(
+        np.concatenate(train), np.concatenate(calib), mean, std, digest.hexdigest(),
+        sum(len(f.times) for f in frames), int(sum(f.stale.sum() for f in frames)),
+    )
+
+
+@dataclass
+class TrainOutcome:
+    bundle_path: Path
+    manifest: dict
+    report: dict
+
+
+def train_bundle(
+    data: list[StreamData],
+    cfg: Config,
+    models_dir: Path,
+    *,
+    progress: Callable[[dict], None] | None = None,
+    make_current: bool = True,
+    sources: Iterable[str] = (),
+    write_plots: bool = True,
+) -> TrainOutcome:
+    """Train, calibrate and save a bundle from already-loaded data."""
+    from monitor.model.bundle import save_bundle
+    from monitor.model.calibrate import fit_threshold
+    from monitor.model.nets import architecture_spec
+    from monitor.model.scorer import Scorer
+    from monitor.model.train import train_autoencoder
+
+    started = time.monotonic()
+    channels = data[0].channels
+    if any(sd.channels != channels for sd in data):
+        raise ConfigError("stream.channels", "all streams of one model must have the same channels; set stream.channels")
+    if not channels:
+        raise ValueError("no channels found in the training data")
+    period = infer_period(data, cfg)
+    mc = cfg.model
+    geometry = ScoringModel("", channels, period, mc.window_size, mc.stride, cfg.filters,
+                            np.zeros(len(channels)), np.ones(len(channels)), 1.0, None)
+    frames = [build_frames(sd, geometry, cfg) for sd in data]
+    prep = prepare_windows(frames, cfg, mc.window_size, mc.stride)
+    if len(prep.calib_windows) < 20:
+        raise ValueError(
+            f"only {len(prep.calib_windows)} windows held out for calibration (need >= 20); "
+            "give more data or raise calibration.holdout_fraction"
+        )
+    result = train_autoencoder(prep.train_windows, mc, progress=progress)
+    scorer = Scorer(result.module)
+    calib_err, _, _ = scorer.errors(prep.calib_windows)
+    train_err, _, _ = scorer.errors(prep.train_windows)
+    threshold = fit_threshold(calib_err, cfg.calibration)
+    thr = threshold["threshold"]
+    validation = {
+        "calibration_windows": int(len(calib_err)),
+        "calibration_error_median": float(np.median(calib_err)),
+        "calibration_exceedance_rate": float(np.mean(calib_err >= thr)),
+        "training_exceedance_rate": float(np.mean(train_err >= thr)),
+        "best_val_loss": float(min(result.history["val_loss"])),
+    }
+    manifest = {
+        "streams": [sd.stream for sd in data],
+        "channels": channels,
+        "period_seconds": period,
+        "window_size": mc.window_size,
+        "stride": mc.stride,
+        "filters": [asdict(f) for f in cfg.filters],
+        "scaler": {"mean": prep.mean.tolist(), "std": prep.std.tolist()},
+        "architecture": architecture_spec(mc, len(channels)),
+        "training": {**asdict(mc), "device_used": result.device, "epochs_run": result.epochs_run,
+                     "best_epoch": result.best_epoch, "seconds": result.seconds,
+                     "n_train_windows": result.n_train, "n_val_windows": result.n_val},
+        "threshold": threshold,
+        "data_fingerprint": prep.fingerprint,
+        "data_sources": [str(s) for s in sources],
+        "frames": {"total": prep.n_frames, "stale": prep.n_stale},
+        "validation": validation,
+    }
+    report = {
+        "history": result.history,
+        "threshold": threshold,
+        "validation": validation,
+        "seconds_total": time.monotonic() - started,
+    }
+    extra = {"report.json": json.dumps(report, indent=2).encode()}
+    if write_plots:
+        extra.update(_plots(result.history, calib_err, thr))
+    state_dict = {k: v.detach().cpu() for k, v in result.module.state_dict().items()}
+    path = save_bundle(Path(models_dir), manifest, state_dict, extra_files=extra, make_current=make_current)
+    report["seconds_total"] = time.monotonic() - started
+    return TrainOutcome(path, json.loads((path / "manifest.json").read_text()), report)
+
+
+def _plots(history: dict, calib_err: np.ndarray, threshold: float) -> dict[str, bytes]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # plots are optional: pip install monitor[plots]
+        log.info("matplotlib not installed: training report has no plots")
+        return {}
+    files = {}
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(history["train_loss"], label="train (denoising)")
+    ax.plot(history["val_loss"], label="validation (clean)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss (MSE, standardized)")
+    ax.set_yscale("log")
+    ax.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    files["loss.png"] = buf.getvalue()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.hist(calib_err, bins=40, color="tab:blue", alpha=0.8)
+    ax.axvline(threshold, color="tab:red", label=f"threshold {threshold:.4g}")
+    ax.set_xlabel("reconstruction error of held-out normal windows")
+    ax.set_ylabel("windows")
+    ax.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    files["scores.png"] = buf.getvalue()
+    return files

@@ -1,0 +1,73 @@
+"""The alarm state machine: k of n to fire, m below to resolve, cooldown, explicit time."""
+import numpy as np
+import pytest
+
+from monitor.alarm import AlarmMachine
+from monitor.config import AlarmConfig
+
+CH = ["a", "b"]
+
+
+def run(cfg, scores, start=0.0, step=1.0):
+    """Feed scores at t = start, start+step, ...; return [(t, state)] of the transitions."""
+    m = AlarmMachine(cfg, threshold=0.5, model_version="v1", channels=CH)
+    events = []
+    for i, s in enumerate(scores):
+        t = start + i * step
+        a = m.update("pump", t, s, np.array([s * 0.75, s * 0.25]), np.array([1.0, 2.0]), np.array([0.9, 2.1]))
+        if a:
+            events.append((t, a.state))
+    return events, m
+
+
+@pytest.mark.parametrize(
+    "k,n,m,scores,expected",
+    [
+        # k=2 of n=3: one hot score alone never fires
+        (2, 3, 2, [0, 2, 0, 0, 2, 0, 0], []),
+        # two hot within three fire on the second one; two cold in a row resolve
+        (2, 3, 2, [0, 2, 0, 2, 0, 0, 0], [(3.0, "firing"), (5.0, "resolved")]),
+        # k=1 fires immediately; a cold score between hot ones resets the resolve run
+        (1, 1, 3, [2, 0, 0, 2, 0, 0, 0], [(0.0, "firing"), (6.0, "resolved")]),
+        # exactly 1.0 counts as at threshold (>=)
+        (1, 1, 1, [1.0, 0.99], [(0.0, "firing"), (1.0, "resolved")]),
+    ],
+)
+def test_k_of_n_fire_and_m_below_resolve(k, n, m, scores, expected):
+    events, _ = run(AlarmConfig(k=k, n=n, resolve_m=m), scores)
+    assert events == expected
+
+
+def test_cooldown_suppresses_refiring_until_it_has_passed():
+    cfg = AlarmConfig(k=1, n=1, resolve_m=1, cooldown_seconds=3.0)
+    #  t:      0  1  2  3  4  5
+    #  score:  2  0  2  2  2  0
+    #  state:  F  R  (cool) F(at t=4: 4-1 >= 3) R
+    events, _ = run(cfg, [2, 0, 2, 2, 2, 0])
+    assert events == [(0.0, "firing"), (1.0, "resolved"), (4.0, "firing"), (5.0, "resolved")]
+
+
+def test_alert_carries_peak_top_channels_and_deterministic_id():
+    cfg = AlarmConfig(k=1, n=1, resolve_m=1)
+    m = AlarmMachine(cfg, threshold=0.5, model_version="v7", channels=["a", "b", "c"], top_n=2)
+    fire = m.update("s", 10.0, 2.0, np.array([0.2, 1.5, 0.3]), np.array([1, 2, 3.0]), np.array([1, 9, 3.0]))
+    m.update("s", 11.0, 5.0, np.array([4.0, 0.5, 0.5]), np.array([7, 2, 3.0]), np.array([1, 2, 3.0]))
+    res = m.update("s", 12.0, 0.1, np.array([0.05, 0.03, 0.02]), np.array([1, 2, 3.0]), np.array([1, 2, 3.0]))
+    assert fire.state == "firing" and fire.started_at == 10.0 and fire.ended_at is None
+    assert [c["channel"] for c in fire.top_channels] == ["b", "c"]
+    assert fire.top_channels[0]["observed"] == 2.0 and fire.top_channels[0]["reconstructed"] == 9.0
+    assert res.state == "resolved" and res.ended_at == 12.0 and res.alert_id == fire.alert_id
+    assert res.peak_score == 5.0 and res.top_channels[0]["channel"] == "a"
+    assert res.threshold == 0.5 and res.model_version == "v7"
+    m2 = AlarmMachine(cfg, threshold=0.5, model_version="v7", channels=["a", "b", "c"])
+    again = m2.update("s", 10.0, 2.0, np.zeros(3), np.zeros(3), np.zeros(3))
+    assert again.alert_id == fire.alert_id  # same feed + model -> same id on replay
+
+
+def test_streams_are_independent_and_reading_state_does_not_change_it():
+    cfg = AlarmConfig(k=1, n=1, resolve_m=1)
+    m = AlarmMachine(cfg, 1.0, "v", CH)
+    m.update("a", 0.0, 3.0, np.zeros(2), np.zeros(2), np.zeros(2))
+    for _ in range(3):
+        assert m.firing("a") and not m.firing("b")
+    assert m.firing_streams() == ["a"]
