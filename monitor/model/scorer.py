@@ -1,0 +1,56 @@
+"""Batched inference: reconstruction errors of standardized windows.
+
+The scorer only produces raw errors (higher = more anomalous). Turning them into
+threshold units and deciding about alarms happens elsewhere (calibrate.py, alarm.py);
+scoring never changes any state.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class Scorer:
+    """Wraps an autoencoder for inference on (B, W, C) float32 standardized windows."""
+
+    def __init__(self, module: nn.Module, device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+        self.module = module.to(self.device).eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+        spec = getattr(module, "spec", None) or {}
+        self.window_size: int | None = spec.get("window_size")
+        self.n_channels: int | None = spec.get("n_channels")
+
+    def _check(self, x: np.ndarray) -> None:
+        if x.ndim != 3:
+            raise ValueError(f"windows must be shaped (batch, window_size, n_channels), got shape {x.shape}")
+        expected = (self.window_size, self.n_channels)
+        if None not in expected and x.shape[1:] != expected:
+            raise ValueError(f"windows are shaped {x.shape[1:]} per window but the model expects {expected}")
+
+    def errors(self, x_std: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Return ``(raw_error (B,), per_channel_error (B, C), recon_last_std (B, C))``, float32.
+
+        per_channel_error[b, c] is the mean over time of the squared error, raw_error is its
+        mean over channels, recon_last_std the reconstruction of the last step (standardized).
+        One forward pass for the whole batch.
+        """
+        x = np.ascontiguousarray(x_std, dtype=np.float32)  # no copy when already so
+        self._check(x)
+        batch, _, channels = x.shape
+        if batch == 0:
+            empty = np.empty((0, channels), dtype=np.float32)
+            return np.empty((0,), dtype=np.float32), empty, empty.copy()
+        with torch.inference_mode():
+            xt = torch.from_numpy(x)
+            if self.device.type != "cpu":
+                xt = xt.to(self.device, non_blocking=True)
+            recon, _ = self.module(xt)
+            per_channel = ((recon - xt) ** 2).mean(dim=1)
+            raw = per_channel.mean(dim=1)
+            last = recon[:, -1, :]
+            if self.device.type != "cpu":
+                raw, per_channel, last = raw.cpu(), per_channel.cpu(), last.cpu()
+            return raw.numpy(), per_channel.numpy(), last.contiguous().numpy()
