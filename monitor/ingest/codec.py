@@ -1,0 +1,484 @@
+"""Topic template + payload -> readings.
+
+`Codec.decode` turns one MQTT message into `Reading`s plus `Rejected` values (one per
+thing that could not become a reading, with a short stable `reason` used as a metric
+label). It never raises: bad input is data here, and an exception escaping into the
+paho thread would kill the network loop.
+
+Payload formats (per `TopicRule.format`):
+
+- ``number``: bare number text, e.g. ``b"21.5"``; the timestamp is the receive time.
+- ``json``: ``{"value": 21.5, "ts": 1700000000.0, "channel": "temp"}`` — `value_field`
+  required, `timestamp_field` and `channel_field` optional.
+- ``json_multi``: ``{"ts": ..., "temp": 21.5, "rpm": 1480}`` — every numeric key except
+  the timestamp field is a channel; strings, nulls and nested values are metadata and
+  ignored; booleans and non-finite numbers are rejected per channel.
+- ``json_array``: ``[{...}, {...}]`` of ``json`` / ``json_multi`` objects (an element
+  with `value_field` is ``json``); each element is judged on its own.
+- ``auto``: a bare number, an object with `value_field` (json), another object
+  (json_multi), or an array (json_array).
+
+Timestamps: epoch seconds or milliseconds (numbers above 1e11 are milliseconds),
+numeric strings, or ISO 8601 strings (``Z`` or an offset; naive means UTC). Missing or
+null: the receive time.
+"""
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timedelta
+from typing import Any, Optional, Sequence
+
+from monitor.config import ConfigError, TopicRule
+from monitor.types import RawMessage, Reading, Rejected
+
+try:  # orjson is ~5x faster on batched payloads; the stdlib is the fallback
+    import orjson as _orjson
+
+    _fast_loads = _orjson.loads
+    _FastDecodeError: type[Exception] = _orjson.JSONDecodeError
+except ImportError:  # pragma: no cover - exercised only without orjson
+    _fast_loads = None
+    _FastDecodeError = ValueError
+
+__all__ = ["Codec", "REASONS", "parse_iso", "parse_timestamp"]
+
+#: Every `Rejected.reason` the codec produces (bounded metric label values).
+REASONS = (
+    "oversized",
+    "malformed",
+    "non_finite",
+    "bad_timestamp",
+    "future_timestamp",
+    "unmatched_topic",
+    "missing_value",
+    "internal",
+)
+
+MS_THRESHOLD = 1e11  # epoch numbers above this are milliseconds (1e11 s is year 5138)
+_EPOCH_NAIVE = datetime(1970, 1, 1)
+_MISSING = object()
+_new_tuple = tuple.__new__
+_DETAIL_CHARS = 80
+
+
+class _Reject(Exception):
+    """Internal control flow: the whole message (or one element) is rejected."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(reason, detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def _clip(value: Any, limit: int = _DETAIL_CHARS) -> str:
+    """A short repr for reject details (payloads can be a megabyte of anything)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# --------------------------------------------------------------------------- timestamps
+
+_ISO_FRACTION = re.compile(r"(\.\d{6})\d+")
+
+
+def parse_iso(text: str, naive_offset_seconds: float = 0.0) -> float:
+    """ISO 8601 -> epoch seconds; a naive time is UTC + `naive_offset_seconds`."""
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        # Older Pythons (3.10) reject "Z" and more than 6 fractional digits.
+        fixed = _ISO_FRACTION.sub(r"\1", text)
+        if fixed[-1:] in ("Z", "z"):
+            fixed = fixed[:-1] + "+00:00"
+        dt = datetime.fromisoformat(fixed)
+    if dt.tzinfo is None:
+        return (dt - _EPOCH_NAIVE) / timedelta(seconds=1) - naive_offset_seconds
+    return dt.timestamp()
+
+
+def parse_timestamp(value: Any, naive_offset_seconds: float = 0.0) -> float:
+    """Epoch seconds from a number (s, or ms above 1e11), numeric string or ISO 8601 string.
+
+    Raises ValueError when `value` is none of these or is not finite.
+    """
+    tv = type(value)
+    if tv is str:
+        text = value.strip()
+        if not text:
+            raise ValueError("empty timestamp")
+        try:
+            number = float(text)
+        except ValueError:
+            try:
+                return parse_iso(text, naive_offset_seconds)
+            except (ValueError, OverflowError, TypeError) as exc:
+                raise ValueError(f"not an epoch number or ISO 8601 time: {_clip(value)}") from exc
+    elif tv is float or tv is int:
+        number = value
+    else:
+        raise ValueError(f"not a number or string: {_clip(value)}")
+    try:
+        seconds = number / 1000.0 if number > MS_THRESHOLD else float(number)
+    except OverflowError:
+        raise ValueError(f"out of range: {_clip(value)}") from None
+    if seconds - seconds != 0.0:
+        raise ValueError(f"not finite: {_clip(value)}")
+    return seconds
+
+
+# --------------------------------------------------------------------------- topics
+
+
+class _Template:
+    """A topic template compiled into per-level checks (no regex per message)."""
+
+    __slots__ = ("n_levels", "literals", "captures", "partials")
+
+    def __init__(self, template: str, key: str):
+        levels = template.split("/")
+        self.n_levels = len(levels)
+        literals, captures, partials = [], [], []
+        for i, level in enumerate(levels):
+            names = re.findall(r"{(\w+)}", level)
+            if not names:
+                literals.append((i, level))
+            elif len(names) > 1:
+                raise ConfigError(key, f"one {{name}} per topic level, got {level!r} in {template!r}")
+            elif level == "{" + names[0] + "}":
+                captures.append((i, names[0]))
+            else:
+                prefix, _, suffix = level.partition("{" + names[0] + "}")
+                partials.append((i, prefix, suffix, names[0]))
+        self.literals = tuple(literals)
+        self.captures = tuple(captures)
+        self.partials = tuple(partials)
+
+    def match(self, levels: list[str]) -> Optional[dict[str, str]]:
+        """Captured names, or None; placeholders never match an empty level."""
+        if len(levels) != self.n_levels:
+            return None
+        for i, text in self.literals:
+            if levels[i] != text:
+                return None
+        tags: dict[str, str] = {}
+        for i, name in self.captures:
+            value = levels[i]
+            if not value or tags.setdefault(name, value) != value:
+                return None
+        for i, prefix, suffix, name in self.partials:
+            value = levels[i]
+            if len(value) <= len(prefix) + len(suffix) or not value.startswith(prefix) or not value.endswith(suffix):
+                return None
+            value = value[len(prefix) : len(value) - len(suffix)]
+            if tags.setdefault(name, value) != value:
+                return None
+        return tags
+
+
+class _Rule:
+    """A TopicRule prepared for decoding."""
+
+    __slots__ = ("rule", "index", "template", "format", "value_field", "timestamp_field", "channel_field")
+
+    def __init__(self, rule: TopicRule, index: int):
+        self.rule = rule
+        self.index = index
+        self.template = _Template(rule.template, f"topics[{index}].template")
+        self.format = rule.format
+        self.value_field = rule.value_field
+        self.timestamp_field = rule.timestamp_field
+        self.channel_field = rule.channel_field
+
+
+# --------------------------------------------------------------------------- codec
+
+
+class Codec:
+    """Decodes MQTT messages into readings according to an ordered list of topic rules.
+
+    Thread-compatible: one instance per consumer thread (the topic cache is a plain dict
+    whose worst case under a race is a recomputed entry).
+    """
+
+    def __init__(
+        self,
+        rules: Sequence[TopicRule],
+        max_payload_bytes: int = 1_048_576,
+        max_future_seconds: float = 300.0,
+        cache_size: int = 100_000,
+    ):
+        if max_payload_bytes <= 0:
+            raise ConfigError("mqtt.max_payload_bytes", f"must be > 0, got {max_payload_bytes}")
+        if max_future_seconds < 0:
+            raise ConfigError("stream.max_future_seconds", f"must be >= 0, got {max_future_seconds}")
+        self.rules = list(rules)
+        self.max_payload_bytes = int(max_payload_bytes)
+        self.max_future_seconds = float(max_future_seconds)
+        self._rules = [_Rule(rule, i) for i, rule in enumerate(self.rules)]
+        self._cache_size = max(1, int(cache_size))
+        # topic -> (rule, stream, channel or None) or None when no rule matches
+        self._routes: dict[str, Optional[tuple[_Rule, str, Optional[str]]]] = {}
+
+    # ----------------------------------------------------------------- public
+
+    def decode_message(self, msg: RawMessage) -> tuple[list[Reading], list[Rejected]]:
+        """`decode` for a RawMessage."""
+        try:
+            topic, payload, received_at = msg.topic, msg.payload, msg.received_at
+        except Exception as exc:  # noqa: BLE001 - never raise across the boundary
+            return [], [Rejected("internal", _internal_detail(exc))]
+        return self.decode(topic, payload, received_at)
+
+    def decode(self, topic: str, payload: bytes, received_at: float) -> tuple[list[Reading], list[Rejected]]:
+        """Readings and rejects of one message; never raises."""
+        readings: list[Reading] = []
+        rejects: list[Rejected] = []
+        try:
+            self._decode(topic, payload, float(received_at), readings, rejects)
+        except _Reject as rej:
+            rejects.append(Rejected(rej.reason, rej.detail))
+        except Exception as exc:  # noqa: BLE001 - the contract is "never raises"
+            return [], [Rejected("internal", _internal_detail(exc))]
+        return readings, rejects
+
+    def route(self, topic: str) -> Optional[tuple[str, Optional[str], int]]:
+        """(stream, channel, rule index) for a topic, or None; channel None for json_multi."""
+        found = self._route(topic)
+        return None if found is None else (found[1], found[2], found[0].index)
+
+    # ----------------------------------------------------------------- internals
+
+    def _route(self, topic: str) -> Optional[tuple[_Rule, str, Optional[str]]]:
+        routes = self._routes
+        found = routes.get(topic, _MISSING)
+        if found is _MISSING:
+            found = self._match(topic)
+            if len(routes) >= self._cache_size:
+                routes.clear()  # bounded: a flood of distinct topics cannot grow memory
+            routes[topic] = found
+        return found  # type: ignore[return-value]
+
+    def _match(self, topic: str) -> Optional[tuple[_Rule, str, Optional[str]]]:
+        levels = topic.split("/")
+        for rule in self._rules:
+            tags = rule.template.match(levels)
+            if tags is None:
+                continue
+            stream = rule.rule.stream.format_map(tags)
+            if rule.format == "json_multi":
+                channel = None
+            else:
+                try:
+                    channel = rule.rule.channel.format_map(tags)
+                except (KeyError, IndexError, ValueError):
+                    channel = None  # only a payload channel field can name it
+            return rule, stream, channel
+        return None
+
+    def _decode(self, topic: Any, payload: Any, received_at: float, out: list, rej: list) -> None:
+        if type(topic) is not str:
+            raise _Reject("unmatched_topic", f"topic is not a string: {_clip(topic)}")
+        found = self._route(topic)
+        if found is None:
+            raise _Reject("unmatched_topic", f"no topic rule matches {_clip(topic)}")
+        rule, stream, channel = found
+        if type(payload) is not bytes:
+            payload = _as_bytes(payload)
+        if len(payload) > self.max_payload_bytes:
+            raise _Reject("oversized", f"{_clip(topic)}: {len(payload)} bytes > {self.max_payload_bytes}")
+        if not payload or payload.isspace():
+            raise _Reject("missing_value", f"{_clip(topic)}: empty payload")
+        fmt = rule.format
+        horizon = received_at + self.max_future_seconds
+        if fmt == "auto":
+            first = payload[:1]
+            if first.isspace():
+                first = payload.lstrip()[:1]
+            if first == b"{":
+                fmt = "object"
+            elif first == b"[":
+                fmt = "json_array"
+            else:
+                fmt = "number"
+        if fmt == "number":
+            if channel is None:
+                raise _Reject("missing_value", f"{_clip(topic)}: no channel for a bare number")
+            out.append(_new_tuple(Reading, (stream, channel, received_at, _parse_number(payload, topic))))
+            return
+        doc = _parse_json(payload, topic)
+        if fmt == "json_array":
+            if type(doc) is not list:
+                raise _Reject("malformed", f"{_clip(topic)}: expected a JSON array, got {type(doc).__name__}")
+            self._array(doc, rule, stream, channel, received_at, horizon, topic, out, rej)
+            return
+        if type(doc) is not dict:
+            raise _Reject("malformed", f"{_clip(topic)}: expected a JSON object, got {type(doc).__name__}")
+        if fmt == "json" or (fmt == "object" and rule.value_field in doc):
+            self._single(doc, rule, stream, channel, received_at, horizon, topic, out, rej)
+        else:
+            self._multi(doc, rule, stream, received_at, horizon, topic, out, rej)
+
+    def _array(self, doc: list, rule: _Rule, stream: str, channel: Optional[str], received_at: float,
+               horizon: float, topic: str, out: list, rej: list) -> None:
+        value_field = rule.value_field
+        for i, element in enumerate(doc):
+            if type(element) is not dict:
+                rej.append(Rejected("malformed", f"{_clip(topic)}[{i}]: expected an object, got {type(element).__name__}"))
+            elif value_field in element:
+                self._single(element, rule, stream, channel, received_at, horizon, topic, out, rej)
+            else:
+                self._multi(element, rule, stream, received_at, horizon, topic, out, rej)
+
+    def _single(self, obj: dict, rule: _Rule, stream: str, channel: Optional[str], received_at: float,
+                horizon: float, topic: str, out: list, rej: list) -> None:
+        """One `json` object: value, optional timestamp, optional channel override."""
+        value = obj.get(rule.value_field, None)
+        tv = type(value)
+        if tv is float:
+            if value - value != 0.0:
+                rej.append(Rejected("non_finite", f"{_clip(topic)}: value {value!r}"))
+                return
+        elif tv is int:
+            try:
+                value = float(value)
+            except OverflowError:
+                rej.append(Rejected("non_finite", f"{_clip(topic)}: value {_clip(value)} overflows a float"))
+                return
+        elif value is None:
+            rej.append(Rejected("missing_value", f"{_clip(topic)}: no {rule.value_field!r} in {_clip(obj)}"))
+            return
+        elif tv is str:
+            try:
+                value = float(value)
+            except ValueError:
+                rej.append(Rejected("malformed", f"{_clip(topic)}: value {_clip(value)} is not a number"))
+                return
+            if value - value != 0.0:
+                rej.append(Rejected("non_finite", f"{_clip(topic)}: value {value!r}"))
+                return
+        else:
+            rej.append(Rejected("malformed", f"{_clip(topic)}: value {_clip(value)} is not a number"))
+            return
+        name = obj.get(rule.channel_field, None)
+        if name is None:
+            if channel is None:
+                rej.append(Rejected("missing_value", f"{_clip(topic)}: no {rule.channel_field!r} in {_clip(obj)}"))
+                return
+            name = channel
+        elif type(name) is not str or not name:
+            if type(name) is int:
+                name = str(name)
+            else:
+                rej.append(Rejected("malformed", f"{_clip(topic)}: channel {_clip(name)} is not a name"))
+                return
+        stamp = obj.get(rule.timestamp_field, None)
+        ts = type(stamp)
+        if stamp is None:
+            stamp = received_at
+        elif ts is float or ts is int:
+            try:
+                stamp = stamp / 1000.0 if stamp > MS_THRESHOLD else float(stamp)
+            except OverflowError:
+                stamp = float("nan")
+            if stamp - stamp != 0.0:
+                rej.append(Rejected("bad_timestamp", f"{_clip(topic)}: timestamp {_clip(obj.get(rule.timestamp_field))}"))
+                return
+        else:
+            try:
+                stamp = parse_timestamp(stamp)
+            except ValueError as exc:
+                rej.append(Rejected("bad_timestamp", f"{_clip(topic)}: {exc}"))
+                return
+        if stamp > horizon:
+            rej.append(Rejected("future_timestamp", f"{_clip(topic)}: {stamp:.3f} is {stamp - received_at:.0f} s ahead"))
+            return
+        out.append(_new_tuple(Reading, (stream, name, stamp, value)))
+
+    def _multi(self, obj: dict, rule: _Rule, stream: str, received_at: float, horizon: float,
+               topic: str, out: list, rej: list) -> None:
+        """One `json_multi` object: every numeric key except the timestamp is a channel."""
+        ts_field = rule.timestamp_field
+        stamp = obj.get(ts_field, None)
+        if stamp is None:
+            stamp = received_at
+        else:
+            try:
+                stamp = parse_timestamp(stamp)
+            except ValueError as exc:
+                rej.append(Rejected("bad_timestamp", f"{_clip(topic)}: {exc}"))
+                return
+            if stamp > horizon:
+                rej.append(Rejected("future_timestamp", f"{_clip(topic)}: {stamp:.3f} is {stamp - received_at:.0f} s ahead"))
+                return
+        n_before = len(out) + len(rej)
+        for key, value in obj.items():
+            if key == ts_field:
+                continue
+            tv = type(value)
+            if tv is float:
+                if value - value != 0.0:
+                    rej.append(Rejected("non_finite", f"{_clip(topic)}: channel {_clip(key)} value {value!r}"))
+                    continue
+            elif tv is int:
+                try:
+                    value = float(value)
+                except OverflowError:
+                    rej.append(Rejected("non_finite", f"{_clip(topic)}: channel {_clip(key)} overflows a float"))
+                    continue
+            elif tv is bool:
+                rej.append(Rejected("malformed", f"{_clip(topic)}: channel {_clip(key)} value {value!r} is not a number"))
+                continue
+            else:
+                continue  # strings, nulls, nested values: metadata
+            out.append(_new_tuple(Reading, (stream, key, stamp, value)))
+        if len(out) + len(rej) == n_before:
+            rej.append(Rejected("missing_value", f"{_clip(topic)}: no numeric channel in {_clip(obj)}"))
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _as_bytes(payload: Any) -> bytes:
+    if isinstance(payload, (bytearray, memoryview)):
+        return bytes(payload)
+    if isinstance(payload, str):
+        try:
+            return payload.encode("utf-8")
+        except UnicodeEncodeError:
+            raise _Reject("malformed", "payload is not encodable as UTF-8") from None
+    raise _Reject("malformed", f"payload must be bytes, got {type(payload).__name__}")
+
+
+def _parse_number(payload: bytes, topic: str) -> float:
+    try:
+        value = float(payload)
+    except ValueError:
+        raise _Reject("malformed", f"{_clip(topic)}: not a number: {_clip(payload)}") from None
+    if value - value != 0.0:
+        raise _Reject("non_finite", f"{_clip(topic)}: value {value!r}")
+    return value
+
+
+def _parse_json(payload: bytes, topic: str) -> Any:
+    if _fast_loads is not None:
+        try:
+            return _fast_loads(payload)
+        except _FastDecodeError:
+            pass  # the stdlib also reads NaN/Infinity tokens and integers beyond 64 bits
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _Reject("malformed", f"{_clip(topic)}: payload is not UTF-8") from None
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise _Reject("malformed", f"{_clip(topic)}: not valid JSON ({_clip(str(exc), 60)})") from None
+
+
+def _internal_detail(exc: BaseException) -> str:
+    try:
+        text = f"{type(exc).__name__}: {exc}"
+        return text if len(text) <= 200 else text[:197] + "..."
+    except Exception:  # noqa: BLE001 - a broken __str__ must not escape either
+        return type(exc).__name__
