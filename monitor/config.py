@@ -75,7 +75,10 @@ class TopicRule:
         names = re.findall(r"{(\w+)}", self.template)
         if "#" in self.template or "+" in self.template:
             raise ConfigError("topics[].template", f"use {{name}} placeholders, not MQTT wildcards: {self.template!r}")
-        for label, fmt in (("stream", self.stream), ("channel", self.channel)):
+        checks = [("stream", self.stream)]
+        if self.format != "json_multi":  # json_multi takes channel names from the payload
+            checks.append(("channel", self.channel))
+        for label, fmt in checks:
             for ref in re.findall(r"{(\w+)}", fmt):
                 if ref not in names:
                     raise ConfigError(

@@ -1,0 +1,103 @@
+"""Model lifecycle: notice a new `current` bundle, verify, load, test-score, hand over.
+
+The watcher runs off the scoring thread; it only *prepares* a `ScoringModel`. The
+scoring thread swaps it in between batches, so no reading is dropped by a swap. A bundle
+that fails any check is refused, counted and logged once, and the old model keeps serving
+until the pointer moves again.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from monitor.model.bundle import BundleError, current_bundle_path, load_bundle
+from monitor.pipeline import ScoringModel
+
+log = logging.getLogger(__name__)
+
+
+class ModelRejected(Exception):
+    """A bundle loaded but failed the checks before serving."""
+
+
+def smoke_test(model: ScoringModel, required_channels: list[str] | None = None) -> None:
+    """Score a few windows; refuse a model whose outputs are not finite or whose channels differ."""
+    if required_channels and list(required_channels) != model.channels:
+        raise ModelRejected(f"model channels {model.channels} differ from stream.channels {required_channels}")
+    if not (np.all(np.isfinite(model.mean)) and np.all(np.isfinite(model.std)) and np.all(model.std > 0)):
+        raise ModelRejected("scaler statistics are not finite and positive")
+    if not (np.isfinite(model.threshold) and model.threshold > 0):
+        raise ModelRejected(f"threshold {model.threshold!r} is not a positive number")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4, model.window_size, len(model.channels))).astype(np.float32)
+    raw, per_channel, recon = model.scorer.errors(x)
+    if not (np.all(np.isfinite(raw)) and np.all(np.isfinite(per_channel)) and np.all(np.isfinite(recon))):
+        raise ModelRejected("model produces non-finite scores on test windows")
+
+
+def _signature(path: Path) -> tuple:
+    """What identifies a bundle's content cheaply: resolved path and file mtimes."""
+    try:
+        return (str(path.resolve()), *(os.stat(path / f).st_mtime_ns for f in ("manifest.json",)))
+    except OSError:
+        return (str(path),)
+
+
+@dataclass
+class LoadResult:
+    model: ScoringModel | None
+    error: str | None
+    seconds: float
+
+
+class ModelWatcher:
+    """Polls a models directory's `current` pointer and prepares verified models."""
+
+    def __init__(self, models_dir: str | Path, *, required_channels: list[str] | None = None,
+                 on_result: Callable[[LoadResult], None] | None = None):
+        self.models_dir = Path(models_dir)
+        self.required_channels = required_channels
+        self.on_result = on_result
+        self._seen: tuple | None = None
+        self.last_error: str | None = None
+
+    def load(self, path: Path) -> LoadResult:
+        started = time.monotonic()
+        try:
+            model = ScoringModel.from_bundle(load_bundle(path))
+            smoke_test(model, self.required_channels)
+        except (BundleError, ModelRejected, ValueError, KeyError, TypeError, OSError) as exc:
+            result = LoadResult(None, f"{path}: {exc}", time.monotonic() - started)
+        else:
+            result = LoadResult(model, None, time.monotonic() - started)
+        if self.on_result:
+            self.on_result(result)
+        return result
+
+    def poll(self, force: bool = False) -> LoadResult | None:
+        """Check the pointer; returns a result only when it points somewhere new (or `force`)."""
+        path = current_bundle_path(self.models_dir)
+        if path is None:
+            if self._seen != ("<none>",):
+                self._seen = ("<none>",)
+                self.last_error = f"no model bundle in {self.models_dir} (run `monitor train`)"
+                log.warning("%s", self.last_error)
+            return None
+        sig = _signature(path)
+        if sig == self._seen and not force:
+            return None
+        self._seen = sig
+        result = self.load(path)
+        if result.error:
+            self.last_error = result.error
+            log.error("model bundle refused, the previous model keeps serving: %s", result.error)
+        else:
+            self.last_error = None
+            log.info("model %s verified in %.3fs", result.model.version, result.seconds)
+        return result

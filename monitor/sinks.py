@@ -1,0 +1,167 @@
+"""Alert sinks: where state changes go (MQTT, the log, Alertmanager).
+
+A sink's `send` must not block the scoring thread for long and must not raise: a sink
+that fails counts the failure and logs it. The Alertmanager sink posts from its own
+thread through a bounded queue.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+import urllib.error
+import urllib.request
+from datetime import datetime, timezone
+from typing import Callable, Protocol
+
+from monitor.types import Alert
+
+log = logging.getLogger(__name__)
+
+
+class Sink(Protocol):
+    name: str
+
+    def send(self, alert: Alert) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def alert_json(alert: Alert) -> bytes:
+    return json.dumps(alert.to_dict(), separators=(",", ":"), allow_nan=False, default=float).encode()
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+class MQTTSink:
+    """Publishes one JSON message per state change on `topic` (``{stream}`` filled in)."""
+
+    name = "mqtt"
+
+    def __init__(self, publish: Callable[[str, bytes, int, bool], object], topic: str, qos: int = 1, retain: bool = False):
+        self.publish = publish
+        self.topic = topic
+        self.qos = qos
+        self.retain = retain
+
+    def send(self, alert: Alert) -> None:
+        self.publish(self.topic.format(stream=alert.stream), alert_json(alert), self.qos, self.retain)
+
+    def close(self) -> None:
+        pass
+
+
+class LogSink:
+    """One structured log line per state change."""
+
+    name = "log"
+
+    def __init__(self, logger: logging.Logger | None = None):
+        self.logger = logger or logging.getLogger("monitor.alerts")
+
+    def send(self, alert: Alert) -> None:
+        level = logging.WARNING if alert.state == "firing" else logging.INFO
+        self.logger.log(level, "alert %s %s", alert.state, alert.stream, extra={"alert": alert.to_dict()})
+
+    def close(self) -> None:
+        pass
+
+
+class AlertmanagerSink:
+    """Posts alerts to Alertmanager's v2 API (``POST {url}/api/v2/alerts``) from a thread.
+
+    Firing alerts are re-posted every `resend_seconds` while they last, as Alertmanager
+    expects; a resolved alert is posted with ``endsAt``.
+    """
+
+    name = "alertmanager"
+
+    def __init__(self, url: str, *, timeout_seconds: float = 5.0, queue_size: int = 1000,
+                 on_error: Callable[[], None] | None = None, resend_seconds: float = 60.0):
+        self.url = url.rstrip("/") + "/api/v2/alerts"
+        self.timeout = timeout_seconds
+        self.on_error = on_error
+        self.resend_seconds = resend_seconds
+        self.queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self.active: dict[str, Alert] = {}
+        self.dropped = 0
+        self.failures = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="alertmanager-sink", daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def payload(alert: Alert) -> dict:
+        top = ", ".join(c["channel"] for c in alert.top_channels)
+        item = {
+            "labels": {"alertname": "MonitorAnomaly", "stream": alert.stream, "severity": "warning",
+                       "alert_id": alert.alert_id},
+            "annotations": {
+                "summary": f"Anomaly on {alert.stream}",
+                "description": f"score {alert.peak_score:.2f}x threshold (model {alert.model_version}); top channels: {top}",
+            },
+            "startsAt": iso(alert.started_at),
+        }
+        if alert.ended_at is not None:
+            item["endsAt"] = iso(alert.ended_at)
+        return item
+
+    def send(self, alert: Alert) -> None:
+        try:
+            self.queue.put_nowait(alert)
+        except queue.Full:
+            self.dropped += 1
+            if self.on_error:
+                self.on_error()
+
+    def _post(self, alerts: list[Alert]) -> None:
+        body = json.dumps([self.payload(a) for a in alerts]).encode()
+        req = urllib.request.Request(self.url, data=body, method="POST", headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                resp.read()
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            self.failures += 1
+            if self.on_error:
+                self.on_error()
+            log.warning("alertmanager post to %s failed: %s", self.url, exc)
+
+    def _run(self) -> None:
+        last_resend = time.monotonic()
+        while not self._stop.is_set() or not self.queue.empty():
+            try:
+                alert = self.queue.get(timeout=0.5)
+            except queue.Empty:
+                alert = None
+            if alert is not None:
+                if alert.state == "firing":
+                    self.active[alert.alert_id] = alert
+                else:
+                    self.active.pop(alert.alert_id, None)
+                self._post([alert])
+            if self.active and time.monotonic() - last_resend >= self.resend_seconds:
+                last_resend = time.monotonic()
+                self._post(list(self.active.values()))
+
+    def close(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+
+
+class MemorySink:
+    """Keeps alerts in a list: the in-memory sink for replays and tests."""
+
+    name = "memory"
+
+    def __init__(self) -> None:
+        self.alerts: list[Alert] = []
+
+    def send(self, alert: Alert) -> None:
+        self.alerts.append(alert)
+
+    def close(self) -> None:
+        pass
