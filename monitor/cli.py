@@ -119,6 +119,17 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from monitor.logs import setup_logging
+    from monitor.service import Service
+
+    cfg = _config(args.config)  # a bad config exits 78 here, before any connection
+    setup_logging(args.log_level or cfg.log_level, json_lines=not args.plain_logs)
+    service = Service(cfg)
+    service.start()
+    return service.run_forever()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="monitor", description="Streaming sensor anomaly monitor")
     p.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING or ERROR")
@@ -147,6 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--plot", help="timeline PNG (default: beside --out)")
     b.add_argument("--report", help="write figures and alerts as JSON")
     b.set_defaults(func=cmd_backtest)
+
+    r = sub.add_parser("run", help="run the daemon: MQTT in, alerts and metrics out")
+    r.add_argument("--config", required=True)
+    r.add_argument("--plain-logs", action="store_true", help="human-readable logs instead of JSON lines")
+    r.set_defaults(func=cmd_run)
     return p
 
 

@@ -1,0 +1,495 @@
+"""The paho-mqtt boundary: connect, TLS/auth, subscribe in on_connect, bounded hand-off.
+
+`MQTTIngest` runs paho's own network thread (``loop_start``). Its ``on_message``
+decodes each message with the `Codec` and hands ONE `Ingested` item per message to a
+bounded ``queue.Queue`` with ``put_nowait``; it never blocks and never raises (a raising
+paho callback kills the network thread while ``is_connected()`` still says True).
+Queue item, a 4-tuple (unpack it as ``t0, readings, rejected, msg``)::
+
+    Ingested(received_monotonic,  # time.monotonic() at receipt (end-to-end latency)
+             readings,            # list[Reading], may be empty
+             rejected,            # list[Rejected] of the same message: the CONSUMER counts these
+             message)             # Delivery(received_at, topic, payload, qos, retain, mid, connection)
+
+Who counts what, exactly once: this module counts ``monitor_messages_received_total``,
+``monitor_readings_received_total`` and, for a message it could not queue,
+``monitor_drops_total{reason="queue_full"}`` (by readings) plus that message's rejects.
+The consumer counts the rejects of every item it takes (``metrics.rejected(rejected)``).
+
+At-least-once: with ``manual_ack=True`` paho does not ack QoS 1 messages when
+``on_message`` returns; the consumer calls ``ingest.ack(msg)`` once the readings are
+safely handled. A message dropped because the queue is full is acked at once (counted),
+so a full queue cannot stall the session. After ``stop_intake()`` messages are not
+acked at all: the broker keeps them for the next session.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import re
+import ssl
+import sys
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional, Sequence
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from monitor.config import ConfigError, MQTTConfig, TopicRule
+from monitor.ingest.codec import Codec
+from monitor.types import RawMessage, Reading, Rejected
+
+if TYPE_CHECKING:
+    from monitor.metrics import Metrics
+
+__all__ = ["MQTTIngest", "Ingested", "Delivery", "topic_filter", "subscriptions"]
+
+log = logging.getLogger(__name__)
+
+_PLACEHOLDER = re.compile(r"{\w+}")
+
+
+class Delivery(NamedTuple):
+    """A message as received plus what `MQTTIngest.ack` needs.
+
+    The first five fields are those of `RawMessage`, in the same order.
+    """
+
+    received_at: float  # wall clock (time.time()) at receipt
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    mid: int  # MQTT packet id
+    connection: int  # which connection (1, 2, ...) delivered it
+
+    def raw(self) -> RawMessage:
+        return RawMessage(self.received_at, self.topic, self.payload, self.qos, self.retain)
+
+
+class Ingested(NamedTuple):
+    """One received message, decoded (see the module docstring)."""
+
+    received_monotonic: float
+    readings: list[Reading]
+    rejected: list[Rejected]
+    message: Delivery
+
+
+def topic_filter(template: str) -> str:
+    """The MQTT subscription filter of a topic template: each level with a {name} -> ``+``."""
+    return "/".join("+" if _PLACEHOLDER.search(level) else level for level in template.split("/"))
+
+
+def subscriptions(rules: Sequence[TopicRule]) -> list[tuple[str, int]]:
+    """(filter, qos) per distinct filter, in rule order; the highest qos wins on duplicates."""
+    found: dict[str, int] = {}
+    for rule in rules:
+        filt = topic_filter(rule.template)
+        found[filt] = max(found.get(filt, 0), int(rule.qos))
+    return list(found.items())
+
+
+class _QuietRetries(logging.Filter):
+    """paho 2.2 logs an ERROR on every reconnect attempt while the broker is unreachable;
+    `MQTTIngest` already reports that (throttled, with the reason), so drop the repeat."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (isinstance(record.msg, str) and record.msg.startswith("Client is not connected."))
+
+
+_PAHO_LOG = logging.getLogger(__name__ + ".paho")
+_QUIET_RETRIES = _QuietRetries()
+
+
+class _Throttle:
+    """At most one log line per key every `seconds` (monotonic)."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self._last: dict[str, float] = {}
+
+    def ready(self, key: str) -> bool:
+        now = time.monotonic()
+        last = self._last.get(key)
+        if last is not None and now - last < self.seconds:
+            return False
+        self._last[key] = now
+        return True
+
+
+def describe_connect_error(exc: Optional[BaseException], host: str, port: int) -> str:
+    """An operator-readable reason for a failed connection attempt."""
+    where = f"{host}:{port}"
+    if exc is None:
+        return f"cannot connect to {where}"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        detail = getattr(exc, "verify_message", None) or str(exc)
+        return (f"TLS certificate verification failed for {where}: {detail} "
+                "(check mqtt.tls.ca_file and that the broker's certificate names this host)")
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS handshake with {where} failed: {exc}"
+    if isinstance(exc, ConnectionRefusedError):
+        return f"connection to {where} refused (is the broker running and listening there?)"
+    return f"cannot connect to {where}: {type(exc).__name__}: {exc}"
+
+
+class MQTTIngest:
+    """Subscribes to every topic rule and hands decoded readings to `out_queue`.
+
+    `on_state(connected: bool, detail: str)` is called on every connect/disconnect;
+    `raw_tap(RawMessage)` on every message (e.g. the recorder). Both run in paho's
+    thread: keep them fast; their exceptions are swallowed, counted and logged.
+    """
+
+    def __init__(
+        self,
+        cfg: MQTTConfig,
+        rules: Sequence[TopicRule],
+        codec: Codec,
+        out_queue: "queue.Queue[Ingested]",
+        metrics: "Optional[Metrics]" = None,
+        on_state: Optional[Callable[[bool, str], None]] = None,
+        *,
+        manual_ack: bool = False,
+        raw_tap: Optional[Callable[[RawMessage], None]] = None,
+        log_interval_seconds: float = 10.0,
+    ):
+        self.cfg = cfg
+        self.rules = list(rules)
+        if not self.rules:
+            raise ConfigError("topics", "at least one topic rule is needed to subscribe to anything")
+        self.codec = codec
+        self.queue = out_queue
+        self.metrics = metrics
+        self.on_state = on_state
+        self.manual_ack = bool(manual_ack)
+        self.raw_tap = raw_tap
+        self.last_error: Optional[str] = None
+        self.stats = {
+            "messages": 0, "readings": 0, "rejected": 0, "dropped_readings": 0, "dropped_messages": 0,
+            "callback_errors": 0, "tap_errors": 0, "connections": 0, "connect_failures": 0,
+        }
+        self._throttle = _Throttle(log_interval_seconds)
+        self._connected = False
+        self._subscribed = False
+        self._connection = 0
+        self._started = False
+        self._stopping = False
+        self._intake_open = True
+        self._drops_since_log = 0
+        self._subscriptions = subscriptions(self.rules)
+        self._client = self._make_client()
+
+    # ----------------------------------------------------------------- setup
+
+    def _make_client(self) -> mqtt.Client:
+        cfg = self.cfg
+        v5 = cfg.protocol == "5"
+        if not cfg.client_id and not cfg.clean_start:
+            raise ConfigError("mqtt.client_id", "a persistent session (clean_start: false) needs a fixed client_id")
+        kwargs: dict[str, Any] = dict(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=cfg.client_id,
+            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+            manual_ack=self.manual_ack,
+        )
+        if not v5:
+            kwargs["clean_session"] = cfg.clean_start
+        client = mqtt.Client(**kwargs)
+        client.suppress_exceptions = True  # a second net under our own try/except
+        _PAHO_LOG.addFilter(_QUIET_RETRIES)  # idempotent: one instance
+        client.enable_logger(_PAHO_LOG)
+        if cfg.password and not cfg.username:
+            raise ConfigError("mqtt.username", "a password was given without a username")
+        if cfg.username:
+            client.username_pw_set(cfg.username, cfg.password)
+        if cfg.tls.enabled:
+            self._configure_tls(client)
+        client.reconnect_delay_set(cfg.reconnect_min_seconds, cfg.reconnect_max_seconds)  # type: ignore[arg-type]
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+        return client
+
+    def _configure_tls(self, client: mqtt.Client) -> None:
+        tls = self.cfg.tls
+        insecure = tls.insecure_skip_verify is True
+        for key in ("ca_file", "cert_file", "key_file"):
+            path = getattr(tls, key)
+            if path and not os.access(path, os.R_OK):
+                raise ConfigError(f"mqtt.tls.{key}", f"cannot read {path!r} (missing or not readable)")
+        try:
+            client.tls_set(
+                ca_certs=tls.ca_file,
+                certfile=tls.cert_file,
+                keyfile=tls.key_file,
+                cert_reqs=ssl.CERT_NONE if insecure else ssl.CERT_REQUIRED,
+                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+            )
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            raise ConfigError("mqtt.tls", f"cannot load the TLS files: {exc}") from None
+        if insecure:
+            client.tls_insecure_set(True)
+            log.warning(
+                "mqtt.tls.insecure_skip_verify is true: the broker's certificate is NOT verified; "
+                "anyone on the network path can impersonate %s. Use only for testing.", self.cfg.host)
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        """Connect in the background (works while the broker is down) and start paho's thread."""
+        if self._started:
+            return
+        cfg = self.cfg
+        self._started = True
+        self._stopping = False
+        self._intake_open = True
+        if cfg.protocol == "5":
+            props = None
+            if not cfg.clean_start and cfg.session_expiry_seconds > 0:
+                props = Properties(PacketTypes.CONNECT)
+                props.SessionExpiryInterval = int(cfg.session_expiry_seconds)
+            self._client.connect_async(
+                cfg.host, cfg.port, cfg.keepalive_seconds, clean_start=cfg.clean_start, properties=props)
+        else:
+            self._client.connect_async(cfg.host, cfg.port, cfg.keepalive_seconds)
+        self._client.loop_start()
+        log.info("mqtt: connecting to %s:%d as %r (MQTT %s, %s session, tls %s)", cfg.host, cfg.port,
+                 cfg.client_id, cfg.protocol, "clean" if cfg.clean_start else "persistent",
+                 "on" if cfg.tls.enabled else "off")
+
+    def stop_intake(self) -> None:
+        """Stop handing messages on, but stay connected (alert sinks still publish).
+
+        Later messages are neither queued nor acked (with manual acks the broker keeps
+        them for the next session; with automatic acks they are counted as
+        ``drops_total{reason="shutdown"}``).
+        """
+        self._intake_open = False
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Disconnect and stop paho's thread (waits at most `timeout` seconds)."""
+        if not self._started:
+            return
+        self._stopping = True
+        try:
+            self._client.disconnect()
+        except Exception:  # noqa: BLE001 - stopping must not fail
+            log.debug("mqtt: disconnect failed", exc_info=True)
+        stopper = threading.Thread(target=self._client.loop_stop, name="mqtt-stop", daemon=True)
+        stopper.start()
+        stopper.join(timeout)
+        if stopper.is_alive():
+            log.warning("mqtt: network thread did not stop within %.1f s", timeout)
+        self._started = False
+        self._set_connected(False, "stopped")
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    @property
+    def subscribed(self) -> bool:
+        """True once the broker granted every subscription on the current connection."""
+        return self._connected and self._subscribed
+
+    @property
+    def client(self) -> mqtt.Client:
+        """The paho client (for tests and sinks that need more than `publish`)."""
+        return self._client
+
+    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> mqtt.MQTTMessageInfo:
+        """Publish from any thread (alert sinks); QoS 1 messages are queued while disconnected."""
+        return self._client.publish(topic, payload, qos=qos, retain=retain)
+
+    def ack(self, msg: Delivery | Ingested) -> None:
+        """Acknowledge a handled message (manual_ack only; a no-op otherwise or for QoS 0).
+
+        Takes the item's `Delivery` (``item[3]``) or the whole item. A message from an
+        earlier connection is not acked: the broker redelivers it on the resumed session,
+        and that copy is acked when it is handled.
+        """
+        if isinstance(msg, Ingested):
+            msg = msg.message
+        if not self.manual_ack or msg.qos == 0 or msg.connection != self._connection:
+            return
+        try:
+            self._client.ack(msg.mid, msg.qos)
+        except Exception:  # noqa: BLE001 - an ack on a dropped connection is redelivered later
+            log.debug("mqtt: ack of mid %s failed", item.mid, exc_info=True)
+
+    def __repr__(self) -> str:
+        cfg = self.cfg
+        user = f", user={cfg.username!r}" if cfg.username else ""
+        return (f"MQTTIngest({cfg.host}:{cfg.port}, client_id={cfg.client_id!r}{user}, "
+                f"tls={'on' if cfg.tls.enabled else 'off'}, connected={self._connected})")
+
+    # ----------------------------------------------------------------- paho callbacks
+
+    def _set_connected(self, connected: bool, detail: str) -> None:
+        changed = connected != self._connected
+        self._connected = connected
+        if not connected:
+            self._subscribed = False
+        if self.metrics is not None:
+            self.metrics.set_mqtt_connected(connected)
+        if changed and self.on_state is not None:
+            try:
+                self.on_state(connected, detail)
+            except Exception:  # noqa: BLE001
+                self.stats["callback_errors"] += 1
+                log.exception("mqtt: on_state callback failed")
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        try:
+            if reason_code.is_failure:
+                self.stats["connect_failures"] += 1
+                self.last_error = f"connection to {self.cfg.host}:{self.cfg.port} refused by the broker: {reason_code}"
+                if self._throttle.ready("connect:" + self.last_error):
+                    log.error("mqtt: %s", self.last_error)
+                return
+            self._connection += 1
+            self.stats["connections"] += 1
+            if self._connection > 1 and self.metrics is not None:
+                self.metrics.mqtt_reconnects.inc()
+            self.last_error = None
+            self._subscribed = False
+            session = bool(getattr(flags, "session_present", False))
+            log.info("mqtt: connected to %s:%d (session present: %s); subscribing to %s", self.cfg.host,
+                     self.cfg.port, session, ", ".join(f for f, _ in self._subscriptions))
+            client.subscribe(self._subscription_request())
+            self._set_connected(True, "connected")
+        except Exception:  # noqa: BLE001 - never let an exception into paho's thread
+            self.stats["callback_errors"] += 1
+            log.exception("mqtt: on_connect failed")
+
+    def _subscription_request(self) -> list:
+        if self.cfg.protocol == "5":
+            # Retained messages only for a new subscription: resubscribing on every
+            # reconnect must not replay the same retained readings again and again.
+            return [(f, SubscribeOptions(qos=q, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB))
+                    for f, q in self._subscriptions]
+        return list(self._subscriptions)
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        try:
+            exc = sys.exc_info()[1]  # paho calls this inside its `except OSError:` block
+            self.stats["connect_failures"] += 1
+            self.last_error = describe_connect_error(exc, self.cfg.host, self.cfg.port)
+            level = logging.ERROR if isinstance(exc, ssl.SSLError) else logging.WARNING
+            if self._throttle.ready("connect:" + self.last_error):
+                log.log(level, "mqtt: %s; retrying with backoff (max %.1f s)", self.last_error,
+                        self.cfg.reconnect_max_seconds)
+        except Exception:  # noqa: BLE001
+            self.stats["callback_errors"] += 1
+            log.exception("mqtt: on_connect_fail failed")
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        try:
+            was_connected = self._connected
+            if self._stopping:
+                log.info("mqtt: disconnected (stopping)")
+                self._set_connected(False, "stopped")
+                return
+            detail = f"disconnected from {self.cfg.host}:{self.cfg.port}: {reason_code}"
+            if was_connected:
+                self.last_error = detail
+                log.warning("mqtt: %s; reconnecting with backoff (%.1f..%.1f s)", detail,
+                            self.cfg.reconnect_min_seconds, self.cfg.reconnect_max_seconds)
+            self._set_connected(False, detail)
+        except Exception:  # noqa: BLE001
+            self.stats["callback_errors"] += 1
+            log.exception("mqtt: on_disconnect failed")
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any, properties: Any) -> None:
+        try:
+            ok = True
+            for (filt, _), code in zip(self._subscriptions, reason_codes):
+                if code.is_failure:
+                    ok = False
+                    self.last_error = f"subscription to {filt!r} refused by the broker: {code}"
+                    log.error("mqtt: %s (check the broker's ACL)", self.last_error)
+            self._subscribed = ok
+        except Exception:  # noqa: BLE001
+            self.stats["callback_errors"] += 1
+            log.exception("mqtt: on_subscribe failed")
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        ack_now = self.manual_ack  # unless handed off (the consumer acks) or intake is stopped
+        try:
+            received_at = time.time()
+            received_monotonic = time.monotonic()
+            try:
+                topic = msg.topic
+            except UnicodeDecodeError:
+                topic = msg._topic.decode("utf-8", "replace")  # the codec rejects it as unmatched
+            payload = msg.payload
+            delivery = Delivery(received_at, topic, payload, msg.qos, bool(msg.retain), msg.mid, self._connection)
+            stats = self.stats
+            stats["messages"] += 1
+            if self.raw_tap is not None:
+                try:
+                    self.raw_tap(delivery.raw())
+                except Exception:  # noqa: BLE001
+                    stats["tap_errors"] += 1
+                    if self._throttle.ready("tap"):
+                        log.exception("mqtt: raw_tap failed (counted, message still processed)")
+            readings, rejected = self.codec.decode(topic, payload, received_at)
+            metrics = self.metrics
+            if metrics is not None:
+                metrics.messages_received.inc()
+                if readings:
+                    metrics.readings_received.inc(len(readings))
+            stats["readings"] += len(readings)
+            if rejected:
+                stats["rejected"] += len(rejected)
+                if self._throttle.ready("rejected"):
+                    log.warning("mqtt: rejected input on %r: %s: %s (all rejects are counted; logged at most "
+                                "every %.0f s)", topic, rejected[0].reason, rejected[0].detail,
+                                self._throttle.seconds)
+            if not self._intake_open:
+                ack_now = False  # stopping: the broker keeps it for the next session (manual acks)
+                if not self.manual_ack:
+                    self._count_drop("shutdown", readings, rejected)
+                return
+            try:
+                self.queue.put_nowait(Ingested(received_monotonic, readings, rejected, delivery))
+                ack_now = False
+            except queue.Full:
+                self._count_drop("queue_full", readings, rejected)
+        except Exception:  # noqa: BLE001 - never let an exception into paho's thread
+            self.stats["callback_errors"] += 1
+            if self._throttle.ready("on_message"):
+                log.exception("mqtt: on_message failed (counted; the network loop keeps running)")
+        finally:
+            if ack_now:
+                try:
+                    client.ack(msg.mid, msg.qos)
+                except Exception:  # noqa: BLE001
+                    self.stats["callback_errors"] += 1
+
+    def _count_drop(self, reason: str, readings: list, rejected: list) -> None:
+        """A message not handed to the consumer: count its readings and its rejects here."""
+        n = len(readings)
+        self.stats["dropped_messages"] += 1
+        self.stats["dropped_readings"] += n
+        if self.metrics is not None:
+            self.metrics.drop(reason, n)
+            if rejected:
+                self.metrics.rejected(rejected)
+        if reason != "queue_full":
+            return
+        self._drops_since_log += n
+        if self._throttle.ready("queue_full"):
+            log.warning("mqtt: ingest queue full (%d items): dropped %d readings since the last report; "
+                        "the consumer is too slow or mqtt.queue_size too small",
+                        self.queue.maxsize, self._drops_since_log)
+            self._drops_since_log = 0

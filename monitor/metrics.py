@@ -1,0 +1,394 @@
+"""Every metric of the daemon, defined in one place against an injected registry.
+
+`Metrics(registry)` builds the metric families (prefix ``monitor_``, base units,
+``_total`` counters) and binds the label children of fixed label sets once, so a hot
+path does one ``child.inc(n)``. Values that are cheap to read (queue depth, active
+streams) are computed at scrape time through callbacks. Per-stream gauges have bounded
+cardinality: only the first `max_stream_labels` streams get a label; the others are
+counted in ``monitor_stream_labels_dropped_total`` and not exported.
+
+`serve(...)` answers ``/metrics``, ``/healthz`` and ``/readyz`` on one HTTP port.
+"""
+from __future__ import annotations
+
+import logging
+import platform
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable, Iterable, Mapping, Optional
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.exposition import choose_encoder
+
+from monitor.ingest.codec import REASONS as REJECT_REASONS
+from monitor.types import Rejected
+
+__all__ = [
+    "Metrics",
+    "MetricsServer",
+    "serve",
+    "DROP_REASONS",
+    "ALERT_STATES",
+    "MODEL_LOAD_RESULTS",
+    "REJECT_REASONS",
+]
+
+log = logging.getLogger(__name__)
+
+#: Why a reading was dropped after it was decoded (bounded label values; others are added lazily).
+DROP_REASONS = ("queue_full", "stream_cap", "unknown_channel", "duplicate", "out_of_order", "late",
+                "stale_frames", "no_model", "internal_error", "shutdown")
+ALERT_STATES = ("firing", "resolved")
+MODEL_LOAD_RESULTS = ("ok", "rejected")
+SINK_NAMES = ("mqtt", "log", "alertmanager")
+
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+SCORING_SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+END_TO_END_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+def _package_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("monitor")
+    except Exception:  # noqa: BLE001 - not installed as a distribution (e.g. a source tree)
+        return "unknown"
+
+
+class Metrics:
+    """The daemon's metric families on `registry` (never the global one).
+
+    Thread-safe: prometheus-client children are; the per-stream label table takes a
+    lock only when a stream is admitted or forgotten.
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        *,
+        max_stream_labels: int = 1000,
+        reject_reasons: Iterable[str] = REJECT_REASONS,
+        drop_reasons: Iterable[str] = DROP_REASONS,
+        version: Optional[str] = None,
+    ):
+        if max_stream_labels < 0:
+            raise ValueError(f"max_stream_labels must be >= 0, got {max_stream_labels}")
+        self.registry = registry
+        self.max_stream_labels = int(max_stream_labels)
+        r = registry
+
+        # ------------------------------------------------------------- ingest
+        self.messages_received = Counter(
+            "monitor_messages_received_total", "MQTT messages received (before decoding).", registry=r)
+        self.readings_received = Counter(
+            "monitor_readings_received_total", "Readings decoded from received messages.", registry=r)
+        self.readings_rejected = Counter(
+            "monitor_readings_rejected_total", "Input that could not become a reading, by reason.",
+            ["reason"], registry=r)
+        self.drops = Counter(
+            "monitor_drops_total", "Decoded readings dropped before scoring, by reason.", ["reason"], registry=r)
+        self.queue_depth = Gauge(
+            "monitor_queue_depth", "Items waiting in the ingest hand-off queue.", registry=r)
+        self.streams_active = Gauge(
+            "monitor_streams_active", "Streams with state in the pipeline.", registry=r)
+        # label children bound once: the hot path is one dict lookup and one inc()
+        self.rejected_children = {reason: self.readings_rejected.labels(reason) for reason in reject_reasons}
+        self.drop_children = {reason: self.drops.labels(reason) for reason in drop_reasons}
+        self._label_lock = threading.Lock()
+
+        # ------------------------------------------------------------- scoring
+        self.windows_scored = Counter(
+            "monitor_windows_scored_total", "Windows scored by the model.", registry=r)
+        self.scoring_batch_size = Histogram(
+            "monitor_scoring_batch_size", "Windows per scoring batch.", buckets=BATCH_SIZE_BUCKETS, registry=r)
+        self.scoring_latency = Histogram(
+            "monitor_scoring_latency_seconds", "Time to score one batch of windows.",
+            buckets=SCORING_SECONDS_BUCKETS, registry=r)
+        self.end_to_end_latency = Histogram(
+            "monitor_end_to_end_latency_seconds", "Time from receiving a message to scoring the window it completed.",
+            buckets=END_TO_END_SECONDS_BUCKETS, registry=r)
+
+        # ------------------------------------------------------------- per stream (bounded)
+        self.anomaly_score = Gauge(
+            "monitor_anomaly_score", "Latest anomaly score per stream, in threshold units (1.0 = at threshold).",
+            ["stream"], registry=r)
+        self.alert_state = Gauge(
+            "monitor_alert_state", "Alarm state per stream: 1 firing, 0 not firing.", ["stream"], registry=r)
+        self.stream_labels_dropped = Counter(
+            "monitor_stream_labels_dropped_total",
+            "Streams not exported with their own label because max_stream_labels was reached.", registry=r)
+        self._streams: dict[str, tuple] = {}  # stream -> (score child, state child)
+        self._unlabelled: set[str] = set()
+
+        # ------------------------------------------------------------- alerts and model
+        self.alerts = Counter("monitor_alerts_total", "Alert state changes, by state.", ["state"], registry=r)
+        self.alert_children = {state: self.alerts.labels(state) for state in ALERT_STATES}
+        self.sink_errors = Counter(
+            "monitor_sink_errors_total", "Alert deliveries that failed, by sink.", ["sink"], registry=r)
+        self.sink_error_children = {sink: self.sink_errors.labels(sink) for sink in SINK_NAMES}
+        self.model_info = Gauge("monitor_model_info", "The model bundle serving now (always 1).", ["version"], registry=r)
+        self.model_load_timestamp = Gauge(
+            "monitor_model_load_timestamp_seconds", "When the serving model was loaded (Unix time).", registry=r)
+        self.model_loads = Counter(
+            "monitor_model_loads_total", "Model bundle load attempts, by result.", ["result"], registry=r)
+        self.model_load_children = {res: self.model_loads.labels(res) for res in MODEL_LOAD_RESULTS}
+        self.model_load_duration = Gauge(
+            "monitor_model_load_duration_seconds", "How long the last model load and test scoring took.",
+            registry=r)
+        self.last_retrain_success = Gauge(
+            "monitor_last_retrain_success_timestamp_seconds", "When a retraining last succeeded (Unix time).",
+            registry=r)
+
+        # ------------------------------------------------------------- MQTT and build
+        self.mqtt_connected = Gauge("monitor_mqtt_connected", "1 while connected to the MQTT broker.", registry=r)
+        self.mqtt_reconnects = Counter(
+            "monitor_mqtt_reconnects_total", "Successful MQTT connections after the first one.", registry=r)
+        self.build_info = Info("monitor_build", "Version of the running daemon.", registry=r)
+        self.build_info.info({
+            "version": version or _package_version(),
+            "python": platform.python_version(),
+        })
+
+    # ----------------------------------------------------------------- ingest helpers
+
+    def rejected(self, rejects: Iterable[Rejected]) -> None:
+        """Count `Rejected` values (e.g. one queue item's) by reason."""
+        children = self.rejected_children
+        for rej in rejects:
+            child = children.get(rej.reason)
+            if child is None:
+                child = self._child(children, self.readings_rejected, rej.reason)
+            child.inc()
+
+    def add_rejected(self, counts: Mapping[str, int]) -> None:
+        """Add per-reason reject counts (a batch's tally)."""
+        for reason, n in counts.items():
+            if n:
+                child = self.rejected_children.get(reason)
+                if child is None:
+                    child = self._child(self.rejected_children, self.readings_rejected, reason)
+                child.inc(n)
+
+    def drop(self, reason: str, n: int = 1) -> None:
+        """Count `n` decoded readings dropped before scoring, under `reason`."""
+        if n:
+            child = self.drop_children.get(reason)
+            if child is None:
+                child = self._child(self.drop_children, self.drops, reason)
+            child.inc(n)
+
+    def set_callbacks(self, queue_depth: Optional[Callable[[], float]] = None,
+                      streams_active: Optional[Callable[[], float]] = None) -> None:
+        """Read the queue depth / active stream count at scrape time (e.g. ``queue.qsize``)."""
+        if queue_depth is not None:
+            self.queue_depth.set_function(queue_depth)
+        if streams_active is not None:
+            self.streams_active.set_function(streams_active)
+
+    def _child(self, children: dict, family, label: str):
+        with self._label_lock:
+            child = children.get(label)
+            if child is None:
+                child = children[label] = family.labels(label)
+        return child
+
+    # ----------------------------------------------------------------- scoring helpers
+
+    def scored(self, n_windows: int, seconds: float) -> None:
+        """One scored batch: its size, how long it took, and the windows it scored."""
+        self.scoring_batch_size.observe(n_windows)
+        self.scoring_latency.observe(seconds)
+        self.windows_scored.inc(n_windows)
+
+    def end_to_end(self, seconds: float) -> None:
+        """Receive (monotonic) -> scored, for one batch or reading."""
+        self.end_to_end_latency.observe(seconds)
+
+    def set_score(self, stream: str, score: Optional[float] = None, firing: Optional[bool] = None) -> bool:
+        """Export a stream's latest score and/or alarm state.
+
+        Returns False when the stream is beyond `max_stream_labels` (not exported).
+        """
+        children = self._streams.get(stream)
+        if children is None:
+            children = self._admit(stream)
+            if children is None:
+                return False
+        if score is not None:
+            children[0].set(score)
+        if firing is not None:
+            children[1].set(1 if firing else 0)
+        return True
+
+    def forget_stream(self, stream: str) -> None:
+        """Remove a stream's labelled series (the stream was evicted); frees its slot."""
+        with self._label_lock:
+            self._unlabelled.discard(stream)
+            if self._streams.pop(stream, None) is None:
+                return
+            for gauge in (self.anomaly_score, self.alert_state):
+                try:
+                    gauge.remove(stream)
+                except KeyError:
+                    pass
+
+    @property
+    def labelled_streams(self) -> int:
+        return len(self._streams)
+
+    def _admit(self, stream: str) -> Optional[tuple]:
+        with self._label_lock:
+            children = self._streams.get(stream)
+            if children is not None:
+                return children
+            if len(self._streams) >= self.max_stream_labels:
+                if stream not in self._unlabelled:
+                    self._unlabelled.add(stream)
+                    self.stream_labels_dropped.inc()
+                return None
+            self._unlabelled.discard(stream)
+            children = (self.anomaly_score.labels(stream), self.alert_state.labels(stream))
+            self._streams[stream] = children
+            return children
+
+    # ----------------------------------------------------------------- alerts, model, MQTT
+
+    def alert(self, state: str, stream: Optional[str] = None) -> None:
+        """Count one alert state change; with `stream`, also set its alert_state gauge."""
+        child = self.alert_children.get(state)
+        if child is None:
+            child = self._child(self.alert_children, self.alerts, state)
+        child.inc()
+        if stream is not None:
+            self.set_score(stream, firing=(state == "firing"))
+
+    def sink_error(self, sink: str) -> None:
+        """An alert sink failed to deliver."""
+        child = self.sink_error_children.get(sink)
+        if child is None:
+            child = self._child(self.sink_error_children, self.sink_errors, sink)
+        child.inc()
+
+    def model_load(self, ok: bool, seconds: Optional[float] = None, version: Optional[str] = None,
+                   at: Optional[float] = None) -> None:
+        """A bundle load attempt. ok: `version` now serves (model_info is replaced, not
+        accumulated); not ok: counted as rejected, the old model keeps serving."""
+        if seconds is not None:
+            self.model_load_duration.set(seconds)
+        if not ok:
+            self.model_load_children["rejected"].inc()
+            return
+        with self._label_lock:
+            self.model_info.clear()
+            self.model_info.labels(version or "unknown").set(1)
+        self.model_load_timestamp.set(time.time() if at is None else at)
+        self.model_load_children["ok"].inc()
+
+    def retrain_succeeded(self, at: Optional[float] = None) -> None:
+        self.last_retrain_success.set(time.time() if at is None else at)
+
+    def set_mqtt_connected(self, connected: bool) -> None:
+        self.mqtt_connected.set(1 if connected else 0)
+
+
+# --------------------------------------------------------------------------- HTTP
+
+
+HealthCheck = Callable[[], "tuple[bool, str]"]
+
+
+class MetricsServer:
+    """A running metrics/health HTTP server; `port` is the bound port."""
+
+    def __init__(self, httpd: ThreadingHTTPServer, thread: threading.Thread):
+        self._httpd = httpd
+        self._thread = thread
+        self.address = httpd.server_address[0]
+        self.port = int(httpd.server_address[1])
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"http://{host}:{self.port}"
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Stop serving and close the socket."""
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout)
+
+    def __enter__(self) -> "MetricsServer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+
+def _check(fn: HealthCheck) -> tuple[bool, str]:
+    try:
+        ok, reason = fn()
+        return bool(ok), str(reason or ("ok" if ok else "not ok"))
+    except Exception as exc:  # noqa: BLE001 - a failing check is a 503, not a crash
+        return False, f"check failed: {type(exc).__name__}: {exc}"
+
+
+def serve(
+    registry: CollectorRegistry,
+    address: str = "127.0.0.1",
+    port: int = 9108,
+    health: HealthCheck = lambda: (True, "ok"),
+    ready: HealthCheck = lambda: (True, "ok"),
+) -> MetricsServer:
+    """Serve /metrics, /healthz and /readyz from a daemon thread; port 0 picks a free port."""
+
+    class Handler(BaseHTTPRequestHandler):
+        timeout = 10  # a stalled client cannot hold a thread forever
+        server_version = "monitor"
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            self._respond(send_body=True)
+
+        def do_HEAD(self) -> None:  # noqa: N802
+            self._respond(send_body=False)
+
+        def _respond(self, send_body: bool) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                try:
+                    encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
+                    body = encoder(registry)
+                    status = 200
+                except Exception as exc:  # noqa: BLE001
+                    log.exception("metrics exposition failed")
+                    status, content_type = 500, "text/plain; charset=utf-8"
+                    body = f"metrics exposition failed: {type(exc).__name__}\n".encode()
+            elif path in ("/healthz", "/readyz"):
+                ok, reason = _check(health if path == "/healthz" else ready)
+                status, content_type = (200 if ok else 503), "text/plain; charset=utf-8"
+                body = (reason + "\n").encode()
+            else:
+                status, content_type = 404, "text/plain; charset=utf-8"
+                body = b"not found: try /metrics, /healthz or /readyz\n"
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if send_body:
+                self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - base signature
+            log.debug("http %s - %s", self.address_string(), format % args)
+
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+        address_family = socket.AF_INET6 if ":" in address else socket.AF_INET
+
+    httpd = Server((address, port), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.1}, name="metrics-http", daemon=True)
+    thread.start()
+    server = MetricsServer(httpd, thread)
+    log.info("metrics on %s/metrics", server.url)
+    return server

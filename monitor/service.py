@@ -1,0 +1,295 @@
+"""The daemon: MQTT intake -> bounded queue -> scoring thread -> sinks, plus metrics and health.
+
+Threads:
+  * paho's network thread (MQTTIngest) decodes messages and hands them to a bounded queue;
+  * the scoring thread drains the queue in batches, drives the `Pipeline`, scores every due
+    window in one forward pass, sends alerts and acks messages it has handled;
+  * the main thread handles signals, polls the model pointer and reports health.
+
+SIGTERM/SIGINT: stop intake, drain the queue, flush, close sinks, exit 0 within
+`stop_timeout_seconds`. SIGHUP: re-check the model pointer now (a forced reload) and
+re-read the log level.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import threading
+import time
+from collections import Counter
+from typing import Callable
+
+from prometheus_client import CollectorRegistry
+
+from monitor.config import Config
+from monitor.ingest.codec import Codec
+from monitor.lifecycle import LoadResult, ModelWatcher
+from monitor.metrics import Metrics
+from monitor.pipeline import Pipeline, ScoringModel
+from monitor.sinks import AlertmanagerSink, LogSink, MQTTSink, Sink
+from monitor.types import Alert, Score
+
+log = logging.getLogger(__name__)
+
+
+class Service:
+    def __init__(self, cfg: Config, *, registry: CollectorRegistry | None = None,
+                 extra_sinks: list[Sink] | None = None, stop_timeout_seconds: float = 8.0,
+                 manual_ack: bool | None = None,
+                 score_listeners: list[Callable[[list[Score]], None]] | None = None):
+        self.cfg = cfg
+        self.registry = registry or CollectorRegistry()
+        self.metrics = Metrics(self.registry)
+        self.stop_timeout = stop_timeout_seconds
+        self.queue: queue.Queue = queue.Queue(maxsize=cfg.mqtt.queue_size)
+        self.codec = Codec(cfg.topics, cfg.mqtt.max_payload_bytes, cfg.stream.max_future_seconds)
+        self.pipeline: Pipeline | None = None
+        self._pending_model: ScoringModel | None = None
+        self._model_lock = threading.Lock()
+        self.watcher = ModelWatcher(cfg.models.dir, required_channels=cfg.stream.channels or None,
+                                    on_result=self._on_model_result)
+        # At-least-once: ack QoS 1 messages only after the scoring thread has handled them.
+        persistent = not cfg.mqtt.clean_start
+        self.manual_ack = persistent if manual_ack is None else manual_ack
+        self.extra_sinks = list(extra_sinks or [])
+        self.score_listeners = list(score_listeners or [])  # e.g. a recorder or a test probe
+        self.sinks: list[Sink] = []
+        self.ingest = None
+        self.http = None
+        self._stop = threading.Event()
+        self._intake_stopped = threading.Event()
+        self._reload = threading.Event()
+        self._scorer: threading.Thread | None = None
+        self.last_progress = time.monotonic()  # scoring thread heartbeat (monotonic)
+        self._reported = Counter()
+
+    # ------------------------------------------------------------------ model
+
+    def _on_model_result(self, result: LoadResult) -> None:
+        self.metrics.model_load(result.error is None, result.seconds,
+                                result.model.version if result.model else None)
+
+    def _poll_model(self, force: bool = False) -> None:
+        result = self.watcher.poll(force=force)
+        if result is not None and result.model is not None:
+            with self._model_lock:
+                self._pending_model = result.model
+
+    def _install_pending_model(self) -> list[Alert]:
+        with self._model_lock:
+            model, self._pending_model = self._pending_model, None
+        if model is None:
+            return []
+        if self.pipeline is None:
+            self.pipeline = Pipeline(model, self.cfg.stream, self.cfg.alarm, self.cfg.alerts.top_channels)
+            log.info("serving model %s", model.version)
+            return []
+        scores, alerts = self.pipeline.swap_model(model)
+        self._publish(scores, alerts)
+        log.info("swapped in model %s", model.version)
+        return alerts
+
+    # ------------------------------------------------------------------ health
+
+    def health(self) -> tuple[bool, str]:
+        if self._scorer is not None and not self._scorer.is_alive() and not self._stop.is_set():
+            return False, "scoring thread is not running"
+        return True, "ok"
+
+    def ready(self) -> tuple[bool, str]:
+        if self.pipeline is None and self._pending_model is None:
+            return False, self.watcher.last_error or "no model loaded"
+        if self.ingest is None or not self.ingest.connected:
+            return False, "not connected to the MQTT broker" + (
+                f": {self.ingest.last_error}" if self.ingest is not None and self.ingest.last_error else "")
+        return True, "ok"
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        from monitor.ingest.mqtt import MQTTIngest
+        from monitor.metrics import serve
+
+        cfg = self.cfg
+        self._poll_model()
+        self._install_pending_model()
+        self.metrics.set_callbacks(queue_depth=self.queue.qsize,
+                                   streams_active=lambda: len(self.pipeline.streams) if self.pipeline else 0)
+        self.http = serve(self.registry, cfg.metrics.address, cfg.metrics.port, self.health, self.ready)
+        self.ingest = MQTTIngest(cfg.mqtt, cfg.topics, self.codec, self.queue, self.metrics,
+                                 manual_ack=self.manual_ack)
+        self.sinks = [MQTTSink(self.ingest.publish, cfg.alerts.topic, cfg.alerts.qos, cfg.alerts.retain)]
+        if cfg.alerts.log:
+            self.sinks.append(LogSink())
+        if cfg.alerts.alertmanager_url:
+            self.sinks.append(AlertmanagerSink(cfg.alerts.alertmanager_url,
+                                               on_error=lambda: self.metrics.sink_error("alertmanager")))
+        self.sinks.extend(self.extra_sinks)
+        self._scorer = threading.Thread(target=self._score_loop, name="scorer", daemon=True)
+        self._scorer.start()
+        self.ingest.start()
+        log.info("monitor started; metrics on http://%s:%d/metrics", cfg.metrics.address, self.http.port)
+
+    def request_stop(self, *_: object) -> None:
+        self._stop.set()
+
+    def request_reload(self, *_: object) -> None:
+        self._reload.set()
+
+    def run_forever(self, install_signals: bool = True, on_tick: Callable[[], None] | None = None) -> int:
+        """Serve until SIGTERM/SIGINT; returns the exit code."""
+        if install_signals:
+            signal.signal(signal.SIGTERM, self.request_stop)
+            signal.signal(signal.SIGINT, self.request_stop)
+            signal.signal(signal.SIGHUP, self.request_reload)
+        next_poll = time.monotonic()
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if self._reload.is_set():
+                self._reload.clear()
+                log.info("SIGHUP: reloading the model pointer")
+                self._poll_model(force=True)
+                next_poll = now + self.cfg.models.poll_seconds
+            elif now >= next_poll:
+                self._poll_model()
+                next_poll = now + self.cfg.models.poll_seconds
+            if on_tick:
+                on_tick()
+            self._stop.wait(min(0.5, self.cfg.models.poll_seconds))
+        return self.shutdown()
+
+    def shutdown(self) -> int:
+        """Stop intake, drain what was received, flush alerts, close everything."""
+        deadline = time.monotonic() + self.stop_timeout
+        self._stop.set()
+        if self.ingest is not None:
+            self.ingest.stop_intake()  # no new messages; unacked QoS 1 ones stay with the broker
+        self._intake_stopped.set()
+        if self._scorer is not None:
+            self._scorer.join(max(0.1, deadline - time.monotonic() - 1.0))
+            if self._scorer.is_alive():
+                log.error("scoring thread did not drain within %.1fs", self.stop_timeout)
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception:  # noqa: BLE001
+                log.exception("closing sink %s", getattr(sink, "name", sink))
+        if self.ingest is not None:
+            self.ingest.stop(timeout=max(0.1, deadline - time.monotonic()))
+        if self.http is not None:
+            self.http.shutdown()
+        log.info("monitor stopped")
+        return 0
+
+    # ------------------------------------------------------------------ scoring thread
+
+    def _take_batch(self, max_items: int) -> list:
+        try:
+            first = self.queue.get(timeout=0.1)
+        except queue.Empty:
+            return []
+        items = [first]
+        get = self.queue.get_nowait
+        delay = self.cfg.scoring.max_batch_delay_seconds
+        deadline = time.monotonic() + delay if delay > 0 else 0.0
+        while len(items) < max_items:
+            try:
+                items.append(get())
+            except queue.Empty:
+                if deadline and time.monotonic() < deadline:
+                    time.sleep(0.0005)
+                    continue
+                break
+        return items
+
+    def _score_loop(self) -> None:
+        batch_items = max(1, self.cfg.scoring.batch_size)
+        while True:
+            try:
+                self._install_pending_model()
+                items = self._take_batch(batch_items)
+                self.last_progress = time.monotonic()
+                if not items:
+                    if self._intake_stopped.is_set():
+                        break
+                    continue
+                self._process(items)
+            except Exception:  # noqa: BLE001 - the loop must survive any bug in one batch
+                self.metrics.drop("internal_error", 1)
+                log.exception("scoring batch failed")
+        log.info("scoring thread drained and stopped")
+
+    def _process(self, items: list) -> None:
+        pipe = self.pipeline
+        n_readings = 0
+        oldest = items[0][0]
+        if pipe is None:
+            for _, readings, rejected, msg in items:
+                self.metrics.drop("no_model", len(readings))
+                self.metrics.rejected(rejected)
+                self._ack(msg)
+            return
+        push = pipe.push_reading
+        for _, readings, rejected, _msg in items:
+            n_readings += len(readings)
+            for r in readings:
+                push(r)
+            if rejected:
+                self.metrics.rejected(rejected)
+        started = time.monotonic()
+        scores, alerts = pipe.flush()
+        done = time.monotonic()
+        self._report_counters(pipe)
+        if scores:
+            self.metrics.scored(len(scores), done - started)
+        self.metrics.end_to_end(done - oldest)
+        self._publish(scores, alerts)
+        if self.manual_ack:
+            for item in items:
+                self._ack(item[3])
+
+    def _ack(self, msg) -> None:
+        if self.manual_ack and msg is not None:
+            self.ingest.ack(msg)
+
+    def _report_counters(self, pipe: Pipeline) -> None:
+        """Move the pipeline's drop counters into metrics (added per batch, not per reading)."""
+        for reason, total in pipe.counters.items():
+            if reason in ("accepted", "frames", "windows_scored"):
+                continue
+            delta = total - self._reported[reason]
+            if delta:
+                self._reported[reason] = total
+                self.metrics.drop(reason, delta)
+
+    def _publish(self, scores: list[Score], alerts: list[Alert]) -> None:
+        for listener in self.score_listeners:
+            try:
+                listener(scores)
+            except Exception:  # noqa: BLE001
+                log.exception("score listener failed")
+        if scores:
+            last: dict[str, float] = {}
+            for s in scores:
+                last[s.stream] = s.score
+            for stream, value in last.items():
+                self.metrics.set_score(stream, value, self.pipeline.alarm.firing(stream))
+            if self.cfg.alerts.scores_topic and self.ingest is not None:
+                self._publish_scores(scores)
+        for alert in alerts:
+            self.metrics.alert(alert.state, alert.stream)
+            for sink in self.sinks:
+                try:
+                    sink.send(alert)
+                except Exception:  # noqa: BLE001 - one sink failing must not stop the others
+                    self.metrics.sink_error(getattr(sink, "name", "unknown"))
+                    log.exception("alert sink %s failed", getattr(sink, "name", sink))
+
+    def _publish_scores(self, scores: list[Score]) -> None:
+        import json
+
+        topic = self.cfg.alerts.scores_topic
+        for s in scores:
+            body = json.dumps({"stream": s.stream, "ts": s.timestamp, "score": s.score}).encode()
+            self.ingest.publish(topic.format(stream=s.stream), body, 0, False)
