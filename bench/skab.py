@@ -64,7 +64,9 @@ def run_file(args: tuple[str, str, int]) -> dict:
 
     cfg = load_config(config_path, environ={})
     data = read_csv(path, cfg.data)
-    sd = StreamData(cfg.data.stream, list(data.channels), data.timestamps[:TRAIN_ROWS], data.values[:TRAIN_ROWS])
+    channels = list(cfg.stream.channels or data.channels)  # stream.channels selects columns, as `monitor train` does
+    values = data.values[:, [list(data.channels).index(c) for c in channels]]
+    sd = StreamData(cfg.data.stream, channels, data.timestamps[:TRAIN_ROWS], values[:TRAIN_ROWS])
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         outcome = train_bundle([sd], cfg, Path(tmp), write_plots=False)

@@ -94,7 +94,7 @@ class MQTTConfig:
     port: int = 1883
     client_id: str = "monitor"
     username: Optional[str] = None
-    password: Optional[str] = None
+    password: Optional[str] = field(default=None, repr=False)  # never in logs or reprs
     protocol: Literal["5", "3.1.1"] = "5"
     clean_start: bool = False
     session_expiry_seconds: int = 3600
@@ -180,6 +180,12 @@ class ModelConfig:
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "cpu"
     min_std: float = 1e-3  # floor for the scaler's standard deviation (raw units)
+    # Per-channel floors for the scaler's standard deviation, raw units of that channel
+    # ({channel: floor}); they override `min_std` upwards where larger. Use for slowly
+    # drifting channels (temperatures) whose spread in a short training run is far below
+    # their normal long-run variation, so that ordinary drift is not scored as an anomaly.
+    # Names not among the model's channels are ignored.
+    channel_min_std: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.window_size < 2:
@@ -201,6 +207,16 @@ class ModelConfig:
         _positive("model.batch_size", self.batch_size)
         _positive("model.learning_rate", self.learning_rate)
         _positive("model.min_std", self.min_std)
+        if not isinstance(self.channel_min_std, dict):
+            raise ConfigError("model.channel_min_std", f"expected a mapping of channel: floor, got {self.channel_min_std!r}")
+        for name, floor in self.channel_min_std.items():
+            key = f"model.channel_min_std.{name}"
+            if not isinstance(name, str):
+                raise ConfigError(key, "channel names must be strings")
+            if isinstance(floor, bool) or not isinstance(floor, (int, float)):
+                raise ConfigError(key, f"expected a number, got {floor!r}")
+            _positive(key, float(floor))
+        self.channel_min_std = {k: float(v) for k, v in self.channel_min_std.items()}
         if not 0 < self.validation_fraction < 1:
             raise ConfigError("model.validation_fraction", f"must be in (0, 1), got {self.validation_fraction}")
 
@@ -215,6 +231,11 @@ class CalibrationConfig:
     pot_initial_quantile: float = 0.95
     factor: float = 1.0  # safety margin multiplied onto the fitted threshold
     holdout_fraction: float = 0.2  # newest share of normal windows kept for calibration
+    # Which windows' errors the threshold is fitted on: "holdout" (only the newest
+    # `holdout_fraction`, never seen in training) or "all" (the training windows too, more
+    # errors for the quantile/POT fit when training data are short). The holdout is kept
+    # out of scaling and training either way.
+    source: Literal["holdout", "all"] = "holdout"
 
     def __post_init__(self) -> None:
         if not 0 < self.quantile < 1:

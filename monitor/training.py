@@ -3,7 +3,8 @@
 Frames are built by the same assembler and filters the live pipeline uses
 (`StreamState`), and windows by `window_runs`, which a test holds equal to the live
 `WindowBuffer`. The newest `calibration.holdout_fraction` of each stream's frames is kept
-out of training and scaling and used to calibrate the threshold.
+out of training and scaling and used to calibrate the threshold (with
+`calibration.source: all`, together with the training windows' errors).
 """
 from __future__ import annotations
 
@@ -167,8 +168,23 @@ class Prepared:
     n_stale: int
 
 
-def prepare_windows(frames: list[FrameSet], cfg: Config, window_size: int, stride: int) -> Prepared:
-    """Split each stream in time, fit the scaler on the older part, cut windows."""
+def scaler_std(rows: np.ndarray, cfg: Config, channels: Sequence[str] | None = None) -> np.ndarray:
+    """Per-channel std of `rows`, floored by `model.min_std` and `model.channel_min_std`."""
+    std = np.maximum(rows.std(axis=0), cfg.model.min_std)
+    if channels is not None:
+        for i, name in enumerate(channels):
+            floor = cfg.model.channel_min_std.get(name)
+            if floor is not None:
+                std[i] = max(std[i], floor)
+    return std
+
+
+def prepare_windows(frames: list[FrameSet], cfg: Config, window_size: int, stride: int,
+                    channels: Sequence[str] | None = None) -> Prepared:
+    """Split each stream in time, fit the scaler on the older part, cut windows.
+
+    `channels` (the frames' column names) is needed for `model.channel_min_std`.
+    """
     holdout = cfg.calibration.holdout_fraction
     cuts = [int(round(len(f.times) * (1 - holdout))) for f in frames]
     fit_rows = np.concatenate([f.values[:cut][~f.stale[:cut]] for f, cut in zip(frames, cuts)])
@@ -178,7 +194,7 @@ def prepare_windows(frames: list[FrameSet], cfg: Config, window_size: int, strid
             "Give more data, a smaller model.window_size, or a larger stream.max_gap_seconds."
         )
     mean = fit_rows.mean(axis=0)
-    std = np.maximum(fit_rows.std(axis=0), cfg.model.min_std)
+    std = scaler_std(fit_rows, cfg, channels)
     train, calib = [], []
     digest = hashlib.sha256()
     for f, cut in zip(frames, cuts):
@@ -232,7 +248,7 @@ def train_bundle(
     geometry = ScoringModel("", channels, period, mc.window_size, mc.stride, cfg.filters,
                             np.zeros(len(channels)), np.ones(len(channels)), 1.0, None)
     frames = [build_frames(sd, geometry, cfg) for sd in data]
-    prep = prepare_windows(frames, cfg, mc.window_size, mc.stride)
+    prep = prepare_windows(frames, cfg, mc.window_size, mc.stride, channels)
     if len(prep.calib_windows) < 20:
         raise ValueError(
             f"only {len(prep.calib_windows)} windows held out for calibration (need >= 20); "
@@ -242,7 +258,9 @@ def train_bundle(
     scorer = Scorer(result.module)
     calib_err, _, _ = scorer.errors(prep.calib_windows)
     train_err, _, _ = scorer.errors(prep.train_windows)
-    threshold = fit_threshold(calib_err, cfg.calibration)
+    fit_err = calib_err if cfg.calibration.source == "holdout" else np.concatenate([train_err, calib_err])
+    threshold = fit_threshold(fit_err, cfg.calibration)
+    threshold["source"] = cfg.calibration.source
     thr = threshold["threshold"]
     validation = {
         "calibration_windows": int(len(calib_err)),
