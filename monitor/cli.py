@@ -51,6 +51,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg.model.device = args.device
     out = Path(args.out or cfg.models.dir)
     data = load_training_data(args.data, cfg)
+    if args.exclude_alerts or args.exclude_span:
+        from monitor.exclude import exclude_spans, parse_span, spans_from_alerts
+
+        spans = spans_from_alerts(args.exclude_alerts or [])
+        spans += [parse_span(a, b) for a, b in (args.exclude_span or [])]
+        pad = cfg.model.window_size * (cfg.stream.period_seconds if cfg.stream.period_seconds != "auto" else 1.0)
+        removed = exclude_spans(data, spans, pad_seconds=pad)
+        print(f"left out {removed} rows/readings inside {len(spans)} alerting span(s)", file=sys.stderr)
     print(f"training on {sum(_rows(sd) for sd in data)} readings/rows from {len(args.data)} source(s)", file=sys.stderr)
     outcome = train_bundle(data, cfg, out, progress=None if args.quiet else _progress,
                            make_current=not args.no_promote, sources=args.data)
@@ -130,6 +138,92 @@ def cmd_run(args: argparse.Namespace) -> int:
     return service.run_forever()
 
 
+def cmd_record(args: argparse.Namespace) -> int:
+    import queue
+    import signal
+    import threading
+
+    from monitor.ingest.codec import Codec
+    from monitor.ingest.mqtt import MQTTIngest
+    from monitor.ingest.record import Recorder
+    from monitor.logs import setup_logging
+
+    cfg = _config(args.config)
+    setup_logging(args.log_level or cfg.log_level)
+    recorder = Recorder(args.out or cfg.record.dir, rotate_bytes=cfg.record.rotate_bytes,
+                        rotate_seconds=cfg.record.rotate_seconds).start()
+
+    class _Discard(queue.Queue):
+        def put_nowait(self, item):  # recording only: decoded readings are not needed
+            return None
+
+    codec = Codec(cfg.topics, cfg.mqtt.max_payload_bytes, cfg.stream.max_future_seconds)
+    ingest = MQTTIngest(cfg.mqtt, cfg.topics, codec, _Discard(), raw_tap=recorder.tap)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    ingest.start()
+    log.info("recording into %s", recorder.dir)
+    deadline = time.monotonic() + args.duration if args.duration else None
+    while not stop.is_set() and not (deadline and time.monotonic() >= deadline):
+        stop.wait(0.2)
+    ingest.stop()
+    recorder.close()
+    print(f"recorded {recorder.stats['recorded']} messages into {len(recorder.files)} file(s) in {recorder.dir}; "
+          f"dropped {recorder.stats['dropped']}, write errors {recorder.stats['write_errors']}")
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from monitor.ingest.recording import iter_recordings
+
+    cfg = _config(args.config)
+    if args.to_broker == args.offline:
+        raise SystemExit("choose one of --offline or --to-broker")
+    if args.offline:
+        from monitor.ingest.replay import replay_offline
+        from monitor.model.bundle import load_bundle
+        from monitor.pipeline import ScoringModel
+        from monitor.sinks import alert_json
+
+        model = ScoringModel.from_bundle(load_bundle(Path(args.model or cfg.models.dir)))
+        out = open(args.alerts_out, "w") if args.alerts_out else None
+        try:
+            def on_alert(alert):
+                line = alert_json(alert).decode()
+                print(line, flush=True)
+                if out:
+                    out.write(line + "\n")
+
+            res = replay_offline(args.files, cfg, model, on_alert=on_alert)
+        finally:
+            if out:
+                out.close()
+        print(f"replayed {res.messages} messages ({res.readings} readings, {res.windows} windows) with model "
+              f"{model.version}: {len(res.alerts)} alert state changes; rejected {dict(res.rejected) or 'none'}",
+              file=sys.stderr)
+        return 0
+    from monitor.ingest.replay import connect_publisher, replay_to_broker
+
+    client = connect_publisher(cfg.mqtt)
+    try:
+        n = replay_to_broker(iter_recordings(args.files), lambda t, p, q, r: client.publish(t, p, q, r),
+                             speed=args.speed)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    print(f"republished {n} messages to {cfg.mqtt.host}:{cfg.mqtt.port} at "
+          + ("full speed" if args.speed <= 0 else f"{args.speed:g}x"), file=sys.stderr)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from monitor.demo import run_demo
+
+    logging.getLogger().setLevel(args.log_level or "ERROR")
+    return run_demo(args.speed, args.duration, args.metrics_port, args.broker)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="monitor", description="Streaming sensor anomaly monitor")
     p.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING or ERROR")
@@ -147,6 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", choices=["auto", "cpu", "cuda"])
     t.add_argument("--no-promote", action="store_true", help="do not move the `current` pointer")
     t.add_argument("--quiet", action="store_true", help="no per-epoch progress")
+    t.add_argument("--exclude-alerts", nargs="+", metavar="FILE",
+                   help="leave out periods that were alerting (alert JSON lines or a recording of the alert topic)")
+    t.add_argument("--exclude-span", nargs=2, action="append", metavar=("START", "END"),
+                   help="leave out a period (epoch seconds or ISO 8601); repeatable")
     t.set_defaults(func=cmd_train)
 
     b = sub.add_parser("backtest", help="stream a CSV file through the pipeline, one output row per input row")
@@ -163,6 +261,29 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--config", required=True)
     r.add_argument("--plain-logs", action="store_true", help="human-readable logs instead of JSON lines")
     r.set_defaults(func=cmd_run)
+
+    rec = sub.add_parser("record", help="record raw MQTT messages into rotating compressed files")
+    rec.add_argument("--config", required=True)
+    rec.add_argument("--out", help="directory (default: record.dir of the config)")
+    rec.add_argument("--duration", type=float, help="stop after this many seconds")
+    rec.set_defaults(func=cmd_record)
+
+    rp = sub.add_parser("replay", help="replay recordings offline through the pipeline or to a broker")
+    rp.add_argument("files", nargs="+", help="recording files or directories")
+    rp.add_argument("--config", required=True)
+    rp.add_argument("--offline", action="store_true", help="run through the pipeline here; print alerts")
+    rp.add_argument("--to-broker", action="store_true", help="republish to the configured broker")
+    rp.add_argument("--speed", type=float, default=1.0, help="x real time with --to-broker; 0 = as fast as possible")
+    rp.add_argument("--model", help="bundle or models directory (default: models.dir of the config)")
+    rp.add_argument("--alerts-out", help="also write the alerts as JSON lines here")
+    rp.set_defaults(func=cmd_replay)
+
+    d = sub.add_parser("demo", help="train on a bundled recording, run the daemon on a local broker, replay a fault")
+    d.add_argument("--speed", type=float, default=20.0, help="replay speed (x real time)")
+    d.add_argument("--duration", type=float, help="stop after this many seconds (exit 1 if nothing was alerted)")
+    d.add_argument("--metrics-port", type=int, default=9108)
+    d.add_argument("--broker", choices=["auto", "mosquitto", "amqtt"], default="auto")
+    d.set_defaults(func=cmd_demo)
     return p
 
 

@@ -1,0 +1,90 @@
+"""Leave alerting periods out of training data.
+
+Spans come from alert messages (the daemon's `firing`/`resolved` JSON, as written by
+`monitor replay --offline --alerts-out`, or a recording of the alert topic) or are given
+by hand. Data inside a span, and `pad_seconds` before it (the window that led up to the
+alert), is removed; the gap it leaves makes frames stale, so no training window spans it.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from monitor.ingest.codec import parse_timestamp
+from monitor.ingest.recording import iter_recordings
+from monitor.training import StreamData
+
+Span = tuple[float, float, str | None]  # start, end, stream (None: every stream)
+
+
+def _alert_dicts(path: Path) -> Iterable[dict]:
+    if path.name.endswith(".gz") or path.is_dir():
+        for msg in iter_recordings([path]):
+            try:
+                yield json.loads(msg.payload)
+            except ValueError:
+                continue
+        return
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue
+            if "payload" in obj and "topic" in obj:  # a recorded message
+                try:
+                    obj = json.loads(obj["payload"])
+                except (TypeError, ValueError):
+                    continue
+            yield obj
+
+
+def spans_from_alerts(paths: Sequence[str | Path]) -> list[Span]:
+    """Firing..resolved spans per alert id; an alert never resolved runs to +inf."""
+    open_: dict[str, dict] = {}
+    spans: list[Span] = []
+    for p in paths:
+        for a in _alert_dicts(Path(p)):
+            if not isinstance(a, dict) or "alert_id" not in a or "started_at" not in a:
+                continue
+            if a.get("state") == "firing":
+                open_[a["alert_id"]] = a
+            elif a.get("state") == "resolved":
+                open_.pop(a["alert_id"], None)
+                spans.append((float(a["started_at"]), float(a["ended_at"]), a.get("stream")))
+    spans.extend((float(a["started_at"]), float("inf"), a.get("stream")) for a in open_.values())
+    return spans
+
+
+def parse_span(start: str, end: str) -> Span:
+    """A hand-given span: epoch seconds/ms or ISO 8601 for each end."""
+    s, e = parse_timestamp(start), parse_timestamp(end)
+    if e < s:
+        raise ValueError(f"span end {end} is before its start {start}")
+    return (s, e, None)
+
+
+def exclude_spans(data: list[StreamData], spans: Sequence[Span], pad_seconds: float = 0.0) -> int:
+    """Remove rows/readings inside any span (in place); returns how many were removed."""
+    removed = 0
+    for sd in data:
+        mine = [(s - pad_seconds, e) for s, e, stream in spans if stream in (None, sd.stream)]
+        if not mine:
+            continue
+        if sd.timestamps is not None:
+            drop = np.zeros(len(sd.timestamps), dtype=bool)
+            for s, e in mine:
+                drop |= (sd.timestamps >= s) & (sd.timestamps <= e)
+            removed += int(drop.sum())
+            sd.timestamps, sd.values = sd.timestamps[~drop], sd.values[~drop]
+        if sd.readings:
+            keep = [r for r in sd.readings if not any(s <= r.timestamp <= e for s, e in mine)]
+            removed += len(sd.readings) - len(keep)
+            sd.readings = keep
+    return removed
