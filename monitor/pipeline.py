@@ -15,7 +15,7 @@ import numpy as np
 
 from monitor.alarm import AlarmMachine
 from monitor.config import AlarmConfig, FilterConfig, StreamConfig
-from monitor.stream.assembler import StreamAssembler
+from monitor.stream.assembler import EPS, StreamAssembler
 from monitor.stream.filters import FilterChain
 from monitor.stream.windows import WindowBuffer
 from monitor.types import Alert, Reading, Score
@@ -104,7 +104,10 @@ class Pipeline:
         self.top_channels = top_channels
         self.counters: Counter = Counter()  # rejected/dropped inputs by reason, and totals
         self.streams: dict[str, StreamState] = {}
-        self._batch: list[tuple] = []  # (stream, timestamp, window copy, observed raw)
+        # Due windows wait in a preallocated (capacity, W, C) float32 buffer (no per-window
+        # copy + np.stack); their (stream, timestamp, observed raw) in `_meta`.
+        self._meta: list[tuple] = []
+        self._x = np.empty((0, 1, 1), dtype=np.float32)
         self._install(model)
 
     def _install(self, model: ScoringModel) -> None:
@@ -112,6 +115,9 @@ class Pipeline:
         self.channel_index = {c: i for i, c in enumerate(model.channels)}
         self.max_gap, self.lateness = stream_timing(self.stream_cfg, model.period_seconds)
         self._inv_std = 1.0 / model.std
+        shape = (model.window_size, len(model.channels))
+        if self._x.shape[1:] != shape:
+            self._x = np.empty((max(256, len(self._meta)),) + shape, dtype=np.float32)
         self.alarm = AlarmMachine(self.alarm_cfg, model.threshold, model.version, model.channels, self.top_channels)
 
     # ------------------------------------------------------------------ model swap
@@ -165,6 +171,71 @@ class Pipeline:
         for r in readings:
             self.push_reading(r)
 
+    def push_many(self, readings: list[Reading]) -> None:
+        """`push_reading` for each of `readings`, in order, with the same frames, windows,
+        scores and drop counts; runs of one stream's one channel (a batched payload) go
+        through a vectorized path when the stream is univariate and unfiltered and the
+        run is one reading per consecutive grid bucket, else reading by reading.
+        """
+        n = len(readings)
+        if n < 8 or len(self.model.channels) != 1 or self.model.filters:
+            for r in readings:
+                self.push_reading(r)
+            return
+        push = self.push_reading
+        i = 0
+        while i < n:
+            first = readings[i]
+            stream, channel = first[0], first[1]
+            j = i + 1
+            while j < n and readings[j][0] == stream and readings[j][1] == channel:
+                j += 1
+            if j - i < 8 or not self._push_run(stream, channel, readings, i, j):
+                for k in range(i, j):
+                    push(readings[k])
+            i = j
+
+    def _push_run(self, stream: str, channel: str, readings: list, i: int, j: int) -> bool:
+        """The vectorized path of `push_many`; False (nothing done) when it does not apply."""
+        if self.channel_index.get(channel) != 0:
+            return False
+        state = self._state(stream)
+        if state is None:
+            return False
+        ts = np.fromiter((r[2] for r in readings[i:j]), dtype=np.float64, count=j - i)
+        vals = np.fromiter((r[3] for r in readings[i:j]), dtype=np.float64, count=j - i)
+        asm = state.assembler
+        buckets = np.floor(ts / asm.period + EPS)
+        if not np.all(np.isfinite(vals)) or not np.all(np.isfinite(buckets)):
+            return False
+        buckets = buckets.astype(np.int64)
+        if not asm.fast_run_ok(ts, buckets):
+            return False
+        # the scalar path computes math.floor per reading: the same IEEE operations
+        t_frames = asm.push_run(ts, buckets, vals)
+        m = j - i
+        self.counters["accepted"] += m
+        self.counters["frames"] += m
+        frames = vals.reshape(m, 1)
+        z = (frames - self.model.mean) * self._inv_std
+        index, windows = state.windows.push_many(z)
+        k = len(index)
+        if k:
+            at = len(self._meta)
+            self._reserve(at + k)
+            self._x[at : at + k] = windows
+            meta = self._meta
+            tf = t_frames.tolist()
+            for e in index.tolist():
+                meta.append((stream, tf[e], frames[e]))
+        return True
+
+    def _reserve(self, n: int) -> None:
+        if n > len(self._x):
+            grown = np.empty((max(n, 2 * len(self._x)),) + self._x.shape[1:], dtype=np.float32)
+            grown[: len(self._meta)] = self._x[: len(self._meta)]
+            self._x = grown
+
     def push_row(self, stream: str, timestamp: float, values: np.ndarray) -> str | None:
         """Add a reading for every channel of `stream` at once (a wide CSV row)."""
         state = self._state(stream)
@@ -194,31 +265,39 @@ class Pipeline:
             z = (filtered - self.model.mean) * self._inv_std
             window = state.windows.push(z)
             if window is not None:
-                self._batch.append((stream, t, window.copy(), filtered))
+                at = len(self._meta)
+                if at >= len(self._x):
+                    self._reserve(at + 1)
+                self._x[at] = window
+                self._meta.append((stream, t, filtered))
         state.frames.clear()
 
     # ------------------------------------------------------------------ scoring
 
     @property
     def pending(self) -> int:
-        return len(self._batch)
+        return len(self._meta)
 
     def flush(self) -> tuple[list[Score], list[Alert]]:
         """Score every due window in one batch, then run the alarms in arrival order."""
-        batch, self._batch = self._batch, []
+        batch, self._meta = self._meta, []
         if not batch:
             return [], []
         model = self.model
-        x = np.stack([b[2] for b in batch])
+        x = self._x[: len(batch)]
         raw, per_channel, recon_last = model.scorer.errors(x)
+        if len(self._x) > 4096 and len(batch) < len(self._x) // 8:
+            self._x = np.empty((max(256, 2 * len(batch)),) + self._x.shape[1:], dtype=np.float32)
         inv_thr = 1.0 / model.threshold
         scores = raw * inv_thr
         channel_scores = per_channel * (inv_thr / per_channel.shape[1])
         recon_raw = recon_last * model.std + model.mean
         out_scores: list[Score] = []
         alerts: list[Alert] = []
-        for i, (stream, t, _, observed) in enumerate(batch):
-            s = Score(stream, t, float(scores[i]), float(raw[i]), channel_scores[i], observed, recon_raw[i])
+        score_list = scores.tolist()
+        raw_list = raw.tolist()
+        for i, (stream, t, observed) in enumerate(batch):
+            s = Score(stream, t, score_list[i], raw_list[i], channel_scores[i], observed, recon_raw[i])
             out_scores.append(s)
             alert = self.alarm.update(stream, t, s.score, s.channel_scores, observed, s.reconstructed)
             if alert is not None:

@@ -13,7 +13,6 @@ re-read the log level.
 from __future__ import annotations
 
 import logging
-import queue
 import signal
 import threading
 import time
@@ -24,6 +23,7 @@ from prometheus_client import CollectorRegistry
 
 from monitor.config import Config
 from monitor.ingest.codec import Codec
+from monitor.ingest.handoff import HandOff
 from monitor.lifecycle import LoadResult, ModelWatcher
 from monitor.metrics import Metrics
 from monitor.pipeline import Pipeline, ScoringModel
@@ -42,7 +42,7 @@ class Service:
         self.registry = registry or CollectorRegistry()
         self.metrics = Metrics(self.registry)
         self.stop_timeout = stop_timeout_seconds
-        self.queue: queue.Queue = queue.Queue(maxsize=cfg.mqtt.queue_size)
+        self.queue = HandOff(cfg.mqtt.queue_size)  # bounded; a full one drops and counts (MQTTIngest)
         self.codec = Codec(cfg.topics, cfg.mqtt.max_payload_bytes, cfg.stream.max_future_seconds)
         self.pipeline: Pipeline | None = None
         self._pending_model: ScoringModel | None = None
@@ -56,6 +56,7 @@ class Service:
         self.score_listeners = list(score_listeners or [])  # e.g. a recorder or a test probe
         self.sinks: list[Sink] = []
         self.ingest = None
+        self.recorder = None
         self.http = None
         self._stop = threading.Event()
         self._intake_stopped = threading.Event()
@@ -117,8 +118,15 @@ class Service:
         self.metrics.set_callbacks(queue_depth=self.queue.qsize,
                                    streams_active=lambda: len(self.pipeline.streams) if self.pipeline else 0)
         self.http = serve(self.registry, cfg.metrics.address, cfg.metrics.port, self.health, self.ready)
+        if cfg.record.enabled:  # tap of our own intake: retraining data is exactly what was scored
+            from monitor.ingest.record import Recorder
+
+            self.recorder = Recorder(cfg.record.dir, rotate_bytes=cfg.record.rotate_bytes,
+                                     rotate_seconds=cfg.record.rotate_seconds,
+                                     on_error=lambda _what: self.metrics.sink_error("recorder")).start()
         self.ingest = MQTTIngest(cfg.mqtt, cfg.topics, self.codec, self.queue, self.metrics,
-                                 manual_ack=self.manual_ack)
+                                 manual_ack=self.manual_ack,
+                                 raw_tap=self.recorder.tap if self.recorder is not None else None)
         self.sinks = [MQTTSink(self.ingest.publish, cfg.alerts.topic, cfg.alerts.qos, cfg.alerts.retain)]
         if cfg.alerts.log:
             self.sinks.append(LogSink())
@@ -177,6 +185,8 @@ class Service:
                 log.exception("closing sink %s", getattr(sink, "name", sink))
         if self.ingest is not None:
             self.ingest.stop(timeout=max(0.1, deadline - time.monotonic()))
+        if self.recorder is not None:
+            self.recorder.close(timeout=max(0.1, deadline - time.monotonic()))
         if self.http is not None:
             self.http.shutdown()
         log.info("monitor stopped")
@@ -185,22 +195,23 @@ class Service:
     # ------------------------------------------------------------------ scoring thread
 
     def _take_batch(self, max_items: int) -> list:
-        try:
-            first = self.queue.get(timeout=0.1)
-        except queue.Empty:
+        """Up to `max_items` queued messages; waits up to 0.1 s for the first, then up to
+        ``scoring.max_batch_delay_seconds`` for more while fewer are there."""
+        q = self.queue
+        if not q.wait(0.1):
             return []
-        items = [first]
-        get = self.queue.get_nowait
+        items = q.take(max_items)
         delay = self.cfg.scoring.max_batch_delay_seconds
-        deadline = time.monotonic() + delay if delay > 0 else 0.0
-        while len(items) < max_items:
-            try:
-                items.append(get())
-            except queue.Empty:
-                if deadline and time.monotonic() < deadline:
-                    time.sleep(0.0005)
+        if delay > 0 and len(items) < max_items:
+            deadline = time.monotonic() + delay
+            while len(items) < max_items:
+                more = q.take(max_items - len(items))
+                if more:
+                    items += more
                     continue
-                break
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(0.0005)
         return items
 
     def _score_loop(self) -> None:
@@ -231,10 +242,14 @@ class Service:
                 self._ack(msg)
             return
         push = pipe.push_reading
+        push_many = pipe.push_many
         for _, readings, rejected, _msg in items:
-            n_readings += len(readings)
-            for r in readings:
-                push(r)
+            n = len(readings)
+            n_readings += n
+            if n == 1:
+                push(readings[0])
+            elif n:
+                push_many(readings)  # a batched payload: vectorized where it can be
             if rejected:
                 self.metrics.rejected(rejected)
         started = time.monotonic()

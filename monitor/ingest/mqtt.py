@@ -324,7 +324,7 @@ class MQTTIngest:
         try:
             self._client.ack(msg.mid, msg.qos)
         except Exception:  # noqa: BLE001 - an ack on a dropped connection is redelivered later
-            log.debug("mqtt: ack of mid %s failed", item.mid, exc_info=True)
+            log.debug("mqtt: ack of mid %s failed", msg.mid, exc_info=True)
 
     def __repr__(self) -> str:
         cfg = self.cfg

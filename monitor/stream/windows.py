@@ -47,6 +47,50 @@ class WindowBuffer:
         self._since = 0
         return self._buf[self._pos : self._pos + w]
 
+    def push_many(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`push` for frames (m, channels) at once, in order.
+
+        Returns ``(index, windows)``: the positions in `values` at which `push` would
+        have returned a window, and copies of those windows, shaped (k, window_size,
+        channels) in the buffer's dtype. The buffer ends in the same state.
+        """
+        values = np.asarray(values)
+        m = len(values)
+        w = self.window_size
+        f0 = self._filled
+        # frames already held, oldest first, then the new ones
+        history = self._buf[self._pos + w - f0 : self._pos + w]
+        seq = np.concatenate([history, values.astype(self._buf.dtype, copy=False)])
+        if f0 < w:
+            first = w - f0 - 1  # index of the frame that completes the first window
+            since_before = None
+        else:
+            first = self.stride - self._since - 1
+            since_before = self._since
+        if first < m:
+            index = np.arange(first, m, self.stride)
+        else:
+            index = np.zeros(0, dtype=np.int64)
+        if len(index):
+            ends = index + f0  # position in `seq` of each window's last frame
+            view = np.lib.stride_tricks.sliding_window_view(seq, w, axis=0)  # (n, c, w)
+            windows = np.ascontiguousarray(view[ends - w + 1].transpose(0, 2, 1))
+        else:
+            windows = np.zeros((0, w, seq.shape[1]), dtype=self._buf.dtype)
+        # the buffer's state after m pushes
+        if len(index):
+            self._since = m - 1 - int(index[-1])
+        elif since_before is not None:
+            self._since = since_before + m
+        self._filled = min(w, f0 + m)
+        k = min(m, w)
+        slots = (self._pos + m - k + np.arange(k)) % w
+        tail = seq[len(seq) - k :]
+        self._buf[slots] = tail
+        self._buf[slots + w] = tail
+        self._pos = (self._pos + m) % w
+        return index, windows
+
     def reset(self) -> None:
         self._filled = 0
         self._since = 0

@@ -1,0 +1,565 @@
+"""Ingest-and-score throughput, latency and 10k-stream footprint of the live daemon.
+
+One command, one private Mosquitto, three consumers of the same backlog:
+
+  ceiling  a bare paho subscriber: orjson-decode, append to a per-topic deque, nothing else
+  naive    decode, keep a per-stream window by hand, one batch-1 torch forward per reading
+  daemon   monitor.service.Service with a trained bundle (real MQTTIngest/Pipeline/Scorer);
+           done when the score listener has seen every window
+
+Method: each consumer first connects once with a fixed client id and a persistent session
+(MQTT v5, clean_start False, session expiry) and a QoS 1 subscription, then disconnects; a
+publisher then publishes the backlog at QoS 1 (the broker queues it); the consumer
+reconnects and the clock runs from connect until the last reading is handled. So the
+publisher never competes for the CPU while a consumer is measured. Variants run
+interleaved, `--repeats` times; medians are quoted.
+
+The model is univariate (one channel, window 16, stride 1, dense autoencoder), so one
+reading = one frame = one scored window: the heaviest scoring load per reading.
+
+Also measured: publish-to-score and publish-to-alert latency (p50/p99) with a paced
+publisher at half the daemon's sustained single-reading rate and faults injected so alerts
+fire; and 10 000 streams: resident memory before/after and /metrics scrape time.
+
+    .venv/bin/python bench/ingest.py            # full run (~3-4 min on 2 cores)
+    .venv/bin/python bench/ingest.py --quick    # smoke run
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+import numpy as np  # noqa: E402
+import orjson  # noqa: E402
+import paho.mqtt.client as mqtt  # noqa: E402
+import torch  # noqa: E402
+from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
+from paho.mqtt.packettypes import PacketTypes  # noqa: E402
+from paho.mqtt.properties import Properties  # noqa: E402
+
+from broker import Mosquitto  # noqa: E402  (tests/broker.py)
+from daemon_support import config_from  # noqa: E402
+from monitor.model.bundle import load_bundle  # noqa: E402
+from monitor.service import Service  # noqa: E402
+from monitor.training import StreamData, train_bundle  # noqa: E402
+
+WINDOW = 16
+CHANNEL = "value"
+TOPIC_PREFIX = "bench"
+PERIOD = 60.0  # seconds of the synthetic sine
+
+MODEL_RAW = {
+    "stream": {"channels": [CHANNEL], "period_seconds": 1.0, "max_gap_seconds": 5},
+    "model": {"architecture": "dense", "window_size": WINDOW, "stride": 1, "hidden": [32], "code_size": 6,
+              "epochs": 8, "patience": 3, "seed": 1},
+    "calibration": {"method": "quantile", "quantile": 0.999, "factor": 1.5, "holdout_fraction": 0.25},
+}
+
+
+def signal_values(n: int, seed: int, faults: list[tuple[int, int]] = ()) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    v = np.sin(2 * np.pi * t / PERIOD) + rng.normal(0, 0.05, n)
+    for a, b in faults:
+        v[a:b] += 4.0
+    return v
+
+
+def train_model(models_dir: Path) -> Path:
+    cfg = config_from(dict(MODEL_RAW))
+    n = 3000
+    t = np.arange(n, dtype=np.float64) + 1_600_000_000.0
+    v = signal_values(n, seed=3)[:, None]
+    out = train_bundle([StreamData("train/s0", [CHANNEL], t, v)], cfg, models_dir, write_plots=False)
+    return out.bundle_path
+
+
+# --------------------------------------------------------------------------- workloads
+
+
+class Workload:
+    """A backlog: `messages` (topic, payload) and how many readings / windows it carries."""
+
+    def __init__(self, name: str, n_streams: int, per_stream: int, per_message: int, seed: int = 5,
+                 start: float | None = None):
+        self.name = name
+        self.n_streams = n_streams
+        self.per_stream = per_stream
+        self.per_message = per_message
+        start = float(int(time.time()) - per_stream - 120) if start is None else start
+        values = [signal_values(per_stream, seed + s) for s in range(n_streams)]
+        msgs = []
+        # interleave streams message by message (what a site broker sees)
+        for j in range(0, per_stream, per_message):
+            for s in range(n_streams):
+                topic = f"{TOPIC_PREFIX}/s{s}"
+                if per_message == 1:
+                    body = orjson.dumps({"ts": start + j, "value": float(values[s][j])})
+                else:
+                    body = orjson.dumps([{"ts": start + k, "value": float(values[s][k])}
+                                         for k in range(j, min(j + per_message, per_stream))])
+                msgs.append((topic, body))
+        self.messages = msgs
+        self.readings = n_streams * per_stream
+        self.windows = n_streams * max(0, per_stream - WINDOW + 1)
+
+
+def _props(expiry: int = 3600) -> Properties:
+    p = Properties(PacketTypes.CONNECT)
+    p.SessionExpiryInterval = expiry
+    return p
+
+
+def _client(client_id: str) -> mqtt.Client:
+    return mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+
+
+def prime_session(port: int, client_id: str) -> None:
+    """Connect once with a persistent session and a QoS 1 subscription, then leave."""
+    c = _client(client_id)
+    done = threading.Event()
+    c.on_subscribe = lambda *a: done.set()
+    c.on_connect = lambda cl, *a: cl.subscribe(f"{TOPIC_PREFIX}/#", qos=1)
+    c.connect("127.0.0.1", port, clean_start=False, properties=_props())
+    c.loop_start()
+    assert done.wait(10), "subscription not acknowledged"
+    c.disconnect()
+    c.loop_stop()
+
+
+def publish_backlog(port: int, messages: list[tuple[str, bytes]]) -> None:
+    c = _client(f"bench-pub-{os.getpid()}")
+    c.max_inflight_messages_set(1000)
+    c.max_queued_messages_set(0)
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    infos = [c.publish(t, p, qos=1) for t, p in messages]
+    for info in infos:
+        info.wait_for_publish(60)
+    c.disconnect()
+    c.loop_stop()
+
+
+def _finish(done: threading.Event, timeout: float, what: str) -> None:
+    if not done.wait(timeout):
+        raise RuntimeError(f"{what}: did not finish within {timeout} s")
+
+
+# --------------------------------------------------------------------------- consumers
+
+
+def run_ceiling(port: int, client_id: str, wl: Workload, timeout: float) -> float:
+    per_topic: dict[str, collections.deque] = collections.defaultdict(collections.deque)
+    state = {"n": 0, "end": 0.0}
+    done = threading.Event()
+    target = wl.readings
+    loads = orjson.loads
+
+    def on_message(client, userdata, msg):
+        doc = loads(msg.payload)
+        q = per_topic[msg.topic]
+        if type(doc) is list:
+            q.extend(doc)
+            state["n"] += len(doc)
+        else:
+            q.append(doc)
+            state["n"] += 1
+        if state["n"] >= target:
+            state["end"] = time.perf_counter()
+            done.set()
+
+    c = _client(client_id)
+    c.on_message = on_message
+    t0 = time.perf_counter()
+    c.connect("127.0.0.1", port, clean_start=False, properties=_props())
+    c.loop_start()
+    try:
+        _finish(done, timeout, "ceiling")
+    finally:
+        c.disconnect()
+        c.loop_stop()
+    return wl.readings / (state["end"] - t0)
+
+
+def run_naive(port: int, client_id: str, wl: Workload, bundle_dir: Path, timeout: float) -> float:
+    bundle = load_bundle(bundle_dir)
+    module = bundle.module.eval()
+    m = bundle.manifest
+    mean = float(m["scaler"]["mean"][0])
+    std = float(m["scaler"]["std"][0])
+    threshold = float(m["threshold"]["threshold"])
+    windows: dict[str, collections.deque] = {}
+    state = {"n": 0, "end": 0.0, "alarms": 0}
+    done = threading.Event()
+    target = wl.readings
+    loads = orjson.loads
+
+    def score(stream: str, value: float) -> None:
+        w = windows.get(stream)
+        if w is None:
+            w = windows[stream] = collections.deque(maxlen=WINDOW)
+        w.append((value - mean) / std)
+        if len(w) == WINDOW:
+            with torch.inference_mode():
+                x = torch.tensor(list(w), dtype=torch.float32).reshape(1, WINDOW, 1)
+                recon, _ = module(x)
+                err = float(((recon - x) ** 2).mean())
+            if err / threshold >= 1.0:
+                state["alarms"] += 1
+
+    def on_message(client, userdata, msg):
+        doc = loads(msg.payload)
+        stream = msg.topic
+        for item in (doc if type(doc) is list else (doc,)):
+            score(stream, float(item["value"]))
+        state["n"] += len(doc) if type(doc) is list else 1
+        if state["n"] >= target:
+            state["end"] = time.perf_counter()
+            done.set()
+
+    c = _client(client_id)
+    c.on_message = on_message
+    t0 = time.perf_counter()
+    c.connect("127.0.0.1", port, clean_start=False, properties=_props())
+    c.loop_start()
+    try:
+        _finish(done, timeout, "naive")
+    finally:
+        c.disconnect()
+        c.loop_stop()
+    return wl.readings / (state["end"] - t0)
+
+
+def daemon_config(port: int, models_dir: Path, client_id: str, clean: bool = False, **extra) -> object:
+    raw = {k: dict(v) for k, v in MODEL_RAW.items()}
+    raw["stream"]["max_streams"] = extra.pop("max_streams", 10_000)
+    raw.update({
+        "mqtt": {"host": "127.0.0.1", "port": port, "client_id": client_id, "clean_start": clean,
+                 "session_expiry_seconds": 3600, "reconnect_min_seconds": 0.1, "reconnect_max_seconds": 0.5},
+        "topics": [{"template": TOPIC_PREFIX + "/{asset}", "format": "auto", "stream": "{asset}",
+                    "channel": CHANNEL}],
+        "alarm": {"k": 3, "n": 5, "resolve_m": 10},
+        "alerts": {"topic": "monitor/alerts/{stream}", "qos": 1, "log": False},
+        "metrics": {"address": "127.0.0.1", "port": 0},
+        "models": {"dir": str(models_dir), "poll_seconds": 5.0},
+    })
+    raw.update(extra)
+    return config_from(raw)
+
+
+def make_service(cfg, listeners=(), **kw) -> Service:
+    svc = Service(cfg, score_listeners=list(listeners), **kw)
+    svc._poll_model()  # load + test-score the bundle before the clock starts
+    svc._install_pending_model()
+    return svc
+
+
+def run_daemon(port: int, client_id: str, wl: Workload, models_dir: Path, timeout: float) -> float:
+    state = {"n": 0, "end": 0.0}
+    done = threading.Event()
+    target = wl.windows
+
+    def listener(scores):
+        state["n"] += len(scores)
+        if state["n"] >= target and not done.is_set():
+            state["end"] = time.perf_counter()
+            done.set()
+
+    svc = make_service(daemon_config(port, models_dir, client_id), [listener])
+    t0 = time.perf_counter()
+    svc.start()
+    try:
+        _finish(done, timeout, "daemon")
+    finally:
+        svc.shutdown()
+    counters = svc.pipeline.counters
+    if counters["accepted"] != wl.readings:
+        raise RuntimeError(f"daemon accepted {counters['accepted']} of {wl.readings} readings: {dict(counters)}")
+    return wl.readings / (state["end"] - t0)
+
+
+# --------------------------------------------------------------------------- latency
+
+
+def _paced_publisher(port: int, rate: float, per_stream: int, n_streams: int, start: float, out) -> None:
+    """Child process: publish the faulty feed at `rate` msgs/s; send back publish times."""
+    faults = [(a, a + 12) for a in range(200, per_stream - 40, 300)]
+    values = [signal_values(per_stream, 100 + s, faults) for s in range(n_streams)]
+    pub = _client(f"bench-paced-{os.getpid()}")
+    pub.max_inflight_messages_set(1000)
+    pub.max_queued_messages_set(0)
+    pub.connect("127.0.0.1", port)
+    pub.loop_start()
+    interval = 1.0 / rate
+    sent = []
+    t_next = time.perf_counter()
+    for j in range(per_stream):
+        for s in range(n_streams):
+            body = orjson.dumps({"ts": start + j, "value": float(values[s][j])})
+            now = time.perf_counter()
+            if now < t_next:
+                time.sleep(t_next - now)
+            t_next += interval
+            sent.append((s, j, time.time()))
+            pub.publish(f"{TOPIC_PREFIX}/s{s}", body, qos=1)
+    time.sleep(0.5)
+    pub.disconnect()
+    pub.loop_stop()
+    out.put(sent)
+
+
+def run_latency(port: int, models_dir: Path, rate: float, seconds: float, n_streams: int = 10) -> dict:
+    """Paced single-reading publisher (another process) at `rate` msgs/s with faults injected:
+    publish->score per reading (score listener) and publish->alert per firing alert (MQTT
+    alert receipt minus the publish time of the reading whose window fired it)."""
+    import multiprocessing as mp
+
+    per_stream = int(rate * seconds / n_streams)
+    start = float(int(time.time()) - per_stream - 120)
+    scored: list[tuple[str, float, float]] = []
+    trigger: dict[str, tuple[str, float]] = {}  # alert_id -> (stream, data time of the window that fired)
+    alerts: list[tuple[str, float]] = []
+    lock = threading.Lock()
+
+    def listener(scores):
+        now = time.time()
+        scored.extend((s.stream, s.timestamp, now) for s in scores)
+
+    cfg = daemon_config(port, models_dir, "bench-latency", clean=True)
+    svc = make_service(cfg, [listener])
+    alarm = svc.pipeline.alarm
+    orig_update = alarm.update
+
+    def update(stream, timestamp, *a):  # bench instrumentation: which window fired the alert
+        alert = orig_update(stream, timestamp, *a)
+        if alert is not None and alert.state == "firing":
+            with lock:
+                trigger[alert.alert_id] = (stream, timestamp)
+        return alert
+
+    alarm.update = update
+    sub = _client("bench-alerts")
+    got = threading.Event()
+
+    def on_alert(client, userdata, msg):
+        now = time.time()
+        body = orjson.loads(msg.payload)
+        if body["state"] == "firing":
+            alerts.append((body["alert_id"], now))
+
+    sub.on_message = on_alert
+    sub.on_subscribe = lambda *a: got.set()
+    sub.connect("127.0.0.1", port)
+    sub.loop_start()
+    sub.subscribe("monitor/alerts/#", qos=1)
+    got.wait(5)
+    svc.start()
+    deadline = time.monotonic() + 10
+    while not svc.ingest.subscribed and time.monotonic() < deadline:
+        time.sleep(0.01)
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    child = ctx.Process(target=_paced_publisher, args=(port, rate, per_stream, n_streams, start, out))
+    child.start()
+    sent = out.get(timeout=seconds * 3 + 60)
+    child.join(10)
+    time.sleep(0.5)
+    svc.shutdown()
+    sub.disconnect()
+    sub.loop_stop()
+    pub_time = {(f"s{s}", start + j): t for s, j, t in sent}
+    score_lat = [now - pub_time[(st, ts)] for st, ts, now in scored if (st, ts) in pub_time]
+    alert_lat = [now - pub_time[trigger[aid]] for aid, now in alerts if aid in trigger and trigger[aid] in pub_time]
+    span = sent[-1][2] - sent[0][2] if len(sent) > 1 else float("nan")
+    return {
+        "rate": rate, "achieved": len(sent) / span, "messages": len(sent), "scores": len(score_lat),
+        "alerts": len(alert_lat),
+        "score_p50_ms": 1e3 * float(np.percentile(score_lat, 50)) if score_lat else float("nan"),
+        "score_p99_ms": 1e3 * float(np.percentile(score_lat, 99)) if score_lat else float("nan"),
+        "alert_p50_ms": 1e3 * float(np.percentile(alert_lat, 50)) if alert_lat else float("nan"),
+        "alert_p99_ms": 1e3 * float(np.percentile(alert_lat, 99)) if alert_lat else float("nan"),
+        "alert_max_ms": 1e3 * max(alert_lat) if alert_lat else float("nan"),
+    }
+
+
+# --------------------------------------------------------------------------- 10k streams
+
+
+def rss_kib() -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return -1
+
+
+def _streams_child(port: int, models_dir: Path, n_streams: int, per_stream: int, scrapes: int, out) -> None:
+    logging.basicConfig(level=logging.WARNING)
+    out.put(run_streams(port, models_dir, n_streams, per_stream, scrapes))
+
+
+def run_streams_fresh(port: int, models_dir: Path, n_streams: int, per_stream: int, scrapes: int) -> dict:
+    """`run_streams` in a fresh process, so RSS is not muddied by the earlier runs."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    child = ctx.Process(target=_streams_child, args=(port, models_dir, n_streams, per_stream, scrapes, out))
+    child.start()
+    res = out.get(timeout=300)
+    child.join(30)
+    return res
+
+
+def run_streams(port: int, models_dir: Path, n_streams: int, per_stream: int, scrapes: int) -> dict:
+    wl = Workload("streams", n_streams, per_stream, per_stream, seed=7)
+    done = threading.Event()
+    seen = {"n": 0}
+
+    def listener(scores):
+        seen["n"] += len(scores)
+        if seen["n"] >= wl.windows:
+            done.set()
+
+    client_id = "bench-streams"
+    prime_session(port, client_id)
+    publish_backlog(port, wl.messages)
+    cfg = daemon_config(port, models_dir, client_id, max_streams=n_streams)
+    svc = make_service(cfg, [listener])
+    svc.start()
+    before = rss_kib()  # model loaded, HTTP up, no stream state yet
+    _finish(done, 120, "10k streams")
+    time.sleep(0.2)
+    after = rss_kib()
+    url = f"http://127.0.0.1:{svc.http.port}/metrics"
+    times, size = [], 0
+    for _ in range(scrapes):
+        t0 = time.perf_counter()
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            size = len(resp.read())
+        times.append(time.perf_counter() - t0)
+    active = len(svc.pipeline.streams)
+    labelled = svc.metrics.labelled_streams
+    svc.shutdown()
+    return {"streams": active, "labelled": labelled, "rss_before_mib": before / 1024, "rss_after_mib": after / 1024,
+            "per_stream_kib": (after - before) / max(1, active), "scrape_ms": 1e3 * statistics.median(times),
+            "scrape_max_ms": 1e3 * max(times), "scrape_bytes": size}
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--streams", type=int, default=10, help="streams in the throughput backlogs")
+    ap.add_argument("--single", type=int, default=20_000, help="single-reading messages per backlog")
+    ap.add_argument("--single-naive", type=int, default=10_000, help="... for the naive loop (slow)")
+    ap.add_argument("--batch", type=int, default=2_000, help="100-reading messages per backlog")
+    ap.add_argument("--batch-naive", type=int, default=100, help="... for the naive loop (slow)")
+    ap.add_argument("--latency-seconds", type=float, default=10.0)
+    ap.add_argument("--many-streams", type=int, default=10_000)
+    ap.add_argument("--quick", action="store_true", help="a smoke run: 1 repeat, small backlogs")
+    args = ap.parse_args()
+    if args.quick:
+        args.repeats, args.single, args.single_naive, args.batch, args.batch_naive = 1, 4000, 2000, 300, 20
+        args.latency_seconds, args.many_streams = 3.0, 1000
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    torch.manual_seed(0)
+    cmd = " ".join([".venv/bin/python", "bench/ingest.py", *sys.argv[1:]])
+    print(f"# {cmd}")
+    print(f"# cores: {os.cpu_count()}, torch {torch.__version__} (threads {torch.get_num_threads()}), "
+          f"paho {mqtt.__version__ if hasattr(mqtt, '__version__') else ''}, python {sys.version.split()[0]}")
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    models = tmp / "models"
+    t0 = time.perf_counter()
+    bundle = train_model(models)
+    print(f"# model: dense AE, 1 channel, window {WINDOW}, stride 1 (trained in {time.perf_counter() - t0:.1f} s)")
+    S = args.streams
+    loads = {
+        "single": {
+            "main": Workload("single", S, args.single // S, 1),
+            "naive": Workload("single-naive", S, args.single_naive // S, 1),
+        },
+        "batch100": {
+            "main": Workload("batch100", S, args.batch * 100 // S, 100),
+            "naive": Workload("batch100-naive", S, args.batch_naive * 100 // S, 100),
+        },
+    }
+    results: dict[str, dict[str, list[float]]] = {fmt: collections.defaultdict(list) for fmt in loads}
+    broker = Mosquitto(tmp / "broker", persistence=False,
+                       extra_config="max_queued_messages 0\nmax_inflight_messages 0\nmax_queued_bytes 0")
+    broker.start()
+    try:
+        seq = 0
+        for rep in range(args.repeats):
+            for fmt, wls in loads.items():
+                for variant in ("ceiling", "naive", "daemon"):
+                    wl = wls["naive" if variant == "naive" else "main"]
+                    seq += 1
+                    cid = f"bench-{variant}-{seq}"
+                    prime_session(broker.port, cid)
+                    publish_backlog(broker.port, wl.messages)
+                    if variant == "ceiling":
+                        r = run_ceiling(broker.port, cid, wl, 120)
+                    elif variant == "naive":
+                        r = run_naive(broker.port, cid, wl, bundle, 300)
+                    else:
+                        r = run_daemon(broker.port, cid, wl, models, 300)
+                    results[fmt][variant].append(r)
+                    print(f"  rep {rep + 1} {fmt:8s} {variant:7s} {r:12,.0f} readings/s", flush=True)
+        print()
+        med = {fmt: {v: statistics.median(rs) for v, rs in res.items()} for fmt, res in results.items()}
+        for fmt in loads:
+            m = med[fmt]
+            wl = loads[fmt]["main"]
+            print(f"{fmt}: {len(wl.messages)} msgs x {wl.per_message} readings, {S} streams "
+                  f"(naive: {len(loads[fmt]['naive'].messages)} msgs); medians of {args.repeats}")
+            for v in ("ceiling", "naive", "daemon"):
+                print(f"  {v:8s} {m[v]:12,.0f} readings/s   runs: " + ", ".join(f"{x:,.0f}" for x in results[fmt][v]))
+            print(f"  daemon/ceiling {m['daemon'] / m['ceiling']:.2f}x   daemon/naive {m['daemon'] / m['naive']:.1f}x")
+        s, b = med["single"], med["batch100"]
+        print("\ntargets:")
+        print(f"  single: daemon/ceiling {s['daemon'] / s['ceiling']:.2f} (>= 0.9: "
+              f"{'met' if s['daemon'] >= 0.9 * s['ceiling'] else 'NOT met'}), daemon/naive {s['daemon'] / s['naive']:.1f} "
+              f"(>= 8: {'met' if s['daemon'] >= 8 * s['naive'] else 'NOT met'})")
+        print(f"  batch100: daemon/ceiling {b['daemon'] / b['ceiling']:.2f} (>= 0.7: "
+              f"{'met' if b['daemon'] >= 0.7 * b['ceiling'] else 'NOT met'})")
+
+        for frac in (0.5, 0.25):
+            lat = run_latency(broker.port, models, rate=s["daemon"] * frac, seconds=args.latency_seconds)
+            print(f"\nlatency at {lat['rate']:,.0f} msgs/s asked, {lat['achieved']:,.0f} achieved ({frac:g} x the daemon's "
+                  f"backlog single-reading rate; publisher in another process), {lat['messages']} msgs, "
+                  f"10 streams with injected faults:")
+            print(f"  publish->score  p50 {lat['score_p50_ms']:.1f} ms  p99 {lat['score_p99_ms']:.1f} ms  ({lat['scores']} windows)")
+            print(f"  publish->alert  p50 {lat['alert_p50_ms']:.1f} ms  p99 {lat['alert_p99_ms']:.1f} ms  "
+                  f"max {lat['alert_max_ms']:.1f} ms  ({lat['alerts']} firing alerts)  "
+                  f"(<= 100 ms: {'met' if lat['alert_p99_ms'] <= 100 else 'NOT met'})")
+
+        st = run_streams_fresh(broker.port, models, args.many_streams, WINDOW + 4, scrapes=7)
+        print(f"\n{st['streams']} streams ({WINDOW + 4} readings each, {st['labelled']} with per-stream labels):")
+        print(f"  RSS {st['rss_before_mib']:.0f} MiB -> {st['rss_after_mib']:.0f} MiB "
+              f"({st['per_stream_kib']:.1f} KiB per stream)")
+        print(f"  /metrics scrape median {st['scrape_ms']:.1f} ms (max {st['scrape_max_ms']:.1f} ms, "
+              f"{st['scrape_bytes'] / 1024:.0f} KiB)  (< 50 ms: {'met' if st['scrape_ms'] < 50 else 'NOT met'})")
+    finally:
+        broker.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
