@@ -133,9 +133,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = _config(args.config)  # a bad config exits 78 here, before any connection
     setup_logging(args.log_level or cfg.log_level, json_lines=not args.plain_logs)
+    from monitor.notify import make_systemd_tick
+
     service = Service(cfg)
     service.start()
-    return service.run_forever()
+    return service.run_forever(on_tick=make_systemd_tick(service))  # sd_notify READY/WATCHDOG under systemd
 
 
 def cmd_record(args: argparse.Namespace) -> int:
@@ -284,6 +286,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--metrics-port", type=int, default=9108)
     d.add_argument("--broker", choices=["auto", "mosquitto", "amqtt"], default="auto")
     d.set_defaults(func=cmd_demo)
+
+    from monitor import retrain
+
+    retrain.register(sub)
     return p
 
 

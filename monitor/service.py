@@ -17,6 +17,7 @@ import signal
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Callable
 
 from prometheus_client import CollectorRegistry
@@ -41,6 +42,10 @@ class Service:
         self.cfg = cfg
         self.registry = registry or CollectorRegistry()
         self.metrics = Metrics(self.registry)
+        from monitor.retrain import TEXTFILE_NAME, RetrainStatusCollector
+
+        # the retrain job's verdict (a textfile beside the models) re-exported at scrape time
+        self.registry.register(RetrainStatusCollector(Path(cfg.models.dir) / TEXTFILE_NAME, self.metrics))
         self.stop_timeout = stop_timeout_seconds
         self.queue = HandOff(cfg.mqtt.queue_size)  # bounded; a full one drops and counts (MQTTIngest)
         self.codec = Codec(cfg.topics, cfg.mqtt.max_payload_bytes, cfg.stream.max_future_seconds)
@@ -169,7 +174,10 @@ class Service:
 
     def shutdown(self) -> int:
         """Stop intake, drain what was received, flush alerts, close everything."""
+        from monitor.notify import stopping
+
         deadline = time.monotonic() + self.stop_timeout
+        stopping()  # tell systemd (no-op elsewhere)
         self._stop.set()
         if self.ingest is not None:
             self.ingest.stop_intake()  # no new messages; unacked QoS 1 ones stay with the broker

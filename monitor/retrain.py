@@ -1,0 +1,536 @@
+"""`monitor retrain`: train a candidate bundle and promote it only if it passes a gate.
+
+    monitor retrain --config C --data PATH... [--holdout PATH...] [--holdout-fraction 0.2]
+                    [--max-false-alarm-rate 0.01] [--margin 0.1] [--textfile PATH]
+
+1. Training data: the given CSV files / recordings (a recorder's directory). Without
+   ``--holdout`` the newest ``--holdout-fraction`` of each stream (by time) is held out
+   and the candidate trains on the older part only; with ``--holdout`` it trains on all
+   of ``--data`` and is judged on the holdout files.
+2. The candidate is trained with ``train_bundle(make_current=False)``.
+3. The candidate and the current bundle (if any) score the held-out slice through the
+   same pipeline the daemon runs (``run_backtest`` for wide CSV rows; the `Pipeline`
+   fed reading by reading for recordings). The held-out slice is taken to be normal
+   operation, so every alerting row/window counts as a false alarm.
+4. The gate passes when
+   * every score and per-channel contribution of the candidate is finite and it scored
+     at least ``--min-windows`` windows;
+   * the candidate's false-alarm rate (share of scored rows/windows while its alarm is
+     firing) is <= ``--max-false-alarm-rate``;
+   * it is not worse than the current model's on the same slice by more than the margin:
+     ``candidate_far <= current_far + margin * max_false_alarm_rate`` (with the defaults,
+     at most 0.001 more of the time alerting). A current bundle that cannot score the
+     data (other channels, unreadable) is not compared against.
+5. Passed: ``set_current`` promotes the candidate (the daemon notices the pointer and
+   swaps the model in). Failed: the candidate is deleted (``--keep-rejected`` keeps it),
+   the old model keeps serving.
+
+The verdict is one JSON line on stdout (and the log), saved as ``gate.json`` in a
+promoted bundle, and exported as a Prometheus textfile (default
+``<models.dir>/retrain.prom``, written atomically) that the daemon re-exports through
+`RetrainStatusCollector` and node_exporter's textfile collector can read too.
+
+Exit codes: 0 promoted; 3 gate failed (not promoted); 78 bad configuration; 1 any other
+error (bad data, training failure).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from monitor.config import EXIT_CONFIG, Config, ConfigError, load_config
+
+log = logging.getLogger(__name__)
+
+EXIT_PROMOTED = 0
+EXIT_ERROR = 1
+EXIT_GATE_FAILED = 3
+TEXTFILE_NAME = "retrain.prom"
+
+#: The textfile's metrics (all gauges).
+METRICS = {
+    "monitor_retrain_last_run_timestamp_seconds": "When `monitor retrain` last finished (Unix time).",
+    "monitor_retrain_last_success_timestamp_seconds": "When `monitor retrain` last promoted a model (Unix time).",
+    "monitor_retrain_gate_passed": "1 if the last retrain's candidate passed the validation gate, else 0.",
+    "monitor_retrain_candidate_false_alarm_rate": "False-alarm rate of the last candidate on held-out normal data.",
+    "monitor_retrain_current_false_alarm_rate": "False-alarm rate of the serving model on the same data (NaN: none).",
+    "monitor_retrain_last_exit_code": "Exit code of the last retrain (0 promoted, 3 gate failed, 78 config, 1 error).",
+}
+
+
+# --------------------------------------------------------------------------- data split
+
+
+def _filter_recent(data: list, max_age_hours: float) -> list:
+    """Keep only the newest `max_age_hours` of every stream (0: all)."""
+    if max_age_hours <= 0:
+        return data
+    out = []
+    for sd in data:
+        newest = _newest(sd)
+        if newest is None:
+            continue
+        cut = newest - max_age_hours * 3600.0
+        out.append(_time_slice(sd, lo=cut))
+    return out
+
+
+def _newest(sd) -> Optional[float]:
+    ts = [float(np.max(sd.timestamps))] if sd.timestamps is not None and len(sd.timestamps) else []
+    if sd.readings:
+        ts.append(max(r.timestamp for r in sd.readings))
+    return max(ts) if ts else None
+
+
+def _time_slice(sd, lo: float = -math.inf, hi: float = math.inf):
+    """The part of a StreamData with lo <= timestamp < hi."""
+    from monitor.training import StreamData
+
+    out = StreamData(sd.stream, list(sd.channels))
+    if sd.timestamps is not None:
+        keep = (sd.timestamps >= lo) & (sd.timestamps < hi)
+        out.timestamps = sd.timestamps[keep]
+        out.values = sd.values[keep]
+    out.readings = [r for r in sd.readings if lo <= r.timestamp < hi]
+    return out
+
+
+def split_holdout(data: list, fraction: float) -> tuple[list, list]:
+    """(older part, newest `fraction`) of each stream, split by time."""
+    train, hold = [], []
+    for sd in data:
+        times = sd.timestamps if sd.timestamps is not None else np.zeros(0)
+        if sd.readings:
+            times = np.concatenate([times, np.fromiter((r.timestamp for r in sd.readings), float)])
+        if len(times) == 0:
+            continue
+        cut = float(np.quantile(np.sort(times), 1.0 - fraction))
+        train.append(_time_slice(sd, hi=cut))
+        hold.append(_time_slice(sd, lo=cut))
+    return train, hold
+
+
+def _rows(sd) -> int:
+    return (len(sd.timestamps) if sd.timestamps is not None else 0) + len(sd.readings)
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+@dataclass
+class Evaluation:
+    """How one model did on the held-out slice."""
+
+    version: str
+    scored: int = 0  # rows (wide data) or windows (recordings) with a score
+    alerting: int = 0  # of those, how many while the alarm was firing
+    alerts_fired: int = 0
+    finite: bool = True
+    nonfinite: int = 0
+    score_p50: float = math.nan
+    score_p99: float = math.nan
+    score_max: float = math.nan
+    error: Optional[str] = None
+    _scores: list = field(default_factory=list, repr=False)
+
+    @property
+    def false_alarm_rate(self) -> float:
+        return self.alerting / self.scored if self.scored else math.nan
+
+    def as_dict(self) -> dict:
+        d = {
+            "version": self.version, "scored": self.scored, "alerting": self.alerting,
+            "false_alarm_rate": _num(self.false_alarm_rate), "alerts_fired": self.alerts_fired,
+            "finite": self.finite, "nonfinite": self.nonfinite,
+            "score_p50": _num(self.score_p50), "score_p99": _num(self.score_p99), "score_max": _num(self.score_max),
+        }
+        if self.error:
+            d["error"] = self.error
+        return d
+
+    def _finish(self) -> "Evaluation":
+        s = np.asarray(self._scores, dtype=np.float64)
+        fin = s[np.isfinite(s)]
+        if fin.size:
+            self.score_p50, self.score_p99, self.score_max = (
+                float(np.quantile(fin, 0.5)), float(np.quantile(fin, 0.99)), float(fin.max()))
+        self._scores = []
+        return self
+
+
+def _num(x: float):
+    return None if x is None or not math.isfinite(x) else round(float(x), 6)
+
+
+def evaluate_model(cfg: Config, model, holdout: list) -> Evaluation:
+    """Score the held-out slice with `model` through the daemon's pipeline."""
+    from monitor.backtest import run_backtest
+    from monitor.pipeline import Pipeline
+
+    ev = Evaluation(model.version)
+    for sd in holdout:
+        if sd.timestamps is not None and len(sd.timestamps):
+            order = np.argsort(sd.timestamps, kind="stable")
+            res = run_backtest(replace(cfg, data=replace(cfg.data, stream=sd.stream)),
+                               sd.timestamps[order], sd.values[order], list(sd.channels), model)
+            has = np.flatnonzero(~np.isnan(res.score))
+            if has.size:
+                tail_scores = res.score[has[0]:]
+                tail_contrib = res.contributions[has[0]:]
+                bad = ~np.isfinite(tail_scores) | ~np.all(np.isfinite(tail_contrib), axis=1)
+                ev.nonfinite += int(bad.sum())
+                ev.scored += int(tail_scores.size)
+                ev.alerting += int(res.alert[has[0]:].sum())
+                ev._scores.extend(tail_scores.tolist())
+            ev.alerts_fired += sum(1 for a in res.alerts if a.state == "firing")
+        if sd.readings:
+            pipe = Pipeline(model, cfg.stream, cfg.alarm, cfg.alerts.top_channels)
+            scores, alerts = [], []
+            for i, r in enumerate(sorted(sd.readings, key=lambda r: r.timestamp)):
+                pipe.push_reading(r)
+                if pipe.pending >= 256:
+                    s, a = pipe.flush()
+                    scores += s
+                    alerts += a
+            pipe.end_of_data()
+            s, a = pipe.flush()
+            scores += s
+            alerts += a
+            changes = {(al.stream, al.started_at if al.state == "firing" else al.ended_at): al.state for al in alerts}
+            firing: dict[str, bool] = {}
+            for sc in scores:
+                state = changes.get((sc.stream, sc.timestamp))
+                if state is not None:
+                    firing[sc.stream] = state == "firing"
+                ok = math.isfinite(sc.score) and bool(np.all(np.isfinite(sc.channel_scores)))
+                ev.nonfinite += 0 if ok else 1
+                ev.scored += 1
+                ev.alerting += int(firing.get(sc.stream, False))
+                ev._scores.append(sc.score)
+            ev.alerts_fired += sum(1 for a in alerts if a.state == "firing")
+    ev.finite = ev.nonfinite == 0
+    return ev._finish()
+
+
+# --------------------------------------------------------------------------- gate
+
+
+@dataclass
+class GateSettings:
+    max_false_alarm_rate: float = 0.01
+    margin: float = 0.1
+    min_windows: int = 20
+
+
+def gate(candidate: Evaluation, current: Optional[Evaluation], settings: GateSettings) -> tuple[bool, list[dict]]:
+    """The checks, each {check, passed, detail}; passed when all pass."""
+    checks = []
+    checks.append({
+        "check": "finite_scores",
+        "passed": candidate.finite and candidate.error is None,
+        "detail": f"{candidate.nonfinite} non-finite of {candidate.scored} scores"
+        + (f"; {candidate.error}" if candidate.error else ""),
+    })
+    checks.append({
+        "check": "enough_data",
+        "passed": candidate.scored >= settings.min_windows,
+        "detail": f"{candidate.scored} scored rows/windows on the held-out slice (need >= {settings.min_windows})",
+    })
+    far = candidate.false_alarm_rate
+    ok = math.isfinite(far) and far <= settings.max_false_alarm_rate
+    checks.append({
+        "check": "false_alarm_budget",
+        "passed": ok,
+        "detail": f"candidate false-alarm rate {_fmt(far)} {'<=' if ok else '>'} budget {settings.max_false_alarm_rate:g}",
+    })
+    if current is None or current.error is not None or not math.isfinite(current.false_alarm_rate):
+        why = "no current model" if current is None else (current.error or "current model scored nothing")
+        checks.append({"check": "not_worse_than_current", "passed": True, "detail": f"skipped: {why}"})
+    else:
+        allowed = current.false_alarm_rate + settings.margin * settings.max_false_alarm_rate
+        ok = math.isfinite(far) and far <= allowed + 1e-12
+        checks.append({
+            "check": "not_worse_than_current",
+            "passed": ok,
+            "detail": (f"candidate {_fmt(far)} {'<=' if ok else '>'} current {_fmt(current.false_alarm_rate)} + margin "
+                       f"{settings.margin:g} x budget {settings.max_false_alarm_rate:g} = {_fmt(allowed)}"),
+        })
+    return all(c["passed"] for c in checks), checks
+
+
+def _fmt(x: float) -> str:
+    return "nan" if not math.isfinite(x) else f"{x:.4g}"
+
+
+# --------------------------------------------------------------------------- textfile
+
+
+def read_textfile(path: Path) -> dict[str, float]:
+    """Samples of an earlier textfile (name -> value); {} when absent or unreadable."""
+    out: dict[str, float] = {}
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return out
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name, _, value = line.partition(" ")
+        try:
+            out[name.strip()] = float(value.split()[0])
+        except (ValueError, IndexError):
+            continue
+    return out
+
+
+def write_textfile(path: Path, values: dict[str, float]) -> None:
+    """Write the Prometheus text format atomically (temp file in the same dir, fsync, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for name, help_text in METRICS.items():
+        if name not in values:
+            continue
+        v = values[name]
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge",
+                  f"{name} {'NaN' if v is None or not math.isfinite(v) else repr(float(v))}"]
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write("\n".join(lines) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+class RetrainStatusCollector:
+    """Re-export the retrain textfile from the daemon's /metrics (read at scrape time).
+
+    Register once: ``registry.register(RetrainStatusCollector(models_dir / "retrain.prom",
+    metrics))``. Exports ``monitor_retrain_*`` gauges from the file, and sets the
+    daemon's ``monitor_last_retrain_success_timestamp_seconds`` from it (that gauge is
+    collected before this collector, so a new value shows from the next scrape on).
+    """
+
+    def __init__(self, path: Path | str, metrics=None):
+        self.path = Path(path)
+        self.metrics = metrics
+        self._sig: Optional[tuple] = None
+        self._values: dict[str, float] = {}
+
+    def _refresh(self) -> None:
+        try:
+            st = self.path.stat()
+            sig = (st.st_mtime_ns, st.st_size, st.st_ino)
+        except OSError:
+            sig = None
+        if sig == self._sig:
+            return
+        self._sig = sig
+        self._values = read_textfile(self.path) if sig else {}
+        last = self._values.get("monitor_retrain_last_success_timestamp_seconds")
+        if self.metrics is not None and last is not None and math.isfinite(last) and last > 0:
+            self.metrics.retrain_succeeded(at=last)
+
+    def collect(self):
+        from prometheus_client.core import GaugeMetricFamily
+
+        try:
+            self._refresh()
+        except Exception:  # noqa: BLE001 - a scrape must never fail because of this file
+            log.debug("reading %s failed", self.path, exc_info=True)
+        for name, help_text in METRICS.items():
+            if name in self._values:
+                yield GaugeMetricFamily(name, help_text, value=self._values[name])
+
+    def describe(self):
+        return []  # values depend on a file: do not collect at registration time
+
+
+# --------------------------------------------------------------------------- command
+
+
+def run_retrain(args: argparse.Namespace) -> int:
+    from monitor.model.bundle import current_bundle_path, load_bundle, set_current
+    from monitor.pipeline import ScoringModel
+    from monitor.training import load_training_data, train_bundle
+
+    started_wall = time.time()
+    settings = GateSettings(args.max_false_alarm_rate, args.margin, args.min_windows)
+    verdict: dict = {"event": "retrain_gate",
+                     "settings": {"max_false_alarm_rate": settings.max_false_alarm_rate,
+                                  "margin": settings.margin, "min_windows": settings.min_windows}}
+    textfile: Optional[Path] = Path(args.textfile) if args.textfile else None
+    code = EXIT_ERROR
+    try:
+        cfg = load_config(args.config)
+        models_dir = Path(args.out or cfg.models.dir)
+        textfile = textfile or models_dir / TEXTFILE_NAME
+        verdict["models_dir"] = str(models_dir)
+        for name, value in (("--max-false-alarm-rate", settings.max_false_alarm_rate), ("--margin", settings.margin)):
+            if not (math.isfinite(value) and value >= 0):
+                raise ConfigError(name, f"must be a number >= 0, got {value}")
+        data = _filter_recent(load_training_data(args.data, cfg), args.max_age_hours)
+        if args.holdout:
+            train_data, holdout = data, _filter_recent(load_training_data(args.holdout, cfg), 0)
+            verdict["holdout"] = {"source": "files", "paths": [str(p) for p in args.holdout]}
+        else:
+            if not 0 < args.holdout_fraction < 1:
+                raise ConfigError("--holdout-fraction", f"must be in (0, 1), got {args.holdout_fraction}")
+            train_data, holdout = split_holdout(data, args.holdout_fraction)
+            verdict["holdout"] = {"source": "newest_fraction", "fraction": args.holdout_fraction}
+        verdict["rows"] = {"train": sum(_rows(sd) for sd in train_data), "holdout": sum(_rows(sd) for sd in holdout)}
+        if not any(_rows(sd) for sd in holdout):
+            raise ValueError("the held-out slice is empty")
+
+        outcome = train_bundle(train_data, cfg, models_dir, make_current=False, sources=[str(p) for p in args.data],
+                               write_plots=not args.no_plots)
+        cand_path = outcome.bundle_path
+        verdict["candidate"] = {"version": cand_path.name, "path": str(cand_path),
+                                "threshold": outcome.manifest["threshold"]["threshold"]}
+        try:
+            cand_ev = evaluate_model(cfg, ScoringModel.from_bundle(load_bundle(cand_path)), holdout)
+        except Exception as exc:  # noqa: BLE001 - a candidate that cannot score fails the gate
+            cand_ev = Evaluation(cand_path.name, error=f"{type(exc).__name__}: {exc}", finite=False)
+        verdict["candidate"].update(cand_ev.as_dict())
+
+        current_ev = None
+        current = current_bundle_path(models_dir)
+        if current is not None and current.resolve() != cand_path.resolve():
+            try:
+                current_ev = evaluate_model(cfg, ScoringModel.from_bundle(load_bundle(current)), holdout)
+            except Exception as exc:  # noqa: BLE001 - the serving model may predate a schema change
+                current_ev = Evaluation(current.name, error=f"{type(exc).__name__}: {exc}")
+            verdict["current"] = current_ev.as_dict()
+        else:
+            verdict["current"] = None
+
+        passed, checks = gate(cand_ev, current_ev, settings)
+        verdict["checks"] = checks
+        verdict["passed"] = passed
+        if passed:
+            (cand_path / "gate.json").write_text(json.dumps(verdict, indent=2) + "\n")
+            set_current(models_dir, cand_path.name)
+            verdict["promoted"] = True
+            code = EXIT_PROMOTED
+        else:
+            verdict["promoted"] = False
+            if not args.keep_rejected:
+                shutil.rmtree(cand_path, ignore_errors=True)
+                verdict["candidate"]["deleted"] = True
+            code = EXIT_GATE_FAILED
+    except ConfigError as exc:
+        verdict.update(passed=False, promoted=False, error=f"configuration error: {exc}")
+        code = EXIT_CONFIG
+    except Exception as exc:  # noqa: BLE001 - reported in the verdict and the exit code
+        log.debug("retrain failed", exc_info=True)
+        verdict.update(passed=False, promoted=False, error=f"{type(exc).__name__}: {exc}")
+        code = EXIT_ERROR
+    finished = time.time()
+    verdict["exit_code"] = code
+    verdict["seconds"] = round(finished - started_wall, 3)
+
+    if textfile is None:  # the config did not load: no models dir to write into
+        return _report(verdict, code)
+    previous = read_textfile(textfile)
+    values = {
+        "monitor_retrain_last_run_timestamp_seconds": finished,
+        "monitor_retrain_last_success_timestamp_seconds":
+            finished if code == EXIT_PROMOTED else previous.get("monitor_retrain_last_success_timestamp_seconds", 0.0),
+        "monitor_retrain_gate_passed": 1.0 if verdict.get("passed") else 0.0,
+        "monitor_retrain_candidate_false_alarm_rate":
+            _nan((verdict.get("candidate") or {}).get("false_alarm_rate")),
+        "monitor_retrain_current_false_alarm_rate": _nan((verdict.get("current") or {}).get("false_alarm_rate")),
+        "monitor_retrain_last_exit_code": float(code),
+    }
+    try:
+        write_textfile(textfile, values)
+        verdict["textfile"] = str(textfile)
+    except OSError as exc:
+        verdict["textfile_error"] = str(exc)
+        log.error("cannot write %s: %s", textfile, exc)
+    return _report(verdict, code)
+
+
+def _report(verdict: dict, code: int) -> int:
+    """The verdict as one JSON line on stdout (the journal under systemd) plus a log summary."""
+    print(json.dumps(verdict, default=str), flush=True)
+    if code == EXIT_PROMOTED:
+        log.info("retrain: promoted %s", verdict["candidate"]["version"])
+    elif code == EXIT_GATE_FAILED:
+        failed = "; ".join(c["detail"] for c in verdict.get("checks", []) if not c["passed"])
+        log.warning("retrain: candidate %s not promoted, gate failed: %s",
+                    verdict["candidate"]["version"], failed)
+    else:
+        log.error("retrain failed (exit %d): %s", code, verdict.get("error"))
+    if code == EXIT_CONFIG:
+        print(verdict["error"], file=sys.stderr)
+    return code
+
+
+def _nan(x) -> float:
+    return math.nan if x is None else float(x)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True)
+    p.add_argument("--data", nargs="+", required=True,
+                   help="recorded data: CSV files, recordings (.jsonl[.gz]) or folders of them")
+    p.add_argument("--holdout", nargs="+", help="held-out normal data to judge on (default: newest slice of --data)")
+    p.add_argument("--holdout-fraction", type=float, default=0.2,
+                   help="without --holdout: newest share of each stream held out (default 0.2)")
+    p.add_argument("--max-age-hours", type=float, default=0.0,
+                   help="use only the newest N hours of --data (default 0: all)")
+    p.add_argument("--max-false-alarm-rate", type=float, default=0.01,
+                   help="budget: share of held-out normal rows/windows alerting (default 0.01)")
+    p.add_argument("--margin", type=float, default=0.1,
+                   help="may exceed the current model's false-alarm rate by margin x budget (default 0.1)")
+    p.add_argument("--min-windows", type=int, default=20, help="fewest scored held-out rows/windows (default 20)")
+    p.add_argument("--out", help="models directory (default: models.dir of the config)")
+    p.add_argument("--textfile", help="Prometheus textfile to write (default: <models dir>/retrain.prom)")
+    p.add_argument("--keep-rejected", action="store_true", help="keep a candidate that failed the gate")
+    p.add_argument("--no-plots", action="store_true", help="skip the training report's PNG plots")
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    """Add ``monitor retrain`` to the CLI's subparsers (``build_parser`` in cli.py)."""
+    p = subparsers.add_parser("retrain", help="train a candidate on recorded data; promote it only if it passes the gate")
+    add_arguments(p)
+    p.set_defaults(func=run_retrain)
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="monitor retrain", description=__doc__.split("\n\n")[0])
+    add_arguments(p)
+    args = p.parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return run_retrain(args)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+if __name__ == "__main__":
+    sys.exit(main())
