@@ -14,13 +14,13 @@ Reading state (`firing`) never changes it.
 from __future__ import annotations
 
 import hashlib
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from monitor.config import AlarmConfig
-from monitor.types import Alert
+from monitor.types import Alert, ScoreBatch
 
 
 @dataclass
@@ -55,14 +55,56 @@ class AlarmMachine:
         self.model_version = model_version
         self.channels = list(channels)
         self.top_n = top_n
+        self._armed: set[str] = set()  # not firing, k of n hot, held back by the cooldown
         self.states: dict[str, AlarmState] = {}
 
+    @property
+    def states(self) -> dict[str, AlarmState]:
+        return self._states
+
+    @states.setter
+    def states(self, states: dict[str, AlarmState]) -> None:
+        """Adopt another machine's state (a model swap keeps open episodes)."""
+        self._states = states
+        self._firing = {s for s, st in states.items() if st.episode}
+        self._armed = {s for s, st in states.items() if not st.episode and st.above >= self.cfg.k}
+
     def firing(self, stream: str) -> bool:
-        state = self.states.get(stream)
-        return bool(state and state.episode)
+        return stream in self._firing
 
     def firing_streams(self) -> list[str]:
-        return [s for s, st in self.states.items() if st.episode]
+        return sorted(self._firing)
+
+    def update_batch(self, batch: ScoreBatch) -> list[Alert]:
+        """`update` for every window of a batch, in order; returns the state changes.
+
+        Streams that are not firing and have no score at or above 1.0 in the batch cannot
+        change state: their run of cold scores is added to the k-of-n memory in one step,
+        with no per-window work. Only the other streams go window by window.
+        """
+        hot = np.flatnonzero(batch.score >= 1.0)
+        streams = batch.streams
+        slow = {streams[i] for i in hot.tolist()} | self._firing | self._armed
+        alerts: list[Alert] = []
+        if slow:
+            scores = batch.score.tolist()
+            for i, stream in enumerate(streams):
+                if stream in slow:
+                    alert = self.update(stream, batch.times[i], scores[i], batch.channel_scores[i],
+                                        batch.observed[i], batch.reconstructed[i])
+                    if alert is not None:
+                        alerts.append(alert)
+            cold = Counter(s for s in streams if s not in slow)
+        else:
+            cold = Counter(streams)
+        n = self.cfg.n
+        for stream, count in cold.items():
+            state = self._states.get(stream)
+            if state is None:
+                state = self._states[stream] = AlarmState(recent=deque(maxlen=n))
+            state.recent.extend([False] * min(count, n))
+            state.above = sum(state.recent)
+        return alerts
 
     def top_channels(self, channel_scores: np.ndarray, observed: np.ndarray, reconstructed: np.ndarray) -> list[dict]:
         order = np.argsort(-channel_scores, kind="stable")[: self.top_n]
@@ -78,9 +120,19 @@ class AlarmMachine:
 
     def update(self, stream: str, timestamp: float, score: float, channel_scores: np.ndarray,
                observed: np.ndarray, reconstructed: np.ndarray) -> Alert | None:
-        state = self.states.get(stream)
+        alert = self._update(stream, timestamp, score, channel_scores, observed, reconstructed)
+        state = self._states[stream]
+        if state.episode is None and state.above >= self.cfg.k:
+            self._armed.add(stream)
+        else:
+            self._armed.discard(stream)
+        return alert
+
+    def _update(self, stream: str, timestamp: float, score: float, channel_scores: np.ndarray,
+                observed: np.ndarray, reconstructed: np.ndarray) -> Alert | None:
+        state = self._states.get(stream)
         if state is None:
-            state = self.states[stream] = AlarmState(recent=deque(maxlen=self.cfg.n))
+            state = self._states[stream] = AlarmState(recent=deque(maxlen=self.cfg.n))
         hot = score >= 1.0
         if len(state.recent) == state.recent.maxlen and state.recent[0]:
             state.above -= 1
@@ -92,6 +144,7 @@ class AlarmMachine:
                 top = self.top_channels(channel_scores, observed, reconstructed)
                 state.episode = _Episode(alert_id(stream, timestamp, self.model_version), timestamp, score, top)
                 state.below_run = 0
+                self._firing.add(stream)
                 return self._alert(stream, "firing", state.episode, None, score, top)
             return None
         if score > ep.peak_score:
@@ -100,6 +153,7 @@ class AlarmMachine:
         state.below_run = state.below_run + 1 if score < self.cfg.resolve_below else 0
         if state.below_run >= self.cfg.resolve_m:
             state.episode = None
+            self._firing.discard(stream)
             state.last_resolved_at = timestamp
             state.recent.clear()
             state.above = 0
@@ -122,4 +176,6 @@ class AlarmMachine:
         )
 
     def forget(self, stream: str) -> None:
-        self.states.pop(stream, None)
+        self._states.pop(stream, None)
+        self._firing.discard(stream)
+        self._armed.discard(stream)

@@ -18,7 +18,7 @@ from monitor.config import AlarmConfig, FilterConfig, StreamConfig
 from monitor.stream.assembler import EPS, StreamAssembler
 from monitor.stream.filters import FilterChain
 from monitor.stream.windows import WindowBuffer
-from monitor.types import Alert, Reading, Score
+from monitor.types import Alert, Reading, ScoreBatch
 
 
 @dataclass
@@ -122,7 +122,7 @@ class Pipeline:
 
     # ------------------------------------------------------------------ model swap
 
-    def swap_model(self, model: ScoringModel) -> tuple[list[Score], list[Alert]]:
+    def swap_model(self, model: ScoringModel) -> tuple[ScoreBatch, list[Alert]]:
         """Score with `model` from now on.
 
         Windows already due are scored by the old model first (returned, like `flush`).
@@ -278,29 +278,20 @@ class Pipeline:
     def pending(self) -> int:
         return len(self._meta)
 
-    def flush(self) -> tuple[list[Score], list[Alert]]:
+    def flush(self) -> tuple[ScoreBatch, list[Alert]]:
         """Score every due window in one batch, then run the alarms in arrival order."""
         batch, self._meta = self._meta, []
         if not batch:
-            return [], []
+            return ScoreBatch.empty(), []
         model = self.model
         x = self._x[: len(batch)]
         raw, per_channel, recon_last = model.scorer.errors(x)
         if len(self._x) > 4096 and len(batch) < len(self._x) // 8:
             self._x = np.empty((max(256, 2 * len(batch)),) + self._x.shape[1:], dtype=np.float32)
         inv_thr = 1.0 / model.threshold
-        scores = raw * inv_thr
-        channel_scores = per_channel * (inv_thr / per_channel.shape[1])
-        recon_raw = recon_last * model.std + model.mean
-        out_scores: list[Score] = []
-        alerts: list[Alert] = []
-        score_list = scores.tolist()
-        raw_list = raw.tolist()
-        for i, (stream, t, observed) in enumerate(batch):
-            s = Score(stream, t, score_list[i], raw_list[i], channel_scores[i], observed, recon_raw[i])
-            out_scores.append(s)
-            alert = self.alarm.update(stream, t, s.score, s.channel_scores, observed, s.reconstructed)
-            if alert is not None:
-                alerts.append(alert)
+        streams, times, observed = (list(col) for col in zip(*batch))
+        scores = ScoreBatch(streams, times, raw * inv_thr, raw, per_channel * (inv_thr / per_channel.shape[1]),
+                            observed, recon_last * model.std + model.mean)
+        alerts = self.alarm.update_batch(scores)
         self.counters["windows_scored"] += len(batch)
-        return out_scores, alerts
+        return scores, alerts

@@ -12,6 +12,7 @@ re-read the log level.
 """
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import threading
@@ -20,6 +21,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 from prometheus_client import CollectorRegistry
 
 from monitor.config import Config
@@ -29,7 +31,7 @@ from monitor.lifecycle import LoadResult, ModelWatcher
 from monitor.metrics import Metrics
 from monitor.pipeline import Pipeline, ScoringModel
 from monitor.sinks import AlertmanagerSink, LogSink, MQTTSink, Sink
-from monitor.types import Alert, Score
+from monitor.types import Alert, ScoreBatch
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +40,7 @@ class Service:
     def __init__(self, cfg: Config, *, registry: CollectorRegistry | None = None,
                  extra_sinks: list[Sink] | None = None, stop_timeout_seconds: float = 8.0,
                  manual_ack: bool | None = None,
-                 score_listeners: list[Callable[[list[Score]], None]] | None = None):
+                 score_listeners: list[Callable[[ScoreBatch], None]] | None = None):
         self.cfg = cfg
         self.registry = registry or CollectorRegistry()
         self.metrics = Metrics(self.registry)
@@ -286,20 +288,18 @@ class Service:
                 self._reported[reason] = total
                 self.metrics.drop(reason, delta)
 
-    def _publish(self, scores: list[Score], alerts: list[Alert]) -> None:
+    def _publish(self, scores: ScoreBatch, alerts: list[Alert]) -> None:
         for listener in self.score_listeners:
             try:
                 listener(scores)
             except Exception:  # noqa: BLE001
                 log.exception("score listener failed")
-        if scores:
-            last: dict[str, float] = {}
-            for s in scores:
-                last[s.stream] = s.score
-            for stream, value in last.items():
-                self.metrics.set_score(stream, value, self.pipeline.alarm.firing(stream))
-            if self.cfg.alerts.scores_topic and self.ingest is not None:
-                self._publish_scores(scores)
+        if len(scores):
+            firing = self.pipeline.alarm.firing
+            for stream, value in scores.last_by_stream().items():
+                self.metrics.set_score(stream, value, firing(stream))
+            if self.ingest is not None and (self.cfg.alerts.scores_topic or self.cfg.alerts.denoised_topic):
+                self._publish_for_integrators(scores)
         for alert in alerts:
             self.metrics.alert(alert.state, alert.stream)
             for sink in self.sinks:
@@ -309,10 +309,18 @@ class Service:
                     self.metrics.sink_error(getattr(sink, "name", "unknown"))
                     log.exception("alert sink %s failed", getattr(sink, "name", sink))
 
-    def _publish_scores(self, scores: list[Score]) -> None:
-        import json
-
-        topic = self.cfg.alerts.scores_topic
-        for s in scores:
-            body = json.dumps({"stream": s.stream, "ts": s.timestamp, "score": s.score}).encode()
-            self.ingest.publish(topic.format(stream=s.stream), body, 0, False)
+    def _publish_for_integrators(self, scores: ScoreBatch) -> None:
+        """Per scored window: its score, and the denoised (filtered) readings of its last frame."""
+        scores_topic = self.cfg.alerts.scores_topic
+        denoised_topic = self.cfg.alerts.denoised_topic
+        channels = self.pipeline.model.channels
+        values = scores.score.tolist()
+        for i, stream in enumerate(scores.streams):
+            ts = scores.times[i]
+            if scores_topic:
+                body = json.dumps({"stream": stream, "ts": ts, "score": values[i]}).encode()
+                self.ingest.publish(scores_topic.format(stream=stream), body, 0, False)
+            if denoised_topic:
+                frame = dict(zip(channels, np.asarray(scores.observed[i], dtype=float).tolist()))
+                body = json.dumps({"stream": stream, "ts": ts, **frame}).encode()
+                self.ingest.publish(denoised_topic.format(stream=stream), body, 0, False)

@@ -7,7 +7,7 @@ calibrated threshold", higher is more anomalous.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
@@ -59,6 +59,44 @@ class Score:
     channel_scores: np.ndarray  # (n_channels,) per-channel share of the score, threshold units
     observed: np.ndarray  # (n_channels,) last step of the window, raw units
     reconstructed: np.ndarray  # (n_channels,) model's reconstruction of that step, raw units
+
+
+class ScoreBatch(Sequence[Score]):
+    """Scores of one scored batch, stored by column; indexing builds a `Score`.
+
+    The hot path reads the columns (`streams`, `times`, `score`...) and never builds a
+    per-window object; sinks, listeners and backtests can treat it as a list of `Score`.
+    """
+
+    __slots__ = ("streams", "times", "score", "raw", "channel_scores", "observed", "reconstructed")
+
+    def __init__(self, streams: list[str], times: list[float], score: np.ndarray, raw: np.ndarray,
+                 channel_scores: np.ndarray, observed: list[np.ndarray], reconstructed: np.ndarray):
+        self.streams = streams
+        self.times = times
+        self.score = score
+        self.raw = raw
+        self.channel_scores = channel_scores
+        self.observed = observed
+        self.reconstructed = reconstructed
+
+    @classmethod
+    def empty(cls) -> "ScoreBatch":
+        z = np.zeros(0)
+        return cls([], [], z, z, np.zeros((0, 0)), [], np.zeros((0, 0)))
+
+    def __len__(self) -> int:
+        return len(self.streams)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return Score(self.streams[i], self.times[i], float(self.score[i]), float(self.raw[i]),
+                     self.channel_scores[i], self.observed[i], self.reconstructed[i])
+
+    def last_by_stream(self) -> dict[str, float]:
+        """The newest score of each stream in the batch."""
+        return dict(zip(self.streams, self.score.tolist()))
 
 
 @dataclass(frozen=True)

@@ -390,3 +390,29 @@ def test_tls_connects_with_the_right_ca_and_refuses_an_untrusted_server(tmp_path
         finally:
             assert run.stop() == 0
     assert secret not in caplog.text
+
+
+def test_scores_and_denoised_readings_are_published_for_integrators(broker, models_dir):
+    cfg = daemon_config(broker.port, models_dir, alerts={"scores_topic": "monitor/scores/{stream}",
+                                                         "denoised_topic": "monitor/denoised/{stream}"})
+    run = Running(cfg)
+    scores = Subscriber(broker.port, "monitor/scores/#")
+    denoised = Subscriber(broker.port, "monitor/denoised/#")
+    pub = Publisher(broker.port)
+    try:
+        wait_until(lambda: run.service.ready()[0], what="ready")
+        t, v, _ = feed_rows(100, fault=None)
+        pub.publish_rows("plant/site1/pump1", t, v)
+        n = 100 - 16 + 1
+        wait_until(lambda: len(scores.messages) == n and len(denoised.messages) == n, what="integrator topics")
+        s = scores.json()
+        assert [m["ts"] for m in s] == list(t[15:]) and all(m["score"] >= 0 for m in s)
+        assert scores.messages[0][0] == "monitor/scores/site1/pump1"
+        d = denoised.json()
+        assert set(d[0]) == {"stream", "ts", *CHANNELS}
+        assert d[-1]["flow"] == pytest.approx(v[-1][0])  # this bundle has no filter: denoised == observed
+    finally:
+        pub.close()
+        scores.close()
+        denoised.close()
+        assert run.stop() == 0

@@ -19,7 +19,7 @@ from monitor.config import Config
 from monitor.ingest.codec import Codec
 from monitor.ingest.recording import RecordingStats, iter_recordings
 from monitor.pipeline import Pipeline, ScoringModel
-from monitor.types import Alert, RawMessage, Score
+from monitor.types import Alert, RawMessage, ScoreBatch
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class ReplayResult:
 
 def replay_offline(paths: Sequence[str | Path], cfg: Config, model: ScoringModel, *,
                    on_alert: Callable[[Alert], None] | None = None,
-                   on_scores: Callable[[list[Score]], None] | None = None,
+                   on_scores: Callable[[ScoreBatch], None] | None = None,
                    batch_messages: int = 512) -> ReplayResult:
     """Run recordings through a fresh pipeline; returns the alerts it raised, in order."""
     codec = Codec(cfg.topics, cfg.mqtt.max_payload_bytes, cfg.stream.max_future_seconds)
