@@ -78,33 +78,69 @@ class AlarmMachine:
     def update_batch(self, batch: ScoreBatch) -> list[Alert]:
         """`update` for every window of a batch, in order; returns the state changes.
 
-        Streams that are not firing and have no score at or above 1.0 in the batch cannot
-        change state: their run of cold scores is added to the k-of-n memory in one step,
-        with no per-window work. Only the other streams go window by window.
+        Per stream, the stretch of windows that cannot change its state is folded into
+        the k-of-n memory in one step: for a stream that is not firing, every window
+        before the first one at which k of the last n scores are hot and the cooldown
+        has passed. Only from there on (and for firing streams) does it go window by
+        window. Streams are independent, so alerts come out grouped by stream.
         """
-        hot = np.flatnonzero(batch.score >= 1.0)
         streams = batch.streams
-        slow = {streams[i] for i in hot.tolist()} | self._firing | self._armed
+        hot = batch.score >= 1.0
+        if not hot.any() and not self._firing and not self._armed:
+            self._fold_cold(Counter(streams))
+            return []
+        groups: dict[str, list[int]] = {}
+        for i, stream in enumerate(streams):
+            groups.setdefault(stream, []).append(i)
         alerts: list[Alert] = []
-        if slow:
-            scores = batch.score.tolist()
-            for i, stream in enumerate(streams):
-                if stream in slow:
-                    alert = self.update(stream, batch.times[i], scores[i], batch.channel_scores[i],
-                                        batch.observed[i], batch.reconstructed[i])
-                    if alert is not None:
-                        alerts.append(alert)
-            cold = Counter(s for s in streams if s not in slow)
-        else:
-            cold = Counter(streams)
+        scores = batch.score
+        for stream, idx in groups.items():
+            start = 0 if stream in self._firing else self._first_possible_change(stream, idx, hot, batch.times)
+            for i in idx[start:]:
+                alert = self.update(stream, batch.times[i], float(scores[i]), batch.channel_scores[i],
+                                    batch.observed[i], batch.reconstructed[i])
+                if alert is not None:
+                    alerts.append(alert)
+        return alerts
+
+    def _state(self, stream: str) -> AlarmState:
+        state = self._states.get(stream)
+        if state is None:
+            state = self._states[stream] = AlarmState(recent=deque(maxlen=self.cfg.n))
+        return state
+
+    def _fold_cold(self, counts: Counter) -> None:
+        """Add runs of cold scores (they cannot fire anything) to streams that are not firing."""
         n = self.cfg.n
-        for stream, count in cold.items():
-            state = self._states.get(stream)
-            if state is None:
-                state = self._states[stream] = AlarmState(recent=deque(maxlen=n))
+        for stream, count in counts.items():
+            state = self._state(stream)
             state.recent.extend([False] * min(count, n))
             state.above = sum(state.recent)
-        return alerts
+
+    def _first_possible_change(self, stream: str, idx: list[int], hot: np.ndarray, times: list[float]) -> int:
+        """For a stream that is not firing: fold the windows that cannot fire into its
+        memory and return the position (in `idx`) of the first one that might."""
+        state = self._state(stream)
+        flags = hot[idx]
+        k, n = self.cfg.k, self.cfg.n
+        history = np.fromiter(state.recent, dtype=bool, count=len(state.recent))
+        seq = np.concatenate([history, flags]).astype(np.int32)
+        csum = np.concatenate([[0], np.cumsum(seq)])
+        ends = np.arange(len(history) + 1, len(seq) + 1)  # window positions, 1-based ends in seq
+        rolling = csum[ends] - csum[np.maximum(ends - n, 0)]
+        candidates = np.flatnonzero(rolling >= k)
+        if candidates.size and self.cfg.cooldown_seconds > 0:
+            t = np.asarray([times[i] for i in idx])[candidates]
+            candidates = candidates[t - state.last_resolved_at >= self.cfg.cooldown_seconds]
+        first = int(candidates[0]) if candidates.size else len(idx)
+        if first:
+            state.recent.extend(flags[:first].tolist()[-n:])
+            state.above = sum(state.recent)
+            if state.above >= k:
+                self._armed.add(stream)
+            else:
+                self._armed.discard(stream)
+        return first
 
     def top_channels(self, channel_scores: np.ndarray, observed: np.ndarray, reconstructed: np.ndarray) -> list[dict]:
         order = np.argsort(-channel_scores, kind="stable")[: self.top_n]
@@ -130,9 +166,7 @@ class AlarmMachine:
 
     def _update(self, stream: str, timestamp: float, score: float, channel_scores: np.ndarray,
                 observed: np.ndarray, reconstructed: np.ndarray) -> Alert | None:
-        state = self._states.get(stream)
-        if state is None:
-            state = self._states[stream] = AlarmState(recent=deque(maxlen=self.cfg.n))
+        state = self._state(stream)
         hot = score >= 1.0
         if len(state.recent) == state.recent.maxlen and state.recent[0]:
             state.above -= 1

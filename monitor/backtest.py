@@ -7,7 +7,6 @@ alarm still sees scores in order). Output has one row per input row.
 from __future__ import annotations
 
 import csv
-import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,13 +131,10 @@ def format_quality(q: Quality) -> str:
 
 def plot_timeline(result: BacktestResult, path: Path, title: str = "") -> bool:
     """Channels, score vs threshold, alert spans and labelled spans; False without matplotlib."""
-    try:
-        import matplotlib
+    from monitor.plots import png_bytes, pyplot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        log.info("matplotlib not installed: no timeline plot")
+    plt = pyplot()
+    if plt is None:
         return False
     from monitor.evaluate import segments
 
@@ -168,8 +164,5 @@ def plot_timeline(result: BacktestResult, path: Path, title: str = "") -> bool:
     ax2.legend(fontsize=7, loc="upper left")
     fig.suptitle(title or "backtest: red = alert, purple bar = label, dotted = end of training", fontsize=9)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    Path(path).write_bytes(buf.getvalue())
+    Path(path).write_bytes(png_bytes(fig))
     return True

@@ -198,7 +198,7 @@ def evaluate_model(cfg: Config, model, holdout: list) -> Evaluation:
         if sd.readings:
             pipe = Pipeline(model, cfg.stream, cfg.alarm, cfg.alerts.top_channels)
             scores, alerts = [], []
-            for i, r in enumerate(sorted(sd.readings, key=lambda r: r.timestamp)):
+            for r in sorted(sd.readings, key=lambda r: r.timestamp):
                 pipe.push_reading(r)
                 if pipe.pending >= 256:
                     s, a = pipe.flush()

@@ -9,7 +9,6 @@ out of training and scaling and used to calibrate the threshold (with
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import time
@@ -303,15 +302,11 @@ def train_bundle(
 
 
 def _plots(history: dict, calib_err: np.ndarray, threshold: float) -> dict[str, bytes]:
-    try:
-        import matplotlib
+    from monitor.plots import png_bytes, pyplot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:  # plots are optional: pip install monitor[plots]
-        log.info("matplotlib not installed: training report has no plots")
+    plt = pyplot()
+    if plt is None:
         return {}
-    files = {}
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(history["train_loss"], label="train (denoising)")
     ax.plot(history["val_loss"], label="validation (clean)")
@@ -320,19 +315,13 @@ def _plots(history: dict, calib_err: np.ndarray, threshold: float) -> dict[str, 
     ax.set_yscale("log")
     ax.legend()
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    files["loss.png"] = buf.getvalue()
+    files = {"loss.png": png_bytes(fig)}
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.hist(calib_err, bins=40, color="tab:blue", alpha=0.8)
     ax.axvline(threshold, color="tab:red", label=f"threshold {threshold:.4g}")
-    ax.set_xlabel("reconstruction error of held-out normal windows")
+    ax.set_xlabel("reconstruction error of calibration windows")
     ax.set_ylabel("windows")
     ax.legend()
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    files["scores.png"] = buf.getvalue()
+    files["scores.png"] = png_bytes(fig)
     return files
