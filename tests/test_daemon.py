@@ -303,7 +303,8 @@ def _write_yaml(path: Path, cfg) -> Path:
 
 
 def test_sigterm_under_load_exits_zero_within_ten_seconds(broker, models_dir, tmp_path):
-    cfg = daemon_config(broker.port, models_dir, metrics_port=free_port())
+    cfg = daemon_config(broker.port, models_dir, metrics_port=free_port(),
+                        record={"enabled": True, "dir": str(tmp_path / "rec")})
     conf = _write_yaml(tmp_path / "daemon.yaml", cfg)
     proc = subprocess.Popen([sys.executable, "-m", "monitor", "run", "--config", str(conf)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
@@ -338,6 +339,12 @@ def test_sigterm_under_load_exits_zero_within_ten_seconds(broker, models_dir, tm
         messages = [rec["message"] for rec in lines]
         assert "scoring thread drained and stopped" in messages
         assert messages[-1] == "monitor stopped"
+        # nothing half-written: every recording file reads to its end, no truncated block
+        from monitor.ingest.recording import RecordingStats, iter_recordings
+
+        stats = RecordingStats()
+        recorded = list(iter_recordings([tmp_path / "rec"], stats=stats))
+        assert recorded and stats.truncated_files == 0 and stats.corrupt_files == 0 and stats.malformed_lines == 0
     finally:
         if proc.poll() is None:
             proc.kill()
