@@ -135,7 +135,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     setup_logging(args.log_level or cfg.log_level, json_lines=not args.plain_logs)
     from monitor.notify import make_systemd_tick
 
-    service = Service(cfg)
+    service = Service(cfg, config_path=args.config)
     service.start()
     return service.run_forever(on_tick=make_systemd_tick(service))  # sd_notify READY/WATCHDOG under systemd
 

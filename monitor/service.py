@@ -8,7 +8,8 @@ Threads:
 
 SIGTERM/SIGINT: stop intake, drain the queue, flush, close sinks, exit 0 within
 `stop_timeout_seconds`. SIGHUP: re-check the model pointer now (a forced reload) and
-re-read the log level.
+re-read the config file: the log level applies at once, other changes are reported as
+needing a restart, and an invalid file is ignored.
 """
 from __future__ import annotations
 
@@ -40,8 +41,10 @@ class Service:
     def __init__(self, cfg: Config, *, registry: CollectorRegistry | None = None,
                  extra_sinks: list[Sink] | None = None, stop_timeout_seconds: float = 8.0,
                  manual_ack: bool | None = None,
-                 score_listeners: list[Callable[[ScoreBatch], None]] | None = None):
+                 score_listeners: list[Callable[[ScoreBatch], None]] | None = None,
+                 config_path: str | Path | None = None):
         self.cfg = cfg
+        self.config_path = config_path  # re-read on SIGHUP
         self.registry = registry or CollectorRegistry()
         self.metrics = Metrics(self.registry)
         from monitor.retrain import TEXTFILE_NAME, RetrainStatusCollector
@@ -152,6 +155,31 @@ class Service:
     def request_reload(self, *_: object) -> None:
         self._reload.set()
 
+    def reload_config(self) -> list[str]:
+        """Re-read the config file: apply what is safe live (log level), report the rest.
+
+        Returns the sections that changed but need a restart. A file that no longer
+        validates is logged and ignored: the running config stays.
+        """
+        if self.config_path is None:
+            return []
+        from monitor.config import ConfigError, load_config
+
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            log.error("SIGHUP: %s is invalid, keeping the running config: %s", self.config_path, exc)
+            return []
+        if new.log_level != self.cfg.log_level:
+            logging.getLogger().setLevel(new.log_level)
+            log.warning("SIGHUP: log level %s -> %s", self.cfg.log_level, new.log_level)
+            self.cfg.log_level = new.log_level
+        old_d, new_d = self.cfg.to_dict(), new.to_dict()
+        restart = sorted(k for k in new_d if k != "log_level" and new_d[k] != old_d[k])
+        if restart:
+            log.warning("SIGHUP: changes in %s take effect after a restart", ", ".join(restart))
+        return restart
+
     def run_forever(self, install_signals: bool = True, on_tick: Callable[[], None] | None = None) -> int:
         """Serve until SIGTERM/SIGINT; returns the exit code."""
         if install_signals:
@@ -163,7 +191,8 @@ class Service:
             now = time.monotonic()
             if self._reload.is_set():
                 self._reload.clear()
-                log.info("SIGHUP: reloading the model pointer")
+                log.info("SIGHUP: reloading the model pointer and the config file")
+                self.reload_config()
                 self._poll_model(force=True)
                 next_poll = now + self.cfg.models.poll_seconds
             elif now >= next_poll:

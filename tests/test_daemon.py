@@ -421,3 +421,31 @@ def test_scores_and_denoised_readings_are_published_for_integrators(broker, mode
         scores.close()
         denoised.close()
         assert run.stop() == 0
+
+
+def test_sighup_applies_log_level_reports_restart_only_changes_and_survives_a_bad_file(models_dir, tmp_path):
+    cfg = daemon_config(free_port(), models_dir, metrics_port=free_port())  # no broker needed for this
+    conf = _write_yaml(tmp_path / "daemon.yaml", cfg)
+    proc = subprocess.Popen([sys.executable, "-m", "monitor", "run", "--config", str(conf)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        wait_until(lambda: http_get(cfg.metrics.port, "/healthz")[0] == 200, timeout=60, what="daemon up")
+        text = conf.read_text()
+        conf.write_text(text.replace("log_level: INFO", "log_level: DEBUG").replace("k: 3", "k: 2"))
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(1.5)
+        conf.write_text("alarm: {k: 0}\n")
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(1.5)
+        assert proc.poll() is None, "a bad config on SIGHUP must not stop the daemon"
+        assert http_get(cfg.metrics.port, "/healthz")[0] == 200
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=15)
+        assert proc.returncode == 0
+        assert "SIGHUP: log level INFO -> DEBUG" in err
+        assert "SIGHUP: changes in alarm take effect after a restart" in err
+        assert "is invalid, keeping the running config" in err and "alarm.k" in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
