@@ -390,8 +390,10 @@ def run_retrain(args: argparse.Namespace) -> int:
             if not (math.isfinite(value) and value >= 0):
                 raise ConfigError(name, f"must be a number >= 0, got {value}")
         data = _filter_recent(load_training_data(args.data, cfg), args.max_age_hours)
+        verdict["excluded"] = _exclude_alerting(data, cfg, args)
         if args.holdout:
             train_data, holdout = data, _filter_recent(load_training_data(args.holdout, cfg), 0)
+            _exclude_alerting(holdout, cfg, args)
             verdict["holdout"] = {"source": "files", "paths": [str(p) for p in args.holdout]}
         else:
             if not 0 < args.holdout_fraction < 1:
@@ -491,6 +493,23 @@ def _nan(x) -> float:
     return math.nan if x is None else float(x)
 
 
+def _exclude_alerting(data: list, cfg: Config, args: argparse.Namespace) -> dict:
+    """Leave out alerting periods: --exclude-alerts files, else the daemon's alerts.ndjson
+    found in the --data folders (written there when recording is on)."""
+    from monitor.exclude import exclude_spans, spans_from_alerts
+    from monitor.service import ALERTS_FILE
+
+    files = list(args.exclude_alerts or [])
+    if not files:
+        files = [Path(p) / ALERTS_FILE for p in args.data if (Path(p) / ALERTS_FILE).is_file()]
+    if not files:
+        return {"alert_files": [], "spans": 0, "removed": 0}
+    spans = spans_from_alerts(files)
+    period = cfg.stream.period_seconds if cfg.stream.period_seconds != "auto" else 1.0
+    removed = exclude_spans(data, spans, pad_seconds=cfg.model.window_size * period)
+    return {"alert_files": [str(f) for f in files], "spans": len(spans), "removed": removed}
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True)
     p.add_argument("--data", nargs="+", required=True,
@@ -507,6 +526,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-windows", type=int, default=20, help="fewest scored held-out rows/windows (default 20)")
     p.add_argument("--out", help="models directory (default: models.dir of the config)")
     p.add_argument("--textfile", help="Prometheus textfile to write (default: <models dir>/retrain.prom)")
+    p.add_argument("--exclude-alerts", nargs="+", metavar="FILE",
+                   help="alert JSON lines whose firing..resolved spans are left out "
+                        "(default: alerts.ndjson in the --data folders)")
     p.add_argument("--keep-rejected", action="store_true", help="keep a candidate that failed the gate")
     p.add_argument("--no-plots", action="store_true", help="skip the training report's PNG plots")
 

@@ -31,10 +31,12 @@ from monitor.ingest.handoff import HandOff
 from monitor.lifecycle import LoadResult, ModelWatcher
 from monitor.metrics import Metrics
 from monitor.pipeline import Pipeline, ScoringModel
-from monitor.sinks import AlertmanagerSink, LogSink, MQTTSink, Sink
+from monitor.sinks import AlertmanagerSink, JSONLinesSink, LogSink, MQTTSink, Sink
 from monitor.types import Alert, ScoreBatch
 
 log = logging.getLogger(__name__)
+
+ALERTS_FILE = "alerts.ndjson"  # in record.dir, beside the recordings
 
 
 class Service:
@@ -140,6 +142,9 @@ class Service:
         self.sinks = [MQTTSink(self.ingest.publish, cfg.alerts.topic, cfg.alerts.qos, cfg.alerts.retain)]
         if cfg.alerts.log:
             self.sinks.append(LogSink())
+        if self.recorder is not None:  # alerts beside the recordings: retraining leaves those spans out
+            self.sinks.append(JSONLinesSink(Path(cfg.record.dir) / ALERTS_FILE,
+                                            on_error=lambda: self.metrics.sink_error("file")))
         if cfg.alerts.alertmanager_url:
             self.sinks.append(AlertmanagerSink(cfg.alerts.alertmanager_url,
                                                on_error=lambda: self.metrics.sink_error("alertmanager")))

@@ -14,6 +14,7 @@ import time
 import urllib.error
 import urllib.request
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Callable, Protocol
 
 from monitor.types import Alert
@@ -150,6 +151,32 @@ class AlertmanagerSink:
     def close(self, timeout: float = 5.0) -> None:
         self._stop.set()
         self._thread.join(timeout)
+
+
+class JSONLinesSink:
+    """Appends each alert as a JSON line to a file (beside the recordings, so a retrain can
+    leave the alerting periods out). Write errors are counted and logged, never raised."""
+
+    name = "file"
+
+    def __init__(self, path: str | Path, on_error: Callable[[], None] | None = None):
+        self.path = Path(path)
+        self.on_error = on_error
+        self.failures = 0
+
+    def send(self, alert: Alert) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "ab") as fh:
+                fh.write(alert_json(alert) + b"\n")
+        except OSError as exc:
+            self.failures += 1
+            if self.on_error:
+                self.on_error()
+            log.error("cannot append the alert to %s: %s", self.path, exc)
+
+    def close(self) -> None:
+        pass
 
 
 class MemorySink:

@@ -167,10 +167,22 @@ def test_live_alerts_equal_offline_replay_of_the_daemons_own_recording(tmp_path,
     assert decisions(offline.alerts) == decisions(live)
     for x, y in zip(offline.alerts, live):
         assert x.peak_score == pytest.approx(y["peak_score"], rel=1e-4)
-    # and training can leave those alerting periods out
-    (tmp_path / "alerts.jsonl").write_text("\n".join(json.dumps(a) for a in live))
-    spans = spans_from_alerts([tmp_path / "alerts.jsonl"])
-    assert len(spans) == 1 and spans[0][0] == live[0]["started_at"]
+    # the daemon also wrote its alerts beside the recordings, and a retrain leaves those spans out
+    written = [json.loads(line) for line in (tmp_path / "rec" / "alerts.ndjson").read_text().splitlines()]
+    assert decisions(written) == decisions(live)
+    spans = spans_from_alerts([tmp_path / "rec" / "alerts.ndjson"])
+    assert len(spans) == 1 and spans[0][:2] == (live[0]["started_at"], live[1]["ended_at"])
+    import argparse
+
+    from monitor.retrain import _exclude_alerting
+    from monitor.training import load_training_data
+
+    data = load_training_data([tmp_path / "rec"], cfg)
+    before = len(data[0].readings)
+    info = _exclude_alerting(data, cfg, argparse.Namespace(exclude_alerts=None, data=[str(tmp_path / "rec")]))
+    assert info["spans"] == 1 and info["removed"] > 0
+    assert all(not (spans[0][0] - 16 <= r.timestamp <= spans[0][1]) for r in data[0].readings)
+    assert len(data[0].readings) == before - info["removed"]
 
 
 def test_exclude_spans_removes_rows_and_readings_inside_spans():
