@@ -473,6 +473,10 @@ def main() -> int:
     ap.add_argument("--latency-seconds", type=float, default=10.0)
     ap.add_argument("--many-streams", type=int, default=10_000)
     ap.add_argument("--quick", action="store_true", help="a smoke run: 1 repeat, small backlogs")
+    ap.add_argument("--only", default="",
+                    help="comma-separated FORMAT-VARIANT pairs to run, e.g. single-daemon,single-ceiling "
+                         "(formats: single, batch100; variants: ceiling, naive, daemon); skips the "
+                         "latency and 10k-stream sections")
     args = ap.parse_args()
     if args.quick:
         args.repeats, args.single, args.single_naive, args.batch, args.batch_naive = 1, 4000, 2000, 300, 20
@@ -500,6 +504,11 @@ def main() -> int:
             "naive": Workload("batch100-naive", S, args.batch_naive * 100 // S, 100),
         },
     }
+    only = {x.strip() for x in args.only.split(",") if x.strip()}
+    for x in only:
+        fmt, _, variant = x.partition("-")
+        if fmt not in loads or variant not in ("ceiling", "naive", "daemon"):
+            ap.error(f"--only: unknown pair {x!r}")
     results: dict[str, dict[str, list[float]]] = {fmt: collections.defaultdict(list) for fmt in loads}
     broker = Mosquitto(tmp / "broker", persistence=False,
                        extra_config="max_queued_messages 0\nmax_inflight_messages 0\nmax_queued_bytes 0")
@@ -509,6 +518,8 @@ def main() -> int:
         for rep in range(args.repeats):
             for fmt, wls in loads.items():
                 for variant in ("ceiling", "naive", "daemon"):
+                    if only and f"{fmt}-{variant}" not in only:
+                        continue
                     wl = wls["naive" if variant == "naive" else "main"]
                     seq += 1
                     cid = f"bench-{variant}-{seq}"
@@ -523,6 +534,14 @@ def main() -> int:
                     results[fmt][variant].append(r)
                     print(f"  rep {rep + 1} {fmt:8s} {variant:7s} {r:12,.0f} readings/s", flush=True)
         print()
+        if only:
+            for fmt, res in results.items():
+                for v, rs in res.items():
+                    print(f"{fmt}-{v}: median {statistics.median(rs):12,.0f} readings/s   runs: "
+                          + ", ".join(f"{x:,.0f}" for x in rs))
+                if "ceiling" in res and "daemon" in res:
+                    print(f"  {fmt} daemon/ceiling {statistics.median(res['daemon']) / statistics.median(res['ceiling']):.2f}x")
+            return 0
         med = {fmt: {v: statistics.median(rs) for v, rs in res.items()} for fmt, res in results.items()}
         for fmt in loads:
             m = med[fmt]
