@@ -186,6 +186,10 @@ class ModelConfig:
     # their normal long-run variation, so that ordinary drift is not scored as an anomaly.
     # Names not among the model's channels are ignored.
     channel_min_std: dict[str, float] = field(default_factory=dict)
+    # How a window's per-channel errors become one score: "mean" over channels, or
+    # "channel_max": each channel's error divided by its median over the training windows,
+    # then the largest (a fault visible in one channel is not diluted by the others).
+    score_reduction: Literal["mean", "channel_max"] = "mean"
 
     def __post_init__(self) -> None:
         if self.window_size < 2:

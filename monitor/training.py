@@ -235,6 +235,7 @@ def train_bundle(
     from monitor.model.nets import architecture_spec
     from monitor.model.scorer import Scorer
     from monitor.model.train import train_autoencoder
+    import torch
 
     started = time.monotonic()
     channels = data[0].channels
@@ -254,6 +255,12 @@ def train_bundle(
             "give more data or raise calibration.holdout_fraction"
         )
     result = train_autoencoder(prep.train_windows, mc, progress=progress)
+    scale = getattr(result.module, "channel_error_scale", None)
+    if scale is not None:  # score_reduction "channel_max": each channel's median training-window error
+        _, pc_train, _ = Scorer(result.module).errors(prep.train_windows)
+        _, pc_calib, _ = Scorer(result.module).errors(prep.calib_windows)
+        med = np.median(np.concatenate([pc_train, pc_calib]), axis=0)
+        scale.copy_(torch.from_numpy(np.maximum(med, 1e-12).astype(np.float32)))
     scorer = Scorer(result.module)
     calib_err, _, _ = scorer.errors(prep.calib_windows)
     train_err, _, _ = scorer.errors(prep.train_windows)

@@ -4,6 +4,9 @@ import pytest
 
 from monitor.config import CalibrationConfig, Config, ConfigError, ModelConfig, StreamConfig, load_config
 from monitor.synthetic import CHANNELS, pump
+from monitor.model.bundle import load_bundle
+from monitor.model.nets import architecture_spec, build_from_spec
+from monitor.model.scorer import Scorer
 from monitor.training import StreamData, scaler_std, train_bundle
 
 
@@ -27,6 +30,7 @@ def test_channel_min_std_floors_only_the_named_channels():
         ("model: {channel_min_std: {Temperature: hot}}", "model.channel_min_std.Temperature"),
         ("model: {channel_min_std: [1, 2]}", "model.channel_min_std"),
         ("calibration: {source: newest}", "calibration.source"),
+        ("model: {score_reduction: median}", "model.score_reduction"),
     ],
 )
 def test_bad_knob_values_name_the_key(tmp_path, text, key):
@@ -40,6 +44,8 @@ def test_bad_knob_values_name_the_key(tmp_path, text, key):
 def test_knob_defaults_keep_previous_behaviour():
     assert ModelConfig().channel_min_std == {}
     assert CalibrationConfig().source == "holdout"
+    assert ModelConfig().score_reduction == "mean"
+    assert "score_reduction" not in architecture_spec(ModelConfig(), 3)  # older bundles' specs unchanged
 
 
 def _cfg(source: str) -> Config:
@@ -62,3 +68,33 @@ def test_calibration_source_all_fits_on_training_and_holdout_windows(tmp_path):
     assert both["threshold"]["n_windows"] == n_hold + hold["training"]["n_train_windows"] + hold["training"]["n_val_windows"]
     # The per-channel floor reached the bundle's scaler.
     assert both["scaler"]["std"][CHANNELS.index("temperature")] == 50.0
+
+
+def test_score_reduction_channel_max_scales_each_channel_and_takes_the_max(tmp_path):
+    t, v, _ = pump(300, seed=1, steps_per_hour=0)
+    cfg = _cfg("all")
+    cfg.model.score_reduction = "channel_max"
+    outcome = train_bundle([StreamData("p", list(CHANNELS), t, v)], cfg, tmp_path, write_plots=False)
+    assert outcome.manifest["architecture"]["score_reduction"] == "channel_max"
+    bundle = load_bundle(outcome.bundle_path)  # the scale travels with the weights
+    scale = bundle.module.channel_error_scale.numpy()
+    assert scale.shape == (len(CHANNELS),) and np.all(scale > 0) and not np.allclose(scale, 1.0)
+    x = np.random.default_rng(0).normal(size=(16, 10, len(CHANNELS))).astype(np.float32)
+    raw, per_channel, _ = Scorer(bundle.module).errors(x)
+    # The same weights with the plain mean reduction give the unscaled per-channel errors.
+    spec = dict(bundle.manifest["architecture"])
+    del spec["score_reduction"]
+    plain = build_from_spec(spec)
+    plain.load_state_dict({k: w for k, w in bundle.module.state_dict().items() if k != "channel_error_scale"})
+    raw_mean, pc_mean, _ = Scorer(plain).errors(x)
+    np.testing.assert_allclose(per_channel, pc_mean / scale, rtol=1e-5)
+    np.testing.assert_allclose(raw, (pc_mean / scale).max(axis=1), rtol=1e-5)
+    np.testing.assert_allclose(raw_mean, pc_mean.mean(axis=1), rtol=1e-5)
+    # The threshold was fitted on the channel-max errors: training windows sit mostly below it.
+    assert outcome.manifest["validation"]["training_exceedance_rate"] < 0.05
+
+
+def test_unknown_score_reduction_in_a_bundle_spec_is_rejected():
+    spec = dict(architecture_spec(ModelConfig(architecture="conv1d"), 3), score_reduction="median")
+    with pytest.raises(ValueError, match="score_reduction"):
+        build_from_spec(spec)

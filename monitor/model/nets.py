@@ -101,9 +101,14 @@ class ConvAutoencoder(nn.Module):
         return dict(self.spec, conv_channels=list(self.spec["conv_channels"]))
 
 
+_REDUCTIONS = ("mean", "channel_max")
+
+
 def architecture_spec(cfg: ModelConfig, n_channels: int) -> dict:
     """The plain-data description of the module `build_autoencoder(cfg, n_channels)` makes."""
     common = {"kind": cfg.architecture, "window_size": int(cfg.window_size), "n_channels": int(n_channels)}
+    if cfg.score_reduction != "mean":  # absent = "mean": specs of older bundles stay valid
+        common["score_reduction"] = cfg.score_reduction
     if cfg.architecture == "dense":
         return {**common, "hidden": [int(h) for h in cfg.hidden], "code_size": int(cfg.code_size),
                 "activation": "relu"}
@@ -146,7 +151,7 @@ def build_from_spec(spec: dict[str, Any]) -> nn.Module:
     if kind not in _SPEC_KEYS:
         raise ValueError(f"architecture.kind: unknown {kind!r}; expected one of {', '.join(_KINDS)}")
     missing = _SPEC_KEYS[kind] - spec.keys()
-    extra = spec.keys() - _SPEC_KEYS[kind]
+    extra = spec.keys() - _SPEC_KEYS[kind] - {"score_reduction"}
     if missing:
         raise ValueError(f"architecture: missing key(s) {', '.join(sorted(missing))} for kind {kind!r}")
     if extra:
@@ -157,10 +162,20 @@ def build_from_spec(spec: dict[str, Any]) -> nn.Module:
     window_size = _int(spec, "window_size", 2)
     n_channels = _int(spec, "n_channels")
     code_size = _int(spec, "code_size")
+    reduction = spec.get("score_reduction", "mean")
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"architecture.score_reduction: unknown {reduction!r}; expected one of {', '.join(_REDUCTIONS)}")
+    module: nn.Module
     if kind == "dense":
-        return DenseAutoencoder(window_size, n_channels, _int_list(spec, "hidden"), code_size, activation)
-    kernel_size = _int(spec, "kernel_size")
-    if kernel_size % 2 == 0:
-        raise ValueError(f"architecture.kernel_size: must be odd for same padding, got {kernel_size}")
-    return ConvAutoencoder(window_size, n_channels, _int_list(spec, "conv_channels"), kernel_size, code_size,
-                           activation)
+        module = DenseAutoencoder(window_size, n_channels, _int_list(spec, "hidden"), code_size, activation)
+    else:
+        kernel_size = _int(spec, "kernel_size")
+        if kernel_size % 2 == 0:
+            raise ValueError(f"architecture.kernel_size: must be odd for same padding, got {kernel_size}")
+        module = ConvAutoencoder(window_size, n_channels, _int_list(spec, "conv_channels"), kernel_size, code_size,
+                                 activation)
+    if reduction != "mean":
+        # Per-channel error scale for the scorer (set after training, saved with the weights).
+        module.spec["score_reduction"] = reduction
+        module.register_buffer("channel_error_scale", torch.ones(n_channels))
+    return module

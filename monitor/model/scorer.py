@@ -22,6 +22,10 @@ class Scorer:
         spec = getattr(module, "spec", None) or {}
         self.window_size: int | None = spec.get("window_size")
         self.n_channels: int | None = spec.get("n_channels")
+        # "channel_max": per-channel errors divided by the module's `channel_error_scale`,
+        # and the raw error is their maximum (see ModelConfig.score_reduction).
+        scale = getattr(module, "channel_error_scale", None)
+        self.channel_scale = scale if spec.get("score_reduction") == "channel_max" else None
 
     def _check(self, x: np.ndarray) -> None:
         if x.ndim != 3:
@@ -34,7 +38,8 @@ class Scorer:
         """Return ``(raw_error (B,), per_channel_error (B, C), recon_last_std (B, C))``, float32.
 
         per_channel_error[b, c] is the mean over time of the squared error, raw_error is its
-        mean over channels, recon_last_std the reconstruction of the last step (standardized).
+        mean over channels (with score_reduction "channel_max": per_channel_error is divided
+        by the channel's training scale and raw_error is its maximum), recon_last_std the reconstruction of the last step (standardized).
         One forward pass for the whole batch.
         """
         x = np.ascontiguousarray(x_std, dtype=np.float32)  # no copy when already so
@@ -49,7 +54,11 @@ class Scorer:
                 xt = xt.to(self.device, non_blocking=True)
             recon, _ = self.module(xt)
             per_channel = ((recon - xt) ** 2).mean(dim=1)
-            raw = per_channel.mean(dim=1)
+            if self.channel_scale is None:
+                raw = per_channel.mean(dim=1)
+            else:
+                per_channel = per_channel / self.channel_scale
+                raw = per_channel.max(dim=1).values
             last = recon[:, -1, :]
             if self.device.type != "cpu":
                 raw, per_channel, last = raw.cpu(), per_channel.cpu(), last.cpu()
