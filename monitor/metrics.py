@@ -81,10 +81,15 @@ class Metrics:
         r = registry
 
         # ------------------------------------------------------------- ingest
+        # Counted per message in paho's thread: the ingest keeps plain ints and they are
+        # added in at scrape time (`add_received_source`), so the hot path takes no lock.
+        # `.inc()` on these still works (e.g. other producers); both are exported summed.
         self.messages_received = Counter(
-            "monitor_messages_received_total", "MQTT messages received (before decoding).", registry=r)
+            "monitor_messages_received_total", "MQTT messages received (before decoding).", registry=None)
         self.readings_received = Counter(
-            "monitor_readings_received_total", "Readings decoded from received messages.", registry=r)
+            "monitor_readings_received_total", "Readings decoded from received messages.", registry=None)
+        self._received_sources: list[Callable[[], tuple[int, int]]] = []
+        r.register(_ReceivedCounters(self))
         self.readings_rejected = Counter(
             "monitor_readings_rejected_total", "Input that could not become a reading, by reason.",
             ["reason"], registry=r)
@@ -179,6 +184,25 @@ class Metrics:
             if child is None:
                 child = self._child(self.drop_children, self.drops, reason)
             child.inc(n)
+
+    def add_received_source(self, source: Callable[[], "tuple[int, int]"]) -> None:
+        """Add ``source() -> (messages, readings)``, running totals read at scrape time, to
+        ``monitor_messages_received_total`` / ``monitor_readings_received_total``.
+
+        For a producer that counts in plain ints on its hot path (`MQTTIngest`); the
+        totals must only ever grow.
+        """
+        with self._label_lock:
+            self._received_sources = self._received_sources + [source]
+
+    def received_totals(self) -> tuple[float, float]:
+        """(messages, readings) received: the counters plus every source."""
+        messages = readings = 0.0
+        for source in self._received_sources:
+            m, n = source()
+            messages += m
+            readings += n
+        return messages, readings
 
     def set_callbacks(self, queue_depth: Optional[Callable[[], float]] = None,
                       streams_active: Optional[Callable[[], float]] = None) -> None:
@@ -292,6 +316,28 @@ class Metrics:
 
     def set_mqtt_connected(self, connected: bool) -> None:
         self.mqtt_connected.set(1 if connected else 0)
+
+
+class _ReceivedCounters:
+    """Exports `Metrics.messages_received` / `readings_received` plus the plain-int totals
+    of the registered sources (see `Metrics.add_received_source`), read at scrape time."""
+
+    def __init__(self, metrics: Metrics):
+        self._metrics = metrics
+
+    def describe(self):
+        m = self._metrics
+        return [*m.messages_received.describe(), *m.readings_received.describe()]
+
+    def collect(self):
+        m = self._metrics
+        extra = m.received_totals()
+        for counter, add in zip((m.messages_received, m.readings_received), extra):
+            for family in counter.collect():
+                if add:
+                    family.samples = [s._replace(value=s.value + add) if s.name.endswith("_total") else s
+                                      for s in family.samples]
+                yield family
 
 
 # --------------------------------------------------------------------------- HTTP

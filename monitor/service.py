@@ -283,7 +283,7 @@ class Service:
             for _, readings, rejected, msg in items:
                 self.metrics.drop("no_model", len(readings))
                 self.metrics.rejected(rejected)
-                self._ack(msg)
+            self._ack_items(items)
             return
         push = pipe.push_reading
         push_many = pipe.push_many
@@ -304,13 +304,12 @@ class Service:
             self.metrics.scored(len(scores), done - started)
         self.metrics.end_to_end(done - oldest)
         self._publish(scores, alerts)
-        if self.manual_ack:
-            for item in items:
-                self._ack(item[3])
+        self._ack_items(items)
 
-    def _ack(self, msg) -> None:
-        if self.manual_ack and msg is not None:
-            self.ingest.ack(msg)
+    def _ack_items(self, items: list) -> None:
+        """Ack the messages of handled queue items (manual acks only): one write for the batch."""
+        if self.manual_ack and self.ingest is not None:
+            self.ingest.ack_many([item[3] for item in items])
 
     def _report_counters(self, pipe: Pipeline) -> None:
         """Move the pipeline's drop counters into metrics (added per batch, not per reading)."""

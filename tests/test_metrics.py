@@ -216,3 +216,19 @@ def test_server_binds_only_the_configured_address():
     with serve(CollectorRegistry(), "127.0.0.1", 0) as server:
         assert server.address == "127.0.0.1"
         assert server.url == f"http://127.0.0.1:{server.port}"
+
+
+def test_received_totals_add_plain_int_sources_at_scrape_time():
+    registry = CollectorRegistry()
+    m = Metrics(registry)
+    m.messages_received.inc(2)
+    stats = {"messages": 0, "readings": 0}
+    m.add_received_source(lambda: (stats["messages"], stats["readings"]))
+    m.add_received_source(lambda: (10, 20))
+    stats["messages"], stats["readings"] = 5, 7
+    assert sample(registry, "monitor_messages_received_total") == 17
+    assert sample(registry, "monitor_readings_received_total") == 27
+    assert sample(registry, "monitor_messages_received_created") is not None
+    text = generate_latest(registry).decode()
+    assert "monitor_messages_received_total 17.0" in text
+    assert text.count("# TYPE monitor_readings_received_total counter") == 1

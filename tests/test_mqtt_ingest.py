@@ -327,7 +327,31 @@ def test_manual_ack_redelivers_an_unacked_message_and_not_an_acked_one(broker, m
     assert_nothing_arrives(q3)
 
 
-# --------------------------------------------------------------------------- TLS and auth
+def test_ack_many_acks_a_batch_and_leaves_the_rest_for_redelivery(broker, make_ingest):
+    cfg = cfg_for(broker, clean_start=False, client_id="ack-many")
+    q1: queue.Queue = queue.Queue(100)
+    first = make_ingest(cfg, q1, manual_ack=True)
+    wait_for(lambda: first.subscribed, what="subscription")
+    publish(broker, [("sensors/p1/t", str(i).encode()) for i in range(6)])
+    items = drain(q1, 6)
+    first.ack_many(items[:2] + [items[3][3]])  # whole items and bare Deliveries; 2, 4, 5 not handled
+    time.sleep(0.2)  # let the PUBACKs leave
+    first.stop()
+
+    q2: queue.Queue = queue.Queue(100)
+    second = make_ingest(cfg, q2, manual_ack=True)
+    again = drain(q2, 3)
+    assert [r.value for i in again for r in i.readings] == [2.0, 4.0, 5.0]  # redelivered, in order
+    second.ack_many(again)
+    wait_for(lambda: second.subscribed, what="subscription")
+    time.sleep(0.2)
+    second.stop()
+
+    q3: queue.Queue = queue.Queue(100)
+    third = make_ingest(cfg, q3, manual_ack=True)
+    wait_for(lambda: third.subscribed, what="subscription")
+    assert_nothing_arrives(q3)
+    assert third.stats["callback_errors"] == 0
 
 
 def test_tls_with_the_test_ca_connects_and_receives(tmp_path, make_ingest, test_ca):

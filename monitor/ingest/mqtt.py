@@ -32,7 +32,7 @@ import ssl
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, NamedTuple, Optional, Sequence
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -52,6 +52,9 @@ __all__ = ["MQTTIngest", "Ingested", "Delivery", "topic_filter", "subscriptions"
 log = logging.getLogger(__name__)
 
 _PLACEHOLDER = re.compile(r"{\w+}")
+_new_tuple = tuple.__new__
+_time = time.time
+_monotonic = time.monotonic
 
 
 class Delivery(NamedTuple):
@@ -185,6 +188,10 @@ class MQTTIngest:
         self._drops_since_log = 0
         self._subscriptions = subscriptions(self.rules)
         self._client = self._make_client()
+        if metrics is not None:
+            # messages/readings received: plain ints here, read by the metrics at scrape time
+            stats = self.stats
+            metrics.add_received_source(lambda: (stats["messages"], stats["readings"]))
 
     # ----------------------------------------------------------------- setup
 
@@ -326,6 +333,18 @@ class MQTTIngest:
         except Exception:  # noqa: BLE001 - an ack on a dropped connection is redelivered later
             log.debug("mqtt: ack of mid %s failed", msg.mid, exc_info=True)
 
+    def ack_many(self, msgs: Iterable[Delivery | Ingested]) -> None:
+        """`ack` for several handled messages (e.g. one scoring batch), in order.
+
+        Only paho's public `ack` is used: batching the PUBACKs into one write through
+        paho's private packet queue was measured and saved nothing visible (see
+        bench/INGEST.md, round 2), so it is not worth depending on paho internals.
+        """
+        if not self.manual_ack:
+            return
+        for msg in msgs:
+            self.ack(msg)
+
     def __repr__(self) -> str:
         cfg = self.cfg
         user = f", user={cfg.username!r}" if cfg.username else ""
@@ -425,16 +444,18 @@ class MQTTIngest:
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         ack_now = self.manual_ack  # unless handed off (the consumer acks) or intake is stopped
         try:
-            received_at = time.time()
-            received_monotonic = time.monotonic()
+            received_at = _time()
+            received_monotonic = _monotonic()
             try:
                 topic = msg.topic
             except UnicodeDecodeError:
                 topic = msg._topic.decode("utf-8", "replace")  # the codec rejects it as unmatched
             payload = msg.payload
-            delivery = Delivery(received_at, topic, payload, msg.qos, bool(msg.retain), msg.mid, self._connection)
+            # tuple.__new__ directly: the NamedTuple's Python-level __new__ is a frame per message
+            delivery = _new_tuple(Delivery, (received_at, topic, payload, msg.qos, bool(msg.retain), msg.mid,
+                                             self._connection))
             stats = self.stats
-            stats["messages"] += 1
+            stats["messages"] += 1  # exported as monitor_messages_received_total at scrape time
             if self.raw_tap is not None:
                 try:
                     self.raw_tap(delivery.raw())
@@ -443,12 +464,7 @@ class MQTTIngest:
                     if self._throttle.ready("tap"):
                         log.exception("mqtt: raw_tap failed (counted, message still processed)")
             readings, rejected = self.codec.decode(topic, payload, received_at)
-            metrics = self.metrics
-            if metrics is not None:
-                metrics.messages_received.inc()
-                if readings:
-                    metrics.readings_received.inc(len(readings))
-            stats["readings"] += len(readings)
+            stats["readings"] += len(readings)  # ... monitor_readings_received_total
             if rejected:
                 stats["rejected"] += len(rejected)
                 if self._throttle.ready("rejected"):
@@ -461,7 +477,7 @@ class MQTTIngest:
                     self._count_drop("shutdown", readings, rejected)
                 return
             try:
-                self.queue.put_nowait(Ingested(received_monotonic, readings, rejected, delivery))
+                self.queue.put_nowait(_new_tuple(Ingested, (received_monotonic, readings, rejected, delivery)))
                 ack_now = False
             except queue.Full:
                 self._count_drop("queue_full", readings, rejected)
