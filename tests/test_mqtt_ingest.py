@@ -8,13 +8,19 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import paho.mqtt
+import paho.mqtt.client as mqtt
 import paho.mqtt.publish as mqtt_publish
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from prometheus_client import CollectorRegistry
 
 from broker import Mosquitto, make_test_ca, mosquitto_binary, write_password_file
 from monitor.config import MQTTConfig, TLSConfig, TopicRule
 from monitor.ingest.codec import Codec
+from monitor.ingest import mqtt as mqtt_ingest
 from monitor.ingest.mqtt import Delivery, Ingested, MQTTIngest, subscriptions, topic_filter
 from monitor.metrics import Metrics
 
@@ -454,3 +460,285 @@ def test_stop_intake_with_automatic_acks_counts_shutdown_drops(broker, make_inge
     publish(broker, [("sensors/p1/t", b"1")])
     wait_for(lambda: ingest.stats["messages"] == 1, what="the message")
     assert q.empty() and sample(registry, "monitor_drops_total", reason="shutdown") == 1
+
+
+# --------------------------------------------------------------------------- PUBLISH fast path
+
+
+def _publish_packet(topic: bytes, payload: bytes, qos: int = 0, mid: int = 0, retain: bool = False,
+                    dup: bool = False, props: bytes | None = None) -> tuple[int, bytearray]:
+    """(fixed-header byte, variable header + payload) of a PUBLISH as paho's reader holds it."""
+    header = 0x30 | (0x08 if dup else 0) | (qos << 1) | (1 if retain else 0)
+    body = len(topic).to_bytes(2, "big") + topic
+    if qos:
+        body += mid.to_bytes(2, "big")
+    if props is not None:
+        body += props
+    return header, bytearray(body + payload)
+
+
+def _user_props() -> bytes:
+    p = Properties(PacketTypes.PUBLISH)
+    p.UserProperty = [("k", "v")]
+    return p.pack()
+
+
+def _alias_props(alias: int) -> bytes:
+    p = Properties(PacketTypes.PUBLISH)
+    p.TopicAlias = alias
+    return p.pack()
+
+
+def _run_publish(client: mqtt.Client, header: int, body: bytearray) -> tuple:
+    """Feed one PUBLISH to `client._handle_publish`: (what the callback saw, rc or exception, packets queued)."""
+    seen: list = []
+
+    def on_message(c, userdata, msg):
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:
+            topic = msg._topic
+        seen.append((topic, msg.payload, type(msg.payload), msg.qos, msg.retain, msg.mid, msg.dup))
+
+    client.on_message = on_message
+    if isinstance(client, mqtt_ingest._FastClient):
+        client._fast_handler = client.on_message
+    client._in_packet = {"command": header, "have_remaining": 1, "remaining_count": [], "remaining_mult": 1,
+                         "remaining_length": len(body), "packet": bytearray(body), "to_process": 0, "pos": 0}
+    try:
+        rc: object = client._handle_publish()
+    except Exception as exc:  # noqa: BLE001 - compared between the paths
+        rc = type(exc)
+    out = [(p["command"], bytes(p["packet"])) for p in client._out_packet]
+    return seen, rc, out, dict(client._in_messages)
+
+
+PACKETS_BOTH = [  # (name, header/body, takes the fast path)
+    ("qos0", _publish_packet(b"sensors/p1/t", b"21.5"), True),
+    ("qos1", _publish_packet(b"sensors/p1/t", b"21.5", qos=1, mid=7), True),
+    ("qos1 retained dup", _publish_packet(b"sensors/p1/t", b"1", qos=1, mid=65535, retain=True, dup=True), True),
+    ("qos0 retained", _publish_packet(b"sensors/p1/t", b"1", retain=True), True),
+    ("empty payload", _publish_packet(b"sensors/p1/t", b"", qos=1, mid=3), True),
+    ("binary payload", _publish_packet(b"sensors/p1/t", bytes(range(256)) * 3, qos=1, mid=300), True),
+    ("utf-8 topic", _publish_packet("sensors/pümpe/t".encode(), b"\x00\xff", qos=0), True),
+    ("qos2", _publish_packet(b"sensors/p1/t", b"2", qos=2, mid=9), False),
+    ("qos3", _publish_packet(b"sensors/p1/t", b"2", qos=3, mid=9), False),
+    ("mid 0", _publish_packet(b"sensors/p1/t", b"2", qos=1, mid=0), False),
+    ("invalid utf-8 topic", _publish_packet(b"sensors/\xff/t", b"2", qos=1, mid=4), False),
+    ("empty topic", _publish_packet(b"", b"2", qos=1, mid=5), False),
+    ("truncated", (0x32, bytearray(b"\x00\x0csensors/p1/t\x00")), False),
+    ("topic longer than packet", (0x30, bytearray(b"\x00\x40sensors")), False),
+    ("one byte", (0x30, bytearray(b"\x00")), False),
+]
+
+
+@pytest.mark.parametrize("manual_ack", [False, True], ids=["auto-ack", "manual-ack"])
+@pytest.mark.parametrize("protocol", [mqtt.MQTTv311, mqtt.MQTTv5], ids=["3.1.1", "5"])
+def test_fast_publish_path_matches_paho_packet_for_packet(monkeypatch, protocol, manual_ack):
+    """Same callback arguments, return code or exception, PUBACK/PUBREC and stored QoS 2 state as
+    paho's own `_handle_publish`, for the fast-path packets and for every fallback."""
+    assert mqtt_ingest._fast_publish_supported()[0]
+    fallbacks: list[int] = []
+    paho_handle = mqtt_ingest._paho_handle_publish
+    monkeypatch.setattr(mqtt_ingest, "_paho_handle_publish", lambda c: fallbacks.append(1) or paho_handle(c))
+    packets = list(PACKETS_BOTH)
+    if protocol == mqtt.MQTTv5:
+        empty = b"\x00"  # MQTT 5: every PUBLISH has a property length
+        packets = [(name, (h, _with_props(h, b, empty)), fast) for name, (h, b), fast in packets if fast]
+        packets += [
+            ("qos2", _publish_packet(b"sensors/p1/t", b"2", qos=2, mid=9, props=empty), False),
+            ("user properties", _publish_packet(b"sensors/p1/t", b"1", qos=1, mid=8, props=_user_props()), False),
+            ("topic alias", _publish_packet(b"sensors/p1/t", b"1", qos=0, props=_alias_props(3)), False),
+            ("alias, empty topic", _publish_packet(b"", b"1", qos=1, mid=2, props=_alias_props(3)), False),
+            ("no property length", _publish_packet(b"sensors/p1/t", b"", qos=1, mid=2), False),
+        ]
+    kwargs = {"callback_api_version": CallbackAPIVersion.VERSION2, "protocol": protocol, "manual_ack": manual_ack}
+    for name, (header, body), fast in packets:
+        fallbacks.clear()
+        got = _run_publish(mqtt_ingest._FastClient(**kwargs), header, body)
+        assert fallbacks == ([] if fast else [1]), name
+        want = _run_publish(mqtt.Client(**kwargs), header, body)
+        assert got[:2] == want[:2] and got[2] == want[2], name
+        assert got[3].keys() == want[3].keys(), name  # QoS 2 waits for PUBREL in paho's state
+        if fast:
+            assert len(got[0]) == 1 and got[0][0][2] is bytes, name
+            assert got[2] == ([] if manual_ack or header & 0x06 == 0 else
+                              [(mqtt.PUBACK, b"\x40\x02" + got[0][0][5].to_bytes(2, "big"))]), name
+
+
+def _with_props(header: int, body: bytearray, props: bytes) -> bytearray:
+    """`body` (an MQTT 3.1.1 PUBLISH) with an MQTT 5 property block inserted before the payload."""
+    end = 2 + int.from_bytes(body[:2], "big") + (2 if header & 0x06 else 0)
+    return bytearray(body[:end] + props + body[end:])
+
+
+def test_fast_publish_path_falls_back_while_paho_debug_logging_or_filtered_callbacks_are_on(monkeypatch):
+    fallbacks: list[int] = []
+    paho_handle = mqtt_ingest._paho_handle_publish
+    monkeypatch.setattr(mqtt_ingest, "_paho_handle_publish", lambda c: fallbacks.append(1) or paho_handle(c))
+    header, body = _publish_packet(b"sensors/p1/t", b"1", qos=1, mid=1)
+    kwargs = {"callback_api_version": CallbackAPIVersion.VERSION2, "protocol": mqtt.MQTTv311}
+
+    client = mqtt_ingest._FastClient(**kwargs)
+    logger = logging.getLogger("test.fastpath.paho")
+    logger.setLevel(logging.DEBUG)
+    client.enable_logger(logger)
+    _run_publish(client, header, body)
+    assert fallbacks == [1]  # paho's "Received PUBLISH" debug line still appears
+    logger.setLevel(logging.INFO)
+    fallbacks.clear()
+    _run_publish(client, header, body)
+    assert fallbacks == []
+
+    client.message_callback_add("sensors/#", lambda *a: None)
+    _run_publish(client, header, body)
+    assert fallbacks == [1]
+    client.message_callback_remove("sensors/#")
+    fallbacks.clear()
+    _run_publish(client, header, body)
+    assert fallbacks == []
+
+    client.on_log = lambda *a: None
+    _run_publish(client, header, body)
+    assert fallbacks == [1]
+
+
+def test_fast_publish_path_is_only_used_with_a_paho_it_was_verified_against(monkeypatch, caplog):
+    caplog.set_level(logging.DEBUG, logger="monitor.ingest.mqtt")
+    cfg = MQTTConfig(client_id="guard")
+    ingest = MQTTIngest(cfg, RULES, Codec(RULES), queue.Queue(1))
+    assert type(ingest.client) is mqtt_ingest._FastClient
+    assert ingest.client._fast_handler is ingest.client.on_message
+    assert "incoming PUBLISH via the fast path" in caplog.text
+
+    caplog.clear()
+    monkeypatch.setattr(paho.mqtt, "__version__", "3.0.0")
+    ingest = MQTTIngest(cfg, RULES, Codec(RULES), queue.Queue(1))
+    assert type(ingest.client) is mqtt.Client
+    assert "incoming PUBLISH via plain paho (paho-mqtt '3.0.0' is not 2.x)" in caplog.text
+    monkeypatch.undo()
+
+    monkeypatch.setattr(mqtt.Client, "_send_puback", lambda self, mid, extra: None)
+    assert type(MQTTIngest(cfg, RULES, Codec(RULES), queue.Queue(1)).client) is mqtt.Client
+    monkeypatch.undo()
+
+    monkeypatch.setattr(mqtt_ingest, "_fast_client_ok", lambda client: (False, "missing '_in_packet'"))
+    assert type(MQTTIngest(cfg, RULES, Codec(RULES), queue.Queue(1)).client) is mqtt.Client
+
+
+def _publisher(broker: Mosquitto) -> mqtt.Client:
+    pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"pub5-{next(_ids)}", protocol=mqtt.MQTTv5)
+    pub.connect(broker.host, broker.port)
+    pub.loop_start()
+    return pub
+
+
+def _publish5(pub: mqtt.Client, msgs: list[tuple[str, bytes, int, bool, bool]]) -> None:
+    """(topic, payload, qos, retain, with user properties), one after the other."""
+    for topic, payload, qos, retain, user_props in msgs:
+        props = None
+        if user_props:
+            props = Properties(PacketTypes.PUBLISH)
+            props.UserProperty = [("origin", "test"), ("unit", "°C")]
+        pub.publish(topic, payload, qos=qos, retain=retain, properties=props).wait_for_publish(5)
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_fast_path_and_paho_deliver_the_same_messages(broker, make_ingest, monkeypatch, protocol):
+    fallbacks: list[int] = []
+    paho_handle = mqtt_ingest._paho_handle_publish
+    monkeypatch.setattr(mqtt_ingest, "_paho_handle_publish", lambda c: fallbacks.append(1) or paho_handle(c))
+    pub = _publisher(broker)
+    try:
+        _publish5(pub, [("sensors/r/t", b"retained 1", 1, True, False), ("sensors/r0/t", b"5", 0, True, False)])
+        taps: dict[str, list] = {"fast": [], "paho": []}
+        ingests = {}
+        for path in ("fast", "paho"):
+            monkeypatch.setattr(mqtt_ingest, "_FAST_PUBLISH", path == "fast")
+            ingests[path] = make_ingest(cfg_for(broker, protocol=protocol), raw_tap=taps[path].append)
+        monkeypatch.setattr(mqtt_ingest, "_FAST_PUBLISH", True)
+        assert type(ingests["fast"].client) is mqtt_ingest._FastClient
+        assert type(ingests["paho"].client) is mqtt.Client
+        for ingest in ingests.values():
+            wait_for(lambda ingest=ingest: ingest.subscribed, what="subscription")
+        sent = [
+            ("sensors/p1/t", b"1.5", 1, False, False),
+            ("sensors/p1/t", b"2.5", 0, False, False),
+            ("sensors/p2/t", b"", 1, False, False),
+            ("sensors/p2/t", b"", 0, False, False),
+            ("sensors/p3/t", bytes(range(256)), 1, False, False),
+            ("sensors/p3/t", b"\x00\xff\x00", 0, False, False),
+            ("sensors/p4/t", b"3.5", 1, False, True),  # user properties
+            ("sensors/p4/t", b"4.5", 0, False, True),
+            ("sensors/pümpe/t", "ü".encode() * 1000, 1, False, False),
+            ("sensors/r/t", b"retained 2", 1, True, False),  # to existing subscribers: retain False
+            ("sensors/p5/t", b"x" * 70000, 1, False, False),
+        ]
+        _publish5(pub, sent)
+        n = len(sent) + 2
+        wait_for(lambda: len(taps["fast"]) >= n and len(taps["paho"]) >= n, what="all messages")
+        time.sleep(0.2)
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
+    fast = [m[1:] for m in taps["fast"]]
+    assert fast == [m[1:] for m in taps["paho"]]
+    assert sorted(fast[:2]) == [("sensors/r/t", b"retained 1", 1, True), ("sensors/r0/t", b"5", 0, True)]
+    assert fast[2:] == [(t, p, q, False) for t, p, q, _, _ in sent]
+    assert all(type(m.payload) is bytes for m in taps["fast"])
+    # only the two messages with user properties (MQTT 5) went through paho's own decoding
+    assert len(fallbacks) == (2 if protocol == "5" else 0)
+    for ingest in ingests.values():
+        assert ingest.stats["callback_errors"] == 0 and ingest.stats["messages"] == n
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_fast_path_manual_acks_redeliver_only_the_unacked_messages(broker, make_ingest, monkeypatch, protocol):
+    fallbacks: list[int] = []
+    paho_handle = mqtt_ingest._paho_handle_publish
+    monkeypatch.setattr(mqtt_ingest, "_paho_handle_publish", lambda c: fallbacks.append(1) or paho_handle(c))
+    cfg = cfg_for(broker, clean_start=False, protocol=protocol, client_id=f"fast-manual-{protocol}")
+    q1: queue.Queue = queue.Queue(100)
+    first = make_ingest(cfg, q1, manual_ack=True)
+    assert type(first.client) is mqtt_ingest._FastClient
+    wait_for(lambda: first.subscribed, what="subscription")
+    publish(broker, [("sensors/p1/t", str(i).encode()) for i in range(6)])
+    items = drain(q1, 6)
+    first.ack_many([items[0], items[2], items[5]])
+    time.sleep(0.2)  # let the PUBACKs leave
+    first.stop()
+
+    q2: queue.Queue = queue.Queue(100)
+    second = make_ingest(cfg, q2, manual_ack=True)
+    again = drain(q2, 3)
+    assert [r.value for i in again for r in i.readings] == [1.0, 3.0, 4.0]  # redelivered, in order
+    second.ack_many(again)
+    wait_for(lambda: second.subscribed, what="subscription")
+    time.sleep(0.2)
+    second.stop()
+
+    q3: queue.Queue = queue.Queue(100)
+    third = make_ingest(cfg, q3, manual_ack=True)
+    wait_for(lambda: third.subscribed, what="subscription")
+    assert_nothing_arrives(q3)
+    assert fallbacks == []
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_fast_path_automatic_acks_ack_every_qos1_message(broker, make_ingest, monkeypatch, protocol):
+    fallbacks: list[int] = []
+    paho_handle = mqtt_ingest._paho_handle_publish
+    monkeypatch.setattr(mqtt_ingest, "_paho_handle_publish", lambda c: fallbacks.append(1) or paho_handle(c))
+    cfg = cfg_for(broker, clean_start=False, protocol=protocol, client_id=f"fast-auto-{protocol}")
+    q1: queue.Queue = queue.Queue(100)
+    first = make_ingest(cfg, q1)
+    wait_for(lambda: first.subscribed, what="subscription")
+    publish(broker, [("sensors/p1/t", str(i).encode()) for i in range(5)])
+    assert [r.value for i in drain(q1, 5) for r in i.readings] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    time.sleep(0.2)
+    first.stop()
+    q2: queue.Queue = queue.Queue(100)
+    second = make_ingest(cfg, q2)
+    wait_for(lambda: second.subscribed, what="subscription")
+    assert_nothing_arrives(q2)  # paho's PUBACKs after on_message: nothing redelivered
+    assert fallbacks == []

@@ -21,9 +21,14 @@ At-least-once: with ``manual_ack=True`` paho does not ack QoS 1 messages when
 safely handled. A message dropped because the queue is full is acked at once (counted),
 so a full queue cannot stall the session. After ``stop_intake()`` messages are not
 acked at all: the broker keeps them for the next session.
+
+Incoming QoS 0/1 PUBLISH packets without MQTT 5 properties are decoded by `_FastClient`
+(a paho `Client` subclass) instead of paho's generic code, with the same callback, acks and
+fallbacks; it is used only with a paho 2.x whose internals match (logged at DEBUG).
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import queue
@@ -34,6 +39,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterable, NamedTuple, Optional, Sequence
 
+import paho.mqtt
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
@@ -142,6 +148,136 @@ def describe_connect_error(exc: Optional[BaseException], host: str, port: int) -
     return f"cannot connect to {where}: {type(exc).__name__}: {exc}"
 
 
+class _FastMessage(NamedTuple):
+    """What `MQTTIngest._on_message` reads of a paho `MQTTMessage`, built by `_FastClient`."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    mid: int
+    dup: bool
+    properties: None = None
+
+
+_paho_handle_publish = mqtt.Client._handle_publish
+_SUCCESS = mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+_DEBUG = logging.DEBUG
+
+
+class _FastClient(mqtt.Client):
+    """paho's Client with a fast path for the common incoming PUBLISH.
+
+    paho spends ~29 µs per received message in its own code (`decode_publish` builds an MQTT 5
+    `Properties` object even when the packet has none, a topic matcher walk for
+    `message_callback_add` filters we do not use, an `MQTTMessage` with an `MQTTMessageInfo`,
+    a debug log call, two locks). For a QoS 0/1 PUBLISH with a valid UTF-8 topic, a packet id
+    other than 0 (QoS 1) and, under MQTT 5, an EMPTY property block, `_handle_publish` here
+    reads topic, packet id and payload straight from the packet and calls the installed
+    ``on_message`` (`_fast_handler`, set by `MQTTIngest`) with a `_FastMessage`, then does what
+    paho does afterwards: a PUBACK for QoS 1 unless manual acks are on (then the consumer
+    acks later through `Client.ack`). Everything else goes to paho's own `_handle_publish`
+    unchanged: QoS 2, any MQTT 5 property (user properties, topic alias, ...), an empty or
+    undecodable topic, a short packet, filtered callbacks, a different ``on_message``, and
+    whenever paho's DEBUG log or ``on_log`` is on (so its "Received PUBLISH" lines stay).
+
+    Relies on paho internals (`_in_packet`, `_protocol`, `_manual_ack`, `_send_puback`, ...):
+    `MQTTIngest` only uses this class when `_fast_publish_supported()` and
+    `_fast_client_ok()` confirm the installed paho looks like the one this was verified
+    against (2.x); otherwise it uses plain `mqtt.Client`.
+    """
+
+    _fast_handler: Optional[Callable[[Any, Any, Any], None]] = None
+
+    def _handle_publish(self) -> mqtt.MQTTErrorCode:
+        handler = self._fast_handler
+        if (handler is None or handler is not self._on_message or self._on_log is not None
+                or self._on_message_filtered._root._children
+                or (self._logger is not None and self._logger.isEnabledFor(_DEBUG))):
+            return _paho_handle_publish(self)
+        in_packet = self._in_packet
+        header = in_packet["command"]
+        qos = (header & 0x06) >> 1
+        packet = in_packet["packet"]
+        n = len(packet)
+        if qos > 1 or n < 2:
+            return _paho_handle_publish(self)
+        end = 2 + ((packet[0] << 8) | packet[1])
+        if end == 2:  # empty topic: malformed (3.1.1) or a topic alias (5): paho's business
+            return _paho_handle_publish(self)
+        pos = end
+        mid = 0
+        if qos:
+            pos += 2
+            if pos > n:
+                return _paho_handle_publish(self)
+            mid = (packet[end] << 8) | packet[end + 1]
+            if mid == 0:
+                return _paho_handle_publish(self)
+        if self._protocol == mqtt.MQTTv5:
+            if pos >= n or packet[pos] != 0:  # any property: paho decodes it
+                return _paho_handle_publish(self)
+            pos += 1
+        elif pos > n:
+            return _paho_handle_publish(self)
+        try:
+            topic = packet[2:end].decode("utf-8")
+        except UnicodeDecodeError:
+            return _paho_handle_publish(self)
+        message = _new_tuple(_FastMessage, (topic, bytes(packet[pos:]), qos, bool(header & 0x01), mid,
+                                            bool(header & 0x08), None))
+        with self._in_callback_mutex:  # as paho's _handle_on_message
+            try:
+                handler(self, self._userdata, message)
+            except Exception as err:  # noqa: BLE001 - as paho (MQTTIngest's handler never raises)
+                self._easy_log(mqtt.MQTT_LOG_ERR, "Caught exception in on_message: %s", err)
+                if not self.suppress_exceptions:
+                    raise
+        if qos and not self._manual_ack:
+            return self._send_puback(mid)
+        return _SUCCESS
+
+
+_FAST_PUBLISH = True  # False: always plain paho (A/B measurements)
+
+
+def _fast_publish_supported() -> tuple[bool, str]:
+    """Does the installed paho have the internals `_FastClient` relies on (class level)?"""
+    version = getattr(paho.mqtt, "__version__", "") or ""
+    if not _FAST_PUBLISH:
+        return False, "disabled"
+    if version.split(".")[0] != "2":
+        return False, f"paho-mqtt {version!r} is not 2.x"
+    try:
+        for name, params in (("_handle_publish", ["self"]), ("_send_puback", ["self", "mid"]),
+                             ("_easy_log", ["self", "level", "fmt", "args"]), ("ack", ["self", "mid", "qos"])):
+            if list(inspect.signature(getattr(mqtt.Client, name)).parameters) != params:
+                return False, f"paho-mqtt {version}: Client.{name} has another signature"
+        if not isinstance(mqtt.Client.on_message, property) or not isinstance(mqtt.Client.on_log, property):
+            return False, f"paho-mqtt {version}: on_message/on_log are not properties"
+        if (mqtt.MQTTv5, mqtt.PUBLISH, mqtt.MQTT_LOG_ERR) != (5, 0x30, 8):
+            return False, f"paho-mqtt {version}: unexpected constants"
+    except (AttributeError, TypeError, ValueError) as exc:
+        return False, f"paho-mqtt {version}: {type(exc).__name__}: {exc}"
+    return True, f"paho-mqtt {version}"
+
+
+def _fast_client_ok(client: mqtt.Client) -> tuple[bool, str]:
+    """Does a constructed client have the instance attributes `_FastClient` reads?"""
+    try:
+        in_packet = client._in_packet
+        ok = (isinstance(in_packet, dict) and isinstance(in_packet.get("command"), int)
+              and isinstance(in_packet.get("packet"), (bytes, bytearray))
+              and isinstance(client._manual_ack, bool) and client._protocol in (mqtt.MQTTv311, mqtt.MQTTv5)
+              and isinstance(client._on_message_filtered._root._children, dict)
+              and hasattr(client._in_callback_mutex, "__enter__") and hasattr(client, "_userdata")
+              and hasattr(client, "_on_log") and hasattr(client, "_logger") and hasattr(client, "_on_message")
+              and isinstance(client.suppress_exceptions, bool))
+    except AttributeError as exc:
+        return False, f"missing {exc}"
+    return (True, "") if ok else (False, "unexpected client attributes")
+
+
 class MQTTIngest:
     """Subscribes to every topic rule and hands decoded readings to `out_queue`.
 
@@ -208,7 +344,13 @@ class MQTTIngest:
         )
         if not v5:
             kwargs["clean_session"] = cfg.clean_start
-        client = mqtt.Client(**kwargs)
+        fast, why = _fast_publish_supported()
+        client = _FastClient(**kwargs) if fast else mqtt.Client(**kwargs)
+        if fast:
+            fast, detail = _fast_client_ok(client)
+            if not fast:
+                why = f"{why}: {detail}"
+                client = mqtt.Client(**kwargs)
         client.suppress_exceptions = True  # a second net under our own try/except
         _PAHO_LOG.addFilter(_QUIET_RETRIES)  # idempotent: one instance
         client.enable_logger(_PAHO_LOG)
@@ -224,6 +366,9 @@ class MQTTIngest:
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
+        if fast:
+            client._fast_handler = client.on_message  # the very object paho holds (an identity check)
+        log.debug("mqtt: incoming PUBLISH via %s (%s)", "the fast path" if fast else "plain paho", why)
         return client
 
     def _configure_tls(self, client: mqtt.Client) -> None:
