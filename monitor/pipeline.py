@@ -20,6 +20,8 @@ from monitor.stream.filters import FilterChain
 from monitor.stream.windows import WindowBuffer
 from monitor.types import Alert, Reading, ScoreBatch
 
+_MIN_RUN = 8  # shorter runs of one stream's channel: reading by reading is as fast
+
 
 @dataclass
 class ScoringModel:
@@ -178,7 +180,7 @@ class Pipeline:
         run is one reading per consecutive grid bucket, else reading by reading.
         """
         n = len(readings)
-        if n < 8 or len(self.model.channels) != 1 or self.model.filters:
+        if n < _MIN_RUN or len(self.model.channels) != 1 or self.model.filters:
             for r in readings:
                 self.push_reading(r)
             return
@@ -190,27 +192,111 @@ class Pipeline:
             j = i + 1
             while j < n and readings[j][0] == stream and readings[j][1] == channel:
                 j += 1
-            if j - i < 8 or not self._push_run(stream, channel, readings, i, j):
+            if j - i < _MIN_RUN or self._push_run(stream, channel, readings, i, j) is None:
                 for k in range(i, j):
                     push(readings[k])
             i = j
 
-    def _push_run(self, stream: str, channel: str, readings: list, i: int, j: int) -> bool:
-        """The vectorized path of `push_many`; False (nothing done) when it does not apply."""
+    def push_batch(self, readings: list[Reading]) -> None:
+        """`push_reading` for each of `readings` (a scoring batch, in arrival order), with
+        the same frames, windows, scores and drop counts, and the due windows in the same
+        order.
+
+        For a univariate, unfiltered model the readings are grouped by (stream, channel),
+        keeping each stream's order; a group goes through the vectorized path of
+        `push_many` when it qualifies, else reading by reading. Streams are independent
+        (their own assembler and window buffer), so only the order of the due windows
+        differs: each window is tagged with the position of the reading that made it due
+        and the new windows are put back in that order (a stable sort: one reading's
+        windows keep their order). Groups are taken in order of first appearance, so
+        streams are created, and capped, in arrival order. Multichannel or filtered
+        models: reading by reading (grouping a stream's channels buys nothing there).
+        """
+        n = len(readings)
+        if n < _MIN_RUN or len(self.model.channels) != 1 or self.model.filters:
+            push = self.push_reading
+            for r in readings:
+                push(r)
+            return
+        # spans of equal (stream, channel), grouped by key in order of first appearance
+        groups: dict[tuple, list] = {}
+        i = 0
+        while i < n:
+            first = readings[i]
+            stream, channel = first[0], first[1]
+            j = i + 1
+            while j < n and readings[j][0] == stream and readings[j][1] == channel:
+                j += 1
+            spans = groups.get((stream, channel))
+            if spans is None:
+                groups[(stream, channel)] = [i, j]
+            else:
+                spans += (i, j)
+            i = j
+        push = self.push_reading
+        if len(groups) == 1:  # one span: arrival order already
+            stream, channel = next(iter(groups))
+            if self._push_run(stream, channel, readings, 0, n) is None:
+                for r in readings:
+                    push(r)
+            return
+        if n < _MIN_RUN * len(groups) and not any(
+            sum(spans[1::2]) - sum(spans[::2]) >= _MIN_RUN for spans in groups.values()
+        ):  # no group long enough: reading by reading, in arrival order
+            for r in readings:
+                push(r)
+            return
+        meta = self._meta
+        base = len(meta)
+        keys: list = []  # per new window: the position of the reading that made it due
+        for (stream, channel), spans in groups.items():
+            if len(spans) == 2:
+                i, j = spans
+                run, pos = readings, None
+            else:
+                pos = [k for a in range(0, len(spans), 2) for k in range(spans[a], spans[a + 1])]
+                run = [readings[k] for k in pos]
+                i, j = 0, len(pos)
+            if j - i >= _MIN_RUN:
+                index = self._push_run(stream, channel, run, i, j)
+                if index is not None:
+                    if len(index):
+                        if pos is None:
+                            keys += (index + i).tolist()
+                        else:
+                            keys += np.asarray(pos)[index].tolist()
+                    continue
+            for k in (range(i, j) if pos is None else pos):
+                before = len(meta)
+                push(readings[k])
+                if len(meta) != before:
+                    keys += [k] * (len(meta) - before)
+        m = len(keys)
+        if m > 1:
+            order = np.argsort(np.asarray(keys), kind="stable")
+            if (order[1:] < order[:-1]).any():  # not already in arrival order
+                new = meta[base:]
+                meta[base:] = [new[o] for o in order.tolist()]
+                self._x[base : base + m] = self._x[base : base + m][order]
+
+    def _push_run(self, stream: str, channel: str, readings: list, i: int, j: int) -> np.ndarray | None:
+        """The vectorized path of `push_many`: `readings[i:j]`, all of `stream` and
+        `channel`. Returns the positions in the run whose reading made a window due (one
+        window each, appended in order), or None (nothing done) when it does not apply."""
         if self.channel_index.get(channel) != 0:
-            return False
+            return None
         state = self._state(stream)
         if state is None:
-            return False
+            return None
         ts = np.fromiter((r[2] for r in readings[i:j]), dtype=np.float64, count=j - i)
         vals = np.fromiter((r[3] for r in readings[i:j]), dtype=np.float64, count=j - i)
         asm = state.assembler
         buckets = np.floor(ts / asm.period + EPS)
-        if not np.all(np.isfinite(vals)) or not np.all(np.isfinite(buckets)):
-            return False
+        if not (np.isfinite(vals).all() and np.isfinite(buckets).all()):
+            return None
         buckets = buckets.astype(np.int64)
         if not asm.fast_run_ok(ts, buckets):
-            return False
+            return None
         # the scalar path computes math.floor per reading: the same IEEE operations
         t_frames = asm.push_run(ts, buckets, vals)
         m = j - i
@@ -228,7 +314,7 @@ class Pipeline:
             tf = t_frames.tolist()
             for e in index.tolist():
                 meta.append((stream, tf[e], frames[e]))
-        return True
+        return index
 
     def _reserve(self, n: int) -> None:
         if n > len(self._x):

@@ -277,25 +277,21 @@ class Service:
 
     def _process(self, items: list) -> None:
         pipe = self.pipeline
-        n_readings = 0
         oldest = items[0][0]
         if pipe is None:
-            for _, readings, rejected, msg in items:
+            for _, readings, rejected, _msg in items:
                 self.metrics.drop("no_model", len(readings))
                 self.metrics.rejected(rejected)
             self._ack_items(items)
             return
-        push = pipe.push_reading
-        push_many = pipe.push_many
+        batch: list = []
         for _, readings, rejected, _msg in items:
-            n = len(readings)
-            n_readings += n
-            if n == 1:
-                push(readings[0])
-            elif n:
-                push_many(readings)  # a batched payload: vectorized where it can be
+            batch += readings
             if rejected:
                 self.metrics.rejected(rejected)
+        # all readings of the batch at once, in arrival order: each stream's readings are
+        # vectorized where they can be, the due windows keep the per-reading order
+        pipe.push_batch(batch)
         started = time.monotonic()
         scores, alerts = pipe.flush()
         done = time.monotonic()

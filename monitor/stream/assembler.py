@@ -117,7 +117,7 @@ class StreamAssembler:
             and not self._pending
             and (self._next is None or int(buckets[0]) == self._next)
             and float(timestamps[0]) > self._last_ts[0]
-            and bool(np.all(np.diff(buckets) == 1))
+            and bool((buckets[1:] - buckets[:-1] == 1).all())
         )
 
     def push_run(self, timestamps: np.ndarray, buckets: np.ndarray, values: np.ndarray) -> np.ndarray:

@@ -72,9 +72,8 @@ class WindowBuffer:
         else:
             index = np.zeros(0, dtype=np.int64)
         if len(index):
-            ends = index + f0  # position in `seq` of each window's last frame
-            view = np.lib.stride_tricks.sliding_window_view(seq, w, axis=0)  # (n, c, w)
-            windows = np.ascontiguousarray(view[ends - w + 1].transpose(0, 2, 1))
+            starts = index + (f0 - w + 1)  # position in `seq` of each window's first frame
+            windows = seq[starts[:, None] + np.arange(w)]  # (k, w, c), a copy
         else:
             windows = np.zeros((0, w, seq.shape[1]), dtype=self._buf.dtype)
         # the buffer's state after m pushes
