@@ -173,38 +173,14 @@ class Pipeline:
         for r in readings:
             self.push_reading(r)
 
-    def push_many(self, readings: list[Reading]) -> None:
-        """`push_reading` for each of `readings`, in order, with the same frames, windows,
-        scores and drop counts; runs of one stream's one channel (a batched payload) go
-        through a vectorized path when the stream is univariate and unfiltered and the
-        run is one reading per consecutive grid bucket, else reading by reading.
-        """
-        n = len(readings)
-        if n < _MIN_RUN or len(self.model.channels) != 1 or self.model.filters:
-            for r in readings:
-                self.push_reading(r)
-            return
-        push = self.push_reading
-        i = 0
-        while i < n:
-            first = readings[i]
-            stream, channel = first[0], first[1]
-            j = i + 1
-            while j < n and readings[j][0] == stream and readings[j][1] == channel:
-                j += 1
-            if j - i < _MIN_RUN or self._push_run(stream, channel, readings, i, j) is None:
-                for k in range(i, j):
-                    push(readings[k])
-            i = j
-
     def push_batch(self, readings: list[Reading]) -> None:
         """`push_reading` for each of `readings` (a scoring batch, in arrival order), with
         the same frames, windows, scores and drop counts, and the due windows in the same
         order.
 
         For a univariate, unfiltered model the readings are grouped by (stream, channel),
-        keeping each stream's order; a group goes through the vectorized path of
-        `push_many` when it qualifies, else reading by reading. Streams are independent
+        keeping each stream's order; a group goes through the vectorized path
+        (`_push_run`) when it qualifies, else reading by reading. Streams are independent
         (their own assembler and window buffer), so only the order of the due windows
         differs: each window is tagged with the position of the reading that made it due
         and the new windows are put back in that order (a stable sort: one reading's
@@ -280,7 +256,7 @@ class Pipeline:
                 self._x[base : base + m] = self._x[base : base + m][order]
 
     def _push_run(self, stream: str, channel: str, readings: list, i: int, j: int) -> np.ndarray | None:
-        """The vectorized path of `push_many`: `readings[i:j]`, all of `stream` and
+        """The vectorized path of `push_batch`: `readings[i:j]`, all of `stream` and
         `channel`. Returns the positions in the run whose reading made a window due (one
         window each, appended in order), or None (nothing done) when it does not apply."""
         if self.channel_index.get(channel) != 0:

@@ -1,4 +1,4 @@
-"""The vectorized paths (WindowBuffer.push_many, Pipeline.push_many, the codec's json_array
+"""The vectorized paths (WindowBuffer.push_many, Pipeline.push_batch, the codec's json_array
 fast path) give exactly what the one-at-a-time paths give: frames, windows, scores,
 alerts and drop/reject counts."""
 from __future__ import annotations
@@ -94,7 +94,7 @@ def _messages(seed: int) -> list[list[Reading]]:
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3, 4])
-def test_pipeline_push_many_matches_push_reading(seed):
+def test_pipeline_push_batch_of_one_message_matches_push_reading(seed):
     cfg = StreamConfig(channels=["v"], period_seconds=1.0, max_gap_seconds=5, max_streams=4)
     alarm = AlarmConfig(k=2, n=3, resolve_m=3)
     one = Pipeline(_model(), cfg, alarm)
@@ -103,7 +103,7 @@ def test_pipeline_push_many_matches_push_reading(seed):
     for i, msg in enumerate(_messages(seed)):
         for r in msg:
             one.push_reading(r)
-        many.push_many(msg)
+        many.push_batch(msg)
         if i % 7 == 6:
             got_one.append(one.flush())
             got_many.append(many.flush())
@@ -125,14 +125,14 @@ def test_pipeline_push_many_matches_push_reading(seed):
     assert any(a for _, a in got_one)  # alerts fired and resolved on both paths
 
 
-def test_pipeline_push_many_multichannel_falls_back_to_per_reading():
+def test_pipeline_push_batch_multichannel_falls_back_to_per_reading():
     cfg = StreamConfig(channels=["a", "b"], period_seconds=1.0, max_gap_seconds=5)
     one = Pipeline(_model(("a", "b")), cfg, AlarmConfig())
     many = Pipeline(_model(("a", "b")), cfg, AlarmConfig())
     msg = [Reading("s", c, 100.0 + k, float(k)) for k in range(40) for c in ("a", "b")]
     for r in msg:
         one.push_reading(r)
-    many.push_many(msg)
+    many.push_batch(msg)
     s1, _ = one.flush()
     s2, _ = many.flush()
     assert one.counters == many.counters
