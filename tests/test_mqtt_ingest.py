@@ -333,21 +333,22 @@ def test_manual_ack_redelivers_an_unacked_message_and_not_an_acked_one(broker, m
     assert_nothing_arrives(q3)
 
 
-def test_ack_many_acks_a_batch_and_leaves_the_rest_for_redelivery(broker, make_ingest):
-    cfg = cfg_for(broker, clean_start=False, client_id="ack-many")
+def _ack_some_then_expect_redelivery_of_the_rest(broker, make_ingest, cfg, ack, expected_redelivered) -> list:
+    """Six QoS 1 messages on a persistent session; `ack(first, items)` acks some. After a
+    reconnect exactly the unacked ones come back, in order; once acked, nothing more.
+    Returns the three ingests for further checks."""
     q1: queue.Queue = queue.Queue(100)
     first = make_ingest(cfg, q1, manual_ack=True)
     wait_for(lambda: first.subscribed, what="subscription")
     publish(broker, [("sensors/p1/t", str(i).encode()) for i in range(6)])
-    items = drain(q1, 6)
-    first.ack_many(items[:2] + [items[3][3]])  # whole items and bare Deliveries; 2, 4, 5 not handled
+    ack(first, drain(q1, 6))
     time.sleep(0.2)  # let the PUBACKs leave
     first.stop()
 
     q2: queue.Queue = queue.Queue(100)
     second = make_ingest(cfg, q2, manual_ack=True)
-    again = drain(q2, 3)
-    assert [r.value for i in again for r in i.readings] == [2.0, 4.0, 5.0]  # redelivered, in order
+    again = drain(q2, len(expected_redelivered))
+    assert [r.value for i in again for r in i.readings] == expected_redelivered  # redelivered, in order
     second.ack_many(again)
     wait_for(lambda: second.subscribed, what="subscription")
     time.sleep(0.2)
@@ -357,7 +358,15 @@ def test_ack_many_acks_a_batch_and_leaves_the_rest_for_redelivery(broker, make_i
     third = make_ingest(cfg, q3, manual_ack=True)
     wait_for(lambda: third.subscribed, what="subscription")
     assert_nothing_arrives(q3)
-    assert third.stats["callback_errors"] == 0
+    return [first, second, third]
+
+
+def test_ack_many_acks_a_batch_and_leaves_the_rest_for_redelivery(broker, make_ingest):
+    cfg = cfg_for(broker, clean_start=False, client_id="ack-many")
+    # whole items and bare Deliveries; 2, 4, 5 not handled
+    ingests = _ack_some_then_expect_redelivery_of_the_rest(
+        broker, make_ingest, cfg, lambda ing, items: ing.ack_many(items[:2] + [items[3][3]]), [2.0, 4.0, 5.0])
+    assert ingests[2].stats["callback_errors"] == 0
 
 
 def test_tls_with_the_test_ca_connects_and_receives(tmp_path, make_ingest, test_ca):
@@ -698,29 +707,12 @@ def test_fast_path_manual_acks_redeliver_only_the_unacked_messages(broker, make_
     paho_handle = mqtt_ingest._paho_handle_publish
     monkeypatch.setattr(mqtt_ingest, "_paho_handle_publish", lambda c: fallbacks.append(1) or paho_handle(c))
     cfg = cfg_for(broker, clean_start=False, protocol=protocol, client_id=f"fast-manual-{protocol}")
-    q1: queue.Queue = queue.Queue(100)
-    first = make_ingest(cfg, q1, manual_ack=True)
-    assert type(first.client) is mqtt_ingest._FastClient
-    wait_for(lambda: first.subscribed, what="subscription")
-    publish(broker, [("sensors/p1/t", str(i).encode()) for i in range(6)])
-    items = drain(q1, 6)
-    first.ack_many([items[0], items[2], items[5]])
-    time.sleep(0.2)  # let the PUBACKs leave
-    first.stop()
 
-    q2: queue.Queue = queue.Queue(100)
-    second = make_ingest(cfg, q2, manual_ack=True)
-    again = drain(q2, 3)
-    assert [r.value for i in again for r in i.readings] == [1.0, 3.0, 4.0]  # redelivered, in order
-    second.ack_many(again)
-    wait_for(lambda: second.subscribed, what="subscription")
-    time.sleep(0.2)
-    second.stop()
+    def ack(first, items):
+        assert type(first.client) is mqtt_ingest._FastClient
+        first.ack_many([items[0], items[2], items[5]])
 
-    q3: queue.Queue = queue.Queue(100)
-    third = make_ingest(cfg, q3, manual_ack=True)
-    wait_for(lambda: third.subscribed, what="subscription")
-    assert_nothing_arrives(q3)
+    _ack_some_then_expect_redelivery_of_the_rest(broker, make_ingest, cfg, ack, [1.0, 3.0, 4.0])
     assert fallbacks == []
 
 
