@@ -14,7 +14,7 @@ Reading state (`firing`) never changes it.
 from __future__ import annotations
 
 import hashlib
-from collections import Counter, deque
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -82,22 +82,42 @@ class AlarmMachine:
         the k-of-n memory in one step: for a stream that is not firing, every window
         before the first one at which k of the last n scores are hot and the cooldown
         has passed. Only from there on (and for firing streams) does it go window by
-        window. Streams are independent, so alerts come out grouped by stream.
+        window. Streams are independent, so alerts come out grouped by stream. The work
+        is per run of a stream's rows (`batch.runs`), not per window, until a state
+        might change.
         """
-        streams = batch.streams
+        runs = batch.runs
         hot = batch.score >= 1.0
-        if not hot.any() and not self._firing and not self._armed:
-            self._fold_cold(Counter(streams))
+        if not self._firing and not self._armed and not hot.any():
+            counts: dict[str, int] = {}
+            for stream, start, stop in runs:
+                counts[stream] = counts.get(stream, 0) + stop - start
+            self._fold_cold(counts)
             return []
-        groups: dict[str, list[int]] = {}
-        for i, stream in enumerate(streams):
-            groups.setdefault(stream, []).append(i)
+        groups: dict[str, list] = {}
+        for stream, start, stop in runs:
+            spans = groups.get(stream)
+            if spans is None:
+                groups[stream] = [start, stop]
+            else:
+                spans += (start, stop)
         alerts: list[Alert] = []
         scores = batch.score
-        for stream, idx in groups.items():
-            start = 0 if stream in self._firing else self._first_possible_change(stream, idx, hot, batch.times)
-            for i in idx[start:]:
-                alert = self.update(stream, batch.times[i], float(scores[i]), batch.channel_scores[i],
+        times = np.asarray(batch.times, dtype=np.float64)
+        for stream, spans in groups.items():
+            if len(spans) == 2:
+                idx = np.arange(spans[0], spans[1])
+            else:
+                idx = np.concatenate([np.arange(spans[i], spans[i + 1]) for i in range(0, len(spans), 2)])
+            if stream in self._firing:
+                start = 0
+            elif stream not in self._armed and not hot[idx].any():
+                self._fold_cold({stream: len(idx)})
+                continue
+            else:
+                start = self._first_possible_change(stream, idx, hot, times)
+            for i in idx[start:].tolist():
+                alert = self.update(stream, float(times[i]), float(scores[i]), batch.channel_scores[i],
                                     batch.observed[i], batch.reconstructed[i])
                 if alert is not None:
                     alerts.append(alert)
@@ -109,7 +129,7 @@ class AlarmMachine:
             state = self._states[stream] = AlarmState(recent=deque(maxlen=self.cfg.n))
         return state
 
-    def _fold_cold(self, counts: Counter) -> None:
+    def _fold_cold(self, counts: dict[str, int]) -> None:
         """Add runs of cold scores (they cannot fire anything) to streams that are not firing."""
         n = self.cfg.n
         for stream, count in counts.items():
@@ -117,7 +137,7 @@ class AlarmMachine:
             state.recent.extend([False] * min(count, n))
             state.above = sum(state.recent)
 
-    def _first_possible_change(self, stream: str, idx: list[int], hot: np.ndarray, times: list[float]) -> int:
+    def _first_possible_change(self, stream: str, idx: np.ndarray, hot: np.ndarray, times: np.ndarray) -> int:
         """For a stream that is not firing: fold the windows that cannot fire into its
         memory and return the position (in `idx`) of the first one that might."""
         state = self._state(stream)
@@ -130,7 +150,7 @@ class AlarmMachine:
         rolling = csum[ends] - csum[np.maximum(ends - n, 0)]
         candidates = np.flatnonzero(rolling >= k)
         if candidates.size and self.cfg.cooldown_seconds > 0:
-            t = np.asarray([times[i] for i in idx])[candidates]
+            t = times[idx][candidates]
             candidates = candidates[t - state.last_resolved_at >= self.cfg.cooldown_seconds]
         first = int(candidates[0]) if candidates.size else len(idx)
         if first:

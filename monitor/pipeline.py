@@ -18,7 +18,7 @@ from monitor.config import AlarmConfig, FilterConfig, StreamConfig
 from monitor.stream.assembler import EPS, StreamAssembler
 from monitor.stream.filters import FilterChain
 from monitor.stream.windows import WindowBuffer
-from monitor.types import Alert, Reading, ScoreBatch
+from monitor.types import Alert, Reading, ReadingBlock, ScoreBatch
 
 _MIN_RUN = 8  # shorter runs of one stream's channel: reading by reading is as fast
 
@@ -108,7 +108,8 @@ class Pipeline:
         self.streams: dict[str, StreamState] = {}
         # Due windows wait in a preallocated (capacity, W, C) float32 buffer (no per-window
         # copy + np.stack); their (stream, timestamp, observed raw) in `_meta`.
-        self._meta: list[tuple] = []
+        self._meta: list = []  # (stream, time, observed) per window, or a _Run of windows
+        self._n = 0  # windows queued (rows of `_x` in use)
         self._x = np.empty((0, 1, 1), dtype=np.float32)
         self._install(model)
 
@@ -119,7 +120,7 @@ class Pipeline:
         self._inv_std = 1.0 / model.std
         shape = (model.window_size, len(model.channels))
         if self._x.shape[1:] != shape:
-            self._x = np.empty((max(256, len(self._meta)),) + shape, dtype=np.float32)
+            self._x = np.empty((max(256, self._n),) + shape, dtype=np.float32)
         self.alarm = AlarmMachine(self.alarm_cfg, model.threshold, model.version, model.channels, self.top_channels)
 
     # ------------------------------------------------------------------ model swap
@@ -173,129 +174,108 @@ class Pipeline:
         for r in readings:
             self.push_reading(r)
 
-    def push_batch(self, readings: list[Reading]) -> None:
-        """`push_reading` for each of `readings` (a scoring batch, in arrival order), with
-        the same frames, windows, scores and drop counts, and the due windows in the same
-        order.
+    def push_batch(self, items: list) -> None:
+        """`push_reading` for every reading of `items` (Readings and ReadingBlocks, in
+        arrival order): the same frames, windows, scores and drop counts.
 
-        For a univariate, unfiltered model the readings are grouped by (stream, channel),
-        keeping each stream's order; a group goes through the vectorized path
-        (`_push_run`) when it qualifies, else reading by reading. Streams are independent
-        (their own assembler and window buffer), so only the order of the due windows
-        differs: each window is tagged with the position of the reading that made it due
-        and the new windows are put back in that order (a stable sort: one reading's
-        windows keep their order). Groups are taken in order of first appearance, so
-        streams are created, and capped, in arrival order. Multichannel or filtered
-        models: reading by reading (grouping a stream's channels buys nothing there).
+        For a univariate, unfiltered model the items are grouped by (stream, channel),
+        keeping each stream's order, and a group goes through the vectorized path
+        (`_push_run`) as far as it qualifies, the rest reading by reading. Streams are
+        independent (their own assembler, window buffer and alarm), so the only
+        difference to pushing reading by reading is the order in which different
+        streams' windows are queued: a stream's windows stay in time order. Groups are
+        taken in order of first appearance, so streams are created, and capped, in
+        arrival order. Multichannel or filtered models: reading by reading.
         """
-        n = len(readings)
-        if n < _MIN_RUN or len(self.model.channels) != 1 or self.model.filters:
-            push = self.push_reading
-            for r in readings:
-                push(r)
-            return
-        # spans of equal (stream, channel), grouped by key in order of first appearance
-        groups: dict[tuple, list] = {}
-        i = 0
-        while i < n:
-            first = readings[i]
-            stream, channel = first[0], first[1]
-            j = i + 1
-            while j < n and readings[j][0] == stream and readings[j][1] == channel:
-                j += 1
-            spans = groups.get((stream, channel))
-            if spans is None:
-                groups[(stream, channel)] = [i, j]
-            else:
-                spans += (i, j)
-            i = j
         push = self.push_reading
-        if len(groups) == 1:  # one span: arrival order already
-            stream, channel = next(iter(groups))
-            if self._push_run(stream, channel, readings, 0, n) is None:
-                for r in readings:
-                    push(r)
+        if len(self.model.channels) != 1 or self.model.filters:
+            for item in items:
+                if type(item) is ReadingBlock:
+                    for r in item:
+                        push(r)
+                else:
+                    push(item)
             return
-        if n < _MIN_RUN * len(groups) and not any(
-            sum(spans[1::2]) - sum(spans[::2]) >= _MIN_RUN for spans in groups.values()
-        ):  # no group long enough: reading by reading, in arrival order
-            for r in readings:
-                push(r)
-            return
-        meta = self._meta
-        base = len(meta)
-        keys: list = []  # per new window: the position of the reading that made it due
-        for (stream, channel), spans in groups.items():
-            if len(spans) == 2:
-                i, j = spans
-                run, pos = readings, None
+        groups: dict[tuple, list] = {}
+        for item in items:
+            key = (item.stream, item.channel) if type(item) is ReadingBlock else (item[0], item[1])
+            group = groups.get(key)
+            if group is None:
+                groups[key] = [item]
             else:
-                pos = [k for a in range(0, len(spans), 2) for k in range(spans[a], spans[a + 1])]
-                run = [readings[k] for k in pos]
-                i, j = 0, len(pos)
-            if j - i >= _MIN_RUN:
-                index = self._push_run(stream, channel, run, i, j)
-                if index is not None:
-                    if len(index):
-                        if pos is None:
-                            keys += (index + i).tolist()
-                        else:
-                            keys += np.asarray(pos)[index].tolist()
-                    continue
-            for k in (range(i, j) if pos is None else pos):
-                before = len(meta)
-                push(readings[k])
-                if len(meta) != before:
-                    keys += [k] * (len(meta) - before)
-        m = len(keys)
-        if m > 1:
-            order = np.argsort(np.asarray(keys), kind="stable")
-            if (order[1:] < order[:-1]).any():  # not already in arrival order
-                new = meta[base:]
-                meta[base:] = [new[o] for o in order.tolist()]
-                self._x[base : base + m] = self._x[base : base + m][order]
+                group.append(item)
+        for (stream, channel), group in groups.items():
+            first = group[0]
+            if len(group) == 1 and type(first) is ReadingBlock:
+                ts, vals = first.timestamps, first.values
+            elif len(group) >= _MIN_RUN or any(type(item) is ReadingBlock for item in group):
+                ts, vals = _columns(group)
+            else:
+                for r in group:
+                    push(r)
+                continue
+            done = self._push_run(stream, channel, ts, vals)
+            if done == len(ts):
+                continue
+            # the rest reading by reading (blocks expanded), in order
+            for item in group:
+                if type(item) is ReadingBlock:
+                    if done >= len(item):
+                        done -= len(item)
+                        continue
+                    for r in item[done:] if done else item:
+                        push(r)
+                    done = 0
+                elif done:
+                    done -= 1
+                else:
+                    push(item)
 
-    def _push_run(self, stream: str, channel: str, readings: list, i: int, j: int) -> np.ndarray | None:
-        """The vectorized path of `push_batch`: `readings[i:j]`, all of `stream` and
-        `channel`. Returns the positions in the run whose reading made a window due (one
-        window each, appended in order), or None (nothing done) when it does not apply."""
-        if self.channel_index.get(channel) != 0:
-            return None
+    def _push_run(self, stream: str, channel: str, ts: np.ndarray, vals: np.ndarray) -> int:
+        """The vectorized path of `push_batch` for readings of one `stream` and `channel`
+        (timestamps `ts`, values `vals`, in arrival order): takes the longest prefix it
+        can do exactly as `push_reading` would and returns its length (0: nothing done)."""
+        if self.channel_index.get(channel) != 0 or len(ts) < 2:
+            return 0
         state = self._state(stream)
         if state is None:
-            return None
-        ts = np.fromiter((r[2] for r in readings[i:j]), dtype=np.float64, count=j - i)
-        vals = np.fromiter((r[3] for r in readings[i:j]), dtype=np.float64, count=j - i)
+            return 0
         asm = state.assembler
+        # the scalar path computes math.floor per reading: the same IEEE operations
         buckets = np.floor(ts / asm.period + EPS)
-        if not (np.isfinite(vals).all() and np.isfinite(buckets).all()):
-            return None
+        good = np.isfinite(vals) & np.isfinite(buckets)
+        good[1:] &= np.diff(buckets) == 1.0
+        m = len(ts) if good.all() else int(np.argmin(good))
+        if m < 2:
+            return 0
+        if m < len(ts):
+            ts, vals, buckets = ts[:m], vals[:m], buckets[:m]
         buckets = buckets.astype(np.int64)
         if not asm.fast_run_ok(ts, buckets):
-            return None
-        # the scalar path computes math.floor per reading: the same IEEE operations
+            return 0
         t_frames = asm.push_run(ts, buckets, vals)
-        m = j - i
         self.counters["accepted"] += m
         self.counters["frames"] += m
         frames = vals.reshape(m, 1)
         z = (frames - self.model.mean) * self._inv_std
-        index, windows = state.windows.push_many(z)
+        at = self._n
+        index, _ = state.windows.push_many(z, self._windows_out)
         k = len(index)
         if k:
-            at = len(self._meta)
-            self._reserve(at + k)
-            self._x[at : at + k] = windows
-            meta = self._meta
-            tf = t_frames.tolist()
-            for e in index.tolist():
-                meta.append((stream, tf[e], frames[e]))
-        return index
+            self._n = at + k
+            self._meta.append(_Run(stream, t_frames[index], frames[index]))
+        return m
+
+    def _windows_out(self, k: int) -> np.ndarray:
+        """The next `k` rows of the window batch (what `WindowBuffer.push_many` fills)."""
+        at = self._n
+        self._reserve(at + k)
+        return self._x[at : at + k]
 
     def _reserve(self, n: int) -> None:
         if n > len(self._x):
             grown = np.empty((max(n, 2 * len(self._x)),) + self._x.shape[1:], dtype=np.float32)
-            grown[: len(self._meta)] = self._x[: len(self._meta)]
+            grown[: self._n] = self._x[: self._n]
             self._x = grown
 
     def push_row(self, stream: str, timestamp: float, values: np.ndarray) -> str | None:
@@ -327,10 +307,11 @@ class Pipeline:
             z = (filtered - self.model.mean) * self._inv_std
             window = state.windows.push(z)
             if window is not None:
-                at = len(self._meta)
+                at = self._n
                 if at >= len(self._x):
                     self._reserve(at + 1)
                 self._x[at] = window
+                self._n = at + 1
                 self._meta.append((stream, t, filtered))
         state.frames.clear()
 
@@ -338,22 +319,88 @@ class Pipeline:
 
     @property
     def pending(self) -> int:
-        return len(self._meta)
+        return self._n
 
     def flush(self) -> tuple[ScoreBatch, list[Alert]]:
         """Score every due window in one batch, then run the alarms in arrival order."""
-        batch, self._meta = self._meta, []
-        if not batch:
+        entries, self._meta = self._meta, []
+        n, self._n = self._n, 0
+        if not n:
             return ScoreBatch.empty(), []
         model = self.model
-        x = self._x[: len(batch)]
+        x = self._x[:n]
         raw, per_channel, recon_last = model.scorer.errors(x)
-        if len(self._x) > 4096 and len(batch) < len(self._x) // 8:
-            self._x = np.empty((max(256, 2 * len(batch)),) + self._x.shape[1:], dtype=np.float32)
+        if len(self._x) > 4096 and n < len(self._x) // 8:
+            self._x = np.empty((max(256, 2 * n),) + self._x.shape[1:], dtype=np.float32)
+        streams, runs, times, observed = _columns_of(entries)
         inv_thr = 1.0 / model.threshold
-        streams, times, observed = (list(col) for col in zip(*batch))
         scores = ScoreBatch(streams, times, raw * inv_thr, raw, per_channel * (inv_thr / per_channel.shape[1]),
-                            observed, recon_last * model.std + model.mean)
+                            observed, recon_last * model.std + model.mean, runs=runs)
         alerts = self.alarm.update_batch(scores)
-        self.counters["windows_scored"] += len(batch)
+        self.counters["windows_scored"] += n
         return scores, alerts
+
+
+class _Run:
+    """Due windows of one stream from the vectorized path: their times and observed frames."""
+
+    __slots__ = ("stream", "times", "observed")
+
+    def __init__(self, stream: str, times: np.ndarray, observed: np.ndarray):
+        self.stream = stream
+        self.times = times
+        self.observed = observed
+
+
+def _columns(group: list) -> tuple[np.ndarray, np.ndarray]:
+    """(timestamps, values) float64 columns of Readings and ReadingBlocks, in order."""
+    t_parts: list = []
+    v_parts: list = []
+    t_loose: list = []
+    v_loose: list = []
+    for item in group:
+        if type(item) is ReadingBlock:
+            if t_loose:
+                t_parts.append(np.array(t_loose, dtype=np.float64))
+                v_parts.append(np.array(v_loose, dtype=np.float64))
+                t_loose, v_loose = [], []
+            t_parts.append(item.timestamps)
+            v_parts.append(item.values)
+        else:
+            t_loose.append(item[2])
+            v_loose.append(item[3])
+    if t_loose:
+        t_parts.append(np.array(t_loose, dtype=np.float64))
+        v_parts.append(np.array(v_loose, dtype=np.float64))
+    if len(t_parts) == 1:
+        return t_parts[0], v_parts[0]
+    return np.concatenate(t_parts), np.concatenate(v_parts)
+
+
+def _columns_of(entries: list) -> tuple:
+    """(streams or None, runs, times, observed) of the queued windows, in queue order.
+
+    `entries` holds (stream, time, observed) tuples from the reading-by-reading path and
+    `_Run`s from the vectorized one."""
+    if all(type(e) is tuple for e in entries):
+        streams, times, observed = (list(col) for col in zip(*entries))
+        return streams, None, times, observed
+    runs: list[tuple[str, int, int]] = []
+    t_parts: list = []
+    o_parts: list = []
+    row = 0
+    for e in entries:
+        if type(e) is tuple:
+            stream, k = e[0], 1
+            t_parts.append(np.array([e[1]], dtype=np.float64))
+            o_parts.append(np.asarray(e[2], dtype=np.float64).reshape(1, -1))
+        else:
+            stream, k = e.stream, len(e.times)
+            t_parts.append(e.times)
+            o_parts.append(e.observed)
+        if runs and runs[-1][0] == stream:
+            runs[-1] = (stream, runs[-1][1], row + k)
+        else:
+            runs.append((stream, row, row + k))
+        row += k
+    return None, runs, np.concatenate(t_parts), np.concatenate(o_parts)

@@ -55,7 +55,7 @@ class Service:
         self.registry.register(RetrainStatusCollector(Path(cfg.models.dir) / TEXTFILE_NAME, self.metrics))
         self.stop_timeout = stop_timeout_seconds
         self.queue = HandOff(cfg.mqtt.queue_size)  # bounded; a full one drops and counts (MQTTIngest)
-        self.codec = Codec(cfg.topics, cfg.mqtt.max_payload_bytes, cfg.stream.max_future_seconds)
+        self.codec = Codec(cfg.topics, cfg.mqtt.max_payload_bytes, cfg.stream.max_future_seconds, columns=True)
         self.pipeline: Pipeline | None = None
         self._pending_model: ScoringModel | None = None
         self._model_lock = threading.Lock()
@@ -286,7 +286,10 @@ class Service:
             return
         batch: list = []
         for _, readings, rejected, _msg in items:
-            batch += readings
+            if type(readings) is list:
+                batch += readings
+            else:  # a ReadingBlock: the pipeline reads its columns
+                batch.append(readings)
             if rejected:
                 self.metrics.rejected(rejected)
         # all readings of the batch at once, in arrival order: each stream's readings are

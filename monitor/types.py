@@ -7,6 +7,7 @@ calibrated threshold", higher is more anomalous.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import groupby
 from typing import NamedTuple, Sequence
 
 import numpy as np
@@ -19,6 +20,50 @@ class Reading(NamedTuple):
     channel: str
     timestamp: float
     value: float
+
+
+class ReadingBlock(Sequence[Reading]):
+    """Consecutive readings of one channel of one stream (one batched message), as columns.
+
+    What `Codec` (with ``columns=True``) makes of a JSON array of plain
+    ``{"ts", "value"}`` objects: no per-reading object on the hot path. It is a sequence
+    of `Reading`s for code that wants them one by one; the pipeline reads the columns.
+    Timestamps are epoch seconds and values finite, both float64, in payload order.
+    """
+
+    __slots__ = ("stream", "channel", "timestamps", "values")
+
+    def __init__(self, stream: str, channel: str, timestamps: np.ndarray, values: np.ndarray):
+        self.stream = stream
+        self.channel = channel
+        self.timestamps = timestamps
+        self.values = values
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return Reading(self.stream, self.channel, float(self.timestamps[i]), float(self.values[i]))
+
+    def __iter__(self):
+        stream, channel = self.stream, self.channel
+        for t, v in zip(self.timestamps.tolist(), self.values.tolist()):
+            yield Reading(stream, channel, t, v)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, ReadingBlock):
+            return (self.stream, self.channel) == (other.stream, other.channel) and np.array_equal(
+                self.timestamps, other.timestamps) and np.array_equal(self.values, other.values)
+        if isinstance(other, (list, tuple)):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"ReadingBlock({self.stream!r}, {self.channel!r}, {len(self)} readings)"
 
 
 class RawMessage(NamedTuple):
@@ -61,42 +106,70 @@ class Score:
     reconstructed: np.ndarray  # (n_channels,) model's reconstruction of that step, raw units
 
 
+def runs_of(streams: Sequence[str]) -> list[tuple[str, int, int]]:
+    """(stream, start, stop) for each stretch of equal consecutive names."""
+    runs: list[tuple[str, int, int]] = []
+    start = 0
+    for stream, group in groupby(streams):
+        stop = start + sum(1 for _ in group)
+        runs.append((stream, start, stop))
+        start = stop
+    return runs
+
+
 class ScoreBatch(Sequence[Score]):
     """Scores of one scored batch, stored by column; indexing builds a `Score`.
 
-    The hot path reads the columns (`streams`, `times`, `score`...) and never builds a
-    per-window object; sinks, listeners and backtests can treat it as a list of `Score`.
+    Rows come in `runs`: ``(stream, start, stop)`` for each stretch of consecutive rows
+    of one stream, in order (a stream's rows are always in time order; rows of
+    different streams may interleave). The hot path reads the runs and the columns and
+    never builds a per-window object; `streams` (one name per row) is built on first use.
+    Sinks, listeners and backtests can treat the batch as a list of `Score`.
     """
 
-    __slots__ = ("streams", "times", "score", "raw", "channel_scores", "observed", "reconstructed")
+    __slots__ = ("runs", "times", "score", "raw", "channel_scores", "observed", "reconstructed", "_streams")
 
-    def __init__(self, streams: list[str], times: list[float], score: np.ndarray, raw: np.ndarray,
-                 channel_scores: np.ndarray, observed: list[np.ndarray], reconstructed: np.ndarray):
-        self.streams = streams
-        self.times = times
+    def __init__(self, streams: list[str] | None, times: Sequence[float], score: np.ndarray, raw: np.ndarray,
+                 channel_scores: np.ndarray, observed: Sequence[np.ndarray], reconstructed: np.ndarray,
+                 runs: list[tuple[str, int, int]] | None = None):
+        if runs is None:
+            runs = runs_of(streams or [])
+        self.runs = runs
+        self._streams = streams
+        self.times = times  # (B,) float64 array, or a list of floats
         self.score = score
         self.raw = raw
         self.channel_scores = channel_scores
-        self.observed = observed
+        self.observed = observed  # (B, C) array, or a list of (C,) arrays
         self.reconstructed = reconstructed
 
     @classmethod
     def empty(cls) -> "ScoreBatch":
         z = np.zeros(0)
-        return cls([], [], z, z, np.zeros((0, 0)), [], np.zeros((0, 0)))
+        return cls([], z, z, z, np.zeros((0, 0)), np.zeros((0, 0)), np.zeros((0, 0)))
+
+    @property
+    def streams(self) -> list[str]:
+        if self._streams is None:
+            names: list[str] = []
+            for stream, start, stop in self.runs:
+                names += [stream] * (stop - start)
+            self._streams = names
+        return self._streams
 
     def __len__(self) -> int:
-        return len(self.streams)
+        return len(self.score)
 
     def __getitem__(self, i):  # type: ignore[override]
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
-        return Score(self.streams[i], self.times[i], float(self.score[i]), float(self.raw[i]),
+        return Score(self.streams[i], float(self.times[i]), float(self.score[i]), float(self.raw[i]),
                      self.channel_scores[i], self.observed[i], self.reconstructed[i])
 
     def last_by_stream(self) -> dict[str, float]:
-        """The newest score of each stream in the batch."""
-        return dict(zip(self.streams, self.score.tolist()))
+        """The newest score of each stream in the batch (streams in order of first row)."""
+        score = self.score
+        return {stream: float(score[stop - 1]) for stream, _, stop in self.runs}
 
 
 @dataclass(frozen=True)

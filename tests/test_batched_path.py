@@ -1,6 +1,8 @@
 """The vectorized paths (WindowBuffer.push_many, Pipeline.push_batch, the codec's json_array
-fast path) give exactly what the one-at-a-time paths give: frames, windows, scores,
-alerts and drop/reject counts."""
+fast path and its columnar ReadingBlocks) give exactly what the one-at-a-time paths give:
+frames, windows, scores, alerts and drop/reject counts. Streams are independent, so the
+batched path may queue different streams' windows in another order; each stream's own
+sequence of windows, scores and alerts is compared exactly."""
 from __future__ import annotations
 
 import json
@@ -14,7 +16,7 @@ from monitor.config import AlarmConfig, FilterConfig, StreamConfig, TopicRule
 from monitor.ingest.codec import Codec
 from monitor.pipeline import Pipeline, ScoringModel
 from monitor.stream.windows import WindowBuffer
-from monitor.types import Reading, Rejected
+from monitor.types import Reading, ReadingBlock, Rejected, ScoreBatch
 
 
 @pytest.mark.parametrize("window_size,stride", [(1, 1), (4, 1), (5, 2), (6, 3), (3, 5)])
@@ -111,17 +113,7 @@ def test_pipeline_push_batch_of_one_message_matches_push_reading(seed):
     got_many.append(many.flush())
     assert one.counters == many.counters
     assert one.counters["accepted"] > 1000 and one.counters["duplicate"] and one.counters["stale_frames"]
-    n_scores = 0
-    for (s1, a1), (s2, a2) in zip(got_one, got_many):
-        assert [(s.stream, s.timestamp, s.score, s.raw_error) for s in s1] == \
-               [(s.stream, s.timestamp, s.score, s.raw_error) for s in s2]
-        for x, y in zip(s1, s2):
-            np.testing.assert_array_equal(x.observed, y.observed)
-            np.testing.assert_array_equal(x.reconstructed, y.reconstructed)
-            np.testing.assert_array_equal(x.channel_scores, y.channel_scores)
-        assert [a.to_dict() for a in a1] == [a.to_dict() for a in a2]
-        n_scores += len(s1)
-    assert n_scores > 1000
+    assert _assert_same_results(got_one, got_many) > 1000
     assert any(a for _, a in got_one)  # alerts fired and resolved on both paths
 
 
@@ -216,16 +208,35 @@ def _interleaved(seed: int, n_streams: int = 6, n: int = 6000) -> list[Reading]:
     return out
 
 
+def _by_stream(items, key) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for item in items:
+        out.setdefault(key(item), []).append(item)
+    return out
+
+
 def _assert_same_results(got_one, got_many):
+    """Per flushed batch: the same windows, scores and alerts for every stream, in the same
+    order within the stream; and `runs` describing the batch's rows."""
     n_scores = 0
     for (s1, a1), (s2, a2) in zip(got_one, got_many, strict=True):
-        assert [(s.stream, s.timestamp, s.score, s.raw_error) for s in s1] == \
-               [(s.stream, s.timestamp, s.score, s.raw_error) for s in s2]
-        for x, y in zip(s1, s2):
-            np.testing.assert_array_equal(x.observed, y.observed)
-            np.testing.assert_array_equal(x.reconstructed, y.reconstructed)
-            np.testing.assert_array_equal(x.channel_scores, y.channel_scores)
-        assert [a.to_dict() for a in a1] == [a.to_dict() for a in a2]
+        assert len(s1) == len(s2)
+        for b in (s1, s2):
+            assert [name for name, start, stop in b.runs for _ in range(start, stop)] == b.streams
+            assert b.runs == [] or (b.runs[0][1] == 0 and b.runs[-1][2] == len(b))
+        one, many = _by_stream(s1, lambda s: s.stream), _by_stream(s2, lambda s: s.stream)
+        assert one.keys() == many.keys()
+        for stream in one:
+            x1, x2 = one[stream], many[stream]
+            assert [(s.timestamp, s.score, s.raw_error) for s in x1] == [(s.timestamp, s.score, s.raw_error) for s in x2]
+            assert [s.timestamp for s in x1] == sorted(s.timestamp for s in x1)
+            for x, y in zip(x1, x2):
+                np.testing.assert_array_equal(x.observed, y.observed)
+                np.testing.assert_array_equal(x.reconstructed, y.reconstructed)
+                np.testing.assert_array_equal(x.channel_scores, y.channel_scores)
+        alerts1 = _by_stream([a.to_dict() for a in a1], lambda a: a["stream"])
+        alerts2 = _by_stream([a.to_dict() for a in a2], lambda a: a["stream"])
+        assert alerts1 == alerts2
         n_scores += len(s1)
     return n_scores
 
@@ -246,7 +257,7 @@ def test_pipeline_push_batch_matches_push_reading(seed, window_size, stride, n_s
     many = Pipeline(model(), cfg, alarm)
     runs = []
     run = many._push_run
-    many._push_run = lambda *a: runs.append(run(*a)) or runs[-1]
+    many._push_run = lambda *a: runs.append((run(*a), len(a[2]))) or runs[-1][0]
     feed = _interleaved(seed, n_streams)
     rng = np.random.default_rng(seed + 100)
     got_one, got_many = [], []
@@ -274,14 +285,13 @@ def test_pipeline_push_batch_matches_push_reading(seed, window_size, stride, n_s
         assert (a.windows._filled, a.windows._since, a.windows._pos) == (b.windows._filled, b.windows._since, b.windows._pos)
     assert _assert_same_results(got_one, got_many) > 1000
     assert any(a for _, a in got_one)  # alerts fired on both paths
-    assert sum(r is not None for r in runs) > 3  # the vectorized path was taken
-    assert any(r is None for r in runs)  # and refused for troubled groups
+    assert sum(done > 0 for done, _ in runs) > 3  # the vectorized path was taken
+    assert any(done < n for done, n in runs)  # and stopped short for troubled groups
 
 
-def test_pipeline_push_batch_several_windows_per_reading_keep_order():
+def test_pipeline_push_batch_several_windows_per_reading_keep_stream_order():
     """A reading after a short gap emits several held frames (windows) at once; readings of
-    other streams in between: the windows come out in arrival order, each reading's in
-    frame order."""
+    other streams in between: each stream's windows come out in frame order, as one by one."""
     cfg = StreamConfig(channels=["v"], period_seconds=1.0, max_gap_seconds=5)
     one = Pipeline(_model(), cfg, AlarmConfig())
     many = Pipeline(_model(), cfg, AlarmConfig())
@@ -296,8 +306,9 @@ def test_pipeline_push_batch_several_windows_per_reading_keep_order():
     s1, a1 = one.flush()
     s2, a2 = many.flush()
     assert one.counters == many.counters
-    assert [(s.stream, s.timestamp) for s in s1] == [(s.stream, s.timestamp) for s in s2]
-    assert len({s.stream for s in s1[:6]}) > 1  # interleaved, not grouped
+    assert _assert_same_results([(s1, a1)], [(s2, a2)]) == len(s1)
+    assert len({s.stream for s in s1[:6]}) > 1  # one by one: interleaved
+    assert [r[0] for r in s2.runs] == ["a", "b", "c"]  # batched: one run per stream
     assert len(s1) > 100 and one.counters["frames"] > one.counters["accepted"]  # held frames
 
 
@@ -316,3 +327,180 @@ def test_pipeline_push_batch_multichannel_and_filtered_take_per_reading_path():
         s2, _ = many.flush()
         assert one.counters == many.counters
         assert [(s.stream, s.timestamp, s.score) for s in s1] == [(s.stream, s.timestamp, s.score) for s in s2]
+
+
+# ---------------------------------------------------------------- columnar blocks
+
+
+def _columns_codec() -> tuple[Codec, Codec]:
+    rules = [TopicRule(template="p/{stream}/{channel}", format="auto")]
+    return Codec(rules, max_future_seconds=300.0, columns=True), Codec(rules, max_future_seconds=300.0)
+
+
+def test_codec_columns_clean_array_is_one_block_holding_the_same_readings():
+    columns, plain = _columns_codec()
+    now = 1_700_000_000.0
+    elements = [{"ts": now - 100 + k, "value": 0.5 * k} for k in range(50)]
+    elements[3] = {"ts": int(now) - 97, "value": 7}  # ints are exact: same readings
+    elements[4] = {"value": -1e300, "ts": now - 96}  # key order and huge floats do not matter
+    elements[5] = {"ts": now - 95, "value": 2.5, "unit": "bar"}  # nor metadata fields
+    payload = orjson.dumps(elements)
+    block, rejects = columns.decode("p/s1/c1", payload, now)
+    readings, plain_rejects = plain.decode("p/s1/c1", payload, now)
+    assert type(block) is ReadingBlock and rejects == plain_rejects == []
+    assert (block.stream, block.channel, len(block)) == ("s1", "c1", 50)
+    assert block.timestamps.dtype == block.values.dtype == np.float64
+    assert list(block) == readings and block == readings and block[3] == readings[3]
+    assert [type(r.value) for r in block] == [float] * 50
+
+
+@pytest.mark.parametrize("odd", [
+    {"ts": 1_700_000_000_000, "value": 3.0},  # milliseconds
+    {"ts": 1_700_001_000.0, "value": 4.0},  # future
+    {"ts": 1_699_999_999.0, "value": True},  # bool: malformed
+    {"ts": 1_699_999_999.0, "value": "7.5"},  # numeric string
+    {"ts": 1_699_999_999.0, "value": 2 ** 60},  # an int beyond 2**53
+    {"ts": "2023-11-14T22:13:00Z", "value": 1.0},  # ISO time
+    {"ts": 1_699_999_999.0, "value": 1.0, "channel": "x"},  # its own channel
+    {"ts": 1_699_999_999.0, "value": 1.0, "channel": None},
+    {"value": 8.0},  # no timestamp: the receive time
+    {"ts": None, "value": 9.0},
+    {"ts": -(2 ** 60), "value": 1.0},
+    {"ts": 1_699_999_999.0, "value": None},
+    {"ts": 1_699_999_999.0, "temp": 3.0},  # a json_multi element
+    [1, 2],
+    "text",
+    None,
+])
+def test_codec_columns_fall_back_to_the_per_element_path_for_anything_uncommon(odd):
+    columns, plain = _columns_codec()
+    now = 1_700_000_000.0
+    elements = [{"ts": now - 50 + k, "value": float(k)} for k in range(20)]
+    elements.insert(7, odd)
+    payload = json.dumps(elements).encode()
+    got, got_rejects = columns.decode("p/s1/c1", payload, now)
+    expected, expected_rejects = plain.decode("p/s1/c1", payload, now)
+    assert list(got) == expected and got_rejects == expected_rejects
+    assert type(got) is list  # anything uncommon: judged element by element, as without columns
+    assert len(expected) + len(expected_rejects) >= 20
+
+
+def test_codec_columns_nan_and_overflow_in_arrays_are_rejected_per_element():
+    columns, plain = _columns_codec()
+    now = 1_700_000_000.0
+    payload = b'[{"ts": 1699999990, "value": 1.0}, {"ts": 1699999991, "value": NaN}, ' \
+              b'{"ts": 1699999992, "value": 1e999}, {"ts": 1699999993, "value": 2.0}]'
+    got, rejects = columns.decode("p/s1/c1", payload, now)
+    assert list(got) == [Reading("s1", "c1", 1699999990.0, 1.0), Reading("s1", "c1", 1699999993.0, 2.0)]
+    assert [r.reason for r in rejects] == ["non_finite", "non_finite"]
+    assert (got, rejects) == plain.decode("p/s1/c1", payload, now)
+
+
+def _as_blocks(feed: list[Reading], rng) -> list:
+    """The same readings, as items a batch could hold: runs of one stream and channel become
+    ReadingBlocks of random length (NaN values included: the pipeline must cope), the rest
+    single Readings."""
+    items: list = []
+    i = 0
+    while i < len(feed):
+        j = i + 1
+        while j < len(feed) and feed[j][:2] == feed[i][:2]:
+            j += 1
+        k = i
+        while k < j:
+            size = int(rng.integers(1, j - k + 1))
+            if size >= 2 and rng.random() < 0.7:
+                chunk = feed[k : k + size]
+                items.append(ReadingBlock(chunk[0].stream, chunk[0].channel,
+                                          np.array([r.timestamp for r in chunk]), np.array([r.value for r in chunk])))
+            else:
+                items += feed[k : k + size]
+            k += size
+        i = j
+    return items
+
+
+def _bursty(seed: int, n_streams: int = 5, n: int = 8000) -> list[Reading]:
+    """Streams taking turns in bursts (what batched messages look like), with trouble."""
+    rng = np.random.default_rng(seed)
+    t = {f"s{i}": 1000.0 + i for i in range(n_streams)}
+    out: list[Reading] = []
+    while len(out) < n:
+        stream = f"s{int(rng.integers(0, n_streams))}"
+        troubled = rng.random() < 0.3
+        for _ in range(int(rng.integers(1, 120))):
+            step, value = 1.0, float(rng.normal() * (8 if rng.random() < 0.03 else 1))
+            if troubled:
+                r = rng.random()
+                step = 0.0 if r < 0.05 else -3.0 if r < 0.08 else 3.0 if r < 0.12 else 9.0 if r < 0.14 else 1.0
+                if rng.random() < 0.03:
+                    value = math.nan
+            t[stream] += step
+            out.append(Reading(stream, "v" if not troubled or rng.random() > 0.02 else "other", t[stream], value))
+    return out
+
+
+@pytest.mark.parametrize("seed,window_size,stride,max_streams", [(1, 5, 1, 5), (2, 4, 2, 3), (3, 1, 1, 5), (4, 6, 3, 5)])
+def test_pipeline_push_batch_with_blocks_matches_push_reading(seed, window_size, stride, max_streams):
+    cfg = StreamConfig(channels=["v"], period_seconds=1.0, max_gap_seconds=5, max_streams=max_streams)
+    alarm = AlarmConfig(k=2, n=3, resolve_m=3)
+
+    def model():
+        m = _model()
+        m.window_size, m.stride = window_size, stride
+        return m
+
+    one = Pipeline(model(), cfg, alarm)
+    many = Pipeline(model(), cfg, alarm)
+    rng = np.random.default_rng(seed)
+    items = _as_blocks(_bursty(seed), rng)
+    assert sum(type(x) is ReadingBlock for x in items) > 50
+    got_one, got_many = [], []
+    i = 0
+    while i < len(items):
+        size = int(rng.choice([1, 3, 10, 40, 200]))
+        batch = items[i : i + size]
+        for item in batch:
+            for r in (item if type(item) is ReadingBlock else [item]):
+                one.push_reading(r)
+        many.push_batch(batch)
+        assert one.pending == many.pending
+        got_one.append(one.flush())
+        got_many.append(many.flush())
+        i += size
+    assert one.counters == many.counters
+    c = one.counters
+    assert c["accepted"] > 5000 and c["duplicate"] and c["stale_frames"] and c["unknown_channel"]
+    assert _assert_same_results(got_one, got_many) > 1000
+    assert any(a for _, a in got_one)
+    for s in one.streams:
+        a, b = one.streams[s], many.streams[s]
+        assert (a.assembler._next, a.assembler._last_ts) == (b.assembler._next, b.assembler._last_ts)
+        assert (a.windows._filled, a.windows._since, a.windows._pos) == (b.windows._filled, b.windows._since, b.windows._pos)
+
+
+def test_pipeline_blocks_for_a_multichannel_model_are_pushed_reading_by_reading():
+    cfg = StreamConfig(channels=["a", "b"], period_seconds=1.0, max_gap_seconds=5, lateness_seconds=60)
+    one = Pipeline(_model(("a", "b")), cfg, AlarmConfig())
+    many = Pipeline(_model(("a", "b")), cfg, AlarmConfig())
+    ts = 100.0 + np.arange(30)
+    items = [ReadingBlock("s", c, ts[k : k + 10], np.sin(ts[k : k + 10])) for k in (0, 10, 20) for c in ("a", "b")]
+    for item in items:
+        for r in item:
+            one.push_reading(r)
+    many.push_batch(items)
+    assert one.counters == many.counters and one.counters["accepted"] == 60
+    assert _assert_same_results([one.flush()], [many.flush()]) > 0
+
+
+def test_score_batch_runs_streams_and_last_by_stream():
+    score = np.array([0.1, 0.2, 0.3, 0.4, 0.5])
+    cs = np.zeros((5, 1))
+    listed = ScoreBatch(["a", "a", "b", "a", "a"], [1.0, 2.0, 1.0, 3.0, 4.0], score, score, cs, list(cs), cs)
+    assert listed.runs == [("a", 0, 2), ("b", 2, 3), ("a", 3, 5)]
+    ran = ScoreBatch(None, np.array([1.0, 2.0, 1.0, 3.0, 4.0]), score, score, cs, cs, cs, runs=listed.runs)
+    assert ran.streams == listed.streams == ["a", "a", "b", "a", "a"]
+    assert ran.last_by_stream() == listed.last_by_stream() == {"a": 0.5, "b": 0.3}
+    assert list(ran.last_by_stream()) == ["a", "b"]
+    assert [(s.stream, s.timestamp, s.score) for s in ran] == [(s.stream, s.timestamp, s.score) for s in listed]
+    assert type(ran[0].timestamp) is float and len(ran) == 5 and len(ScoreBatch.empty()) == 0

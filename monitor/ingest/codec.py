@@ -29,8 +29,10 @@ import re
 from datetime import datetime, timedelta
 from typing import Any, Optional, Sequence
 
+import numpy as np
+
 from monitor.config import ConfigError, TopicRule
-from monitor.types import RawMessage, Reading, Rejected
+from monitor.types import RawMessage, Reading, ReadingBlock, Rejected
 
 try:  # orjson is ~5x faster on batched payloads; the stdlib is the fallback
     import orjson as _orjson
@@ -208,6 +210,7 @@ class Codec:
         max_payload_bytes: int = 1_048_576,
         max_future_seconds: float = 300.0,
         cache_size: int = 100_000,
+        columns: bool = False,
     ):
         if max_payload_bytes <= 0:
             raise ConfigError("mqtt.max_payload_bytes", f"must be > 0, got {max_payload_bytes}")
@@ -218,6 +221,9 @@ class Codec:
         self.max_future_seconds = float(max_future_seconds)
         self._rules = [_Rule(rule, i) for i, rule in enumerate(self.rules)]
         self._cache_size = max(1, int(cache_size))
+        # columns=True: a JSON array of plain {"ts", "value"} objects (channel from the
+        # topic) decodes to one ReadingBlock instead of a list of Readings
+        self.columns = bool(columns)
         # topic -> (rule, stream, channel or None) or None when no rule matches
         self._routes: dict[str, Optional[tuple[_Rule, str, Optional[str]]]] = {}
 
@@ -231,12 +237,18 @@ class Codec:
             return [], [Rejected("internal", _internal_detail(exc))]
         return self.decode(topic, payload, received_at)
 
-    def decode(self, topic: str, payload: bytes, received_at: float) -> tuple[list[Reading], list[Rejected]]:
-        """Readings and rejects of one message; never raises."""
+    def decode(self, topic: str, payload: bytes, received_at: float) -> tuple[Sequence[Reading], list[Rejected]]:
+        """Readings and rejects of one message; never raises.
+
+        The readings are a list, or (``columns=True``, a batched payload whose every
+        element takes the common form) one `ReadingBlock` holding the same readings.
+        """
         readings: list[Reading] = []
         rejects: list[Rejected] = []
         try:
-            self._decode(topic, payload, float(received_at), readings, rejects)
+            block = self._decode(topic, payload, float(received_at), readings, rejects)
+            if block is not None:
+                return block, rejects
         except _Reject as rej:
             rejects.append(Rejected(rej.reason, rej.detail))
         except Exception as exc:  # noqa: BLE001 - the contract is "never raises"
@@ -277,7 +289,7 @@ class Codec:
             return rule, stream, channel
         return None
 
-    def _decode(self, topic: Any, payload: Any, received_at: float, out: list, rej: list) -> None:
+    def _decode(self, topic: Any, payload: Any, received_at: float, out: list, rej: list) -> Optional[ReadingBlock]:
         if type(topic) is not str:
             raise _Reject("unmatched_topic", f"topic is not a string: {_clip(topic)}")
         found = self._route(topic)
@@ -311,8 +323,12 @@ class Codec:
         if fmt == "json_array":
             if type(doc) is not list:
                 raise _Reject("malformed", f"{_clip(topic)}: expected a JSON array, got {type(doc).__name__}")
+            if self.columns and channel is not None and len(doc) > 1:
+                block = _block(doc, rule, stream, channel, horizon)
+                if block is not None:
+                    return block
             self._array(doc, rule, stream, channel, received_at, horizon, topic, out, rej)
-            return
+            return None
         if type(doc) is not dict:
             raise _Reject("malformed", f"{_clip(topic)}: expected a JSON object, got {type(doc).__name__}")
         if fmt == "json" or (fmt == "object" and rule.value_field in doc):
@@ -454,6 +470,45 @@ class Codec:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+_NUMBER_TYPES = frozenset((float, int))
+
+
+def _block(doc: list, rule: _Rule, stream: str, channel: str, horizon: float) -> Optional[ReadingBlock]:
+    """The columnar fast path of a JSON array: every element exactly a JSON object with
+    the value and timestamp fields (and no channel field), finite numbers, timestamps in
+    epoch seconds no later than `horizon`, ints exactly representable. Then the readings
+    are exactly those `_array` would produce; anything else returns None and the caller
+    takes the per-element path (which judges and counts each element)."""
+    value_field = rule.value_field
+    ts_field = rule.timestamp_field
+    # orjson gives dict, list, str, int, float, bool or None: indexing any but a dict
+    # with a str key raises TypeError, so past this every element is an object
+    try:  # KeyError: a field is missing
+        values = [e[value_field] for e in doc]
+        stamps = [e[ts_field] for e in doc]
+    except (KeyError, TypeError):
+        return None
+    if sum(map(len, doc)) != 2 * len(doc) and any(rule.channel_field in e for e in doc):
+        return None  # an element names its own channel
+    value_types = set(map(type, values))
+    stamp_types = set(map(type, stamps))
+    if not (value_types <= _NUMBER_TYPES and stamp_types <= _NUMBER_TYPES):
+        return None  # bool, null, string, nested: the per-element path judges them
+    try:
+        v = np.array(values, dtype=np.float64)
+        t = np.array(stamps, dtype=np.float64)
+    except (OverflowError, ValueError, TypeError):
+        return None
+    if not (np.isfinite(v).all() and np.isfinite(t).all()):
+        return None
+    if int in value_types and not (np.abs(v).max() < _EXACT) and any(
+            type(x) is int and not -_EXACT < x < _EXACT for x in values):
+        return None  # the per-element path converts big ints itself
+    if not (t.max() <= MS_THRESHOLD and t.max() <= horizon and (int not in stamp_types or t.min() > -_EXACT)):
+        return None  # milliseconds, future or huge: per element
+    return ReadingBlock(stream, channel, t, v)
 
 
 def _as_bytes(payload: Any) -> bytes:

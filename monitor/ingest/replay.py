@@ -40,12 +40,16 @@ def replay_offline(paths: Sequence[str | Path], cfg: Config, model: ScoringModel
                    on_scores: Callable[[ScoreBatch], None] | None = None,
                    batch_messages: int = 512) -> ReplayResult:
     """Run recordings through a fresh pipeline; returns the alerts it raised, in order."""
-    codec = Codec(cfg.topics, cfg.mqtt.max_payload_bytes, cfg.stream.max_future_seconds)
+    codec = Codec(cfg.topics, cfg.mqtt.max_payload_bytes, cfg.stream.max_future_seconds, columns=True)
     pipe = Pipeline(model, cfg.stream, cfg.alarm, cfg.alerts.top_channels)
     stats = RecordingStats()
     result = ReplayResult(stats=stats)
 
+    pending: list = []
+
     def flush() -> None:
+        pipe.push_batch(pending)  # the daemon's path: blocks stay columns
+        pending.clear()
         scores, alerts = pipe.flush()
         result.windows += len(scores)
         if on_scores and scores:
@@ -61,7 +65,10 @@ def replay_offline(paths: Sequence[str | Path], cfg: Config, model: ScoringModel
         result.readings += len(readings)
         for r in rejected:
             result.rejected[r.reason] += 1
-        pipe.push_readings(readings)
+        if type(readings) is list:
+            pending += readings
+        else:
+            pending.append(readings)
         if result.messages % batch_messages == 0:
             flush()
     flush()

@@ -47,12 +47,14 @@ class WindowBuffer:
         self._since = 0
         return self._buf[self._pos : self._pos + w]
 
-    def push_many(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def push_many(self, values: np.ndarray, out=None) -> tuple[np.ndarray, np.ndarray]:
         """`push` for frames (m, channels) at once, in order.
 
         Returns ``(index, windows)``: the positions in `values` at which `push` would
         have returned a window, and copies of those windows, shaped (k, window_size,
-        channels) in the buffer's dtype. The buffer ends in the same state.
+        channels) in the buffer's dtype. With `out` (a callable taking k and returning a
+        (k, window_size, channels) array) the windows are written there, not allocated.
+        The buffer ends in the same state.
         """
         values = np.asarray(values)
         m = len(values)
@@ -73,7 +75,12 @@ class WindowBuffer:
             index = np.zeros(0, dtype=np.int64)
         if len(index):
             starts = index + (f0 - w + 1)  # position in `seq` of each window's first frame
-            windows = seq[starts[:, None] + np.arange(w)]  # (k, w, c), a copy
+            rows = starts[:, None] + np.arange(w)
+            if out is None:
+                windows = seq[rows]  # (k, w, c), a copy
+            else:
+                windows = out(len(index))
+                np.take(seq, rows, axis=0, out=windows)
         else:
             windows = np.zeros((0, w, seq.shape[1]), dtype=self._buf.dtype)
         # the buffer's state after m pushes
