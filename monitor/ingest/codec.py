@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import re
+from operator import itemgetter
 from datetime import datetime, timedelta
 from typing import Any, Optional, Sequence
 
@@ -481,13 +482,11 @@ def _block(doc: list, rule: _Rule, stream: str, channel: str, horizon: float) ->
     epoch seconds no later than `horizon`, ints exactly representable. Then the readings
     are exactly those `_array` would produce; anything else returns None and the caller
     takes the per-element path (which judges and counts each element)."""
-    value_field = rule.value_field
-    ts_field = rule.timestamp_field
     # orjson gives dict, list, str, int, float, bool or None: indexing any but a dict
     # with a str key raises TypeError, so past this every element is an object
     try:  # KeyError: a field is missing
-        values = [e[value_field] for e in doc]
-        stamps = [e[ts_field] for e in doc]
+        values = list(map(itemgetter(rule.value_field), doc))
+        stamps = list(map(itemgetter(rule.timestamp_field), doc))
     except (KeyError, TypeError):
         return None
     if sum(map(len, doc)) != 2 * len(doc) and any(rule.channel_field in e for e in doc):
@@ -497,18 +496,19 @@ def _block(doc: list, rule: _Rule, stream: str, channel: str, horizon: float) ->
     if not (value_types <= _NUMBER_TYPES and stamp_types <= _NUMBER_TYPES):
         return None  # bool, null, string, nested: the per-element path judges them
     try:
-        v = np.array(values, dtype=np.float64)
-        t = np.array(stamps, dtype=np.float64)
-    except (OverflowError, ValueError, TypeError):
+        total = sum(values) + sum(stamps)  # finite only if every number is (and no overflow)
+    except OverflowError:
         return None
-    if not (np.isfinite(v).all() and np.isfinite(t).all()):
+    if total - total != 0.0:
+        return None  # NaN, an infinity or a huge int: per element
+    if max(stamps) > horizon or max(stamps) > MS_THRESHOLD:
+        return None  # milliseconds or future: per element
+    if int in stamp_types and min(stamps) <= -_EXACT:
         return None
-    if int in value_types and not (np.abs(v).max() < _EXACT) and any(
-            type(x) is int and not -_EXACT < x < _EXACT for x in values):
+    if int in value_types and any(type(x) is int and not -_EXACT < x < _EXACT for x in values):
         return None  # the per-element path converts big ints itself
-    if not (t.max() <= MS_THRESHOLD and t.max() <= horizon and (int not in stamp_types or t.min() > -_EXACT)):
-        return None  # milliseconds, future or huge: per element
-    return ReadingBlock(stream, channel, t, v)
+    columns = np.array((stamps, values), dtype=np.float64)
+    return ReadingBlock(stream, channel, columns[0], columns[1])
 
 
 def _as_bytes(payload: Any) -> bytes:
