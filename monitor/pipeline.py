@@ -18,9 +18,10 @@ from monitor.config import AlarmConfig, FilterConfig, StreamConfig
 from monitor.stream.assembler import EPS, StreamAssembler
 from monitor.stream.filters import FilterChain
 from monitor.stream.windows import WindowBuffer
-from monitor.types import Alert, Reading, ReadingBlock, ScoreBatch
+from monitor.types import Alert, FrameBlock, Reading, ReadingBlock, ScoreBatch
 
-_MIN_RUN = 8  # shorter runs of one stream's channel: reading by reading is as fast
+_MIN_RUN = 8  # shorter runs of one stream's readings: reading by reading is as fast
+_MISSING = object()
 
 
 @dataclass
@@ -116,6 +117,7 @@ class Pipeline:
     def _install(self, model: ScoringModel) -> None:
         self.model = model
         self.channel_index = {c: i for i, c in enumerate(model.channels)}
+        self._perms: dict[tuple, np.ndarray | None] = {}  # FrameBlock channels -> model column order
         self.max_gap, self.lateness = stream_timing(self.stream_cfg, model.period_seconds)
         self._inv_std = 1.0 / model.std
         shape = (model.window_size, len(model.channels))
@@ -175,67 +177,134 @@ class Pipeline:
             self.push_reading(r)
 
     def push_batch(self, items: list) -> None:
-        """`push_reading` for every reading of `items` (Readings and ReadingBlocks, in
-        arrival order): the same frames, windows, scores and drop counts.
+        """`push_reading` for every reading of `items` (Readings, ReadingBlocks and
+        FrameBlocks, in arrival order): the same frames, windows, scores and drop counts.
 
-        For a univariate, unfiltered model the items are grouped by (stream, channel),
-        keeping each stream's order, and a group goes through the vectorized path
-        (`_push_run`) as far as it qualifies, the rest reading by reading. Streams are
-        independent (their own assembler, window buffer and alarm), so the only
-        difference to pushing reading by reading is the order in which different
-        streams' windows are queued: a stream's windows stay in time order. Groups are
-        taken in order of first appearance, so streams are created, and capped, in
-        arrival order. Multichannel or filtered models: reading by reading.
+        For an unfiltered model the items are grouped by stream, keeping each stream's
+        order. Within a stream, a stretch of items that carry whole frames (a
+        univariate model's readings and ReadingBlocks; FrameBlocks with exactly the
+        model's channels) goes through the vectorized path (`_push_frames`) as far as
+        it qualifies; everything else, and the rest of a stretch, reading by reading.
+        Streams are independent (their own assembler, window buffer and alarm), so the
+        only difference to pushing reading by reading is the order in which different
+        streams' windows are queued: a stream's windows stay in time order. Streams are
+        taken in order of first appearance, so they are created, and capped, in arrival
+        order. Filtered models: reading by reading.
         """
         push = self.push_reading
-        if len(self.model.channels) != 1 or self.model.filters:
+        if self.model.filters:
             for item in items:
-                if type(item) is ReadingBlock:
-                    for r in item:
-                        push(r)
-                else:
-                    push(item)
+                _push_each(item, push)
             return
-        groups: dict[tuple, list] = {}
+        groups: dict[str, list] = {}
         for item in items:
-            key = (item.stream, item.channel) if type(item) is ReadingBlock else (item[0], item[1])
-            group = groups.get(key)
+            stream = item[0] if type(item) is Reading else item.stream
+            group = groups.get(stream)
             if group is None:
-                groups[key] = [item]
+                groups[stream] = [item]
             else:
                 group.append(item)
-        for (stream, channel), group in groups.items():
-            first = group[0]
-            if len(group) == 1 and type(first) is ReadingBlock:
-                ts, vals = first.timestamps, first.values
-            elif len(group) >= _MIN_RUN or any(type(item) is ReadingBlock for item in group):
-                ts, vals = _columns(group)
-            else:
-                for r in group:
-                    push(r)
-                continue
-            done = self._push_run(stream, channel, ts, vals)
-            if done == len(ts):
-                continue
-            # the rest reading by reading (blocks expanded), in order
+        univariate = len(self.model.channels) == 1
+        only = self.model.channels[0] if univariate else None
+        perms = self._perms
+        for stream, group in groups.items():
+            run: list = []
             for item in group:
-                if type(item) is ReadingBlock:
-                    if done >= len(item):
-                        done -= len(item)
-                        continue
-                    for r in item[done:] if done else item:
-                        push(r)
-                    done = 0
-                elif done:
-                    done -= 1
+                kind = type(item)
+                if kind is Reading or kind is ReadingBlock:
+                    whole = univariate and (item[1] if kind is Reading else item.channel) == only
+                elif kind is FrameBlock:
+                    perm = perms.get(item.channels, _MISSING)
+                    if perm is _MISSING:
+                        perm = perms[item.channels] = self._permutation(item.channels)
+                    whole = perm is not None
                 else:
-                    push(item)
+                    whole = False
+                if whole:
+                    run.append(item)
+                    continue
+                if run:
+                    self._push_stretch(stream, run)
+                    run = []
+                _push_each(item, push)
+            if run:
+                self._push_stretch(stream, run)
 
-    def _push_run(self, stream: str, channel: str, ts: np.ndarray, vals: np.ndarray) -> int:
-        """The vectorized path of `push_batch` for readings of one `stream` and `channel`
-        (timestamps `ts`, values `vals`, in arrival order): takes the longest prefix it
-        can do exactly as `push_reading` would and returns its length (0: nothing done)."""
-        if self.channel_index.get(channel) != 0 or len(ts) < 2:
+    def _permutation(self, channels: tuple) -> np.ndarray | None:
+        """Columns of a FrameBlock with `channels` in the model's channel order, or None
+        when the block does not carry exactly the model's channels."""
+        if len(channels) != len(self.model.channels) or set(channels) != set(self.model.channels):
+            return None
+        return np.asarray([channels.index(c) for c in self.model.channels])
+
+    def _push_stretch(self, stream: str, run: list) -> None:
+        """Items of one stream that each carry whole frames: vectorized as far as
+        possible, the rest reading by reading."""
+        if len(run) < _MIN_RUN and all(type(item) is Reading for item in run):
+            for r in run:
+                self.push_reading(r)
+            return
+        ts, frames = self._frame_columns(run)
+        done = self._push_frames(stream, ts, frames)
+        if done == len(ts):
+            return
+        push = self.push_reading
+        for item in run:  # skip the rows done, the rest one reading at a time
+            kind = type(item)
+            rows = 1 if kind is Reading else len(item.timestamps)
+            if done >= rows:
+                done -= rows
+                continue
+            if kind is Reading:
+                push(item)
+            elif kind is ReadingBlock:
+                for r in (item[done:] if done else item):
+                    push(r)
+            else:
+                for r in item.rows(done):
+                    push(r)
+            done = 0
+
+    def _frame_columns(self, run: list) -> tuple[np.ndarray, np.ndarray]:
+        """(times (m,), frames (m, C)) float64 of a stretch of whole-frame items."""
+        if len(run) == 1:
+            item = run[0]
+            if type(item) is ReadingBlock:
+                return item.timestamps, item.values.reshape(-1, 1)
+            if type(item) is FrameBlock:
+                return item.timestamps, item.values[:, self._perms[item.channels]]
+        t_parts: list = []
+        v_parts: list = []
+        t_loose: list = []
+        v_loose: list = []
+        for item in run:
+            kind = type(item)
+            if kind is Reading:
+                t_loose.append(item[2])
+                v_loose.append(item[3])
+                continue
+            if t_loose:
+                t_parts.append(np.array(t_loose, dtype=np.float64))
+                v_parts.append(np.array(v_loose, dtype=np.float64).reshape(-1, 1))
+                t_loose, v_loose = [], []
+            t_parts.append(item.timestamps)
+            if kind is ReadingBlock:
+                v_parts.append(item.values.reshape(-1, 1))
+            else:
+                v_parts.append(item.values[:, self._perms[item.channels]])
+        if t_loose:
+            t_parts.append(np.array(t_loose, dtype=np.float64))
+            v_parts.append(np.array(v_loose, dtype=np.float64).reshape(-1, 1))
+        if len(t_parts) == 1:
+            return t_parts[0], v_parts[0]
+        return np.concatenate(t_parts), np.concatenate(v_parts)
+
+    def _push_frames(self, stream: str, ts: np.ndarray, frames: np.ndarray) -> int:
+        """The vectorized path of `push_batch`: whole frames of `stream` (times `ts`, values
+        (m, C) in the model's channel order, in arrival order). Takes the longest prefix
+        it can do exactly as `push_reading` would (one frame per consecutive bucket,
+        finite values, nothing pending) and returns its length (0: nothing done)."""
+        if len(ts) < 2:
             return 0
         state = self._state(stream)
         if state is None:
@@ -243,20 +312,19 @@ class Pipeline:
         asm = state.assembler
         # the scalar path computes math.floor per reading: the same IEEE operations
         buckets = np.floor(ts / asm.period + EPS)
-        good = np.isfinite(vals) & np.isfinite(buckets)
+        good = np.isfinite(frames).all(axis=1) & np.isfinite(buckets)
         good[1:] &= np.diff(buckets) == 1.0
         m = len(ts) if good.all() else int(np.argmin(good))
         if m < 2:
             return 0
         if m < len(ts):
-            ts, vals, buckets = ts[:m], vals[:m], buckets[:m]
+            ts, frames, buckets = ts[:m], frames[:m], buckets[:m]
         buckets = buckets.astype(np.int64)
         if not asm.fast_run_ok(ts, buckets):
             return 0
-        t_frames = asm.push_run(ts, buckets, vals)
-        self.counters["accepted"] += m
+        t_frames = asm.push_run(ts, buckets, frames)
+        self.counters["accepted"] += m * frames.shape[1]
         self.counters["frames"] += m
-        frames = vals.reshape(m, 1)
         z = (frames - self.model.mean) * self._inv_std
         at = self._n
         index, _ = state.windows.push_many(z, self._windows_out)
@@ -352,29 +420,13 @@ class _Run:
         self.observed = observed
 
 
-def _columns(group: list) -> tuple[np.ndarray, np.ndarray]:
-    """(timestamps, values) float64 columns of Readings and ReadingBlocks, in order."""
-    t_parts: list = []
-    v_parts: list = []
-    t_loose: list = []
-    v_loose: list = []
-    for item in group:
-        if type(item) is ReadingBlock:
-            if t_loose:
-                t_parts.append(np.array(t_loose, dtype=np.float64))
-                v_parts.append(np.array(v_loose, dtype=np.float64))
-                t_loose, v_loose = [], []
-            t_parts.append(item.timestamps)
-            v_parts.append(item.values)
-        else:
-            t_loose.append(item[2])
-            v_loose.append(item[3])
-    if t_loose:
-        t_parts.append(np.array(t_loose, dtype=np.float64))
-        v_parts.append(np.array(v_loose, dtype=np.float64))
-    if len(t_parts) == 1:
-        return t_parts[0], v_parts[0]
-    return np.concatenate(t_parts), np.concatenate(v_parts)
+def _push_each(item, push) -> None:
+    """`push` every reading of an item (a Reading or a block), in order."""
+    if type(item) is Reading:
+        push(item)
+    else:
+        for r in item:
+            push(r)
 
 
 def _columns_of(entries: list) -> tuple:

@@ -66,6 +66,59 @@ class ReadingBlock(Sequence[Reading]):
         return f"ReadingBlock({self.stream!r}, {self.channel!r}, {len(self)} readings)"
 
 
+class FrameBlock(Sequence[Reading]):
+    """Rows of several channels of one stream (one batched json_multi message), as columns.
+
+    What `Codec` (with ``columns=True``) makes of a JSON array of objects that all have
+    the same keys, the timestamp field and numeric channels only. As a sequence it holds
+    the readings row by row, each row's channels in payload order (what per-object
+    decoding yields); the pipeline reads the columns.
+    """
+
+    __slots__ = ("stream", "channels", "timestamps", "values")
+
+    def __init__(self, stream: str, channels: tuple[str, ...], timestamps: np.ndarray, values: np.ndarray):
+        self.stream = stream
+        self.channels = channels
+        self.timestamps = timestamps  # (rows,) float64 epoch seconds
+        self.values = values  # (rows, channels) float64, finite
+
+    def __len__(self) -> int:
+        return self.values.size
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        row, col = divmod(i, len(self.channels))
+        return Reading(self.stream, self.channels[col], float(self.timestamps[row]), float(self.values[row, col]))
+
+    def __iter__(self):
+        return iter(self.rows(0))
+
+    def rows(self, start: int) -> list[Reading]:
+        """The readings of rows `start`.. in order."""
+        stream, channels = self.stream, self.channels
+        return [Reading(stream, c, t, v) for t, row in zip(self.timestamps[start:].tolist(), self.values[start:].tolist())
+                for c, v in zip(channels, row)]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, FrameBlock):
+            return (self.stream, self.channels) == (other.stream, other.channels) and np.array_equal(
+                self.timestamps, other.timestamps) and np.array_equal(self.values, other.values)
+        if isinstance(other, (list, tuple)):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"FrameBlock({self.stream!r}, {self.channels!r}, {len(self.timestamps)} rows)"
+
+
 class RawMessage(NamedTuple):
     """An MQTT message as received (or as recorded), before decoding."""
 

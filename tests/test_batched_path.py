@@ -16,7 +16,7 @@ from monitor.config import AlarmConfig, FilterConfig, StreamConfig, TopicRule
 from monitor.ingest.codec import Codec
 from monitor.pipeline import Pipeline, ScoringModel
 from monitor.stream.windows import WindowBuffer
-from monitor.types import Reading, ReadingBlock, Rejected, ScoreBatch
+from monitor.types import FrameBlock, Reading, ReadingBlock, Rejected, ScoreBatch
 
 
 @pytest.mark.parametrize("window_size,stride", [(1, 1), (4, 1), (5, 2), (6, 3), (3, 5)])
@@ -256,8 +256,8 @@ def test_pipeline_push_batch_matches_push_reading(seed, window_size, stride, n_s
     one = Pipeline(model(), cfg, alarm)
     many = Pipeline(model(), cfg, alarm)
     runs = []
-    run = many._push_run
-    many._push_run = lambda *a: runs.append((run(*a), len(a[2]))) or runs[-1][0]
+    run = many._push_frames
+    many._push_frames = lambda *a: runs.append((run(*a), len(a[1]))) or runs[-1][0]
     feed = _interleaved(seed, n_streams)
     rng = np.random.default_rng(seed + 100)
     got_one, got_many = [], []
@@ -323,10 +323,9 @@ def test_pipeline_push_batch_multichannel_and_filtered_take_per_reading_path():
         for r in feed:
             one.push_reading(r)
         many.push_batch(feed)
-        s1, _ = one.flush()
-        s2, _ = many.flush()
+        got_one, got_many = one.flush(), many.flush()
         assert one.counters == many.counters
-        assert [(s.stream, s.timestamp, s.score) for s in s1] == [(s.stream, s.timestamp, s.score) for s in s2]
+        assert _assert_same_results([got_one], [got_many]) > 50
 
 
 # ---------------------------------------------------------------- columnar blocks
@@ -504,3 +503,138 @@ def test_score_batch_runs_streams_and_last_by_stream():
     assert list(ran.last_by_stream()) == ["a", "b"]
     assert [(s.stream, s.timestamp, s.score) for s in ran] == [(s.stream, s.timestamp, s.score) for s in listed]
     assert type(ran[0].timestamp) is float and len(ran) == 5 and len(ScoreBatch.empty()) == 0
+
+
+# ---------------------------------------------------------------- json_multi rows as FrameBlocks
+
+
+def _multi_codec() -> tuple[Codec, Codec]:
+    rules = [TopicRule(template="m/{stream}", format="auto", channel="")]
+    return Codec(rules, max_future_seconds=300.0, columns=True), Codec(rules, max_future_seconds=300.0)
+
+
+def test_codec_columns_json_multi_rows_are_one_frame_block_holding_the_same_readings():
+    columns, plain = _multi_codec()
+    now = 1_700_000_000.0
+    rows = [{"flow": 1.0 + k, "ts": now - 60 + k, "pressure": -2.5 * k, "rpm": 1480 + k} for k in range(20)]
+    payload = orjson.dumps(rows)
+    block, rejects = columns.decode("m/p1", payload, now)
+    readings, plain_rejects = plain.decode("m/p1", payload, now)
+    assert type(block) is FrameBlock and rejects == plain_rejects == []
+    assert block.channels == ("flow", "pressure", "rpm") and block.values.shape == (20, 3)
+    assert list(block) == readings and len(block) == 60 and block[4] == readings[4] and block[-1] == readings[-1]
+    assert block.rows(18) == readings[54:]
+
+
+@pytest.mark.parametrize("odd", [
+    {"ts": 1_699_999_999.0, "flow": 1.0, "pressure": 2.0, "unit": "bar"},  # metadata
+    {"ts": 1_699_999_999.0, "pressure": 2.0, "flow": 1.0},  # another key order
+    {"ts": 1_699_999_999.0, "flow": 1.0},  # a channel missing
+    {"ts": 1_699_999_999.0, "flow": True, "pressure": 2.0},
+    {"ts": 1_699_999_999.0, "flow": None, "pressure": 2.0},
+    {"ts": 1_699_999_999_000, "flow": 1.0, "pressure": 2.0},  # milliseconds
+    {"ts": 1_700_001_000.0, "flow": 1.0, "pressure": 2.0},  # future
+    {"ts": "2023-11-14T22:13:00Z", "flow": 1.0, "pressure": 2.0},
+    {"ts": 1_699_999_999.0, "flow": 2 ** 60, "pressure": 2.0},
+    {"flow": 1.0, "pressure": 2.0, "ts2": 5.0},  # no timestamp
+    {"ts": 1_699_999_999.0, "value": 1.0, "pressure": 2.0},  # a json element
+    [1, 2],
+])
+def test_codec_columns_json_multi_falls_back_per_element_for_anything_uncommon(odd):
+    columns, plain = _multi_codec()
+    now = 1_700_000_000.0
+    rows = [{"ts": now - 50 + k, "flow": float(k), "pressure": 0.5} for k in range(10)]
+    rows.insert(4, odd)
+    payload = json.dumps(rows).encode()
+    got, got_rejects = columns.decode("m/p1", payload, now)
+    expected, expected_rejects = plain.decode("m/p1", payload, now)
+    assert type(got) is list and got == expected and got_rejects == expected_rejects
+
+
+def test_codec_columns_json_multi_non_finite_is_rejected_per_channel():
+    columns, plain = _multi_codec()
+    payload = b'[{"ts": 1699999990, "a": 1.0, "b": NaN}, {"ts": 1699999991, "a": 2.0, "b": 3.0}]'
+    got, rejects = columns.decode("m/p1", payload, 1_700_000_000.0)
+    assert [r.reason for r in rejects] == ["non_finite"] and len(got) == 3
+    assert (got, rejects) == plain.decode("m/p1", payload, 1_700_000_000.0)
+
+
+def _multi_feed(seed: int, channels=("a", "b", "c"), n_streams: int = 4, n_items: int = 400) -> list:
+    """Items of a multichannel feed as a batch could hold them: FrameBlocks of random
+    length (channel order shuffled per block; sometimes a channel missing or an extra one;
+    gaps, duplicates, NaN), and single Readings, streams taking turns."""
+    rng = np.random.default_rng(seed)
+    t = {f"s{i}": 1000.0 + i for i in range(n_streams)}
+    items: list = []
+    for _ in range(n_items):
+        stream = f"s{int(rng.integers(0, n_streams))}"
+        troubled = rng.random() < 0.25
+        if rng.random() < 0.75:
+            rows = int(rng.integers(1, 25))
+            steps = np.ones(rows)
+            if troubled:
+                steps[rng.random(rows) < 0.1] = 0.0
+                steps[rng.random(rows) < 0.05] = 4.0
+                steps[rng.random(rows) < 0.03] = 9.0
+            ts = t[stream] + np.cumsum(steps)
+            t[stream] = float(ts[-1])
+            chans = list(channels)
+            if troubled and rng.random() < 0.2:
+                chans = chans[:-1] if rng.random() < 0.5 else chans + ["extra"]
+            order = rng.permutation(len(chans))
+            chans = tuple(chans[i] for i in order)
+            values = rng.normal(size=(rows, len(chans))) * (6 if rng.random() < 0.05 else 1)
+            if troubled and rng.random() < 0.3:
+                values[int(rng.integers(0, rows)), 0] = math.nan
+            items.append(FrameBlock(stream, chans, ts, values))
+        else:
+            t[stream] += 1.0
+            for c in channels:
+                items.append(Reading(stream, c, t[stream], float(rng.normal())))
+    return items
+
+
+@pytest.mark.parametrize("seed,window_size,stride,max_streams", [(1, 5, 1, 4), (2, 4, 2, 3), (3, 1, 1, 4)])
+def test_pipeline_push_batch_with_frame_blocks_matches_push_reading(seed, window_size, stride, max_streams):
+    channels = ("a", "b", "c")
+    cfg = StreamConfig(channels=list(channels), period_seconds=1.0, max_gap_seconds=5, max_streams=max_streams)
+    alarm = AlarmConfig(k=2, n=3, resolve_m=3)
+
+    def model():
+        m = _model(channels)
+        m.window_size, m.stride = window_size, stride
+        return m
+
+    one = Pipeline(model(), cfg, alarm)
+    many = Pipeline(model(), cfg, alarm)
+    frames = []
+    run = many._push_frames
+    many._push_frames = lambda *a: frames.append((run(*a), len(a[1]))) or frames[-1][0]
+    rng = np.random.default_rng(seed)
+    items = _multi_feed(seed)
+    got_one, got_many = [], []
+    i = 0
+    while i < len(items):
+        size = int(rng.choice([1, 4, 16, 60]))
+        batch = items[i : i + size]
+        for item in batch:
+            for r in (item if type(item) is FrameBlock else [item]):
+                one.push_reading(r)
+        many.push_batch(batch)
+        assert one.pending == many.pending
+        got_one.append(one.flush())
+        got_many.append(many.flush())
+        i += size
+    assert one.counters == many.counters
+    c = one.counters
+    assert c["accepted"] > 5000 and c["duplicate"] and c["stale_frames"] and c["unknown_channel"]
+    assert _assert_same_results(got_one, got_many) > 1000
+    assert any(a for _, a in got_one)
+    assert sum(done for done, _ in frames) > 1000  # most rows took the vectorized path
+    for s in one.streams:
+        a, b = one.streams[s], many.streams[s]
+        assert (a.assembler._next, a.assembler._last_ts, a.assembler._hold, a.assembler._hold_time,
+                a.assembler._last_bucket, a.assembler._max_ts) == \
+               (b.assembler._next, b.assembler._last_ts, b.assembler._hold, b.assembler._hold_time,
+                b.assembler._last_bucket, b.assembler._max_ts)
+        assert (a.windows._filled, a.windows._since, a.windows._pos) == (b.windows._filled, b.windows._since, b.windows._pos)

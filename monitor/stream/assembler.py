@@ -111,32 +111,34 @@ class StreamAssembler:
         return None
 
     def fast_run_ok(self, timestamps: np.ndarray, buckets: np.ndarray) -> bool:
-        """True when `push_run` may take a run of one channel (see there)."""
+        """True when `push_run` may take a run of whole frames (see there)."""
         return (
-            self.n_channels == 1
-            and not self._pending
+            not self._pending
             and (self._next is None or int(buckets[0]) == self._next)
-            and float(timestamps[0]) > self._last_ts[0]
+            and float(timestamps[0]) > max(self._last_ts)
             and bool((buckets[1:] - buckets[:-1] == 1).all())
         )
 
     def push_run(self, timestamps: np.ndarray, buckets: np.ndarray, values: np.ndarray) -> np.ndarray:
-        """A run of readings of a one-channel stream, one per consecutive bucket from `_next`.
+        """Whole frames: every channel's reading at each of `timestamps`, one per
+        consecutive bucket from `_next`; `values` (m, n_channels), finite.
 
-        Only when `fast_run_ok` (strictly consecutive buckets, nothing pending, finite
-        values): then each reading completes its own fresh frame, exactly as `push` one
-        by one would (a one-channel frame is final as soon as its bucket reports, and a
-        value held for 0 s is never stale). Returns the frame times; the frame values
-        are `values`.
+        Only when `fast_run_ok` (strictly consecutive buckets, nothing pending, newer
+        than every channel's last reading): then each row completes its own fresh frame,
+        exactly as `push` reading by reading would (a frame is final as soon as every
+        channel has reported for its bucket, and a value held for 0 s is never stale).
+        Returns the frame times; the frame values are `values`.
         """
+        n = self.n_channels
         t_frames = buckets * self.period
         last_b = int(buckets[-1])
-        self._last_ts[0] = float(timestamps[-1])
-        self._last_bucket[0] = last_b
-        if self._last_ts[0] > self._max_ts:
-            self._max_ts = self._last_ts[0]
-        self._hold[0] = float(values[-1])
-        self._hold_time[0] = last_b * self.period
+        last_t = float(timestamps[-1])
+        self._last_ts = [last_t] * n
+        self._last_bucket = [last_b] * n
+        if last_t > self._max_ts:
+            self._max_ts = last_t
+        self._hold = np.asarray(values[-1], dtype=np.float64).reshape(n).tolist()
+        self._hold_time = [last_b * self.period] * n
         self._next = last_b + 1
         return t_frames
 
