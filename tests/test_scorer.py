@@ -84,3 +84,22 @@ def test_scoring_leaves_input_unchanged():
     before = x.copy()
     scorer.errors(x)
     np.testing.assert_array_equal(x, before)
+
+
+@pytest.mark.parametrize("arch", ["dense", "conv1d"])
+def test_a_big_batch_scored_in_pieces_equals_scoring_each_piece(arch):
+    cfg = ModelConfig(architecture=arch, window_size=8, hidden=[16], code_size=4, conv_channels=[4], kernel_size=3)
+    torch.manual_seed(0)
+    module = build_autoencoder(cfg, 3)
+    x = np.random.default_rng(1).normal(size=(3000, 8, 3)).astype(np.float32)
+    pieces = Scorer(module, chunk_values=8 * 3 * 300)  # 300 windows per pass: 10 passes, the last short
+    whole = Scorer(module, chunk_values=10**9)
+    got = pieces.errors(x)
+    expected = whole.errors(x)
+    single = [whole.errors(x[i : i + 1]) for i in (0, 299, 300, 2999)]
+    for g, e in zip(got, expected):
+        assert g.shape == e.shape and g.dtype == np.float32
+        np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-6)
+    for i, one in zip((0, 299, 300, 2999), single):
+        for g, e in zip(got, one):
+            np.testing.assert_allclose(g[i], e[0], rtol=1e-5, atol=1e-6)
