@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import itertools
+import random
+import socket
 import logging
 import queue
 import time
@@ -734,3 +736,141 @@ def test_fast_path_automatic_acks_ack_every_qos1_message(broker, make_ingest, mo
     wait_for(lambda: second.subscribed, what="subscription")
     assert_nothing_arrives(q2)  # paho's PUBACKs after on_message: nothing redelivered
     assert fallbacks == []
+
+
+# ---------------------------------------------------------------- buffered packet reads, batched PUBACKs
+
+
+def _wire(header: int, body: bytes) -> bytes:
+    """A whole packet as on the wire: fixed header, remaining length (1-4 bytes), body."""
+    n, length = len(body), bytearray()
+    while True:
+        byte, n = n % 128, n // 128
+        length.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes([header]) + bytes(length) + bytes(body)
+
+
+def _reader(client: mqtt.Client) -> tuple[list, socket.socket]:
+    """Give `client` one end of a socket pair as its connection; record every packet it
+    hands to `_packet_handle` (command, body, remaining length)."""
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    client._sock = ours
+    seen: list = []
+
+    def handle():
+        p = client._in_packet
+        seen.append((p["command"], bytes(p["packet"]), p["remaining_length"]))
+        return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    client._packet_handle = handle
+    return seen, theirs
+
+
+def _drain(client: mqtt.Client) -> list:
+    """Call `_packet_read` until it has nothing more to read (as paho's loop does after select)."""
+    codes = []
+    while True:
+        rc = client._packet_read()
+        codes.append(rc)
+        if rc != mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS:
+            return codes
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_buffered_packet_reads_hand_paho_the_same_packets_whatever_the_chunking(seed):
+    """Packets of every size (1- to 3-byte remaining lengths, one over the 64 KiB read size),
+    sent in random chunks, some splitting a length field: the fast client hands
+    `_packet_handle` exactly the packets, in order, that paho's own reader does."""
+    rng = random.Random(seed)
+    packets = [_wire(0xD0, b"")]  # PINGRESP: remaining length 0
+    for i in range(300):
+        size = rng.choice([0, 1, 30, 126, 127, 128, 300, 16_383, 16_384, 70_000]) if i % 25 == 0 else rng.randint(0, 60)
+        header, body = _publish_packet(f"s/{i}".encode(), bytes(rng.getrandbits(8) for _ in range(size)) if size < 400
+                                       else bytes(size), qos=i % 2, mid=i + 1)
+        packets.append(_wire(header, body))
+    stream = b"".join(packets)
+    kwargs = {"callback_api_version": CallbackAPIVersion.VERSION2, "protocol": mqtt.MQTTv311}
+    fast = mqtt_ingest._FastClient(**kwargs)
+    plain = mqtt.Client(**kwargs)
+    got, fast_peer = _reader(fast)
+    want, plain_peer = _reader(plain)
+    pos = 0
+    while pos < len(stream):
+        step = rng.choice([1, 2, 3, 7, 50, 1000, 70_000])
+        chunk = stream[pos : pos + step]
+        pos += len(chunk)
+        for peer, client in ((fast_peer, fast), (plain_peer, plain)):
+            peer.sendall(chunk)
+            _drain(client)
+    assert len(want) == len(packets) and got == want
+    assert len(fast._rbuf) == 0 and fast._in_packet["command"] == 0
+    assert fast._last_bytes_received > 0
+
+
+def test_buffered_read_errors_close_and_reconnect_like_paho():
+    kwargs = {"callback_api_version": CallbackAPIVersion.VERSION2, "protocol": mqtt.MQTTv311}
+    fast = mqtt_ingest._FastClient(**kwargs)
+    seen, peer = _reader(fast)
+    assert fast._packet_read() == mqtt.MQTTErrorCode.MQTT_ERR_AGAIN  # nothing there yet
+    peer.sendall(_wire(0x30, b"\x00\x01ab")[:4])  # half a packet: kept, nothing handed over
+    assert _drain(fast)[-1] == mqtt.MQTTErrorCode.MQTT_ERR_AGAIN and seen == [] and len(fast._rbuf) == 4
+    # a reconnect (a new socket) must not glue the old connection's bytes to the new one's
+    seen, peer = _reader(fast)
+    peer.sendall(_wire(0x30, b"\x00\x01xy"))
+    _drain(fast)
+    assert seen == [(0x30, b"\x00\x01xy", 4)]
+    peer.sendall(b"\x30\xff\xff\xff\xff\x01")  # five remaining-length bytes: a protocol error, as paho
+    assert fast._packet_read() == mqtt.MQTTErrorCode.MQTT_ERR_PROTOCOL
+    seen, peer = _reader(fast)
+    peer.close()  # the broker closed the connection
+    assert fast._packet_read() == mqtt.MQTTErrorCode.MQTT_ERR_CONN_LOST
+    plain = mqtt.Client(**kwargs)
+    _reader(plain)[1].close()
+    assert plain._packet_read() == mqtt.MQTTErrorCode.MQTT_ERR_CONN_LOST
+
+
+def test_buffered_read_stops_at_an_error_from_a_packet_handler():
+    fast = mqtt_ingest._FastClient(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    seen, peer = _reader(fast)
+    handle = fast._packet_handle
+
+    def failing():
+        handle()
+        return mqtt.MQTTErrorCode.MQTT_ERR_PROTOCOL if len(seen) == 2 else mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    fast._packet_handle = failing
+    peer.sendall(b"".join(_wire(0x30, b"\x00\x01" + bytes([65 + i])) for i in range(4)))
+    assert fast._packet_read() == mqtt.MQTTErrorCode.MQTT_ERR_PROTOCOL
+    assert [body for _, body, _ in seen] == [b"\x00\x01A", b"\x00\x01B"]  # nothing handled after the error
+
+
+@pytest.mark.parametrize("protocol", [mqtt.MQTTv311, mqtt.MQTTv5], ids=["3.1.1", "5"])
+def test_batched_pubacks_are_paho_pubacks_back_to_back_in_one_write(protocol):
+    kwargs = {"callback_api_version": CallbackAPIVersion.VERSION2, "protocol": protocol, "manual_ack": True}
+    mids = [1, 2, 255, 256, 40_000, 65_535]
+    plain = mqtt.Client(**kwargs)
+    codes = {plain.ack(mid, 1) for mid in mids}  # not connected: queued, and NO_CONN from the write
+    fast = mqtt_ingest._FastClient(**kwargs)
+    assert {fast.ack_batch(mids)} == codes
+    assert len(fast._out_packet) == 1 and len(plain._out_packet) == len(mids)
+    assert bytes(fast._out_packet[0]["packet"]) == b"".join(bytes(p["packet"]) for p in plain._out_packet)
+    assert fast.ack_batch([]) == mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS and len(fast._out_packet) == 1
+    fast.ack_batch([9])
+    assert bytes(fast._out_packet[-1]["packet"]) == b"\x40\x02\x00\x09"
+
+
+def test_ack_many_skips_qos0_and_earlier_connections_and_acks_the_rest_in_one_write():
+    ingest = MQTTIngest(MQTTConfig(client_id="acks"), RULES, Codec(RULES), queue.Queue(1), manual_ack=True)
+    client = ingest.client
+    assert type(client) is mqtt_ingest._FastClient
+    now = ingest._connection
+
+    def delivery(mid, qos, connection):
+        return Delivery(0.0, "t", b"1", qos, False, mid, connection)
+
+    msgs = [delivery(1, 1, now), delivery(2, 0, now), delivery(3, 1, now - 1), delivery(4, 1, now)]
+    msgs.append(Ingested(0.0, [], [], delivery(5, 1, now)))
+    ingest.ack_many(msgs)
+    assert [bytes(p["packet"]) for p in client._out_packet] == [b"\x40\x02\x00\x01\x40\x02\x00\x04\x40\x02\x00\x05"]

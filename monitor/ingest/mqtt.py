@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, NamedTuple, Optional,
 import paho.mqtt
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.exception import MalformedPacket
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
@@ -161,11 +162,105 @@ class _FastMessage(NamedTuple):
 
 
 _paho_handle_publish = mqtt.Client._handle_publish
+_PUBACK_HEAD = bytes((0x40, 2))  # PUBACK, remaining length 2 (then the packet id)
 _SUCCESS = mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
 _DEBUG = logging.DEBUG
 
 
-class _FastClient(mqtt.Client):
+_BUFFERED_READ = True  # False: _FastClient reads packets with paho's own _packet_read (A/B)
+_READ_SIZE = 65_536
+_paho_time = getattr(mqtt, "time_func", time.monotonic)  # paho's clock for keepalive bookkeeping
+_ERR_AGAIN = mqtt.MQTTErrorCode.MQTT_ERR_AGAIN
+_ERR_CONN_LOST = mqtt.MQTTErrorCode.MQTT_ERR_CONN_LOST
+_ERR_PROTOCOL = mqtt.MQTTErrorCode.MQTT_ERR_PROTOCOL
+
+
+def _empty_in_packet() -> dict:
+    """paho's idle `_in_packet` (as `Client._packet_read` resets it)."""
+    return {"command": 0, "have_remaining": 0, "remaining_count": [], "remaining_mult": 1,
+            "remaining_length": 0, "packet": bytearray(b""), "to_process": 0, "pos": 0}
+
+
+class _BufferedRead:
+    """`_packet_read` for `_FastClient`: one `recv` of up to 64 KiB, then every complete
+    packet in the buffer goes to paho's `_packet_handle`, exactly as paho's own
+    `_packet_read` would hand it over (command byte, remaining length, body).
+
+    paho reads each packet with three `recv` calls (the command byte, each remaining-length
+    byte, the body) after a `select`, all per message: with small messages those syscalls
+    are most of the network thread's time. Bytes of an incomplete packet stay in the
+    buffer until the rest arrives (the socket then selects readable again); every
+    complete packet is handled before returning, so no packet waits in the buffer for a
+    `select` that would not wake. A new socket (a reconnect) starts an empty buffer.
+    """
+
+    _rbuf: bytearray
+    _rsock: object = None
+
+    def _packet_read(self) -> mqtt.MQTTErrorCode:
+        if not _BUFFERED_READ:
+            return mqtt.Client._packet_read(self)
+        sock = self._sock
+        if sock is None or sock is not self._rsock:
+            self._rbuf = bytearray()
+            self._rsock = sock
+        buf = self._rbuf
+        try:
+            data = self._sock_recv(_READ_SIZE)
+        except BlockingIOError:
+            return _ERR_AGAIN
+        except TimeoutError as err:
+            self._easy_log(mqtt.MQTT_LOG_ERR, "timeout on socket: %s", err)
+            return _ERR_CONN_LOST
+        except OSError as err:
+            self._easy_log(mqtt.MQTT_LOG_ERR, "failed to receive on socket: %s", err)
+            return _ERR_CONN_LOST
+        if not data:
+            return _ERR_CONN_LOST
+        buf += data
+        with self._msgtime_mutex:
+            self._last_bytes_received = _paho_time()
+        n = len(buf)
+        pos = 0
+        rc = _SUCCESS
+        while n - pos >= 2:
+            # the remaining length: 1-4 bytes of 7 bits, least significant first
+            i = pos + 1
+            length = 0
+            mult = 1
+            complete = False
+            while i < n:
+                byte = buf[i]
+                i += 1
+                length += (byte & 127) * mult
+                mult *= 128
+                if not byte & 128:
+                    complete = True
+                    break
+                if i - pos > 4:  # as paho: a fifth length byte is a protocol error
+                    self._rbuf = bytearray()
+                    return _ERR_PROTOCOL
+            if not complete or n - i < length:
+                break  # the rest of this packet has not arrived yet
+            self._in_packet = {"command": buf[pos], "have_remaining": 1, "remaining_count": list(buf[pos + 1:i]),
+                               "remaining_mult": mult, "remaining_length": length,
+                               "packet": buf[i:i + length], "to_process": 0, "pos": 0}
+            pos = i + length
+            try:
+                rc = self._packet_handle()
+            except MalformedPacket as exc:
+                self._easy_log(mqtt.MQTT_LOG_DEBUG, "Received malformed packet: %s", exc)
+                rc = _ERR_PROTOCOL
+            self._in_packet = _empty_in_packet()
+            if rc or self._sock is not sock:  # an error, or a callback disconnected
+                break
+        if self._rbuf is buf:
+            del buf[:pos]
+        return rc if rc else _ERR_AGAIN
+
+
+
+class _FastClient(_BufferedRead, mqtt.Client):
     """paho's Client with a fast path for the common incoming PUBLISH.
 
     paho spends ~29 µs per received message in its own code (`decode_publish` builds an MQTT 5
@@ -188,6 +283,23 @@ class _FastClient(mqtt.Client):
     """
 
     _fast_handler: Optional[Callable[[Any, Any, Any], None]] = None
+
+    def ack_batch(self, mids: Sequence[int]) -> mqtt.MQTTErrorCode:
+        """Manual PUBACKs for QoS 1 messages `mids`, queued as ONE write.
+
+        paho's `ack` queues one 4-byte PUBACK per message, and each queueing writes a
+        byte to the socket pair that wakes the network loop, which then sends each
+        PUBACK with its own `send`: two syscalls per message. The same PUBACK packets
+        (`_send_command_with_mid`'s bytes: type 0x40, remaining length 2, the packet
+        id; valid in MQTT 3.1.1 and 5, where a success PUBACK may omit reason code and
+        properties), back to back in one buffer, cost one of each per batch.
+        """
+        if not mids:
+            return _SUCCESS
+        if len(mids) == 1:
+            return self._send_puback(mids[0])
+        packet = b"".join([_PUBACK_HEAD + mid.to_bytes(2, "big") for mid in mids])
+        return self._packet_queue(mqtt.PUBACK, packet, 0, 1)
 
     def _handle_publish(self) -> mqtt.MQTTErrorCode:
         handler = self._fast_handler
@@ -239,8 +351,6 @@ class _FastClient(mqtt.Client):
 
 
 _FAST_PUBLISH = True  # False: always plain paho (A/B measurements)
-
-
 def _fast_publish_supported() -> tuple[bool, str]:
     """Does the installed paho have the internals `_FastClient` relies on (class level)?"""
     version = getattr(paho.mqtt, "__version__", "") or ""
@@ -250,12 +360,15 @@ def _fast_publish_supported() -> tuple[bool, str]:
         return False, f"paho-mqtt {version!r} is not 2.x"
     try:
         for name, params in (("_handle_publish", ["self"]), ("_send_puback", ["self", "mid"]),
+                             ("_packet_read", ["self"]), ("_packet_handle", ["self"]),
+                             ("_sock_recv", ["self", "bufsize"]),
+                             ("_packet_queue", ["self", "command", "packet", "mid", "qos", "info"]),
                              ("_easy_log", ["self", "level", "fmt", "args"]), ("ack", ["self", "mid", "qos"])):
             if list(inspect.signature(getattr(mqtt.Client, name)).parameters) != params:
                 return False, f"paho-mqtt {version}: Client.{name} has another signature"
         if not isinstance(mqtt.Client.on_message, property) or not isinstance(mqtt.Client.on_log, property):
             return False, f"paho-mqtt {version}: on_message/on_log are not properties"
-        if (mqtt.MQTTv5, mqtt.PUBLISH, mqtt.MQTT_LOG_ERR) != (5, 0x30, 8):
+        if (mqtt.MQTTv5, mqtt.PUBLISH, mqtt.PUBACK, mqtt.MQTT_LOG_ERR) != (5, 0x30, 0x40, 8):
             return False, f"paho-mqtt {version}: unexpected constants"
     except (AttributeError, TypeError, ValueError) as exc:
         return False, f"paho-mqtt {version}: {type(exc).__name__}: {exc}"
@@ -272,7 +385,9 @@ def _fast_client_ok(client: mqtt.Client) -> tuple[bool, str]:
               and isinstance(client._on_message_filtered._root._children, dict)
               and hasattr(client._in_callback_mutex, "__enter__") and hasattr(client, "_userdata")
               and hasattr(client, "_on_log") and hasattr(client, "_logger") and hasattr(client, "_on_message")
-              and isinstance(client.suppress_exceptions, bool))
+              and isinstance(client.suppress_exceptions, bool)
+              and hasattr(client._msgtime_mutex, "__enter__") and hasattr(client, "_last_bytes_received")
+              and hasattr(client._out_packet, "append"))
     except AttributeError as exc:
         return False, f"missing {exc}"
     return (True, "") if ok else (False, "unexpected client attributes")
@@ -481,14 +596,30 @@ class MQTTIngest:
     def ack_many(self, msgs: Iterable[Delivery | Ingested]) -> None:
         """`ack` for several handled messages (e.g. one scoring batch), in order.
 
-        Only paho's public `ack` is used: batching the PUBACKs into one write through
-        paho's private packet queue was measured and saved nothing visible (see
-        bench/INGEST.md, round 2), so it is not worth depending on paho internals.
+        With the fast client the PUBACKs go out as one write (`_FastClient.ack_batch`);
+        with plain paho, one `ack` each. Messages of an earlier connection and QoS 0
+        messages are skipped, as in `ack`.
         """
         if not self.manual_ack:
             return
+        client = self._client
+        if type(client) is not _FastClient:
+            for msg in msgs:
+                self.ack(msg)
+            return
+        connection = self._connection
+        mids = []
         for msg in msgs:
-            self.ack(msg)
+            if isinstance(msg, Ingested):
+                msg = msg.message
+            if msg.qos == 1 and msg.connection == connection:
+                mids.append(msg.mid)
+            elif msg.qos == 2:
+                self.ack(msg)  # (subscriptions are QoS <= 1; paho's own handshake if not)
+        try:
+            client.ack_batch(mids)
+        except Exception:  # noqa: BLE001 - an ack on a dropped connection is redelivered later
+            log.debug("mqtt: ack of %d messages failed", len(mids), exc_info=True)
 
     def __repr__(self) -> str:
         cfg = self.cfg
