@@ -78,13 +78,13 @@ class AlarmMachine:
     def update_batch(self, batch: ScoreBatch) -> list[Alert]:
         """`update` for every window of a batch, in order; returns the state changes.
 
-        Per stream, the stretch of windows that cannot change its state is folded into
-        the k-of-n memory in one step: for a stream that is not firing, every window
-        before the first one at which k of the last n scores are hot and the cooldown
-        has passed. Only from there on (and for firing streams) does it go window by
-        window. Streams are independent, so alerts come out grouped by stream. The work
-        is per run of a stream's rows (`batch.runs`), not per window, until a state
-        might change.
+        Per stream, each stretch of windows that cannot change its state is folded in
+        one step: for a stream that is not firing, every window before the first one at
+        which k of the last n scores are hot and the cooldown has passed (that window
+        fires); for a firing stream, every window up to the one that resolves it (peak,
+        k-of-n memory and the run below `resolve_below` in array operations). Streams
+        are independent, so alerts come out grouped by stream. The work is per run of a
+        stream's rows (`batch.runs`) and per state change, not per window.
         """
         runs = batch.runs
         hot = batch.score >= 1.0
@@ -109,19 +109,67 @@ class AlarmMachine:
                 idx = np.arange(spans[0], spans[1])
             else:
                 idx = np.concatenate([np.arange(spans[i], spans[i + 1]) for i in range(0, len(spans), 2)])
-            if stream in self._firing:
-                start = 0
-            elif stream not in self._armed and not hot[idx].any():
+            if stream not in self._firing and stream not in self._armed and not hot[idx].any():
                 self._fold_cold({stream: len(idx)})
                 continue
-            else:
-                start = self._first_possible_change(stream, idx, hot, times)
-            for i in idx[start:].tolist():
-                alert = self.update(stream, float(times[i]), float(scores[i]), batch.channel_scores[i],
-                                    batch.observed[i], batch.reconstructed[i])
+            pos, end = 0, len(idx)
+            while pos < end:
+                if stream in self._firing:
+                    done, alert = self._fold_firing(stream, idx[pos:], batch, times)
+                    pos += done
+                else:
+                    pos += self._first_possible_change(stream, idx[pos:], hot, times)
+                    if pos >= end:
+                        break
+                    i = int(idx[pos])  # k of n hot and the cooldown over: this window fires
+                    alert = self.update(stream, float(times[i]), float(scores[i]), batch.channel_scores[i],
+                                        batch.observed[i], batch.reconstructed[i])
+                    pos += 1
                 if alert is not None:
                     alerts.append(alert)
         return alerts
+
+    def _fold_firing(self, stream: str, idx: np.ndarray, batch: ScoreBatch, times: np.ndarray) -> tuple[int, Alert | None]:
+        """For a firing stream: the windows `idx` up to and including the one that resolves
+        the episode (or all of them), in one step. Returns (windows consumed, the
+        resolved alert or None); the same state as `update` window by window: the k-of-n
+        memory, the peak (the first window with the highest score, and its channels), the
+        run of scores below `resolve_below`."""
+        state = self._states[stream]
+        ep = state.episode
+        s = batch.score[idx]
+        if np.isnan(s).any():  # NaN compares false everywhere: window by window keeps it exact
+            i = int(idx[0])
+            return 1, self.update(stream, float(times[i]), float(batch.score[i]), batch.channel_scores[i],
+                                  batch.observed[i], batch.reconstructed[i])
+        m = len(s)
+        below = s < self.cfg.resolve_below
+        positions = np.arange(m)
+        last_reset = np.maximum.accumulate(np.where(below, -1, positions))
+        run = np.where(last_reset >= 0, positions - last_reset, positions + 1 + state.below_run)
+        hits = np.flatnonzero(run >= self.cfg.resolve_m)
+        stop = int(hits[0]) + 1 if hits.size else m
+        j = int(np.argmax(s[:stop]))
+        if s[j] > ep.peak_score:
+            row = int(idx[j])
+            ep.peak_score = float(s[j])
+            ep.peak_channels = self.top_channels(batch.channel_scores[row], batch.observed[row], batch.reconstructed[row])
+        self._armed.discard(stream)
+        if not hits.size:
+            flags = (s >= 1.0).tolist()
+            state.recent.extend(flags[-self.cfg.n:])
+            state.above = sum(state.recent)
+            state.below_run = int(run[-1])
+            return m, None
+        last = int(idx[stop - 1])
+        t = float(times[last])
+        state.episode = None
+        self._firing.discard(stream)
+        state.last_resolved_at = t
+        state.recent.clear()
+        state.above = 0
+        state.below_run = 0
+        return stop, self._alert(stream, "resolved", ep, t, float(batch.score[last]), ep.peak_channels)
 
     def _state(self, stream: str) -> AlarmState:
         state = self._states.get(stream)

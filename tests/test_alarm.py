@@ -1,4 +1,6 @@
 """The alarm state machine: k of n to fire, m below to resolve, cooldown, explicit time."""
+import math
+
 import numpy as np
 import pytest
 
@@ -80,6 +82,60 @@ def _batch(streams, scores):
     s = np.asarray(scores, dtype=float)
     return ScoreBatch(list(streams), [float(i) for i in range(n)], s, s * 0.5,
                       np.tile(s[:, None], (1, 2)) / 2, [np.array([1.0, 2.0])] * n, np.zeros((n, 2)))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_batch_update_matches_window_by_window_through_long_episodes(seed):
+    """Long hot stretches (episodes spanning batches, peaks rising and tying, resolve runs
+    cut by batch ends, NaN scores): the same alerts to the last field and the same state."""
+    rng = np.random.default_rng(100 + seed)
+    cfg = AlarmConfig(k=int(rng.integers(1, 4)), n=4, resolve_m=int(rng.integers(1, 6)),
+                      resolve_below=float(rng.choice([0.5, 1.0])), cooldown_seconds=float(rng.integers(0, 4)))
+    one = AlarmMachine(cfg, 1.0, "v", ["a", "b", "c"])
+    many = AlarmMachine(cfg, 1.0, "v", ["a", "b", "c"])
+    t = 0
+    hot_until = {f"s{i}": -1 for i in range(3)}
+    n_alerts = 0
+    for _ in range(60):
+        size = int(rng.integers(1, 60))
+        streams = [f"s{int(i)}" for i in rng.integers(0, 3, size)]
+        scores = []
+        for k, stream in enumerate(streams):
+            if hot_until[stream] < t + k and rng.random() < 0.03:
+                hot_until[stream] = t + k + int(rng.integers(5, 80))
+            hot = hot_until[stream] >= t + k
+            if rng.random() < 0.1:
+                x = float(rng.choice([0.5, 1.0]))  # exactly at resolve_below / the threshold
+            elif hot and rng.random() < 0.3:
+                x = float(rng.choice([1.5, 2.5, 3.0]))  # ties for the peak
+            else:
+                x = float(rng.uniform(0.6, 4.0) if hot else rng.uniform(0, 1.2))
+            scores.append(math.nan if rng.random() < 0.01 else x)
+        s = np.asarray(scores, dtype=np.float32)
+        from monitor.types import ScoreBatch
+
+        b = ScoreBatch(streams, [float(t + i) for i in range(size)], s, s * 0.5,
+                       rng.uniform(0, 1, (size, 3)), list(rng.normal(size=(size, 3))), rng.normal(size=(size, 3)))
+        expected = []
+        for i in range(size):
+            a = one.update(streams[i], b.times[i], float(s[i]), b.channel_scores[i], b.observed[i], b.reconstructed[i])
+            if a:
+                expected.append(a.to_dict())
+        got = [a.to_dict() for a in many.update_batch(b)]
+        key = lambda a: (a["stream"], a["started_at"], a["state"] == "resolved")  # noqa: E731
+        assert sorted(got, key=key) == sorted(expected, key=key)
+        n_alerts += len(got)
+        t += size
+    assert n_alerts >= 4
+    assert one.firing_streams() == many.firing_streams()
+    assert one._armed == many._armed
+    for stream, st in one.states.items():
+        other = many.states[stream]
+        assert (list(st.recent), st.above, st.below_run, st.last_resolved_at) == \
+               (list(other.recent), other.above, other.below_run, other.last_resolved_at)
+        assert (st.episode is None) == (other.episode is None)
+        if st.episode:
+            assert (st.episode.peak_score, st.episode.peak_channels) == (other.episode.peak_score, other.episode.peak_channels)
 
 
 @pytest.mark.parametrize("seed", range(6))
