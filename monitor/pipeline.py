@@ -189,13 +189,9 @@ class Pipeline:
         only difference to pushing reading by reading is the order in which different
         streams' windows are queued: a stream's windows stay in time order. Streams are
         taken in order of first appearance, so they are created, and capped, in arrival
-        order. Filtered models: reading by reading.
+        order. Pre-filters run over the vectorized frames in one call (`FilterChain.many`).
         """
         push = self.push_reading
-        if self.model.filters:
-            for item in items:
-                _push_each(item, push)
-            return
         groups: dict[str, list] = {}
         for item in items:
             stream = item[0] if type(item) is Reading else item.stream
@@ -325,6 +321,8 @@ class Pipeline:
         t_frames = asm.push_run(ts, buckets, frames)
         self.counters["accepted"] += m * frames.shape[1]
         self.counters["frames"] += m
+        if state.filters:  # fresh frames only (no stale one in a run): nothing resets them
+            frames = state.filters.many(frames)
         z = (frames - self.model.mean) * self._inv_std
         at = self._n
         index, _ = state.windows.push_many(z, self._windows_out)

@@ -17,6 +17,8 @@ from monitor.config import FilterConfig
 class Filter(Protocol):
     def __call__(self, values: np.ndarray) -> np.ndarray: ...
 
+    def many(self, frames: np.ndarray) -> np.ndarray: ...  # __call__ for (m, C) frames in order
+
     def reset(self) -> None: ...
 
 
@@ -38,6 +40,37 @@ class _History:
     def reset(self) -> None:
         self.count = 0
 
+    def add_many(self, frames: np.ndarray) -> tuple[np.ndarray, int]:
+        """`add` for frames (m, C) in order. Returns (the frames held before, oldest first,
+        then `frames`; how many were held before), and leaves the same state as m `add`s."""
+        m = len(frames)
+        if self.buf is None:
+            self.buf = np.empty((self.size, frames.shape[1]))
+        held = min(self.count, self.size)
+        if self.count <= self.size:
+            before = self.buf[:held]
+        else:  # the ring has wrapped: oldest at count % size
+            start = self.count % self.size
+            before = np.concatenate([self.buf[start:], self.buf[:start]])
+        seq = np.concatenate([before, frames])
+        total = self.count + m
+        keep = min(self.size, total)
+        self.buf[np.arange(total - keep, total) % self.size] = seq[len(seq) - keep:]
+        self.count = total
+        return seq, held
+
+    def windows(self, frames: np.ndarray):
+        """For each of `frames`: the window `add` would return (the last up to `size` frames,
+        itself included), as (starting windows one by one, the rest as a (k, C, size) view)."""
+        seq, held = self.add_many(frames)
+        m, size = len(frames), self.size
+        full = min(m, max(0, size - 1 - held))  # frames whose window is not yet `size` long
+        short = [seq[: held + i + 1] for i in range(full)]
+        if full == m:
+            return short, np.empty((0, frames.shape[1], size))
+        view = np.lib.stride_tricks.sliding_window_view(seq, size, axis=0)  # (len - size + 1, C, size)
+        return short, view[held + full - size + 1 : held + m - size + 1]
+
 
 class MedianFilter:
     """Median of the last `size` frames per channel."""
@@ -47,6 +80,15 @@ class MedianFilter:
 
     def __call__(self, values: np.ndarray) -> np.ndarray:
         return np.median(self.history.add(values), axis=0)
+
+    def many(self, frames: np.ndarray) -> np.ndarray:
+        """`__call__` for frames (m, C) in order, the same values (median of the same sets)."""
+        short, full = self.history.windows(frames)
+        out = np.empty(frames.shape)
+        for i, window in enumerate(short):
+            out[i] = np.median(window, axis=0)
+        out[len(short):] = np.median(full, axis=-1)
+        return out
 
     def reset(self) -> None:
         self.history.reset()
@@ -66,6 +108,13 @@ class EMAFilter:
             self.state = self.alpha * values + (1.0 - self.alpha) * self.state
         return self.state.copy()
 
+    def many(self, frames: np.ndarray) -> np.ndarray:
+        """`__call__` for frames (m, C) in order (a recursion: row by row, same arithmetic)."""
+        out = np.empty(frames.shape)
+        for i in range(len(frames)):
+            out[i] = self(frames[i])
+        return out
+
     def reset(self) -> None:
         self.state = None
 
@@ -80,7 +129,25 @@ class HampelFilter:
         self.n_sigmas = n_sigmas
 
     def __call__(self, values: np.ndarray) -> np.ndarray:
-        window = self.history.add(values)
+        return self._judge(values, self.history.add(values))
+
+    def many(self, frames: np.ndarray) -> np.ndarray:
+        """`__call__` for frames (m, C) in order: the same medians, deviations and choices."""
+        short, full = self.history.windows(frames)
+        out = np.empty(frames.shape)
+        for i, window in enumerate(short):
+            out[i] = self._judge(frames[i], window)
+        k = len(short)
+        if k < len(frames):
+            median = np.median(full, axis=-1)
+            sigma = self.MAD_TO_SIGMA * np.median(np.abs(full - median[..., None]), axis=-1)
+            values = frames[k:]
+            outlier = np.abs(values - median) > self.n_sigmas * sigma
+            outlier &= sigma > 0
+            out[k:] = np.where(outlier, median, values)
+        return out
+
+    def _judge(self, values: np.ndarray, window: np.ndarray) -> np.ndarray:
         median = np.median(window, axis=0)
         sigma = self.MAD_TO_SIGMA * np.median(np.abs(window - median), axis=0)
         outlier = np.abs(values - median) > self.n_sigmas * sigma
@@ -111,6 +178,12 @@ class FilterChain:
         for f in self.filters:
             values = f(values)
         return values
+
+    def many(self, frames: np.ndarray) -> np.ndarray:
+        """`__call__` for frames (m, C) in order (the vectorized pipeline path)."""
+        for f in self.filters:
+            frames = f.many(frames)
+        return frames
 
     def reset(self) -> None:
         for f in self.filters:
