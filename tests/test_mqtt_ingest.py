@@ -874,3 +874,66 @@ def test_ack_many_skips_qos0_and_earlier_connections_and_acks_the_rest_in_one_wr
     msgs.append(Ingested(0.0, [], [], delivery(5, 1, now)))
     ingest.ack_many(msgs)
     assert [bytes(p["packet"]) for p in client._out_packet] == [b"\x40\x02\x00\x01\x40\x02\x00\x04\x40\x02\x00\x05"]
+
+
+@pytest.mark.parametrize("manual_ack", [False, True], ids=["auto-ack", "manual-ack"])
+@pytest.mark.parametrize("protocol", [mqtt.MQTTv311, mqtt.MQTTv5], ids=["3.1.1", "5"])
+def test_buffered_reads_deliver_the_messages_and_acks_paho_does(protocol, manual_ack):
+    """PUBLISH packets taken straight from the read buffer (and the ones that fall back to
+    paho: QoS 2, MQTT 5 properties, an empty topic) reach on_message with the same
+    arguments, in the same order, and put the same PUBACK/PUBREC bytes on the wire as
+    paho's own reader and handler, whatever the chunking."""
+    rng = random.Random(7)
+    v5 = protocol == mqtt.MQTTv5
+    props = b"\x00" if v5 else None
+    stream = []
+    for i in range(400):
+        kind = rng.random()
+        if kind < 0.03:
+            stream.append(_wire(0xD0, b""))  # PINGRESP
+            continue
+        qos = 2 if kind < 0.06 else (i % 2)
+        topic = b"" if (kind < 0.08 and v5) else f"sensors/p{i % 7}/t".encode()
+        p = _alias_props(3) if not topic else (_user_props() if v5 and kind < 0.12 else props)
+        header, body = _publish_packet(topic, bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 90))),
+                                       qos=qos, mid=i + 1, retain=kind > 0.95, props=p)
+        stream.append(_wire(header, body))
+    data = b"".join(stream)
+    kwargs = {"callback_api_version": CallbackAPIVersion.VERSION2, "protocol": protocol, "manual_ack": manual_ack}
+    results = []
+    for client in (mqtt_ingest._FastClient(**kwargs), mqtt.Client(**kwargs)):
+        seen: list = []
+
+        def on_message(c, userdata, msg, seen=seen):
+            seen.append((msg.topic, bytes(msg.payload), msg.qos, msg.retain, msg.mid, msg.dup))
+
+        client.on_message = on_message
+        handled: list = []
+        if isinstance(client, mqtt_ingest._FastClient):
+            client._fast_handler = client.on_message
+            assert client._fast_ok()
+            handle = client._packet_handle
+            client._packet_handle = lambda c=client, h=handle, out=handled: out.append(c._in_packet["command"] & 0xF0) or h()
+        ours, peer = socket.socketpair()
+        ours.setblocking(False)
+        peer.settimeout(2)
+        client._sock = ours
+        pos = 0
+        while pos < len(data):
+            chunk = data[pos : pos + rng.choice([1, 5, 64, 700, 5000])]
+            pos += len(chunk)
+            peer.sendall(chunk)
+            _drain(client)
+        wire = b""
+        peer.setblocking(False)
+        try:
+            while True:
+                wire += peer.recv(65536)
+        except BlockingIOError:
+            pass
+        results.append((seen, wire, handled))
+    (fast_seen, fast_wire, handled), (paho_seen, paho_wire, _) = results
+    publishes = sum(1 for p in stream if p[0] & 0xF0 == 0x30)
+    assert 0 < handled.count(0x30) < 0.2 * publishes  # only the fallbacks went through paho's dispatch
+    assert len(paho_seen) > 300 and fast_seen == paho_seen
+    assert fast_wire == paho_wire and (manual_ack or len(paho_wire) > 400)

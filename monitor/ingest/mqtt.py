@@ -197,6 +197,12 @@ class _BufferedRead:
     _rbuf: bytearray
     _rsock: object = None
 
+    def _fast_ok(self) -> bool:  # _FastClient: may PUBLISH packets skip paho's handler now?
+        return False
+
+    def _publish(self, buf: bytearray, header: int, start: int, stop: int) -> Optional[mqtt.MQTTErrorCode]:
+        return None
+
     def _packet_read(self) -> mqtt.MQTTErrorCode:
         if not _BUFFERED_READ:
             return mqtt.Client._packet_read(self)
@@ -223,6 +229,7 @@ class _BufferedRead:
         n = len(buf)
         pos = 0
         rc = _SUCCESS
+        fast = self._fast_ok()  # (checked per read, not per packet)
         while n - pos >= 2:
             # the remaining length: 1-4 bytes of 7 bits, least significant first
             i = pos + 1
@@ -242,6 +249,14 @@ class _BufferedRead:
                     return _ERR_PROTOCOL
             if not complete or n - i < length:
                 break  # the rest of this packet has not arrived yet
+            header = buf[pos]
+            if fast and header & 0xF0 == 0x30:  # a PUBLISH: straight from the buffer
+                rc = self._publish(buf, header, i, i + length)
+                if rc is not None:
+                    pos = i + length
+                    if rc or self._sock is not sock:
+                        break
+                    continue
             self._in_packet = {"command": buf[pos], "have_remaining": 1, "remaining_count": list(buf[pos + 1:i]),
                                "remaining_mult": mult, "remaining_length": length,
                                "packet": buf[i:i + length], "to_process": 0, "pos": 0}
@@ -301,46 +316,56 @@ class _FastClient(_BufferedRead, mqtt.Client):
         packet = b"".join([_PUBACK_HEAD + mid.to_bytes(2, "big") for mid in mids])
         return self._packet_queue(mqtt.PUBACK, packet, 0, 1)
 
-    def _handle_publish(self) -> mqtt.MQTTErrorCode:
+    def _fast_ok(self) -> bool:
+        """May the fast path take PUBLISH packets now? (Our handler installed, no paho
+        debug log, on_log or filtered callbacks: those keep paho's own path.)"""
         handler = self._fast_handler
-        if (handler is None or handler is not self._on_message or self._on_log is not None
-                or self._on_message_filtered._root._children
-                or (self._logger is not None and self._logger.isEnabledFor(_DEBUG))):
-            return _paho_handle_publish(self)
-        in_packet = self._in_packet
-        header = in_packet["command"]
+        return not (handler is None or handler is not self._on_message or self._on_log is not None
+                    or self._on_message_filtered._root._children
+                    or (self._logger is not None and self._logger.isEnabledFor(_DEBUG)))
+
+    def _handle_publish(self) -> mqtt.MQTTErrorCode:
+        if self._fast_ok():
+            in_packet = self._in_packet
+            packet = in_packet["packet"]
+            rc = self._publish(packet, in_packet["command"], 0, len(packet))
+            if rc is not None:
+                return rc
+        return _paho_handle_publish(self)
+
+    def _publish(self, buf: bytearray, header: int, start: int, stop: int) -> Optional[mqtt.MQTTErrorCode]:
+        """The PUBLISH whose body is ``buf[start:stop]``, if the fast path takes it (else
+        None, and nothing was done: paho's `_handle_publish` takes it)."""
         qos = (header & 0x06) >> 1
-        packet = in_packet["packet"]
-        n = len(packet)
-        if qos > 1 or n < 2:
-            return _paho_handle_publish(self)
-        end = 2 + ((packet[0] << 8) | packet[1])
-        if end == 2:  # empty topic: malformed (3.1.1) or a topic alias (5): paho's business
-            return _paho_handle_publish(self)
+        if qos > 1 or stop - start < 2:
+            return None
+        end = start + 2 + ((buf[start] << 8) | buf[start + 1])
+        if end == start + 2:  # empty topic: malformed (3.1.1) or a topic alias (5): paho's business
+            return None
         pos = end
         mid = 0
         if qos:
             pos += 2
-            if pos > n:
-                return _paho_handle_publish(self)
-            mid = (packet[end] << 8) | packet[end + 1]
+            if pos > stop:
+                return None
+            mid = (buf[end] << 8) | buf[end + 1]
             if mid == 0:
-                return _paho_handle_publish(self)
+                return None
         if self._protocol == mqtt.MQTTv5:
-            if pos >= n or packet[pos] != 0:  # any property: paho decodes it
-                return _paho_handle_publish(self)
+            if pos >= stop or buf[pos] != 0:  # any property: paho decodes it
+                return None
             pos += 1
-        elif pos > n:
-            return _paho_handle_publish(self)
+        elif pos > stop:
+            return None
         try:
-            topic = packet[2:end].decode("utf-8")
+            topic = buf[start + 2:end].decode("utf-8")
         except UnicodeDecodeError:
-            return _paho_handle_publish(self)
-        message = _new_tuple(_FastMessage, (topic, bytes(packet[pos:]), qos, bool(header & 0x01), mid,
+            return None
+        message = _new_tuple(_FastMessage, (topic, bytes(buf[pos:stop]), qos, bool(header & 0x01), mid,
                                             bool(header & 0x08), None))
         with self._in_callback_mutex:  # as paho's _handle_on_message
             try:
-                handler(self, self._userdata, message)
+                self._fast_handler(self, self._userdata, message)
             except Exception as err:  # noqa: BLE001 - as paho (MQTTIngest's handler never raises)
                 self._easy_log(mqtt.MQTT_LOG_ERR, "Caught exception in on_message: %s", err)
                 if not self.suppress_exceptions:
