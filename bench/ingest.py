@@ -66,6 +66,7 @@ from paho.mqtt.properties import Properties  # noqa: E402
 
 from broker import Mosquitto  # noqa: E402  (tests/broker.py)
 from daemon_support import config_from  # noqa: E402
+from monitor.ingest import mqtt as mqtt_ingest  # noqa: E402
 from monitor.model.bundle import load_bundle  # noqa: E402
 from monitor.service import Service  # noqa: E402
 from monitor.synthetic import CHANNELS as PUMP_CHANNELS, pump  # noqa: E402
@@ -469,8 +470,11 @@ def make_service(cfg, listeners=(), **kw) -> Service:
     return svc
 
 
+EXTRA_VARIANTS = ("daemonpr",)  # only with --only: the daemon reading packets with paho's own reader
+
+
 def run_daemon(port: int, client_id: str, wl: Workload, models_dir: Path, timeout: float,
-               spec: ModelSpec = UNIVARIATE) -> float:
+               spec: ModelSpec = UNIVARIATE, paho_reader: bool = False) -> float:
     state = {"n": 0, "end": 0.0}
     done = threading.Event()
     target = wl.windows
@@ -482,12 +486,14 @@ def run_daemon(port: int, client_id: str, wl: Workload, models_dir: Path, timeou
             done.set()
 
     svc = make_service(daemon_config(port, models_dir, client_id, spec=spec), [listener])
+    mqtt_ingest._BUFFERED_READ = not paho_reader
     t0 = time.perf_counter()
     svc.start()
     try:
         _finish(done, timeout, "daemon")
     finally:
         svc.shutdown()
+        mqtt_ingest._BUFFERED_READ = True
     counters = svc.pipeline.counters
     if counters["accepted"] != wl.readings:
         raise RuntimeError(f"daemon accepted {counters['accepted']} of {wl.readings} readings: {dict(counters)}")
@@ -686,7 +692,8 @@ def main() -> int:
                     help="skip the sustained-rate, latency and 10k-stream sections (implied by --model pump)")
     ap.add_argument("--only", default="",
                     help="comma-separated FORMAT-VARIANT pairs to run, e.g. single-daemon,single-ceiling "
-                         "(formats: single, batch100; variants: ceiling, naive, daemon); skips the "
+                         "(formats: single, batch100; variants: ceiling, naive, daemon, and daemonpr: the "
+                         "daemon with paho's own packet reader, an A/B of the buffered reader); skips the "
                          "latency and 10k-stream sections")
     args = ap.parse_args()
     # The pump's window is 30 frames of 5 readings: larger backlogs keep the unscored warm-up
@@ -725,7 +732,7 @@ def main() -> int:
     only = {x.strip() for x in args.only.split(",") if x.strip()}
     for x in only:
         fmt, _, variant = x.partition("-")
-        if fmt not in loads or variant not in spec.variants:
+        if fmt not in loads or variant not in spec.variants + EXTRA_VARIANTS:
             ap.error(f"--only: unknown pair {x!r}")
     results: dict[str, dict[str, list[float]]] = {fmt: collections.defaultdict(list) for fmt in loads}
     broker = Mosquitto(tmp / "broker", persistence=False,
@@ -735,8 +742,8 @@ def main() -> int:
         seq = 0
         for rep in range(args.repeats):
             for fmt, wls in loads.items():
-                for variant in spec.variants:
-                    if only and f"{fmt}-{variant}" not in only:
+                for variant in spec.variants + EXTRA_VARIANTS:
+                    if (only and f"{fmt}-{variant}" not in only) or (not only and variant in EXTRA_VARIANTS):
                         continue
                     wl = wls["naive" if variant.startswith("naive") else "main"]
                     seq += 1
@@ -751,6 +758,8 @@ def main() -> int:
                         r = run_naive_pump(broker.port, cid, wl, bundle, 300, threads=1)
                     elif variant == "naive":
                         r = run_naive(broker.port, cid, wl, bundle, 300)
+                    elif variant == "daemonpr":
+                        r = run_daemon(broker.port, cid, wl, models, 300, spec=spec, paho_reader=True)
                     else:
                         r = run_daemon(broker.port, cid, wl, models, 300, spec=spec)
                     results[fmt][variant].append(r)
