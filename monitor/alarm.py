@@ -162,14 +162,7 @@ class AlarmMachine:
             state.below_run = int(run[-1])
             return m, None
         last = int(idx[stop - 1])
-        t = float(times[last])
-        state.episode = None
-        self._firing.discard(stream)
-        state.last_resolved_at = t
-        state.recent.clear()
-        state.above = 0
-        state.below_run = 0
-        return stop, self._alert(stream, "resolved", ep, t, float(batch.score[last]), ep.peak_channels)
+        return stop, self._resolve(stream, state, float(times[last]), float(batch.score[last]))
 
     def _state(self, stream: str) -> AlarmState:
         state = self._states.get(stream)
@@ -254,14 +247,19 @@ class AlarmMachine:
             ep.peak_channels = self.top_channels(channel_scores, observed, reconstructed)
         state.below_run = state.below_run + 1 if score < self.cfg.resolve_below else 0
         if state.below_run >= self.cfg.resolve_m:
-            state.episode = None
-            self._firing.discard(stream)
-            state.last_resolved_at = timestamp
-            state.recent.clear()
-            state.above = 0
-            state.below_run = 0
-            return self._alert(stream, "resolved", ep, timestamp, score, ep.peak_channels)
+            return self._resolve(stream, state, timestamp, score)
         return None
+
+    def _resolve(self, stream: str, state: AlarmState, timestamp: float, score: float) -> Alert:
+        """End the stream's episode at `timestamp` (the resolving window's score `score`)."""
+        ep = state.episode
+        state.episode = None
+        self._firing.discard(stream)
+        state.last_resolved_at = timestamp
+        state.recent.clear()
+        state.above = 0
+        state.below_run = 0
+        return self._alert(stream, "resolved", ep, timestamp, score, ep.peak_channels)
 
     def _alert(self, stream: str, state: str, ep: _Episode, ended_at: float | None, score: float, top: list[dict]) -> Alert:
         return Alert(

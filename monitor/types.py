@@ -22,7 +22,29 @@ class Reading(NamedTuple):
     value: float
 
 
-class ReadingBlock(Sequence[Reading]):
+class _Block(Sequence[Reading]):
+    """Readings of one stream held as columns (`ReadingBlock`, `FrameBlock`)."""
+
+    __slots__ = ()
+    stream: str
+    timestamps: np.ndarray
+    values: np.ndarray
+
+    def _names(self) -> tuple:
+        raise NotImplementedError
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is type(self):
+            return self._names() == other._names() and np.array_equal(  # type: ignore[attr-defined]
+                self.timestamps, other.timestamps) and np.array_equal(self.values, other.values)  # type: ignore[attr-defined]
+        if isinstance(other, (list, tuple)):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class ReadingBlock(_Block):
     """Consecutive readings of one channel of one stream (one batched message), as columns.
 
     What `Codec` (with ``columns=True``) makes of a JSON array of plain
@@ -42,6 +64,9 @@ class ReadingBlock(Sequence[Reading]):
     def __len__(self) -> int:
         return len(self.values)
 
+    def _names(self) -> tuple:
+        return (self.stream, self.channel)
+
     def __getitem__(self, i):  # type: ignore[override]
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
@@ -52,21 +77,11 @@ class ReadingBlock(Sequence[Reading]):
         for t, v in zip(self.timestamps.tolist(), self.values.tolist()):
             yield Reading(stream, channel, t, v)
 
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, ReadingBlock):
-            return (self.stream, self.channel) == (other.stream, other.channel) and np.array_equal(
-                self.timestamps, other.timestamps) and np.array_equal(self.values, other.values)
-        if isinstance(other, (list, tuple)):
-            return list(self) == list(other)
-        return NotImplemented
-
-    __hash__ = None  # type: ignore[assignment]
-
     def __repr__(self) -> str:
         return f"ReadingBlock({self.stream!r}, {self.channel!r}, {len(self)} readings)"
 
 
-class FrameBlock(Sequence[Reading]):
+class FrameBlock(_Block):
     """Rows of several channels of one stream (one batched json_multi message), as columns.
 
     What `Codec` (with ``columns=True``) makes of a JSON array of objects that all have
@@ -86,6 +101,9 @@ class FrameBlock(Sequence[Reading]):
     def __len__(self) -> int:
         return self.values.size
 
+    def _names(self) -> tuple:
+        return (self.stream, self.channels)
+
     def __getitem__(self, i):  # type: ignore[override]
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
@@ -104,16 +122,6 @@ class FrameBlock(Sequence[Reading]):
         stream, channels = self.stream, self.channels
         return [Reading(stream, c, t, v) for t, row in zip(self.timestamps[start:].tolist(), self.values[start:].tolist())
                 for c, v in zip(channels, row)]
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, FrameBlock):
-            return (self.stream, self.channels) == (other.stream, other.channels) and np.array_equal(
-                self.timestamps, other.timestamps) and np.array_equal(self.values, other.values)
-        if isinstance(other, (list, tuple)):
-            return list(self) == list(other)
-        return NotImplemented
-
-    __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         return f"FrameBlock({self.stream!r}, {self.channels!r}, {len(self.timestamps)} rows)"

@@ -419,6 +419,24 @@ def _as_blocks(feed: list[Reading], rng) -> list:
     return items
 
 
+def _drive(one: Pipeline, many: Pipeline, items: list, rng, sizes: list[int]) -> tuple[list, list]:
+    """Push `items` in batches of random `sizes`: reading by reading into `one`, as whole
+    batches (blocks kept) into `many`; flush both after each batch. Returns their flushes."""
+    got_one, got_many = [], []
+    i = 0
+    while i < len(items):
+        batch = items[i : i + int(rng.choice(sizes))]
+        for item in batch:
+            for r in (item if isinstance(item, (ReadingBlock, FrameBlock)) else [item]):
+                one.push_reading(r)
+        many.push_batch(batch)
+        assert one.pending == many.pending
+        got_one.append(one.flush())
+        got_many.append(many.flush())
+        i += len(batch)
+    return got_one, got_many
+
+
 def _bursty(seed: int, n_streams: int = 5, n: int = 8000) -> list[Reading]:
     """Streams taking turns in bursts (what batched messages look like), with trouble."""
     rng = np.random.default_rng(seed)
@@ -460,19 +478,7 @@ def test_pipeline_push_batch_with_blocks_matches_push_reading(seed, window_size,
     rng = np.random.default_rng(seed)
     items = _as_blocks(_bursty(seed), rng)
     assert sum(type(x) is ReadingBlock for x in items) > 50
-    got_one, got_many = [], []
-    i = 0
-    while i < len(items):
-        size = int(rng.choice([1, 3, 10, 40, 200]))
-        batch = items[i : i + size]
-        for item in batch:
-            for r in (item if type(item) is ReadingBlock else [item]):
-                one.push_reading(r)
-        many.push_batch(batch)
-        assert one.pending == many.pending
-        got_one.append(one.flush())
-        got_many.append(many.flush())
-        i += size
+    got_one, got_many = _drive(one, many, items, rng, [1, 3, 10, 40, 200])
     assert one.counters == many.counters
     c = one.counters
     assert c["accepted"] > 4000 and c["duplicate"] and c["stale_frames"] and c["unknown_channel"]
@@ -621,19 +627,7 @@ def test_pipeline_push_batch_with_frame_blocks_matches_push_reading(seed, window
     many._push_frames = lambda *a: frames.append((run(*a), len(a[1]))) or frames[-1][0]
     rng = np.random.default_rng(seed)
     items = _multi_feed(seed)
-    got_one, got_many = [], []
-    i = 0
-    while i < len(items):
-        size = int(rng.choice([1, 4, 16, 60]))
-        batch = items[i : i + size]
-        for item in batch:
-            for r in (item if type(item) is FrameBlock else [item]):
-                one.push_reading(r)
-        many.push_batch(batch)
-        assert one.pending == many.pending
-        got_one.append(one.flush())
-        got_many.append(many.flush())
-        i += size
+    got_one, got_many = _drive(one, many, items, rng, [1, 4, 16, 60])
     assert one.counters == many.counters
     c = one.counters
     assert c["accepted"] > 4000 and c["duplicate"] and c["stale_frames"] and c["unknown_channel"]
