@@ -505,7 +505,7 @@ def _block(doc: list, rule: _Rule, stream: str, channel: str, horizon: float) ->
         return None
     if total - total != 0.0:
         return None  # NaN, an infinity or a huge int: per element
-    if max(stamps) > horizon or max(stamps) > MS_THRESHOLD:
+    if max(stamps) > min(horizon, MS_THRESHOLD):
         return None  # milliseconds or future: per element
     if int in stamp_types and min(stamps) <= -_EXACT:
         return None
@@ -542,7 +542,7 @@ def _frame_block(doc: list, rule: _Rule, stream: str, horizon: float) -> Optiona
     table = np.array(flat, dtype=np.float64).reshape(len(doc), len(keys))
     at = keys.index(ts_field)
     stamps = table[:, at]
-    if not (stamps.max() <= MS_THRESHOLD and stamps.max() <= horizon):
+    if not stamps.max() <= min(horizon, MS_THRESHOLD):
         return None  # milliseconds or future: per element
     channels = keys[:at] + keys[at + 1:]
     values = np.delete(table, at, axis=1) if at != len(keys) - 1 else table[:, :at]
