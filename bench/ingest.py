@@ -20,7 +20,7 @@ load per reading, with the lightest possible forward pass (~60 us at batch 1).
 
 `--model pump` is the realistic one: configs/pump.yaml's architecture (conv1d, window 30,
 conv_channels [16, 32], code 8, 5 channels flow/pressure/current/vibration/temperature),
-trained for a few epochs on monitor.synthetic.pump() data. Single-reading messages go to
+trained for a few epochs on monitor.core.synthetic.pump() data. Single-reading messages go to
 per-channel topics `bench/s{i}/pump/{channel}` as {"ts", "value"}; each stream publishes
 its 5 channels for time t, then t+1, ... (streams interleaved per time step), so the
 daemon aligns 5 messages into one frame and scores one window per frame. 100-reading
@@ -67,9 +67,9 @@ from paho.mqtt.properties import Properties  # noqa: E402
 from broker import Mosquitto  # noqa: E402  (tests/broker.py)
 from daemon_support import config_from  # noqa: E402
 from monitor.ingest import mqtt as mqtt_ingest  # noqa: E402
-from monitor.model.bundle import load_bundle  # noqa: E402
+from monitor.core.model.bundle import load_bundle  # noqa: E402
 from monitor.service import Service  # noqa: E402
-from monitor.synthetic import CHANNELS as PUMP_CHANNELS, pump  # noqa: E402
+from monitor.core.synthetic import CHANNELS as PUMP_CHANNELS, pump  # noqa: E402
 from monitor.training import StreamData, train_bundle  # noqa: E402
 
 WINDOW = 16

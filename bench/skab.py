@@ -56,10 +56,10 @@ def run_file(args: tuple[str, str, int]) -> dict:
 
     torch.set_num_threads(threads)
     from monitor.backtest import run_backtest
-    from monitor.config import load_config
+    from monitor.core.config import load_config
     from monitor.ingest.files import read_csv
-    from monitor.model.bundle import load_bundle
-    from monitor.pipeline import ScoringModel
+    from monitor.core.model.bundle import load_bundle
+    from monitor.core.pipeline import ScoringModel
     from monitor.training import StreamData, train_bundle
 
     cfg = load_config(config_path, environ={})
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", help="write per-file results here")
     args = ap.parse_args(argv)
 
-    from monitor.evaluate import Quality
+    from monitor.core.evaluate import Quality
 
     data_dir = Path(args.data)
     files = labelled_files(data_dir)

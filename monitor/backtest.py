@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from monitor.config import Config, ConfigError
-from monitor.evaluate import Quality, evaluate
-from monitor.pipeline import Pipeline, ScoringModel
-from monitor.types import Alert
+from monitor.core.config import Config, ConfigError
+from monitor.core.evaluate import Quality, evaluate
+from monitor.core.pipeline import Pipeline, ScoringModel
+from monitor.core.types import Alert
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ def plot_timeline(result: BacktestResult, path: Path, title: str = "") -> bool:
     plt = pyplot()
     if plt is None:
         return False
-    from monitor.evaluate import segments
+    from monitor.core.evaluate import segments
 
     t = (result.times - result.times[0]) / 60.0
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(11, 6), sharex=True, height_ratios=[3, 2])

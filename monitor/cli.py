@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from monitor.config import EXIT_CONFIG, Config, ConfigError, load_config
+from monitor.core.config import EXIT_CONFIG, Config, ConfigError, load_config
 
 log = logging.getLogger("monitor")
 
@@ -82,8 +82,8 @@ def _rows(sd) -> int:
 def cmd_backtest(args: argparse.Namespace) -> int:
     from monitor.backtest import format_quality, plot_timeline, run_backtest, write_scores_csv
     from monitor.ingest.files import read_csv
-    from monitor.model.bundle import load_bundle
-    from monitor.pipeline import ScoringModel
+    from monitor.core.model.bundle import load_bundle
+    from monitor.core.pipeline import ScoringModel
     from monitor.training import StreamData, train_bundle
 
     cfg = _config(args.config)
@@ -184,8 +184,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         raise SystemExit("choose one of --offline or --to-broker")
     if args.offline:
         from monitor.ingest.replay import replay_offline
-        from monitor.model.bundle import load_bundle
-        from monitor.pipeline import ScoringModel
+        from monitor.core.model.bundle import load_bundle
+        from monitor.core.pipeline import ScoringModel
         from monitor.sinks import alert_json
 
         model = ScoringModel.from_bundle(load_bundle(Path(args.model or cfg.models.dir)))
@@ -306,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit:
         raise
     except Exception as exc:  # noqa: BLE001 - a CLI reports, it does not dump a trace
-        from monitor.model.bundle import BundleError
+        from monitor.core.model.bundle import BundleError
 
         kind = "model bundle refused" if isinstance(exc, BundleError) else type(exc).__name__
         print(f"error: {kind}: {exc}", file=sys.stderr)

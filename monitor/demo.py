@@ -43,7 +43,7 @@ def run_demo(speed: float = 20.0, duration: float | None = None, metrics_port: i
     import paho.mqtt.client as mqtt
 
     from monitor.broker import free_port, start_local_broker
-    from monitor.config import load_config
+    from monitor.core.config import load_config
     from monitor.ingest.recording import read_recording
     from monitor.ingest.replay import replay_to_broker
     from monitor.service import Service

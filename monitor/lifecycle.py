@@ -16,8 +16,8 @@ from typing import Callable
 
 import numpy as np
 
-from monitor.model.bundle import BundleError, current_bundle_path, load_bundle
-from monitor.pipeline import ScoringModel
+from monitor.core.model.bundle import BundleError, current_bundle_path, load_bundle
+from monitor.core.pipeline import ScoringModel
 
 log = logging.getLogger(__name__)
 

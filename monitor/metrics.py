@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import choose_encoder
 
 from monitor.ingest.codec import REASONS as REJECT_REASONS
-from monitor.types import Rejected
+from monitor.core.types import Rejected
 
 __all__ = [
     "Metrics",

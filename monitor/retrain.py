@@ -50,7 +50,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from monitor.config import EXIT_CONFIG, Config, ConfigError, load_config
+from monitor.core.config import EXIT_CONFIG, Config, ConfigError, load_config
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ def _num(x: float):
 def evaluate_model(cfg: Config, model, holdout: list) -> Evaluation:
     """Score the held-out slice with `model` through the daemon's pipeline."""
     from monitor.backtest import run_backtest
-    from monitor.pipeline import Pipeline
+    from monitor.core.pipeline import Pipeline
 
     ev = Evaluation(model.version)
     for sd in holdout:
@@ -370,8 +370,8 @@ class RetrainStatusCollector:
 
 
 def run_retrain(args: argparse.Namespace) -> int:
-    from monitor.model.bundle import current_bundle_path, load_bundle, set_current
-    from monitor.pipeline import ScoringModel
+    from monitor.core.model.bundle import current_bundle_path, load_bundle, set_current
+    from monitor.core.pipeline import ScoringModel
     from monitor.training import load_training_data, train_bundle
 
     started_wall = time.time()

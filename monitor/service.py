@@ -25,14 +25,14 @@ from typing import Callable
 import numpy as np
 from prometheus_client import CollectorRegistry
 
-from monitor.config import Config
+from monitor.core.config import Config
 from monitor.ingest.codec import Codec
 from monitor.ingest.handoff import HandOff
 from monitor.lifecycle import LoadResult, ModelWatcher
 from monitor.metrics import Metrics
-from monitor.pipeline import Pipeline, ScoringModel
+from monitor.core.pipeline import Pipeline, ScoringModel
 from monitor.sinks import AlertmanagerSink, JSONLinesSink, LogSink, MQTTSink, Sink
-from monitor.types import Alert, ScoreBatch
+from monitor.core.types import Alert, ScoreBatch
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ class Service:
         """
         if self.config_path is None:
             return []
-        from monitor.config import ConfigError, load_config
+        from monitor.core.config import ConfigError, load_config
 
         try:
             new = load_config(self.config_path)

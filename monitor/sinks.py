@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Protocol
 
-from monitor.types import Alert
+from monitor.core.types import Alert
 
 log = logging.getLogger(__name__)
 

@@ -18,10 +18,10 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from monitor.config import Config, ConfigError
-from monitor.pipeline import ScoringModel, StreamState, stream_timing
-from monitor.stream.windows import window_runs
-from monitor.types import Reading
+from monitor.core.config import Config, ConfigError
+from monitor.core.pipeline import ScoringModel, StreamState, stream_timing
+from monitor.core.stream.windows import window_runs
+from monitor.core.types import Reading
 
 log = logging.getLogger(__name__)
 
@@ -230,11 +230,11 @@ def train_bundle(
     write_plots: bool = True,
 ) -> TrainOutcome:
     """Train, calibrate and save a bundle from already-loaded data."""
-    from monitor.model.bundle import save_bundle
-    from monitor.model.calibrate import fit_threshold
-    from monitor.model.nets import architecture_spec
-    from monitor.model.scorer import Scorer
-    from monitor.model.train import train_autoencoder
+    from monitor.core.model.bundle import save_bundle
+    from monitor.core.model.calibrate import fit_threshold
+    from monitor.core.model.nets import architecture_spec
+    from monitor.core.model.scorer import Scorer
+    from monitor.core.model.train import train_autoencoder
     import torch
 
     started = time.monotonic()

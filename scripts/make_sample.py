@@ -8,7 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from monitor.synthetic import Fault, pump, write_csv  # noqa: E402
+from monitor.core.synthetic import Fault, pump, write_csv  # noqa: E402
 
 
 def main() -> int:

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import paho.mqtt.client as mqtt
 
-from monitor.config import Config, load_config
-from monitor.synthetic import CHANNELS, Fault, pump
+from monitor.core.config import Config, load_config
+from monitor.core.synthetic import CHANNELS, Fault, pump
 from monitor.training import StreamData, train_bundle
 
 MODEL_YAML = """

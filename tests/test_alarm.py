@@ -4,8 +4,8 @@ import math
 import numpy as np
 import pytest
 
-from monitor.alarm import AlarmMachine
-from monitor.config import AlarmConfig
+from monitor.core.alarm import AlarmMachine
+from monitor.core.config import AlarmConfig
 
 CH = ["a", "b"]
 
@@ -76,7 +76,7 @@ def test_streams_are_independent_and_reading_state_does_not_change_it():
 
 
 def _batch(streams, scores):
-    from monitor.types import ScoreBatch
+    from monitor.core.types import ScoreBatch
 
     n = len(streams)
     s = np.asarray(scores, dtype=float)
@@ -112,7 +112,7 @@ def test_batch_update_matches_window_by_window_through_long_episodes(seed):
                 x = float(rng.uniform(0.6, 4.0) if hot else rng.uniform(0, 1.2))
             scores.append(math.nan if rng.random() < 0.01 else x)
         s = np.asarray(scores, dtype=np.float32)
-        from monitor.types import ScoreBatch
+        from monitor.core.types import ScoreBatch
 
         b = ScoreBatch(streams, [float(t + i) for i in range(size)], s, s * 0.5,
                        rng.uniform(0, 1, (size, 3)), list(rng.normal(size=(size, 3))), rng.normal(size=(size, 3)))

@@ -12,11 +12,11 @@ import numpy as np
 import orjson
 import pytest
 
-from monitor.config import AlarmConfig, FilterConfig, StreamConfig, TopicRule
+from monitor.core.config import AlarmConfig, FilterConfig, StreamConfig, TopicRule
 from monitor.ingest.codec import Codec
-from monitor.pipeline import Pipeline, ScoringModel
-from monitor.stream.windows import WindowBuffer
-from monitor.types import FrameBlock, Reading, ReadingBlock, Rejected, ScoreBatch
+from monitor.core.pipeline import Pipeline, ScoringModel
+from monitor.core.stream.windows import WindowBuffer
+from monitor.core.types import FrameBlock, Reading, ReadingBlock, Rejected, ScoreBatch
 
 
 @pytest.mark.parametrize("window_size,stride", [(1, 1), (4, 1), (5, 2), (6, 3), (3, 5)])

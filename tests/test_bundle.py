@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from monitor.config import ModelConfig
-from monitor.model import bundle as bundle_mod
-from monitor.model.bundle import (
+from monitor.core.config import ModelConfig
+from monitor.core.model import bundle as bundle_mod
+from monitor.core.model.bundle import (
     BundleError,
     current_bundle_path,
     list_bundles,
@@ -19,8 +19,8 @@ from monitor.model.bundle import (
     save_bundle,
     set_current,
 )
-from monitor.model.nets import architecture_spec, build_from_spec
-from monitor.model.scorer import Scorer
+from monitor.core.model.nets import architecture_spec, build_from_spec
+from monitor.core.model.scorer import Scorer
 
 torch.set_num_threads(1)
 

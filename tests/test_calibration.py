@@ -4,8 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from monitor.config import CalibrationConfig
-from monitor.model.calibrate import MIN_ERRORS, fit_gpd, fit_threshold, to_threshold_units
+from monitor.core.config import CalibrationConfig
+from monitor.core.model.calibrate import MIN_ERRORS, fit_gpd, fit_threshold, to_threshold_units
 
 ONE_TO_100 = np.arange(1, 101, dtype=np.float64)
 

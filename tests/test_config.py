@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.config import ConfigError, load_config
+from monitor.core.config import ConfigError, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -16,10 +16,10 @@ from broker import Mosquitto, free_port, make_test_ca, mosquitto_binary
 from daemon_support import (FAULT, Publisher, Subscriber, daemon_config, feed_rows, http_get, metric_value,
                             row_payload, train_small_model, wait_until)
 from monitor.backtest import run_backtest
-from monitor.model.bundle import load_bundle, set_current
-from monitor.pipeline import ScoringModel
+from monitor.core.model.bundle import load_bundle, set_current
+from monitor.core.pipeline import ScoringModel
 from monitor.service import Service
-from monitor.synthetic import CHANNELS
+from monitor.core.synthetic import CHANNELS
 
 pytestmark = [
     pytest.mark.slow,

@@ -311,7 +311,7 @@ def test_systemd_tick_with_a_real_daemon(tmp_path, notify_socket, monkeypatch):
 
 
 def _load_deploy_config(env: dict, tmp_path: Path):
-    from monitor.config import load_config
+    from monitor.core.config import load_config
 
     return load_config(DEPLOY / "config" / "monitor.yaml", environ=env)
 

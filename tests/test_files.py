@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from monitor.config import DataConfig
+from monitor.core.config import DataConfig
 from monitor.ingest.files import DataError, detect_separator, read_csv
 
 SKAB = Path(__file__).resolve().parents[2] / "shared" / "data" / "skab"

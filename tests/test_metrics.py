@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from monitor.ingest.codec import REASONS
 from monitor.metrics import Metrics, serve
-from monitor.types import Rejected
+from monitor.core.types import Rejected
 
 
 def sample(registry: CollectorRegistry, name: str, **labels: str):

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from monitor.config import ModelConfig
-from monitor.model.nets import (
+from monitor.core.config import ModelConfig
+from monitor.core.model.nets import (
     ConvAutoencoder,
     DenseAutoencoder,
     architecture_spec,

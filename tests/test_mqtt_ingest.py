@@ -20,7 +20,7 @@ from paho.mqtt.properties import Properties
 from prometheus_client import CollectorRegistry
 
 from broker import Mosquitto, make_test_ca, mosquitto_binary, write_password_file
-from monitor.config import MQTTConfig, TLSConfig, TopicRule
+from monitor.core.config import MQTTConfig, TLSConfig, TopicRule
 from monitor.ingest.codec import Codec
 from monitor.ingest import mqtt as mqtt_ingest
 from monitor.ingest.mqtt import Delivery, Ingested, MQTTIngest, subscriptions, topic_filter
@@ -431,7 +431,7 @@ def test_insecure_skip_verify_must_be_explicit_and_warns_loudly(tmp_path, make_i
 
 
 def test_tls_and_auth_mistakes_are_config_errors_naming_the_key(tmp_path):
-    from monitor.config import ConfigError
+    from monitor.core.config import ConfigError
 
     with pytest.raises(ConfigError) as err:
         MQTTIngest(MQTTConfig(tls=TLSConfig(enabled=True, ca_file=str(tmp_path / "missing.pem"))),

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from monitor.synthetic import Fault, pump, write_csv
+from monitor.core.synthetic import Fault, pump, write_csv
 
 pytestmark = pytest.mark.slow
 

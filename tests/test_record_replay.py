@@ -17,11 +17,11 @@ from monitor.exclude import exclude_spans, parse_span, spans_from_alerts
 from monitor.ingest.record import Recorder
 from monitor.ingest.recording import read_recording
 from monitor.ingest.replay import replay_offline, replay_to_broker
-from monitor.model.bundle import load_bundle
-from monitor.pipeline import ScoringModel
+from monitor.core.model.bundle import load_bundle
+from monitor.core.pipeline import ScoringModel
 from monitor.service import Service
 from monitor.training import StreamData
-from monitor.types import RawMessage
+from monitor.core.types import RawMessage
 
 ROOT = Path(__file__).resolve().parents[1]
 needs_broker = pytest.mark.skipif(mosquitto_binary() is None, reason="the mosquitto binary is not installed")
@@ -188,7 +188,7 @@ def test_live_alerts_equal_offline_replay_of_the_daemons_own_recording(tmp_path,
 def test_exclude_spans_removes_rows_and_readings_inside_spans():
     import numpy as np
 
-    from monitor.types import Reading
+    from monitor.core.types import Reading
 
     sd = StreamData("s", ["a"], np.arange(10.0), np.arange(10.0)[:, None],
                     readings=[Reading("s", "a", float(i), 0.0) for i in range(10)])

@@ -15,7 +15,7 @@ from monitor.ingest.recording import (
     read_recording,
     recording_files,
 )
-from monitor.types import RawMessage
+from monitor.core.types import RawMessage
 
 MESSAGES = [
     RawMessage(1700000000.125, "sensors/p1/temp", b"21.5", 1, False),

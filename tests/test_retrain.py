@@ -11,9 +11,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from monitor import retrain
 from monitor.metrics import Metrics
-from monitor.model.bundle import current_bundle_path, list_bundles
+from monitor.core.model.bundle import current_bundle_path, list_bundles
 from monitor.retrain import Evaluation, GateSettings, RetrainStatusCollector, gate, read_textfile, write_textfile
-from monitor.synthetic import CHANNELS, Fault, pump, write_csv
+from monitor.core.synthetic import CHANNELS, Fault, pump, write_csv
 
 CONFIG = """
 stream: {channels: [flow, pressure, current, vibration, temperature], period_seconds: 1.0, max_gap_seconds: 5}
@@ -162,7 +162,7 @@ def test_retrain_promotes_then_a_failing_candidate_is_not_promoted(tmp_path, dat
 def test_retrain_on_recordings(tmp_path, capsys):
     """Recorded raw messages (the recorder's directory) go through the codec and the pipeline."""
     from monitor.ingest.recording import RecordingWriter
-    from monitor.types import RawMessage
+    from monitor.core.types import RawMessage
 
     rec = tmp_path / "recordings"
     rec.mkdir()

@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from monitor.config import ModelConfig
-from monitor.model.nets import build_autoencoder
-from monitor.model.scorer import Scorer
+from monitor.core.config import ModelConfig
+from monitor.core.model.nets import build_autoencoder
+from monitor.core.model.scorer import Scorer
 
 torch.set_num_threads(1)
 

@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from monitor.config import FilterConfig
-from monitor.stream.assembler import StreamAssembler
-from monitor.stream.filters import EMAFilter, FilterChain, HampelFilter, MedianFilter
-from monitor.stream.windows import WindowBuffer, window_runs
+from monitor.core.config import FilterConfig
+from monitor.core.stream.assembler import StreamAssembler
+from monitor.core.stream.filters import EMAFilter, FilterChain, HampelFilter, MedianFilter
+from monitor.core.stream.windows import WindowBuffer, window_runs
 
 
 def feed(asm, readings):

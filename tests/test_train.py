@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from monitor.config import ModelConfig
-from monitor.model.scorer import Scorer
-from monitor.model.train import MIN_WINDOWS, train_autoencoder
+from monitor.core.config import ModelConfig
+from monitor.core.model.scorer import Scorer
+from monitor.core.model.train import MIN_WINDOWS, train_autoencoder
 
 torch.set_num_threads(1)
 

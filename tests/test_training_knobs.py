@@ -2,11 +2,11 @@
 import numpy as np
 import pytest
 
-from monitor.config import CalibrationConfig, Config, ConfigError, ModelConfig, StreamConfig, load_config
-from monitor.synthetic import CHANNELS, pump
-from monitor.model.bundle import load_bundle
-from monitor.model.nets import architecture_spec, build_from_spec
-from monitor.model.scorer import Scorer
+from monitor.core.config import CalibrationConfig, Config, ConfigError, ModelConfig, StreamConfig, load_config
+from monitor.core.synthetic import CHANNELS, pump
+from monitor.core.model.bundle import load_bundle
+from monitor.core.model.nets import architecture_spec, build_from_spec
+from monitor.core.model.scorer import Scorer
 from monitor.training import StreamData, scaler_std, train_bundle
 
 

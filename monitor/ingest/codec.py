@@ -32,8 +32,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from monitor.config import ConfigError, TopicRule
-from monitor.types import FrameBlock, RawMessage, Reading, ReadingBlock, Rejected
+from monitor.core.config import ConfigError, TopicRule
+from monitor.core.types import FrameBlock, RawMessage, Reading, ReadingBlock, Rejected
 
 try:  # orjson is ~5x faster on batched payloads; the stdlib is the fallback
     import orjson as _orjson

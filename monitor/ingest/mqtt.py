@@ -47,9 +47,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from monitor.config import ConfigError, MQTTConfig, TopicRule
+from monitor.core.config import ConfigError, MQTTConfig, TopicRule
 from monitor.ingest.codec import Codec
-from monitor.types import RawMessage, Reading, Rejected
+from monitor.core.types import RawMessage, Reading, Rejected
 
 if TYPE_CHECKING:
     from monitor.metrics import Metrics

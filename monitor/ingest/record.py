@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from monitor.ingest.recording import RecordingWriter
-from monitor.types import RawMessage
+from monitor.core.types import RawMessage
 
 log = logging.getLogger(__name__)
 

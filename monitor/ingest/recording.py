@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional, Union
 
-from monitor.types import RawMessage
+from monitor.core.types import RawMessage
 
 try:
     import orjson as _orjson

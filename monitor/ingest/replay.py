@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from monitor.config import Config
+from monitor.core.config import Config
 from monitor.ingest.codec import Codec
 from monitor.ingest.recording import RecordingStats, iter_recordings
-from monitor.pipeline import Pipeline, ScoringModel
-from monitor.types import Alert, RawMessage, ScoreBatch
+from monitor.core.pipeline import Pipeline, ScoringModel
+from monitor.core.types import Alert, RawMessage, ScoreBatch
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from monitor.config import AlarmConfig
-from monitor.types import Alert, ScoreBatch
+from monitor.core.config import AlarmConfig
+from monitor.core.types import Alert, ScoreBatch
 
 
 @dataclass

@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from monitor.config import CalibrationConfig
+from monitor.core.config import CalibrationConfig
 
 MIN_ERRORS = 20
 MIN_EXCEEDANCES = 10  # the POT initial level is lowered if needed to keep this many

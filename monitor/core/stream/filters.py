@@ -11,7 +11,7 @@ from typing import Protocol
 
 import numpy as np
 
-from monitor.config import FilterConfig
+from monitor.core.config import FilterConfig
 
 
 class Filter(Protocol):

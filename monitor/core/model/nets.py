@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from monitor.config import ModelConfig
+from monitor.core.config import ModelConfig
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU}
 _KINDS = ("dense", "conv1d")

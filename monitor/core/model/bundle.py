@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from monitor.model.nets import build_from_spec
+from monitor.core.model.nets import build_from_spec
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"

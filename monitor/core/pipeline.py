@@ -13,12 +13,12 @@ from typing import Iterable
 
 import numpy as np
 
-from monitor.alarm import AlarmMachine
-from monitor.config import AlarmConfig, FilterConfig, StreamConfig
-from monitor.stream.assembler import EPS, StreamAssembler
-from monitor.stream.filters import FilterChain
-from monitor.stream.windows import WindowBuffer
-from monitor.types import Alert, FrameBlock, Reading, ReadingBlock, ScoreBatch
+from monitor.core.alarm import AlarmMachine
+from monitor.core.config import AlarmConfig, FilterConfig, StreamConfig
+from monitor.core.stream.assembler import EPS, StreamAssembler
+from monitor.core.stream.filters import FilterChain
+from monitor.core.stream.windows import WindowBuffer
+from monitor.core.types import Alert, FrameBlock, Reading, ReadingBlock, ScoreBatch
 
 _MIN_RUN = 8  # shorter runs of one stream's readings: reading by reading is as fast
 _MISSING = object()
@@ -42,7 +42,7 @@ class ScoringModel:
 
     @classmethod
     def from_bundle(cls, bundle) -> "ScoringModel":
-        from monitor.model.scorer import Scorer
+        from monitor.core.model.scorer import Scorer
 
         m = bundle.manifest
         return cls(

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from monitor.config import ModelConfig
-from monitor.model.nets import architecture_spec, build_from_spec
+from monitor.core.config import ModelConfig
+from monitor.core.model.nets import architecture_spec, build_from_spec
 
 MIN_WINDOWS = 8
 # A validation loss counts as an improvement only if it beats the best by this share.
