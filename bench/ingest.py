@@ -66,7 +66,7 @@ from paho.mqtt.properties import Properties  # noqa: E402
 
 from broker import Mosquitto  # noqa: E402  (tests/broker.py)
 from daemon_support import config_from  # noqa: E402
-from monitor.ingest import mqtt as mqtt_ingest  # noqa: E402
+from monitor.io import mqtt as mqtt_ingest  # noqa: E402
 from monitor.core.model.bundle import load_bundle  # noqa: E402
 from monitor.service import Service  # noqa: E402
 from monitor.core.synthetic import CHANNELS as PUMP_CHANNELS, pump  # noqa: E402

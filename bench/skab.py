@@ -57,7 +57,7 @@ def run_file(args: tuple[str, str, int]) -> dict:
     torch.set_num_threads(threads)
     from monitor.backtest import run_backtest
     from monitor.core.config import load_config
-    from monitor.ingest.files import read_csv
+    from monitor.io.files import read_csv
     from monitor.core.model.bundle import load_bundle
     from monitor.core.pipeline import ScoringModel
     from monitor.training import StreamData, train_bundle

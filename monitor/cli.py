@@ -81,7 +81,7 @@ def _rows(sd) -> int:
 
 def cmd_backtest(args: argparse.Namespace) -> int:
     from monitor.backtest import format_quality, plot_timeline, run_backtest, write_scores_csv
-    from monitor.ingest.files import read_csv
+    from monitor.io.files import read_csv
     from monitor.core.model.bundle import load_bundle
     from monitor.core.pipeline import ScoringModel
     from monitor.training import StreamData, train_bundle
@@ -128,12 +128,12 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from monitor.logs import setup_logging
+    from monitor.io.logs import setup_logging
     from monitor.service import Service
 
     cfg = _config(args.config)  # a bad config exits 78 here, before any connection
     setup_logging(args.log_level or cfg.log_level, json_lines=not args.plain_logs)
-    from monitor.notify import make_systemd_tick
+    from monitor.io.notify import make_systemd_tick
 
     service = Service(cfg, config_path=args.config)
     service.start()
@@ -145,10 +145,10 @@ def cmd_record(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from monitor.ingest.codec import Codec
-    from monitor.ingest.mqtt import MQTTIngest
-    from monitor.ingest.record import Recorder
-    from monitor.logs import setup_logging
+    from monitor.io.codec import Codec
+    from monitor.io.mqtt import MQTTIngest
+    from monitor.io.record import Recorder
+    from monitor.io.logs import setup_logging
 
     cfg = _config(args.config)
     setup_logging(args.log_level or cfg.log_level)
@@ -177,7 +177,7 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from monitor.ingest.recording import iter_recordings
+    from monitor.io.recording import iter_recordings
 
     cfg = _config(args.config)
     if args.to_broker == args.offline:
@@ -186,7 +186,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         from monitor.ingest.replay import replay_offline
         from monitor.core.model.bundle import load_bundle
         from monitor.core.pipeline import ScoringModel
-        from monitor.sinks import alert_json
+        from monitor.io.sinks import alert_json
 
         model = ScoringModel.from_bundle(load_bundle(Path(args.model or cfg.models.dir)))
         out = open(args.alerts_out, "w") if args.alerts_out else None

@@ -42,9 +42,9 @@ def run_demo(speed: float = 20.0, duration: float | None = None, metrics_port: i
              broker_kind: str = "auto", workdir: str | None = None) -> int:
     import paho.mqtt.client as mqtt
 
-    from monitor.broker import free_port, start_local_broker
+    from monitor.io.broker import free_port, start_local_broker
     from monitor.core.config import load_config
-    from monitor.ingest.recording import read_recording
+    from monitor.io.recording import read_recording
     from monitor.ingest.replay import replay_to_broker
     from monitor.service import Service
     from monitor.training import StreamData, train_bundle
@@ -62,7 +62,7 @@ def run_demo(speed: float = 20.0, duration: float | None = None, metrics_port: i
     cfg_path = work / "demo.yaml"
     cfg_path.write_text(yaml.safe_dump({**DEMO_CONFIG, "models": {"dir": str(work / "models"), "poll_seconds": 1.0}}))
     cfg = load_config(cfg_path, environ={})
-    from monitor.ingest.codec import Codec
+    from monitor.io.codec import Codec
 
     codec = Codec(cfg.topics)
     readings = [r for m in normal for r in codec.decode(m.topic, m.payload, m.received_at)[0]]

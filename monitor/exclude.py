@@ -13,8 +13,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from monitor.ingest.codec import parse_timestamp
-from monitor.ingest.recording import iter_recordings
+from monitor.io.codec import parse_timestamp
+from monitor.io.recording import iter_recordings
 from monitor.training import StreamData
 
 Span = tuple[float, float, str | None]  # start, end, stream (None: every stream)

@@ -26,12 +26,12 @@ import numpy as np
 from prometheus_client import CollectorRegistry
 
 from monitor.core.config import Config
-from monitor.ingest.codec import Codec
-from monitor.ingest.handoff import HandOff
+from monitor.io.codec import Codec
+from monitor.io.handoff import HandOff
 from monitor.lifecycle import LoadResult, ModelWatcher
-from monitor.metrics import Metrics
+from monitor.io.metrics import Metrics
 from monitor.core.pipeline import Pipeline, ScoringModel
-from monitor.sinks import AlertmanagerSink, JSONLinesSink, LogSink, MQTTSink, Sink
+from monitor.io.sinks import AlertmanagerSink, JSONLinesSink, LogSink, MQTTSink, Sink
 from monitor.core.types import Alert, ScoreBatch
 
 log = logging.getLogger(__name__)
@@ -121,8 +121,8 @@ class Service:
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        from monitor.ingest.mqtt import MQTTIngest
-        from monitor.metrics import serve
+        from monitor.io.mqtt import MQTTIngest
+        from monitor.io.metrics import serve
 
         cfg = self.cfg
         self._poll_model()
@@ -131,7 +131,7 @@ class Service:
                                    streams_active=lambda: len(self.pipeline.streams) if self.pipeline else 0)
         self.http = serve(self.registry, cfg.metrics.address, cfg.metrics.port, self.health, self.ready)
         if cfg.record.enabled:  # tap of our own intake: retraining data is exactly what was scored
-            from monitor.ingest.record import Recorder
+            from monitor.io.record import Recorder
 
             self.recorder = Recorder(cfg.record.dir, rotate_bytes=cfg.record.rotate_bytes,
                                      rotate_seconds=cfg.record.rotate_seconds,
@@ -210,7 +210,7 @@ class Service:
 
     def shutdown(self) -> int:
         """Stop intake, drain what was received, flush alerts, close everything."""
-        from monitor.notify import stopping
+        from monitor.io.notify import stopping
 
         deadline = time.monotonic() + self.stop_timeout
         stopping()  # tell systemd (no-op elsewhere)

@@ -49,7 +49,7 @@ class FrameSet:
 
 def load_training_data(paths: Sequence[str | Path], cfg: Config) -> list[StreamData]:
     """Read CSV files and recordings into per-stream data (one CSV file = one stream's rows)."""
-    from monitor.ingest.files import read_csv
+    from monitor.io.files import read_csv
 
     out: dict[str, StreamData] = {}
     recordings: list[Path] = []
@@ -87,8 +87,8 @@ def load_training_data(paths: Sequence[str | Path], cfg: Config) -> list[StreamD
 
 
 def _readings_from_recordings(paths: list[Path], cfg: Config) -> dict[str, list[Reading]]:
-    from monitor.ingest.codec import Codec
-    from monitor.ingest.recording import iter_recordings
+    from monitor.io.codec import Codec
+    from monitor.io.recording import iter_recordings
 
     codec = Codec(cfg.topics, cfg.mqtt.max_payload_bytes, cfg.stream.max_future_seconds)
     streams: dict[str, list[Reading]] = {}

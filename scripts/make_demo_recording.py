@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from monitor.ingest.recording import RecordingWriter  # noqa: E402
+from monitor.io.recording import RecordingWriter  # noqa: E402
 from monitor.core.synthetic import CHANNELS, Fault, pump  # noqa: E402
 
 START = 1_767_225_600.0  # 2026-01-01T00:00:00Z

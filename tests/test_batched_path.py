@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from monitor.core.config import AlarmConfig, FilterConfig, StreamConfig, TopicRule
-from monitor.ingest.codec import Codec
+from monitor.io.codec import Codec
 from monitor.core.pipeline import Pipeline, ScoringModel
 from monitor.core.stream.windows import WindowBuffer
 from monitor.core.types import FrameBlock, Reading, ReadingBlock, Rejected, ScoreBatch

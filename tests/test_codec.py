@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from monitor.core.config import ConfigError, TopicRule
-from monitor.ingest.codec import REASONS, Codec, parse_timestamp
+from monitor.io.codec import REASONS, Codec, parse_timestamp
 from monitor.core.types import RawMessage, Reading, Rejected
 
 NOW = 1_700_000_000.0  # received_at used throughout

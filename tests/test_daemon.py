@@ -340,7 +340,7 @@ def test_sigterm_under_load_exits_zero_within_ten_seconds(broker, models_dir, tm
         assert "scoring thread drained and stopped" in messages
         assert messages[-1] == "monitor stopped"
         # nothing half-written: every recording file reads to its end, no truncated block
-        from monitor.ingest.recording import RecordingStats, iter_recordings
+        from monitor.io.recording import RecordingStats, iter_recordings
 
         stats = RecordingStats()
         recorded = list(iter_recordings([tmp_path / "rec"], stats=stats))

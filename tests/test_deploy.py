@@ -172,7 +172,7 @@ def notify_socket(tmp_path, monkeypatch):
 
 
 def test_notify_is_a_noop_without_notify_socket(monkeypatch):
-    from monitor import notify
+    from monitor.io import notify
 
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
     assert notify.ready() is False and notify.watchdog() is False and notify.status("x") is False
@@ -180,7 +180,7 @@ def test_notify_is_a_noop_without_notify_socket(monkeypatch):
 
 
 def test_notify_messages_and_abstract_sockets(notify_socket, monkeypatch):
-    from monitor import notify
+    from monitor.io import notify
 
     assert notify.ready("up") and notify.watchdog() and notify.status("busy") and notify.stopping()
     assert notify_socket.messages() == ["READY=1\nSTATUS=up", "WATCHDOG=1", "STATUS=busy", "STOPPING=1"]
@@ -222,7 +222,7 @@ def _fake_service(**kw):
 
 
 def test_tick_withholds_the_watchdog_when_a_thread_is_stuck(notify_socket):
-    from monitor.notify import make_systemd_tick
+    from monitor.io.notify import make_systemd_tick
 
     svc = _fake_service()
     now = [100.0]
@@ -268,7 +268,7 @@ def test_tick_withholds_the_watchdog_when_a_thread_is_stuck(notify_socket):
 @pytest.mark.slow
 @pytest.mark.skipif(mosquitto_binary() is None, reason="the mosquitto binary is not installed")
 def test_systemd_tick_with_a_real_daemon(tmp_path, notify_socket, monkeypatch):
-    from monitor.notify import make_systemd_tick
+    from monitor.io.notify import make_systemd_tick
     from monitor.service import Service
 
     models = tmp_path / "models"
@@ -416,7 +416,7 @@ def _healthcheck_argv() -> list[str]:
 def test_healthcheck_command_against_a_real_health_endpoint():
     from prometheus_client import CollectorRegistry
 
-    from monitor.metrics import serve
+    from monitor.io.metrics import serve
 
     argv = _healthcheck_argv()
     assert argv[0] == "python"
@@ -519,7 +519,7 @@ def test_grafana_provisioning_matches_the_dashboard():
 def _known_metric_names() -> set[str]:
     from prometheus_client import CollectorRegistry
 
-    from monitor.metrics import Metrics
+    from monitor.io.metrics import Metrics
     from monitor.retrain import METRICS
 
     registry = CollectorRegistry()
@@ -536,7 +536,7 @@ def test_rules_and_dashboard_use_only_real_metric_names():
     used = {m for t in texts for m in re.findall(r"\bmonitor_[a-z0-9_]+", t)}
     used -= {"monitor_build"}  # not used; listed for clarity
     unknown = sorted(u for u in used if u not in known)
-    assert not unknown, f"not defined in monitor/metrics.py or monitor/retrain.py: {unknown}"
+    assert not unknown, f"not defined in monitor/io/metrics.py or monitor/retrain.py: {unknown}"
 
 
 def test_compose_mosquitto_config_runs_in_the_real_broker(tmp_path):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from monitor.core.config import DataConfig
-from monitor.ingest.files import DataError, detect_separator, read_csv
+from monitor.io.files import DataError, detect_separator, read_csv
 
 SKAB = Path(__file__).resolve().parents[2] / "shared" / "data" / "skab"
 

@@ -8,8 +8,8 @@ import urllib.request
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from monitor.ingest.codec import REASONS
-from monitor.metrics import Metrics, serve
+from monitor.io.codec import REASONS
+from monitor.io.metrics import Metrics, serve
 from monitor.core.types import Rejected
 
 

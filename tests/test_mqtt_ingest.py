@@ -21,10 +21,10 @@ from prometheus_client import CollectorRegistry
 
 from broker import Mosquitto, make_test_ca, mosquitto_binary, write_password_file
 from monitor.core.config import MQTTConfig, TLSConfig, TopicRule
-from monitor.ingest.codec import Codec
-from monitor.ingest import mqtt as mqtt_ingest
-from monitor.ingest.mqtt import Delivery, Ingested, MQTTIngest, subscriptions, topic_filter
-from monitor.metrics import Metrics
+from monitor.io.codec import Codec
+from monitor.io import mqtt as mqtt_ingest
+from monitor.io.mqtt import Delivery, Ingested, MQTTIngest, subscriptions, topic_filter
+from monitor.io.metrics import Metrics
 
 pytestmark = [
     pytest.mark.slow,
@@ -388,7 +388,7 @@ def test_untrusted_server_certificate_is_refused_with_a_clear_error(tmp_path, ma
            "keyfile": test_ca["untrusted_server_key"]}
     with Mosquitto(tmp_path / "broker", tls=tls) as broker:
         cfg = cfg_for(broker, port=broker.tls_port, tls=TLSConfig(enabled=True, ca_file=test_ca["ca"]))
-        with caplog.at_level(logging.ERROR, logger="monitor.ingest.mqtt"):
+        with caplog.at_level(logging.ERROR, logger="monitor.io.mqtt"):
             ingest = make_ingest(cfg)
             wait_for(lambda: ingest.last_error is not None, what="a TLS failure")
             time.sleep(0.3)  # a few retries: none may fall back to an insecure connection
@@ -424,7 +424,7 @@ def test_insecure_skip_verify_must_be_explicit_and_warns_loudly(tmp_path, make_i
     with Mosquitto(tmp_path / "broker", tls=tls) as broker:
         cfg = cfg_for(broker, port=broker.tls_port,
                       tls=TLSConfig(enabled=True, ca_file=test_ca["ca"], insecure_skip_verify=True))
-        with caplog.at_level(logging.WARNING, logger="monitor.ingest.mqtt"):
+        with caplog.at_level(logging.WARNING, logger="monitor.io.mqtt"):
             ingest = make_ingest(cfg)
         assert "NOT verified" in caplog.text
         wait_for(lambda: ingest.subscribed, what="insecure TLS subscription")
@@ -615,7 +615,7 @@ def test_fast_publish_path_falls_back_while_paho_debug_logging_or_filtered_callb
 
 
 def test_fast_publish_path_is_only_used_with_a_paho_it_was_verified_against(monkeypatch, caplog):
-    caplog.set_level(logging.DEBUG, logger="monitor.ingest.mqtt")
+    caplog.set_level(logging.DEBUG, logger="monitor.io.mqtt")
     cfg = MQTTConfig(client_id="guard")
     ingest = MQTTIngest(cfg, RULES, Codec(RULES), queue.Queue(1))
     assert type(ingest.client) is mqtt_ingest._FastClient

@@ -14,8 +14,8 @@ from broker import Mosquitto, mosquitto_binary
 from daemon_support import (Publisher, Subscriber, daemon_config, feed_rows, row_payload, train_small_model,
                             wait_until)
 from monitor.exclude import exclude_spans, parse_span, spans_from_alerts
-from monitor.ingest.record import Recorder
-from monitor.ingest.recording import read_recording
+from monitor.io.record import Recorder
+from monitor.io.recording import read_recording
 from monitor.ingest.replay import replay_offline, replay_to_broker
 from monitor.core.model.bundle import load_bundle
 from monitor.core.pipeline import ScoringModel
@@ -69,7 +69,7 @@ def test_recorder_counts_write_errors_and_keeps_going(tmp_path):
 def _recorded_feed(tmp_path, fault=True) -> Path:
     t, v, _ = feed_rows(1000 if fault else 300, fault=(700, 820) if fault else None)
     path = tmp_path / "feed.jsonl.gz"
-    from monitor.ingest.recording import RecordingWriter
+    from monitor.io.recording import RecordingWriter
 
     with RecordingWriter(path) as w:
         for ti, vi in zip(t, v):

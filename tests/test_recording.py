@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.ingest.recording import (
+from monitor.io.recording import (
     RecordingStats,
     RecordingWriter,
     iter_recordings,

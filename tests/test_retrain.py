@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from monitor import retrain
-from monitor.metrics import Metrics
+from monitor.io.metrics import Metrics
 from monitor.core.model.bundle import current_bundle_path, list_bundles
 from monitor.retrain import Evaluation, GateSettings, RetrainStatusCollector, gate, read_textfile, write_textfile
 from monitor.core.synthetic import CHANNELS, Fault, pump, write_csv
@@ -161,7 +161,7 @@ def test_retrain_promotes_then_a_failing_candidate_is_not_promoted(tmp_path, dat
 @pytest.mark.slow
 def test_retrain_on_recordings(tmp_path, capsys):
     """Recorded raw messages (the recorder's directory) go through the codec and the pipeline."""
-    from monitor.ingest.recording import RecordingWriter
+    from monitor.io.recording import RecordingWriter
     from monitor.core.types import RawMessage
 
     rec = tmp_path / "recordings"

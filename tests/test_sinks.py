@@ -12,7 +12,7 @@ import pytest
 
 from broker import free_port
 from daemon_support import wait_until
-from monitor.sinks import AlertmanagerSink, LogSink, MemorySink, alert_json
+from monitor.io.sinks import AlertmanagerSink, LogSink, MemorySink, alert_json
 from monitor.core.types import Alert
 
 AM = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")

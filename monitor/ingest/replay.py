@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from monitor.core.config import Config
-from monitor.ingest.codec import Codec
-from monitor.ingest.recording import RecordingStats, iter_recordings
+from monitor.io.codec import Codec
+from monitor.io.recording import RecordingStats, iter_recordings
 from monitor.core.pipeline import Pipeline, ScoringModel
 from monitor.core.types import Alert, RawMessage, ScoreBatch
 

@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from monitor.ingest.recording import RecordingWriter
+from monitor.io.recording import RecordingWriter
 from monitor.core.types import RawMessage
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from typing import Optional
 import numpy as np
 
 from monitor.core.config import DataConfig
-from monitor.ingest.codec import MS_THRESHOLD, parse_iso
+from monitor.io.codec import MS_THRESHOLD, parse_iso
 
 __all__ = ["CsvData", "DataError", "read_csv", "detect_separator"]
 

@@ -48,11 +48,11 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from monitor.core.config import ConfigError, MQTTConfig, TopicRule
-from monitor.ingest.codec import Codec
+from monitor.io.codec import Codec
 from monitor.core.types import RawMessage, Reading, Rejected
 
 if TYPE_CHECKING:
-    from monitor.metrics import Metrics
+    from monitor.io.metrics import Metrics
 
 __all__ = ["MQTTIngest", "Ingested", "Delivery", "topic_filter", "subscriptions"]
 

@@ -22,7 +22,7 @@ from typing import Callable, Iterable, Mapping, Optional
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import choose_encoder
 
-from monitor.ingest.codec import REASONS as REJECT_REASONS
+from monitor.io.codec import REASONS as REJECT_REASONS
 from monitor.core.types import Rejected
 
 __all__ = [
