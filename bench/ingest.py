@@ -4,7 +4,7 @@ One command, one private Mosquitto, three consumers of the same backlog:
 
   ceiling  a bare paho subscriber: orjson-decode, append to a per-topic deque, nothing else
   naive    decode, keep a per-stream window by hand, one batch-1 torch forward per reading
-  daemon   monitor.service.Service with a trained bundle (real MQTTIngest/Pipeline/Scorer);
+  daemon   monitor.app.service.Service with a trained bundle (real MQTTIngest/Pipeline/Scorer);
            done when the score listener has seen every window
 
 Method: each consumer first connects once with a fixed client id and a persistent session
@@ -68,9 +68,9 @@ from broker import Mosquitto  # noqa: E402  (tests/broker.py)
 from daemon_support import config_from  # noqa: E402
 from monitor.io import mqtt as mqtt_ingest  # noqa: E402
 from monitor.core.model.bundle import load_bundle  # noqa: E402
-from monitor.service import Service  # noqa: E402
+from monitor.app.service import Service  # noqa: E402
 from monitor.core.synthetic import CHANNELS as PUMP_CHANNELS, pump  # noqa: E402
-from monitor.training import StreamData, train_bundle  # noqa: E402
+from monitor.app.training import StreamData, train_bundle  # noqa: E402
 
 WINDOW = 16
 CHANNEL = "value"

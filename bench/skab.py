@@ -55,12 +55,12 @@ def run_file(args: tuple[str, str, int]) -> dict:
     import torch
 
     torch.set_num_threads(threads)
-    from monitor.backtest import run_backtest
+    from monitor.app.backtest import run_backtest
     from monitor.core.config import load_config
     from monitor.io.files import read_csv
     from monitor.core.model.bundle import load_bundle
     from monitor.core.pipeline import ScoringModel
-    from monitor.training import StreamData, train_bundle
+    from monitor.app.training import StreamData, train_bundle
 
     cfg = load_config(config_path, environ={})
     data = read_csv(path, cfg.data)

@@ -12,7 +12,7 @@ import paho.mqtt.client as mqtt
 
 from monitor.core.config import Config, load_config
 from monitor.core.synthetic import CHANNELS, Fault, pump
-from monitor.training import StreamData, train_bundle
+from monitor.app.training import StreamData, train_bundle
 
 MODEL_YAML = """
 stream: {period_seconds: 1.0, max_gap_seconds: 5}

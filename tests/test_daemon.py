@@ -15,10 +15,10 @@ import pytest
 from broker import Mosquitto, free_port, make_test_ca, mosquitto_binary
 from daemon_support import (FAULT, Publisher, Subscriber, daemon_config, feed_rows, http_get, metric_value,
                             row_payload, train_small_model, wait_until)
-from monitor.backtest import run_backtest
+from monitor.app.backtest import run_backtest
 from monitor.core.model.bundle import load_bundle, set_current
 from monitor.core.pipeline import ScoringModel
-from monitor.service import Service
+from monitor.app.service import Service
 from monitor.core.synthetic import CHANNELS
 
 pytestmark = [

@@ -269,7 +269,7 @@ def test_tick_withholds_the_watchdog_when_a_thread_is_stuck(notify_socket):
 @pytest.mark.skipif(mosquitto_binary() is None, reason="the mosquitto binary is not installed")
 def test_systemd_tick_with_a_real_daemon(tmp_path, notify_socket, monkeypatch):
     from monitor.io.notify import make_systemd_tick
-    from monitor.service import Service
+    from monitor.app.service import Service
 
     models = tmp_path / "models"
     train_small_model(models)
@@ -520,7 +520,7 @@ def _known_metric_names() -> set[str]:
     from prometheus_client import CollectorRegistry
 
     from monitor.io.metrics import Metrics
-    from monitor.retrain import METRICS
+    from monitor.app.retrain import METRICS
 
     registry = CollectorRegistry()
     Metrics(registry)
@@ -536,7 +536,7 @@ def test_rules_and_dashboard_use_only_real_metric_names():
     used = {m for t in texts for m in re.findall(r"\bmonitor_[a-z0-9_]+", t)}
     used -= {"monitor_build"}  # not used; listed for clarity
     unknown = sorted(u for u in used if u not in known)
-    assert not unknown, f"not defined in monitor/io/metrics.py or monitor/retrain.py: {unknown}"
+    assert not unknown, f"not defined in monitor/io/metrics.py or monitor/app/retrain.py: {unknown}"
 
 
 def test_compose_mosquitto_config_runs_in_the_real_broker(tmp_path):

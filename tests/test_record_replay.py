@@ -13,14 +13,14 @@ import pytest
 from broker import Mosquitto, mosquitto_binary
 from daemon_support import (Publisher, Subscriber, daemon_config, feed_rows, row_payload, train_small_model,
                             wait_until)
-from monitor.exclude import exclude_spans, parse_span, spans_from_alerts
+from monitor.app.exclude import exclude_spans, parse_span, spans_from_alerts
 from monitor.io.record import Recorder
 from monitor.io.recording import read_recording
-from monitor.ingest.replay import replay_offline, replay_to_broker
+from monitor.app.replay import replay_offline, replay_to_broker
 from monitor.core.model.bundle import load_bundle
 from monitor.core.pipeline import ScoringModel
-from monitor.service import Service
-from monitor.training import StreamData
+from monitor.app.service import Service
+from monitor.app.training import StreamData
 from monitor.core.types import RawMessage
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -174,8 +174,8 @@ def test_live_alerts_equal_offline_replay_of_the_daemons_own_recording(tmp_path,
     assert len(spans) == 1 and spans[0][:2] == (live[0]["started_at"], live[1]["ended_at"])
     import argparse
 
-    from monitor.retrain import _exclude_alerting
-    from monitor.training import load_training_data
+    from monitor.app.retrain import _exclude_alerting
+    from monitor.app.training import load_training_data
 
     data = load_training_data([tmp_path / "rec"], cfg)
     before = len(data[0].readings)

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from monitor import retrain
+from monitor.app import retrain
 from monitor.io.metrics import Metrics
 from monitor.core.model.bundle import current_bundle_path, list_bundles
-from monitor.retrain import Evaluation, GateSettings, RetrainStatusCollector, gate, read_textfile, write_textfile
+from monitor.app.retrain import Evaluation, GateSettings, RetrainStatusCollector, gate, read_textfile, write_textfile
 from monitor.core.synthetic import CHANNELS, Fault, pump, write_csv
 
 CONFIG = """

@@ -7,7 +7,7 @@ from monitor.core.synthetic import CHANNELS, pump
 from monitor.core.model.bundle import load_bundle
 from monitor.core.model.nets import architecture_spec, build_from_spec
 from monitor.core.model.scorer import Scorer
-from monitor.training import StreamData, scaler_std, train_bundle
+from monitor.app.training import StreamData, scaler_std, train_bundle
 
 
 def test_channel_min_std_floors_only_the_named_channels():

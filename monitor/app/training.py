@@ -309,7 +309,7 @@ def train_bundle(
 
 
 def _plots(history: dict, calib_err: np.ndarray, threshold: float) -> dict[str, bytes]:
-    from monitor.plots import png_bytes, pyplot
+    from monitor.app.plots import png_bytes, pyplot
 
     plt = pyplot()
     if plt is None:

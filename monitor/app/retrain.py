@@ -96,7 +96,7 @@ def _newest(sd) -> Optional[float]:
 
 def _time_slice(sd, lo: float = -math.inf, hi: float = math.inf):
     """The part of a StreamData with lo <= timestamp < hi."""
-    from monitor.training import StreamData
+    from monitor.app.training import StreamData
 
     out = StreamData(sd.stream, list(sd.channels))
     if sd.timestamps is not None:
@@ -176,7 +176,7 @@ def _num(x: float):
 
 def evaluate_model(cfg: Config, model, holdout: list) -> Evaluation:
     """Score the held-out slice with `model` through the daemon's pipeline."""
-    from monitor.backtest import run_backtest
+    from monitor.app.backtest import run_backtest
     from monitor.core.pipeline import Pipeline
 
     ev = Evaluation(model.version)
@@ -372,7 +372,7 @@ class RetrainStatusCollector:
 def run_retrain(args: argparse.Namespace) -> int:
     from monitor.core.model.bundle import current_bundle_path, load_bundle, set_current
     from monitor.core.pipeline import ScoringModel
-    from monitor.training import load_training_data, train_bundle
+    from monitor.app.training import load_training_data, train_bundle
 
     started_wall = time.time()
     settings = GateSettings(args.max_false_alarm_rate, args.margin, args.min_windows)
@@ -496,8 +496,8 @@ def _nan(x) -> float:
 def _exclude_alerting(data: list, cfg: Config, args: argparse.Namespace) -> dict:
     """Leave out alerting periods: --exclude-alerts files, else the daemon's alerts.ndjson
     found in the --data folders (written there when recording is on)."""
-    from monitor.exclude import exclude_spans, spans_from_alerts
-    from monitor.service import ALERTS_FILE
+    from monitor.app.exclude import exclude_spans, spans_from_alerts
+    from monitor.app.service import ALERTS_FILE
 
     files = list(args.exclude_alerts or [])
     if not files:

@@ -15,7 +15,7 @@ import numpy as np
 
 from monitor.io.codec import parse_timestamp
 from monitor.io.recording import iter_recordings
-from monitor.training import StreamData
+from monitor.app.training import StreamData
 
 Span = tuple[float, float, str | None]  # start, end, stream (None: every stream)
 

@@ -131,7 +131,7 @@ def format_quality(q: Quality) -> str:
 
 def plot_timeline(result: BacktestResult, path: Path, title: str = "") -> bool:
     """Channels, score vs threshold, alert spans and labelled spans; False without matplotlib."""
-    from monitor.plots import png_bytes, pyplot
+    from monitor.app.plots import png_bytes, pyplot
 
     plt = pyplot()
     if plt is None:

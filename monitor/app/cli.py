@@ -44,7 +44,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from monitor.training import load_training_data, train_bundle
+    from monitor.app.training import load_training_data, train_bundle
 
     cfg = _config(args.config)
     if args.device:
@@ -52,7 +52,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out or cfg.models.dir)
     data = load_training_data(args.data, cfg)
     if args.exclude_alerts or args.exclude_span:
-        from monitor.exclude import exclude_spans, parse_span, spans_from_alerts
+        from monitor.app.exclude import exclude_spans, parse_span, spans_from_alerts
 
         spans = spans_from_alerts(args.exclude_alerts or [])
         spans += [parse_span(a, b) for a, b in (args.exclude_span or [])]
@@ -80,11 +80,11 @@ def _rows(sd) -> int:
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
-    from monitor.backtest import format_quality, plot_timeline, run_backtest, write_scores_csv
+    from monitor.app.backtest import format_quality, plot_timeline, run_backtest, write_scores_csv
     from monitor.io.files import read_csv
     from monitor.core.model.bundle import load_bundle
     from monitor.core.pipeline import ScoringModel
-    from monitor.training import StreamData, train_bundle
+    from monitor.app.training import StreamData, train_bundle
 
     cfg = _config(args.config)
     if args.model and args.train_rows:
@@ -129,7 +129,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from monitor.io.logs import setup_logging
-    from monitor.service import Service
+    from monitor.app.service import Service
 
     cfg = _config(args.config)  # a bad config exits 78 here, before any connection
     setup_logging(args.log_level or cfg.log_level, json_lines=not args.plain_logs)
@@ -183,7 +183,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.to_broker == args.offline:
         raise SystemExit("choose one of --offline or --to-broker")
     if args.offline:
-        from monitor.ingest.replay import replay_offline
+        from monitor.app.replay import replay_offline
         from monitor.core.model.bundle import load_bundle
         from monitor.core.pipeline import ScoringModel
         from monitor.io.sinks import alert_json
@@ -205,7 +205,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
               f"{model.version}: {len(res.alerts)} alert state changes; rejected {dict(res.rejected) or 'none'}",
               file=sys.stderr)
         return 0
-    from monitor.ingest.replay import connect_publisher, replay_to_broker
+    from monitor.app.replay import connect_publisher, replay_to_broker
 
     client = connect_publisher(cfg.mqtt)
     try:
@@ -220,7 +220,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from monitor.demo import run_demo
+    from monitor.app.demo import run_demo
 
     logging.getLogger().setLevel(args.log_level or "ERROR")
     return run_demo(args.speed, args.duration, args.metrics_port, args.broker)
@@ -287,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--broker", choices=["auto", "mosquitto", "amqtt"], default="auto")
     d.set_defaults(func=cmd_demo)
 
-    from monitor import retrain
+    from monitor.app import retrain
 
     retrain.register(sub)
     return p

@@ -45,9 +45,9 @@ def run_demo(speed: float = 20.0, duration: float | None = None, metrics_port: i
     from monitor.io.broker import free_port, start_local_broker
     from monitor.core.config import load_config
     from monitor.io.recording import read_recording
-    from monitor.ingest.replay import replay_to_broker
-    from monitor.service import Service
-    from monitor.training import StreamData, train_bundle
+    from monitor.app.replay import replay_to_broker
+    from monitor.app.service import Service
+    from monitor.app.training import StreamData, train_bundle
 
     started = time.monotonic()
     work = Path(workdir or tempfile.mkdtemp(prefix="monitor-demo-"))

@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry
 from monitor.core.config import Config
 from monitor.io.codec import Codec
 from monitor.io.handoff import HandOff
-from monitor.lifecycle import LoadResult, ModelWatcher
+from monitor.app.lifecycle import LoadResult, ModelWatcher
 from monitor.io.metrics import Metrics
 from monitor.core.pipeline import Pipeline, ScoringModel
 from monitor.io.sinks import AlertmanagerSink, JSONLinesSink, LogSink, MQTTSink, Sink
@@ -49,7 +49,7 @@ class Service:
         self.config_path = config_path  # re-read on SIGHUP
         self.registry = registry or CollectorRegistry()
         self.metrics = Metrics(self.registry)
-        from monitor.retrain import TEXTFILE_NAME, RetrainStatusCollector
+        from monitor.app.retrain import TEXTFILE_NAME, RetrainStatusCollector
 
         # the retrain job's verdict (a textfile beside the models) re-exported at scrape time
         self.registry.register(RetrainStatusCollector(Path(cfg.models.dir) / TEXTFILE_NAME, self.metrics))
