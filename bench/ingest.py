@@ -38,6 +38,7 @@ fire; and 10 000 streams: resident memory before/after and /metrics scrape time.
     .venv/bin/python bench/ingest.py --quick    # smoke run
     .venv/bin/python bench/ingest.py --model pump --repeats 3   # realistic model, throughput only
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,17 +61,18 @@ import numpy as np  # noqa: E402
 import orjson  # noqa: E402
 import paho.mqtt.client as mqtt  # noqa: E402
 import torch  # noqa: E402
+from broker import Mosquitto  # noqa: E402  (tests/broker.py)
+from daemon_support import config_from  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 from paho.mqtt.packettypes import PacketTypes  # noqa: E402
 from paho.mqtt.properties import Properties  # noqa: E402
 
-from broker import Mosquitto  # noqa: E402  (tests/broker.py)
-from daemon_support import config_from  # noqa: E402
-from monitor.io import mqtt as mqtt_ingest  # noqa: E402
-from monitor.core.model.bundle import load_bundle  # noqa: E402
 from monitor.app.service import Service  # noqa: E402
-from monitor.core.synthetic import CHANNELS as PUMP_CHANNELS, pump  # noqa: E402
 from monitor.app.training import StreamData, train_bundle  # noqa: E402
+from monitor.core.model.bundle import load_bundle  # noqa: E402
+from monitor.core.synthetic import CHANNELS as PUMP_CHANNELS  # noqa: E402
+from monitor.core.synthetic import pump
+from monitor.io import mqtt as mqtt_ingest  # noqa: E402
 
 WINDOW = 16
 CHANNEL = "value"
@@ -79,8 +81,16 @@ PERIOD = 60.0  # seconds of the synthetic sine
 
 MODEL_RAW = {
     "stream": {"channels": [CHANNEL], "period_seconds": 1.0, "max_gap_seconds": 5},
-    "model": {"architecture": "dense", "window_size": WINDOW, "stride": 1, "hidden": [32], "code_size": 6,
-              "epochs": 8, "patience": 3, "seed": 1},
+    "model": {
+        "architecture": "dense",
+        "window_size": WINDOW,
+        "stride": 1,
+        "hidden": [32],
+        "code_size": 6,
+        "epochs": 8,
+        "patience": 3,
+        "seed": 1,
+    },
     "calibration": {"method": "quantile", "quantile": 0.999, "factor": 1.5, "holdout_fraction": 0.25},
 }
 
@@ -107,15 +117,29 @@ def train_model(models_dir: Path) -> Path:
 PUMP_WINDOW = 30
 PUMP_RAW = {
     "stream": {"channels": list(PUMP_CHANNELS), "period_seconds": 1.0, "max_gap_seconds": 5},
-    "model": {"architecture": "conv1d", "window_size": PUMP_WINDOW, "stride": 1, "code_size": 8,
-              "conv_channels": [16, 32], "kernel_size": 5, "noise_std": 0.1, "mask_prob": 0.05,
-              "epochs": 3, "patience": 3, "seed": 1},
+    "model": {
+        "architecture": "conv1d",
+        "window_size": PUMP_WINDOW,
+        "stride": 1,
+        "code_size": 8,
+        "conv_channels": [16, 32],
+        "kernel_size": 5,
+        "noise_std": 0.1,
+        "mask_prob": 0.05,
+        "epochs": 3,
+        "patience": 3,
+        "seed": 1,
+    },
     "calibration": {"method": "quantile", "quantile": 0.999, "factor": 1.5, "holdout_fraction": 0.25},
 }
 # per-channel topics for single readings; one topic per stream for batched json_multi rows
 PUMP_TOPICS = [
-    {"template": TOPIC_PREFIX + "/{site}/pump/{channel}", "format": "auto", "stream": "{site}/pump",
-     "channel": "{channel}"},
+    {
+        "template": TOPIC_PREFIX + "/{site}/pump/{channel}",
+        "format": "auto",
+        "stream": "{site}/pump",
+        "channel": "{channel}",
+    },
     {"template": TOPIC_PREFIX + "/{site}/pump", "format": "auto", "stream": "{site}/pump", "channel": ""},
 ]
 
@@ -133,8 +157,9 @@ def train_pump_model(models_dir: Path) -> Path:
 class Workload:
     """A backlog: `messages` (topic, payload) and how many readings / windows it carries."""
 
-    def __init__(self, name: str, n_streams: int, per_stream: int, per_message: int, seed: int = 5,
-                 start: float | None = None):
+    def __init__(
+        self, name: str, n_streams: int, per_stream: int, per_message: int, seed: int = 5, start: float | None = None
+    ):
         self.name = name
         self.n_streams = n_streams
         self.per_stream = per_stream
@@ -149,8 +174,12 @@ class Workload:
                 if per_message == 1:
                     body = orjson.dumps({"ts": start + j, "value": float(values[s][j])})
                 else:
-                    body = orjson.dumps([{"ts": start + k, "value": float(values[s][k])}
-                                         for k in range(j, min(j + per_message, per_stream))])
+                    body = orjson.dumps(
+                        [
+                            {"ts": start + k, "value": float(values[s][k])}
+                            for k in range(j, min(j + per_message, per_stream))
+                        ]
+                    )
                 msgs.append((topic, body))
         self.messages = msgs
         self.readings = n_streams * per_stream
@@ -167,8 +196,9 @@ class PumpWorkload:
     {"ts": .., "flow": .., ...} on `bench/s{i}/pump`, streams interleaved message by message.
     """
 
-    def __init__(self, name: str, n_streams: int, per_stream: int, per_message: int, seed: int = 5,
-                 start: float | None = None):
+    def __init__(
+        self, name: str, n_streams: int, per_stream: int, per_message: int, seed: int = 5, start: float | None = None
+    ):
         n_ch = len(PUMP_CHANNELS)
         if per_message != 1 and per_message % n_ch:
             raise ValueError(f"per_message must be 1 or a multiple of {n_ch}")
@@ -184,15 +214,18 @@ class PumpWorkload:
                 for s in range(n_streams):
                     row = values[s][j]
                     for c, ch in enumerate(PUMP_CHANNELS):
-                        msgs.append((f"{TOPIC_PREFIX}/s{s}/pump/{ch}",
-                                     orjson.dumps({"ts": start + j, "value": float(row[c])})))
+                        msgs.append(
+                            (f"{TOPIC_PREFIX}/s{s}/pump/{ch}", orjson.dumps({"ts": start + j, "value": float(row[c])}))
+                        )
             items = n_streams * per_stream * n_ch
         else:
             rows = per_message // n_ch
             for j in range(0, per_stream, rows):
                 for s in range(n_streams):
-                    body = [{"ts": start + k, **{ch: float(x) for ch, x in zip(PUMP_CHANNELS, values[s][k])}}
-                            for k in range(j, min(j + rows, per_stream))]
+                    body = [
+                        {"ts": start + k, **{ch: float(x) for ch, x in zip(PUMP_CHANNELS, values[s][k])}}
+                        for k in range(j, min(j + rows, per_stream))
+                    ]
                     msgs.append((f"{TOPIC_PREFIX}/s{s}/pump", orjson.dumps(body)))
             items = n_streams * per_stream
         self.messages = msgs
@@ -204,8 +237,17 @@ class PumpWorkload:
 class ModelSpec:
     """What differs between `--model univariate` (the default) and `--model pump`."""
 
-    def __init__(self, name: str, raw: dict, topics: list[dict], window: int, train, workload, label: str,
-                 variants: tuple[str, ...] = ("ceiling", "naive", "daemon")):
+    def __init__(
+        self,
+        name: str,
+        raw: dict,
+        topics: list[dict],
+        window: int,
+        train,
+        workload,
+        label: str,
+        variants: tuple[str, ...] = ("ceiling", "naive", "daemon"),
+    ):
         self.name = name
         self.variants = variants
         self.raw = raw
@@ -218,21 +260,33 @@ class ModelSpec:
     def make_workload(self, name: str, n_streams: int, messages: int, per_message: int) -> object:
         """A backlog of about `messages` messages of `per_message` readings."""
         if self.name == "pump":
-            return self.workload(name, n_streams, messages * per_message // n_streams // len(PUMP_CHANNELS),
-                                 per_message)
+            return self.workload(
+                name, n_streams, messages * per_message // n_streams // len(PUMP_CHANNELS), per_message
+            )
         return self.workload(name, n_streams, messages * per_message // n_streams, per_message)
 
 
 UNIVARIATE = ModelSpec(
-    "univariate", MODEL_RAW,
+    "univariate",
+    MODEL_RAW,
     [{"template": TOPIC_PREFIX + "/{asset}", "format": "auto", "stream": "{asset}", "channel": CHANNEL}],
-    WINDOW, train_model, Workload, f"dense AE, 1 channel, window {WINDOW}, stride 1")
+    WINDOW,
+    train_model,
+    Workload,
+    f"dense AE, 1 channel, window {WINDOW}, stride 1",
+)
 PUMP = ModelSpec(
-    "pump", PUMP_RAW, PUMP_TOPICS, PUMP_WINDOW, train_pump_model, PumpWorkload,
+    "pump",
+    PUMP_RAW,
+    PUMP_TOPICS,
+    PUMP_WINDOW,
+    train_pump_model,
+    PumpWorkload,
     f"conv1d AE (configs/pump.yaml: conv_channels [16, 32], kernel 5, code 8), {len(PUMP_CHANNELS)} channels "
     f"{'/'.join(PUMP_CHANNELS)}, window {PUMP_WINDOW}, stride 1",
     # naive1t: the same naive loop with 1 torch intra-op thread (the stronger baseline on 2 cores)
-    ("ceiling", "naive", "naive1t", "daemon"))
+    ("ceiling", "naive", "naive1t", "daemon"),
+)
 SPECS = {"univariate": UNIVARIATE, "pump": PUMP}
 
 
@@ -342,7 +396,7 @@ def run_naive(port: int, client_id: str, wl: Workload, bundle_dir: Path, timeout
     def on_message(client, userdata, msg):
         doc = loads(msg.payload)
         stream = msg.topic
-        for item in (doc if type(doc) is list else (doc,)):
+        for item in doc if type(doc) is list else (doc,):
             score(stream, float(item["value"]))
         state["n"] += len(doc) if type(doc) is list else 1
         if state["n"] >= target:
@@ -362,8 +416,9 @@ def run_naive(port: int, client_id: str, wl: Workload, bundle_dir: Path, timeout
     return wl.readings / (state["end"] - t0)
 
 
-def run_naive_pump(port: int, client_id: str, wl: PumpWorkload, bundle_dir: Path, timeout: float,
-                   threads: int | None = None) -> float:
+def run_naive_pump(
+    port: int, client_id: str, wl: PumpWorkload, bundle_dir: Path, timeout: float, threads: int | None = None
+) -> float:
     """The naive loop for the pump: per-stream last value per channel, a deque of the last
     W frames (a new frame when a newer timestamp arrives, else the current frame updated),
     one batch-1 forward of the (1, W, 5) window per reading.
@@ -446,19 +501,29 @@ def run_naive_pump(port: int, client_id: str, wl: PumpWorkload, bundle_dir: Path
     return wl.readings / (state["end"] - t0)
 
 
-def daemon_config(port: int, models_dir: Path, client_id: str, clean: bool = False, spec: ModelSpec = UNIVARIATE,
-                  **extra) -> object:
+def daemon_config(
+    port: int, models_dir: Path, client_id: str, clean: bool = False, spec: ModelSpec = UNIVARIATE, **extra
+) -> object:
     raw = {k: dict(v) for k, v in spec.raw.items()}
     raw["stream"]["max_streams"] = extra.pop("max_streams", 10_000)
-    raw.update({
-        "mqtt": {"host": "127.0.0.1", "port": port, "client_id": client_id, "clean_start": clean,
-                 "session_expiry_seconds": 3600, "reconnect_min_seconds": 0.1, "reconnect_max_seconds": 0.5},
-        "topics": [dict(t) for t in spec.topics],
-        "alarm": {"k": 3, "n": 5, "resolve_m": 10},
-        "alerts": {"topic": "monitor/alerts/{stream}", "qos": 1, "log": False},
-        "metrics": {"address": "127.0.0.1", "port": 0},
-        "models": {"dir": str(models_dir), "poll_seconds": 5.0},
-    })
+    raw.update(
+        {
+            "mqtt": {
+                "host": "127.0.0.1",
+                "port": port,
+                "client_id": client_id,
+                "clean_start": clean,
+                "session_expiry_seconds": 3600,
+                "reconnect_min_seconds": 0.1,
+                "reconnect_max_seconds": 0.5,
+            },
+            "topics": [dict(t) for t in spec.topics],
+            "alarm": {"k": 3, "n": 5, "resolve_m": 10},
+            "alerts": {"topic": "monitor/alerts/{stream}", "qos": 1, "log": False},
+            "metrics": {"address": "127.0.0.1", "port": 0},
+            "models": {"dir": str(models_dir), "poll_seconds": 5.0},
+        }
+    )
     raw.update(extra)
     return config_from(raw)
 
@@ -473,8 +538,15 @@ def make_service(cfg, listeners=(), **kw) -> Service:
 EXTRA_VARIANTS = ("daemonpr",)  # only with --only: the daemon reading packets with paho's own reader
 
 
-def run_daemon(port: int, client_id: str, wl: Workload, models_dir: Path, timeout: float,
-               spec: ModelSpec = UNIVARIATE, paho_reader: bool = False) -> float:
+def run_daemon(
+    port: int,
+    client_id: str,
+    wl: Workload,
+    models_dir: Path,
+    timeout: float,
+    spec: ModelSpec = UNIVARIATE,
+    paho_reader: bool = False,
+) -> float:
     state = {"n": 0, "end": 0.0}
     done = threading.Event()
     target = wl.windows
@@ -594,7 +666,10 @@ def run_latency(port: int, models_dir: Path, rate: float, seconds: float, n_stre
     alert_lat = [now - pub_time[trigger[aid]] for aid, now in alerts if aid in trigger and trigger[aid] in pub_time]
     span = sent[-1][2] - sent[0][2] if len(sent) > 1 else float("nan")
     return {
-        "rate": rate, "achieved": len(sent) / span, "messages": len(sent), "scores": len(score_lat),
+        "rate": rate,
+        "achieved": len(sent) / span,
+        "messages": len(sent),
+        "scores": len(score_lat),
         "alerts": len(alert_lat),
         "score_p50_ms": 1e3 * float(np.percentile(score_lat, 50)) if score_lat else float("nan"),
         "score_p99_ms": 1e3 * float(np.percentile(score_lat, 99)) if score_lat else float("nan"),
@@ -663,9 +738,16 @@ def run_streams(port: int, models_dir: Path, n_streams: int, per_stream: int, sc
     active = len(svc.pipeline.streams)
     labelled = svc.metrics.labelled_streams
     svc.shutdown()
-    return {"streams": active, "labelled": labelled, "rss_before_mib": before / 1024, "rss_after_mib": after / 1024,
-            "per_stream_kib": (after - before) / max(1, active), "scrape_ms": 1e3 * statistics.median(times),
-            "scrape_max_ms": 1e3 * max(times), "scrape_bytes": size}
+    return {
+        "streams": active,
+        "labelled": labelled,
+        "rss_before_mib": before / 1024,
+        "rss_after_mib": after / 1024,
+        "per_stream_kib": (after - before) / max(1, active),
+        "scrape_ms": 1e3 * statistics.median(times),
+        "scrape_max_ms": 1e3 * max(times),
+        "scrape_bytes": size,
+    }
 
 
 # --------------------------------------------------------------------------- main
@@ -675,26 +757,45 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--streams", type=int, default=10, help="streams in the throughput backlogs")
-    ap.add_argument("--single", type=int, default=None,
-                    help="single-reading messages per backlog (default 20 000; --model pump: 50 000)")
-    ap.add_argument("--single-naive", type=int, default=None,
-                    help="... for the naive loop (slow; default 10 000; --model pump: 30 000)")
+    ap.add_argument(
+        "--single",
+        type=int,
+        default=None,
+        help="single-reading messages per backlog (default 20 000; --model pump: 50 000)",
+    )
+    ap.add_argument(
+        "--single-naive",
+        type=int,
+        default=None,
+        help="... for the naive loop (slow; default 10 000; --model pump: 30 000)",
+    )
     ap.add_argument("--batch", type=int, default=2_000, help="100-reading messages per backlog")
-    ap.add_argument("--batch-naive", type=int, default=None,
-                    help="... for the naive loop (slow; default 100; --model pump: 300)")
+    ap.add_argument(
+        "--batch-naive", type=int, default=None, help="... for the naive loop (slow; default 100; --model pump: 300)"
+    )
     ap.add_argument("--latency-seconds", type=float, default=10.0)
     ap.add_argument("--many-streams", type=int, default=10_000)
     ap.add_argument("--quick", action="store_true", help="a smoke run: 1 repeat, small backlogs")
-    ap.add_argument("--model", choices=sorted(SPECS), default="univariate",
-                    help="univariate: dense AE, 1 channel, window 16 (default); pump: configs/pump.yaml's "
-                         "conv1d AE, 5 channels, window 30, per-channel topics (throughput section only)")
-    ap.add_argument("--throughput-only", action="store_true",
-                    help="skip the sustained-rate, latency and 10k-stream sections (implied by --model pump)")
-    ap.add_argument("--only", default="",
-                    help="comma-separated FORMAT-VARIANT pairs to run, e.g. single-daemon,single-ceiling "
-                         "(formats: single, batch100; variants: ceiling, naive, daemon, and daemonpr: the "
-                         "daemon with paho's own packet reader, an A/B of the buffered reader); skips the "
-                         "latency and 10k-stream sections")
+    ap.add_argument(
+        "--model",
+        choices=sorted(SPECS),
+        default="univariate",
+        help="univariate: dense AE, 1 channel, window 16 (default); pump: configs/pump.yaml's "
+        "conv1d AE, 5 channels, window 30, per-channel topics (throughput section only)",
+    )
+    ap.add_argument(
+        "--throughput-only",
+        action="store_true",
+        help="skip the sustained-rate, latency and 10k-stream sections (implied by --model pump)",
+    )
+    ap.add_argument(
+        "--only",
+        default="",
+        help="comma-separated FORMAT-VARIANT pairs to run, e.g. single-daemon,single-ceiling "
+        "(formats: single, batch100; variants: ceiling, naive, daemon, and daemonpr: the "
+        "daemon with paho's own packet reader, an A/B of the buffered reader); skips the "
+        "latency and 10k-stream sections",
+    )
     args = ap.parse_args()
     # The pump's window is 30 frames of 5 readings: larger backlogs keep the unscored warm-up
     # (29 frames per stream, in every variant) a few per cent of each run.
@@ -708,8 +809,10 @@ def main() -> int:
     torch.manual_seed(0)
     cmd = " ".join([".venv/bin/python", "bench/ingest.py", *sys.argv[1:]])
     print(f"# {cmd}")
-    print(f"# cores: {os.cpu_count()}, torch {torch.__version__} (threads {torch.get_num_threads()}), "
-          f"paho {mqtt.__version__ if hasattr(mqtt, '__version__') else ''}, python {sys.version.split()[0]}")
+    print(
+        f"# cores: {os.cpu_count()}, torch {torch.__version__} (threads {torch.get_num_threads()}), "
+        f"paho {mqtt.__version__ if hasattr(mqtt, '__version__') else ''}, python {sys.version.split()[0]}"
+    )
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     models = tmp / "models"
@@ -735,8 +838,11 @@ def main() -> int:
         if fmt not in loads or variant not in spec.variants + EXTRA_VARIANTS:
             ap.error(f"--only: unknown pair {x!r}")
     results: dict[str, dict[str, list[float]]] = {fmt: collections.defaultdict(list) for fmt in loads}
-    broker = Mosquitto(tmp / "broker", persistence=False,
-                       extra_config="max_queued_messages 0\nmax_inflight_messages 0\nmax_queued_bytes 0")
+    broker = Mosquitto(
+        tmp / "broker",
+        persistence=False,
+        extra_config="max_queued_messages 0\nmax_inflight_messages 0\nmax_queued_bytes 0",
+    )
     broker.start()
     try:
         seq = 0
@@ -768,37 +874,55 @@ def main() -> int:
         if only:
             for fmt, res in results.items():
                 for v, rs in res.items():
-                    print(f"{fmt}-{v}: median {statistics.median(rs):12,.0f} readings/s   runs: "
-                          + ", ".join(f"{x:,.0f}" for x in rs))
+                    print(
+                        f"{fmt}-{v}: median {statistics.median(rs):12,.0f} readings/s   runs: "
+                        + ", ".join(f"{x:,.0f}" for x in rs)
+                    )
                 if "ceiling" in res and "daemon" in res:
-                    print(f"  {fmt} daemon/ceiling {statistics.median(res['daemon']) / statistics.median(res['ceiling']):.2f}x")
+                    print(
+                        f"  {fmt} daemon/ceiling {statistics.median(res['daemon']) / statistics.median(res['ceiling']):.2f}x"
+                    )
             return 0
         med = {fmt: {v: statistics.median(rs) for v, rs in res.items()} for fmt, res in results.items()}
         for fmt in loads:
             m = med[fmt]
             wl = loads[fmt]["main"]
-            print(f"{fmt}: {len(wl.messages)} msgs x {wl.per_message} readings, {S} streams "
-                  f"(naive: {len(loads[fmt]['naive'].messages)} msgs); medians of {args.repeats}")
+            print(
+                f"{fmt}: {len(wl.messages)} msgs x {wl.per_message} readings, {S} streams "
+                f"(naive: {len(loads[fmt]['naive'].messages)} msgs); medians of {args.repeats}"
+            )
             for v in spec.variants:
                 print(f"  {v:8s} {m[v]:12,.0f} readings/s   runs: " + ", ".join(f"{x:,.0f}" for x in results[fmt][v]))
-            print(f"  daemon/ceiling {m['daemon'] / m['ceiling']:.2f}x   daemon/naive {m['daemon'] / m['naive']:.1f}x"
-                  + (f"   daemon/naive1t {m['daemon'] / m['naive1t']:.1f}x" if "naive1t" in m else ""))
+            print(
+                f"  daemon/ceiling {m['daemon'] / m['ceiling']:.2f}x   daemon/naive {m['daemon'] / m['naive']:.1f}x"
+                + (f"   daemon/naive1t {m['daemon'] / m['naive1t']:.1f}x" if "naive1t" in m else "")
+            )
         s, b = med["single"], med["batch100"]
         print("\ntargets:")
-        print(f"  single: daemon/ceiling {s['daemon'] / s['ceiling']:.2f} (>= 0.9: "
-              f"{'met' if s['daemon'] >= 0.9 * s['ceiling'] else 'NOT met'}), daemon/naive {s['daemon'] / s['naive']:.1f} "
-              f"(>= 8: {'met' if s['daemon'] >= 8 * s['naive'] else 'NOT met'})")
-        print(f"  batch100: daemon/ceiling {b['daemon'] / b['ceiling']:.2f} (>= 0.7: "
-              f"{'met' if b['daemon'] >= 0.7 * b['ceiling'] else 'NOT met'})")
+        print(
+            f"  single: daemon/ceiling {s['daemon'] / s['ceiling']:.2f} (>= 0.9: "
+            f"{'met' if s['daemon'] >= 0.9 * s['ceiling'] else 'NOT met'}), daemon/naive {s['daemon'] / s['naive']:.1f} "
+            f"(>= 8: {'met' if s['daemon'] >= 8 * s['naive'] else 'NOT met'})"
+        )
+        print(
+            f"  batch100: daemon/ceiling {b['daemon'] / b['ceiling']:.2f} (>= 0.7: "
+            f"{'met' if b['daemon'] >= 0.7 * b['ceiling'] else 'NOT met'})"
+        )
         if args.throughput_only or spec is not UNIVARIATE:
             if "naive1t" in s:
-                print(f"  single: daemon/naive1t {s['daemon'] / s['naive1t']:.1f} (>= 8: "
-                      f"{'met' if s['daemon'] >= 8 * s['naive1t'] else 'NOT met'}; the faster naive baseline)")
+                print(
+                    f"  single: daemon/naive1t {s['daemon'] / s['naive1t']:.1f} (>= 8: "
+                    f"{'met' if s['daemon'] >= 8 * s['naive1t'] else 'NOT met'}; the faster naive baseline)"
+                )
             if spec is not UNIVARIATE:
-                print(f"  batch100: daemon/naive {b['daemon'] / b['naive']:.1f}"
-                      + (f", daemon/naive1t {b['daemon'] / b['naive1t']:.1f}" if "naive1t" in b else ""))
-                print(f"\n(--model {spec.name}: throughput only; the sustained-rate, latency and 10k-stream "
-                      "sections use the univariate model)")
+                print(
+                    f"  batch100: daemon/naive {b['daemon'] / b['naive']:.1f}"
+                    + (f", daemon/naive1t {b['daemon'] / b['naive1t']:.1f}" if "naive1t" in b else "")
+                )
+                print(
+                    f"\n(--model {spec.name}: throughput only; the sustained-rate, latency and 10k-stream "
+                    "sections use the univariate model)"
+                )
             return 0
 
         # "Sustained" with a live publisher on the same 2 cores: the highest paced rate at which
@@ -809,9 +933,11 @@ def main() -> int:
             probe = run_latency(broker.port, models, rate=rate, seconds=5.0)
             expected = probe["messages"] - 10 * (WINDOW - 1)
             keeps_up = probe["scores"] >= 0.99 * expected and probe["score_p99_ms"] < 1000
-            print(f"  sustained? {rate:,.0f} msgs/s asked, {probe['achieved']:,.0f} published: "
-                  f"{probe['scores']}/{expected} windows scored, p99 {probe['score_p99_ms']:.0f} ms -> "
-                  f"{'keeps up' if keeps_up else 'falls behind'}")
+            print(
+                f"  sustained? {rate:,.0f} msgs/s asked, {probe['achieved']:,.0f} published: "
+                f"{probe['scores']}/{expected} windows scored, p99 {probe['score_p99_ms']:.0f} ms -> "
+                f"{'keeps up' if keeps_up else 'falls behind'}"
+            )
             if keeps_up:
                 live_rate = probe["achieved"]
                 break
@@ -823,20 +949,30 @@ def main() -> int:
             runs += [(0.5, live_rate, "sustained live"), (0.25, live_rate, "sustained live")]
         for frac, base, what in runs:
             lat = run_latency(broker.port, models, rate=base * frac, seconds=args.latency_seconds)
-            print(f"\nlatency at {lat['rate']:,.0f} msgs/s asked, {lat['achieved']:,.0f} achieved ({frac:g} x the daemon's "
-                  f"{what} single-reading rate; publisher in another process), {lat['messages']} msgs, "
-                  f"10 streams with injected faults:")
-            print(f"  publish->score  p50 {lat['score_p50_ms']:.1f} ms  p99 {lat['score_p99_ms']:.1f} ms  ({lat['scores']} windows)")
-            print(f"  publish->alert  p50 {lat['alert_p50_ms']:.1f} ms  p99 {lat['alert_p99_ms']:.1f} ms  "
-                  f"max {lat['alert_max_ms']:.1f} ms  ({lat['alerts']} firing alerts)  "
-                  f"(<= 100 ms: {'met' if lat['alert_p99_ms'] <= 100 else 'NOT met'})")
+            print(
+                f"\nlatency at {lat['rate']:,.0f} msgs/s asked, {lat['achieved']:,.0f} achieved ({frac:g} x the daemon's "
+                f"{what} single-reading rate; publisher in another process), {lat['messages']} msgs, "
+                f"10 streams with injected faults:"
+            )
+            print(
+                f"  publish->score  p50 {lat['score_p50_ms']:.1f} ms  p99 {lat['score_p99_ms']:.1f} ms  ({lat['scores']} windows)"
+            )
+            print(
+                f"  publish->alert  p50 {lat['alert_p50_ms']:.1f} ms  p99 {lat['alert_p99_ms']:.1f} ms  "
+                f"max {lat['alert_max_ms']:.1f} ms  ({lat['alerts']} firing alerts)  "
+                f"(<= 100 ms: {'met' if lat['alert_p99_ms'] <= 100 else 'NOT met'})"
+            )
 
         st = run_streams_fresh(broker.port, models, args.many_streams, WINDOW + 4, scrapes=7)
         print(f"\n{st['streams']} streams ({WINDOW + 4} readings each, {st['labelled']} with per-stream labels):")
-        print(f"  RSS {st['rss_before_mib']:.0f} MiB -> {st['rss_after_mib']:.0f} MiB "
-              f"({st['per_stream_kib']:.1f} KiB per stream)")
-        print(f"  /metrics scrape median {st['scrape_ms']:.1f} ms (max {st['scrape_max_ms']:.1f} ms, "
-              f"{st['scrape_bytes'] / 1024:.0f} KiB)  (< 50 ms: {'met' if st['scrape_ms'] < 50 else 'NOT met'})")
+        print(
+            f"  RSS {st['rss_before_mib']:.0f} MiB -> {st['rss_after_mib']:.0f} MiB "
+            f"({st['per_stream_kib']:.1f} KiB per stream)"
+        )
+        print(
+            f"  /metrics scrape median {st['scrape_ms']:.1f} ms (max {st['scrape_max_ms']:.1f} ms, "
+            f"{st['scrape_bytes'] / 1024:.0f} KiB)  (< 50 ms: {'met' if st['scrape_ms'] < 50 else 'NOT met'})"
+        )
     finally:
         broker.stop()
     return 0

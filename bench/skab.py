@@ -8,6 +8,7 @@ all files. One configuration for every file.
     .venv/bin/python bench/skab.py [--config configs/skab.yaml] [--files valve1/0 other/3 ...]
                                    [--jobs 2] [--json out.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,11 +57,11 @@ def run_file(args: tuple[str, str, int]) -> dict:
 
     torch.set_num_threads(threads)
     from monitor.app.backtest import run_backtest
+    from monitor.app.training import StreamData, train_bundle
     from monitor.core.config import load_config
-    from monitor.io.files import read_csv
     from monitor.core.model.bundle import load_bundle
     from monitor.core.pipeline import ScoringModel
-    from monitor.app.training import StreamData, train_bundle
+    from monitor.io.files import read_csv
 
     cfg = load_config(config_path, environ={})
     data = read_csv(path, cfg.data)
@@ -73,14 +74,25 @@ def run_file(args: tuple[str, str, int]) -> dict:
         model = ScoringModel.from_bundle(load_bundle(outcome.bundle_path))
     train_s = time.perf_counter() - started
     started = time.perf_counter()
-    res = run_backtest(cfg, data.timestamps, data.values, data.channels, model,
-                       labels=data.labels, train_rows=TRAIN_ROWS)
+    res = run_backtest(
+        cfg, data.timestamps, data.values, data.channels, model, labels=data.labels, train_rows=TRAIN_ROWS
+    )
     score_s = time.perf_counter() - started
     q = res.quality
-    return {"file": str(Path(path).relative_to(Path(path).parents[1])), "tp": q.tp, "fp": q.fp, "fn": q.fn,
-            "tn": q.tn, "delays": q.delays, "segments": q.segments, "missed": q.missed_segments,
-            "train_seconds": train_s, "score_seconds": score_s, "rows": int(data.n_rows),
-            "epochs": outcome.manifest["training"]["epochs_run"]}
+    return {
+        "file": str(Path(path).relative_to(Path(path).parents[1])),
+        "tp": q.tp,
+        "fp": q.fp,
+        "fn": q.fn,
+        "tn": q.tn,
+        "delays": q.delays,
+        "segments": q.segments,
+        "missed": q.missed_segments,
+        "train_seconds": train_s,
+        "score_seconds": score_s,
+        "rows": int(data.n_rows),
+        "epochs": outcome.manifest["training"]["epochs_run"],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,23 +129,33 @@ def main(argv: list[str] | None = None) -> int:
         q = Quality(r["tp"], r["fp"], r["fn"], r["tn"], r["delays"], r["segments"], r["missed"])
         total = total + q
         d = "-" if q.mean_delay is None else f"{q.mean_delay:.0f}"
-        print(f"{r['file']:<12} {q.f1:6.3f} {q.far:7.2f} {q.mar:7.2f} {d:>8} {r['train_seconds']:8.1f} {r['epochs']:6d}")
+        print(
+            f"{r['file']:<12} {q.f1:6.3f} {q.far:7.2f} {q.mar:7.2f} {d:>8} {r['train_seconds']:8.1f} {r['epochs']:6d}"
+        )
     train_times = sorted(r["train_seconds"] for r in results)
     median_train = train_times[len(train_times) // 2]
     print()
-    print(f"SKAB outlier detection, {len(results)} files, train on first {TRAIN_ROWS} rows, "
-          f"config {os.path.relpath(args.config, ROOT)}")
+    print(
+        f"SKAB outlier detection, {len(results)} files, train on first {TRAIN_ROWS} rows, "
+        f"config {os.path.relpath(args.config, ROOT)}"
+    )
     print(f"{'Algorithm':<28} {'F1':>5} {'FAR, %':>8} {'MAR, %':>8}  mean delay")
     delay = "n/a" if total.mean_delay is None else f"{total.mean_delay:.1f} s"
-    print(f"{'monitor (this run)':<28} {total.f1:5.2f} {total.far:8.2f} {total.mar:8.2f}  {delay} "
-          f"({total.segments - total.missed_segments}/{total.segments} segments detected)")
+    print(
+        f"{'monitor (this run)':<28} {total.f1:5.2f} {total.far:8.2f} {total.mar:8.2f}  {delay} "
+        f"({total.segments - total.missed_segments}/{total.segments} segments detected)"
+    )
     for name, f1, far, mar in LEADERBOARD:
         print(f"{name:<28} {f1:5.2f} {far:8.2f} {mar:8.2f}")
     print(f"\ntraining time per file: median {median_train:.1f} s; wall {wall:.0f} s with {args.jobs} job(s)")
-    print(f"command: .venv/bin/python bench/skab.py --config {os.path.relpath(args.config, ROOT)}"
-          + (f" --files {' '.join(args.files)}" if args.files else ""))
+    print(
+        f"command: .venv/bin/python bench/skab.py --config {os.path.relpath(args.config, ROOT)}"
+        + (f" --files {' '.join(args.files)}" if args.files else "")
+    )
     if args.json:
-        Path(args.json).write_text(json.dumps({"total": total.as_dict(), "files": results, "wall_seconds": wall}, indent=2))
+        Path(args.json).write_text(
+            json.dumps({"total": total.as_dict(), "files": results, "wall_seconds": wall}, indent=2)
+        )
     return 0
 
 

@@ -1,3 +1,5 @@
-from monitor.app.cli import main
 import sys
+
+from monitor.app.cli import main
+
 sys.exit(main())

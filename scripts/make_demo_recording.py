@@ -7,6 +7,7 @@ the same seed writes the same readings.
 
     .venv/bin/python scripts/make_demo_recording.py [--out monitor/data/demo-pump.jsonl.gz]
 """
+
 import argparse
 import json
 import sys
@@ -15,8 +16,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from monitor.io.recording import RecordingWriter  # noqa: E402
 from monitor.core.synthetic import CHANNELS, Fault, pump  # noqa: E402
+from monitor.io.recording import RecordingWriter  # noqa: E402
 
 START = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 NORMAL_ROWS = 40 * 60
@@ -38,8 +39,10 @@ def main() -> int:
         for i in range(TOTAL_ROWS):
             body = {"ts": round(float(t[i]), 3), **{c: round(float(x), 4) for c, x in zip(CHANNELS, v[i])}}
             w.write(RawMessage(float(t[i]) + 0.05, "plant/demo/pump1", json.dumps(body).encode(), 1, False))
-    print(f"wrote {out} ({out.stat().st_size} bytes, {TOTAL_ROWS} messages; normal until row {NORMAL_ROWS}, "
-          f"fault rows {FAULT[0]}..{FAULT[1]})")
+    print(
+        f"wrote {out} ({out.stat().st_size} bytes, {TOTAL_ROWS} messages; normal until row {NORMAL_ROWS}, "
+        f"fault rows {FAULT[0]}..{FAULT[1]})"
+    )
     return 0
 
 

@@ -9,6 +9,7 @@ Not a conftest: fixtures are wired elsewhere. Typical use::
 
 Never touches a system broker on 1883: every instance picks its own free port.
 """
+
 from __future__ import annotations
 
 import base64
@@ -20,12 +21,11 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Optional
 
-__all__ = ["Mosquitto", "make_test_ca", "write_password_file", "free_port", "mosquitto_binary"]
+__all__ = ["Mosquitto", "free_port", "make_test_ca", "mosquitto_binary", "write_password_file"]
 
 
-def mosquitto_binary() -> Optional[str]:
+def mosquitto_binary() -> str | None:
     """Path of the mosquitto binary, or None when it is not installed."""
     found = shutil.which("mosquitto")
     if found:
@@ -74,13 +74,13 @@ class Mosquitto:
         self,
         tmp_dir: Path | str,
         *,
-        port: Optional[int] = None,
-        tls: Optional[dict] = None,
-        password_file: Optional[Path | str] = None,
+        port: int | None = None,
+        tls: dict | None = None,
+        password_file: Path | str | None = None,
         allow_anonymous: bool = True,
         persistence: bool = True,
         extra_config: str = "",
-        binary: Optional[str] = None,
+        binary: str | None = None,
         start_timeout: float = 10.0,
     ):
         self.dir = Path(tmp_dir)
@@ -90,7 +90,7 @@ class Mosquitto:
             raise RuntimeError("mosquitto is not installed (apt-get install mosquitto)")
         self.port = port or free_port(self.host)
         self.tls = dict(tls) if tls else None
-        self.tls_port: Optional[int] = free_port(self.host) if tls else None
+        self.tls_port: int | None = free_port(self.host) if tls else None
         self.password_file = Path(password_file) if password_file else None
         self.allow_anonymous = allow_anonymous
         self.persistence = persistence
@@ -100,7 +100,7 @@ class Mosquitto:
         self.log_path = self.dir / "mosquitto.log"
         self.data_dir = self.dir / "data"
         self.data_dir.mkdir(exist_ok=True)
-        self.proc: Optional[subprocess.Popen] = None
+        self.proc: subprocess.Popen | None = None
         self._output = None
         self._write_config()
 
@@ -144,7 +144,7 @@ class Mosquitto:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def start(self) -> "Mosquitto":
+    def start(self) -> Mosquitto:
         """Start (again) on the same port(s); returns when every listener accepts connections."""
         if self.running:
             return self
@@ -192,7 +192,7 @@ class Mosquitto:
         self.proc = None
         self._close_output()
 
-    def restart(self) -> "Mosquitto":
+    def restart(self) -> Mosquitto:
         self.stop()
         return self.start()
 
@@ -207,7 +207,7 @@ class Mosquitto:
             self._output.close()
             self._output = None
 
-    def __enter__(self) -> "Mosquitto":
+    def __enter__(self) -> Mosquitto:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -234,10 +234,21 @@ _EC_KEY = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"
 def _make_ca(out: Path, name: str, cn: str) -> tuple[Path, Path]:
     key, crt = out / f"{name}.key", out / f"{name}.crt"
     _openssl(
-        "req", "-x509", *_EC_KEY, "-keyout", str(key), "-out", str(crt), "-days", "3",
-        "-subj", f"/CN={cn}",
-        "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        "req",
+        "-x509",
+        *_EC_KEY,
+        "-keyout",
+        str(key),
+        "-out",
+        str(crt),
+        "-days",
+        "3",
+        "-subj",
+        f"/CN={cn}",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
         cwd=out,
     )
     return crt, key
@@ -257,8 +268,21 @@ def _make_leaf(out: Path, name: str, cn: str, ca: tuple[Path, Path], usage: str,
         ext_lines.append(f"subjectAltName={san}")
     ext.write_text("\n".join(ext_lines) + "\n")
     _openssl(
-        "x509", "-req", "-in", str(csr), "-CA", str(ca[0]), "-CAkey", str(ca[1]), "-CAcreateserial",
-        "-out", str(crt), "-days", "2", "-extfile", str(ext),
+        "x509",
+        "-req",
+        "-in",
+        str(csr),
+        "-CA",
+        str(ca[0]),
+        "-CAkey",
+        str(ca[1]),
+        "-CAcreateserial",
+        "-out",
+        str(crt),
+        "-days",
+        "2",
+        "-extfile",
+        str(ext),
         cwd=out,
     )
     csr.unlink()

@@ -1,4 +1,5 @@
 """Shared pieces for the daemon tests: a small trained model, configs, a feed publisher."""
+
 from __future__ import annotations
 
 import json
@@ -10,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import paho.mqtt.client as mqtt
 
+from monitor.app.training import StreamData, train_bundle
 from monitor.core.config import Config, load_config
 from monitor.core.synthetic import CHANNELS, Fault, pump
-from monitor.app.training import StreamData, train_bundle
 
 MODEL_YAML = """
 stream: {period_seconds: 1.0, max_gap_seconds: 5}
@@ -52,20 +53,29 @@ def config_from(raw: dict) -> Config:
 
 def daemon_config(broker_port: int, models_dir: Path, metrics_port: int = 0, **overrides) -> Config:
     raw = load_yaml(MODEL_YAML)
-    raw.update({
-        "mqtt": {"host": "127.0.0.1", "port": broker_port, "client_id": "monitor-test", "clean_start": False,
-                 "session_expiry_seconds": 600, "reconnect_min_seconds": 0.1, "reconnect_max_seconds": 0.5,
-                 "max_payload_bytes": 65536},
-        "topics": [
-            {"template": "plant/{site}/{asset}", "format": "json_multi", "stream": "{site}/{asset}"},
-            {"template": "plant/{site}/{asset}/{channel}", "format": "auto", "stream": "{site}/{asset}"},
-        ],
-        "stream": {"channels": list(CHANNELS), "period_seconds": 1.0, "max_gap_seconds": 5, "max_streams": 50},
-        "alarm": {"k": 3, "n": 5, "resolve_m": 10},
-        "alerts": {"topic": "monitor/alerts/{stream}", "qos": 1},
-        "metrics": {"address": "127.0.0.1", "port": metrics_port},
-        "models": {"dir": str(models_dir), "poll_seconds": 0.2},
-    })
+    raw.update(
+        {
+            "mqtt": {
+                "host": "127.0.0.1",
+                "port": broker_port,
+                "client_id": "monitor-test",
+                "clean_start": False,
+                "session_expiry_seconds": 600,
+                "reconnect_min_seconds": 0.1,
+                "reconnect_max_seconds": 0.5,
+                "max_payload_bytes": 65536,
+            },
+            "topics": [
+                {"template": "plant/{site}/{asset}", "format": "json_multi", "stream": "{site}/{asset}"},
+                {"template": "plant/{site}/{asset}/{channel}", "format": "auto", "stream": "{site}/{asset}"},
+            ],
+            "stream": {"channels": list(CHANNELS), "period_seconds": 1.0, "max_gap_seconds": 5, "max_streams": 50},
+            "alarm": {"k": 3, "n": 5, "resolve_m": 10},
+            "alerts": {"topic": "monitor/alerts/{stream}", "qos": 1},
+            "metrics": {"address": "127.0.0.1", "port": metrics_port},
+            "models": {"dir": str(models_dir), "poll_seconds": 0.2},
+        }
+    )
     for section, values in overrides.items():
         if isinstance(values, dict):
             raw.setdefault(section, {}).update(values)

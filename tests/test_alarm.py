@@ -1,4 +1,5 @@
 """The alarm state machine: k of n to fire, m below to resolve, cooldown, explicit time."""
+
 import math
 
 import numpy as np
@@ -80,8 +81,15 @@ def _batch(streams, scores):
 
     n = len(streams)
     s = np.asarray(scores, dtype=float)
-    return ScoreBatch(list(streams), [float(i) for i in range(n)], s, s * 0.5,
-                      np.tile(s[:, None], (1, 2)) / 2, [np.array([1.0, 2.0])] * n, np.zeros((n, 2)))
+    return ScoreBatch(
+        list(streams),
+        [float(i) for i in range(n)],
+        s,
+        s * 0.5,
+        np.tile(s[:, None], (1, 2)) / 2,
+        [np.array([1.0, 2.0])] * n,
+        np.zeros((n, 2)),
+    )
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -89,8 +97,13 @@ def test_batch_update_matches_window_by_window_through_long_episodes(seed):
     """Long hot stretches (episodes spanning batches, peaks rising and tying, resolve runs
     cut by batch ends, NaN scores): the same alerts to the last field and the same state."""
     rng = np.random.default_rng(100 + seed)
-    cfg = AlarmConfig(k=int(rng.integers(1, 4)), n=4, resolve_m=int(rng.integers(1, 6)),
-                      resolve_below=float(rng.choice([0.5, 1.0])), cooldown_seconds=float(rng.integers(0, 4)))
+    cfg = AlarmConfig(
+        k=int(rng.integers(1, 4)),
+        n=4,
+        resolve_m=int(rng.integers(1, 6)),
+        resolve_below=float(rng.choice([0.5, 1.0])),
+        cooldown_seconds=float(rng.integers(0, 4)),
+    )
     one = AlarmMachine(cfg, 1.0, "v", ["a", "b", "c"])
     many = AlarmMachine(cfg, 1.0, "v", ["a", "b", "c"])
     t = 0
@@ -114,8 +127,15 @@ def test_batch_update_matches_window_by_window_through_long_episodes(seed):
         s = np.asarray(scores, dtype=np.float32)
         from monitor.core.types import ScoreBatch
 
-        b = ScoreBatch(streams, [float(t + i) for i in range(size)], s, s * 0.5,
-                       rng.uniform(0, 1, (size, 3)), list(rng.normal(size=(size, 3))), rng.normal(size=(size, 3)))
+        b = ScoreBatch(
+            streams,
+            [float(t + i) for i in range(size)],
+            s,
+            s * 0.5,
+            rng.uniform(0, 1, (size, 3)),
+            list(rng.normal(size=(size, 3))),
+            rng.normal(size=(size, 3)),
+        )
         expected = []
         for i in range(size):
             a = one.update(streams[i], b.times[i], float(s[i]), b.channel_scores[i], b.observed[i], b.reconstructed[i])
@@ -131,11 +151,18 @@ def test_batch_update_matches_window_by_window_through_long_episodes(seed):
     assert one._armed == many._armed
     for stream, st in one.states.items():
         other = many.states[stream]
-        assert (list(st.recent), st.above, st.below_run, st.last_resolved_at) == \
-               (list(other.recent), other.above, other.below_run, other.last_resolved_at)
+        assert (list(st.recent), st.above, st.below_run, st.last_resolved_at) == (
+            list(other.recent),
+            other.above,
+            other.below_run,
+            other.last_resolved_at,
+        )
         assert (st.episode is None) == (other.episode is None)
         if st.episode:
-            assert (st.episode.peak_score, st.episode.peak_channels) == (other.episode.peak_score, other.episode.peak_channels)
+            assert (st.episode.peak_score, st.episode.peak_channels) == (
+                other.episode.peak_score,
+                other.episode.peak_channels,
+            )
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -155,13 +182,15 @@ def test_batch_update_takes_the_same_decisions_as_window_by_window(seed):
         b.times = [float(t + i) for i in range(size)]
         expected = []
         for i in range(size):
-            a = one.update(streams[i], b.times[i], float(scores[i]), b.channel_scores[i], b.observed[i],
-                           b.reconstructed[i])
+            a = one.update(
+                streams[i], b.times[i], float(scores[i]), b.channel_scores[i], b.observed[i], b.reconstructed[i]
+            )
             if a:
                 expected.append(a)
         got = many.update_batch(b)
-        assert sorted((a.stream, a.state, a.started_at, a.ended_at) for a in got) == \
-            sorted((a.stream, a.state, a.started_at, a.ended_at) for a in expected)
+        assert sorted((a.stream, a.state, a.started_at, a.ended_at) for a in got) == sorted(
+            (a.stream, a.state, a.started_at, a.ended_at) for a in expected
+        )
         t += size
     assert one.firing_streams() == many.firing_streams()
     for s, st in one.states.items():
@@ -180,8 +209,14 @@ def test_batch_update_fires_a_stream_held_back_by_cooldown_on_a_cold_score_after
         events = [(a.state, a.started_at) for a in m.update_batch(first)] if machine_batches else []
         if not machine_batches:
             for i in range(5):
-                a = m.update("a", first.times[i], float(first.score[i]), first.channel_scores[i],
-                             first.observed[i], first.reconstructed[i])
+                a = m.update(
+                    "a",
+                    first.times[i],
+                    float(first.score[i]),
+                    first.channel_scores[i],
+                    first.observed[i],
+                    first.reconstructed[i],
+                )
                 if a:
                     events.append((a.state, a.started_at))
         assert events == [("firing", 1.0), ("resolved", 1.0)]

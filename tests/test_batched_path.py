@@ -3,6 +3,7 @@ fast path and its columnar ReadingBlocks) give exactly what the one-at-a-time pa
 frames, windows, scores, alerts and drop/reject counts. Streams are independent, so the
 batched path may queue different streams' windows in another order; each stream's own
 sequence of windows, scores and alerts is compared exactly."""
+
 from __future__ import annotations
 
 import json
@@ -13,10 +14,10 @@ import orjson
 import pytest
 
 from monitor.core.config import AlarmConfig, FilterConfig, StreamConfig, TopicRule
-from monitor.io.codec import Codec
 from monitor.core.pipeline import Pipeline, ScoringModel
 from monitor.core.stream.windows import WindowBuffer
 from monitor.core.types import FrameBlock, Reading, ReadingBlock, Rejected, ScoreBatch
+from monitor.io.codec import Codec
 
 
 @pytest.mark.parametrize("window_size,stride", [(1, 1), (4, 1), (5, 2), (6, 3), (3, 5)])
@@ -51,14 +52,24 @@ class _Scorer:
 
     def errors(self, x):
         x = np.asarray(x, dtype=np.float32)
-        per_channel = (x ** 2).mean(axis=1) + 0.01 * x[:, 0, :]
+        per_channel = (x**2).mean(axis=1) + 0.01 * x[:, 0, :]
         return per_channel.mean(axis=1), per_channel, x[:, -1, :] * 0.5
 
 
 def _model(channels=("v",)) -> ScoringModel:
     n = len(channels)
-    return ScoringModel(version="t1", channels=list(channels), period_seconds=1.0, window_size=5, stride=1,
-                        filters=[], mean=np.full(n, 0.5), std=np.full(n, 2.0), threshold=0.2, scorer=_Scorer())
+    return ScoringModel(
+        version="t1",
+        channels=list(channels),
+        period_seconds=1.0,
+        window_size=5,
+        stride=1,
+        filters=[],
+        mean=np.full(n, 0.5),
+        std=np.full(n, 2.0),
+        threshold=0.2,
+        scorer=_Scorer(),
+    )
 
 
 def _messages(seed: int) -> list[list[Reading]]:
@@ -142,12 +153,12 @@ def test_codec_array_fast_path_matches_single_objects():
         {"ts": now + 1000, "value": 4.0},  # future
         {"ts": now - 2, "value": True},  # bool: malformed
         {"ts": now - 2, "value": "7.5"},
-        {"ts": now - 1, "value": 2 ** 70},
+        {"ts": now - 1, "value": 2**70},
         {"ts": "2023-11-14T22:13:00Z", "value": 1.0},
         {"ts": now, "value": 1.0, "channel": "x"},
         {"value": 8.0},
         {"ts": None, "value": 9.0},
-        {"ts": -(2 ** 60), "value": 1.0},
+        {"ts": -(2**60), "value": 1.0},
         {"ts": now, "value": None},
         {"ts": now, "temp": 3.0},  # json_multi element
         [1, 2],
@@ -164,7 +175,9 @@ def test_codec_array_fast_path_matches_single_objects():
         exp_j += j
     assert got_r == exp_r
     assert [x.reason for x in got_j] == [x.reason for x in exp_j]
-    fast = codec.decode("p/s1/c1", orjson.dumps([{"ts": now - 9, "value": 0.25}, {"ts": int(now) - 8, "value": 3}]), now)
+    fast = codec.decode(
+        "p/s1/c1", orjson.dumps([{"ts": now - 9, "value": 0.25}, {"ts": int(now) - 8, "value": 3}]), now
+    )
     assert fast == ([Reading("s1", "c1", now - 9, 0.25), Reading("s1", "c1", float(int(now) - 8), 3.0)], [])
 
 
@@ -228,7 +241,9 @@ def _assert_same_results(got_one, got_many):
         assert one.keys() == many.keys()
         for stream in one:
             x1, x2 = one[stream], many[stream]
-            assert [(s.timestamp, s.score, s.raw_error) for s in x1] == [(s.timestamp, s.score, s.raw_error) for s in x2]
+            assert [(s.timestamp, s.score, s.raw_error) for s in x1] == [
+                (s.timestamp, s.score, s.raw_error) for s in x2
+            ]
             assert [s.timestamp for s in x1] == sorted(s.timestamp for s in x1)
             for x, y in zip(x1, x2):
                 np.testing.assert_array_equal(x.observed, y.observed)
@@ -241,9 +256,17 @@ def _assert_same_results(got_one, got_many):
     return n_scores
 
 
-@pytest.mark.parametrize("seed,window_size,stride,n_streams,max_streams", [
-    (1, 5, 1, 6, 5), (2, 5, 1, 10, 10), (3, 4, 2, 6, 4), (4, 1, 1, 3, 3), (5, 6, 3, 10, 7), (6, 5, 1, 1, 1),
-])
+@pytest.mark.parametrize(
+    "seed,window_size,stride,n_streams,max_streams",
+    [
+        (1, 5, 1, 6, 5),
+        (2, 5, 1, 10, 10),
+        (3, 4, 2, 6, 4),
+        (4, 1, 1, 3, 3),
+        (5, 6, 3, 10, 7),
+        (6, 5, 1, 1, 1),
+    ],
+)
 def test_pipeline_push_batch_matches_push_reading(seed, window_size, stride, n_streams, max_streams):
     cfg = StreamConfig(channels=["v"], period_seconds=1.0, max_gap_seconds=5, max_streams=max_streams)
     alarm = AlarmConfig(k=2, n=3, resolve_m=3)
@@ -280,9 +303,16 @@ def test_pipeline_push_batch_matches_push_reading(seed, window_size, stride, n_s
         assert c["stream_cap"]
     for s in one.streams:  # same stream state afterwards
         a, b = one.streams[s], many.streams[s]
-        assert (a.assembler._next, a.assembler._last_ts, a.assembler._hold) == \
-               (b.assembler._next, b.assembler._last_ts, b.assembler._hold)
-        assert (a.windows._filled, a.windows._since, a.windows._pos) == (b.windows._filled, b.windows._since, b.windows._pos)
+        assert (a.assembler._next, a.assembler._last_ts, a.assembler._hold) == (
+            b.assembler._next,
+            b.assembler._last_ts,
+            b.assembler._hold,
+        )
+        assert (a.windows._filled, a.windows._since, a.windows._pos) == (
+            b.windows._filled,
+            b.windows._since,
+            b.windows._pos,
+        )
     assert _assert_same_results(got_one, got_many) > 1000
     assert any(a for _, a in got_one)  # alerts fired on both paths
     assert sum(done > 0 for done, _ in runs) > 3  # the vectorized path was taken
@@ -353,24 +383,27 @@ def test_codec_columns_clean_array_is_one_block_holding_the_same_readings():
     assert [type(r.value) for r in block] == [float] * 50
 
 
-@pytest.mark.parametrize("odd", [
-    {"ts": 1_700_000_000_000, "value": 3.0},  # milliseconds
-    {"ts": 1_700_001_000.0, "value": 4.0},  # future
-    {"ts": 1_699_999_999.0, "value": True},  # bool: malformed
-    {"ts": 1_699_999_999.0, "value": "7.5"},  # numeric string
-    {"ts": 1_699_999_999.0, "value": 2 ** 60},  # an int beyond 2**53
-    {"ts": "2023-11-14T22:13:00Z", "value": 1.0},  # ISO time
-    {"ts": 1_699_999_999.0, "value": 1.0, "channel": "x"},  # its own channel
-    {"ts": 1_699_999_999.0, "value": 1.0, "channel": None},
-    {"value": 8.0},  # no timestamp: the receive time
-    {"ts": None, "value": 9.0},
-    {"ts": -(2 ** 60), "value": 1.0},
-    {"ts": 1_699_999_999.0, "value": None},
-    {"ts": 1_699_999_999.0, "temp": 3.0},  # a json_multi element
-    [1, 2],
-    "text",
-    None,
-])
+@pytest.mark.parametrize(
+    "odd",
+    [
+        {"ts": 1_700_000_000_000, "value": 3.0},  # milliseconds
+        {"ts": 1_700_001_000.0, "value": 4.0},  # future
+        {"ts": 1_699_999_999.0, "value": True},  # bool: malformed
+        {"ts": 1_699_999_999.0, "value": "7.5"},  # numeric string
+        {"ts": 1_699_999_999.0, "value": 2**60},  # an int beyond 2**53
+        {"ts": "2023-11-14T22:13:00Z", "value": 1.0},  # ISO time
+        {"ts": 1_699_999_999.0, "value": 1.0, "channel": "x"},  # its own channel
+        {"ts": 1_699_999_999.0, "value": 1.0, "channel": None},
+        {"value": 8.0},  # no timestamp: the receive time
+        {"ts": None, "value": 9.0},
+        {"ts": -(2**60), "value": 1.0},
+        {"ts": 1_699_999_999.0, "value": None},
+        {"ts": 1_699_999_999.0, "temp": 3.0},  # a json_multi element
+        [1, 2],
+        "text",
+        None,
+    ],
+)
 def test_codec_columns_fall_back_to_the_per_element_path_for_anything_uncommon(odd):
     columns, plain = _columns_codec()
     now = 1_700_000_000.0
@@ -387,8 +420,10 @@ def test_codec_columns_fall_back_to_the_per_element_path_for_anything_uncommon(o
 def test_codec_columns_nan_and_overflow_in_arrays_are_rejected_per_element():
     columns, plain = _columns_codec()
     now = 1_700_000_000.0
-    payload = b'[{"ts": 1699999990, "value": 1.0}, {"ts": 1699999991, "value": NaN}, ' \
-              b'{"ts": 1699999992, "value": 1e999}, {"ts": 1699999993, "value": 2.0}]'
+    payload = (
+        b'[{"ts": 1699999990, "value": 1.0}, {"ts": 1699999991, "value": NaN}, '
+        b'{"ts": 1699999992, "value": 1e999}, {"ts": 1699999993, "value": 2.0}]'
+    )
     got, rejects = columns.decode("p/s1/c1", payload, now)
     assert list(got) == [Reading("s1", "c1", 1699999990.0, 1.0), Reading("s1", "c1", 1699999993.0, 2.0)]
     assert [r.reason for r in rejects] == ["non_finite", "non_finite"]
@@ -410,8 +445,14 @@ def _as_blocks(feed: list[Reading], rng) -> list:
             size = int(rng.integers(1, j - k + 1))
             if size >= 2 and rng.random() < 0.7:
                 chunk = feed[k : k + size]
-                items.append(ReadingBlock(chunk[0].stream, chunk[0].channel,
-                                          np.array([r.timestamp for r in chunk]), np.array([r.value for r in chunk])))
+                items.append(
+                    ReadingBlock(
+                        chunk[0].stream,
+                        chunk[0].channel,
+                        np.array([r.timestamp for r in chunk]),
+                        np.array([r.value for r in chunk]),
+                    )
+                )
             else:
                 items += feed[k : k + size]
             k += size
@@ -427,7 +468,7 @@ def _drive(one: Pipeline, many: Pipeline, items: list, rng, sizes: list[int]) ->
     while i < len(items):
         batch = items[i : i + int(rng.choice(sizes))]
         for item in batch:
-            for r in (item if isinstance(item, (ReadingBlock, FrameBlock)) else [item]):
+            for r in item if isinstance(item, (ReadingBlock, FrameBlock)) else [item]:
                 one.push_reading(r)
         many.push_batch(batch)
         assert one.pending == many.pending
@@ -460,10 +501,17 @@ def _bursty(seed: int, n_streams: int = 5, n: int = 8000) -> list[Reading]:
 FILTERS = [FilterConfig(type="median", size=3), FilterConfig(type="hampel", size=5, n_sigmas=2.0)]
 
 
-@pytest.mark.parametrize("seed,window_size,stride,max_streams,filters", [
-    (1, 5, 1, 5, []), (2, 4, 2, 3, []), (3, 1, 1, 5, []), (4, 6, 3, 5, []), (5, 5, 1, 5, FILTERS),
-    (6, 4, 2, 3, [FilterConfig(type="ema", alpha=0.3)]),
-])
+@pytest.mark.parametrize(
+    "seed,window_size,stride,max_streams,filters",
+    [
+        (1, 5, 1, 5, []),
+        (2, 4, 2, 3, []),
+        (3, 1, 1, 5, []),
+        (4, 6, 3, 5, []),
+        (5, 5, 1, 5, FILTERS),
+        (6, 4, 2, 3, [FilterConfig(type="ema", alpha=0.3)]),
+    ],
+)
 def test_pipeline_push_batch_with_blocks_matches_push_reading(seed, window_size, stride, max_streams, filters):
     cfg = StreamConfig(channels=["v"], period_seconds=1.0, max_gap_seconds=5, max_streams=max_streams)
     alarm = AlarmConfig(k=2, n=3, resolve_m=3)
@@ -487,7 +535,11 @@ def test_pipeline_push_batch_with_blocks_matches_push_reading(seed, window_size,
     for s in one.streams:
         a, b = one.streams[s], many.streams[s]
         assert (a.assembler._next, a.assembler._last_ts) == (b.assembler._next, b.assembler._last_ts)
-        assert (a.windows._filled, a.windows._since, a.windows._pos) == (b.windows._filled, b.windows._since, b.windows._pos)
+        assert (a.windows._filled, a.windows._since, a.windows._pos) == (
+            b.windows._filled,
+            b.windows._since,
+            b.windows._pos,
+        )
 
 
 def test_pipeline_blocks_for_a_multichannel_model_are_pushed_reading_by_reading():
@@ -538,20 +590,23 @@ def test_codec_columns_json_multi_rows_are_one_frame_block_holding_the_same_read
     assert block.rows(18) == readings[54:]
 
 
-@pytest.mark.parametrize("odd", [
-    {"ts": 1_699_999_999.0, "flow": 1.0, "pressure": 2.0, "unit": "bar"},  # metadata
-    {"ts": 1_699_999_999.0, "pressure": 2.0, "flow": 1.0},  # another key order
-    {"ts": 1_699_999_999.0, "flow": 1.0},  # a channel missing
-    {"ts": 1_699_999_999.0, "flow": True, "pressure": 2.0},
-    {"ts": 1_699_999_999.0, "flow": None, "pressure": 2.0},
-    {"ts": 1_699_999_999_000, "flow": 1.0, "pressure": 2.0},  # milliseconds
-    {"ts": 1_700_001_000.0, "flow": 1.0, "pressure": 2.0},  # future
-    {"ts": "2023-11-14T22:13:00Z", "flow": 1.0, "pressure": 2.0},
-    {"ts": 1_699_999_999.0, "flow": 2 ** 60, "pressure": 2.0},
-    {"flow": 1.0, "pressure": 2.0, "ts2": 5.0},  # no timestamp
-    {"ts": 1_699_999_999.0, "value": 1.0, "pressure": 2.0},  # a json element
-    [1, 2],
-])
+@pytest.mark.parametrize(
+    "odd",
+    [
+        {"ts": 1_699_999_999.0, "flow": 1.0, "pressure": 2.0, "unit": "bar"},  # metadata
+        {"ts": 1_699_999_999.0, "pressure": 2.0, "flow": 1.0},  # another key order
+        {"ts": 1_699_999_999.0, "flow": 1.0},  # a channel missing
+        {"ts": 1_699_999_999.0, "flow": True, "pressure": 2.0},
+        {"ts": 1_699_999_999.0, "flow": None, "pressure": 2.0},
+        {"ts": 1_699_999_999_000, "flow": 1.0, "pressure": 2.0},  # milliseconds
+        {"ts": 1_700_001_000.0, "flow": 1.0, "pressure": 2.0},  # future
+        {"ts": "2023-11-14T22:13:00Z", "flow": 1.0, "pressure": 2.0},
+        {"ts": 1_699_999_999.0, "flow": 2**60, "pressure": 2.0},
+        {"flow": 1.0, "pressure": 2.0, "ts2": 5.0},  # no timestamp
+        {"ts": 1_699_999_999.0, "value": 1.0, "pressure": 2.0},  # a json element
+        [1, 2],
+    ],
+)
 def test_codec_columns_json_multi_falls_back_per_element_for_anything_uncommon(odd):
     columns, plain = _multi_codec()
     now = 1_700_000_000.0
@@ -606,10 +661,16 @@ def _multi_feed(seed: int, channels=("a", "b", "c"), n_streams: int = 4, n_items
     return items
 
 
-@pytest.mark.parametrize("seed,window_size,stride,max_streams,filters", [
-    (1, 5, 1, 4, []), (2, 4, 2, 3, []), (3, 1, 1, 4, []), (4, 5, 1, 4, FILTERS),
-    (5, 3, 1, 4, [FilterConfig(type="median", size=4), FilterConfig(type="ema", alpha=0.5)]),
-])
+@pytest.mark.parametrize(
+    "seed,window_size,stride,max_streams,filters",
+    [
+        (1, 5, 1, 4, []),
+        (2, 4, 2, 3, []),
+        (3, 1, 1, 4, []),
+        (4, 5, 1, 4, FILTERS),
+        (5, 3, 1, 4, [FilterConfig(type="median", size=4), FilterConfig(type="ema", alpha=0.5)]),
+    ],
+)
 def test_pipeline_push_batch_with_frame_blocks_matches_push_reading(seed, window_size, stride, max_streams, filters):
     channels = ("a", "b", "c")
     cfg = StreamConfig(channels=list(channels), period_seconds=1.0, max_gap_seconds=5, max_streams=max_streams)
@@ -636,8 +697,23 @@ def test_pipeline_push_batch_with_frame_blocks_matches_push_reading(seed, window
     assert sum(done for done, _ in frames) > 1000  # most rows took the vectorized path
     for s in one.streams:
         a, b = one.streams[s], many.streams[s]
-        assert (a.assembler._next, a.assembler._last_ts, a.assembler._hold, a.assembler._hold_time,
-                a.assembler._last_bucket, a.assembler._max_ts) == \
-               (b.assembler._next, b.assembler._last_ts, b.assembler._hold, b.assembler._hold_time,
-                b.assembler._last_bucket, b.assembler._max_ts)
-        assert (a.windows._filled, a.windows._since, a.windows._pos) == (b.windows._filled, b.windows._since, b.windows._pos)
+        assert (
+            a.assembler._next,
+            a.assembler._last_ts,
+            a.assembler._hold,
+            a.assembler._hold_time,
+            a.assembler._last_bucket,
+            a.assembler._max_ts,
+        ) == (
+            b.assembler._next,
+            b.assembler._last_ts,
+            b.assembler._hold,
+            b.assembler._hold_time,
+            b.assembler._last_bucket,
+            b.assembler._max_ts,
+        )
+        assert (a.windows._filled, a.windows._since, a.windows._pos) == (
+            b.windows._filled,
+            b.windows._since,
+            b.windows._pos,
+        )

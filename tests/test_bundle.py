@@ -1,4 +1,5 @@
 """Model bundles: atomic save, `current` pointer, verification before use."""
+
 import hashlib
 import json
 import os
@@ -36,10 +37,18 @@ def make_model(seed: int = 0):
 
 def make_manifest(spec: dict, **overrides) -> dict:
     manifest = {
-        "streams": ["pump1"], "channels": list(CHANNELS), "period_seconds": 1.0, "window_size": 6, "stride": 1,
-        "filters": [], "scaler": {"mean": [20.0, 1.5], "std": [2.0, np.float64(0.1)]}, "architecture": spec,
-        "training": {"epochs": 3}, "threshold": {"method": "quantile", "threshold": 0.5},
-        "data_fingerprint": "abc", "validation": {"f1": float("nan")},
+        "streams": ["pump1"],
+        "channels": list(CHANNELS),
+        "period_seconds": 1.0,
+        "window_size": 6,
+        "stride": 1,
+        "filters": [],
+        "scaler": {"mean": [20.0, 1.5], "std": [2.0, np.float64(0.1)]},
+        "architecture": spec,
+        "training": {"epochs": 3},
+        "threshold": {"method": "quantile", "threshold": 0.5},
+        "data_fingerprint": "abc",
+        "validation": {"f1": float("nan")},
     }
     return manifest | overrides
 

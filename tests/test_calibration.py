@@ -1,4 +1,5 @@
 """Threshold calibration: quantile and peaks-over-threshold."""
+
 import json
 
 import numpy as np
@@ -58,10 +59,21 @@ def test_pot_recovers_pareto_shape():
 
 
 def test_pot_records_fit_details_and_is_json_ready():
-    result = fit_threshold(np.random.default_rng(2).exponential(size=5_000),
-                           CalibrationConfig(method="pot", factor=1.2))
-    for key in ("method", "threshold", "n_windows", "factor", "xi", "sigma", "u", "n_exceedances",
-                "target_false_alarm_rate", "raw_threshold"):
+    result = fit_threshold(
+        np.random.default_rng(2).exponential(size=5_000), CalibrationConfig(method="pot", factor=1.2)
+    )
+    for key in (
+        "method",
+        "threshold",
+        "n_windows",
+        "factor",
+        "xi",
+        "sigma",
+        "u",
+        "n_exceedances",
+        "target_false_alarm_rate",
+        "raw_threshold",
+    ):
         assert key in result
     assert result["n_exceedances"] == 250
     assert result["threshold"] == pytest.approx(result["raw_threshold"] * 1.2)

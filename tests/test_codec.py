@@ -1,4 +1,5 @@
 """Codec: topic templates, payload formats, timestamps and reject reasons."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from monitor.core.config import ConfigError, TopicRule
-from monitor.io.codec import REASONS, Codec, parse_timestamp
 from monitor.core.types import RawMessage, Reading, Rejected
+from monitor.io.codec import REASONS, Codec, parse_timestamp
 
 NOW = 1_700_000_000.0  # received_at used throughout
 
@@ -20,8 +21,14 @@ RULES = [
     TopicRule(template="multi/{site}/{asset}", format="json_multi", stream="{site}/{asset}", channel="x"),
     TopicRule(template="batch/{stream}/{channel}", format="json_array"),
     TopicRule(template="plant/{site}/{asset}/{channel}", format="auto", stream="{site}/{asset}"),
-    TopicRule(template="dev/unit-{n}/data", format="json", stream="unit{n}", channel="value", value_field="v",
-              timestamp_field="time"),
+    TopicRule(
+        template="dev/unit-{n}/data",
+        format="json",
+        stream="unit{n}",
+        channel="value",
+        value_field="v",
+        timestamp_field="time",
+    ),
 ]
 
 
@@ -52,12 +59,21 @@ ACCEPTED = [
     ("one/p1/temp", b'{"value": "4.25"}', [("p1", "temp", NOW, 4.25)]),
     ("one/p1/temp", b'{"value": 3, "channel": "rpm"}', [("p1", "rpm", NOW, 3.0)]),
     ("one/p1/temp", b'{"value": 3, "ts": 1700000299}', [("p1", "temp", 1700000299.0, 3.0)]),  # within 300 s
-    ("multi/s1/pump", b'{"ts": 1699999990, "a": 1, "b": 2.5, "unit": "C", "meta": {"x": 1}}',
-     [("s1/pump", "a", 1699999990.0, 1.0), ("s1/pump", "b", 1699999990.0, 2.5)]),
-    ("batch/p1/temp", b'[{"value": 1, "ts": 1699999990}, {"value": 2, "ts": 1699999991, "channel": "rpm"}]',
-     [("p1", "temp", 1699999990.0, 1.0), ("p1", "rpm", 1699999991.0, 2.0)]),
-    ("batch/p1/temp", b'[{"ts": 1699999990, "a": 1, "b": 2}]',
-     [("p1", "a", 1699999990.0, 1.0), ("p1", "b", 1699999990.0, 2.0)]),
+    (
+        "multi/s1/pump",
+        b'{"ts": 1699999990, "a": 1, "b": 2.5, "unit": "C", "meta": {"x": 1}}',
+        [("s1/pump", "a", 1699999990.0, 1.0), ("s1/pump", "b", 1699999990.0, 2.5)],
+    ),
+    (
+        "batch/p1/temp",
+        b'[{"value": 1, "ts": 1699999990}, {"value": 2, "ts": 1699999991, "channel": "rpm"}]',
+        [("p1", "temp", 1699999990.0, 1.0), ("p1", "rpm", 1699999991.0, 2.0)],
+    ),
+    (
+        "batch/p1/temp",
+        b'[{"ts": 1699999990, "a": 1, "b": 2}]',
+        [("p1", "a", 1699999990.0, 1.0), ("p1", "b", 1699999990.0, 2.0)],
+    ),
     ("batch/p1/temp", b"[]", []),
     ("plant/s/pump/temp", b"21.5", [("s/pump", "temp", NOW, 21.5)]),
     ("plant/s/pump/temp", b'{"value": 1}', [("s/pump", "temp", NOW, 1.0)]),
@@ -119,17 +135,23 @@ REJECTED = [
     ("multi/s1/pump", b'{"a": 1, "ts": 1800000000}', ["future_timestamp"], 0),
     ("multi/s1/pump", b"[1]", ["malformed"], 0),
     ("batch/p1/temp", b'{"value": 1}', ["malformed"], 0),
-    ("batch/p1/temp", b'[{"value": 1}, 5, {"value": "x"}, {"value": 2}, {"value": 3, "ts": 2e9}]',
-     ["malformed", "malformed", "future_timestamp"], 2),
+    (
+        "batch/p1/temp",
+        b'[{"value": 1}, 5, {"value": "x"}, {"value": 2}, {"value": 3, "ts": 2e9}]',
+        ["malformed", "malformed", "future_timestamp"],
+        2,
+    ),
     ("plant/s/pump/temp", b"[" * 3000, ["malformed"], 0),
     ("plant/s/pump/temp", b'"21.5"', ["malformed"], 0),
 ]
 
 
-@pytest.mark.parametrize("topic,payload,reasons,n_readings", REJECTED,
-                         ids=[f"{t}:{p[:30]!r}" for t, p, _, _ in REJECTED])
-def test_bad_input_is_rejected_with_reason(codec: Codec, topic: str, payload: bytes, reasons: list,
-                                           n_readings: int) -> None:
+@pytest.mark.parametrize(
+    "topic,payload,reasons,n_readings", REJECTED, ids=[f"{t}:{p[:30]!r}" for t, p, _, _ in REJECTED]
+)
+def test_bad_input_is_rejected_with_reason(
+    codec: Codec, topic: str, payload: bytes, reasons: list, n_readings: int
+) -> None:
     readings, rejects = decode(codec, topic, payload)
     assert [r.reason for r in rejects] == reasons
     assert len(readings) == n_readings
@@ -164,8 +186,12 @@ def test_decode_message_uses_received_at(codec: Codec) -> None:
 
 
 def test_first_matching_rule_wins() -> None:
-    codec = Codec([TopicRule(template="a/{stream}/{channel}", format="number"),
-                   TopicRule(template="a/{stream}/{channel}", format="json", stream="second")])
+    codec = Codec(
+        [
+            TopicRule(template="a/{stream}/{channel}", format="number"),
+            TopicRule(template="a/{stream}/{channel}", format="json", stream="second"),
+        ]
+    )
     assert codec.decode("a/s/c", b"1", NOW)[0] == [Reading("s", "c", NOW, 1.0)]
     assert codec.route("a/s/c") == ("s", "c", 0)
     assert codec.route("b/s/c") is None
@@ -189,11 +215,17 @@ def test_two_placeholders_in_one_level_are_a_config_error() -> None:
         Codec([TopicRule(template="s/{stream}-{channel}", format="number")])
 
 
-@pytest.mark.parametrize("value,expected", [
-    (1700000000, 1700000000.0), (1700000000123, 1700000000.123), ("1700000000", 1700000000.0),
-    ("2023-11-14T22:13:20.5Z", 1700000000.5), ("2023-11-14T22:13:20.123456789+00:00", 1700000000.123456),
-    ("2023-11-14", 1699920000.0),
-])
+@pytest.mark.parametrize(
+    "value,expected",
+    [
+        (1700000000, 1700000000.0),
+        (1700000000123, 1700000000.123),
+        ("1700000000", 1700000000.0),
+        ("2023-11-14T22:13:20.5Z", 1700000000.5),
+        ("2023-11-14T22:13:20.123456789+00:00", 1700000000.123456),
+        ("2023-11-14", 1699920000.0),
+    ],
+)
 def test_parse_timestamp(value: object, expected: float) -> None:
     assert parse_timestamp(value) == pytest.approx(expected, abs=1e-6)
 
@@ -210,8 +242,10 @@ topics = st.text(alphabet=st.sampled_from("ab/{}+#1 \x00é"), max_size=20)
 
 
 @settings(max_examples=300, deadline=None)
-@given(topic=topics | st.sampled_from(["num/p/c", "one/p/c", "multi/s/a", "batch/p/c", "plant/s/a/c"]),
-       payload=st.binary(max_size=200))
+@given(
+    topic=topics | st.sampled_from(["num/p/c", "one/p/c", "multi/s/a", "batch/p/c", "plant/s/a/c"]),
+    payload=st.binary(max_size=200),
+)
 def test_decode_never_raises_on_arbitrary_bytes(codec: Codec, topic: str, payload: bytes) -> None:
     readings, rejects = codec.decode(topic, payload, NOW)
     assert all(r.reason in REASONS for r in rejects)
@@ -220,8 +254,12 @@ def test_decode_never_raises_on_arbitrary_bytes(codec: Codec, topic: str, payloa
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=8),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(
-        st.sampled_from(["value", "ts", "channel", "a", "b"]) | st.text(max_size=4), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(["value", "ts", "channel", "a", "b"]) | st.text(max_size=4), children, max_size=4
+        )
+    ),
     max_leaves=12,
 )
 
@@ -243,8 +281,7 @@ def test_finite_number_round_trips(codec: Codec, value: float) -> None:
 
 
 @settings(max_examples=100, deadline=None)
-@given(values=st.lists(st.floats(allow_nan=False, allow_infinity=False), max_size=150),
-       multi=st.booleans())
+@given(values=st.lists(st.floats(allow_nan=False, allow_infinity=False), max_size=150), multi=st.booleans())
 def test_json_array_keeps_every_valid_object_in_order(codec: Codec, values: list[float], multi: bool) -> None:
     key = "a" if multi else "value"
     payload = json.dumps([{key: v, "ts": NOW - 1000 + i} for i, v in enumerate(values)]).encode()

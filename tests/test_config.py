@@ -1,4 +1,5 @@
 """Config validation: errors name the key; environment overrides; secrets from files."""
+
 import subprocess
 import sys
 from pathlib import Path
@@ -26,7 +27,11 @@ def write(tmp_path, text):
         ("stream: {period_seconds: fast}", "stream.period_seconds", '"auto"'),
         ("mqtt: {port: 70000}", "mqtt.port", "1..65535"),
         ("mqtt: {port: '1883'}", "mqtt.port", "integer"),
-        ("topics: [{template: 'a/{stream}/{channel}'}, {template: 'b/{stream}/{channel}', qos: 2}]", "topics[1].qos", "0 or 1"),
+        (
+            "topics: [{template: 'a/{stream}/{channel}'}, {template: 'b/{stream}/{channel}', qos: 2}]",
+            "topics[1].qos",
+            "0 or 1",
+        ),
         ("topics: [{template: 'a/#'}]", "topics[0].template", "placeholders"),
         ("topics: [{template: 'a/{asset}/{channel}', stream: '{site}'}]", "topics[0].stream", "not a placeholder"),
         ("filters: [{type: median, size: 0}]", "filters[0].size", ">= 1"),

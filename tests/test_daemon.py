@@ -1,4 +1,5 @@
 """The live daemon against a real Mosquitto that the tests start on a free loopback port."""
+
 from __future__ import annotations
 
 import json
@@ -11,14 +12,24 @@ import time
 from pathlib import Path
 
 import pytest
-
 from broker import Mosquitto, free_port, make_test_ca, mosquitto_binary
-from daemon_support import (FAULT, Publisher, Subscriber, daemon_config, feed_rows, http_get, metric_value,
-                            row_payload, train_small_model, wait_until)
+from daemon_support import (
+    FAULT,
+    Publisher,
+    Subscriber,
+    daemon_config,
+    feed_rows,
+    http_get,
+    metric_value,
+    row_payload,
+    train_small_model,
+    wait_until,
+)
+
 from monitor.app.backtest import run_backtest
+from monitor.app.service import Service
 from monitor.core.model.bundle import load_bundle, set_current
 from monitor.core.pipeline import ScoringModel
-from monitor.app.service import Service
 from monitor.core.synthetic import CHANNELS
 
 pytestmark = [
@@ -106,8 +117,10 @@ def test_fault_fires_once_and_resolves_once_with_matching_metrics(broker, models
         top = got[0]["top_channels"]
         assert top and {"channel", "observed", "reconstructed", "score"} <= set(top[0])
         assert [(a["state"], a["alert_id"]) for a in got] == expected_alerts(cfg, models_dir, t, v)
-        text = wait_until(lambda: (m := run.metrics()) and metric_value(m, "monitor_messages_received_total") >= len(t) and m,
-                          what="message counter")
+        text = wait_until(
+            lambda: (m := run.metrics()) and metric_value(m, "monitor_messages_received_total") >= len(t) and m,
+            what="message counter",
+        )
         assert metric_value(text, "monitor_messages_received_total") == len(t)
         assert metric_value(text, "monitor_alerts_total", {"state": "firing"}) == 1
         assert metric_value(text, "monitor_alerts_total", {"state": "resolved"}) == 1
@@ -272,9 +285,12 @@ def test_corrupt_bundle_is_refused_and_good_bundle_swaps_without_losing_messages
         t, v, _ = feed_rows(900, fault=None)
         pub.publish_rows("plant/site1/pump1", t[:300], v[:300])
         set_current(models_dir, _corrupt_copy(models_dir, good))
-        text = wait_until(lambda: (m := run.metrics()) and metric_value(m, "monitor_model_loads_total",
-                                                                         {"result": "rejected"}) >= 1 and m,
-                          what="corrupt bundle refused")
+        text = wait_until(
+            lambda: (
+                (m := run.metrics()) and metric_value(m, "monitor_model_loads_total", {"result": "rejected"}) >= 1 and m
+            ),
+            what="corrupt bundle refused",
+        )
         assert run.service.pipeline.model.version == first
         assert "sha256" in (run.service.watcher.last_error or "")
         pub.publish_rows("plant/site1/pump1", t[300:600], v[300:600])
@@ -303,14 +319,23 @@ def _write_yaml(path: Path, cfg) -> Path:
 
 
 def test_sigterm_under_load_exits_zero_within_ten_seconds(broker, models_dir, tmp_path):
-    cfg = daemon_config(broker.port, models_dir, metrics_port=free_port(),
-                        record={"enabled": True, "dir": str(tmp_path / "rec")})
+    cfg = daemon_config(
+        broker.port, models_dir, metrics_port=free_port(), record={"enabled": True, "dir": str(tmp_path / "rec")}
+    )
     conf = _write_yaml(tmp_path / "daemon.yaml", cfg)
-    proc = subprocess.Popen([sys.executable, "-m", "monitor", "run", "--config", str(conf)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "monitor", "run", "--config", str(conf)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
     try:
-        wait_until(lambda: http_get(cfg.metrics.port, "/readyz")[0] == 200 if proc.poll() is None else True,
-                   timeout=60, what="subprocess ready")
+        wait_until(
+            lambda: http_get(cfg.metrics.port, "/readyz")[0] == 200 if proc.poll() is None else True,
+            timeout=60,
+            what="subprocess ready",
+        )
         assert proc.poll() is None, proc.stderr.read()
         t, v, _ = feed_rows(3000, fault=None)
         pub = Publisher(broker.port)
@@ -354,8 +379,13 @@ def test_sigterm_under_load_exits_zero_within_ten_seconds(broker, models_dir, tm
 def test_bad_config_exits_78_before_connecting(tmp_path):
     conf = tmp_path / "bad.yaml"
     conf.write_text("mqtt: {port: 99999}\n")
-    res = subprocess.run([sys.executable, "-m", "monitor", "run", "--config", str(conf)],
-                         capture_output=True, text=True, timeout=60, cwd=ROOT)
+    res = subprocess.run(
+        [sys.executable, "-m", "monitor", "run", "--config", str(conf)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
     assert res.returncode == 78
     assert "mqtt.port" in res.stderr
 
@@ -368,25 +398,43 @@ def test_tls_connects_with_the_right_ca_and_refuses_an_untrusted_server(tmp_path
     secret = "pa55-w0rd-never-logged"
     good_tls = {"cafile": pki["ca"], "certfile": pki["server_cert"], "keyfile": pki["server_key"]}
     with Mosquitto(tmp_path / "tls-broker", tls=good_tls) as b:
-        cfg = daemon_config(b.tls_port, models_dir,
-                            mqtt={"tls": {"enabled": True, "ca_file": pki["ca"]}, "username": "mon",
-                                  "password": secret, "client_id": "monitor-tls"})
+        cfg = daemon_config(
+            b.tls_port,
+            models_dir,
+            mqtt={
+                "tls": {"enabled": True, "ca_file": pki["ca"]},
+                "username": "mon",
+                "password": secret,
+                "client_id": "monitor-tls",
+            },
+        )
         run = Running(cfg)
         try:
             wait_until(lambda: run.service.ready()[0], what="TLS connection")
             assert secret not in run.metrics()
         finally:
             assert run.stop() == 0
-    bad_tls = {"cafile": pki["untrusted_ca"], "certfile": pki["untrusted_server_cert"],
-               "keyfile": pki["untrusted_server_key"]}
+    bad_tls = {
+        "cafile": pki["untrusted_ca"],
+        "certfile": pki["untrusted_server_cert"],
+        "keyfile": pki["untrusted_server_key"],
+    }
     with Mosquitto(tmp_path / "untrusted-broker", tls=bad_tls) as b:
-        cfg = daemon_config(b.tls_port, models_dir,
-                            mqtt={"tls": {"enabled": True, "ca_file": pki["ca"]}, "username": "mon",
-                                  "password": secret, "client_id": "monitor-tls2"})
+        cfg = daemon_config(
+            b.tls_port,
+            models_dir,
+            mqtt={
+                "tls": {"enabled": True, "ca_file": pki["ca"]},
+                "username": "mon",
+                "password": secret,
+                "client_id": "monitor-tls2",
+            },
+        )
         run = Running(cfg)
         try:
-            wait_until(lambda: "certificate" in (run.service.ingest.last_error or "").lower(),
-                       what="a clear certificate error")
+            wait_until(
+                lambda: "certificate" in (run.service.ingest.last_error or "").lower(), what="a clear certificate error"
+            )
             time.sleep(1.0)
             ok, why = run.service.ready()
             assert not ok and "certificate" in why.lower()
@@ -398,8 +446,11 @@ def test_tls_connects_with_the_right_ca_and_refuses_an_untrusted_server(tmp_path
 
 
 def test_scores_and_denoised_readings_are_published_for_integrators(broker, models_dir):
-    cfg = daemon_config(broker.port, models_dir, alerts={"scores_topic": "monitor/scores/{stream}",
-                                                         "denoised_topic": "monitor/denoised/{stream}"})
+    cfg = daemon_config(
+        broker.port,
+        models_dir,
+        alerts={"scores_topic": "monitor/scores/{stream}", "denoised_topic": "monitor/denoised/{stream}"},
+    )
     run = Running(cfg)
     scores = Subscriber(broker.port, "monitor/scores/#")
     denoised = Subscriber(broker.port, "monitor/denoised/#")
@@ -426,8 +477,13 @@ def test_scores_and_denoised_readings_are_published_for_integrators(broker, mode
 def test_sighup_applies_log_level_reports_restart_only_changes_and_survives_a_bad_file(models_dir, tmp_path):
     cfg = daemon_config(free_port(), models_dir, metrics_port=free_port())  # no broker needed for this
     conf = _write_yaml(tmp_path / "daemon.yaml", cfg)
-    proc = subprocess.Popen([sys.executable, "-m", "monitor", "run", "--config", str(conf)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "monitor", "run", "--config", str(conf)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
     try:
         wait_until(lambda: http_get(cfg.metrics.port, "/healthz")[0] == 200, timeout=60, what="daemon up")
         text = conf.read_text()

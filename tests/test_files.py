@@ -1,4 +1,5 @@
 """Wide CSV reading: separators, timestamp formats, labels, errors, and the real SKAB files."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -39,24 +40,30 @@ def test_explicit_separator_wins(tmp_path: Path) -> None:
     assert data.channels == ["a,b"]
 
 
-@pytest.mark.parametrize("fmt,cells,expected", [
-    ("auto", ["1700000000", "1700000000.5"], [1700000000.0, 1700000000.5]),
-    ("auto", ["1700000000000", "1700000000500"], [1700000000.0, 1700000000.5]),
-    ("epoch_s", ["1700000000", "1700000001"], [1700000000.0, 1700000001.0]),
-    ("epoch_ms", ["1000", "2500"], [1.0, 2.5]),
-    ("auto", ["2023-11-14T22:13:20Z", "2023-11-14T23:13:21+01:00"], [1700000000.0, 1700000001.0]),
-    ("iso", ["2023-11-14 22:13:20", "2023-11-14T22:13:20.25"], [1700000000.0, 1700000000.25]),
-])
+@pytest.mark.parametrize(
+    "fmt,cells,expected",
+    [
+        ("auto", ["1700000000", "1700000000.5"], [1700000000.0, 1700000000.5]),
+        ("auto", ["1700000000000", "1700000000500"], [1700000000.0, 1700000000.5]),
+        ("epoch_s", ["1700000000", "1700000001"], [1700000000.0, 1700000001.0]),
+        ("epoch_ms", ["1000", "2500"], [1.0, 2.5]),
+        ("auto", ["2023-11-14T22:13:20Z", "2023-11-14T23:13:21+01:00"], [1700000000.0, 1700000001.0]),
+        ("iso", ["2023-11-14 22:13:20", "2023-11-14T22:13:20.25"], [1700000000.0, 1700000000.25]),
+    ],
+)
 def test_timestamp_formats(tmp_path: Path, fmt: str, cells: list[str], expected: list[float]) -> None:
     text = "time,a\n" + "".join(f"{c},{i}\n" for i, c in enumerate(cells))
     data = read_csv(write(tmp_path, text), DataConfig(timestamp_format=fmt))  # type: ignore[arg-type]
     np.testing.assert_allclose(data.timestamps, expected, rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("cells", [
-    ["2020-03-09 10:14:33", "2020-03-09 10:14:34"],  # vectorized path
-    ["2020-03-09 10:14:33", " 2020-03-09T10:14:34"],  # per-cell path
-])
+@pytest.mark.parametrize(
+    "cells",
+    [
+        ["2020-03-09 10:14:33", "2020-03-09 10:14:34"],  # vectorized path
+        ["2020-03-09 10:14:33", " 2020-03-09T10:14:34"],  # per-cell path
+    ],
+)
 def test_naive_iso_applies_utc_offset(tmp_path: Path, cells: list[str]) -> None:
     text = "datetime;a\n" + "".join(f"{c};1\n" for c in cells)
     data = read_csv(write(tmp_path, text), DataConfig(utc_offset_hours=3.0))
@@ -82,18 +89,21 @@ def test_named_timestamp_column_need_not_be_first(tmp_path: Path) -> None:
     np.testing.assert_array_equal(data.timestamps, [100.0])
 
 
-@pytest.mark.parametrize("text,config,match", [
-    ("ts,a\n1,2\n2,x\n", DataConfig(), r"data\.csv, line 3, column 'a': not a number: 'x'"),
-    ("ts,a\n1,2\n\nsoon,3\n", DataConfig(), r"line 4, column 'ts': cannot parse timestamp 'soon'"),
-    ("ts,a\n2023-01-01,2\nlater,3\n", DataConfig(), r"line 3, column 'ts': cannot parse timestamp 'later'"),
-    ("ts,a\n1,2\n,3\n", DataConfig(), r"line 3, column 'ts'"),
-    ("ts,a\n1,2,3\n", DataConfig(), r"line 2: 3 fields, the header has 2"),
-    ("ts,a\n1,2\n", DataConfig(timestamp_column="time"), r"line 1: no timestamp column 'time'"),
-    ("ts,anomaly,changepoint\n1,0,0\n", DataConfig(ignore_columns=["changepoint"]), r"no channel columns"),
-    ("ts,a\n", DataConfig(), r"no data rows"),
-    ("", DataConfig(), r"no header line"),
-    ("ts,a,a\n1,2,3\n", DataConfig(), r"column 'a' appears twice"),
-])
+@pytest.mark.parametrize(
+    "text,config,match",
+    [
+        ("ts,a\n1,2\n2,x\n", DataConfig(), r"data\.csv, line 3, column 'a': not a number: 'x'"),
+        ("ts,a\n1,2\n\nsoon,3\n", DataConfig(), r"line 4, column 'ts': cannot parse timestamp 'soon'"),
+        ("ts,a\n2023-01-01,2\nlater,3\n", DataConfig(), r"line 3, column 'ts': cannot parse timestamp 'later'"),
+        ("ts,a\n1,2\n,3\n", DataConfig(), r"line 3, column 'ts'"),
+        ("ts,a\n1,2,3\n", DataConfig(), r"line 2: 3 fields, the header has 2"),
+        ("ts,a\n1,2\n", DataConfig(timestamp_column="time"), r"line 1: no timestamp column 'time'"),
+        ("ts,anomaly,changepoint\n1,0,0\n", DataConfig(ignore_columns=["changepoint"]), r"no channel columns"),
+        ("ts,a\n", DataConfig(), r"no data rows"),
+        ("", DataConfig(), r"no header line"),
+        ("ts,a,a\n1,2,3\n", DataConfig(), r"column 'a' appears twice"),
+    ],
+)
 def test_errors_name_file_line_and_column(tmp_path: Path, text: str, config: DataConfig, match: str) -> None:
     with pytest.raises(DataError, match=match) as info:
         read_csv(write(tmp_path, text), config)

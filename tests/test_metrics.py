@@ -1,4 +1,5 @@
 """Metric families, bounded per-stream cardinality, and the HTTP endpoints over real sockets."""
+
 from __future__ import annotations
 
 import socket
@@ -8,9 +9,9 @@ import urllib.request
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
+from monitor.core.types import Rejected
 from monitor.io.codec import REASONS
 from monitor.io.metrics import Metrics, serve
-from monitor.core.types import Rejected
 
 
 def sample(registry: CollectorRegistry, name: str, **labels: str):
@@ -177,8 +178,9 @@ def test_http_endpoints_on_a_free_port():
     m = Metrics(registry)
     m.messages_received.inc(7)
     ready_state = [False, "no model loaded yet"]
-    server = serve(registry, "127.0.0.1", 0, health=lambda: (True, "ok"),
-                   ready=lambda: (ready_state[0], ready_state[1]))
+    server = serve(
+        registry, "127.0.0.1", 0, health=lambda: (True, "ok"), ready=lambda: (ready_state[0], ready_state[1])
+    )
     try:
         assert server.port > 0
         base = f"http://127.0.0.1:{server.port}"

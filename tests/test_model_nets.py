@@ -1,4 +1,5 @@
 """Shapes and spec round-trips of the autoencoders."""
+
 import pytest
 import torch
 
@@ -17,8 +18,9 @@ SHAPES = [(2, 1), (7, 3), (30, 2), (33, 5)]  # (window_size, n_channels), odd W 
 
 
 def _cfg(arch: str, window_size: int) -> ModelConfig:
-    return ModelConfig(architecture=arch, window_size=window_size, hidden=[16, 8], code_size=4,
-                       conv_channels=[6, 5], kernel_size=5)
+    return ModelConfig(
+        architecture=arch, window_size=window_size, hidden=[16, 8], code_size=4, conv_channels=[6, 5], kernel_size=5
+    )
 
 
 @pytest.mark.parametrize("window_size,n_channels", SHAPES)

@@ -1,30 +1,31 @@
 """MQTTIngest against a real Mosquitto on a free loopback port (never the system broker)."""
+
 from __future__ import annotations
 
 import itertools
-import random
-import socket
 import logging
 import queue
+import random
+import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import paho.mqtt
 import paho.mqtt.client as mqtt
 import paho.mqtt.publish as mqtt_publish
 import pytest
+from broker import Mosquitto, make_test_ca, mosquitto_binary, write_password_file
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from prometheus_client import CollectorRegistry
 
-from broker import Mosquitto, make_test_ca, mosquitto_binary, write_password_file
 from monitor.core.config import MQTTConfig, TLSConfig, TopicRule
-from monitor.io.codec import Codec
 from monitor.io import mqtt as mqtt_ingest
-from monitor.io.mqtt import Delivery, Ingested, MQTTIngest, subscriptions, topic_filter
+from monitor.io.codec import Codec
 from monitor.io.metrics import Metrics
+from monitor.io.mqtt import Delivery, Ingested, MQTTIngest, subscriptions, topic_filter
 
 pytestmark = [
     pytest.mark.slow,
@@ -46,7 +47,7 @@ def wait_for(predicate: Callable[[], object], timeout: float = 5.0, what: str = 
         time.sleep(0.01)
 
 
-def drain(q: "queue.Queue[Ingested]", n_readings: int, timeout: float = 5.0) -> list[Ingested]:
+def drain(q: queue.Queue[Ingested], n_readings: int, timeout: float = 5.0) -> list[Ingested]:
     """Items from `q` until they hold `n_readings` readings."""
     items: list[Ingested] = []
     deadline = time.monotonic() + timeout
@@ -81,14 +82,20 @@ def publish(broker: Mosquitto, msgs: list[tuple[str, bytes | str]], qos: int = 1
     """Publish synchronously from a separate client on the plain listener."""
     mqtt_publish.multiple(
         [{"topic": t, "payload": p, "qos": qos} for t, p in msgs],
-        hostname=broker.host, port=broker.port, client_id=f"pub-{next(_ids)}",
+        hostname=broker.host,
+        port=broker.port,
+        client_id=f"pub-{next(_ids)}",
     )
 
 
 def cfg_for(broker: Mosquitto, **overrides: object) -> MQTTConfig:
     kwargs: dict = dict(
-        host=broker.host, port=broker.port, client_id=f"monitor-test-{next(_ids)}",
-        reconnect_min_seconds=0.05, reconnect_max_seconds=0.2, keepalive_seconds=5,
+        host=broker.host,
+        port=broker.port,
+        client_id=f"monitor-test-{next(_ids)}",
+        reconnect_min_seconds=0.05,
+        reconnect_max_seconds=0.2,
+        keepalive_seconds=5,
     )
     kwargs.update(overrides)
     return MQTTConfig(**kwargs)
@@ -108,10 +115,19 @@ def broker(tmp_path: Path):
 def make_ingest():
     made: list[MQTTIngest] = []
 
-    def make(cfg: MQTTConfig, q: queue.Queue | None = None, *, rules=RULES, metrics=None, codec=None,
-             start: bool = True, **kwargs) -> MQTTIngest:
-        ingest = MQTTIngest(cfg, rules, codec or Codec(rules), q if q is not None else queue.Queue(1000),
-                            metrics, **kwargs)
+    def make(
+        cfg: MQTTConfig,
+        q: queue.Queue | None = None,
+        *,
+        rules=RULES,
+        metrics=None,
+        codec=None,
+        start: bool = True,
+        **kwargs,
+    ) -> MQTTIngest:
+        ingest = MQTTIngest(
+            cfg, rules, codec or Codec(rules), q if q is not None else queue.Queue(1000), metrics, **kwargs
+        )
         made.append(ingest)
         if start:
             ingest.start()
@@ -134,8 +150,11 @@ def test_topic_filter_turns_each_placeholder_level_into_a_single_level_wildcard(
     assert topic_filter("plant/{site}/{asset}/{channel}") == "plant/+/+/+"
     assert topic_filter("plant/dev-{id}/temp") == "plant/+/temp"
     assert topic_filter("fixed/topic") == "fixed/topic"
-    rules = [TopicRule(template="a/{stream}/{channel}", qos=0), TopicRule(template="a/{x}/{stream}", channel="c", qos=1),
-             TopicRule(template="b/{stream}/{channel}", qos=0)]
+    rules = [
+        TopicRule(template="a/{stream}/{channel}", qos=0),
+        TopicRule(template="a/{x}/{stream}", channel="c", qos=1),
+        TopicRule(template="b/{stream}/{channel}", qos=0),
+    ]
     assert subscriptions(rules) == [("a/+/+", 1), ("b/+/+", 0)]
 
 
@@ -150,16 +169,23 @@ def test_published_readings_of_every_format_are_decoded_and_queued(broker, make_
     wait_for(lambda: ingest.subscribed, what="subscription")
     assert sample(registry, "monitor_mqtt_connected") == 1.0
     before = time.monotonic()
-    publish(broker, [
-        ("sensors/p1/temp", b"21.5"),
-        ("sensors/p1/rpm", b'{"value": 1480, "ts": 1700000000}'),
-        ("sensors/p2/x", b'[{"value": 1, "channel": "a", "ts": 1700000001}, {"value": 2, "channel": "b"}]'),
-    ])
+    publish(
+        broker,
+        [
+            ("sensors/p1/temp", b"21.5"),
+            ("sensors/p1/rpm", b'{"value": 1480, "ts": 1700000000}'),
+            ("sensors/p2/x", b'[{"value": 1, "channel": "a", "ts": 1700000001}, {"value": 2, "channel": "b"}]'),
+        ],
+    )
     items = drain(q, 4)
     assert len(items) == 3  # one item per message
     readings = [r for item in items for r in item.readings]
     assert [(r.stream, r.channel, r.value) for r in readings] == [
-        ("p1", "temp", 21.5), ("p1", "rpm", 1480.0), ("p2", "a", 1.0), ("p2", "b", 2.0)]
+        ("p1", "temp", 21.5),
+        ("p1", "rpm", 1480.0),
+        ("p2", "a", 1.0),
+        ("p2", "b", 2.0),
+    ]
     assert readings[1].timestamp == 1700000000.0
     assert abs(readings[0].timestamp - time.time()) < 5  # bare number: receive time
     t0, readings0, rejected0, msg = items[0]  # the documented 4-tuple
@@ -176,18 +202,27 @@ def test_bad_payloads_are_counted_by_reason_and_good_ones_around_them_arrive(bro
     q: queue.Queue = queue.Queue(100)
     ingest = make_ingest(cfg_for(broker), q, metrics=Metrics(registry))
     wait_for(lambda: ingest.subscribed, what="subscription")
-    publish(broker, [
-        ("sensors/p1/temp", b"1.0"),
-        ("sensors/p1/temp", b"not a number"),
-        ("sensors/p1/temp", b"nan"),
-        ("sensors/p1/temp", b'{"value": 1'),
-        ("sensors/p1/temp", b'[{"value": 3}, {"value": "x"}, 7]'),  # one good, two bad elements
-        ("sensors/p1/temp", b"2.0"),
-    ])
+    publish(
+        broker,
+        [
+            ("sensors/p1/temp", b"1.0"),
+            ("sensors/p1/temp", b"not a number"),
+            ("sensors/p1/temp", b"nan"),
+            ("sensors/p1/temp", b'{"value": 1'),
+            ("sensors/p1/temp", b'[{"value": 3}, {"value": "x"}, 7]'),  # one good, two bad elements
+            ("sensors/p1/temp", b"2.0"),
+        ],
+    )
     items = take(q, 6)  # one item per message, bad ones included
     assert [r.value for i in items for r in i.readings] == [1.0, 3.0, 2.0]
     assert [[r.reason for r in i.rejected] for i in items] == [
-        [], ["malformed"], ["non_finite"], ["malformed"], ["malformed", "malformed"], []]
+        [],
+        ["malformed"],
+        ["non_finite"],
+        ["malformed"],
+        ["malformed", "malformed"],
+        [],
+    ]
     # rejects of queued items are the consumer's to count (exactly once); the ingest counts messages
     assert sample(registry, "monitor_readings_rejected_total", reason="malformed") == 0
     assert sample(registry, "monitor_messages_received_total") == 6
@@ -262,8 +297,9 @@ def test_broker_restart_reconnects_and_resubscribes(broker, make_ingest):
     states: list[bool] = []
     q: queue.Queue = queue.Queue(100)
     # clean session: the restarted broker forgets the subscription, so only a resubscribe helps
-    ingest = make_ingest(cfg_for(broker, clean_start=True), q, metrics=Metrics(registry),
-                         on_state=lambda up, detail: states.append(up))
+    ingest = make_ingest(
+        cfg_for(broker, clean_start=True), q, metrics=Metrics(registry), on_state=lambda up, detail: states.append(up)
+    )
     wait_for(lambda: ingest.subscribed, what="subscription")
     broker.stop()
     wait_for(lambda: not ingest.connected, what="disconnect")
@@ -367,7 +403,8 @@ def test_ack_many_acks_a_batch_and_leaves_the_rest_for_redelivery(broker, make_i
     cfg = cfg_for(broker, clean_start=False, client_id="ack-many")
     # whole items and bare Deliveries; 2, 4, 5 not handled
     ingests = _ack_some_then_expect_redelivery_of_the_rest(
-        broker, make_ingest, cfg, lambda ing, items: ing.ack_many(items[:2] + [items[3][3]]), [2.0, 4.0, 5.0])
+        broker, make_ingest, cfg, lambda ing, items: ing.ack_many(items[:2] + [items[3][3]]), [2.0, 4.0, 5.0]
+    )
     assert ingests[2].stats["callback_errors"] == 0
 
 
@@ -384,8 +421,11 @@ def test_tls_with_the_test_ca_connects_and_receives(tmp_path, make_ingest, test_
 
 
 def test_untrusted_server_certificate_is_refused_with_a_clear_error(tmp_path, make_ingest, test_ca, caplog):
-    tls = {"cafile": test_ca["untrusted_ca"], "certfile": test_ca["untrusted_server_cert"],
-           "keyfile": test_ca["untrusted_server_key"]}
+    tls = {
+        "cafile": test_ca["untrusted_ca"],
+        "certfile": test_ca["untrusted_server_cert"],
+        "keyfile": test_ca["untrusted_server_key"],
+    }
     with Mosquitto(tmp_path / "broker", tls=tls) as broker:
         cfg = cfg_for(broker, port=broker.tls_port, tls=TLSConfig(enabled=True, ca_file=test_ca["ca"]))
         with caplog.at_level(logging.ERROR, logger="monitor.io.mqtt"):
@@ -419,11 +459,15 @@ def test_password_is_never_logged_nor_in_repr(tmp_path, make_ingest, caplog):
 
 
 def test_insecure_skip_verify_must_be_explicit_and_warns_loudly(tmp_path, make_ingest, test_ca, caplog):
-    tls = {"cafile": test_ca["untrusted_ca"], "certfile": test_ca["untrusted_server_cert"],
-           "keyfile": test_ca["untrusted_server_key"]}
+    tls = {
+        "cafile": test_ca["untrusted_ca"],
+        "certfile": test_ca["untrusted_server_cert"],
+        "keyfile": test_ca["untrusted_server_key"],
+    }
     with Mosquitto(tmp_path / "broker", tls=tls) as broker:
-        cfg = cfg_for(broker, port=broker.tls_port,
-                      tls=TLSConfig(enabled=True, ca_file=test_ca["ca"], insecure_skip_verify=True))
+        cfg = cfg_for(
+            broker, port=broker.tls_port, tls=TLSConfig(enabled=True, ca_file=test_ca["ca"], insecure_skip_verify=True)
+        )
         with caplog.at_level(logging.WARNING, logger="monitor.io.mqtt"):
             ingest = make_ingest(cfg)
         assert "NOT verified" in caplog.text
@@ -434,8 +478,12 @@ def test_tls_and_auth_mistakes_are_config_errors_naming_the_key(tmp_path):
     from monitor.core.config import ConfigError
 
     with pytest.raises(ConfigError) as err:
-        MQTTIngest(MQTTConfig(tls=TLSConfig(enabled=True, ca_file=str(tmp_path / "missing.pem"))),
-                   RULES, Codec(RULES), queue.Queue(1))
+        MQTTIngest(
+            MQTTConfig(tls=TLSConfig(enabled=True, ca_file=str(tmp_path / "missing.pem"))),
+            RULES,
+            Codec(RULES),
+            queue.Queue(1),
+        )
     assert err.value.key == "mqtt.tls.ca_file"
     with pytest.raises(ConfigError) as err:
         MQTTIngest(MQTTConfig(password="x"), RULES, Codec(RULES), queue.Queue(1))
@@ -476,8 +524,15 @@ def test_stop_intake_with_automatic_acks_counts_shutdown_drops(broker, make_inge
 # --------------------------------------------------------------------------- PUBLISH fast path
 
 
-def _publish_packet(topic: bytes, payload: bytes, qos: int = 0, mid: int = 0, retain: bool = False,
-                    dup: bool = False, props: bytes | None = None) -> tuple[int, bytearray]:
+def _publish_packet(
+    topic: bytes,
+    payload: bytes,
+    qos: int = 0,
+    mid: int = 0,
+    retain: bool = False,
+    dup: bool = False,
+    props: bytes | None = None,
+) -> tuple[int, bytearray]:
     """(fixed-header byte, variable header + payload) of a PUBLISH as paho's reader holds it."""
     header = 0x30 | (0x08 if dup else 0) | (qos << 1) | (1 if retain else 0)
     body = len(topic).to_bytes(2, "big") + topic
@@ -514,11 +569,19 @@ def _run_publish(client: mqtt.Client, header: int, body: bytearray) -> tuple:
     client.on_message = on_message
     if isinstance(client, mqtt_ingest._FastClient):
         client._fast_handler = client.on_message
-    client._in_packet = {"command": header, "have_remaining": 1, "remaining_count": [], "remaining_mult": 1,
-                         "remaining_length": len(body), "packet": bytearray(body), "to_process": 0, "pos": 0}
+    client._in_packet = {
+        "command": header,
+        "have_remaining": 1,
+        "remaining_count": [],
+        "remaining_mult": 1,
+        "remaining_length": len(body),
+        "packet": bytearray(body),
+        "to_process": 0,
+        "pos": 0,
+    }
     try:
         rc: object = client._handle_publish()
-    except Exception as exc:  # noqa: BLE001 - compared between the paths
+    except Exception as exc:
         rc = type(exc)
     out = [(p["command"], bytes(p["packet"])) for p in client._out_packet]
     return seen, rc, out, dict(client._in_messages)
@@ -573,8 +636,11 @@ def test_fast_publish_path_matches_paho_packet_for_packet(monkeypatch, protocol,
         assert got[3].keys() == want[3].keys(), name  # QoS 2 waits for PUBREL in paho's state
         if fast:
             assert len(got[0]) == 1 and got[0][0][2] is bytes, name
-            assert got[2] == ([] if manual_ack or header & 0x06 == 0 else
-                              [(mqtt.PUBACK, b"\x40\x02" + got[0][0][5].to_bytes(2, "big"))]), name
+            assert got[2] == (
+                []
+                if manual_ack or header & 0x06 == 0
+                else [(mqtt.PUBACK, b"\x40\x02" + got[0][0][5].to_bytes(2, "big"))]
+            ), name
 
 
 def _with_props(header: int, body: bytearray, props: bytes) -> bytearray:
@@ -787,8 +853,12 @@ def test_buffered_packet_reads_hand_paho_the_same_packets_whatever_the_chunking(
     packets = [_wire(0xD0, b"")]  # PINGRESP: remaining length 0
     for i in range(300):
         size = rng.choice([0, 1, 30, 126, 127, 128, 300, 16_383, 16_384, 70_000]) if i % 25 == 0 else rng.randint(0, 60)
-        header, body = _publish_packet(f"s/{i}".encode(), bytes(rng.getrandbits(8) for _ in range(size)) if size < 400
-                                       else bytes(size), qos=i % 2, mid=i + 1)
+        header, body = _publish_packet(
+            f"s/{i}".encode(),
+            bytes(rng.getrandbits(8) for _ in range(size)) if size < 400 else bytes(size),
+            qos=i % 2,
+            mid=i + 1,
+        )
         packets.append(_wire(header, body))
     stream = b"".join(packets)
     kwargs = {"callback_api_version": CallbackAPIVersion.VERSION2, "protocol": mqtt.MQTTv311}
@@ -895,8 +965,14 @@ def test_buffered_reads_deliver_the_messages_and_acks_paho_does(protocol, manual
         qos = 2 if kind < 0.06 else (i % 2)
         topic = b"" if (kind < 0.08 and v5) else f"sensors/p{i % 7}/t".encode()
         p = _alias_props(3) if not topic else (_user_props() if v5 and kind < 0.12 else props)
-        header, body = _publish_packet(topic, bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 90))),
-                                       qos=qos, mid=i + 1, retain=kind > 0.95, props=p)
+        header, body = _publish_packet(
+            topic,
+            bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 90))),
+            qos=qos,
+            mid=i + 1,
+            retain=kind > 0.95,
+            props=p,
+        )
         stream.append(_wire(header, body))
     data = b"".join(stream)
     kwargs = {"callback_api_version": CallbackAPIVersion.VERSION2, "protocol": protocol, "manual_ack": manual_ack}
@@ -913,7 +989,9 @@ def test_buffered_reads_deliver_the_messages_and_acks_paho_does(protocol, manual
             client._fast_handler = client.on_message
             assert client._fast_ok()
             handle = client._packet_handle
-            client._packet_handle = lambda c=client, h=handle, out=handled: out.append(c._in_packet["command"] & 0xF0) or h()
+            client._packet_handle = lambda c=client, h=handle, out=handled: (
+                out.append(c._in_packet["command"] & 0xF0) or h()
+            )
         ours, peer = socket.socketpair()
         ours.setblocking(False)
         peer.settimeout(2)

@@ -1,4 +1,5 @@
 """Train on a synthetic multi-channel asset, backtest a fault through the CLI."""
+
 import csv
 import json
 import subprocess
@@ -35,8 +36,16 @@ def test_fault_is_alerted_within_bounded_delay_and_clean_part_is_quiet(tmp_path,
     (tmp_path / "c.yaml").write_text(CONFIG % architecture)
     models = tmp_path / "models"
 
-    cli("train", "--quiet", "--config", str(tmp_path / "c.yaml"), "--data", str(tmp_path / "normal.csv"),
-        "--out", str(models))
+    cli(
+        "train",
+        "--quiet",
+        "--config",
+        str(tmp_path / "c.yaml"),
+        "--data",
+        str(tmp_path / "normal.csv"),
+        "--out",
+        str(models),
+    )
     bundle = (models / "current").resolve()
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["channels"] == ["flow", "pressure", "current", "vibration", "temperature"]
@@ -44,8 +53,19 @@ def test_fault_is_alerted_within_bounded_delay_and_clean_part_is_quiet(tmp_path,
     for name in ("report.json", "loss.png", "scores.png"):
         assert (bundle / name).stat().st_size > 0
 
-    out = cli("backtest", "--config", str(tmp_path / "c.yaml"), "--data", str(tmp_path / "feed.csv"),
-              "--model", str(models), "--out", str(tmp_path / "scores.csv"), "--report", str(tmp_path / "r.json"))
+    out = cli(
+        "backtest",
+        "--config",
+        str(tmp_path / "c.yaml"),
+        "--data",
+        str(tmp_path / "feed.csv"),
+        "--model",
+        str(models),
+        "--out",
+        str(tmp_path / "scores.csv"),
+        "--report",
+        str(tmp_path / "r.json"),
+    )
     assert "F1" in out and "FAR" in out
     with open(tmp_path / "scores.csv") as fh:
         rows = list(csv.DictReader(fh))
@@ -68,8 +88,17 @@ def test_train_rows_protocol_marks_training_rows_and_scores_the_rest(tmp_path):
     t, v, labels = pump(1800, seed=2, steps_per_hour=0, faults=[Fault(1400, 1600, "bearing")])
     write_csv(tmp_path / "feed.csv", t, v, labels)
     (tmp_path / "c.yaml").write_text(CONFIG % "dense")
-    cli("backtest", "--config", str(tmp_path / "c.yaml"), "--data", str(tmp_path / "feed.csv"),
-        "--train-rows", "1000", "--out", str(tmp_path / "s.csv"))
+    cli(
+        "backtest",
+        "--config",
+        str(tmp_path / "c.yaml"),
+        "--data",
+        str(tmp_path / "feed.csv"),
+        "--train-rows",
+        "1000",
+        "--out",
+        str(tmp_path / "s.csv"),
+    )
     with open(tmp_path / "s.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 1800

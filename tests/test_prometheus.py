@@ -10,6 +10,7 @@
 Needs promtool/prometheus and mosquitto (scripts/ci-deps.sh installs them); skips with
 the reason when a binary is truly absent.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,7 +27,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from broker import Mosquitto, free_port, mosquitto_binary
 from daemon_support import Publisher, daemon_config, feed_rows, http_get, train_small_model, wait_until
 
@@ -50,7 +50,8 @@ def _binary(name: str) -> str | None:
 PROMTOOL = _binary("promtool")
 PROMETHEUS = _binary("prometheus")
 needs_promtool = pytest.mark.skipif(
-    PROMTOOL is None, reason="promtool is not installed (apt-get install prometheus; scripts/ci-deps.sh)")
+    PROMTOOL is None, reason="promtool is not installed (apt-get install prometheus; scripts/ci-deps.sh)"
+)
 
 
 # --------------------------------------------------------------------------- promtool
@@ -66,8 +67,13 @@ def test_promtool_check_rules():
 @needs_promtool
 def test_promtool_rule_unit_tests():
     assert RULE_TESTS
-    out = subprocess.run([PROMTOOL, "test", "rules", *map(str, RULE_TESTS)], capture_output=True, text=True,
-                         timeout=120, cwd=PROM_DIR / "tests")
+    out = subprocess.run(
+        [PROMTOOL, "test", "rules", *map(str, RULE_TESTS)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=PROM_DIR / "tests",
+    )
     assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -80,8 +86,15 @@ def test_every_alert_has_for_severity_and_annotations():
     names = {r["alert"] for r in rules}
     # the issue's list: anomaly per stream, daemon down, not consuming, dropping messages,
     # model reload failures, model stale, retrain overdue
-    for required in ("MonitorAnomaly", "MonitorDown", "MonitorNotConsuming", "MonitorDroppingMessages",
-                     "MonitorModelReloadFailed", "MonitorModelStale", "MonitorRetrainOverdue"):
+    for required in (
+        "MonitorAnomaly",
+        "MonitorDown",
+        "MonitorNotConsuming",
+        "MonitorDroppingMessages",
+        "MonitorModelReloadFailed",
+        "MonitorModelStale",
+        "MonitorRetrainOverdue",
+    ):
         assert required in names
     for r in rules:
         assert "for" in r, r["alert"]
@@ -92,8 +105,12 @@ def test_every_alert_has_for_severity_and_annotations():
 
 
 def test_rule_tests_cover_every_alert():
-    tested = {t["alertname"] for f in RULE_TESTS for case in yaml.safe_load(f.read_text())["tests"]
-              for t in case.get("alert_rule_test", [])}
+    tested = {
+        t["alertname"]
+        for f in RULE_TESTS
+        for case in yaml.safe_load(f.read_text())["tests"]
+        for t in case.get("alert_rule_test", [])
+    }
     assert {r["alert"] for r in _rules()} <= tested
 
 
@@ -110,15 +127,26 @@ class Prometheus:
         jobs = [j for j in deploy_cfg["scrape_configs"] if j["job_name"] == "monitor"]
         assert jobs, "deploy/prometheus/prometheus.yml has no job named monitor (the rules need it)"
         job = dict(jobs[0], static_configs=[{"targets": [target]}], scrape_interval="1s", scrape_timeout="1s")
-        cfg = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-               "rule_files": [str(RULES)], "scrape_configs": [job]}
+        cfg = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(RULES)],
+            "scrape_configs": [job],
+        }
         self.config = tmp / "prometheus.yml"
         self.config.write_text(yaml.safe_dump(cfg))
         self.log = open(tmp / "prometheus.log", "wb")
         self.proc = subprocess.Popen(
-            [PROMETHEUS, f"--config.file={self.config}", f"--storage.tsdb.path={tmp / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
-            stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            [
+                PROMETHEUS,
+                f"--config.file={self.config}",
+                f"--storage.tsdb.path={tmp / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--log.level=warn",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
         self.log_path = tmp / "prometheus.log"
 
     def wait_ready(self, timeout: float = 30.0) -> None:
@@ -157,8 +185,12 @@ class Prometheus:
 
 def _substitute(expr: str) -> str:
     """Grafana's variables as the dashboard would send them."""
-    return (expr.replace("$__rate_interval", "30s").replace("${__rate_interval}", "30s")
-            .replace('"$stream"', '".*"').replace("$stream", ".*"))
+    return (
+        expr.replace("$__rate_interval", "30s")
+        .replace("${__rate_interval}", "30s")
+        .replace('"$stream"', '".*"')
+        .replace("$stream", ".*")
+    )
 
 
 def _panel_targets(dashboard: dict):
@@ -181,8 +213,10 @@ def _selectors(expr: str) -> list[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(PROMETHEUS is None, reason="the prometheus server binary is not installed "
-                                               "(apt-get install prometheus; scripts/ci-deps.sh)")
+@pytest.mark.skipif(
+    PROMETHEUS is None,
+    reason="the prometheus server binary is not installed (apt-get install prometheus; scripts/ci-deps.sh)",
+)
 @pytest.mark.skipif(mosquitto_binary() is None, reason="the mosquitto binary is not installed")
 def test_dashboard_and_alerts_against_real_prometheus(tmp_path):
     from prometheus_client import CollectorRegistry
@@ -193,14 +227,17 @@ def test_dashboard_and_alerts_against_real_prometheus(tmp_path):
     models = tmp_path / "models"
     train_small_model(models)
     now = time.time()
-    write_textfile(models / "retrain.prom", {
-        "monitor_retrain_last_run_timestamp_seconds": now - 60,
-        "monitor_retrain_last_success_timestamp_seconds": now - 3600,
-        "monitor_retrain_gate_passed": 1.0,
-        "monitor_retrain_candidate_false_alarm_rate": 0.002,
-        "monitor_retrain_current_false_alarm_rate": 0.004,
-        "monitor_retrain_last_exit_code": 0.0,
-    })
+    write_textfile(
+        models / "retrain.prom",
+        {
+            "monitor_retrain_last_run_timestamp_seconds": now - 60,
+            "monitor_retrain_last_success_timestamp_seconds": now - 3600,
+            "monitor_retrain_gate_passed": 1.0,
+            "monitor_retrain_candidate_false_alarm_rate": 0.002,
+            "monitor_retrain_current_false_alarm_rate": 0.004,
+            "monitor_retrain_last_exit_code": 0.0,
+        },
+    )
     with Mosquitto(tmp_path / "broker") as broker:
         registry = CollectorRegistry()
         service = Service(daemon_config(broker.port, models), registry=registry)
@@ -226,8 +263,13 @@ def test_dashboard_and_alerts_against_real_prometheus(tmp_path):
 
             def anomaly_alert():
                 alerts = prom.api("alerts")["data"]["alerts"]
-                return [a for a in alerts if a["labels"].get("alertname") == "MonitorAnomaly"
-                        and a["labels"].get("stream") == "site1/pump1" and a["state"] in ("pending", "firing")]
+                return [
+                    a
+                    for a in alerts
+                    if a["labels"].get("alertname") == "MonitorAnomaly"
+                    and a["labels"].get("stream") == "site1/pump1"
+                    and a["state"] in ("pending", "firing")
+                ]
 
             found = wait_until(anomaly_alert, 40, interval=0.5, what="MonitorAnomaly pending or firing")
             assert found[0]["labels"]["severity"] == "critical"
@@ -257,8 +299,9 @@ def test_dashboard_and_alerts_against_real_prometheus(tmp_path):
             groups = prom.api("rules")["data"]["groups"]
             loaded = {r["name"]: r for g in groups for r in g["rules"]}
             assert {r["alert"] for r in _rules()} <= set(loaded)
-            assert all(r.get("health") == "ok" for r in loaded.values()), \
-                {n: r.get("lastError") for n, r in loaded.items() if r.get("health") != "ok"}
+            assert all(r.get("health") == "ok" for r in loaded.values()), {
+                n: r.get("lastError") for n, r in loaded.items() if r.get("health") != "ok"
+            }
         finally:
             if pub is not None:
                 pub.close()

@@ -1,4 +1,5 @@
 """Record and replay: byte-for-byte recordings, deterministic replays, live == offline, the demo."""
+
 from __future__ import annotations
 
 import json
@@ -9,19 +10,18 @@ import time
 from pathlib import Path
 
 import pytest
-
 from broker import Mosquitto, mosquitto_binary
-from daemon_support import (Publisher, Subscriber, daemon_config, feed_rows, row_payload, train_small_model,
-                            wait_until)
+from daemon_support import Publisher, Subscriber, daemon_config, feed_rows, row_payload, train_small_model, wait_until
+
 from monitor.app.exclude import exclude_spans, parse_span, spans_from_alerts
-from monitor.io.record import Recorder
-from monitor.io.recording import read_recording
 from monitor.app.replay import replay_offline, replay_to_broker
-from monitor.core.model.bundle import load_bundle
-from monitor.core.pipeline import ScoringModel
 from monitor.app.service import Service
 from monitor.app.training import StreamData
+from monitor.core.model.bundle import load_bundle
+from monitor.core.pipeline import ScoringModel
 from monitor.core.types import RawMessage
+from monitor.io.record import Recorder
+from monitor.io.recording import read_recording
 
 ROOT = Path(__file__).resolve().parents[1]
 needs_broker = pytest.mark.skipif(mosquitto_binary() is None, reason="the mosquitto binary is not installed")
@@ -53,7 +53,7 @@ def test_recorder_counts_write_errors_and_keeps_going(tmp_path):
     for i in range(10):
         rec.tap(RawMessage(float(i), "a", b"1", 0, False))
     wait_until(lambda: rec.stats["recorded"] == 10, what="first block")
-    rec._close_writer()  # noqa: SLF001 - force the next block into a new file...
+    rec._close_writer()
     shutil.rmtree(tmp_path / "rec")  # ...in a directory that is gone: opening it fails
     for i in range(10):
         rec.tap(RawMessage(float(i), "a", b"2", 0, False))
@@ -98,8 +98,18 @@ def decisions(alerts) -> list[tuple]:
     out = []
     for a in alerts:
         d = a if isinstance(a, dict) else a.to_dict()
-        out.append((d["alert_id"], d["stream"], d["state"], d["started_at"], d["ended_at"], d["model_version"],
-                    d["threshold"], [c["channel"] for c in d["top_channels"]]))
+        out.append(
+            (
+                d["alert_id"],
+                d["stream"],
+                d["state"],
+                d["started_at"],
+                d["ended_at"],
+                d["model_version"],
+                d["threshold"],
+                [c["channel"] for c in d["top_channels"]],
+            )
+        )
     return out
 
 
@@ -128,9 +138,24 @@ def test_record_cli_captures_messages_byte_for_byte(tmp_path):
         data["mqtt"]["password"] = None
         data["mqtt"]["client_id"] = "recorder"
         conf.write_text(yaml.safe_dump(data))
-        proc = subprocess.Popen([sys.executable, "-m", "monitor", "record", "--config", str(conf),
-                                 "--out", str(tmp_path / "rec"), "--duration", "6"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "monitor",
+                "record",
+                "--config",
+                str(conf),
+                "--out",
+                str(tmp_path / "rec"),
+                "--duration",
+                "6",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
         time.sleep(3)
         pub = Publisher(b.port)
         payloads = [bytes(range(256)), b"", "ünïcode".encode(), b'{"value": 1}', b"\xff\xfe"]
@@ -190,8 +215,13 @@ def test_exclude_spans_removes_rows_and_readings_inside_spans():
 
     from monitor.core.types import Reading
 
-    sd = StreamData("s", ["a"], np.arange(10.0), np.arange(10.0)[:, None],
-                    readings=[Reading("s", "a", float(i), 0.0) for i in range(10)])
+    sd = StreamData(
+        "s",
+        ["a"],
+        np.arange(10.0),
+        np.arange(10.0)[:, None],
+        readings=[Reading("s", "a", float(i), 0.0) for i in range(10)],
+    )
     other = StreamData("o", ["a"], np.arange(10.0), np.arange(10.0)[:, None])
     removed = exclude_spans([sd, other], [(3.0, 5.0, "s"), parse_span("8", "8")], pad_seconds=1.0)
     # "s": [3, 5] padded to [2, 5], and [8, 8] padded to [7, 8]; "o": only the unlabelled span
@@ -204,8 +234,13 @@ def test_exclude_spans_removes_rows_and_readings_inside_spans():
 @needs_broker
 @pytest.mark.slow
 def test_demo_runs_end_to_end_in_bounded_mode_and_alerts_the_fault():
-    res = subprocess.run([sys.executable, "-m", "monitor", "demo", "--duration", "150", "--metrics-port", "0",
-                          "--speed", "30"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    res = subprocess.run(
+        [sys.executable, "-m", "monitor", "demo", "--duration", "150", "--metrics-port", "0", "--speed", "30"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     assert "[alert] FIRING" in res.stdout and "fault ALERTED" in res.stdout
     assert "/metrics" in res.stdout

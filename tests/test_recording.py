@@ -1,4 +1,5 @@
 """Recording format: round trips, crash tolerance, concatenation, malformed lines."""
+
 from __future__ import annotations
 
 import gzip
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from monitor.core.types import RawMessage
 from monitor.io.recording import (
     RecordingStats,
     RecordingWriter,
@@ -15,7 +17,6 @@ from monitor.io.recording import (
     read_recording,
     recording_files,
 )
-from monitor.core.types import RawMessage
 
 MESSAGES = [
     RawMessage(1700000000.125, "sensors/p1/temp", b"21.5", 1, False),
@@ -53,8 +54,7 @@ def test_file_is_gzip_json_lines_with_header(tmp_path: Path) -> None:
     record(path, MESSAGES[:3])
     lines = [json.loads(line) for line in gzip.decompress(path.read_bytes()).splitlines()]
     assert lines[0]["format"] == "monitor-recording" and lines[0]["version"] == 1 and "created_at" in lines[0]
-    assert lines[1] == {"t": 1700000000.125, "topic": "sensors/p1/temp", "qos": 1, "retain": False,
-                        "payload": "21.5"}
+    assert lines[1] == {"t": 1700000000.125, "topic": "sensors/p1/temp", "qos": 1, "retain": False, "payload": "21.5"}
     assert "payload_b64" in lines[3] and "payload" not in lines[3]
 
 
@@ -88,8 +88,9 @@ def test_existing_file_is_not_overwritten(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("cut", [1, 10, 25, "mid"])
-def test_truncated_final_member_keeps_earlier_messages(tmp_path: Path, caplog: pytest.LogCaptureFixture,
-                                                       cut: object) -> None:
+def test_truncated_final_member_keeps_earlier_messages(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, cut: object
+) -> None:
     path = tmp_path / "rec.jsonl.gz"
     with RecordingWriter(path, flush_every=1000) as writer:
         for msg in MESSAGES[:2]:
@@ -140,8 +141,12 @@ def test_corrupt_member_stops_reading_without_raising(tmp_path: Path) -> None:
 
 
 def test_malformed_lines_are_skipped_and_counted(tmp_path: Path) -> None:
-    good = [json.dumps({"t": m.received_at, "topic": m.topic, "qos": m.qos, "retain": m.retain,
-                        "payload": m.payload.decode()}) for m in MESSAGES[:2]]
+    good = [
+        json.dumps(
+            {"t": m.received_at, "topic": m.topic, "qos": m.qos, "retain": m.retain, "payload": m.payload.decode()}
+        )
+        for m in MESSAGES[:2]
+    ]
     bad = [
         "{not json",
         "[1, 2]",
@@ -175,13 +180,26 @@ def test_iter_recordings_accepts_files_and_directories_sorted_by_name(tmp_path: 
         if name.endswith(".gz"):
             record(folder / name, [MESSAGES[i]])
         else:
-            (folder / name).write_text(json.dumps({"t": MESSAGES[i].received_at, "topic": MESSAGES[i].topic,
-                                                   "qos": 0, "retain": False, "payload_b64": ""}) + "\n")
+            (folder / name).write_text(
+                json.dumps(
+                    {
+                        "t": MESSAGES[i].received_at,
+                        "topic": MESSAGES[i].topic,
+                        "qos": 0,
+                        "retain": False,
+                        "payload_b64": "",
+                    }
+                )
+                + "\n"
+            )
     (folder / "notes.txt").write_text("not a recording")
     extra = tmp_path / "extra.bin"
     record(extra, [MESSAGES[4]])
-    assert [p.name for p in recording_files(folder)] == ["2024-01-01.jsonl.gz", "2024-01-02.jsonl.gz",
-                                                         "2024-01-03.jsonl"]
+    assert [p.name for p in recording_files(folder)] == [
+        "2024-01-01.jsonl.gz",
+        "2024-01-02.jsonl.gz",
+        "2024-01-03.jsonl",
+    ]
     stats = RecordingStats()
     topics = [m.topic for m in iter_recordings([folder, extra], stats)]
     assert topics == [MESSAGES[1].topic, MESSAGES[0].topic, MESSAGES[2].topic, MESSAGES[4].topic]

@@ -1,4 +1,5 @@
 """`monitor retrain`: gated promotion, its verdict, the textfile and the daemon's re-export."""
+
 from __future__ import annotations
 
 import argparse
@@ -10,10 +11,10 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from monitor.app import retrain
-from monitor.io.metrics import Metrics
-from monitor.core.model.bundle import current_bundle_path, list_bundles
 from monitor.app.retrain import Evaluation, GateSettings, RetrainStatusCollector, gate, read_textfile, write_textfile
+from monitor.core.model.bundle import current_bundle_path, list_bundles
 from monitor.core.synthetic import CHANNELS, Fault, pump, write_csv
+from monitor.io.metrics import Metrics
 
 CONFIG = """
 stream: {channels: [flow, pressure, current, vibration, temperature], period_seconds: 1.0, max_gap_seconds: 5}
@@ -37,22 +38,29 @@ def _ev(far_alerting: int, scored: int = 1000, **kw) -> Evaluation:
 def test_gate_passes_a_quiet_candidate_without_a_current_model():
     ok, checks = gate(_ev(5), None, GateSettings(0.01, 0.1))
     assert ok
-    assert {c["check"] for c in checks} == {"finite_scores", "enough_data", "false_alarm_budget",
-                                           "not_worse_than_current"}
+    assert {c["check"] for c in checks} == {
+        "finite_scores",
+        "enough_data",
+        "false_alarm_budget",
+        "not_worse_than_current",
+    }
     assert "skipped" in next(c for c in checks if c["check"] == "not_worse_than_current")["detail"]
 
 
-@pytest.mark.parametrize("candidate, current, passed, failing", [
-    (_ev(11), None, False, "false_alarm_budget"),                      # 1.1 % > 1 % budget
-    (_ev(10), None, True, None),                                       # exactly at the budget
-    (_ev(3), _ev(1), False, "not_worse_than_current"),                 # 0.3 % > 0.1 % + 0.1 x 1 %
-    (_ev(2), _ev(1), True, None),                                      # 0.2 % <= 0.1 % + 0.1 %
-    (_ev(5), _ev(400), True, None),                                    # the current model is worse
-    (_ev(0, nonfinite=2, finite=False), None, False, "finite_scores"),
-    (_ev(0, scored=5), None, False, "enough_data"),
-    (_ev(0, scored=0), None, False, ("enough_data", "false_alarm_budget")),  # nothing scored: NaN rate
-    (_ev(2), Evaluation("old", error="ConfigError: other channels"), True, None),  # not comparable
-])
+@pytest.mark.parametrize(
+    "candidate, current, passed, failing",
+    [
+        (_ev(11), None, False, "false_alarm_budget"),  # 1.1 % > 1 % budget
+        (_ev(10), None, True, None),  # exactly at the budget
+        (_ev(3), _ev(1), False, "not_worse_than_current"),  # 0.3 % > 0.1 % + 0.1 x 1 %
+        (_ev(2), _ev(1), True, None),  # 0.2 % <= 0.1 % + 0.1 %
+        (_ev(5), _ev(400), True, None),  # the current model is worse
+        (_ev(0, nonfinite=2, finite=False), None, False, "finite_scores"),
+        (_ev(0, scored=5), None, False, "enough_data"),
+        (_ev(0, scored=0), None, False, ("enough_data", "false_alarm_budget")),  # nothing scored: NaN rate
+        (_ev(2), Evaluation("old", error="ConfigError: other channels"), True, None),  # not comparable
+    ],
+)
 def test_gate_checks(candidate, current, passed, failing):
     ok, checks = gate(candidate, current, GateSettings(0.01, 0.1))
     assert ok is passed
@@ -65,8 +73,14 @@ def test_gate_checks(candidate, current, passed, failing):
 
 def test_textfile_is_written_atomically_and_read_back(tmp_path):
     path = tmp_path / "sub" / "retrain.prom"
-    write_textfile(path, {"monitor_retrain_gate_passed": 1.0, "monitor_retrain_current_false_alarm_rate": math.nan,
-                          "monitor_retrain_last_success_timestamp_seconds": 1700000000.5})
+    write_textfile(
+        path,
+        {
+            "monitor_retrain_gate_passed": 1.0,
+            "monitor_retrain_current_false_alarm_rate": math.nan,
+            "monitor_retrain_last_success_timestamp_seconds": 1700000000.5,
+        },
+    )
     assert [p.name for p in path.parent.iterdir()] == ["retrain.prom"]  # no temp file left
     text = path.read_text()
     assert "# TYPE monitor_retrain_gate_passed gauge" in text
@@ -85,8 +99,14 @@ def test_daemon_reexports_the_textfile(tmp_path):
     text = generate_latest(registry).decode()  # no file yet: nothing, and no error
     assert "monitor_retrain_gate_passed" not in text
     assert "monitor_last_retrain_success_timestamp_seconds 0.0" in text
-    write_textfile(path, {"monitor_retrain_gate_passed": 0.0, "monitor_retrain_candidate_false_alarm_rate": 0.25,
-                          "monitor_retrain_last_success_timestamp_seconds": 1234.0})
+    write_textfile(
+        path,
+        {
+            "monitor_retrain_gate_passed": 0.0,
+            "monitor_retrain_candidate_false_alarm_rate": 0.25,
+            "monitor_retrain_last_success_timestamp_seconds": 1234.0,
+        },
+    )
     text = generate_latest(registry).decode()
     assert "monitor_retrain_gate_passed 0.0" in text
     assert "monitor_retrain_candidate_false_alarm_rate 0.25" in text
@@ -140,8 +160,9 @@ def test_retrain_promotes_then_a_failing_candidate_is_not_promoted(tmp_path, dat
     assert promoted_at == tf["monitor_retrain_last_run_timestamp_seconds"] > 0
 
     # judged on data with a long fault: far over the false-alarm budget -> not promoted
-    code = retrain.main(["--config", str(cfg), "--data", str(data / "normal.csv"),
-                         "--holdout", str(data / "faulty.csv"), "--no-plots"])
+    code = retrain.main(
+        ["--config", str(cfg), "--data", str(data / "normal.csv"), "--holdout", str(data / "faulty.csv"), "--no-plots"]
+    )
     v = _verdict(capsys)
     assert code == 3, v
     assert v["passed"] is False and v["promoted"] is False
@@ -149,7 +170,7 @@ def test_retrain_promotes_then_a_failing_candidate_is_not_promoted(tmp_path, dat
     assert "false_alarm_budget" in failed
     assert v["candidate"]["false_alarm_rate"] > 0.5
     assert v["current"]["version"] == first.name and v["current"]["false_alarm_rate"] > 0.5
-    assert current_bundle_path(models) == first                      # the old model keeps serving
+    assert current_bundle_path(models) == first  # the old model keeps serving
     assert [b.version for b in list_bundles(models)] == [first.name]  # the candidate was deleted
     tf = read_textfile(models / "retrain.prom")
     assert tf["monitor_retrain_gate_passed"] == 0.0 and tf["monitor_retrain_last_exit_code"] == 3.0
@@ -161,8 +182,8 @@ def test_retrain_promotes_then_a_failing_candidate_is_not_promoted(tmp_path, dat
 @pytest.mark.slow
 def test_retrain_on_recordings(tmp_path, capsys):
     """Recorded raw messages (the recorder's directory) go through the codec and the pipeline."""
-    from monitor.io.recording import RecordingWriter
     from monitor.core.types import RawMessage
+    from monitor.io.recording import RecordingWriter
 
     rec = tmp_path / "recordings"
     rec.mkdir()
@@ -173,8 +194,19 @@ def test_retrain_on_recordings(tmp_path, capsys):
         w.write(RawMessage(float(ti), "plant/site1/pump1", body, 1, False))
     w.close()
     textfile = tmp_path / "node-exporter" / "monitor_retrain.prom"
-    code = retrain.main(["--config", str(_config(tmp_path)), "--data", str(rec), "--no-plots",
-                         "--textfile", str(textfile), "--max-false-alarm-rate", "0.05"])
+    code = retrain.main(
+        [
+            "--config",
+            str(_config(tmp_path)),
+            "--data",
+            str(rec),
+            "--no-plots",
+            "--textfile",
+            str(textfile),
+            "--max-false-alarm-rate",
+            "0.05",
+        ]
+    )
     v = _verdict(capsys)
     assert code == 0, v
     assert v["candidate"]["scored"] > 150 and v["candidate"]["finite"]
@@ -205,8 +237,22 @@ def test_register_adds_the_subcommand():
     parser = argparse.ArgumentParser(prog="monitor")
     sub = parser.add_subparsers(dest="command", required=True)
     retrain.register(sub)
-    args = parser.parse_args(["retrain", "--config", "c.yaml", "--data", "a", "b", "--margin", "0.2",
-                              "--max-false-alarm-rate", "0.005", "--textfile", "t.prom"])
+    args = parser.parse_args(
+        [
+            "retrain",
+            "--config",
+            "c.yaml",
+            "--data",
+            "a",
+            "b",
+            "--margin",
+            "0.2",
+            "--max-false-alarm-rate",
+            "0.005",
+            "--textfile",
+            "t.prom",
+        ]
+    )
     assert args.func is retrain.run_retrain
     assert args.data == ["a", "b"] and args.margin == 0.2 and args.max_false_alarm_rate == 0.005
     assert args.holdout is None and args.holdout_fraction == 0.2

@@ -1,4 +1,5 @@
 """Scorer: reconstruction errors agree with a hand computation; empty batches work."""
+
 import numpy as np
 import pytest
 import torch
@@ -66,7 +67,7 @@ def test_batch_scores_equal_one_by_one_scores():
     scorer = Scorer(build_autoencoder(ModelConfig(architecture="conv1d", window_size=10, conv_channels=[4]), 2))
     x = np.random.default_rng(2).normal(size=(5, 10, 2)).astype(np.float32)
     raw, _, _ = scorer.errors(x)
-    single = np.concatenate([scorer.errors(x[i:i + 1])[0] for i in range(5)])
+    single = np.concatenate([scorer.errors(x[i : i + 1])[0] for i in range(5)])
     np.testing.assert_allclose(raw, single, rtol=1e-5)
 
 

@@ -1,4 +1,5 @@
 """Alert sinks against real peers: Alertmanager's v2 API (the Debian binary), MQTT JSON."""
+
 from __future__ import annotations
 
 import json
@@ -9,25 +10,45 @@ import urllib.request
 
 import numpy as np
 import pytest
-
 from broker import free_port
 from daemon_support import wait_until
-from monitor.io.sinks import AlertmanagerSink, LogSink, MemorySink, alert_json
+
 from monitor.core.types import Alert
+from monitor.io.sinks import AlertmanagerSink, LogSink, MemorySink, alert_json
 
 AM = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
 
 
 def make_alert(state: str, ended: float | None = None) -> Alert:
     now = time.time()
-    return Alert("abc123", "site1/pump1", state, now - 30, ended, 4.2, 3.1 if state == "firing" else 0.4, 0.05,
-                 "v1", [{"channel": "flow", "score": 3.0, "observed": 80.0, "reconstructed": 104.0}])
+    return Alert(
+        "abc123",
+        "site1/pump1",
+        state,
+        now - 30,
+        ended,
+        4.2,
+        3.1 if state == "firing" else 0.4,
+        0.05,
+        "v1",
+        [{"channel": "flow", "score": 3.0, "observed": 80.0, "reconstructed": 104.0}],
+    )
 
 
 def test_alert_json_carries_the_contract_fields():
     body = json.loads(alert_json(make_alert("firing")))
-    assert set(body) == {"alert_id", "stream", "state", "started_at", "ended_at", "peak_score", "current_score",
-                         "threshold", "model_version", "top_channels"}
+    assert set(body) == {
+        "alert_id",
+        "stream",
+        "state",
+        "started_at",
+        "ended_at",
+        "peak_score",
+        "current_score",
+        "threshold",
+        "model_version",
+        "top_channels",
+    }
     assert body["top_channels"][0] == {"channel": "flow", "score": 3.0, "observed": 80.0, "reconstructed": 104.0}
 
 
@@ -45,9 +66,17 @@ def test_alertmanager_sink_posts_firing_then_resolved_to_a_real_alertmanager(tmp
     port = free_port()
     conf = tmp_path / "am.yml"
     conf.write_text("route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n")
-    proc = subprocess.Popen([AM, f"--config.file={conf}", f"--storage.path={tmp_path}/data",
-                             f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            AM,
+            f"--config.file={conf}",
+            f"--storage.path={tmp_path}/data",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}"
 
     def alerts():

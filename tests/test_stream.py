@@ -1,4 +1,5 @@
 """Alignment, windows and filters: the live path's frame and window geometry."""
+
 import numpy as np
 import pytest
 
@@ -167,12 +168,26 @@ def test_filter_chain_reset_forgets_history():
     assert not FilterChain([])
 
 
-@pytest.mark.parametrize("make", [
-    lambda: MedianFilter(1), lambda: MedianFilter(3), lambda: MedianFilter(4), lambda: MedianFilter(7),
-    lambda: EMAFilter(0.3), lambda: HampelFilter(5, 2.0), lambda: HampelFilter(4, 1.0),
-    lambda: FilterChain([FilterConfig(type="median", size=3), FilterConfig(type="hampel", size=5, n_sigmas=2.0),
-                         FilterConfig(type="ema", alpha=0.5)]),
-], ids=["median1", "median3", "median4", "median7", "ema", "hampel5", "hampel4", "chain"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: MedianFilter(1),
+        lambda: MedianFilter(3),
+        lambda: MedianFilter(4),
+        lambda: MedianFilter(7),
+        lambda: EMAFilter(0.3),
+        lambda: HampelFilter(5, 2.0),
+        lambda: HampelFilter(4, 1.0),
+        lambda: FilterChain(
+            [
+                FilterConfig(type="median", size=3),
+                FilterConfig(type="hampel", size=5, n_sigmas=2.0),
+                FilterConfig(type="ema", alpha=0.5),
+            ]
+        ),
+    ],
+    ids=["median1", "median3", "median4", "median7", "ema", "hampel5", "hampel4", "chain"],
+)
 @pytest.mark.parametrize("seed", [0, 1])
 def test_filter_many_equals_frame_by_frame(make, seed):
     """The vectorized `many` gives bit-identical outputs and leaves the same history,

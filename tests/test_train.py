@@ -1,4 +1,5 @@
 """Training loop: learns, stops early, restores the best weights, is reproducible."""
+
 import numpy as np
 import pytest
 import torch
@@ -19,12 +20,23 @@ def sine_windows(n_windows: int = 60, seed: int = 0) -> np.ndarray:
     x = np.stack([np.sin(2 * np.pi * t / 20), np.cos(2 * np.pi * t / 13)], 1)
     x += 0.05 * rng.normal(size=x.shape)
     x = (x - x.mean(0)) / x.std(0)
-    return np.stack([x[i:i + W] for i in range(0, 2 * n_windows, 2)]).astype(np.float32)
+    return np.stack([x[i : i + W] for i in range(0, 2 * n_windows, 2)]).astype(np.float32)
 
 
 def small_cfg(**overrides) -> ModelConfig:
-    base = dict(window_size=W, hidden=[32], code_size=4, conv_channels=[8], kernel_size=3, epochs=20,
-                batch_size=16, learning_rate=3e-3, patience=20, noise_std=0.05, mask_prob=0.02)
+    base = dict(
+        window_size=W,
+        hidden=[32],
+        code_size=4,
+        conv_channels=[8],
+        kernel_size=3,
+        epochs=20,
+        batch_size=16,
+        learning_rate=3e-3,
+        patience=20,
+        noise_std=0.05,
+        mask_prob=0.02,
+    )
     return ModelConfig(**(base | overrides))
 
 
@@ -50,15 +62,16 @@ def test_early_stopping_stops_before_max_epochs_on_plateau():
 def test_early_stopping_restores_best_weights():
     # Over-fitting pure noise: validation loss bottoms out, then rises until patience runs out.
     windows = np.random.default_rng(5).normal(size=(40, W, 2)).astype(np.float32)
-    cfg = small_cfg(hidden=[64], code_size=16, epochs=40, learning_rate=0.03, patience=3, batch_size=8,
-                    noise_std=0.0, mask_prob=0.0)
+    cfg = small_cfg(
+        hidden=[64], code_size=16, epochs=40, learning_rate=0.03, patience=3, batch_size=8, noise_std=0.0, mask_prob=0.0
+    )
     result = train_autoencoder(windows, cfg)
     val = result.history["val_loss"]
     assert result.stopped_reason == "early_stopping"
     assert result.best_epoch < result.epochs_run
     assert val[-1] > val[result.best_epoch - 1]
     # The returned module's clean validation MSE is the best epoch's, not the last one's.
-    raw, _, _ = Scorer(result.module).errors(windows[result.n_train:])
+    raw, _, _ = Scorer(result.module).errors(windows[result.n_train :])
     assert float(raw.mean()) == pytest.approx(val[result.best_epoch - 1], rel=1e-5)
 
 
@@ -82,7 +95,7 @@ def test_training_does_not_disturb_global_torch_rng():
 
 
 def test_too_few_windows_is_a_clear_error():
-    windows = sine_windows()[:MIN_WINDOWS - 1]
+    windows = sine_windows()[: MIN_WINDOWS - 1]
     with pytest.raises(ValueError, match=rf"at least {MIN_WINDOWS} windows, got {MIN_WINDOWS - 1}"):
         train_autoencoder(windows, small_cfg())
 

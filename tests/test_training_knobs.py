@@ -1,13 +1,14 @@
 """Training knobs used by the SKAB configuration: per-channel scale floors and the calibration source."""
+
 import numpy as np
 import pytest
 
+from monitor.app.training import StreamData, scaler_std, train_bundle
 from monitor.core.config import CalibrationConfig, Config, ConfigError, ModelConfig, StreamConfig, load_config
-from monitor.core.synthetic import CHANNELS, pump
 from monitor.core.model.bundle import load_bundle
 from monitor.core.model.nets import architecture_spec, build_from_spec
 from monitor.core.model.scorer import Scorer
-from monitor.app.training import StreamData, scaler_std, train_bundle
+from monitor.core.synthetic import CHANNELS, pump
 
 
 def test_channel_min_std_floors_only_the_named_channels():
@@ -19,7 +20,9 @@ def test_channel_min_std_floors_only_the_named_channels():
     assert std[1] == 2.0  # raised to the per-channel floor
     assert std[2] == 1e-3  # constant column: the global floor
     # A floor below the data's own spread changes nothing; without names only min_std applies.
-    assert scaler_std(rows, Config(model=ModelConfig(channel_min_std={"b": 0.01})), ["a", "b", "c"])[1] == pytest.approx(raw[1])
+    assert scaler_std(rows, Config(model=ModelConfig(channel_min_std={"b": 0.01})), ["a", "b", "c"])[
+        1
+    ] == pytest.approx(raw[1])
     assert scaler_std(rows, cfg)[1] == pytest.approx(raw[1])
 
 
@@ -51,8 +54,16 @@ def test_knob_defaults_keep_previous_behaviour():
 def _cfg(source: str) -> Config:
     return Config(
         stream=StreamConfig(period_seconds=1.0, max_gap_seconds=5.0),
-        model=ModelConfig(architecture="conv1d", window_size=10, conv_channels=[8], code_size=3, epochs=3,
-                          patience=3, seed=0, channel_min_std={"temperature": 50.0}),
+        model=ModelConfig(
+            architecture="conv1d",
+            window_size=10,
+            conv_channels=[8],
+            code_size=3,
+            epochs=3,
+            patience=3,
+            seed=0,
+            channel_min_std={"temperature": 50.0},
+        ),
         calibration=CalibrationConfig(method="quantile", quantile=0.99, holdout_fraction=0.2, source=source),
     )
 
@@ -65,7 +76,10 @@ def test_calibration_source_all_fits_on_training_and_holdout_windows(tmp_path):
     n_hold = hold["threshold"]["n_windows"]
     assert hold["threshold"]["source"] == "holdout" and both["threshold"]["source"] == "all"
     assert n_hold == hold["validation"]["calibration_windows"]
-    assert both["threshold"]["n_windows"] == n_hold + hold["training"]["n_train_windows"] + hold["training"]["n_val_windows"]
+    assert (
+        both["threshold"]["n_windows"]
+        == n_hold + hold["training"]["n_train_windows"] + hold["training"]["n_val_windows"]
+    )
     # The per-channel floor reached the bundle's scaler.
     assert both["scaler"]["std"][CHANNELS.index("temperature")] == 50.0
 

@@ -4,6 +4,7 @@ Rows are pushed in input order exactly as the daemon would receive them; windows
 scored in batches of up to `chunk_rows` rows (batching changes nothing but speed: the
 alarm still sees scores in order). Output has one row per input row.
 """
+
 from __future__ import annotations
 
 import csv
@@ -36,9 +37,17 @@ class BacktestResult:
     quality: Quality | None = None
 
 
-def run_backtest(cfg: Config, times: np.ndarray, values: np.ndarray, channels: list[str],
-                 model: ScoringModel, *, labels: np.ndarray | None = None, train_rows: int = 0,
-                 chunk_rows: int = 256) -> BacktestResult:
+def run_backtest(
+    cfg: Config,
+    times: np.ndarray,
+    values: np.ndarray,
+    channels: list[str],
+    model: ScoringModel,
+    *,
+    labels: np.ndarray | None = None,
+    train_rows: int = 0,
+    chunk_rows: int = 256,
+) -> BacktestResult:
     """Push rows (times (N,), values (N, C) with columns `channels`) through a pipeline."""
     missing = [c for c in model.channels if c not in channels]
     if missing:
@@ -89,8 +98,9 @@ def run_backtest(cfg: Config, times: np.ndarray, values: np.ndarray, channels: l
     alert[has] = w_state[last]
     contrib[has] = w_contrib[last]
     phase = np.where(np.arange(n) < train_rows, "train", "test")
-    result = BacktestResult(times, score, alert, contrib, list(model.channels), phase, labels, alerts,
-                            dict(pipe.counters), values)
+    result = BacktestResult(
+        times, score, alert, contrib, list(model.channels), phase, labels, alerts, dict(pipe.counters), values
+    )
     if labels is not None:
         test = slice(train_rows, n)
         result.quality = evaluate(times[test], labels[test], alert[test])
@@ -110,8 +120,12 @@ def write_scores_csv(result: BacktestResult, path: Path) -> None:
         header += [f"contrib_{ch}" for ch in result.channels]
         w.writerow(header)
         for i in range(len(result.times)):
-            row = [f"{result.times[i]:.3f}", result.phase[i],
-                   "" if np.isnan(result.score[i]) else f"{result.score[i]:.6g}", int(result.alert[i])]
+            row = [
+                f"{result.times[i]:.3f}",
+                result.phase[i],
+                "" if np.isnan(result.score[i]) else f"{result.score[i]:.6g}",
+                int(result.alert[i]),
+            ]
             if result.labels is not None:
                 lab = result.labels[i]
                 row.append("" if np.isnan(lab) else int(lab))

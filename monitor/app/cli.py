@@ -3,6 +3,7 @@
 Exit codes: 0 success, 78 bad configuration (the message names the key), 1 any other
 failure (bad data, a refused bundle), 2 bad command-line usage.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,8 +61,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         removed = exclude_spans(data, spans, pad_seconds=pad)
         print(f"left out {removed} rows/readings inside {len(spans)} alerting span(s)", file=sys.stderr)
     print(f"training on {sum(_rows(sd) for sd in data)} readings/rows from {len(args.data)} source(s)", file=sys.stderr)
-    outcome = train_bundle(data, cfg, out, progress=None if args.quiet else _progress,
-                           make_current=not args.no_promote, sources=args.data)
+    outcome = train_bundle(
+        data, cfg, out, progress=None if args.quiet else _progress, make_current=not args.no_promote, sources=args.data
+    )
     m = outcome.manifest
     thr = m["threshold"]
     print(
@@ -81,10 +83,10 @@ def _rows(sd) -> int:
 
 def cmd_backtest(args: argparse.Namespace) -> int:
     from monitor.app.backtest import format_quality, plot_timeline, run_backtest, write_scores_csv
-    from monitor.io.files import read_csv
+    from monitor.app.training import StreamData, train_bundle
     from monitor.core.model.bundle import load_bundle
     from monitor.core.pipeline import ScoringModel
-    from monitor.app.training import StreamData, train_bundle
+    from monitor.io.files import read_csv
 
     cfg = _config(args.config)
     if args.model and args.train_rows:
@@ -96,8 +98,9 @@ def cmd_backtest(args: argparse.Namespace) -> int:
             raise SystemExit(f"--train-rows {args.train_rows} leaves nothing to test in {data.n_rows} rows")
         channels = cfg.stream.channels or data.channels
         cols = [data.channels.index(c) for c in channels]
-        sd = StreamData(cfg.data.stream, list(channels), data.timestamps[: args.train_rows],
-                        data.values[: args.train_rows][:, cols])
+        sd = StreamData(
+            cfg.data.stream, list(channels), data.timestamps[: args.train_rows], data.values[: args.train_rows][:, cols]
+        )
         with tempfile.TemporaryDirectory(prefix="monitor-backtest-") as tmp:
             outcome = train_bundle([sd], cfg, Path(tmp), sources=[args.data], write_plots=False)
             bundle = load_bundle(outcome.bundle_path)
@@ -105,31 +108,47 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         bundle = load_bundle(Path(args.model or cfg.models.dir))
     train_seconds = time.monotonic() - started
     model = ScoringModel.from_bundle(bundle)
-    result = run_backtest(cfg, data.timestamps, data.values, data.channels, model,
-                          labels=data.labels, train_rows=args.train_rows or 0)
+    result = run_backtest(
+        cfg, data.timestamps, data.values, data.channels, model, labels=data.labels, train_rows=args.train_rows or 0
+    )
     write_scores_csv(result, Path(args.out))
-    print(f"{data.n_rows} rows scored with model {model.version} -> {args.out}"
-          + (f" (trained in {train_seconds:.1f}s)" if args.train_rows else ""))
+    print(
+        f"{data.n_rows} rows scored with model {model.version} -> {args.out}"
+        + (f" (trained in {train_seconds:.1f}s)" if args.train_rows else "")
+    )
     firing = sum(1 for a in result.alerts if a.state == "firing")
-    print(f"alerts fired: {firing}; dropped/rejected: "
-          + (", ".join(f"{k}={v}" for k, v in sorted(result.counters.items())
-                       if k not in ("accepted", "frames", "windows_scored")) or "none"))
+    print(
+        f"alerts fired: {firing}; dropped/rejected: "
+        + (
+            ", ".join(
+                f"{k}={v}"
+                for k, v in sorted(result.counters.items())
+                if k not in ("accepted", "frames", "windows_scored")
+            )
+            or "none"
+        )
+    )
     if result.quality is not None:
         print(format_quality(result.quality))
         plot = Path(args.plot) if args.plot else Path(args.out).with_suffix(".png")
         if plot_timeline(result, plot, title=f"{args.data} — model {model.version}"):
             print(f"timeline: {plot}")
     if args.report:
-        report = {"rows": data.n_rows, "model": model.version, "train_seconds": train_seconds,
-                  "counters": result.counters, "alerts": [a.to_dict() for a in result.alerts],
-                  "quality": result.quality.as_dict() if result.quality else None}
+        report = {
+            "rows": data.n_rows,
+            "model": model.version,
+            "train_seconds": train_seconds,
+            "counters": result.counters,
+            "alerts": [a.to_dict() for a in result.alerts],
+            "quality": result.quality.as_dict() if result.quality else None,
+        }
         Path(args.report).write_text(json.dumps(report, indent=2))
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from monitor.io.logs import setup_logging
     from monitor.app.service import Service
+    from monitor.io.logs import setup_logging
 
     cfg = _config(args.config)  # a bad config exits 78 here, before any connection
     setup_logging(args.log_level or cfg.log_level, json_lines=not args.plain_logs)
@@ -146,14 +165,15 @@ def cmd_record(args: argparse.Namespace) -> int:
     import threading
 
     from monitor.io.codec import Codec
+    from monitor.io.logs import setup_logging
     from monitor.io.mqtt import MQTTIngest
     from monitor.io.record import Recorder
-    from monitor.io.logs import setup_logging
 
     cfg = _config(args.config)
     setup_logging(args.log_level or cfg.log_level)
-    recorder = Recorder(args.out or cfg.record.dir, rotate_bytes=cfg.record.rotate_bytes,
-                        rotate_seconds=cfg.record.rotate_seconds).start()
+    recorder = Recorder(
+        args.out or cfg.record.dir, rotate_bytes=cfg.record.rotate_bytes, rotate_seconds=cfg.record.rotate_seconds
+    ).start()
 
     class _Discard(queue.Queue):
         def put_nowait(self, item):  # recording only: decoded readings are not needed
@@ -171,8 +191,10 @@ def cmd_record(args: argparse.Namespace) -> int:
         stop.wait(0.2)
     ingest.stop()
     recorder.close()
-    print(f"recorded {recorder.stats['recorded']} messages into {len(recorder.files)} file(s) in {recorder.dir}; "
-          f"dropped {recorder.stats['dropped']}, write errors {recorder.stats['write_errors']}")
+    print(
+        f"recorded {recorder.stats['recorded']} messages into {len(recorder.files)} file(s) in {recorder.dir}; "
+        f"dropped {recorder.stats['dropped']}, write errors {recorder.stats['write_errors']}"
+    )
     return 0
 
 
@@ -191,6 +213,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         model = ScoringModel.from_bundle(load_bundle(Path(args.model or cfg.models.dir)))
         out = open(args.alerts_out, "w") if args.alerts_out else None
         try:
+
             def on_alert(alert):
                 line = alert_json(alert).decode()
                 print(line, flush=True)
@@ -201,21 +224,27 @@ def cmd_replay(args: argparse.Namespace) -> int:
         finally:
             if out:
                 out.close()
-        print(f"replayed {res.messages} messages ({res.readings} readings, {res.windows} windows) with model "
-              f"{model.version}: {len(res.alerts)} alert state changes; rejected {dict(res.rejected) or 'none'}",
-              file=sys.stderr)
+        print(
+            f"replayed {res.messages} messages ({res.readings} readings, {res.windows} windows) with model "
+            f"{model.version}: {len(res.alerts)} alert state changes; rejected {dict(res.rejected) or 'none'}",
+            file=sys.stderr,
+        )
         return 0
     from monitor.app.replay import connect_publisher, replay_to_broker
 
     client = connect_publisher(cfg.mqtt)
     try:
-        n = replay_to_broker(iter_recordings(args.files), lambda t, p, q, r: client.publish(t, p, q, r),
-                             speed=args.speed)
+        n = replay_to_broker(
+            iter_recordings(args.files), lambda t, p, q, r: client.publish(t, p, q, r), speed=args.speed
+        )
     finally:
         client.loop_stop()
         client.disconnect()
-    print(f"republished {n} messages to {cfg.mqtt.host}:{cfg.mqtt.port} at "
-          + ("full speed" if args.speed <= 0 else f"{args.speed:g}x"), file=sys.stderr)
+    print(
+        f"republished {n} messages to {cfg.mqtt.host}:{cfg.mqtt.port} at "
+        + ("full speed" if args.speed <= 0 else f"{args.speed:g}x"),
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -243,10 +272,19 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", choices=["auto", "cpu", "cuda"])
     t.add_argument("--no-promote", action="store_true", help="do not move the `current` pointer")
     t.add_argument("--quiet", action="store_true", help="no per-epoch progress")
-    t.add_argument("--exclude-alerts", nargs="+", metavar="FILE",
-                   help="leave out periods that were alerting (alert JSON lines or a recording of the alert topic)")
-    t.add_argument("--exclude-span", nargs=2, action="append", metavar=("START", "END"),
-                   help="leave out a period (epoch seconds or ISO 8601); repeatable")
+    t.add_argument(
+        "--exclude-alerts",
+        nargs="+",
+        metavar="FILE",
+        help="leave out periods that were alerting (alert JSON lines or a recording of the alert topic)",
+    )
+    t.add_argument(
+        "--exclude-span",
+        nargs=2,
+        action="append",
+        metavar=("START", "END"),
+        help="leave out a period (epoch seconds or ISO 8601); repeatable",
+    )
     t.set_defaults(func=cmd_train)
 
     b = sub.add_parser("backtest", help="stream a CSV file through the pipeline, one output row per input row")
@@ -305,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except SystemExit:
         raise
-    except Exception as exc:  # noqa: BLE001 - a CLI reports, it does not dump a trace
+    except Exception as exc:
         from monitor.core.model.bundle import BundleError
 
         kind = "model bundle refused" if isinstance(exc, BundleError) else type(exc).__name__

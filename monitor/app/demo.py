@@ -9,6 +9,7 @@
 6. stops cleanly on Ctrl-C or after `--duration` seconds. Exit 0 if the fault was
    alerted, 1 if it was not.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,10 +25,20 @@ STREAM = "demo/pump1"
 
 DEMO_CONFIG = {
     "topics": [{"template": "plant/{site}/{asset}", "format": "json_multi", "stream": "{site}/{asset}"}],
-    "stream": {"channels": ["flow", "pressure", "current", "vibration", "temperature"],
-               "period_seconds": 1.0, "max_gap_seconds": 5.0},
-    "model": {"architecture": "conv1d", "window_size": 30, "conv_channels": [16, 16], "code_size": 6,
-              "epochs": 25, "patience": 5, "seed": 0},
+    "stream": {
+        "channels": ["flow", "pressure", "current", "vibration", "temperature"],
+        "period_seconds": 1.0,
+        "max_gap_seconds": 5.0,
+    },
+    "model": {
+        "architecture": "conv1d",
+        "window_size": 30,
+        "conv_channels": [16, 16],
+        "code_size": 6,
+        "epochs": 25,
+        "patience": 5,
+        "seed": 0,
+    },
     "calibration": {"method": "pot", "target_false_alarm_rate": 0.001, "factor": 1.3, "holdout_fraction": 0.25},
     "alarm": {"k": 3, "n": 5, "resolve_m": 20},
     "alerts": {"topic": "monitor/alerts/{stream}", "qos": 1},
@@ -38,16 +49,21 @@ def _say(text: str) -> None:
     print(text, flush=True)
 
 
-def run_demo(speed: float = 20.0, duration: float | None = None, metrics_port: int = 9108,
-             broker_kind: str = "auto", workdir: str | None = None) -> int:
+def run_demo(
+    speed: float = 20.0,
+    duration: float | None = None,
+    metrics_port: int = 9108,
+    broker_kind: str = "auto",
+    workdir: str | None = None,
+) -> int:
     import paho.mqtt.client as mqtt
 
-    from monitor.io.broker import free_port, start_local_broker
-    from monitor.core.config import load_config
-    from monitor.io.recording import read_recording
     from monitor.app.replay import replay_to_broker
     from monitor.app.service import Service
     from monitor.app.training import StreamData, train_bundle
+    from monitor.core.config import load_config
+    from monitor.io.broker import free_port, start_local_broker
+    from monitor.io.recording import read_recording
 
     started = time.monotonic()
     work = Path(workdir or tempfile.mkdtemp(prefix="monitor-demo-"))
@@ -69,8 +85,10 @@ def run_demo(speed: float = 20.0, duration: float | None = None, metrics_port: i
     data = [StreamData(STREAM, list(cfg.stream.channels), readings=readings)]
     outcome = train_bundle(data, cfg, work / "models", write_plots=True)
     thr = outcome.manifest["threshold"]
-    _say(f"[demo] trained model {outcome.manifest['version']} in {outcome.report['seconds_total']:.1f}s "
-         f"(threshold {thr['threshold']:.4g}, {thr['method']}); report in {outcome.bundle_path}")
+    _say(
+        f"[demo] trained model {outcome.manifest['version']} in {outcome.report['seconds_total']:.1f}s "
+        f"(threshold {thr['threshold']:.4g}, {thr['method']}); report in {outcome.bundle_path}"
+    )
 
     broker = start_local_broker(broker_kind)
     _say(f"[demo] {broker.kind} broker on {broker.host}:{broker.port}")
@@ -88,8 +106,7 @@ def run_demo(speed: float = 20.0, duration: float | None = None, metrics_port: i
         _say(f"[demo] port {metrics_port} is busy ({exc.strerror}); using {cfg.metrics.port}")
         service = Service(cfg, manual_ack=False)
         service.start()
-    _say(f"[demo] daemon running; metrics: http://127.0.0.1:{service.http.port}/metrics "
-         f"(also /healthz, /readyz)")
+    _say(f"[demo] daemon running; metrics: http://127.0.0.1:{service.http.port}/metrics (also /healthz, /readyz)")
 
     fired = threading.Event()
     finished = threading.Event()
@@ -99,11 +116,15 @@ def run_demo(speed: float = 20.0, duration: float | None = None, metrics_port: i
             a = json.loads(msg.payload)
         except ValueError:
             return
-        chans = ", ".join(f"{c['channel']} (observed {c['observed']:.3g}, expected {c['reconstructed']:.3g})"
-                          for c in a.get("top_channels", []))
+        chans = ", ".join(
+            f"{c['channel']} (observed {c['observed']:.3g}, expected {c['reconstructed']:.3g})"
+            for c in a.get("top_channels", [])
+        )
         when = time.strftime("%H:%M:%S", time.gmtime(a["started_at"] if a["state"] == "firing" else a["ended_at"]))
-        _say(f"[alert] {a['state'].upper():8} {a['stream']} at {when} UTC  score {a['current_score']:.1f}x "
-             f"threshold (peak {a['peak_score']:.1f}x)  top channels: {chans}")
+        _say(
+            f"[alert] {a['state'].upper():8} {a['stream']} at {when} UTC  score {a['current_score']:.1f}x "
+            f"threshold (peak {a['peak_score']:.1f}x)  top channels: {chans}"
+        )
         if a["state"] == "firing":
             fired.set()
 
@@ -123,8 +144,10 @@ def run_demo(speed: float = 20.0, duration: float | None = None, metrics_port: i
             if deadline and time.monotonic() > deadline:
                 raise TimeoutError("the daemon did not become ready in time")
             time.sleep(0.1)
-        _say(f"[demo] replaying {len(live)} messages ({len(live) / 60:.0f} min of feed, a cavitation fault inside) "
-             f"at {speed:g}x; Ctrl-C stops")
+        _say(
+            f"[demo] replaying {len(live)} messages ({len(live) / 60:.0f} min of feed, a cavitation fault inside) "
+            f"at {speed:g}x; Ctrl-C stops"
+        )
 
         def feed() -> None:
             replay_to_broker(live, lambda t, p, q, r: publisher.publish(t, p, q, r), speed=speed)
@@ -146,16 +169,19 @@ def run_demo(speed: float = 20.0, duration: float | None = None, metrics_port: i
         service.shutdown()
         broker.stop()
     m = service.pipeline.counters if service.pipeline else {}
-    _say(f"[demo] done: {m.get('accepted', 0)} readings, {m.get('windows_scored', 0)} windows scored; "
-         f"fault {'ALERTED' if fired.is_set() else 'NOT alerted'}")
+    _say(
+        f"[demo] done: {m.get('accepted', 0)} readings, {m.get('windows_scored', 0)} windows scored; "
+        f"fault {'ALERTED' if fired.is_set() else 'NOT alerted'}"
+    )
     return 0 if fired.is_set() else 1
 
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    ap = argparse.ArgumentParser(prog="monitor demo", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="monitor demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--speed", type=float, default=20.0, help="replay speed (x real time)")
     ap.add_argument("--duration", type=float, help="stop after this many seconds")
     ap.add_argument("--metrics-port", type=int, default=9108)

@@ -5,17 +5,18 @@ Spans come from alert messages (the daemon's `firing`/`resolved` JSON, as writte
 by hand. Data inside a span, and `pad_seconds` before it (the window that led up to the
 alert), is removed; the gap it leaves makes frames stale, so no training window spans it.
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
+from monitor.app.training import StreamData
 from monitor.io.codec import parse_timestamp
 from monitor.io.recording import iter_recordings
-from monitor.app.training import StreamData
 
 Span = tuple[float, float, str | None]  # start, end, stream (None: every stream)
 

@@ -5,14 +5,15 @@ scoring thread swaps it in between batches, so no reading is dropped by a swap. 
 that fails any check is refused, counted and logged once, and the old model keeps serving
 until the pointer moves again.
 """
+
 from __future__ import annotations
 
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -59,8 +60,13 @@ class LoadResult:
 class ModelWatcher:
     """Polls a models directory's `current` pointer and prepares verified models."""
 
-    def __init__(self, models_dir: str | Path, *, required_channels: list[str] | None = None,
-                 on_result: Callable[[LoadResult], None] | None = None):
+    def __init__(
+        self,
+        models_dir: str | Path,
+        *,
+        required_channels: list[str] | None = None,
+        on_result: Callable[[LoadResult], None] | None = None,
+    ):
         self.models_dir = Path(models_dir)
         self.required_channels = required_channels
         self.on_result = on_result

@@ -1,4 +1,5 @@
 """Optional plotting (matplotlib, the `plots` extra): headless figures as PNG bytes."""
+
 from __future__ import annotations
 
 import io

@@ -6,20 +6,21 @@ through the same `Pipeline` in recorded order. Batching does not change decision
 alarm sees scores in order), so the alerts are exactly those the daemon raised live on
 that feed with that model, and the same on every replay.
 """
+
 from __future__ import annotations
 
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 from monitor.core.config import Config
-from monitor.io.codec import Codec
-from monitor.io.recording import RecordingStats, iter_recordings
 from monitor.core.pipeline import Pipeline, ScoringModel
 from monitor.core.types import Alert, RawMessage, ScoreBatch
+from monitor.io.codec import Codec
+from monitor.io.recording import RecordingStats, iter_recordings
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +36,15 @@ class ReplayResult:
     stats: RecordingStats | None = None
 
 
-def replay_offline(paths: Sequence[str | Path], cfg: Config, model: ScoringModel, *,
-                   on_alert: Callable[[Alert], None] | None = None,
-                   on_scores: Callable[[ScoreBatch], None] | None = None,
-                   batch_messages: int = 512) -> ReplayResult:
+def replay_offline(
+    paths: Sequence[str | Path],
+    cfg: Config,
+    model: ScoringModel,
+    *,
+    on_alert: Callable[[Alert], None] | None = None,
+    on_scores: Callable[[ScoreBatch], None] | None = None,
+    batch_messages: int = 512,
+) -> ReplayResult:
     """Run recordings through a fresh pipeline; returns the alerts it raised, in order."""
     codec = Codec(cfg.topics, cfg.mqtt.max_payload_bytes, cfg.stream.max_future_seconds, columns=True)
     pipe = Pipeline(model, cfg.stream, cfg.alarm, cfg.alerts.top_channels)
@@ -76,10 +82,16 @@ def replay_offline(paths: Sequence[str | Path], cfg: Config, model: ScoringModel
     return result
 
 
-def replay_to_broker(messages: Iterable[RawMessage], publish: Callable[[str, bytes, int, bool], object], *,
-                     speed: float = 1.0, sleep: Callable[[float], None] = time.sleep,
-                     clock: Callable[[], float] = time.monotonic, keep_qos: bool = True,
-                     qos: int = 1) -> int:
+def replay_to_broker(
+    messages: Iterable[RawMessage],
+    publish: Callable[[str, bytes, int, bool], object],
+    *,
+    speed: float = 1.0,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    keep_qos: bool = True,
+    qos: int = 1,
+) -> int:
     """Republish in recorded order; `speed` x real time (0 or less: as fast as possible).
 
     Relative timing comes from the recorded receive times; the schedule is kept against a
@@ -108,14 +120,21 @@ def connect_publisher(cfg, client_id_suffix: str = "-replay", timeout: float = 1
     import paho.mqtt.client as mqtt
 
     v5 = cfg.protocol == "5"
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{cfg.client_id}{client_id_suffix}",
-                         protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311)
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2,
+        client_id=f"{cfg.client_id}{client_id_suffix}",
+        protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+    )
     if cfg.username:
         client.username_pw_set(cfg.username, cfg.password)
     if cfg.tls.enabled:
         insecure = cfg.tls.insecure_skip_verify is True
-        client.tls_set(ca_certs=cfg.tls.ca_file, certfile=cfg.tls.cert_file, keyfile=cfg.tls.key_file,
-                       cert_reqs=ssl.CERT_NONE if insecure else ssl.CERT_REQUIRED)
+        client.tls_set(
+            ca_certs=cfg.tls.ca_file,
+            certfile=cfg.tls.cert_file,
+            keyfile=cfg.tls.key_file,
+            cert_reqs=ssl.CERT_NONE if insecure else ssl.CERT_REQUIRED,
+        )
         if insecure:
             client.tls_insecure_set(True)
     client.max_inflight_messages_set(200)

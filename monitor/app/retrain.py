@@ -33,6 +33,7 @@ promoted bundle, and exported as a Prometheus textfile (default
 Exit codes: 0 promoted; 3 gate failed (not promoted); 78 bad configuration; 1 any other
 error (bad data, training failure).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,9 +45,9 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 
@@ -87,7 +88,7 @@ def _filter_recent(data: list, max_age_hours: float) -> list:
     return out
 
 
-def _newest(sd) -> Optional[float]:
+def _newest(sd) -> float | None:
     ts = [float(np.max(sd.timestamps))] if sd.timestamps is not None and len(sd.timestamps) else []
     if sd.readings:
         ts.append(max(r.timestamp for r in sd.readings))
@@ -142,7 +143,7 @@ class Evaluation:
     score_p50: float = math.nan
     score_p99: float = math.nan
     score_max: float = math.nan
-    error: Optional[str] = None
+    error: str | None = None
     _scores: list = field(default_factory=list, repr=False)
 
     @property
@@ -151,21 +152,30 @@ class Evaluation:
 
     def as_dict(self) -> dict:
         d = {
-            "version": self.version, "scored": self.scored, "alerting": self.alerting,
-            "false_alarm_rate": _num(self.false_alarm_rate), "alerts_fired": self.alerts_fired,
-            "finite": self.finite, "nonfinite": self.nonfinite,
-            "score_p50": _num(self.score_p50), "score_p99": _num(self.score_p99), "score_max": _num(self.score_max),
+            "version": self.version,
+            "scored": self.scored,
+            "alerting": self.alerting,
+            "false_alarm_rate": _num(self.false_alarm_rate),
+            "alerts_fired": self.alerts_fired,
+            "finite": self.finite,
+            "nonfinite": self.nonfinite,
+            "score_p50": _num(self.score_p50),
+            "score_p99": _num(self.score_p99),
+            "score_max": _num(self.score_max),
         }
         if self.error:
             d["error"] = self.error
         return d
 
-    def _finish(self) -> "Evaluation":
+    def _finish(self) -> Evaluation:
         s = np.asarray(self._scores, dtype=np.float64)
         fin = s[np.isfinite(s)]
         if fin.size:
             self.score_p50, self.score_p99, self.score_max = (
-                float(np.quantile(fin, 0.5)), float(np.quantile(fin, 0.99)), float(fin.max()))
+                float(np.quantile(fin, 0.5)),
+                float(np.quantile(fin, 0.99)),
+                float(fin.max()),
+            )
         self._scores = []
         return self
 
@@ -183,16 +193,21 @@ def evaluate_model(cfg: Config, model, holdout: list) -> Evaluation:
     for sd in holdout:
         if sd.timestamps is not None and len(sd.timestamps):
             order = np.argsort(sd.timestamps, kind="stable")
-            res = run_backtest(replace(cfg, data=replace(cfg.data, stream=sd.stream)),
-                               sd.timestamps[order], sd.values[order], list(sd.channels), model)
+            res = run_backtest(
+                replace(cfg, data=replace(cfg.data, stream=sd.stream)),
+                sd.timestamps[order],
+                sd.values[order],
+                list(sd.channels),
+                model,
+            )
             has = np.flatnonzero(~np.isnan(res.score))
             if has.size:
-                tail_scores = res.score[has[0]:]
-                tail_contrib = res.contributions[has[0]:]
+                tail_scores = res.score[has[0] :]
+                tail_contrib = res.contributions[has[0] :]
                 bad = ~np.isfinite(tail_scores) | ~np.all(np.isfinite(tail_contrib), axis=1)
                 ev.nonfinite += int(bad.sum())
                 ev.scored += int(tail_scores.size)
-                ev.alerting += int(res.alert[has[0]:].sum())
+                ev.alerting += int(res.alert[has[0] :].sum())
                 ev._scores.extend(tail_scores.tolist())
             ev.alerts_fired += sum(1 for a in res.alerts if a.state == "firing")
         if sd.readings:
@@ -234,39 +249,49 @@ class GateSettings:
     min_windows: int = 20
 
 
-def gate(candidate: Evaluation, current: Optional[Evaluation], settings: GateSettings) -> tuple[bool, list[dict]]:
+def gate(candidate: Evaluation, current: Evaluation | None, settings: GateSettings) -> tuple[bool, list[dict]]:
     """The checks, each {check, passed, detail}; passed when all pass."""
     checks = []
-    checks.append({
-        "check": "finite_scores",
-        "passed": candidate.finite and candidate.error is None,
-        "detail": f"{candidate.nonfinite} non-finite of {candidate.scored} scores"
-        + (f"; {candidate.error}" if candidate.error else ""),
-    })
-    checks.append({
-        "check": "enough_data",
-        "passed": candidate.scored >= settings.min_windows,
-        "detail": f"{candidate.scored} scored rows/windows on the held-out slice (need >= {settings.min_windows})",
-    })
+    checks.append(
+        {
+            "check": "finite_scores",
+            "passed": candidate.finite and candidate.error is None,
+            "detail": f"{candidate.nonfinite} non-finite of {candidate.scored} scores"
+            + (f"; {candidate.error}" if candidate.error else ""),
+        }
+    )
+    checks.append(
+        {
+            "check": "enough_data",
+            "passed": candidate.scored >= settings.min_windows,
+            "detail": f"{candidate.scored} scored rows/windows on the held-out slice (need >= {settings.min_windows})",
+        }
+    )
     far = candidate.false_alarm_rate
     ok = math.isfinite(far) and far <= settings.max_false_alarm_rate
-    checks.append({
-        "check": "false_alarm_budget",
-        "passed": ok,
-        "detail": f"candidate false-alarm rate {_fmt(far)} {'<=' if ok else '>'} budget {settings.max_false_alarm_rate:g}",
-    })
+    checks.append(
+        {
+            "check": "false_alarm_budget",
+            "passed": ok,
+            "detail": f"candidate false-alarm rate {_fmt(far)} {'<=' if ok else '>'} budget {settings.max_false_alarm_rate:g}",
+        }
+    )
     if current is None or current.error is not None or not math.isfinite(current.false_alarm_rate):
         why = "no current model" if current is None else (current.error or "current model scored nothing")
         checks.append({"check": "not_worse_than_current", "passed": True, "detail": f"skipped: {why}"})
     else:
         allowed = current.false_alarm_rate + settings.margin * settings.max_false_alarm_rate
         ok = math.isfinite(far) and far <= allowed + 1e-12
-        checks.append({
-            "check": "not_worse_than_current",
-            "passed": ok,
-            "detail": (f"candidate {_fmt(far)} {'<=' if ok else '>'} current {_fmt(current.false_alarm_rate)} + margin "
-                       f"{settings.margin:g} x budget {settings.max_false_alarm_rate:g} = {_fmt(allowed)}"),
-        })
+        checks.append(
+            {
+                "check": "not_worse_than_current",
+                "passed": ok,
+                "detail": (
+                    f"candidate {_fmt(far)} {'<=' if ok else '>'} current {_fmt(current.false_alarm_rate)} + margin "
+                    f"{settings.margin:g} x budget {settings.max_false_alarm_rate:g} = {_fmt(allowed)}"
+                ),
+            }
+        )
     return all(c["passed"] for c in checks), checks
 
 
@@ -304,8 +329,11 @@ def write_textfile(path: Path, values: dict[str, float]) -> None:
         if name not in values:
             continue
         v = values[name]
-        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge",
-                  f"{name} {'NaN' if v is None or not math.isfinite(v) else repr(float(v))}"]
+        lines += [
+            f"# HELP {name} {help_text}",
+            f"# TYPE {name} gauge",
+            f"{name} {'NaN' if v is None or not math.isfinite(v) else repr(float(v))}",
+        ]
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as fh:
@@ -334,7 +362,7 @@ class RetrainStatusCollector:
     def __init__(self, path: Path | str, metrics=None):
         self.path = Path(path)
         self.metrics = metrics
-        self._sig: Optional[tuple] = None
+        self._sig: tuple | None = None
         self._values: dict[str, float] = {}
 
     def _refresh(self) -> None:
@@ -356,7 +384,7 @@ class RetrainStatusCollector:
 
         try:
             self._refresh()
-        except Exception:  # noqa: BLE001 - a scrape must never fail because of this file
+        except Exception:
             log.debug("reading %s failed", self.path, exc_info=True)
         for name, help_text in METRICS.items():
             if name in self._values:
@@ -370,16 +398,21 @@ class RetrainStatusCollector:
 
 
 def run_retrain(args: argparse.Namespace) -> int:
+    from monitor.app.training import load_training_data, train_bundle
     from monitor.core.model.bundle import current_bundle_path, load_bundle, set_current
     from monitor.core.pipeline import ScoringModel
-    from monitor.app.training import load_training_data, train_bundle
 
     started_wall = time.time()
     settings = GateSettings(args.max_false_alarm_rate, args.margin, args.min_windows)
-    verdict: dict = {"event": "retrain_gate",
-                     "settings": {"max_false_alarm_rate": settings.max_false_alarm_rate,
-                                  "margin": settings.margin, "min_windows": settings.min_windows}}
-    textfile: Optional[Path] = Path(args.textfile) if args.textfile else None
+    verdict: dict = {
+        "event": "retrain_gate",
+        "settings": {
+            "max_false_alarm_rate": settings.max_false_alarm_rate,
+            "margin": settings.margin,
+            "min_windows": settings.min_windows,
+        },
+    }
+    textfile: Path | None = Path(args.textfile) if args.textfile else None
     code = EXIT_ERROR
     try:
         cfg = load_config(args.config)
@@ -404,14 +437,23 @@ def run_retrain(args: argparse.Namespace) -> int:
         if not any(_rows(sd) for sd in holdout):
             raise ValueError("the held-out slice is empty")
 
-        outcome = train_bundle(train_data, cfg, models_dir, make_current=False, sources=[str(p) for p in args.data],
-                               write_plots=not args.no_plots)
+        outcome = train_bundle(
+            train_data,
+            cfg,
+            models_dir,
+            make_current=False,
+            sources=[str(p) for p in args.data],
+            write_plots=not args.no_plots,
+        )
         cand_path = outcome.bundle_path
-        verdict["candidate"] = {"version": cand_path.name, "path": str(cand_path),
-                                "threshold": outcome.manifest["threshold"]["threshold"]}
+        verdict["candidate"] = {
+            "version": cand_path.name,
+            "path": str(cand_path),
+            "threshold": outcome.manifest["threshold"]["threshold"],
+        }
         try:
             cand_ev = evaluate_model(cfg, ScoringModel.from_bundle(load_bundle(cand_path)), holdout)
-        except Exception as exc:  # noqa: BLE001 - a candidate that cannot score fails the gate
+        except Exception as exc:
             cand_ev = Evaluation(cand_path.name, error=f"{type(exc).__name__}: {exc}", finite=False)
         verdict["candidate"].update(cand_ev.as_dict())
 
@@ -420,7 +462,7 @@ def run_retrain(args: argparse.Namespace) -> int:
         if current is not None and current.resolve() != cand_path.resolve():
             try:
                 current_ev = evaluate_model(cfg, ScoringModel.from_bundle(load_bundle(current)), holdout)
-            except Exception as exc:  # noqa: BLE001 - the serving model may predate a schema change
+            except Exception as exc:
                 current_ev = Evaluation(current.name, error=f"{type(exc).__name__}: {exc}")
             verdict["current"] = current_ev.as_dict()
         else:
@@ -443,7 +485,7 @@ def run_retrain(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         verdict.update(passed=False, promoted=False, error=f"configuration error: {exc}")
         code = EXIT_CONFIG
-    except Exception as exc:  # noqa: BLE001 - reported in the verdict and the exit code
+    except Exception as exc:
         log.debug("retrain failed", exc_info=True)
         verdict.update(passed=False, promoted=False, error=f"{type(exc).__name__}: {exc}")
         code = EXIT_ERROR
@@ -456,11 +498,11 @@ def run_retrain(args: argparse.Namespace) -> int:
     previous = read_textfile(textfile)
     values = {
         "monitor_retrain_last_run_timestamp_seconds": finished,
-        "monitor_retrain_last_success_timestamp_seconds":
-            finished if code == EXIT_PROMOTED else previous.get("monitor_retrain_last_success_timestamp_seconds", 0.0),
+        "monitor_retrain_last_success_timestamp_seconds": finished
+        if code == EXIT_PROMOTED
+        else previous.get("monitor_retrain_last_success_timestamp_seconds", 0.0),
         "monitor_retrain_gate_passed": 1.0 if verdict.get("passed") else 0.0,
-        "monitor_retrain_candidate_false_alarm_rate":
-            _nan((verdict.get("candidate") or {}).get("false_alarm_rate")),
+        "monitor_retrain_candidate_false_alarm_rate": _nan((verdict.get("candidate") or {}).get("false_alarm_rate")),
         "monitor_retrain_current_false_alarm_rate": _nan((verdict.get("current") or {}).get("false_alarm_rate")),
         "monitor_retrain_last_exit_code": float(code),
     }
@@ -480,8 +522,7 @@ def _report(verdict: dict, code: int) -> int:
         log.info("retrain: promoted %s", verdict["candidate"]["version"])
     elif code == EXIT_GATE_FAILED:
         failed = "; ".join(c["detail"] for c in verdict.get("checks", []) if not c["passed"])
-        log.warning("retrain: candidate %s not promoted, gate failed: %s",
-                    verdict["candidate"]["version"], failed)
+        log.warning("retrain: candidate %s not promoted, gate failed: %s", verdict["candidate"]["version"], failed)
     else:
         log.error("retrain failed (exit %d): %s", code, verdict.get("error"))
     if code == EXIT_CONFIG:
@@ -512,36 +553,56 @@ def _exclude_alerting(data: list, cfg: Config, args: argparse.Namespace) -> dict
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True)
-    p.add_argument("--data", nargs="+", required=True,
-                   help="recorded data: CSV files, recordings (.jsonl[.gz]) or folders of them")
+    p.add_argument(
+        "--data", nargs="+", required=True, help="recorded data: CSV files, recordings (.jsonl[.gz]) or folders of them"
+    )
     p.add_argument("--holdout", nargs="+", help="held-out normal data to judge on (default: newest slice of --data)")
-    p.add_argument("--holdout-fraction", type=float, default=0.2,
-                   help="without --holdout: newest share of each stream held out (default 0.2)")
-    p.add_argument("--max-age-hours", type=float, default=0.0,
-                   help="use only the newest N hours of --data (default 0: all)")
-    p.add_argument("--max-false-alarm-rate", type=float, default=0.01,
-                   help="budget: share of held-out normal rows/windows alerting (default 0.01)")
-    p.add_argument("--margin", type=float, default=0.1,
-                   help="may exceed the current model's false-alarm rate by margin x budget (default 0.1)")
+    p.add_argument(
+        "--holdout-fraction",
+        type=float,
+        default=0.2,
+        help="without --holdout: newest share of each stream held out (default 0.2)",
+    )
+    p.add_argument(
+        "--max-age-hours", type=float, default=0.0, help="use only the newest N hours of --data (default 0: all)"
+    )
+    p.add_argument(
+        "--max-false-alarm-rate",
+        type=float,
+        default=0.01,
+        help="budget: share of held-out normal rows/windows alerting (default 0.01)",
+    )
+    p.add_argument(
+        "--margin",
+        type=float,
+        default=0.1,
+        help="may exceed the current model's false-alarm rate by margin x budget (default 0.1)",
+    )
     p.add_argument("--min-windows", type=int, default=20, help="fewest scored held-out rows/windows (default 20)")
     p.add_argument("--out", help="models directory (default: models.dir of the config)")
     p.add_argument("--textfile", help="Prometheus textfile to write (default: <models dir>/retrain.prom)")
-    p.add_argument("--exclude-alerts", nargs="+", metavar="FILE",
-                   help="alert JSON lines whose firing..resolved spans are left out "
-                        "(default: alerts.ndjson in the --data folders)")
+    p.add_argument(
+        "--exclude-alerts",
+        nargs="+",
+        metavar="FILE",
+        help="alert JSON lines whose firing..resolved spans are left out "
+        "(default: alerts.ndjson in the --data folders)",
+    )
     p.add_argument("--keep-rejected", action="store_true", help="keep a candidate that failed the gate")
     p.add_argument("--no-plots", action="store_true", help="skip the training report's PNG plots")
 
 
 def register(subparsers) -> argparse.ArgumentParser:
     """Add ``monitor retrain`` to the CLI's subparsers (``build_parser`` in cli.py)."""
-    p = subparsers.add_parser("retrain", help="train a candidate on recorded data; promote it only if it passes the gate")
+    p = subparsers.add_parser(
+        "retrain", help="train a candidate on recorded data; promote it only if it passes the gate"
+    )
     add_arguments(p)
     p.set_defaults(func=run_retrain)
     return p
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="monitor retrain", description=__doc__.split("\n\n")[0])
     add_arguments(p)
     args = p.parse_args(argv)

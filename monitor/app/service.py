@@ -11,6 +11,7 @@ SIGTERM/SIGINT: stop intake, drain the queue, flush, close sinks, exit 0 within
 re-read the config file: the log level applies at once, other changes are reported as
 needing a restart, and an invalid file is ignored.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,20 +20,20 @@ import signal
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from prometheus_client import CollectorRegistry
 
+from monitor.app.lifecycle import LoadResult, ModelWatcher
 from monitor.core.config import Config
+from monitor.core.pipeline import Pipeline, ScoringModel
+from monitor.core.types import Alert, ScoreBatch
 from monitor.io.codec import Codec
 from monitor.io.handoff import HandOff
-from monitor.app.lifecycle import LoadResult, ModelWatcher
 from monitor.io.metrics import Metrics
-from monitor.core.pipeline import Pipeline, ScoringModel
 from monitor.io.sinks import AlertmanagerSink, JSONLinesSink, LogSink, MQTTSink, Sink
-from monitor.core.types import Alert, ScoreBatch
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +41,17 @@ ALERTS_FILE = "alerts.ndjson"  # in record.dir, beside the recordings
 
 
 class Service:
-    def __init__(self, cfg: Config, *, registry: CollectorRegistry | None = None,
-                 extra_sinks: list[Sink] | None = None, stop_timeout_seconds: float = 8.0,
-                 manual_ack: bool | None = None,
-                 score_listeners: list[Callable[[ScoreBatch], None]] | None = None,
-                 config_path: str | Path | None = None):
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        registry: CollectorRegistry | None = None,
+        extra_sinks: list[Sink] | None = None,
+        stop_timeout_seconds: float = 8.0,
+        manual_ack: bool | None = None,
+        score_listeners: list[Callable[[ScoreBatch], None]] | None = None,
+        config_path: str | Path | None = None,
+    ):
         self.cfg = cfg
         self.config_path = config_path  # re-read on SIGHUP
         self.registry = registry or CollectorRegistry()
@@ -59,8 +66,9 @@ class Service:
         self.pipeline: Pipeline | None = None
         self._pending_model: ScoringModel | None = None
         self._model_lock = threading.Lock()
-        self.watcher = ModelWatcher(cfg.models.dir, required_channels=cfg.stream.channels or None,
-                                    on_result=self._on_model_result)
+        self.watcher = ModelWatcher(
+            cfg.models.dir, required_channels=cfg.stream.channels or None, on_result=self._on_model_result
+        )
         # At-least-once: ack QoS 1 messages only after the scoring thread has handled them.
         persistent = not cfg.mqtt.clean_start
         self.manual_ack = persistent if manual_ack is None else manual_ack
@@ -80,8 +88,7 @@ class Service:
     # ------------------------------------------------------------------ model
 
     def _on_model_result(self, result: LoadResult) -> None:
-        self.metrics.model_load(result.error is None, result.seconds,
-                                result.model.version if result.model else None)
+        self.metrics.model_load(result.error is None, result.seconds, result.model.version if result.model else None)
 
     def _poll_model(self, force: bool = False) -> None:
         result = self.watcher.poll(force=force)
@@ -115,39 +122,52 @@ class Service:
             return False, self.watcher.last_error or "no model loaded"
         if self.ingest is None or not self.ingest.connected:
             return False, "not connected to the MQTT broker" + (
-                f": {self.ingest.last_error}" if self.ingest is not None and self.ingest.last_error else "")
+                f": {self.ingest.last_error}" if self.ingest is not None and self.ingest.last_error else ""
+            )
         return True, "ok"
 
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        from monitor.io.mqtt import MQTTIngest
         from monitor.io.metrics import serve
+        from monitor.io.mqtt import MQTTIngest
 
         cfg = self.cfg
         self._poll_model()
         self._install_pending_model()
-        self.metrics.set_callbacks(queue_depth=self.queue.qsize,
-                                   streams_active=lambda: len(self.pipeline.streams) if self.pipeline else 0)
+        self.metrics.set_callbacks(
+            queue_depth=self.queue.qsize, streams_active=lambda: len(self.pipeline.streams) if self.pipeline else 0
+        )
         self.http = serve(self.registry, cfg.metrics.address, cfg.metrics.port, self.health, self.ready)
         if cfg.record.enabled:  # tap of our own intake: retraining data is exactly what was scored
             from monitor.io.record import Recorder
 
-            self.recorder = Recorder(cfg.record.dir, rotate_bytes=cfg.record.rotate_bytes,
-                                     rotate_seconds=cfg.record.rotate_seconds,
-                                     on_error=lambda _what: self.metrics.sink_error("recorder")).start()
-        self.ingest = MQTTIngest(cfg.mqtt, cfg.topics, self.codec, self.queue, self.metrics,
-                                 manual_ack=self.manual_ack,
-                                 raw_tap=self.recorder.tap if self.recorder is not None else None)
+            self.recorder = Recorder(
+                cfg.record.dir,
+                rotate_bytes=cfg.record.rotate_bytes,
+                rotate_seconds=cfg.record.rotate_seconds,
+                on_error=lambda _what: self.metrics.sink_error("recorder"),
+            ).start()
+        self.ingest = MQTTIngest(
+            cfg.mqtt,
+            cfg.topics,
+            self.codec,
+            self.queue,
+            self.metrics,
+            manual_ack=self.manual_ack,
+            raw_tap=self.recorder.tap if self.recorder is not None else None,
+        )
         self.sinks = [MQTTSink(self.ingest.publish, cfg.alerts.topic, cfg.alerts.qos, cfg.alerts.retain)]
         if cfg.alerts.log:
             self.sinks.append(LogSink())
         if self.recorder is not None:  # alerts beside the recordings: retraining leaves those spans out
-            self.sinks.append(JSONLinesSink(Path(cfg.record.dir) / ALERTS_FILE,
-                                            on_error=lambda: self.metrics.sink_error("file")))
+            self.sinks.append(
+                JSONLinesSink(Path(cfg.record.dir) / ALERTS_FILE, on_error=lambda: self.metrics.sink_error("file"))
+            )
         if cfg.alerts.alertmanager_url:
-            self.sinks.append(AlertmanagerSink(cfg.alerts.alertmanager_url,
-                                               on_error=lambda: self.metrics.sink_error("alertmanager")))
+            self.sinks.append(
+                AlertmanagerSink(cfg.alerts.alertmanager_url, on_error=lambda: self.metrics.sink_error("alertmanager"))
+            )
         self.sinks.extend(self.extra_sinks)
         self._scorer = threading.Thread(target=self._score_loop, name="scorer", daemon=True)
         self._scorer.start()
@@ -225,7 +245,7 @@ class Service:
         for sink in self.sinks:
             try:
                 sink.close()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("closing sink %s", getattr(sink, "name", sink))
         if self.ingest is not None:
             self.ingest.stop(timeout=max(0.1, deadline - time.monotonic()))
@@ -270,7 +290,7 @@ class Service:
                         break
                     continue
                 self._process(items)
-            except Exception:  # noqa: BLE001 - the loop must survive any bug in one batch
+            except Exception:
                 self.metrics.drop("internal_error", 1)
                 log.exception("scoring batch failed")
         log.info("scoring thread drained and stopped")
@@ -324,7 +344,7 @@ class Service:
         for listener in self.score_listeners:
             try:
                 listener(scores)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("score listener failed")
         if len(scores):
             firing = self.pipeline.alarm.firing
@@ -337,7 +357,7 @@ class Service:
             for sink in self.sinks:
                 try:
                     sink.send(alert)
-                except Exception:  # noqa: BLE001 - one sink failing must not stop the others
+                except Exception:
                     self.metrics.sink_error(getattr(sink, "name", "unknown"))
                     log.exception("alert sink %s failed", getattr(sink, "name", sink))
 

@@ -6,15 +6,16 @@ Frames are built by the same assembler and filters the live pipeline uses
 out of training and scaling and used to calibrate the threshold (with
 `calibration.source: all`, together with the training windows' errors).
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -178,8 +179,9 @@ def scaler_std(rows: np.ndarray, cfg: Config, channels: Sequence[str] | None = N
     return std
 
 
-def prepare_windows(frames: list[FrameSet], cfg: Config, window_size: int, stride: int,
-                    channels: Sequence[str] | None = None) -> Prepared:
+def prepare_windows(
+    frames: list[FrameSet], cfg: Config, window_size: int, stride: int, channels: Sequence[str] | None = None
+) -> Prepared:
     """Split each stream in time, fit the scaler on the older part, cut windows.
 
     `channels` (the frames' column names) is needed for `model.channel_min_std`.
@@ -207,8 +209,13 @@ def prepare_windows(frames: list[FrameSet], cfg: Config, window_size: int, strid
         digest.update(np.ascontiguousarray(f.times).tobytes())
         digest.update(np.nan_to_num(f.values).tobytes())
     return Prepared(
-        np.concatenate(train), np.concatenate(calib), mean, std, digest.hexdigest(),
-        sum(len(f.times) for f in frames), int(sum(f.stale.sum() for f in frames)),
+        np.concatenate(train),
+        np.concatenate(calib),
+        mean,
+        std,
+        digest.hexdigest(),
+        sum(len(f.times) for f in frames),
+        int(sum(f.stale.sum() for f in frames)),
     )
 
 
@@ -230,23 +237,36 @@ def train_bundle(
     write_plots: bool = True,
 ) -> TrainOutcome:
     """Train, calibrate and save a bundle from already-loaded data."""
+    import torch
+
     from monitor.core.model.bundle import save_bundle
     from monitor.core.model.calibrate import fit_threshold
     from monitor.core.model.nets import architecture_spec
     from monitor.core.model.scorer import Scorer
     from monitor.core.model.train import train_autoencoder
-    import torch
 
     started = time.monotonic()
     channels = data[0].channels
     if any(sd.channels != channels for sd in data):
-        raise ConfigError("stream.channels", "all streams of one model must have the same channels; set stream.channels")
+        raise ConfigError(
+            "stream.channels", "all streams of one model must have the same channels; set stream.channels"
+        )
     if not channels:
         raise ValueError("no channels found in the training data")
     period = infer_period(data, cfg)
     mc = cfg.model
-    geometry = ScoringModel("", channels, period, mc.window_size, mc.stride, cfg.filters,
-                            np.zeros(len(channels)), np.ones(len(channels)), 1.0, None)
+    geometry = ScoringModel(
+        "",
+        channels,
+        period,
+        mc.window_size,
+        mc.stride,
+        cfg.filters,
+        np.zeros(len(channels)),
+        np.ones(len(channels)),
+        1.0,
+        None,
+    )
     frames = [build_frames(sd, geometry, cfg) for sd in data]
     prep = prepare_windows(frames, cfg, mc.window_size, mc.stride, channels)
     if len(prep.calib_windows) < 20:
@@ -269,7 +289,7 @@ def train_bundle(
     threshold["source"] = cfg.calibration.source
     thr = threshold["threshold"]
     validation = {
-        "calibration_windows": int(len(calib_err)),
+        "calibration_windows": len(calib_err),
         "calibration_error_median": float(np.median(calib_err)),
         "calibration_exceedance_rate": float(np.mean(calib_err >= thr)),
         "training_exceedance_rate": float(np.mean(train_err >= thr)),
@@ -284,9 +304,15 @@ def train_bundle(
         "filters": [asdict(f) for f in cfg.filters],
         "scaler": {"mean": prep.mean.tolist(), "std": prep.std.tolist()},
         "architecture": architecture_spec(mc, len(channels)),
-        "training": {**asdict(mc), "device_used": result.device, "epochs_run": result.epochs_run,
-                     "best_epoch": result.best_epoch, "seconds": result.seconds,
-                     "n_train_windows": result.n_train, "n_val_windows": result.n_val},
+        "training": {
+            **asdict(mc),
+            "device_used": result.device,
+            "epochs_run": result.epochs_run,
+            "best_epoch": result.best_epoch,
+            "seconds": result.seconds,
+            "n_train_windows": result.n_train,
+            "n_val_windows": result.n_val,
+        },
         "threshold": threshold,
         "data_fingerprint": prep.fingerprint,
         "data_sources": [str(s) for s in sources],

@@ -11,6 +11,7 @@ Time is the data time of the scored window, passed in; the machine never reads a
 clock, so a replay or backtest takes exactly the decisions the daemon took live.
 Reading state (`firing`) never changes it.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -122,14 +123,22 @@ class AlarmMachine:
                     if pos >= end:
                         break
                     i = int(idx[pos])  # k of n hot and the cooldown over: this window fires
-                    alert = self.update(stream, float(times[i]), float(scores[i]), batch.channel_scores[i],
-                                        batch.observed[i], batch.reconstructed[i])
+                    alert = self.update(
+                        stream,
+                        float(times[i]),
+                        float(scores[i]),
+                        batch.channel_scores[i],
+                        batch.observed[i],
+                        batch.reconstructed[i],
+                    )
                     pos += 1
                 if alert is not None:
                     alerts.append(alert)
         return alerts
 
-    def _fold_firing(self, stream: str, idx: np.ndarray, batch: ScoreBatch, times: np.ndarray) -> tuple[int, Alert | None]:
+    def _fold_firing(
+        self, stream: str, idx: np.ndarray, batch: ScoreBatch, times: np.ndarray
+    ) -> tuple[int, Alert | None]:
         """For a firing stream: the windows `idx` up to and including the one that resolves
         the episode (or all of them), in one step. Returns (windows consumed, the
         resolved alert or None); the same state as `update` window by window: the k-of-n
@@ -140,8 +149,14 @@ class AlarmMachine:
         s = batch.score[idx]
         if np.isnan(s).any():  # NaN compares false everywhere: window by window keeps it exact
             i = int(idx[0])
-            return 1, self.update(stream, float(times[i]), float(batch.score[i]), batch.channel_scores[i],
-                                  batch.observed[i], batch.reconstructed[i])
+            return 1, self.update(
+                stream,
+                float(times[i]),
+                float(batch.score[i]),
+                batch.channel_scores[i],
+                batch.observed[i],
+                batch.reconstructed[i],
+            )
         m = len(s)
         below = s < self.cfg.resolve_below
         positions = np.arange(m)
@@ -153,11 +168,13 @@ class AlarmMachine:
         if s[j] > ep.peak_score:
             row = int(idx[j])
             ep.peak_score = float(s[j])
-            ep.peak_channels = self.top_channels(batch.channel_scores[row], batch.observed[row], batch.reconstructed[row])
+            ep.peak_channels = self.top_channels(
+                batch.channel_scores[row], batch.observed[row], batch.reconstructed[row]
+            )
         self._armed.discard(stream)
         if not hits.size:
             flags = (s >= 1.0).tolist()
-            state.recent.extend(flags[-self.cfg.n:])
+            state.recent.extend(flags[-self.cfg.n :])
             state.above = sum(state.recent)
             state.below_run = int(run[-1])
             return m, None
@@ -215,8 +232,15 @@ class AlarmMachine:
             for i in order
         ]
 
-    def update(self, stream: str, timestamp: float, score: float, channel_scores: np.ndarray,
-               observed: np.ndarray, reconstructed: np.ndarray) -> Alert | None:
+    def update(
+        self,
+        stream: str,
+        timestamp: float,
+        score: float,
+        channel_scores: np.ndarray,
+        observed: np.ndarray,
+        reconstructed: np.ndarray,
+    ) -> Alert | None:
         alert = self._update(stream, timestamp, score, channel_scores, observed, reconstructed)
         state = self._states[stream]
         if state.episode is None and state.above >= self.cfg.k:
@@ -225,8 +249,15 @@ class AlarmMachine:
             self._armed.discard(stream)
         return alert
 
-    def _update(self, stream: str, timestamp: float, score: float, channel_scores: np.ndarray,
-                observed: np.ndarray, reconstructed: np.ndarray) -> Alert | None:
+    def _update(
+        self,
+        stream: str,
+        timestamp: float,
+        score: float,
+        channel_scores: np.ndarray,
+        observed: np.ndarray,
+        reconstructed: np.ndarray,
+    ) -> Alert | None:
         state = self._state(stream)
         hot = score >= 1.0
         if len(state.recent) == state.recent.maxlen and state.recent[0]:
@@ -261,7 +292,9 @@ class AlarmMachine:
         state.below_run = 0
         return self._alert(stream, "resolved", ep, timestamp, score, ep.peak_channels)
 
-    def _alert(self, stream: str, state: str, ep: _Episode, ended_at: float | None, score: float, top: list[dict]) -> Alert:
+    def _alert(
+        self, stream: str, state: str, ep: _Episode, ended_at: float | None, score: float, top: list[dict]
+    ) -> Alert:
         return Alert(
             alert_id=ep.alert_id,
             stream=stream,

@@ -6,6 +6,7 @@ environment as ``MONITOR_<SECTION>__<KEY>`` (nested keys joined by ``__``, value
 as YAML scalars), ``${VAR}`` in a string is replaced by the environment variable VAR, and
 any ``<key>_file`` sibling reads a secret from a file (systemd ``LoadCredential``).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,7 +16,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import yaml
 
@@ -42,9 +43,9 @@ def _positive(key: str, value: float, *, allow_zero: bool = False) -> None:
 @dataclass
 class TLSConfig:
     enabled: bool = False
-    ca_file: Optional[str] = None
-    cert_file: Optional[str] = None
-    key_file: Optional[str] = None
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
     insecure_skip_verify: bool = False  # must be set explicitly; never a fallback
 
     def __post_init__(self) -> None:
@@ -93,8 +94,8 @@ class MQTTConfig:
     host: str = "127.0.0.1"
     port: int = 1883
     client_id: str = "monitor"
-    username: Optional[str] = None
-    password: Optional[str] = field(default=None, repr=False)  # never in logs or reprs
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)  # never in logs or reprs
     protocol: Literal["5", "3.1.1"] = "5"
     clean_start: bool = False
     session_expiry_seconds: int = 3600
@@ -122,15 +123,17 @@ class StreamConfig:
 
     channels: list[str] = field(default_factory=list)  # empty: taken from data / model
     period_seconds: Any = "auto"  # float seconds, or "auto" (median step of the data)
-    max_gap_seconds: Optional[float] = None  # default: 5 periods
-    lateness_seconds: Optional[float] = None  # default: one period
+    max_gap_seconds: float | None = None  # default: 5 periods
+    lateness_seconds: float | None = None  # default: one period
     max_streams: int = 10_000
     max_future_seconds: float = 300.0  # timestamps further ahead of receive time are rejected
 
     def __post_init__(self) -> None:
         if self.period_seconds != "auto":
             if isinstance(self.period_seconds, bool) or not isinstance(self.period_seconds, (int, float)):
-                raise ConfigError("stream.period_seconds", f'must be a number of seconds or "auto", got {self.period_seconds!r}')
+                raise ConfigError(
+                    "stream.period_seconds", f'must be a number of seconds or "auto", got {self.period_seconds!r}'
+                )
             _positive("stream.period_seconds", float(self.period_seconds))
             self.period_seconds = float(self.period_seconds)
         if self.max_gap_seconds is not None:
@@ -212,7 +215,9 @@ class ModelConfig:
         _positive("model.learning_rate", self.learning_rate)
         _positive("model.min_std", self.min_std)
         if not isinstance(self.channel_min_std, dict):
-            raise ConfigError("model.channel_min_std", f"expected a mapping of channel: floor, got {self.channel_min_std!r}")
+            raise ConfigError(
+                "model.channel_min_std", f"expected a mapping of channel: floor, got {self.channel_min_std!r}"
+            )
         for name, floor in self.channel_min_std.items():
             key = f"model.channel_min_std.{name}"
             if not isinstance(name, str):
@@ -278,10 +283,10 @@ class AlarmConfig:
 class DataConfig:
     """How CSV files are read by `train` and `backtest`."""
 
-    timestamp_column: Optional[str] = None  # default: first column
+    timestamp_column: str | None = None  # default: first column
     timestamp_format: Literal["auto", "epoch_s", "epoch_ms", "iso"] = "auto"
-    separator: Optional[str] = None  # default: detected from the header (, ; tab |)
-    label_column: Optional[str] = "anomaly"
+    separator: str | None = None  # default: detected from the header (, ; tab |)
+    label_column: str | None = "anomaly"
     ignore_columns: list[str] = field(default_factory=list)
     stream: str = "default"  # stream name for rows of a CSV file
     utc_offset_hours: float = 0.0  # for naive ISO timestamps
@@ -293,9 +298,9 @@ class AlertsConfig:
     qos: int = 1
     retain: bool = False
     top_channels: int = 3
-    scores_topic: Optional[str] = None  # e.g. "monitor/scores/{stream}"
-    denoised_topic: Optional[str] = None
-    alertmanager_url: Optional[str] = None
+    scores_topic: str | None = None  # e.g. "monitor/scores/{stream}"
+    denoised_topic: str | None = None
+    alertmanager_url: str | None = None
     log: bool = True
 
 
@@ -447,7 +452,7 @@ def _build(cls: type, data: dict, prefix: str) -> Any:
         # Sections validate with a canonical path ("topics[].qos"); give the real index.
         canonical = re.sub(r"\[\d+\]", "[]", prefix)
         if canonical != prefix and exc.key.startswith(canonical):
-            raise ConfigError(prefix + exc.key[len(canonical):], exc.message) from None
+            raise ConfigError(prefix + exc.key[len(canonical) :], exc.message) from None
         raise
 
 
@@ -457,6 +462,7 @@ def _expand_env(value: Any, key: str, environ: dict) -> Any:
     if isinstance(value, list):
         return [_expand_env(v, f"{key}[{i}]", environ) for i, v in enumerate(value)]
     if isinstance(value, str):
+
         def repl(m: re.Match) -> str:
             if m.group(1) not in environ:
                 raise ConfigError(key, f"environment variable {m.group(1)} is not set")
@@ -492,7 +498,7 @@ def _apply_env_overrides(data: dict, environ: dict) -> dict:
     for name, raw in environ.items():
         if not name.startswith("MONITOR_") or "__" not in name:
             continue
-        path = [p.lower() for p in name[len("MONITOR_"):].split("__")]
+        path = [p.lower() for p in name[len("MONITOR_") :].split("__")]
         try:
             value = yaml.safe_load(raw) if raw != "" else ""
         except yaml.YAMLError:
@@ -508,7 +514,7 @@ def _apply_env_overrides(data: dict, environ: dict) -> dict:
     return data
 
 
-def load_config(path: str | Path | None, environ: Optional[dict] = None) -> Config:
+def load_config(path: str | Path | None, environ: dict | None = None) -> Config:
     """Read, expand and validate a config file (None: defaults plus environment)."""
     environ = dict(os.environ if environ is None else environ)
     data: Any = {}
@@ -530,5 +536,3 @@ def load_config(path: str | Path | None, environ: Optional[dict] = None) -> Conf
     data = _expand_env(data, "", environ)
     data = _read_secret_files(data, "", base)
     return _build(Config, data, "")
-
-

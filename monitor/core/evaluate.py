@@ -3,6 +3,7 @@
 Pointwise and without point adjustment (the SKAB protocol): every labelled row counts on
 its own. Counts add up across files, so a benchmark can micro-average.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -20,10 +21,16 @@ class Quality:
     segments: int = 0
     missed_segments: int = 0
 
-    def __add__(self, other: "Quality") -> "Quality":
-        return Quality(self.tp + other.tp, self.fp + other.fp, self.fn + other.fn, self.tn + other.tn,
-                       self.delays + other.delays, self.segments + other.segments,
-                       self.missed_segments + other.missed_segments)
+    def __add__(self, other: Quality) -> Quality:
+        return Quality(
+            self.tp + other.tp,
+            self.fp + other.fp,
+            self.fn + other.fn,
+            self.tn + other.tn,
+            self.delays + other.delays,
+            self.segments + other.segments,
+            self.missed_segments + other.missed_segments,
+        )
 
     @property
     def precision(self) -> float:
@@ -54,10 +61,17 @@ class Quality:
 
     def as_dict(self) -> dict:
         return {
-            "tp": self.tp, "fp": self.fp, "fn": self.fn, "tn": self.tn,
-            "precision": self.precision, "recall": self.recall, "f1": self.f1,
-            "far_percent": self.far, "mar_percent": self.mar,
-            "segments": self.segments, "missed_segments": self.missed_segments,
+            "tp": self.tp,
+            "fp": self.fp,
+            "fn": self.fn,
+            "tn": self.tn,
+            "precision": self.precision,
+            "recall": self.recall,
+            "f1": self.f1,
+            "far_percent": self.far,
+            "mar_percent": self.mar,
+            "segments": self.segments,
+            "missed_segments": self.missed_segments,
             "mean_delay_seconds": self.mean_delay,
         }
 

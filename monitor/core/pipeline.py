@@ -5,11 +5,12 @@ what a backtest shows is what the daemon does. Readings are pushed one by one (o
 wide rows); windows that become due wait in a batch until `flush()` scores them all in
 one forward pass and runs the alarm state machine over the results in order.
 """
+
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 import numpy as np
 
@@ -41,7 +42,7 @@ class ScoringModel:
     manifest: dict = field(default_factory=dict)
 
     @classmethod
-    def from_bundle(cls, bundle) -> "ScoringModel":
+    def from_bundle(cls, bundle) -> ScoringModel:
         from monitor.core.model.scorer import Scorer
 
         m = bundle.manifest
@@ -59,7 +60,7 @@ class ScoringModel:
             manifest=m,
         )
 
-    def compatible_with(self, other: "ScoringModel") -> bool:
+    def compatible_with(self, other: ScoringModel) -> bool:
         """Same frame and window geometry: stream state can carry over a swap."""
         return (
             self.channels == other.channels
@@ -73,7 +74,7 @@ class ScoringModel:
 class StreamState:
     """One stream's assembler, filters and window buffer."""
 
-    __slots__ = ("assembler", "filters", "windows", "frames")
+    __slots__ = ("assembler", "filters", "frames", "windows")
 
     def __init__(self, model: ScoringModel, max_gap_seconds: float, lateness_seconds: float):
         n = len(model.channels)
@@ -254,7 +255,7 @@ class Pipeline:
             if kind is Reading:
                 push(item)
             elif kind is ReadingBlock:
-                for r in (item[done:] if done else item):
+                for r in item[done:] if done else item:
                     push(r)
             else:
                 for r in item.rows(done):
@@ -400,8 +401,16 @@ class Pipeline:
             self._x = np.empty((max(256, 2 * n),) + self._x.shape[1:], dtype=np.float32)
         streams, runs, times, observed = _columns_of(entries)
         inv_thr = 1.0 / model.threshold
-        scores = ScoreBatch(streams, times, raw * inv_thr, raw, per_channel * (inv_thr / per_channel.shape[1]),
-                            observed, recon_last * model.std + model.mean, runs=runs)
+        scores = ScoreBatch(
+            streams,
+            times,
+            raw * inv_thr,
+            raw,
+            per_channel * (inv_thr / per_channel.shape[1]),
+            observed,
+            recon_last * model.std + model.mean,
+            runs=runs,
+        )
         alerts = self.alarm.update_batch(scores)
         self.counters["windows_scored"] += n
         return scores, alerts
@@ -410,7 +419,7 @@ class Pipeline:
 class _Run:
     """Due windows of one stream from the vectorized path: their times and observed frames."""
 
-    __slots__ = ("stream", "times", "observed")
+    __slots__ = ("observed", "stream", "times")
 
     def __init__(self, stream: str, times: np.ndarray, observed: np.ndarray):
         self.stream = stream

@@ -5,6 +5,7 @@ motor current, vibration and temperature follow the load with their own physics 
 noise, so channels are correlated. A fault breaks the relations between channels
 without necessarily leaving any single channel's normal range.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,9 +22,16 @@ class Fault:
     kind: str = "cavitation"  # cavitation | bearing | sensor_stuck
 
 
-def pump(n_rows: int, *, period_seconds: float = 1.0, start_time: float = 1_700_000_000.0, seed: int = 0,
-         faults: list[Fault] | None = None, cycle_seconds: float = 300.0,
-         steps_per_hour: float = 4.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def pump(
+    n_rows: int,
+    *,
+    period_seconds: float = 1.0,
+    start_time: float = 1_700_000_000.0,
+    seed: int = 0,
+    faults: list[Fault] | None = None,
+    cycle_seconds: float = 300.0,
+    steps_per_hour: float = 4.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Return (times (N,), values (N, 5) in CHANNELS order, labels (N,) 0/1)."""
     rng = np.random.default_rng(seed)
     t = start_time + period_seconds * np.arange(n_rows)
@@ -63,8 +71,9 @@ def pump(n_rows: int, *, period_seconds: float = 1.0, start_time: float = 1_700_
     return t, values, labels
 
 
-def write_csv(path, times: np.ndarray, values: np.ndarray, labels: np.ndarray | None = None,
-              channels: list[str] = CHANNELS) -> None:
+def write_csv(
+    path, times: np.ndarray, values: np.ndarray, labels: np.ndarray | None = None, channels: list[str] = CHANNELS
+) -> None:
     """Write a wide CSV: timestamp (epoch seconds), one column per channel[, anomaly]."""
     with open(path, "w") as fh:
         fh.write(",".join(["timestamp", *channels] + (["anomaly"] if labels is not None else [])) + "\n")

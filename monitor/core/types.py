@@ -4,11 +4,13 @@ Times are float seconds since the Unix epoch (data time, from payloads or files)
 name says otherwise. Scores are in *threshold units*: 1.0 means "exactly at the
 calibrated threshold", higher is more anomalous.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -35,8 +37,13 @@ class _Block(Sequence[Reading]):
 
     def __eq__(self, other: object) -> bool:
         if type(other) is type(self):
-            return self._names() == other._names() and np.array_equal(  # type: ignore[attr-defined]
-                self.timestamps, other.timestamps) and np.array_equal(self.values, other.values)  # type: ignore[attr-defined]
+            return (
+                self._names() == other._names()
+                and np.array_equal(  # type: ignore[attr-defined]
+                    self.timestamps, other.timestamps
+                )
+                and np.array_equal(self.values, other.values)
+            )  # type: ignore[attr-defined]
         if isinstance(other, (list, tuple)):
             return list(self) == list(other)
         return NotImplemented
@@ -53,7 +60,7 @@ class ReadingBlock(_Block):
     Timestamps are epoch seconds and values finite, both float64, in payload order.
     """
 
-    __slots__ = ("stream", "channel", "timestamps", "values")
+    __slots__ = ("channel", "stream", "timestamps", "values")
 
     def __init__(self, stream: str, channel: str, timestamps: np.ndarray, values: np.ndarray):
         self.stream = stream
@@ -90,7 +97,7 @@ class FrameBlock(_Block):
     decoding yields); the pipeline reads the columns.
     """
 
-    __slots__ = ("stream", "channels", "timestamps", "values")
+    __slots__ = ("channels", "stream", "timestamps", "values")
 
     def __init__(self, stream: str, channels: tuple[str, ...], timestamps: np.ndarray, values: np.ndarray):
         self.stream = stream
@@ -120,8 +127,11 @@ class FrameBlock(_Block):
     def rows(self, start: int) -> list[Reading]:
         """The readings of rows `start`.. in order."""
         stream, channels = self.stream, self.channels
-        return [Reading(stream, c, t, v) for t, row in zip(self.timestamps[start:].tolist(), self.values[start:].tolist())
-                for c, v in zip(channels, row)]
+        return [
+            Reading(stream, c, t, v)
+            for t, row in zip(self.timestamps[start:].tolist(), self.values[start:].tolist())
+            for c, v in zip(channels, row)
+        ]
 
     def __repr__(self) -> str:
         return f"FrameBlock({self.stream!r}, {self.channels!r}, {len(self.timestamps)} rows)"
@@ -188,11 +198,19 @@ class ScoreBatch(Sequence[Score]):
     Sinks, listeners and backtests can treat the batch as a list of `Score`.
     """
 
-    __slots__ = ("runs", "times", "score", "raw", "channel_scores", "observed", "reconstructed", "_streams")
+    __slots__ = ("_streams", "channel_scores", "observed", "raw", "reconstructed", "runs", "score", "times")
 
-    def __init__(self, streams: list[str] | None, times: Sequence[float], score: np.ndarray, raw: np.ndarray,
-                 channel_scores: np.ndarray, observed: Sequence[np.ndarray], reconstructed: np.ndarray,
-                 runs: list[tuple[str, int, int]] | None = None):
+    def __init__(
+        self,
+        streams: list[str] | None,
+        times: Sequence[float],
+        score: np.ndarray,
+        raw: np.ndarray,
+        channel_scores: np.ndarray,
+        observed: Sequence[np.ndarray],
+        reconstructed: np.ndarray,
+        runs: list[tuple[str, int, int]] | None = None,
+    ):
         if runs is None:
             runs = runs_of(streams or [])
         self.runs = runs
@@ -205,7 +223,7 @@ class ScoreBatch(Sequence[Score]):
         self.reconstructed = reconstructed
 
     @classmethod
-    def empty(cls) -> "ScoreBatch":
+    def empty(cls) -> ScoreBatch:
         z = np.zeros(0)
         return cls([], z, z, z, np.zeros((0, 0)), np.zeros((0, 0)), np.zeros((0, 0)))
 
@@ -224,8 +242,15 @@ class ScoreBatch(Sequence[Score]):
     def __getitem__(self, i):  # type: ignore[override]
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
-        return Score(self.streams[i], float(self.times[i]), float(self.score[i]), float(self.raw[i]),
-                     self.channel_scores[i], self.observed[i], self.reconstructed[i])
+        return Score(
+            self.streams[i],
+            float(self.times[i]),
+            float(self.score[i]),
+            float(self.raw[i]),
+            self.channel_scores[i],
+            self.observed[i],
+            self.reconstructed[i],
+        )
 
     def last_by_stream(self) -> dict[str, float]:
         """The newest score of each stream in the batch (streams in order of first row)."""

@@ -4,6 +4,7 @@ installed, otherwise the pure-Python `amqtt` broker (``pip install monitor[demo]
 Both listen on a free loopback port only and run as child processes that stop with us.
 amqtt speaks MQTT 3.1.1 only; `protocol` says which the broker supports.
 """
+
 from __future__ import annotations
 
 import os
@@ -55,7 +56,7 @@ class LocalBroker:
                 self.proc.wait()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def __enter__(self) -> "LocalBroker":
+    def __enter__(self) -> LocalBroker:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -97,8 +98,9 @@ def start_local_broker(prefer: str = "auto", host: str = "127.0.0.1", timeout: f
             "plugins:\n  amqtt.plugins.authentication.AnonymousAuthPlugin:\n    allow_anonymous: true\n"
         )
         code = "import sys; from amqtt.scripts.broker_script import main; sys.argv=['amqtt','-c',sys.argv[1]]; main()"
-        proc = subprocess.Popen([sys.executable, "-c", code, str(conf)], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code, str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         broker = LocalBroker("amqtt", host, port, "3.1.1", proc, workdir)
     else:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -22,13 +22,15 @@ Timestamps: epoch seconds or milliseconds (numbers above 1e11 are milliseconds),
 numeric strings, or ISO 8601 strings (``Z`` or an offset; naive means UTC). Missing or
 null: the receive time.
 """
+
 from __future__ import annotations
 
 import json
 import re
-from operator import itemgetter
+from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any, Optional, Sequence
+from operator import itemgetter
+from typing import Any
 
 import numpy as np
 
@@ -44,7 +46,7 @@ except ImportError:  # pragma: no cover - exercised only without orjson
     _fast_loads = None
     _FastDecodeError = ValueError
 
-__all__ = ["Codec", "REASONS", "parse_iso", "parse_timestamp"]
+__all__ = ["REASONS", "Codec", "parse_iso", "parse_timestamp"]
 
 #: Every `Rejected.reason` the codec produces (bounded metric label values).
 REASONS = (
@@ -137,7 +139,7 @@ def parse_timestamp(value: Any, naive_offset_seconds: float = 0.0) -> float:
 class _Template:
     """A topic template compiled into per-level checks (no regex per message)."""
 
-    __slots__ = ("n_levels", "literals", "captures", "partials")
+    __slots__ = ("captures", "literals", "n_levels", "partials")
 
     def __init__(self, template: str, key: str):
         levels = template.split("/")
@@ -158,7 +160,7 @@ class _Template:
         self.captures = tuple(captures)
         self.partials = tuple(partials)
 
-    def match(self, levels: list[str]) -> Optional[dict[str, str]]:
+    def match(self, levels: list[str]) -> dict[str, str] | None:
         """Captured names, or None; placeholders never match an empty level."""
         if len(levels) != self.n_levels:
             return None
@@ -183,7 +185,7 @@ class _Template:
 class _Rule:
     """A TopicRule prepared for decoding."""
 
-    __slots__ = ("rule", "index", "template", "format", "value_field", "timestamp_field", "channel_field")
+    __slots__ = ("channel_field", "format", "index", "rule", "template", "timestamp_field", "value_field")
 
     def __init__(self, rule: TopicRule, index: int):
         self.rule = rule
@@ -226,7 +228,7 @@ class Codec:
         # topic) decodes to one ReadingBlock instead of a list of Readings
         self.columns = bool(columns)
         # topic -> (rule, stream, channel or None) or None when no rule matches
-        self._routes: dict[str, Optional[tuple[_Rule, str, Optional[str]]]] = {}
+        self._routes: dict[str, tuple[_Rule, str, str | None] | None] = {}
 
     # ----------------------------------------------------------------- public
 
@@ -234,7 +236,7 @@ class Codec:
         """`decode` for a RawMessage."""
         try:
             topic, payload, received_at = msg.topic, msg.payload, msg.received_at
-        except Exception as exc:  # noqa: BLE001 - never raise across the boundary
+        except Exception as exc:
             return [], [Rejected("internal", _internal_detail(exc))]
         return self.decode(topic, payload, received_at)
 
@@ -252,18 +254,18 @@ class Codec:
                 return block, rejects
         except _Reject as rej:
             rejects.append(Rejected(rej.reason, rej.detail))
-        except Exception as exc:  # noqa: BLE001 - the contract is "never raises"
+        except Exception as exc:
             return [], [Rejected("internal", _internal_detail(exc))]
         return readings, rejects
 
-    def route(self, topic: str) -> Optional[tuple[str, Optional[str], int]]:
+    def route(self, topic: str) -> tuple[str, str | None, int] | None:
         """(stream, channel, rule index) for a topic, or None; channel None for json_multi."""
         found = self._route(topic)
         return None if found is None else (found[1], found[2], found[0].index)
 
     # ----------------------------------------------------------------- internals
 
-    def _route(self, topic: str) -> Optional[tuple[_Rule, str, Optional[str]]]:
+    def _route(self, topic: str) -> tuple[_Rule, str, str | None] | None:
         routes = self._routes
         found = routes.get(topic, _MISSING)
         if found is _MISSING:
@@ -273,7 +275,7 @@ class Codec:
             routes[topic] = found
         return found  # type: ignore[return-value]
 
-    def _match(self, topic: str) -> Optional[tuple[_Rule, str, Optional[str]]]:
+    def _match(self, topic: str) -> tuple[_Rule, str, str | None] | None:
         levels = topic.split("/")
         for rule in self._rules:
             tags = rule.template.match(levels)
@@ -290,7 +292,7 @@ class Codec:
             return rule, stream, channel
         return None
 
-    def _decode(self, topic: Any, payload: Any, received_at: float, out: list, rej: list) -> Optional[ReadingBlock]:
+    def _decode(self, topic: Any, payload: Any, received_at: float, out: list, rej: list) -> ReadingBlock | None:
         if type(topic) is not str:
             raise _Reject("unmatched_topic", f"topic is not a string: {_clip(topic)}")
         found = self._route(topic)
@@ -341,8 +343,18 @@ class Codec:
         else:
             self._multi(doc, rule, stream, received_at, horizon, topic, out, rej)
 
-    def _array(self, doc: list, rule: _Rule, stream: str, channel: Optional[str], received_at: float,
-               horizon: float, topic: str, out: list, rej: list) -> None:
+    def _array(
+        self,
+        doc: list,
+        rule: _Rule,
+        stream: str,
+        channel: str | None,
+        received_at: float,
+        horizon: float,
+        topic: str,
+        out: list,
+        rej: list,
+    ) -> None:
         value_field = rule.value_field
         ts_field = rule.timestamp_field
         channel_field = rule.channel_field
@@ -354,24 +366,37 @@ class Codec:
                 stamp = element.get(ts_field, None)
                 tv = type(value)
                 ts = type(stamp)
-                if (((tv is float and value - value == 0.0) or (tv is int and -_EXACT < value < _EXACT))
-                        and ((ts is float and stamp - stamp == 0.0 and stamp <= MS_THRESHOLD)
-                             or (ts is int and -_EXACT < stamp <= MS_THRESHOLD))):
+                if ((tv is float and value - value == 0.0) or (tv is int and -_EXACT < value < _EXACT)) and (
+                    (ts is float and stamp - stamp == 0.0 and stamp <= MS_THRESHOLD)
+                    or (ts is int and -_EXACT < stamp <= MS_THRESHOLD)
+                ):
                     stamp = float(stamp)
                     if stamp <= horizon:
                         out.append(_new_tuple(Reading, (stream, channel, stamp, float(value))))
                         continue
             if type(element) is not dict:
-                rej.append(Rejected("malformed", f"{_clip(topic)}[{i}]: expected an object, got {type(element).__name__}"))
+                rej.append(
+                    Rejected("malformed", f"{_clip(topic)}[{i}]: expected an object, got {type(element).__name__}")
+                )
             elif value_field in element:
                 self._single(element, rule, stream, channel, received_at, horizon, topic, out, rej)
             else:
                 self._multi(element, rule, stream, received_at, horizon, topic, out, rej)
 
-    def _single(self, obj: dict, rule: _Rule, stream: str, channel: Optional[str], received_at: float,
-                horizon: float, topic: str, out: list, rej: list) -> None:
+    def _single(
+        self,
+        obj: dict,
+        rule: _Rule,
+        stream: str,
+        channel: str | None,
+        received_at: float,
+        horizon: float,
+        topic: str,
+        out: list,
+        rej: list,
+    ) -> None:
         """One `json` object: value, optional timestamp, optional channel override."""
-        value = obj.get(rule.value_field, None)
+        value = obj.get(rule.value_field)
         tv = type(value)
         if tv is float:
             if value - value != 0.0:
@@ -398,7 +423,7 @@ class Codec:
         else:
             rej.append(Rejected("malformed", f"{_clip(topic)}: value {_clip(value)} is not a number"))
             return
-        name = obj.get(rule.channel_field, None)
+        name = obj.get(rule.channel_field)
         if name is None:
             if channel is None:
                 rej.append(Rejected("missing_value", f"{_clip(topic)}: no {rule.channel_field!r} in {_clip(obj)}"))
@@ -410,7 +435,7 @@ class Codec:
             else:
                 rej.append(Rejected("malformed", f"{_clip(topic)}: channel {_clip(name)} is not a name"))
                 return
-        stamp = obj.get(rule.timestamp_field, None)
+        stamp = obj.get(rule.timestamp_field)
         ts = type(stamp)
         if stamp is None:
             stamp = received_at
@@ -420,7 +445,9 @@ class Codec:
             except OverflowError:
                 stamp = float("nan")
             if stamp - stamp != 0.0:
-                rej.append(Rejected("bad_timestamp", f"{_clip(topic)}: timestamp {_clip(obj.get(rule.timestamp_field))}"))
+                rej.append(
+                    Rejected("bad_timestamp", f"{_clip(topic)}: timestamp {_clip(obj.get(rule.timestamp_field))}")
+                )
                 return
         else:
             try:
@@ -429,15 +456,18 @@ class Codec:
                 rej.append(Rejected("bad_timestamp", f"{_clip(topic)}: {exc}"))
                 return
         if stamp > horizon:
-            rej.append(Rejected("future_timestamp", f"{_clip(topic)}: {stamp:.3f} is {stamp - received_at:.0f} s ahead"))
+            rej.append(
+                Rejected("future_timestamp", f"{_clip(topic)}: {stamp:.3f} is {stamp - received_at:.0f} s ahead")
+            )
             return
         out.append(_new_tuple(Reading, (stream, name, stamp, value)))
 
-    def _multi(self, obj: dict, rule: _Rule, stream: str, received_at: float, horizon: float,
-               topic: str, out: list, rej: list) -> None:
+    def _multi(
+        self, obj: dict, rule: _Rule, stream: str, received_at: float, horizon: float, topic: str, out: list, rej: list
+    ) -> None:
         """One `json_multi` object: every numeric key except the timestamp is a channel."""
         ts_field = rule.timestamp_field
-        stamp = obj.get(ts_field, None)
+        stamp = obj.get(ts_field)
         if stamp is None:
             stamp = received_at
         else:
@@ -447,7 +477,9 @@ class Codec:
                 rej.append(Rejected("bad_timestamp", f"{_clip(topic)}: {exc}"))
                 return
             if stamp > horizon:
-                rej.append(Rejected("future_timestamp", f"{_clip(topic)}: {stamp:.3f} is {stamp - received_at:.0f} s ahead"))
+                rej.append(
+                    Rejected("future_timestamp", f"{_clip(topic)}: {stamp:.3f} is {stamp - received_at:.0f} s ahead")
+                )
                 return
         n_before = len(out) + len(rej)
         for key, value in obj.items():
@@ -465,7 +497,9 @@ class Codec:
                     rej.append(Rejected("non_finite", f"{_clip(topic)}: channel {_clip(key)} overflows a float"))
                     continue
             elif tv is bool:
-                rej.append(Rejected("malformed", f"{_clip(topic)}: channel {_clip(key)} value {value!r} is not a number"))
+                rej.append(
+                    Rejected("malformed", f"{_clip(topic)}: channel {_clip(key)} value {value!r} is not a number")
+                )
                 continue
             else:
                 continue  # strings, nulls, nested values: metadata
@@ -480,7 +514,7 @@ class Codec:
 _NUMBER_TYPES = frozenset((float, int))
 
 
-def _block(doc: list, rule: _Rule, stream: str, channel: str, horizon: float) -> Optional[ReadingBlock]:
+def _block(doc: list, rule: _Rule, stream: str, channel: str, horizon: float) -> ReadingBlock | None:
     """The columnar fast path of a JSON array: every element exactly a JSON object with
     the value and timestamp fields (and no channel field), finite numbers, timestamps in
     epoch seconds no later than `horizon`, ints exactly representable. Then the readings
@@ -515,7 +549,7 @@ def _block(doc: list, rule: _Rule, stream: str, channel: str, horizon: float) ->
     return ReadingBlock(stream, channel, columns[0], columns[1])
 
 
-def _frame_block(doc: list, rule: _Rule, stream: str, horizon: float) -> Optional[FrameBlock]:
+def _frame_block(doc: list, rule: _Rule, stream: str, horizon: float) -> FrameBlock | None:
     """The columnar fast path of a JSON array of json_multi rows: every element an object
     with the same keys in the same order, the timestamp field among them, every other
     key a channel with a finite number (no metadata), timestamps in epoch seconds no
@@ -544,7 +578,7 @@ def _frame_block(doc: list, rule: _Rule, stream: str, horizon: float) -> Optiona
     stamps = table[:, at]
     if not stamps.max() <= min(horizon, MS_THRESHOLD):
         return None  # milliseconds or future: per element
-    channels = keys[:at] + keys[at + 1:]
+    channels = keys[:at] + keys[at + 1 :]
     values = np.delete(table, at, axis=1) if at != len(keys) - 1 else table[:, :at]
     return FrameBlock(stream, channels, np.ascontiguousarray(stamps), np.ascontiguousarray(values))
 
@@ -590,5 +624,5 @@ def _internal_detail(exc: BaseException) -> str:
     try:
         text = f"{type(exc).__name__}: {exc}"
         return text if len(text) <= 200 else text[:197] + "..."
-    except Exception:  # noqa: BLE001 - a broken __str__ must not escape either
+    except Exception:
         return type(exc).__name__

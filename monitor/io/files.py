@@ -6,6 +6,7 @@ the live codec, which drops non-finite readings. Anything else that is not a num
 a `DataError` naming the file, line and column. Timestamps are not required to be
 increasing; ordering is the caller's business.
 """
+
 from __future__ import annotations
 
 import csv
@@ -13,14 +14,13 @@ import io
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
 from monitor.core.config import DataConfig
 from monitor.io.codec import MS_THRESHOLD, parse_iso
 
-__all__ = ["CsvData", "DataError", "read_csv", "detect_separator"]
+__all__ = ["CsvData", "DataError", "detect_separator", "read_csv"]
 
 SEPARATORS = (",", ";", "\t", "|")
 
@@ -28,7 +28,7 @@ SEPARATORS = (",", ";", "\t", "|")
 class DataError(ValueError):
     """A data file cannot be read; `path`, `line` (1-based) and `column` say where."""
 
-    def __init__(self, path: str | Path, message: str, line: Optional[int] = None, column: Optional[str] = None):
+    def __init__(self, path: str | Path, message: str, line: int | None = None, column: str | None = None):
         where = str(path)
         if line is not None:
             where += f", line {line}"
@@ -48,7 +48,7 @@ class CsvData:
     timestamps: np.ndarray  # (N,) float64 epoch seconds
     channels: list[str]
     values: np.ndarray  # (N, C) float64
-    labels: Optional[np.ndarray]  # (N,) float64, or None without a label column
+    labels: np.ndarray | None  # (N,) float64, or None without a label column
     n_rows: int
 
 
@@ -65,7 +65,7 @@ def detect_separator(header: str) -> str:
     return best if counts[best] else ","
 
 
-def read_csv(path: str | Path, data: Optional[DataConfig] = None) -> CsvData:
+def read_csv(path: str | Path, data: DataConfig | None = None) -> CsvData:
     """Read a wide CSV file as configured by `data` (see DataConfig)."""
     data = data or DataConfig()
     path = Path(path)
@@ -94,8 +94,9 @@ def read_csv(path: str | Path, data: Optional[DataConfig] = None) -> CsvData:
             if len(row) != width:
                 if not row or (len(row) == 1 and not row[0].strip()):
                     continue  # blank line
-                raise DataError(path, f"{len(row)} fields, the header has {width} (separator {sep!r})",
-                                line=reader.line_num)
+                raise DataError(
+                    path, f"{len(row)} fields, the header has {width} (separator {sep!r})", line=reader.line_num
+                )
             rows.append(row)
             line_numbers.append(reader.line_num)
     except csv.Error as exc:
@@ -119,7 +120,7 @@ def read_csv(path: str | Path, data: Optional[DataConfig] = None) -> CsvData:
     )
 
 
-def _assign_columns(path: Path, header: list[str], data: DataConfig) -> tuple[int, Optional[int], list[int]]:
+def _assign_columns(path: Path, header: list[str], data: DataConfig) -> tuple[int, int | None, list[int]]:
     seen: set[str] = set()
     for name in header:
         if name in seen:
@@ -130,15 +131,18 @@ def _assign_columns(path: Path, header: list[str], data: DataConfig) -> tuple[in
     elif data.timestamp_column in seen:
         ts_index = header.index(data.timestamp_column)
     else:
-        raise DataError(path, f"no timestamp column {data.timestamp_column!r} (data.timestamp_column); "
-                              f"the header has {header}", line=1)
+        raise DataError(
+            path,
+            f"no timestamp column {data.timestamp_column!r} (data.timestamp_column); the header has {header}",
+            line=1,
+        )
     label_index = header.index(data.label_column) if data.label_column in seen else None
     ignored = set(data.ignore_columns)
-    channel_indices = [j for j, name in enumerate(header)
-                       if j != ts_index and j != label_index and name not in ignored]
+    channel_indices = [j for j, name in enumerate(header) if j != ts_index and j != label_index and name not in ignored]
     if not channel_indices:
-        raise DataError(path, f"no channel columns: the header {header} has only the timestamp, label "
-                              "and ignored columns", line=1)
+        raise DataError(
+            path, f"no channel columns: the header {header} has only the timestamp, label and ignored columns", line=1
+        )
     return ts_index, label_index, channel_indices
 
 
@@ -156,14 +160,19 @@ def _numbers(path: Path, column: tuple[str, ...], name: str, line_numbers: list[
             try:
                 out[i] = float(text)
             except ValueError:
-                raise DataError(path, f"not a number: {cell[:40]!r} (leave the cell empty for a missing value)",
-                                line=line_numbers[i], column=name) from None
+                raise DataError(
+                    path,
+                    f"not a number: {cell[:40]!r} (leave the cell empty for a missing value)",
+                    line=line_numbers[i],
+                    column=name,
+                ) from None
     out[~np.isfinite(out)] = np.nan
     return out
 
 
-def _timestamps(path: Path, column: tuple[str, ...], name: str, line_numbers: list[int],
-                data: DataConfig) -> np.ndarray:
+def _timestamps(
+    path: Path, column: tuple[str, ...], name: str, line_numbers: list[int], data: DataConfig
+) -> np.ndarray:
     fmt = data.timestamp_format
     if fmt == "auto":
         try:
@@ -185,9 +194,13 @@ def _timestamps(path: Path, column: tuple[str, ...], name: str, line_numbers: li
             except ValueError:
                 number = float("nan")
             if number - number != 0.0:
-                raise DataError(path, f"cannot parse timestamp {cell[:40]!r} as an epoch number "
-                                      f"(data.timestamp_format={data.timestamp_format!r})",
-                                line=line_numbers[i], column=name)
+                raise DataError(
+                    path,
+                    f"cannot parse timestamp {cell[:40]!r} as an epoch number "
+                    f"(data.timestamp_format={data.timestamp_format!r})",
+                    line=line_numbers[i],
+                    column=name,
+                )
     if fmt == "epoch_ms":
         return out / 1000.0
     if fmt == "epoch_s":
@@ -195,8 +208,9 @@ def _timestamps(path: Path, column: tuple[str, ...], name: str, line_numbers: li
     return np.where(out > MS_THRESHOLD, out / 1000.0, out)
 
 
-def _iso_column(path: Path, column: tuple[str, ...], name: str, line_numbers: list[int],
-                naive_offset_seconds: float) -> np.ndarray:
+def _iso_column(
+    path: Path, column: tuple[str, ...], name: str, line_numbers: list[int], naive_offset_seconds: float
+) -> np.ndarray:
     """ISO 8601 strings -> epoch seconds; naive times are UTC + `naive_offset_seconds`."""
     fast = _naive_iso_numpy(column)
     if fast is not None:
@@ -208,9 +222,13 @@ def _iso_column(path: Path, column: tuple[str, ...], name: str, line_numbers: li
         try:
             out[i] = _iso_cached(text, cache, naive_offset_seconds)
         except (ValueError, OverflowError, TypeError, IndexError):
-            raise DataError(path, f"cannot parse timestamp {cell[:40]!r}: expected ISO 8601 such as "
-                                  "'2020-03-09 10:14:33' or '2020-03-09T10:14:33+01:00', or epoch seconds",
-                            line=line_numbers[i], column=name) from None
+            raise DataError(
+                path,
+                f"cannot parse timestamp {cell[:40]!r}: expected ISO 8601 such as "
+                "'2020-03-09 10:14:33' or '2020-03-09T10:14:33+01:00', or epoch seconds",
+                line=line_numbers[i],
+                column=name,
+            ) from None
     return out
 
 
@@ -227,7 +245,7 @@ def _iso_cached(text: str, cache: dict[str, float], naive_offset_seconds: float)
     return parse_iso(text, naive_offset_seconds)
 
 
-def _naive_iso_numpy(column: tuple[str, ...]) -> Optional[np.ndarray]:
+def _naive_iso_numpy(column: tuple[str, ...]) -> np.ndarray | None:
     """Vectorized parse of naive ISO times (as UTC), or None when the column needs the slow path."""
     if not all(cell[:4].isdigit() and cell[4:5] == "-" for cell in column):
         return None  # numpy also reads "now", "today", "NaT"

@@ -8,6 +8,7 @@ the drop the same way (``drops_total{reason="queue_full"}``): nothing is dropped
 
 `MQTTIngest` also accepts a plain `queue.Queue` (put_nowait / maxsize).
 """
+
 from __future__ import annotations
 
 import queue

@@ -1,4 +1,5 @@
 """Structured JSON logging for the daemon (one object per line, for journald / Loki)."""
+
 from __future__ import annotations
 
 import json
@@ -27,7 +28,9 @@ class JSONFormatter(logging.Formatter):
 
 def setup_logging(level: str = "INFO", json_lines: bool = True) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JSONFormatter() if json_lines else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(
+        JSONFormatter() if json_lines else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -9,6 +9,7 @@ counted in ``monitor_stream_labels_dropped_total`` and not exported.
 
 `serve(...)` answers ``/metrics``, ``/healthz`` and ``/readyz`` on one HTTP port.
 """
+
 from __future__ import annotations
 
 import logging
@@ -16,30 +17,40 @@ import platform
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, Iterable, Mapping, Optional
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import choose_encoder
 
-from monitor.io.codec import REASONS as REJECT_REASONS
 from monitor.core.types import Rejected
+from monitor.io.codec import REASONS as REJECT_REASONS
 
 __all__ = [
+    "ALERT_STATES",
+    "DROP_REASONS",
+    "MODEL_LOAD_RESULTS",
+    "REJECT_REASONS",
     "Metrics",
     "MetricsServer",
     "serve",
-    "DROP_REASONS",
-    "ALERT_STATES",
-    "MODEL_LOAD_RESULTS",
-    "REJECT_REASONS",
 ]
 
 log = logging.getLogger(__name__)
 
 #: Why a reading was dropped after it was decoded (bounded label values; others are added lazily).
-DROP_REASONS = ("queue_full", "stream_cap", "unknown_channel", "duplicate", "out_of_order", "late",
-                "stale_frames", "no_model", "internal_error", "shutdown")
+DROP_REASONS = (
+    "queue_full",
+    "stream_cap",
+    "unknown_channel",
+    "duplicate",
+    "out_of_order",
+    "late",
+    "stale_frames",
+    "no_model",
+    "internal_error",
+    "shutdown",
+)
 ALERT_STATES = ("firing", "resolved")
 MODEL_LOAD_RESULTS = ("ok", "rejected")
 SINK_NAMES = ("mqtt", "log", "alertmanager")
@@ -54,7 +65,7 @@ def _package_version() -> str:
         from importlib.metadata import version
 
         return version("monitor")
-    except Exception:  # noqa: BLE001 - not installed as a distribution (e.g. a source tree)
+    except Exception:
         return "unknown"
 
 
@@ -72,7 +83,7 @@ class Metrics:
         max_stream_labels: int = 1000,
         reject_reasons: Iterable[str] = REJECT_REASONS,
         drop_reasons: Iterable[str] = DROP_REASONS,
-        version: Optional[str] = None,
+        version: str | None = None,
     ):
         if max_stream_labels < 0:
             raise ValueError(f"max_stream_labels must be >= 0, got {max_stream_labels}")
@@ -85,46 +96,62 @@ class Metrics:
         # added in at scrape time (`add_received_source`), so the hot path takes no lock.
         # `.inc()` on these still works (e.g. other producers); both are exported summed.
         self.messages_received = Counter(
-            "monitor_messages_received_total", "MQTT messages received (before decoding).", registry=None)
+            "monitor_messages_received_total", "MQTT messages received (before decoding).", registry=None
+        )
         self.readings_received = Counter(
-            "monitor_readings_received_total", "Readings decoded from received messages.", registry=None)
+            "monitor_readings_received_total", "Readings decoded from received messages.", registry=None
+        )
         self._received_sources: list[Callable[[], tuple[int, int]]] = []
         r.register(_ReceivedCounters(self))
         self.readings_rejected = Counter(
-            "monitor_readings_rejected_total", "Input that could not become a reading, by reason.",
-            ["reason"], registry=r)
+            "monitor_readings_rejected_total",
+            "Input that could not become a reading, by reason.",
+            ["reason"],
+            registry=r,
+        )
         self.drops = Counter(
-            "monitor_drops_total", "Decoded readings dropped before scoring, by reason.", ["reason"], registry=r)
-        self.queue_depth = Gauge(
-            "monitor_queue_depth", "Items waiting in the ingest hand-off queue.", registry=r)
-        self.streams_active = Gauge(
-            "monitor_streams_active", "Streams with state in the pipeline.", registry=r)
+            "monitor_drops_total", "Decoded readings dropped before scoring, by reason.", ["reason"], registry=r
+        )
+        self.queue_depth = Gauge("monitor_queue_depth", "Items waiting in the ingest hand-off queue.", registry=r)
+        self.streams_active = Gauge("monitor_streams_active", "Streams with state in the pipeline.", registry=r)
         # label children bound once: the hot path is one dict lookup and one inc()
         self.rejected_children = {reason: self.readings_rejected.labels(reason) for reason in reject_reasons}
         self.drop_children = {reason: self.drops.labels(reason) for reason in drop_reasons}
         self._label_lock = threading.Lock()
 
         # ------------------------------------------------------------- scoring
-        self.windows_scored = Counter(
-            "monitor_windows_scored_total", "Windows scored by the model.", registry=r)
+        self.windows_scored = Counter("monitor_windows_scored_total", "Windows scored by the model.", registry=r)
         self.scoring_batch_size = Histogram(
-            "monitor_scoring_batch_size", "Windows per scoring batch.", buckets=BATCH_SIZE_BUCKETS, registry=r)
+            "monitor_scoring_batch_size", "Windows per scoring batch.", buckets=BATCH_SIZE_BUCKETS, registry=r
+        )
         self.scoring_latency = Histogram(
-            "monitor_scoring_latency_seconds", "Time to score one batch of windows.",
-            buckets=SCORING_SECONDS_BUCKETS, registry=r)
+            "monitor_scoring_latency_seconds",
+            "Time to score one batch of windows.",
+            buckets=SCORING_SECONDS_BUCKETS,
+            registry=r,
+        )
         self.end_to_end_latency = Histogram(
-            "monitor_end_to_end_latency_seconds", "Time from receiving a message to scoring the window it completed.",
-            buckets=END_TO_END_SECONDS_BUCKETS, registry=r)
+            "monitor_end_to_end_latency_seconds",
+            "Time from receiving a message to scoring the window it completed.",
+            buckets=END_TO_END_SECONDS_BUCKETS,
+            registry=r,
+        )
 
         # ------------------------------------------------------------- per stream (bounded)
         self.anomaly_score = Gauge(
-            "monitor_anomaly_score", "Latest anomaly score per stream, in threshold units (1.0 = at threshold).",
-            ["stream"], registry=r)
+            "monitor_anomaly_score",
+            "Latest anomaly score per stream, in threshold units (1.0 = at threshold).",
+            ["stream"],
+            registry=r,
+        )
         self.alert_state = Gauge(
-            "monitor_alert_state", "Alarm state per stream: 1 firing, 0 not firing.", ["stream"], registry=r)
+            "monitor_alert_state", "Alarm state per stream: 1 firing, 0 not firing.", ["stream"], registry=r
+        )
         self.stream_labels_dropped = Counter(
             "monitor_stream_labels_dropped_total",
-            "Streams not exported with their own label because max_stream_labels was reached.", registry=r)
+            "Streams not exported with their own label because max_stream_labels was reached.",
+            registry=r,
+        )
         self._streams: dict[str, tuple] = {}  # stream -> (score child, state child)
         self._unlabelled: set[str] = set()
 
@@ -132,30 +159,40 @@ class Metrics:
         self.alerts = Counter("monitor_alerts_total", "Alert state changes, by state.", ["state"], registry=r)
         self.alert_children = {state: self.alerts.labels(state) for state in ALERT_STATES}
         self.sink_errors = Counter(
-            "monitor_sink_errors_total", "Alert deliveries that failed, by sink.", ["sink"], registry=r)
+            "monitor_sink_errors_total", "Alert deliveries that failed, by sink.", ["sink"], registry=r
+        )
         self.sink_error_children = {sink: self.sink_errors.labels(sink) for sink in SINK_NAMES}
-        self.model_info = Gauge("monitor_model_info", "The model bundle serving now (always 1).", ["version"], registry=r)
+        self.model_info = Gauge(
+            "monitor_model_info", "The model bundle serving now (always 1).", ["version"], registry=r
+        )
         self.model_load_timestamp = Gauge(
-            "monitor_model_load_timestamp_seconds", "When the serving model was loaded (Unix time).", registry=r)
+            "monitor_model_load_timestamp_seconds", "When the serving model was loaded (Unix time).", registry=r
+        )
         self.model_loads = Counter(
-            "monitor_model_loads_total", "Model bundle load attempts, by result.", ["result"], registry=r)
+            "monitor_model_loads_total", "Model bundle load attempts, by result.", ["result"], registry=r
+        )
         self.model_load_children = {res: self.model_loads.labels(res) for res in MODEL_LOAD_RESULTS}
         self.model_load_duration = Gauge(
-            "monitor_model_load_duration_seconds", "How long the last model load and test scoring took.",
-            registry=r)
+            "monitor_model_load_duration_seconds", "How long the last model load and test scoring took.", registry=r
+        )
         self.last_retrain_success = Gauge(
-            "monitor_last_retrain_success_timestamp_seconds", "When a retraining last succeeded (Unix time).",
-            registry=r)
+            "monitor_last_retrain_success_timestamp_seconds",
+            "When a retraining last succeeded (Unix time).",
+            registry=r,
+        )
 
         # ------------------------------------------------------------- MQTT and build
         self.mqtt_connected = Gauge("monitor_mqtt_connected", "1 while connected to the MQTT broker.", registry=r)
         self.mqtt_reconnects = Counter(
-            "monitor_mqtt_reconnects_total", "Successful MQTT connections after the first one.", registry=r)
+            "monitor_mqtt_reconnects_total", "Successful MQTT connections after the first one.", registry=r
+        )
         self.build_info = Info("monitor_build", "Version of the running daemon.", registry=r)
-        self.build_info.info({
-            "version": version or _package_version(),
-            "python": platform.python_version(),
-        })
+        self.build_info.info(
+            {
+                "version": version or _package_version(),
+                "python": platform.python_version(),
+            }
+        )
 
     # ----------------------------------------------------------------- ingest helpers
 
@@ -185,7 +222,7 @@ class Metrics:
                 child = self._child(self.drop_children, self.drops, reason)
             child.inc(n)
 
-    def add_received_source(self, source: Callable[[], "tuple[int, int]"]) -> None:
+    def add_received_source(self, source: Callable[[], tuple[int, int]]) -> None:
         """Add ``source() -> (messages, readings)``, running totals read at scrape time, to
         ``monitor_messages_received_total`` / ``monitor_readings_received_total``.
 
@@ -204,8 +241,9 @@ class Metrics:
             readings += n
         return messages, readings
 
-    def set_callbacks(self, queue_depth: Optional[Callable[[], float]] = None,
-                      streams_active: Optional[Callable[[], float]] = None) -> None:
+    def set_callbacks(
+        self, queue_depth: Callable[[], float] | None = None, streams_active: Callable[[], float] | None = None
+    ) -> None:
         """Read the queue depth / active stream count at scrape time (e.g. ``queue.qsize``)."""
         if queue_depth is not None:
             self.queue_depth.set_function(queue_depth)
@@ -231,7 +269,7 @@ class Metrics:
         """Receive (monotonic) -> scored, for one batch or reading."""
         self.end_to_end_latency.observe(seconds)
 
-    def set_score(self, stream: str, score: Optional[float] = None, firing: Optional[bool] = None) -> bool:
+    def set_score(self, stream: str, score: float | None = None, firing: bool | None = None) -> bool:
         """Export a stream's latest score and/or alarm state.
 
         Returns False when the stream is beyond `max_stream_labels` (not exported).
@@ -263,7 +301,7 @@ class Metrics:
     def labelled_streams(self) -> int:
         return len(self._streams)
 
-    def _admit(self, stream: str) -> Optional[tuple]:
+    def _admit(self, stream: str) -> tuple | None:
         with self._label_lock:
             children = self._streams.get(stream)
             if children is not None:
@@ -280,7 +318,7 @@ class Metrics:
 
     # ----------------------------------------------------------------- alerts, model, MQTT
 
-    def alert(self, state: str, stream: Optional[str] = None) -> None:
+    def alert(self, state: str, stream: str | None = None) -> None:
         """Count one alert state change; with `stream`, also set its alert_state gauge."""
         child = self.alert_children.get(state)
         if child is None:
@@ -296,8 +334,9 @@ class Metrics:
             child = self._child(self.sink_error_children, self.sink_errors, sink)
         child.inc()
 
-    def model_load(self, ok: bool, seconds: Optional[float] = None, version: Optional[str] = None,
-                   at: Optional[float] = None) -> None:
+    def model_load(
+        self, ok: bool, seconds: float | None = None, version: str | None = None, at: float | None = None
+    ) -> None:
         """A bundle load attempt. ok: `version` now serves (model_info is replaced, not
         accumulated); not ok: counted as rejected, the old model keeps serving."""
         if seconds is not None:
@@ -311,7 +350,7 @@ class Metrics:
         self.model_load_timestamp.set(time.time() if at is None else at)
         self.model_load_children["ok"].inc()
 
-    def retrain_succeeded(self, at: Optional[float] = None) -> None:
+    def retrain_succeeded(self, at: float | None = None) -> None:
         self.last_retrain_success.set(time.time() if at is None else at)
 
     def set_mqtt_connected(self, connected: bool) -> None:
@@ -335,8 +374,9 @@ class _ReceivedCounters:
         for counter, add in zip((m.messages_received, m.readings_received), extra):
             for family in counter.collect():
                 if add:
-                    family.samples = [s._replace(value=s.value + add) if s.name.endswith("_total") else s
-                                      for s in family.samples]
+                    family.samples = [
+                        s._replace(value=s.value + add) if s.name.endswith("_total") else s for s in family.samples
+                    ]
                 yield family
 
 
@@ -366,7 +406,7 @@ class MetricsServer:
         self._httpd.server_close()
         self._thread.join(timeout)
 
-    def __enter__(self) -> "MetricsServer":
+    def __enter__(self) -> MetricsServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -377,7 +417,7 @@ def _check(fn: HealthCheck) -> tuple[bool, str]:
     try:
         ok, reason = fn()
         return bool(ok), str(reason or ("ok" if ok else "not ok"))
-    except Exception as exc:  # noqa: BLE001 - a failing check is a 503, not a crash
+    except Exception as exc:
         return False, f"check failed: {type(exc).__name__}: {exc}"
 
 
@@ -394,10 +434,10 @@ def serve(
         timeout = 10  # a stalled client cannot hold a thread forever
         server_version = "monitor"
 
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:
             self._respond(send_body=True)
 
-        def do_HEAD(self) -> None:  # noqa: N802
+        def do_HEAD(self) -> None:
             self._respond(send_body=False)
 
         def _respond(self, send_body: bool) -> None:
@@ -407,7 +447,7 @@ def serve(
                     encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
                     body = encoder(registry)
                     status = 200
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:
                     log.exception("metrics exposition failed")
                     status, content_type = 500, "text/plain; charset=utf-8"
                     body = f"metrics exposition failed: {type(exc).__name__}\n".encode()
@@ -425,7 +465,7 @@ def serve(
             if send_body:
                 self.wfile.write(body)
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - base signature
+        def log_message(self, format: str, *args: object) -> None:
             log.debug("http %s - %s", self.address_string(), format % args)
 
     class Server(ThreadingHTTPServer):
@@ -433,7 +473,9 @@ def serve(
         address_family = socket.AF_INET6 if ":" in address else socket.AF_INET
 
     httpd = Server((address, port), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.1}, name="metrics-http", daemon=True)
+    thread = threading.Thread(
+        target=httpd.serve_forever, kwargs={"poll_interval": 0.1}, name="metrics-http", daemon=True
+    )
     thread.start()
     server = MetricsServer(httpd, thread)
     log.info("metrics on %s/metrics", server.url)

@@ -26,6 +26,7 @@ Incoming QoS 0/1 PUBLISH packets without MQTT 5 properties are decoded by `_Fast
 (a paho `Client` subclass) instead of paho's generic code, with the same callback, acks and
 fallbacks; it is used only with a paho 2.x whose internals match (logged at DEBUG).
 """
+
 from __future__ import annotations
 
 import inspect
@@ -37,7 +38,8 @@ import ssl
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterable, NamedTuple, Optional, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import paho.mqtt
 import paho.mqtt.client as mqtt
@@ -48,13 +50,13 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from monitor.core.config import ConfigError, MQTTConfig, TopicRule
-from monitor.io.codec import Codec
 from monitor.core.types import RawMessage, Reading, Rejected
+from monitor.io.codec import Codec
 
 if TYPE_CHECKING:
     from monitor.io.metrics import Metrics
 
-__all__ = ["MQTTIngest", "Ingested", "Delivery", "topic_filter", "subscriptions"]
+__all__ = ["Delivery", "Ingested", "MQTTIngest", "subscriptions", "topic_filter"]
 
 log = logging.getLogger(__name__)
 
@@ -133,15 +135,17 @@ class _Throttle:
         return True
 
 
-def describe_connect_error(exc: Optional[BaseException], host: str, port: int) -> str:
+def describe_connect_error(exc: BaseException | None, host: str, port: int) -> str:
     """An operator-readable reason for a failed connection attempt."""
     where = f"{host}:{port}"
     if exc is None:
         return f"cannot connect to {where}"
     if isinstance(exc, ssl.SSLCertVerificationError):
         detail = getattr(exc, "verify_message", None) or str(exc)
-        return (f"TLS certificate verification failed for {where}: {detail} "
-                "(check mqtt.tls.ca_file and that the broker's certificate names this host)")
+        return (
+            f"TLS certificate verification failed for {where}: {detail} "
+            "(check mqtt.tls.ca_file and that the broker's certificate names this host)"
+        )
     if isinstance(exc, ssl.SSLError):
         return f"TLS handshake with {where} failed: {exc}"
     if isinstance(exc, ConnectionRefusedError):
@@ -177,8 +181,16 @@ _ERR_PROTOCOL = mqtt.MQTTErrorCode.MQTT_ERR_PROTOCOL
 
 def _empty_in_packet() -> dict:
     """paho's idle `_in_packet` (as `Client._packet_read` resets it)."""
-    return {"command": 0, "have_remaining": 0, "remaining_count": [], "remaining_mult": 1,
-            "remaining_length": 0, "packet": bytearray(b""), "to_process": 0, "pos": 0}
+    return {
+        "command": 0,
+        "have_remaining": 0,
+        "remaining_count": [],
+        "remaining_mult": 1,
+        "remaining_length": 0,
+        "packet": bytearray(b""),
+        "to_process": 0,
+        "pos": 0,
+    }
 
 
 class _BufferedRead:
@@ -200,7 +212,7 @@ class _BufferedRead:
     def _fast_ok(self) -> bool:  # _FastClient: may PUBLISH packets skip paho's handler now?
         return False
 
-    def _publish(self, buf: bytearray, header: int, start: int, stop: int) -> Optional[mqtt.MQTTErrorCode]:
+    def _publish(self, buf: bytearray, header: int, start: int, stop: int) -> mqtt.MQTTErrorCode | None:
         return None
 
     def _packet_read(self) -> mqtt.MQTTErrorCode:
@@ -257,9 +269,16 @@ class _BufferedRead:
                     if rc or self._sock is not sock:
                         break
                     continue
-            self._in_packet = {"command": buf[pos], "have_remaining": 1, "remaining_count": list(buf[pos + 1:i]),
-                               "remaining_mult": mult, "remaining_length": length,
-                               "packet": buf[i:i + length], "to_process": 0, "pos": 0}
+            self._in_packet = {
+                "command": buf[pos],
+                "have_remaining": 1,
+                "remaining_count": list(buf[pos + 1 : i]),
+                "remaining_mult": mult,
+                "remaining_length": length,
+                "packet": buf[i : i + length],
+                "to_process": 0,
+                "pos": 0,
+            }
             pos = i + length
             try:
                 rc = self._packet_handle()
@@ -272,7 +291,6 @@ class _BufferedRead:
         if self._rbuf is buf:
             del buf[:pos]
         return rc if rc else _ERR_AGAIN
-
 
 
 class _FastClient(_BufferedRead, mqtt.Client):
@@ -297,7 +315,7 @@ class _FastClient(_BufferedRead, mqtt.Client):
     against (2.x); otherwise it uses plain `mqtt.Client`.
     """
 
-    _fast_handler: Optional[Callable[[Any, Any, Any], None]] = None
+    _fast_handler: Callable[[Any, Any, Any], None] | None = None
 
     def ack_batch(self, mids: Sequence[int]) -> mqtt.MQTTErrorCode:
         """Manual PUBACKs for QoS 1 messages `mids`, queued as ONE write.
@@ -320,9 +338,13 @@ class _FastClient(_BufferedRead, mqtt.Client):
         """May the fast path take PUBLISH packets now? (Our handler installed, no paho
         debug log, on_log or filtered callbacks: those keep paho's own path.)"""
         handler = self._fast_handler
-        return not (handler is None or handler is not self._on_message or self._on_log is not None
-                    or self._on_message_filtered._root._children
-                    or (self._logger is not None and self._logger.isEnabledFor(_DEBUG)))
+        return not (
+            handler is None
+            or handler is not self._on_message
+            or self._on_log is not None
+            or self._on_message_filtered._root._children
+            or (self._logger is not None and self._logger.isEnabledFor(_DEBUG))
+        )
 
     def _handle_publish(self) -> mqtt.MQTTErrorCode:
         if self._fast_ok():
@@ -333,7 +355,7 @@ class _FastClient(_BufferedRead, mqtt.Client):
                 return rc
         return _paho_handle_publish(self)
 
-    def _publish(self, buf: bytearray, header: int, start: int, stop: int) -> Optional[mqtt.MQTTErrorCode]:
+    def _publish(self, buf: bytearray, header: int, start: int, stop: int) -> mqtt.MQTTErrorCode | None:
         """The PUBLISH whose body is ``buf[start:stop]``, if the fast path takes it (else
         None, and nothing was done: paho's `_handle_publish` takes it)."""
         qos = (header & 0x06) >> 1
@@ -358,15 +380,16 @@ class _FastClient(_BufferedRead, mqtt.Client):
         elif pos > stop:
             return None
         try:
-            topic = buf[start + 2:end].decode("utf-8")
+            topic = buf[start + 2 : end].decode("utf-8")
         except UnicodeDecodeError:
             return None
-        message = _new_tuple(_FastMessage, (topic, bytes(buf[pos:stop]), qos, bool(header & 0x01), mid,
-                                            bool(header & 0x08), None))
+        message = _new_tuple(
+            _FastMessage, (topic, bytes(buf[pos:stop]), qos, bool(header & 0x01), mid, bool(header & 0x08), None)
+        )
         with self._in_callback_mutex:  # as paho's _handle_on_message
             try:
                 self._fast_handler(self, self._userdata, message)
-            except Exception as err:  # noqa: BLE001 - as paho (MQTTIngest's handler never raises)
+            except Exception as err:
                 self._easy_log(mqtt.MQTT_LOG_ERR, "Caught exception in on_message: %s", err)
                 if not self.suppress_exceptions:
                     raise
@@ -376,6 +399,8 @@ class _FastClient(_BufferedRead, mqtt.Client):
 
 
 _FAST_PUBLISH = True  # False: always plain paho (A/B measurements)
+
+
 def _fast_publish_supported() -> tuple[bool, str]:
     """Does the installed paho have the internals `_FastClient` relies on (class level)?"""
     version = getattr(paho.mqtt, "__version__", "") or ""
@@ -384,11 +409,16 @@ def _fast_publish_supported() -> tuple[bool, str]:
     if version.split(".")[0] != "2":
         return False, f"paho-mqtt {version!r} is not 2.x"
     try:
-        for name, params in (("_handle_publish", ["self"]), ("_send_puback", ["self", "mid"]),
-                             ("_packet_read", ["self"]), ("_packet_handle", ["self"]),
-                             ("_sock_recv", ["self", "bufsize"]),
-                             ("_packet_queue", ["self", "command", "packet", "mid", "qos", "info"]),
-                             ("_easy_log", ["self", "level", "fmt", "args"]), ("ack", ["self", "mid", "qos"])):
+        for name, params in (
+            ("_handle_publish", ["self"]),
+            ("_send_puback", ["self", "mid"]),
+            ("_packet_read", ["self"]),
+            ("_packet_handle", ["self"]),
+            ("_sock_recv", ["self", "bufsize"]),
+            ("_packet_queue", ["self", "command", "packet", "mid", "qos", "info"]),
+            ("_easy_log", ["self", "level", "fmt", "args"]),
+            ("ack", ["self", "mid", "qos"]),
+        ):
             if list(inspect.signature(getattr(mqtt.Client, name)).parameters) != params:
                 return False, f"paho-mqtt {version}: Client.{name} has another signature"
         if not isinstance(mqtt.Client.on_message, property) or not isinstance(mqtt.Client.on_log, property):
@@ -404,15 +434,23 @@ def _fast_client_ok(client: mqtt.Client) -> tuple[bool, str]:
     """Does a constructed client have the instance attributes `_FastClient` reads?"""
     try:
         in_packet = client._in_packet
-        ok = (isinstance(in_packet, dict) and isinstance(in_packet.get("command"), int)
-              and isinstance(in_packet.get("packet"), (bytes, bytearray))
-              and isinstance(client._manual_ack, bool) and client._protocol in (mqtt.MQTTv311, mqtt.MQTTv5)
-              and isinstance(client._on_message_filtered._root._children, dict)
-              and hasattr(client._in_callback_mutex, "__enter__") and hasattr(client, "_userdata")
-              and hasattr(client, "_on_log") and hasattr(client, "_logger") and hasattr(client, "_on_message")
-              and isinstance(client.suppress_exceptions, bool)
-              and hasattr(client._msgtime_mutex, "__enter__") and hasattr(client, "_last_bytes_received")
-              and hasattr(client._out_packet, "append"))
+        ok = (
+            isinstance(in_packet, dict)
+            and isinstance(in_packet.get("command"), int)
+            and isinstance(in_packet.get("packet"), (bytes, bytearray))
+            and isinstance(client._manual_ack, bool)
+            and client._protocol in (mqtt.MQTTv311, mqtt.MQTTv5)
+            and isinstance(client._on_message_filtered._root._children, dict)
+            and hasattr(client._in_callback_mutex, "__enter__")
+            and hasattr(client, "_userdata")
+            and hasattr(client, "_on_log")
+            and hasattr(client, "_logger")
+            and hasattr(client, "_on_message")
+            and isinstance(client.suppress_exceptions, bool)
+            and hasattr(client._msgtime_mutex, "__enter__")
+            and hasattr(client, "_last_bytes_received")
+            and hasattr(client._out_packet, "append")
+        )
     except AttributeError as exc:
         return False, f"missing {exc}"
     return (True, "") if ok else (False, "unexpected client attributes")
@@ -431,12 +469,12 @@ class MQTTIngest:
         cfg: MQTTConfig,
         rules: Sequence[TopicRule],
         codec: Codec,
-        out_queue: "queue.Queue[Ingested]",
-        metrics: "Optional[Metrics]" = None,
-        on_state: Optional[Callable[[bool, str], None]] = None,
+        out_queue: queue.Queue[Ingested],
+        metrics: Metrics | None = None,
+        on_state: Callable[[bool, str], None] | None = None,
         *,
         manual_ack: bool = False,
-        raw_tap: Optional[Callable[[RawMessage], None]] = None,
+        raw_tap: Callable[[RawMessage], None] | None = None,
         log_interval_seconds: float = 10.0,
     ):
         self.cfg = cfg
@@ -449,10 +487,17 @@ class MQTTIngest:
         self.on_state = on_state
         self.manual_ack = bool(manual_ack)
         self.raw_tap = raw_tap
-        self.last_error: Optional[str] = None
+        self.last_error: str | None = None
         self.stats = {
-            "messages": 0, "readings": 0, "rejected": 0, "dropped_readings": 0, "dropped_messages": 0,
-            "callback_errors": 0, "tap_errors": 0, "connections": 0, "connect_failures": 0,
+            "messages": 0,
+            "readings": 0,
+            "rejected": 0,
+            "dropped_readings": 0,
+            "dropped_messages": 0,
+            "callback_errors": 0,
+            "tap_errors": 0,
+            "connections": 0,
+            "connect_failures": 0,
         }
         self._throttle = _Throttle(log_interval_seconds)
         self._connected = False
@@ -532,7 +577,9 @@ class MQTTIngest:
             client.tls_insecure_set(True)
             log.warning(
                 "mqtt.tls.insecure_skip_verify is true: the broker's certificate is NOT verified; "
-                "anyone on the network path can impersonate %s. Use only for testing.", self.cfg.host)
+                "anyone on the network path can impersonate %s. Use only for testing.",
+                self.cfg.host,
+            )
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -550,13 +597,20 @@ class MQTTIngest:
                 props = Properties(PacketTypes.CONNECT)
                 props.SessionExpiryInterval = int(cfg.session_expiry_seconds)
             self._client.connect_async(
-                cfg.host, cfg.port, cfg.keepalive_seconds, clean_start=cfg.clean_start, properties=props)
+                cfg.host, cfg.port, cfg.keepalive_seconds, clean_start=cfg.clean_start, properties=props
+            )
         else:
             self._client.connect_async(cfg.host, cfg.port, cfg.keepalive_seconds)
         self._client.loop_start()
-        log.info("mqtt: connecting to %s:%d as %r (MQTT %s, %s session, tls %s)", cfg.host, cfg.port,
-                 cfg.client_id, cfg.protocol, "clean" if cfg.clean_start else "persistent",
-                 "on" if cfg.tls.enabled else "off")
+        log.info(
+            "mqtt: connecting to %s:%d as %r (MQTT %s, %s session, tls %s)",
+            cfg.host,
+            cfg.port,
+            cfg.client_id,
+            cfg.protocol,
+            "clean" if cfg.clean_start else "persistent",
+            "on" if cfg.tls.enabled else "off",
+        )
 
     def stop_intake(self) -> None:
         """Stop handing messages on, but stay connected (alert sinks still publish).
@@ -574,7 +628,7 @@ class MQTTIngest:
         self._stopping = True
         try:
             self._client.disconnect()
-        except Exception:  # noqa: BLE001 - stopping must not fail
+        except Exception:
             log.debug("mqtt: disconnect failed", exc_info=True)
         stopper = threading.Thread(target=self._client.loop_stop, name="mqtt-stop", daemon=True)
         stopper.start()
@@ -615,7 +669,7 @@ class MQTTIngest:
             return
         try:
             self._client.ack(msg.mid, msg.qos)
-        except Exception:  # noqa: BLE001 - an ack on a dropped connection is redelivered later
+        except Exception:
             log.debug("mqtt: ack of mid %s failed", msg.mid, exc_info=True)
 
     def ack_many(self, msgs: Iterable[Delivery | Ingested]) -> None:
@@ -643,14 +697,16 @@ class MQTTIngest:
                 self.ack(msg)  # (subscriptions are QoS <= 1; paho's own handshake if not)
         try:
             client.ack_batch(mids)
-        except Exception:  # noqa: BLE001 - an ack on a dropped connection is redelivered later
+        except Exception:
             log.debug("mqtt: ack of %d messages failed", len(mids), exc_info=True)
 
     def __repr__(self) -> str:
         cfg = self.cfg
         user = f", user={cfg.username!r}" if cfg.username else ""
-        return (f"MQTTIngest({cfg.host}:{cfg.port}, client_id={cfg.client_id!r}{user}, "
-                f"tls={'on' if cfg.tls.enabled else 'off'}, connected={self._connected})")
+        return (
+            f"MQTTIngest({cfg.host}:{cfg.port}, client_id={cfg.client_id!r}{user}, "
+            f"tls={'on' if cfg.tls.enabled else 'off'}, connected={self._connected})"
+        )
 
     # ----------------------------------------------------------------- paho callbacks
 
@@ -664,7 +720,7 @@ class MQTTIngest:
         if changed and self.on_state is not None:
             try:
                 self.on_state(connected, detail)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 self.stats["callback_errors"] += 1
                 log.exception("mqtt: on_state callback failed")
 
@@ -683,11 +739,16 @@ class MQTTIngest:
             self.last_error = None
             self._subscribed = False
             session = bool(getattr(flags, "session_present", False))
-            log.info("mqtt: connected to %s:%d (session present: %s); subscribing to %s", self.cfg.host,
-                     self.cfg.port, session, ", ".join(f for f, _ in self._subscriptions))
+            log.info(
+                "mqtt: connected to %s:%d (session present: %s); subscribing to %s",
+                self.cfg.host,
+                self.cfg.port,
+                session,
+                ", ".join(f for f, _ in self._subscriptions),
+            )
             client.subscribe(self._subscription_request())
             self._set_connected(True, "connected")
-        except Exception:  # noqa: BLE001 - never let an exception into paho's thread
+        except Exception:
             self.stats["callback_errors"] += 1
             log.exception("mqtt: on_connect failed")
 
@@ -695,8 +756,10 @@ class MQTTIngest:
         if self.cfg.protocol == "5":
             # Retained messages only for a new subscription: resubscribing on every
             # reconnect must not replay the same retained readings again and again.
-            return [(f, SubscribeOptions(qos=q, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB))
-                    for f, q in self._subscriptions]
+            return [
+                (f, SubscribeOptions(qos=q, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB))
+                for f, q in self._subscriptions
+            ]
         return list(self._subscriptions)
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
@@ -706,9 +769,13 @@ class MQTTIngest:
             self.last_error = describe_connect_error(exc, self.cfg.host, self.cfg.port)
             level = logging.ERROR if isinstance(exc, ssl.SSLError) else logging.WARNING
             if self._throttle.ready("connect:" + self.last_error):
-                log.log(level, "mqtt: %s; retrying with backoff (max %.1f s)", self.last_error,
-                        self.cfg.reconnect_max_seconds)
-        except Exception:  # noqa: BLE001
+                log.log(
+                    level,
+                    "mqtt: %s; retrying with backoff (max %.1f s)",
+                    self.last_error,
+                    self.cfg.reconnect_max_seconds,
+                )
+        except Exception:
             self.stats["callback_errors"] += 1
             log.exception("mqtt: on_connect_fail failed")
 
@@ -722,10 +789,14 @@ class MQTTIngest:
             detail = f"disconnected from {self.cfg.host}:{self.cfg.port}: {reason_code}"
             if was_connected:
                 self.last_error = detail
-                log.warning("mqtt: %s; reconnecting with backoff (%.1f..%.1f s)", detail,
-                            self.cfg.reconnect_min_seconds, self.cfg.reconnect_max_seconds)
+                log.warning(
+                    "mqtt: %s; reconnecting with backoff (%.1f..%.1f s)",
+                    detail,
+                    self.cfg.reconnect_min_seconds,
+                    self.cfg.reconnect_max_seconds,
+                )
             self._set_connected(False, detail)
-        except Exception:  # noqa: BLE001
+        except Exception:
             self.stats["callback_errors"] += 1
             log.exception("mqtt: on_disconnect failed")
 
@@ -738,7 +809,7 @@ class MQTTIngest:
                     self.last_error = f"subscription to {filt!r} refused by the broker: {code}"
                     log.error("mqtt: %s (check the broker's ACL)", self.last_error)
             self._subscribed = ok
-        except Exception:  # noqa: BLE001
+        except Exception:
             self.stats["callback_errors"] += 1
             log.exception("mqtt: on_subscribe failed")
 
@@ -753,14 +824,15 @@ class MQTTIngest:
                 topic = msg._topic.decode("utf-8", "replace")  # the codec rejects it as unmatched
             payload = msg.payload
             # tuple.__new__ directly: the NamedTuple's Python-level __new__ is a frame per message
-            delivery = _new_tuple(Delivery, (received_at, topic, payload, msg.qos, bool(msg.retain), msg.mid,
-                                             self._connection))
+            delivery = _new_tuple(
+                Delivery, (received_at, topic, payload, msg.qos, bool(msg.retain), msg.mid, self._connection)
+            )
             stats = self.stats
             stats["messages"] += 1  # exported as monitor_messages_received_total at scrape time
             if self.raw_tap is not None:
                 try:
                     self.raw_tap(delivery.raw())
-                except Exception:  # noqa: BLE001
+                except Exception:
                     stats["tap_errors"] += 1
                     if self._throttle.ready("tap"):
                         log.exception("mqtt: raw_tap failed (counted, message still processed)")
@@ -769,9 +841,13 @@ class MQTTIngest:
             if rejected:
                 stats["rejected"] += len(rejected)
                 if self._throttle.ready("rejected"):
-                    log.warning("mqtt: rejected input on %r: %s: %s (all rejects are counted; logged at most "
-                                "every %.0f s)", topic, rejected[0].reason, rejected[0].detail,
-                                self._throttle.seconds)
+                    log.warning(
+                        "mqtt: rejected input on %r: %s: %s (all rejects are counted; logged at most every %.0f s)",
+                        topic,
+                        rejected[0].reason,
+                        rejected[0].detail,
+                        self._throttle.seconds,
+                    )
             if not self._intake_open:
                 ack_now = False  # stopping: the broker keeps it for the next session (manual acks)
                 if not self.manual_ack:
@@ -782,7 +858,7 @@ class MQTTIngest:
                 ack_now = False
             except queue.Full:
                 self._count_drop("queue_full", readings, rejected)
-        except Exception:  # noqa: BLE001 - never let an exception into paho's thread
+        except Exception:
             self.stats["callback_errors"] += 1
             if self._throttle.ready("on_message"):
                 log.exception("mqtt: on_message failed (counted; the network loop keeps running)")
@@ -790,7 +866,7 @@ class MQTTIngest:
             if ack_now:
                 try:
                     client.ack(msg.mid, msg.qos)
-                except Exception:  # noqa: BLE001
+                except Exception:
                     self.stats["callback_errors"] += 1
 
     def _count_drop(self, reason: str, readings: list, rejected: list) -> None:
@@ -806,7 +882,10 @@ class MQTTIngest:
             return
         self._drops_since_log += n
         if self._throttle.ready("queue_full"):
-            log.warning("mqtt: ingest queue full (%d items): dropped %d readings since the last report; "
-                        "the consumer is too slow or mqtt.queue_size too small",
-                        self.queue.maxsize, self._drops_since_log)
+            log.warning(
+                "mqtt: ingest queue full (%d items): dropped %d readings since the last report; "
+                "the consumer is too slow or mqtt.queue_size too small",
+                self.queue.maxsize,
+                self._drops_since_log,
+            )
             self._drops_since_log = 0

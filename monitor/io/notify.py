@@ -18,21 +18,31 @@ tick (``service.run_forever(on_tick=...)``): it sends READY=1 once the service i
 A check that fails withholds the ping (and says why in STATUS= and the log), so systemd
 restarts the daemon after ``WatchdogSec``.
 """
+
 from __future__ import annotations
 
 import logging
 import os
 import socket
 import time
-from typing import Callable, Mapping, Optional
+from collections.abc import Callable, Mapping
 
 log = logging.getLogger(__name__)
 
-__all__ = ["notify", "ready", "watchdog", "stopping", "status", "enabled", "watchdog_interval",
-           "SystemdTick", "make_systemd_tick"]
+__all__ = [
+    "SystemdTick",
+    "enabled",
+    "make_systemd_tick",
+    "notify",
+    "ready",
+    "status",
+    "stopping",
+    "watchdog",
+    "watchdog_interval",
+]
 
 
-def _socket_address(environ: Mapping[str, str]) -> Optional[str]:
+def _socket_address(environ: Mapping[str, str]) -> str | None:
     path = environ.get("NOTIFY_SOCKET")
     if not path:
         return None
@@ -41,12 +51,12 @@ def _socket_address(environ: Mapping[str, str]) -> Optional[str]:
     return "\0" + path[1:] if path[0] == "@" else path
 
 
-def enabled(environ: Optional[Mapping[str, str]] = None) -> bool:
+def enabled(environ: Mapping[str, str] | None = None) -> bool:
     """True when running under a service manager that listens for notifications."""
     return _socket_address(os.environ if environ is None else environ) is not None
 
 
-def notify(message: str, environ: Optional[Mapping[str, str]] = None) -> bool:
+def notify(message: str, environ: Mapping[str, str] | None = None) -> bool:
     """Send one notification (``KEY=VALUE`` lines). False without NOTIFY_SOCKET or on error."""
     address = _socket_address(os.environ if environ is None else environ)
     if address is None:
@@ -61,7 +71,7 @@ def notify(message: str, environ: Optional[Mapping[str, str]] = None) -> bool:
         return False
 
 
-def ready(text: Optional[str] = None) -> bool:
+def ready(text: str | None = None) -> bool:
     return notify("READY=1" + (f"\nSTATUS={text}" if text else ""))
 
 
@@ -69,7 +79,7 @@ def watchdog() -> bool:
     return notify("WATCHDOG=1")
 
 
-def stopping(text: Optional[str] = None) -> bool:
+def stopping(text: str | None = None) -> bool:
     return notify("STOPPING=1" + (f"\nSTATUS={text}" if text else ""))
 
 
@@ -77,7 +87,7 @@ def status(text: str) -> bool:
     return notify(f"STATUS={text}")
 
 
-def watchdog_interval(environ: Optional[Mapping[str, str]] = None) -> Optional[float]:
+def watchdog_interval(environ: Mapping[str, str] | None = None) -> float | None:
     """``WatchdogSec`` in seconds when the watchdog is on for this process, else None."""
     env = os.environ if environ is None else environ
     usec = env.get("WATCHDOG_USEC")
@@ -101,8 +111,15 @@ class SystemdTick:
     (default: a third of the watchdog interval, at most 5 s). `clock` is monotonic.
     """
 
-    def __init__(self, service, *, stall_seconds: Optional[float] = None, ping_every: Optional[float] = None,
-                 clock: Callable[[], float] = time.monotonic, send: Callable[[str], bool] = notify):
+    def __init__(
+        self,
+        service,
+        *,
+        stall_seconds: float | None = None,
+        ping_every: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        send: Callable[[str], bool] = notify,
+    ):
         self.service = service
         interval = watchdog_interval()
         self.stall_seconds = stall_seconds if stall_seconds is not None else min(10.0, (interval or 20.0) / 2)
@@ -110,14 +127,14 @@ class SystemdTick:
         self.clock = clock
         self.send = send
         self.ready_sent = False
-        self.last_ping: Optional[float] = None
+        self.last_ping: float | None = None
         self.pings = 0
-        self.last_problem: Optional[str] = None
-        self._last_status: Optional[str] = None
+        self.last_problem: str | None = None
+        self._last_status: str | None = None
 
     # ----------------------------------------------------------------- checks
 
-    def problem(self) -> Optional[str]:
+    def problem(self) -> str | None:
         """None when every check passes, else what is wrong."""
         svc = self.service
         ok, why = svc.health()
@@ -128,7 +145,7 @@ class SystemdTick:
             return f"scoring thread made no progress for {age:.1f} s"
         return self._mqtt_problem()
 
-    def _mqtt_problem(self) -> Optional[str]:
+    def _mqtt_problem(self) -> str | None:
         ingest = getattr(self.service, "ingest", None)
         if ingest is None:
             return "MQTT intake not started"

@@ -11,27 +11,36 @@ every earlier block, and every finished file, stays readable. Write errors (disk
 permissions) are counted and logged; the daemon goes on scoring. Messages the buffer
 cannot hold are counted as dropped.
 """
+
 from __future__ import annotations
 
 import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
-from monitor.io.recording import RecordingWriter
 from monitor.core.types import RawMessage
+from monitor.io.recording import RecordingWriter
 
 log = logging.getLogger(__name__)
 
 
 class Recorder:
-    def __init__(self, directory: str | Path, *, rotate_bytes: int = 64 * 1024 * 1024,
-                 rotate_seconds: float = 3600.0, flush_every: int = 1000, flush_seconds: float = 1.0,
-                 buffer_size: int = 200_000, prefix: str = "rec",
-                 on_error: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        directory: str | Path,
+        *,
+        rotate_bytes: int = 64 * 1024 * 1024,
+        rotate_seconds: float = 3600.0,
+        flush_every: int = 1000,
+        flush_seconds: float = 1.0,
+        buffer_size: int = 200_000,
+        prefix: str = "rec",
+        on_error: Callable[[str], None] | None = None,
+    ):
         self.dir = Path(directory)
         self.rotate_bytes = rotate_bytes
         self.rotate_seconds = rotate_seconds
@@ -50,7 +59,7 @@ class Recorder:
         self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
         self.files: list[Path] = []
 
-    def start(self) -> "Recorder":
+    def start(self) -> Recorder:
         self.dir.mkdir(parents=True, exist_ok=True)
         self._thread.start()
         return self
@@ -82,7 +91,7 @@ class Recorder:
         if self.on_error:
             try:
                 self.on_error(what)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
 
     def _writer_for_now(self) -> RecordingWriter | None:

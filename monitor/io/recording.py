@@ -13,6 +13,7 @@ its last complete batch: the reader stops at a truncated final member with a cou
 logged warning instead of an exception. Plain uncompressed ``.jsonl`` files read too.
 Malformed lines are skipped and counted in `RecordingStats`.
 """
+
 from __future__ import annotations
 
 import base64
@@ -23,10 +24,11 @@ import os
 import threading
 import time
 import zlib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional, Union
+from typing import Any, Union
 
 from monitor.core.types import RawMessage
 
@@ -36,13 +38,21 @@ try:
     _dumps: Callable[[Any], bytes] = _orjson.dumps
     _loads: Callable[[bytes], Any] = _orjson.loads
 except ImportError:  # pragma: no cover - exercised only without orjson
+
     def _dumps(obj: Any) -> bytes:
         return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
     _loads = json.loads
 
-__all__ = ["FORMAT", "VERSION", "RecordingWriter", "RecordingStats", "read_recording", "iter_recordings",
-           "recording_files"]
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "RecordingStats",
+    "RecordingWriter",
+    "iter_recordings",
+    "read_recording",
+    "recording_files",
+]
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +67,12 @@ PathLike = Union[str, os.PathLike]
 
 def encode_message(msg: RawMessage) -> bytes:
     """One JSON line (with its newline) for a message."""
-    record: dict[str, Any] = {"t": float(msg.received_at), "topic": msg.topic, "qos": int(msg.qos),
-                              "retain": bool(msg.retain)}
+    record: dict[str, Any] = {
+        "t": float(msg.received_at),
+        "topic": msg.topic,
+        "qos": int(msg.qos),
+        "retain": bool(msg.retain),
+    }
     payload = bytes(msg.payload)
     try:
         record["payload"] = payload.decode("utf-8")
@@ -67,7 +81,7 @@ def encode_message(msg: RawMessage) -> bytes:
     return _dumps(record) + b"\n"
 
 
-def decode_line(line: bytes) -> Optional[RawMessage]:
+def decode_line(line: bytes) -> RawMessage | None:
     """The message of one JSON line; None for a header line; ValueError when malformed."""
     try:
         obj = _loads(line)
@@ -185,7 +199,7 @@ class RecordingWriter:
         """Messages buffered but not yet in the file."""
         return len(self._buffer)
 
-    def __enter__(self) -> "RecordingWriter":
+    def __enter__(self) -> RecordingWriter:
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
@@ -226,7 +240,7 @@ class RecordingStats:
     corrupt_files: int = 0  # compressed data that could not be decoded; read up to there
 
 
-def read_recording(path: PathLike, stats: Optional[RecordingStats] = None) -> Iterator[RawMessage]:
+def read_recording(path: PathLike, stats: RecordingStats | None = None) -> Iterator[RawMessage]:
     """Messages of one recording file (gzip members or plain JSON Lines), in file order."""
     stats = stats if stats is not None else RecordingStats()
     path = Path(path)
@@ -246,7 +260,7 @@ def read_recording(path: PathLike, stats: Optional[RecordingStats] = None) -> It
         yield msg
 
 
-def recording_files(paths: Union[PathLike, Iterable[PathLike]]) -> list[Path]:
+def recording_files(paths: PathLike | Iterable[PathLike]) -> list[Path]:
     """Files named in `paths`, with directories expanded to their recordings sorted by name."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -262,8 +276,9 @@ def recording_files(paths: Union[PathLike, Iterable[PathLike]]) -> list[Path]:
     return files
 
 
-def iter_recordings(paths: Union[PathLike, Iterable[PathLike]],
-                    stats: Optional[RecordingStats] = None) -> Iterator[RawMessage]:
+def iter_recordings(
+    paths: PathLike | Iterable[PathLike], stats: RecordingStats | None = None
+) -> Iterator[RawMessage]:
     """Messages of several recordings (files or directories), one file after the other."""
     stats = stats if stats is not None else RecordingStats()
     for path in recording_files(paths):

@@ -4,6 +4,7 @@ A sink's `send` must not block the scoring thread for long and must not raise: a
 that fails counts the failure and logs it. The Alertmanager sink posts from its own
 thread through a bounded queue.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,9 +14,10 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 from monitor.core.types import Alert
 
@@ -43,7 +45,9 @@ class MQTTSink:
 
     name = "mqtt"
 
-    def __init__(self, publish: Callable[[str, bytes, int, bool], object], topic: str, qos: int = 1, retain: bool = False):
+    def __init__(
+        self, publish: Callable[[str, bytes, int, bool], object], topic: str, qos: int = 1, retain: bool = False
+    ):
         self.publish = publish
         self.topic = topic
         self.qos = qos
@@ -81,8 +85,15 @@ class AlertmanagerSink:
 
     name = "alertmanager"
 
-    def __init__(self, url: str, *, timeout_seconds: float = 5.0, queue_size: int = 1000,
-                 on_error: Callable[[], None] | None = None, resend_seconds: float = 60.0):
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout_seconds: float = 5.0,
+        queue_size: int = 1000,
+        on_error: Callable[[], None] | None = None,
+        resend_seconds: float = 60.0,
+    ):
         self.url = url.rstrip("/") + "/api/v2/alerts"
         self.timeout = timeout_seconds
         self.on_error = on_error
@@ -99,8 +110,12 @@ class AlertmanagerSink:
     def payload(alert: Alert) -> dict:
         top = ", ".join(c["channel"] for c in alert.top_channels)
         item = {
-            "labels": {"alertname": "MonitorAnomaly", "stream": alert.stream, "severity": "warning",
-                       "alert_id": alert.alert_id},
+            "labels": {
+                "alertname": "MonitorAnomaly",
+                "stream": alert.stream,
+                "severity": "warning",
+                "alert_id": alert.alert_id,
+            },
             "annotations": {
                 "summary": f"Anomaly on {alert.stream}",
                 "description": f"score {alert.peak_score:.2f}x threshold (model {alert.model_version}); top channels: {top}",

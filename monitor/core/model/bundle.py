@@ -15,6 +15,7 @@ Weights are data, never code: the sha256 is checked on the bytes in memory *befo
 are deserialized, and deserialization is ``torch.load(weights_only=True)`` from those same
 bytes (no second read of the file between check and use).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -29,7 +30,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -43,8 +44,17 @@ WEIGHTS = "weights.pt"
 CURRENT = "current"
 TMP_PREFIX = ".tmp-"
 REQUIRED_KEYS = (
-    "format_version", "version", "channels", "window_size", "stride", "period_seconds",
-    "scaler", "architecture", "threshold", "weights_file", "weights_sha256",
+    "format_version",
+    "version",
+    "channels",
+    "window_size",
+    "stride",
+    "period_seconds",
+    "scaler",
+    "architecture",
+    "threshold",
+    "weights_file",
+    "weights_sha256",
 )
 _MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -85,9 +95,9 @@ class Bundle:
 class BundleInfo(NamedTuple):
     version: str
     path: Path
-    created_at: Optional[str]
+    created_at: str | None
     is_current: bool
-    error: Optional[str]  # why the manifest could not be read, else None
+    error: str | None  # why the manifest could not be read, else None
 
 
 # --------------------------------------------------------------------------- saving
@@ -168,7 +178,7 @@ def save_bundle(
     models_dir: Path,
     manifest: dict,
     state_dict: dict,
-    extra_files: Optional[dict[str, bytes]] = None,
+    extra_files: dict[str, bytes] | None = None,
     make_current: bool = True,
 ) -> Path:
     """Write a bundle atomically (temp dir, fsync, rename) and optionally point `current` at it."""
@@ -200,16 +210,19 @@ def save_bundle(
             raise BundleError(f"extra file name {name!r} is reserved or not a plain file name")
 
     full = dict(manifest)
-    full.update({
-        "format_version": FORMAT_VERSION,
-        "version": version,
-        "created_at": now.isoformat().replace("+00:00", "Z"),
-        "weights_file": WEIGHTS,
-        "weights_sha256": sha,
-        "weights_bytes": len(weights),
-        "tensors": {k: {"shape": list(v.shape), "dtype": str(v.dtype).replace("torch.", "")}
-                    for k, v in tensors.items()},
-    })
+    full.update(
+        {
+            "format_version": FORMAT_VERSION,
+            "version": version,
+            "created_at": now.isoformat().replace("+00:00", "Z"),
+            "weights_file": WEIGHTS,
+            "weights_sha256": sha,
+            "weights_bytes": len(weights),
+            "tensors": {
+                k: {"shape": list(v.shape), "dtype": str(v.dtype).replace("torch.", "")} for k, v in tensors.items()
+            },
+        }
+    )
     manifest_data = _manifest_bytes(full)
 
     tmp = models_dir / f"{TMP_PREFIX}{version}-{secrets.token_hex(4)}"
@@ -250,7 +263,7 @@ def set_current(models_dir: Path, version: str) -> None:
 # --------------------------------------------------------------------------- loading
 
 
-def current_bundle_path(models_dir: Path) -> Optional[Path]:
+def current_bundle_path(models_dir: Path) -> Path | None:
     """The resolved directory `current` points at, or None when there is no valid pointer."""
     models_dir = Path(models_dir)
     pointer = models_dir / CURRENT
@@ -404,7 +417,7 @@ def load_bundle(path: Path) -> Bundle:
         )
     try:
         tensors = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any failure here means "not plain tensor data"
+    except Exception as exc:
         # torch's message goes on to suggest weights_only=False; keep only the reason.
         reason = re.search(r"WeightsUnpickler error: ([^\n]*)", str(exc))
         detail = reason.group(1) if reason else f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"

@@ -10,6 +10,7 @@ Methods:
             exceedances over an initial quantile u, extrapolated to the level z with
             P(error > z) = target_false_alarm_rate; then ``* factor``.
 """
+
 from __future__ import annotations
 
 import math
@@ -70,11 +71,19 @@ def _fit_pot(errors: np.ndarray, cfg: CalibrationConfig, out: dict) -> float:
     u = float(np.quantile(errors, initial_q))
     excess = errors[errors > u] - u
     n_t = int(excess.size)
-    out.update({
-        "target_false_alarm_rate": q, "initial_quantile": float(cfg.pot_initial_quantile),
-        "initial_quantile_used": initial_q, "u": u, "n_exceedances": n_t,
-        "xi": None, "sigma": None, "fit": None, "fallback": None,
-    })
+    out.update(
+        {
+            "target_false_alarm_rate": q,
+            "initial_quantile": float(cfg.pot_initial_quantile),
+            "initial_quantile_used": initial_q,
+            "u": u,
+            "n_exceedances": n_t,
+            "xi": None,
+            "sigma": None,
+            "fit": None,
+            "fallback": None,
+        }
+    )
     empirical = float(np.quantile(errors, 1.0 - q))
     if n_t < 2:
         out["fallback"] = f"only {n_t} value(s) above the initial level (ties); used the empirical quantile"
@@ -151,8 +160,8 @@ def _grimshaw_w(y: np.ndarray, t: np.ndarray) -> np.ndarray:
     out = np.empty(t.size)
     step = max(1, 2_000_000 // y.size)  # bound the (len(t), len(y)) temporary
     for i in range(0, t.size, step):
-        s = 1.0 + np.outer(t[i:i + step], y)
-        out[i:i + step] = np.mean(1.0 / s, axis=1) * (1.0 + np.mean(np.log(s), axis=1)) - 1.0
+        s = 1.0 + np.outer(t[i : i + step], y)
+        out[i : i + step] = np.mean(1.0 / s, axis=1) * (1.0 + np.mean(np.log(s), axis=1)) - 1.0
     return out
 
 
@@ -165,7 +174,7 @@ def _grimshaw_roots(y: np.ndarray, points: int = 300, iterations: int = 60) -> l
     grids = [-(1.0 - s) / y_max]
     # xi > 0: t in (0, 2 (mean - min) / min^2] (Grimshaw 1993), in units of 1 / mean.
     if y_mean > y_min:
-        upper = min(2.0 * (y_mean - y_min) * y_mean / y_min ** 2, 1e8)
+        upper = min(2.0 * (y_mean - y_min) * y_mean / y_min**2, 1e8)
         if upper > 1e-8:
             grids.append(np.geomspace(1e-8, upper, points) / y_mean)
     roots: list[float] = []

@@ -5,6 +5,7 @@ Every module takes ``x`` shaped (batch, window_size, n_channels), float32, and r
 plain-data *spec* (``architecture_spec``) so a model bundle can rebuild exactly the same
 module from its manifest (``build_from_spec``) before loading weights into it.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -21,14 +22,17 @@ _KINDS = ("dense", "conv1d")
 class DenseAutoencoder(nn.Module):
     """Flatten W*C -> hidden layers -> code -> mirrored hidden layers -> W*C (linear output)."""
 
-    def __init__(self, window_size: int, n_channels: int, hidden: list[int], code_size: int,
-                 activation: str = "relu"):
+    def __init__(self, window_size: int, n_channels: int, hidden: list[int], code_size: int, activation: str = "relu"):
         super().__init__()
         self.window_size = window_size
         self.n_channels = n_channels
         self.spec = {
-            "kind": "dense", "window_size": window_size, "n_channels": n_channels,
-            "hidden": list(hidden), "code_size": code_size, "activation": activation,
+            "kind": "dense",
+            "window_size": window_size,
+            "n_channels": n_channels,
+            "hidden": list(hidden),
+            "code_size": code_size,
+            "activation": activation,
         }
         act = _ACTIVATIONS[activation]
         width = window_size * n_channels
@@ -65,15 +69,26 @@ class ConvAutoencoder(nn.Module):
     shaped (batch, code_size, W)). Decoder mirrors it with a linear output layer.
     """
 
-    def __init__(self, window_size: int, n_channels: int, conv_channels: list[int], kernel_size: int,
-                 code_size: int, activation: str = "relu"):
+    def __init__(
+        self,
+        window_size: int,
+        n_channels: int,
+        conv_channels: list[int],
+        kernel_size: int,
+        code_size: int,
+        activation: str = "relu",
+    ):
         super().__init__()
         self.window_size = window_size
         self.n_channels = n_channels
         self.spec = {
-            "kind": "conv1d", "window_size": window_size, "n_channels": n_channels,
-            "conv_channels": list(conv_channels), "kernel_size": kernel_size,
-            "code_size": code_size, "activation": activation,
+            "kind": "conv1d",
+            "window_size": window_size,
+            "n_channels": n_channels,
+            "conv_channels": list(conv_channels),
+            "kernel_size": kernel_size,
+            "code_size": code_size,
+            "activation": activation,
         }
         act = _ACTIVATIONS[activation]
         pad = kernel_size // 2
@@ -110,11 +125,15 @@ def architecture_spec(cfg: ModelConfig, n_channels: int) -> dict:
     if cfg.score_reduction != "mean":  # absent = "mean": specs of older bundles stay valid
         common["score_reduction"] = cfg.score_reduction
     if cfg.architecture == "dense":
-        return {**common, "hidden": [int(h) for h in cfg.hidden], "code_size": int(cfg.code_size),
-                "activation": "relu"}
+        return {**common, "hidden": [int(h) for h in cfg.hidden], "code_size": int(cfg.code_size), "activation": "relu"}
     if cfg.architecture == "conv1d":
-        return {**common, "conv_channels": [int(c) for c in cfg.conv_channels],
-                "kernel_size": int(cfg.kernel_size), "code_size": int(cfg.code_size), "activation": "relu"}
+        return {
+            **common,
+            "conv_channels": [int(c) for c in cfg.conv_channels],
+            "kernel_size": int(cfg.kernel_size),
+            "code_size": int(cfg.code_size),
+            "activation": "relu",
+        }
     raise ValueError(f"model.architecture: unknown {cfg.architecture!r}; use one of {', '.join(_KINDS)}")
 
 
@@ -164,7 +183,9 @@ def build_from_spec(spec: dict[str, Any]) -> nn.Module:
     code_size = _int(spec, "code_size")
     reduction = spec.get("score_reduction", "mean")
     if reduction not in _REDUCTIONS:
-        raise ValueError(f"architecture.score_reduction: unknown {reduction!r}; expected one of {', '.join(_REDUCTIONS)}")
+        raise ValueError(
+            f"architecture.score_reduction: unknown {reduction!r}; expected one of {', '.join(_REDUCTIONS)}"
+        )
     module: nn.Module
     if kind == "dense":
         module = DenseAutoencoder(window_size, n_channels, _int_list(spec, "hidden"), code_size, activation)
@@ -172,8 +193,9 @@ def build_from_spec(spec: dict[str, Any]) -> nn.Module:
         kernel_size = _int(spec, "kernel_size")
         if kernel_size % 2 == 0:
             raise ValueError(f"architecture.kernel_size: must be odd for same padding, got {kernel_size}")
-        module = ConvAutoencoder(window_size, n_channels, _int_list(spec, "conv_channels"), kernel_size, code_size,
-                                 activation)
+        module = ConvAutoencoder(
+            window_size, n_channels, _int_list(spec, "conv_channels"), kernel_size, code_size, activation
+        )
     if reduction != "mean":
         # Per-channel error scale for the scorer (set after training, saved with the weights).
         module.spec["score_reduction"] = reduction

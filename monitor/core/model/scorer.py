@@ -4,6 +4,7 @@ The scorer only produces raw errors (higher = more anomalous). Turning them into
 threshold units and deciding about alarms happens elsewhere (calibrate.py, alarm.py);
 scoring never changes any state.
 """
+
 from __future__ import annotations
 
 import numpy as np

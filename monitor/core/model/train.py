@@ -6,13 +6,14 @@ against the *clean* input, plus an optional L1 penalty on the code. The newest
 watches the clean validation MSE and the best weights are restored. A run is seeded:
 the same windows and config give bit-identical weights on CPU.
 """
+
 from __future__ import annotations
 
 import contextlib
 import math
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -102,7 +103,7 @@ def _clean_mse(module: nn.Module, data: torch.Tensor) -> float:
     total = 0.0
     with torch.inference_mode():
         for start in range(0, data.shape[0], _EVAL_BATCH):
-            x = data[start:start + _EVAL_BATCH]
+            x = data[start : start + _EVAL_BATCH]
             recon, _ = module(x)
             total += float(((recon - x) ** 2).sum())
     return total / data.numel()
@@ -111,7 +112,7 @@ def _clean_mse(module: nn.Module, data: torch.Tensor) -> float:
 def train_autoencoder(
     windows: np.ndarray,
     cfg: ModelConfig,
-    progress: Optional[Callable[[dict], None]] = None,
+    progress: Callable[[dict], None] | None = None,
 ) -> TrainResult:
     """Train a denoising autoencoder on standardized windows (N, W, C); see the module doc."""
     windows = _check_windows(windows, cfg)
@@ -143,7 +144,7 @@ def train_autoencoder(
             order = torch.randperm(n_train, generator=shuffle_gen).to(device)
             total, count = 0.0, 0
             for start in range(0, n_train, cfg.batch_size):
-                x = train[order[start:start + cfg.batch_size]]
+                x = train[order[start : start + cfg.batch_size]]
                 recon, code = module(_corrupt(x, cfg, noise_gen))
                 loss = torch.mean((recon - x) ** 2)
                 if cfg.sparsity > 0:
@@ -168,11 +169,17 @@ def train_autoencoder(
 
             if progress is not None:
                 elapsed = time.monotonic() - started
-                progress({
-                    "epoch": epoch, "epochs": cfg.epochs, "train_loss": train_loss, "val_loss": val_loss,
-                    "best_epoch": best_epoch, "seconds_elapsed": elapsed,
-                    "seconds_left_estimate": elapsed / epoch * (cfg.epochs - epoch),
-                })
+                progress(
+                    {
+                        "epoch": epoch,
+                        "epochs": cfg.epochs,
+                        "train_loss": train_loss,
+                        "val_loss": val_loss,
+                        "best_epoch": best_epoch,
+                        "seconds_elapsed": elapsed,
+                        "seconds_left_estimate": elapsed / epoch * (cfg.epochs - epoch),
+                    }
+                )
             if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
                 stopped = "non_finite_loss"
                 break
@@ -188,7 +195,14 @@ def train_autoencoder(
     module.load_state_dict(best_state)
     module.to("cpu").eval()
     return TrainResult(
-        module=module, history=history, best_epoch=best_epoch, epochs_run=epoch,
-        seconds=time.monotonic() - started, n_train=n_train, n_val=n_val, device=str(device),
-        spec=spec, stopped_reason=stopped,
+        module=module,
+        history=history,
+        best_epoch=best_epoch,
+        epochs_run=epoch,
+        seconds=time.monotonic() - started,
+        n_train=n_train,
+        n_val=n_val,
+        device=str(device),
+        spec=spec,
+        stopped_reason=stopped,
     )

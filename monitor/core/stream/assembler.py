@@ -18,6 +18,7 @@ gaps. The assembler turns them into frames, one per grid time ``k * period_secon
 A NaN value is a "no value" report: it moves the channel's clock forward (the row was
 seen) but keeps the held value.
 """
+
 from __future__ import annotations
 
 import math
@@ -37,8 +38,17 @@ class StreamAssembler:
     """
 
     __slots__ = (
-        "n_channels", "period", "max_gap", "lateness", "_pending", "_next", "_max_ts",
-        "_hold", "_hold_time", "_last_ts", "_last_bucket",
+        "_hold",
+        "_hold_time",
+        "_last_bucket",
+        "_last_ts",
+        "_max_ts",
+        "_next",
+        "_pending",
+        "lateness",
+        "max_gap",
+        "n_channels",
+        "period",
     )
 
     def __init__(self, n_channels: int, period_seconds: float, max_gap_seconds: float, lateness_seconds: float):

@@ -5,6 +5,7 @@ filtered vector; `reset()` forgets history (called when a stream goes stale). Tr
 runs the same objects over the training frames, so the model learns on exactly what it
 will score. A filter can also erase a real spike: measure before enabling one.
 """
+
 from __future__ import annotations
 
 from typing import Protocol
@@ -55,7 +56,7 @@ class _History:
         seq = np.concatenate([before, frames])
         total = self.count + m
         keep = min(self.size, total)
-        self.buf[np.arange(total - keep, total) % self.size] = seq[len(seq) - keep:]
+        self.buf[np.arange(total - keep, total) % self.size] = seq[len(seq) - keep :]
         self.count = total
         return seq, held
 
@@ -87,7 +88,7 @@ class MedianFilter:
         out = np.empty(frames.shape)
         for i, window in enumerate(short):
             out[i] = np.median(window, axis=0)
-        out[len(short):] = np.median(full, axis=-1)
+        out[len(short) :] = np.median(full, axis=-1)
         return out
 
     def reset(self) -> None:

@@ -11,6 +11,7 @@ frames once the buffer is full. A stale frame breaks the run: the buffer starts 
 `WindowBuffer` does this one frame at a time for the live path; `window_runs` does the
 same over a whole array for training. A test holds the two to the same output.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,7 +20,7 @@ import numpy as np
 class WindowBuffer:
     """Ring buffer of the last `window_size` frames, stored twice so a window is one slice."""
 
-    __slots__ = ("window_size", "stride", "_buf", "_pos", "_filled", "_since")
+    __slots__ = ("_buf", "_filled", "_pos", "_since", "stride", "window_size")
 
     def __init__(self, window_size: int, n_channels: int, stride: int = 1, dtype=np.float32):
         self.window_size = window_size
@@ -106,7 +107,9 @@ class WindowBuffer:
         return self._filled
 
 
-def window_runs(values: np.ndarray, stale: np.ndarray, window_size: int, stride: int = 1) -> tuple[np.ndarray, np.ndarray]:
+def window_runs(
+    values: np.ndarray, stale: np.ndarray, window_size: int, stride: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
     """All windows a `WindowBuffer` would emit over `values` (frames x channels).
 
     Returns ``(windows, end_index)``: windows shaped (n, window_size, channels) and the
