@@ -14,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from monitor import __version__
 from monitor.core.config import EXIT_CONFIG, Config, ConfigError, load_config
 
 log = logging.getLogger("monitor")
@@ -257,6 +258,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="monitor", description="Streaming sensor anomaly monitor")
+    p.add_argument("--version", action="version", version=f"monitor {__version__}")
     p.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING or ERROR")
     sub = p.add_subparsers(dest="command", required=True)
 
