@@ -151,6 +151,10 @@ class FrameBlock(_Block):
         return f"FrameBlock({self.stream!r}, {self.channels!r}, {len(self.timestamps)} rows)"
 
 
+BatchItem: TypeAlias = "Reading | ReadingBlock | FrameBlock"
+"""What decoding yields and `Pipeline.push_batch` takes, in arrival order."""
+
+
 class RawMessage(NamedTuple):
     """An MQTT message as received (or as recorded), before decoding."""
 
