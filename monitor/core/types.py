@@ -54,7 +54,7 @@ class _Block(Sequence[Reading]):
             return list(self) == list(other)
         return NotImplemented
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None  # type: ignore[assignment]  # unhashable: its equality compares arrays
 
 
 class ReadingBlock(_Block):
