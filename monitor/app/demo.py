@@ -106,6 +106,7 @@ def run_demo(
         _say(f"[demo] port {metrics_port} is busy ({exc.strerror}); using {cfg.metrics.port}")
         service = Service(cfg, manual_ack=False)
         service.start()
+    assert service.http is not None  # start() serves the metrics
     _say(f"[demo] daemon running; metrics: http://127.0.0.1:{service.http.port}/metrics (also /healthz, /readyz)")
 
     fired = threading.Event()

@@ -78,7 +78,7 @@ def exclude_spans(data: list[StreamData], spans: Sequence[Span], pad_seconds: fl
         mine = [(s - pad_seconds, e) for s, e, stream in spans if stream in (None, sd.stream)]
         if not mine:
             continue
-        if sd.timestamps is not None:
+        if sd.timestamps is not None and sd.values is not None:  # wide rows: both or neither
             drop = np.zeros(len(sd.timestamps), dtype=bool)
             for s, e in mine:
                 drop |= (sd.timestamps >= s) & (sd.timestamps <= e)

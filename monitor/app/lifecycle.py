@@ -35,6 +35,8 @@ def smoke_test(model: ScoringModel, required_channels: list[str] | None = None) 
         raise ModelRejected("scaler statistics are not finite and positive")
     if not (np.isfinite(model.threshold) and model.threshold > 0):
         raise ModelRejected(f"threshold {model.threshold!r} is not a positive number")
+    if model.scorer is None:
+        raise ModelRejected("model has no scorer (geometry only)")
     rng = np.random.default_rng(0)
     x = rng.normal(size=(4, model.window_size, len(model.channels))).astype(np.float32)
     raw, per_channel, recon = model.scorer.errors(x)
@@ -104,6 +106,7 @@ class ModelWatcher:
             self.last_error = result.error
             log.error("model bundle refused, the previous model keeps serving: %s", result.error)
         else:
+            assert result.model is not None  # a result without an error carries its model
             self.last_error = None
             log.info("model %s verified in %.3fs", result.model.version, result.seconds)
         return result

@@ -98,7 +98,7 @@ def replay_to_broker(
     monotonic clock, so a slow publish does not accumulate drift.
     """
     count = 0
-    start_wall = None
+    start_wall = 0.0  # set together with start_rec
     start_rec = None
     for msg in messages:
         if speed > 0:

@@ -52,6 +52,7 @@ from pathlib import Path
 import numpy as np
 
 from monitor.core.config import EXIT_CONFIG, Config, ConfigError, load_config
+from monitor.core.types import Alert, Score
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +213,8 @@ def evaluate_model(cfg: Config, model, holdout: list) -> Evaluation:
             ev.alerts_fired += sum(1 for a in res.alerts if a.state == "firing")
         if sd.readings:
             pipe = Pipeline(model, cfg.stream, cfg.alarm, cfg.alerts.top_channels)
-            scores, alerts = [], []
+            scores: list[Score] = []
+            alerts: list[Alert] = []
             for r in sorted(sd.readings, key=lambda r: r.timestamp):
                 pipe.push_reading(r)
                 if pipe.pending >= 256:

@@ -22,6 +22,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from prometheus_client import CollectorRegistry
@@ -34,6 +35,11 @@ from monitor.io.codec import Codec
 from monitor.io.handoff import HandOff
 from monitor.io.metrics import Metrics
 from monitor.io.sinks import AlertmanagerSink, JSONLinesSink, LogSink, MQTTSink, Sink
+
+if TYPE_CHECKING:  # for the annotations; start() imports what it starts
+    from monitor.io.metrics import MetricsServer
+    from monitor.io.mqtt import MQTTIngest
+    from monitor.io.record import Recorder
 
 log = logging.getLogger(__name__)
 
@@ -75,15 +81,15 @@ class Service:
         self.extra_sinks = list(extra_sinks or [])
         self.score_listeners = list(score_listeners or [])  # e.g. a recorder or a test probe
         self.sinks: list[Sink] = []
-        self.ingest = None
-        self.recorder = None
-        self.http = None
+        self.ingest: MQTTIngest | None = None
+        self.recorder: Recorder | None = None
+        self.http: MetricsServer | None = None
         self._stop = threading.Event()
         self._intake_stopped = threading.Event()
         self._reload = threading.Event()
         self._scorer: threading.Thread | None = None
         self.last_progress = time.monotonic()  # scoring thread heartbeat (monotonic)
-        self._reported = Counter()
+        self._reported: Counter[str] = Counter()
 
     # ------------------------------------------------------------------ model
 
@@ -347,6 +353,7 @@ class Service:
             except Exception:
                 log.exception("score listener failed")
         if len(scores):
+            assert self.pipeline is not None  # the scores came from it
             firing = self.pipeline.alarm.firing
             for stream, value in scores.last_by_stream().items():
                 self.metrics.set_score(stream, value, firing(stream))
@@ -365,6 +372,7 @@ class Service:
         """Per scored window: its score, and the denoised (filtered) readings of its last frame."""
         scores_topic = self.cfg.alerts.scores_topic
         denoised_topic = self.cfg.alerts.denoised_topic
+        assert self.pipeline is not None and self.ingest is not None  # see _publish
         channels = self.pipeline.model.channels
         values = scores.score.tolist()
         for i, stream in enumerate(scores.streams):

@@ -134,7 +134,7 @@ def build_frames(sd: StreamData, geometry: ScoringModel, cfg: Config) -> FrameSe
     state = StreamState(geometry, max_gap, lateness)
     asm = state.assembler
     frames = state.frames
-    if sd.timestamps is not None:
+    if sd.timestamps is not None and sd.values is not None:  # wide rows: both or neither
         order = np.argsort(sd.timestamps, kind="stable")
         for i in order:
             asm.push_row(float(sd.timestamps[i]), sd.values[i], frames)

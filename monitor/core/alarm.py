@@ -17,11 +17,13 @@ from __future__ import annotations
 import hashlib
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from monitor.core.config import AlarmConfig
-from monitor.core.types import Alert, ScoreBatch
+from monitor.core.types import Alert, ChannelContribution, FloatArray, Floats, ScoreBatch
 
 
 @dataclass
@@ -29,12 +31,12 @@ class _Episode:
     alert_id: str
     started_at: float
     peak_score: float
-    peak_channels: list[dict]
+    peak_channels: list[ChannelContribution]
 
 
 @dataclass
 class AlarmState:
-    recent: deque = field(default_factory=deque)
+    recent: deque[bool] = field(default_factory=deque)
     above: int = 0  # count of True in `recent`
     below_run: int = 0
     episode: _Episode | None = None
@@ -95,7 +97,7 @@ class AlarmMachine:
                 counts[stream] = counts.get(stream, 0) + stop - start
             self._fold_cold(counts)
             return []
-        groups: dict[str, list] = {}
+        groups: dict[str, list[int]] = {}
         for stream, start, stop in runs:
             spans = groups.get(stream)
             if spans is None:
@@ -137,7 +139,7 @@ class AlarmMachine:
         return alerts
 
     def _fold_firing(
-        self, stream: str, idx: np.ndarray, batch: ScoreBatch, times: np.ndarray
+        self, stream: str, idx: NDArray[np.integer[Any]], batch: ScoreBatch, times: FloatArray
     ) -> tuple[int, Alert | None]:
         """For a firing stream: the windows `idx` up to and including the one that resolves
         the episode (or all of them), in one step. Returns (windows consumed, the
@@ -146,6 +148,7 @@ class AlarmMachine:
         run of scores below `resolve_below`."""
         state = self._states[stream]
         ep = state.episode
+        assert ep is not None  # only called for a firing stream
         s = batch.score[idx]
         if np.isnan(s).any():  # NaN compares false everywhere: window by window keeps it exact
             i = int(idx[0])
@@ -195,7 +198,9 @@ class AlarmMachine:
             state.recent.extend([False] * min(count, n))
             state.above = sum(state.recent)
 
-    def _first_possible_change(self, stream: str, idx: np.ndarray, hot: np.ndarray, times: np.ndarray) -> int:
+    def _first_possible_change(
+        self, stream: str, idx: NDArray[np.integer[Any]], hot: NDArray[np.bool_], times: FloatArray
+    ) -> int:
         """For a stream that is not firing: fold the windows that cannot fire into its
         memory and return the position (in `idx`) of the first one that might."""
         state = self._state(stream)
@@ -220,7 +225,9 @@ class AlarmMachine:
                 self._armed.discard(stream)
         return first
 
-    def top_channels(self, channel_scores: np.ndarray, observed: np.ndarray, reconstructed: np.ndarray) -> list[dict]:
+    def top_channels(
+        self, channel_scores: Floats, observed: FloatArray, reconstructed: Floats
+    ) -> list[ChannelContribution]:
         order = np.argsort(-channel_scores, kind="stable")[: self.top_n]
         return [
             {
@@ -237,9 +244,9 @@ class AlarmMachine:
         stream: str,
         timestamp: float,
         score: float,
-        channel_scores: np.ndarray,
-        observed: np.ndarray,
-        reconstructed: np.ndarray,
+        channel_scores: Floats,
+        observed: FloatArray,
+        reconstructed: Floats,
     ) -> Alert | None:
         alert = self._update(stream, timestamp, score, channel_scores, observed, reconstructed)
         state = self._states[stream]
@@ -254,9 +261,9 @@ class AlarmMachine:
         stream: str,
         timestamp: float,
         score: float,
-        channel_scores: np.ndarray,
-        observed: np.ndarray,
-        reconstructed: np.ndarray,
+        channel_scores: Floats,
+        observed: FloatArray,
+        reconstructed: Floats,
     ) -> Alert | None:
         state = self._state(stream)
         hot = score >= 1.0
@@ -284,6 +291,7 @@ class AlarmMachine:
     def _resolve(self, stream: str, state: AlarmState, timestamp: float, score: float) -> Alert:
         """End the stream's episode at `timestamp` (the resolving window's score `score`)."""
         ep = state.episode
+        assert ep is not None  # only called for a firing stream
         state.episode = None
         self._firing.discard(stream)
         state.last_resolved_at = timestamp
@@ -293,7 +301,13 @@ class AlarmMachine:
         return self._alert(stream, "resolved", ep, timestamp, score, ep.peak_channels)
 
     def _alert(
-        self, stream: str, state: str, ep: _Episode, ended_at: float | None, score: float, top: list[dict]
+        self,
+        stream: str,
+        state: str,
+        ep: _Episode,
+        ended_at: float | None,
+        score: float,
+        top: list[ChannelContribution],
     ) -> Alert:
         return Alert(
             alert_id=ep.alert_id,

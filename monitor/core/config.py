@@ -14,11 +14,15 @@ import os
 import re
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import yaml
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 EXIT_CONFIG = 78  # EX_CONFIG from sysexits.h
 
@@ -357,7 +361,7 @@ class Config:
     record: RecordConfig = field(default_factory=RecordConfig)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """Plain data with secrets masked (safe to log)."""
         data = dataclasses.asdict(self)
         if data["mqtt"].get("password"):
@@ -368,6 +372,7 @@ class Config:
 # --------------------------------------------------------------------------- loading
 
 _ENV_REF = re.compile(r"\$\{(\w+)\}")
+_Section = TypeVar("_Section", bound="DataclassInstance")
 
 
 def _type_name(tp: Any) -> str:
@@ -413,7 +418,7 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             raise ConfigError(key, f"expected a list, got {value!r}")
         (item_tp,) = typing.get_args(tp)
         return [_coerce(item_tp, v, f"{key}[{i}]") for i, v in enumerate(value)]
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):  # a section class, never an instance
         if not isinstance(value, dict):
             raise ConfigError(key, f"expected a mapping, got {value!r}")
         return _build(tp, value, key)
@@ -436,7 +441,7 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     return value
 
 
-def _build(cls: type, data: dict, prefix: str) -> Any:
+def _build(cls: type[_Section], data: dict[str, Any], prefix: str) -> _Section:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     kwargs = {}
@@ -456,14 +461,14 @@ def _build(cls: type, data: dict, prefix: str) -> Any:
         raise
 
 
-def _expand_env(value: Any, key: str, environ: dict) -> Any:
+def _expand_env(value: Any, key: str, environ: Mapping[str, str]) -> Any:
     if isinstance(value, dict):
         return {k: _expand_env(v, f"{key}.{k}" if key else k, environ) for k, v in value.items()}
     if isinstance(value, list):
         return [_expand_env(v, f"{key}[{i}]", environ) for i, v in enumerate(value)]
     if isinstance(value, str):
 
-        def repl(m: re.Match) -> str:
+        def repl(m: re.Match[str]) -> str:
             if m.group(1) not in environ:
                 raise ConfigError(key, f"environment variable {m.group(1)} is not set")
             return environ[m.group(1)]
@@ -494,7 +499,7 @@ def _read_secret_files(data: Any, key: str, base: Path) -> Any:
     return out
 
 
-def _apply_env_overrides(data: dict, environ: dict) -> dict:
+def _apply_env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
     for name, raw in environ.items():
         if not name.startswith("MONITOR_") or "__" not in name:
             continue
@@ -514,7 +519,7 @@ def _apply_env_overrides(data: dict, environ: dict) -> dict:
     return data
 
 
-def load_config(path: str | Path | None, environ: dict | None = None) -> Config:
+def load_config(path: str | Path | None, environ: Mapping[str, str] | None = None) -> Config:
     """Read, expand and validate a config file (None: defaults plus environment)."""
     environ = dict(os.environ if environ is None else environ)
     data: Any = {}

@@ -7,6 +7,7 @@ its own. Counts add up across files, so a benchmark can micro-average.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -59,7 +60,7 @@ class Quality:
     def mean_delay(self) -> float | None:
         return float(np.mean(self.delays)) if self.delays else None
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "tp": self.tp,
             "fp": self.fp,

@@ -9,20 +9,43 @@ one forward pass and runs the alarm state machine over the results in order.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeGuard
 
 import numpy as np
+from numpy.typing import NDArray
 
 from monitor.core.alarm import AlarmMachine
 from monitor.core.config import AlarmConfig, FilterConfig, StreamConfig
-from monitor.core.stream.assembler import EPS, StreamAssembler
+from monitor.core.stream.assembler import EPS, AssembledFrame, StreamAssembler
 from monitor.core.stream.filters import FilterChain
 from monitor.core.stream.windows import WindowBuffer
-from monitor.core.types import Alert, FrameBlock, Reading, ReadingBlock, ScoreBatch
+from monitor.core.types import (
+    Alert,
+    BatchItem,
+    Float32Array,
+    FloatArray,
+    Floats,
+    FrameBlock,
+    Reading,
+    ReadingBlock,
+    ScoreBatch,
+)
+
+if TYPE_CHECKING:
+    from monitor.core.model.bundle import Bundle
 
 _MIN_RUN = 8  # shorter runs of one stream's readings: reading by reading is as fast
 _MISSING = object()
+
+
+class WindowScorer(Protocol):
+    """What the pipeline needs of a scorer (`monitor.core.model.scorer.Scorer`)."""
+
+    def errors(self, x_std: Float32Array) -> tuple[Floats, Floats, Floats]:
+        """(raw (B,), per_channel (B, C), recon_last_std (B, C)) of (B, W, C) standardized windows."""
+        ...
 
 
 @dataclass
@@ -35,14 +58,14 @@ class ScoringModel:
     window_size: int
     stride: int
     filters: list[FilterConfig]
-    mean: np.ndarray
-    std: np.ndarray
+    mean: FloatArray
+    std: FloatArray
     threshold: float
-    scorer: object  # has .errors(x_std) -> (raw (B,), per_channel (B, C), recon_last_std (B, C))
-    manifest: dict = field(default_factory=dict)
+    scorer: WindowScorer | None  # None: frame and window geometry only, cannot score
+    manifest: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_bundle(cls, bundle) -> ScoringModel:
+    def from_bundle(cls, bundle: Bundle) -> ScoringModel:
         from monitor.core.model.scorer import Scorer
 
         m = bundle.manifest
@@ -81,9 +104,9 @@ class StreamState:
         self.assembler = StreamAssembler(n, model.period_seconds, max_gap_seconds, lateness_seconds)
         self.filters = FilterChain(model.filters)
         self.windows = WindowBuffer(model.window_size, n, model.stride)
-        self.frames: list = []  # scratch list the assembler appends completed frames to
+        self.frames: list[AssembledFrame] = []  # scratch list the assembler appends completed frames to
 
-    def filtered(self, values: np.ndarray, stale: bool) -> np.ndarray | None:
+    def filtered(self, values: FloatArray, stale: bool) -> FloatArray | None:
         """Run the filters over one frame; None (and a reset) for a stale frame."""
         if stale:
             self.filters.reset()
@@ -106,11 +129,11 @@ class Pipeline:
         self.stream_cfg = stream_cfg
         self.alarm_cfg = alarm_cfg
         self.top_channels = top_channels
-        self.counters: Counter = Counter()  # rejected/dropped inputs by reason, and totals
+        self.counters: Counter[str] = Counter()  # rejected/dropped inputs by reason, and totals
         self.streams: dict[str, StreamState] = {}
         # Due windows wait in a preallocated (capacity, W, C) float32 buffer (no per-window
         # copy + np.stack); their (stream, timestamp, observed raw) in `_meta`.
-        self._meta: list = []  # (stream, time, observed) per window, or a _Run of windows
+        self._meta: list[_Window | _Run] = []  # (stream, time, observed) per window, or a _Run of windows
         self._n = 0  # windows queued (rows of `_x` in use)
         self._x = np.empty((0, 1, 1), dtype=np.float32)
         self._install(model)
@@ -118,7 +141,7 @@ class Pipeline:
     def _install(self, model: ScoringModel) -> None:
         self.model = model
         self.channel_index = {c: i for i, c in enumerate(model.channels)}
-        self._perms: dict[tuple, np.ndarray | None] = {}  # FrameBlock channels -> model column order
+        self._perms: dict[tuple[str, ...], NDArray[np.intp] | None] = {}  # FrameBlock channels -> model column order
         self.max_gap, self.lateness = stream_timing(self.stream_cfg, model.period_seconds)
         self._inv_std = 1.0 / model.std
         shape = (model.window_size, len(model.channels))
@@ -157,6 +180,7 @@ class Pipeline:
     def push_reading(self, reading: Reading) -> str | None:
         """Add one reading; returns None if accepted, else the reason it was dropped."""
         idx = self.channel_index.get(reading.channel)
+        reason: str | None
         if idx is None:
             reason = "unknown_channel"
         else:
@@ -177,7 +201,7 @@ class Pipeline:
         for r in readings:
             self.push_reading(r)
 
-    def push_batch(self, items: list) -> None:
+    def push_batch(self, items: Sequence[BatchItem]) -> None:
         """`push_reading` for every reading of `items` (Readings, ReadingBlocks and
         FrameBlocks, in arrival order): the same frames, windows, scores and drop counts.
 
@@ -193,7 +217,7 @@ class Pipeline:
         order. Pre-filters run over the vectorized frames in one call (`FilterChain.many`).
         """
         push = self.push_reading
-        groups: dict[str, list] = {}
+        groups: dict[str, list[BatchItem]] = {}
         for item in items:
             stream = item[0] if type(item) is Reading else item.stream
             group = groups.get(stream)
@@ -205,12 +229,13 @@ class Pipeline:
         only = self.model.channels[0] if univariate else None
         perms = self._perms
         for stream, group in groups.items():
-            run: list = []
+            run: list[BatchItem] = []
             for item in group:
-                kind = type(item)
-                if kind is Reading or kind is ReadingBlock:
-                    whole = univariate and (item[1] if kind is Reading else item.channel) == only
-                elif kind is FrameBlock:
+                if isinstance(item, Reading):
+                    whole = univariate and item[1] == only
+                elif isinstance(item, ReadingBlock):
+                    whole = univariate and item.channel == only
+                elif isinstance(item, FrameBlock):
                     perm = perms.get(item.channels, _MISSING)
                     if perm is _MISSING:
                         perm = perms[item.channels] = self._permutation(item.channels)
@@ -227,17 +252,17 @@ class Pipeline:
             if run:
                 self._push_stretch(stream, run)
 
-    def _permutation(self, channels: tuple) -> np.ndarray | None:
+    def _permutation(self, channels: tuple[str, ...]) -> NDArray[np.intp] | None:
         """Columns of a FrameBlock with `channels` in the model's channel order, or None
         when the block does not carry exactly the model's channels."""
         if len(channels) != len(self.model.channels) or set(channels) != set(self.model.channels):
             return None
         return np.asarray([channels.index(c) for c in self.model.channels])
 
-    def _push_stretch(self, stream: str, run: list) -> None:
+    def _push_stretch(self, stream: str, run: list[BatchItem]) -> None:
         """Items of one stream that each carry whole frames: vectorized as far as
         possible, the rest reading by reading."""
-        if len(run) < _MIN_RUN and all(type(item) is Reading for item in run):
+        if len(run) < _MIN_RUN and _all_readings(run):
             for r in run:
                 self.push_reading(r)
             return
@@ -247,14 +272,13 @@ class Pipeline:
             return
         push = self.push_reading
         for item in run:  # skip the rows done, the rest one reading at a time
-            kind = type(item)
-            rows = 1 if kind is Reading else len(item.timestamps)
+            rows = 1 if isinstance(item, Reading) else len(item.timestamps)
             if done >= rows:
                 done -= rows
                 continue
-            if kind is Reading:
+            if isinstance(item, Reading):
                 push(item)
-            elif kind is ReadingBlock:
+            elif isinstance(item, ReadingBlock):
                 for r in item[done:] if done else item:
                     push(r)
             else:
@@ -262,21 +286,20 @@ class Pipeline:
                     push(r)
             done = 0
 
-    def _frame_columns(self, run: list) -> tuple[np.ndarray, np.ndarray]:
+    def _frame_columns(self, run: list[BatchItem]) -> tuple[FloatArray, FloatArray]:
         """(times (m,), frames (m, C)) float64 of a stretch of whole-frame items."""
         if len(run) == 1:
             item = run[0]
-            if type(item) is ReadingBlock:
+            if isinstance(item, ReadingBlock):
                 return item.timestamps, item.values.reshape(-1, 1)
-            if type(item) is FrameBlock:
-                return item.timestamps, item.values[:, self._perms[item.channels]]
-        t_parts: list = []
-        v_parts: list = []
-        t_loose: list = []
-        v_loose: list = []
+            if isinstance(item, FrameBlock):
+                return item.timestamps, self._model_columns(item)
+        t_parts: list[FloatArray] = []
+        v_parts: list[FloatArray] = []
+        t_loose: list[float] = []
+        v_loose: list[float] = []
         for item in run:
-            kind = type(item)
-            if kind is Reading:
+            if isinstance(item, Reading):
                 t_loose.append(item[2])
                 v_loose.append(item[3])
                 continue
@@ -285,10 +308,10 @@ class Pipeline:
                 v_parts.append(np.array(v_loose, dtype=np.float64).reshape(-1, 1))
                 t_loose, v_loose = [], []
             t_parts.append(item.timestamps)
-            if kind is ReadingBlock:
+            if isinstance(item, ReadingBlock):
                 v_parts.append(item.values.reshape(-1, 1))
             else:
-                v_parts.append(item.values[:, self._perms[item.channels]])
+                v_parts.append(self._model_columns(item))
         if t_loose:
             t_parts.append(np.array(t_loose, dtype=np.float64))
             v_parts.append(np.array(v_loose, dtype=np.float64).reshape(-1, 1))
@@ -296,7 +319,13 @@ class Pipeline:
             return t_parts[0], v_parts[0]
         return np.concatenate(t_parts), np.concatenate(v_parts)
 
-    def _push_frames(self, stream: str, ts: np.ndarray, frames: np.ndarray) -> int:
+    def _model_columns(self, block: FrameBlock) -> FloatArray:
+        """The values of a block `push_batch` found whole, in the model's channel order."""
+        perm = self._perms[block.channels]
+        assert perm is not None  # whole: the block carries exactly the model's channels
+        return block.values[:, perm]
+
+    def _push_frames(self, stream: str, ts: FloatArray, frames: FloatArray) -> int:
         """The vectorized path of `push_batch`: whole frames of `stream` (times `ts`, values
         (m, C) in the model's channel order, in arrival order). Takes the longest prefix
         it can do exactly as `push_reading` would (one frame per consecutive bucket,
@@ -333,7 +362,7 @@ class Pipeline:
             self._meta.append(_Run(stream, t_frames[index], frames[index]))
         return m
 
-    def _windows_out(self, k: int) -> np.ndarray:
+    def _windows_out(self, k: int) -> Float32Array:
         """The next `k` rows of the window batch (what `WindowBuffer.push_many` fills)."""
         at = self._n
         self._reserve(at + k)
@@ -345,9 +374,10 @@ class Pipeline:
             grown[: self._n] = self._x[: self._n]
             self._x = grown
 
-    def push_row(self, stream: str, timestamp: float, values: np.ndarray) -> str | None:
+    def push_row(self, stream: str, timestamp: float, values: FloatArray) -> str | None:
         """Add a reading for every channel of `stream` at once (a wide CSV row)."""
         state = self._state(stream)
+        reason: str | None
         if state is None:
             reason = "stream_cap"
         else:
@@ -395,6 +425,8 @@ class Pipeline:
         if not n:
             return ScoreBatch.empty(), []
         model = self.model
+        if model.scorer is None:
+            raise ValueError(f"model {model.version!r} carries no scorer (geometry only); it cannot score windows")
         x = self._x[:n]
         raw, per_channel, recon_last = model.scorer.errors(x)
         if len(self._x) > 4096 and n < len(self._x) // 8:
@@ -421,35 +453,47 @@ class _Run:
 
     __slots__ = ("observed", "stream", "times")
 
-    def __init__(self, stream: str, times: np.ndarray, observed: np.ndarray):
+    def __init__(self, stream: str, times: FloatArray, observed: FloatArray):
         self.stream = stream
         self.times = times
         self.observed = observed
 
 
-def _push_each(item, push) -> None:
+_Window: TypeAlias = tuple[str, float, FloatArray]
+"""A due window from the reading-by-reading path: (stream, time, observed frame)."""
+
+
+def _all_readings(items: list[BatchItem]) -> TypeGuard[list[Reading]]:
+    return all(type(item) is Reading for item in items)
+
+
+def _push_each(item: BatchItem, push: Callable[[Reading], object]) -> None:
     """`push` every reading of an item (a Reading or a block), in order."""
-    if type(item) is Reading:
+    if isinstance(item, Reading):
         push(item)
     else:
         for r in item:
             push(r)
 
 
-def _columns_of(entries: list) -> tuple:
+def _columns_of(
+    entries: list[_Window | _Run],
+) -> tuple[
+    list[str] | None, list[tuple[str, int, int]] | None, list[float] | FloatArray, list[FloatArray] | FloatArray
+]:
     """(streams or None, runs, times, observed) of the queued windows, in queue order.
 
     `entries` holds (stream, time, observed) tuples from the reading-by-reading path and
     `_Run`s from the vectorized one."""
-    if all(type(e) is tuple for e in entries):
+    if all(isinstance(e, tuple) for e in entries):
         streams, times, observed = (list(col) for col in zip(*entries))
         return streams, None, times, observed
     runs: list[tuple[str, int, int]] = []
-    t_parts: list = []
-    o_parts: list = []
+    t_parts: list[FloatArray] = []
+    o_parts: list[FloatArray] = []
     row = 0
     for e in entries:
-        if type(e) is tuple:
+        if isinstance(e, tuple):
             stream, k = e[0], 1
             t_parts.append(np.array([e[1]], dtype=np.float64))
             o_parts.append(np.asarray(e[2], dtype=np.float64).reshape(1, -1))

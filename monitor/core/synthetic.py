@@ -8,9 +8,12 @@ without necessarily leaving any single channel's normal range.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
+
+from monitor.core.types import FloatArray
 
 CHANNELS = ["flow", "pressure", "current", "vibration", "temperature"]
 
@@ -31,10 +34,10 @@ def pump(
     faults: list[Fault] | None = None,
     cycle_seconds: float = 300.0,
     steps_per_hour: float = 4.0,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Return (times (N,), values (N, 5) in CHANNELS order, labels (N,) 0/1)."""
     rng = np.random.default_rng(seed)
-    t = start_time + period_seconds * np.arange(n_rows)
+    t = start_time + period_seconds * np.arange(n_rows, dtype=np.float64)
     phase = 2 * np.pi * (t - start_time) / cycle_seconds
     steps = np.zeros(n_rows)
     n_steps = int(steps_per_hour * n_rows * period_seconds / 3600.0)
@@ -72,7 +75,11 @@ def pump(
 
 
 def write_csv(
-    path, times: np.ndarray, values: np.ndarray, labels: np.ndarray | None = None, channels: list[str] = CHANNELS
+    path: str | os.PathLike[str],
+    times: FloatArray,
+    values: FloatArray,
+    labels: FloatArray | None = None,
+    channels: list[str] = CHANNELS,
 ) -> None:
     """Write a wide CSV: timestamp (epoch seconds), one column per channel[, anomaly]."""
     with open(path, "w") as fh:

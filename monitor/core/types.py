@@ -7,12 +7,20 @@ calibrated threshold", higher is more anomalous.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
-from typing import NamedTuple
+from typing import Any, NamedTuple, TypeAlias, TypedDict, overload
 
 import numpy as np
+from numpy.typing import NDArray
+
+FloatArray: TypeAlias = NDArray[np.float64]
+"""A float64 array (times, raw values, frames)."""
+Float32Array: TypeAlias = NDArray[np.float32]
+"""A float32 array (standardized windows, what the model consumes and returns)."""
+Floats: TypeAlias = NDArray[np.floating[Any]]
+"""A float array of either width (scores: float32 from the model, float64 when empty)."""
 
 
 class Reading(NamedTuple):
@@ -29,26 +37,24 @@ class _Block(Sequence[Reading]):
 
     __slots__ = ()
     stream: str
-    timestamps: np.ndarray
-    values: np.ndarray
+    timestamps: FloatArray
+    values: FloatArray
 
-    def _names(self) -> tuple:
+    def _names(self) -> tuple[str, str | tuple[str, ...]]:
         raise NotImplementedError
 
     def __eq__(self, other: object) -> bool:
-        if type(other) is type(self):
+        if isinstance(other, _Block) and type(other) is type(self):
             return (
                 self._names() == other._names()
-                and np.array_equal(  # type: ignore[attr-defined]
-                    self.timestamps, other.timestamps
-                )
+                and np.array_equal(self.timestamps, other.timestamps)
                 and np.array_equal(self.values, other.values)
-            )  # type: ignore[attr-defined]
+            )
         if isinstance(other, (list, tuple)):
             return list(self) == list(other)
         return NotImplemented
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None  # type: ignore[assignment]  # unhashable: its equality compares arrays
 
 
 class ReadingBlock(_Block):
@@ -62,7 +68,7 @@ class ReadingBlock(_Block):
 
     __slots__ = ("channel", "stream", "timestamps", "values")
 
-    def __init__(self, stream: str, channel: str, timestamps: np.ndarray, values: np.ndarray):
+    def __init__(self, stream: str, channel: str, timestamps: FloatArray, values: FloatArray):
         self.stream = stream
         self.channel = channel
         self.timestamps = timestamps
@@ -71,15 +77,19 @@ class ReadingBlock(_Block):
     def __len__(self) -> int:
         return len(self.values)
 
-    def _names(self) -> tuple:
+    def _names(self) -> tuple[str, str]:
         return (self.stream, self.channel)
 
-    def __getitem__(self, i):  # type: ignore[override]
+    @overload
+    def __getitem__(self, i: int) -> Reading: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[Reading]: ...
+    def __getitem__(self, i: int | slice) -> Reading | list[Reading]:
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
         return Reading(self.stream, self.channel, float(self.timestamps[i]), float(self.values[i]))
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Reading]:
         stream, channel = self.stream, self.channel
         for t, v in zip(self.timestamps.tolist(), self.values.tolist()):
             yield Reading(stream, channel, t, v)
@@ -99,7 +109,7 @@ class FrameBlock(_Block):
 
     __slots__ = ("channels", "stream", "timestamps", "values")
 
-    def __init__(self, stream: str, channels: tuple[str, ...], timestamps: np.ndarray, values: np.ndarray):
+    def __init__(self, stream: str, channels: tuple[str, ...], timestamps: FloatArray, values: FloatArray):
         self.stream = stream
         self.channels = channels
         self.timestamps = timestamps  # (rows,) float64 epoch seconds
@@ -108,10 +118,14 @@ class FrameBlock(_Block):
     def __len__(self) -> int:
         return self.values.size
 
-    def _names(self) -> tuple:
+    def _names(self) -> tuple[str, tuple[str, ...]]:
         return (self.stream, self.channels)
 
-    def __getitem__(self, i):  # type: ignore[override]
+    @overload
+    def __getitem__(self, i: int) -> Reading: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[Reading]: ...
+    def __getitem__(self, i: int | slice) -> Reading | list[Reading]:
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
         if i < 0:
@@ -121,7 +135,7 @@ class FrameBlock(_Block):
         row, col = divmod(i, len(self.channels))
         return Reading(self.stream, self.channels[col], float(self.timestamps[row]), float(self.values[row, col]))
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Reading]:
         return iter(self.rows(0))
 
     def rows(self, start: int) -> list[Reading]:
@@ -135,6 +149,10 @@ class FrameBlock(_Block):
 
     def __repr__(self) -> str:
         return f"FrameBlock({self.stream!r}, {self.channels!r}, {len(self.timestamps)} rows)"
+
+
+BatchItem: TypeAlias = "Reading | ReadingBlock | FrameBlock"
+"""What decoding yields and `Pipeline.push_batch` takes, in arrival order."""
 
 
 class RawMessage(NamedTuple):
@@ -160,7 +178,7 @@ class Frame:
 
     stream: str
     timestamp: float
-    values: np.ndarray  # shape (n_channels,), float64, raw units
+    values: FloatArray  # shape (n_channels,), float64, raw units
     stale: bool = False  # some channel had no value within max_gap_seconds
 
 
@@ -172,9 +190,9 @@ class Score:
     timestamp: float
     score: float  # error / threshold
     raw_error: float
-    channel_scores: np.ndarray  # (n_channels,) per-channel share of the score, threshold units
-    observed: np.ndarray  # (n_channels,) last step of the window, raw units
-    reconstructed: np.ndarray  # (n_channels,) model's reconstruction of that step, raw units
+    channel_scores: Floats  # (n_channels,) per-channel share of the score, threshold units
+    observed: FloatArray  # (n_channels,) last step of the window, raw units
+    reconstructed: Floats  # (n_channels,) model's reconstruction of that step, raw units
 
 
 def runs_of(streams: Sequence[str]) -> list[tuple[str, int, int]]:
@@ -203,12 +221,12 @@ class ScoreBatch(Sequence[Score]):
     def __init__(
         self,
         streams: list[str] | None,
-        times: Sequence[float],
-        score: np.ndarray,
-        raw: np.ndarray,
-        channel_scores: np.ndarray,
-        observed: Sequence[np.ndarray],
-        reconstructed: np.ndarray,
+        times: Sequence[float] | FloatArray,
+        score: Floats,
+        raw: Floats,
+        channel_scores: Floats,
+        observed: Sequence[FloatArray] | FloatArray,
+        reconstructed: Floats,
         runs: list[tuple[str, int, int]] | None = None,
     ):
         if runs is None:
@@ -239,7 +257,11 @@ class ScoreBatch(Sequence[Score]):
     def __len__(self) -> int:
         return len(self.score)
 
-    def __getitem__(self, i):  # type: ignore[override]
+    @overload
+    def __getitem__(self, i: int) -> Score: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[Score]: ...
+    def __getitem__(self, i: int | slice) -> Score | list[Score]:
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
         return Score(
@@ -258,6 +280,15 @@ class ScoreBatch(Sequence[Score]):
         return {stream: float(score[stop - 1]) for stream, _, stop in self.runs}
 
 
+class ChannelContribution(TypedDict):
+    """One of an alert's top channels: its share of the score and its values (raw units)."""
+
+    channel: str
+    score: float
+    observed: float
+    reconstructed: float
+
+
 @dataclass(frozen=True)
 class Alert:
     """A change of alarm state of one stream: `state` is "firing" or "resolved"."""
@@ -271,9 +302,9 @@ class Alert:
     current_score: float
     threshold: float
     model_version: str
-    top_channels: list[dict] = field(default_factory=list)
+    top_channels: list[ChannelContribution] = field(default_factory=list)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "alert_id": self.alert_id,
             "stream": self.stream,

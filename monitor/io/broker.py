@@ -16,6 +16,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -42,7 +43,7 @@ class LocalBroker:
     kind: str  # "mosquitto" or "amqtt"
     host: str
     port: int
-    protocol: str  # "5" or "3.1.1"
+    protocol: Literal["5", "3.1.1"]
     proc: subprocess.Popen
     workdir: Path
 

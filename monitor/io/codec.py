@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from operator import itemgetter
 from typing import Any
@@ -37,6 +37,7 @@ import numpy as np
 from monitor.core.config import ConfigError, TopicRule
 from monitor.core.types import FrameBlock, RawMessage, Reading, ReadingBlock, Rejected
 
+_fast_loads: Callable[[bytes], Any] | None
 try:  # orjson is ~5x faster on batched payloads; the stdlib is the fallback
     import orjson as _orjson
 
@@ -232,7 +233,7 @@ class Codec:
 
     # ----------------------------------------------------------------- public
 
-    def decode_message(self, msg: RawMessage) -> tuple[list[Reading], list[Rejected]]:
+    def decode_message(self, msg: RawMessage) -> tuple[Sequence[Reading], list[Rejected]]:
         """`decode` for a RawMessage."""
         try:
             topic, payload, received_at = msg.topic, msg.payload, msg.received_at
@@ -240,7 +241,9 @@ class Codec:
             return [], [Rejected("internal", _internal_detail(exc))]
         return self.decode(topic, payload, received_at)
 
-    def decode(self, topic: str, payload: bytes, received_at: float) -> tuple[Sequence[Reading], list[Rejected]]:
+    def decode(
+        self, topic: str, payload: bytes | bytearray, received_at: float
+    ) -> tuple[Sequence[Reading], list[Rejected]]:
         """Readings and rejects of one message; never raises.
 
         The readings are a list, or (``columns=True``, a batched payload whose every
@@ -273,7 +276,7 @@ class Codec:
             if len(routes) >= self._cache_size:
                 routes.clear()  # bounded: a flood of distinct topics cannot grow memory
             routes[topic] = found
-        return found  # type: ignore[return-value]
+        return found  # type: ignore[return-value]  # not the _MISSING sentinel by now (unnarrowable)
 
     def _match(self, topic: str) -> tuple[_Rule, str, str | None] | None:
         levels = topic.split("/")
@@ -292,7 +295,9 @@ class Codec:
             return rule, stream, channel
         return None
 
-    def _decode(self, topic: Any, payload: Any, received_at: float, out: list, rej: list) -> ReadingBlock | None:
+    def _decode(
+        self, topic: Any, payload: Any, received_at: float, out: list[Reading], rej: list[Rejected]
+    ) -> ReadingBlock | FrameBlock | None:
         if type(topic) is not str:
             raise _Reject("unmatched_topic", f"topic is not a string: {_clip(topic)}")
         found = self._route(topic)
@@ -305,7 +310,7 @@ class Codec:
             raise _Reject("oversized", f"{_clip(topic)}: {len(payload)} bytes > {self.max_payload_bytes}")
         if not payload or payload.isspace():
             raise _Reject("missing_value", f"{_clip(topic)}: empty payload")
-        fmt = rule.format
+        fmt: str = rule.format  # "auto" resolves to "object", "json_array" or "number"
         horizon = received_at + self.max_future_seconds
         if fmt == "auto":
             first = payload[:1]
@@ -321,12 +326,13 @@ class Codec:
             if channel is None:
                 raise _Reject("missing_value", f"{_clip(topic)}: no channel for a bare number")
             out.append(_new_tuple(Reading, (stream, channel, received_at, _parse_number(payload, topic))))
-            return
+            return None
         doc = _parse_json(payload, topic)
         if fmt == "json_array":
             if type(doc) is not list:
                 raise _Reject("malformed", f"{_clip(topic)}: expected a JSON array, got {type(doc).__name__}")
             if self.columns and len(doc) > 1:
+                block: ReadingBlock | FrameBlock | None
                 first = doc[0]
                 if type(first) is dict and rule.value_field not in first:
                     block = _frame_block(doc, rule, stream, horizon)
@@ -342,6 +348,7 @@ class Codec:
             self._single(doc, rule, stream, channel, received_at, horizon, topic, out, rej)
         else:
             self._multi(doc, rule, stream, received_at, horizon, topic, out, rej)
+        return None
 
     def _array(
         self,
@@ -362,8 +369,8 @@ class Codec:
             # Fast path for the common element, {"ts": <epoch s>, "value": <finite number>}
             # with the channel from the topic: exactly what `_single` would make of it.
             if type(element) is dict and channel is not None and channel_field not in element:
-                value = element.get(value_field, None)
-                stamp = element.get(ts_field, None)
+                value: Any = element.get(value_field, None)  # JSON values: checked by type below
+                stamp: Any = element.get(ts_field, None)
                 tv = type(value)
                 ts = type(stamp)
                 if ((tv is float and value - value == 0.0) or (tv is int and -_EXACT < value < _EXACT)) and (
@@ -396,7 +403,7 @@ class Codec:
         rej: list,
     ) -> None:
         """One `json` object: value, optional timestamp, optional channel override."""
-        value = obj.get(rule.value_field)
+        value: Any = obj.get(rule.value_field)  # a JSON value: checked by type below
         tv = type(value)
         if tv is float:
             if value - value != 0.0:

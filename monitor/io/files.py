@@ -173,7 +173,7 @@ def _numbers(path: Path, column: tuple[str, ...], name: str, line_numbers: list[
 def _timestamps(
     path: Path, column: tuple[str, ...], name: str, line_numbers: list[int], data: DataConfig
 ) -> np.ndarray:
-    fmt = data.timestamp_format
+    fmt: str = data.timestamp_format  # "auto" resolves to "epoch" or "iso"
     if fmt == "auto":
         try:
             float(column[0])
@@ -187,7 +187,7 @@ def _timestamps(
         bad = ~np.isfinite(out)
     except ValueError:
         out, bad = None, None
-    if out is None or bad.any():
+    if out is None or bad is None or bad.any():
         for i, cell in enumerate(column):
             try:
                 number = float(cell)
@@ -201,6 +201,7 @@ def _timestamps(
                     line=line_numbers[i],
                     column=name,
                 )
+    assert out is not None  # else a cell failed float() above and raised
     if fmt == "epoch_ms":
         return out / 1000.0
     if fmt == "epoch_s":

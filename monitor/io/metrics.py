@@ -392,7 +392,7 @@ class MetricsServer:
     def __init__(self, httpd: ThreadingHTTPServer, thread: threading.Thread):
         self._httpd = httpd
         self._thread = thread
-        self.address = httpd.server_address[0]
+        self.address = str(httpd.server_address[0])  # a host string (AF_INET/AF_INET6; typed str | bytes)
         self.port = int(httpd.server_address[1])
 
     @property

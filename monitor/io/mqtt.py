@@ -39,7 +39,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import paho.mqtt
 import paho.mqtt.client as mqtt
@@ -54,7 +54,13 @@ from monitor.core.types import RawMessage, Reading, Rejected
 from monitor.io.codec import Codec
 
 if TYPE_CHECKING:
+    from paho.mqtt.client import _InPacket
+
     from monitor.io.metrics import Metrics
+
+    _ClientMixin = mqtt.Client  # for the checker, a mixin of Client sees Client's attributes
+else:
+    _ClientMixin = object
 
 __all__ = ["Delivery", "Ingested", "MQTTIngest", "subscriptions", "topic_filter"]
 
@@ -88,9 +94,18 @@ class Ingested(NamedTuple):
     """One received message, decoded (see the module docstring)."""
 
     received_monotonic: float
-    readings: list[Reading]
+    readings: Sequence[Reading]  # a list, or a ReadingBlock (Codec with columns=True)
     rejected: list[Rejected]
     message: Delivery
+
+
+class IngestQueue(Protocol):
+    """Where `MQTTIngest` hands its items: a `queue.Queue` or a `HandOff` (bounded;
+    ``put_nowait`` raises `queue.Full`)."""
+
+    maxsize: int
+
+    def put_nowait(self, item: Ingested, /) -> None: ...
 
 
 def topic_filter(template: str) -> str:
@@ -179,7 +194,7 @@ _ERR_CONN_LOST = mqtt.MQTTErrorCode.MQTT_ERR_CONN_LOST
 _ERR_PROTOCOL = mqtt.MQTTErrorCode.MQTT_ERR_PROTOCOL
 
 
-def _empty_in_packet() -> dict:
+def _empty_in_packet() -> _InPacket:
     """paho's idle `_in_packet` (as `Client._packet_read` resets it)."""
     return {
         "command": 0,
@@ -193,7 +208,7 @@ def _empty_in_packet() -> dict:
     }
 
 
-class _BufferedRead:
+class _BufferedRead(_ClientMixin):
     """`_packet_read` for `_FastClient`: one `recv` of up to 64 KiB, then every complete
     packet in the buffer goes to paho's `_packet_handle`, exactly as paho's own
     `_packet_read` would hand it over (command byte, remaining length, body).
@@ -240,7 +255,7 @@ class _BufferedRead:
             self._last_bytes_received = _paho_time()
         n = len(buf)
         pos = 0
-        rc = _SUCCESS
+        rc: mqtt.MQTTErrorCode | None = _SUCCESS
         fast = self._fast_ok()  # (checked per read, not per packet)
         while n - pos >= 2:
             # the remaining length: 1-4 bytes of 7 bits, least significant first
@@ -386,9 +401,11 @@ class _FastClient(_BufferedRead, mqtt.Client):
         message = _new_tuple(
             _FastMessage, (topic, bytes(buf[pos:stop]), qos, bool(header & 0x01), mid, bool(header & 0x08), None)
         )
+        handler = self._fast_handler
+        assert handler is not None  # _fast_ok() saw it installed before this packet was taken
         with self._in_callback_mutex:  # as paho's _handle_on_message
             try:
-                self._fast_handler(self, self._userdata, message)
+                handler(self, self._userdata, message)
             except Exception as err:
                 self._easy_log(mqtt.MQTT_LOG_ERR, "Caught exception in on_message: %s", err)
                 if not self.suppress_exceptions:
@@ -469,7 +486,7 @@ class MQTTIngest:
         cfg: MQTTConfig,
         rules: Sequence[TopicRule],
         codec: Codec,
-        out_queue: queue.Queue[Ingested],
+        out_queue: IngestQueue,
         metrics: Metrics | None = None,
         on_state: Callable[[bool, str], None] | None = None,
         *,
@@ -545,13 +562,14 @@ class MQTTIngest:
             client.username_pw_set(cfg.username, cfg.password)
         if cfg.tls.enabled:
             self._configure_tls(client)
+        # paho annotates the delays int; it computes with them as seconds, so floats work
         client.reconnect_delay_set(cfg.reconnect_min_seconds, cfg.reconnect_max_seconds)  # type: ignore[arg-type]
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
-        if fast:
+        if isinstance(client, _FastClient):  # (exactly when `fast`)
             client._fast_handler = client.on_message  # the very object paho holds (an identity check)
         log.debug("mqtt: incoming PUBLISH via %s (%s)", "the fast path" if fast else "plain paho", why)
         return client
@@ -869,7 +887,7 @@ class MQTTIngest:
                 except Exception:
                     self.stats["callback_errors"] += 1
 
-    def _count_drop(self, reason: str, readings: list, rejected: list) -> None:
+    def _count_drop(self, reason: str, readings: Sequence[Reading], rejected: list[Rejected]) -> None:
         """A message not handed to the consumer: count its readings and its rejects here."""
         n = len(readings)
         self.stats["dropped_messages"] += 1

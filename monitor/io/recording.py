@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, BinaryIO, Union
 
 from monitor.core.types import RawMessage
 
@@ -93,6 +93,7 @@ def decode_line(line: bytes) -> RawMessage | None:
         if obj.get("format") != FORMAT:
             raise ValueError(f"unknown header format {obj.get('format')!r}")
         return None
+    t: Any  # a JSON value: its type is checked below
     t, topic = obj.get("t"), obj.get("topic")
     if type(t) not in (int, float) or t - t != 0:
         raise ValueError(f"bad time {t!r}")
@@ -155,7 +156,7 @@ class RecordingWriter:
         self.messages_written = 0  # flushed to the file
         self.bytes_written = 0  # compressed bytes in the file
         try:
-            self._file = open(self.path, "xb")
+            self._file: BinaryIO | None = open(self.path, "xb")
         except FileExistsError:
             raise FileExistsError(f"recording {self.path} already exists; record into a new file") from None
         created = datetime.fromtimestamp(wall_clock(), tz=timezone.utc).isoformat()
@@ -218,10 +219,12 @@ class RecordingWriter:
     def _write_member(self, data: bytes) -> None:
         compressor = zlib.compressobj(self.compresslevel, zlib.DEFLATED, 31)  # 31: gzip container
         member = compressor.compress(data) + compressor.flush()
-        self._file.write(member)  # one write per member keeps a crash to the last member
-        self._file.flush()
+        file = self._file
+        assert file is not None  # callers checked, under the lock, that the writer is open
+        file.write(member)  # one write per member keeps a crash to the last member
+        file.flush()
         if self.fsync:
-            os.fsync(self._file.fileno())
+            os.fsync(file.fileno())
         self.bytes_written += len(member)
 
 
@@ -276,9 +279,7 @@ def recording_files(paths: PathLike | Iterable[PathLike]) -> list[Path]:
     return files
 
 
-def iter_recordings(
-    paths: PathLike | Iterable[PathLike], stats: RecordingStats | None = None
-) -> Iterator[RawMessage]:
+def iter_recordings(paths: PathLike | Iterable[PathLike], stats: RecordingStats | None = None) -> Iterator[RawMessage]:
     """Messages of several recordings (files or directories), one file after the other."""
     stats = stats if stats is not None else RecordingStats()
     for path in recording_files(paths):

@@ -27,6 +27,7 @@ import re
 import secrets
 import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,6 +38,7 @@ import torch
 from torch import nn
 
 from monitor.core.model.nets import build_from_spec
+from monitor.core.types import FloatArray
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -67,7 +69,7 @@ class BundleError(Exception):
 @dataclass(frozen=True)
 class Bundle:
     path: Path  # the bundle directory (resolved, so a moved `current` is a different path)
-    manifest: dict
+    manifest: dict[str, Any]
     module: nn.Module  # cpu, eval mode
     version: str
 
@@ -84,11 +86,11 @@ class Bundle:
         return float(self.manifest["threshold"]["threshold"])
 
     @property
-    def scaler_mean(self) -> np.ndarray:
+    def scaler_mean(self) -> FloatArray:
         return np.asarray(self.manifest["scaler"]["mean"], dtype=np.float64)
 
     @property
-    def scaler_std(self) -> np.ndarray:
+    def scaler_std(self) -> FloatArray:
         return np.asarray(self.manifest["scaler"]["std"], dtype=np.float64)
 
 
@@ -139,12 +141,12 @@ def _finite_json(obj: Any) -> Any:
     return obj
 
 
-def _manifest_bytes(manifest: dict) -> bytes:
+def _manifest_bytes(manifest: dict[str, Any]) -> bytes:
     plain = json.loads(json.dumps(manifest, default=_json_default))  # numpy -> python first
     return json.dumps(_finite_json(plain), indent=2, sort_keys=True, allow_nan=False).encode() + b"\n"
 
 
-def _plain_state_dict(state_dict: dict) -> dict[str, torch.Tensor]:
+def _plain_state_dict(state_dict: Mapping[Any, Any]) -> dict[str, torch.Tensor]:
     out = {}
     for name, tensor in state_dict.items():
         if not isinstance(name, str) or not isinstance(tensor, torch.Tensor):
@@ -176,8 +178,8 @@ def remove_stale_temp_dirs(models_dir: Path, max_age_seconds: float = 3600.0) ->
 
 def save_bundle(
     models_dir: Path,
-    manifest: dict,
-    state_dict: dict,
+    manifest: dict[str, Any],
+    state_dict: Mapping[str, torch.Tensor],
     extra_files: dict[str, bytes] | None = None,
     make_current: bool = True,
 ) -> Path:
@@ -301,7 +303,7 @@ def list_bundles(models_dir: Path) -> list[BundleInfo]:
     return sorted(infos, key=lambda i: (i.created_at or "", i.version))
 
 
-def _read_manifest(bundle_dir: Path) -> dict:
+def _read_manifest(bundle_dir: Path) -> dict[str, Any]:
     path = bundle_dir / MANIFEST
     try:
         size = path.stat().st_size
@@ -319,7 +321,7 @@ def _read_manifest(bundle_dir: Path) -> dict:
     return manifest
 
 
-def _validate_manifest(manifest: dict, path: Path) -> None:
+def _validate_manifest(manifest: dict[str, Any], path: Path) -> None:
     missing = [k for k in REQUIRED_KEYS if k not in manifest]
     if missing:
         raise BundleError(f"{path}: missing key(s) {', '.join(missing)}")

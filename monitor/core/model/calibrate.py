@@ -14,17 +14,19 @@ Methods:
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
 from monitor.core.config import CalibrationConfig
+from monitor.core.types import FloatArray
 
 MIN_ERRORS = 20
 MIN_EXCEEDANCES = 10  # the POT initial level is lowered if needed to keep this many
 _XI_ZERO = 1e-6
 
 
-def fit_threshold(errors: np.ndarray, cfg: CalibrationConfig) -> dict:
+def fit_threshold(errors: np.ndarray, cfg: CalibrationConfig) -> dict[str, Any]:
     """Fit a threshold on raw errors of normal windows; returns a JSON-ready dict."""
     values = np.asarray(errors, dtype=np.float64).ravel()
     finite = values[np.isfinite(values)]
@@ -35,7 +37,7 @@ def fit_threshold(errors: np.ndarray, cfg: CalibrationConfig) -> dict:
             f" ({n_dropped} non-finite dropped); record more normal data or lower "
             "calibration.holdout_fraction's complement (a larger holdout)"
         )
-    result: dict = {
+    result: dict[str, Any] = {
         "method": cfg.method,
         "factor": float(cfg.factor),
         "n_windows": int(finite.size),
@@ -56,7 +58,7 @@ def fit_threshold(errors: np.ndarray, cfg: CalibrationConfig) -> dict:
     return result
 
 
-def to_threshold_units(errors: np.ndarray, calibration: dict) -> np.ndarray:
+def to_threshold_units(errors: np.ndarray, calibration: dict[str, Any]) -> FloatArray:
     """Scores in threshold units (1.0 = at threshold)."""
     return np.asarray(errors, dtype=np.float64) / float(calibration["threshold"])
 
@@ -64,7 +66,7 @@ def to_threshold_units(errors: np.ndarray, calibration: dict) -> np.ndarray:
 # --------------------------------------------------------------------------- POT
 
 
-def _fit_pot(errors: np.ndarray, cfg: CalibrationConfig, out: dict) -> float:
+def _fit_pot(errors: FloatArray, cfg: CalibrationConfig, out: dict[str, Any]) -> float:
     n = errors.size
     q = float(cfg.target_false_alarm_rate)
     initial_q = min(float(cfg.pot_initial_quantile), 1.0 - MIN_EXCEEDANCES / n)
@@ -99,7 +101,7 @@ def _fit_pot(errors: np.ndarray, cfg: CalibrationConfig, out: dict) -> float:
     ratio = q * n / n_t
     if abs(xi) < _XI_ZERO:
         return u - sigma * math.log(ratio)
-    return u + (sigma / xi) * (ratio ** (-xi) - 1.0)
+    return u + (sigma / xi) * (float(ratio ** (-xi)) - 1.0)  # ratio > 0: a real power (typed Any)
 
 
 def fit_gpd(excess: np.ndarray) -> tuple[float, float, str]:

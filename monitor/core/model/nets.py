@@ -26,7 +26,7 @@ class DenseAutoencoder(nn.Module):
         super().__init__()
         self.window_size = window_size
         self.n_channels = n_channels
-        self.spec = {
+        self.spec: dict[str, Any] = {
             "kind": "dense",
             "window_size": window_size,
             "n_channels": n_channels,
@@ -58,7 +58,7 @@ class DenseAutoencoder(nn.Module):
         recon = self.decoder(code).reshape(batch, self.window_size, self.n_channels)
         return recon, code
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         return dict(self.spec, hidden=list(self.spec["hidden"]))
 
 
@@ -81,7 +81,7 @@ class ConvAutoencoder(nn.Module):
         super().__init__()
         self.window_size = window_size
         self.n_channels = n_channels
-        self.spec = {
+        self.spec: dict[str, Any] = {
             "kind": "conv1d",
             "window_size": window_size,
             "n_channels": n_channels,
@@ -112,16 +112,20 @@ class ConvAutoencoder(nn.Module):
         recon = self.decoder(code).transpose(1, 2)
         return recon, code
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         return dict(self.spec, conv_channels=list(self.spec["conv_channels"]))
 
 
 _REDUCTIONS = ("mean", "channel_max")
 
 
-def architecture_spec(cfg: ModelConfig, n_channels: int) -> dict:
+def architecture_spec(cfg: ModelConfig, n_channels: int) -> dict[str, Any]:
     """The plain-data description of the module `build_autoencoder(cfg, n_channels)` makes."""
-    common = {"kind": cfg.architecture, "window_size": int(cfg.window_size), "n_channels": int(n_channels)}
+    common: dict[str, Any] = {
+        "kind": cfg.architecture,
+        "window_size": int(cfg.window_size),
+        "n_channels": int(n_channels),
+    }
     if cfg.score_reduction != "mean":  # absent = "mean": specs of older bundles stay valid
         common["score_reduction"] = cfg.score_reduction
     if cfg.architecture == "dense":
@@ -148,14 +152,14 @@ _SPEC_KEYS = {
 }
 
 
-def _int(spec: dict, key: str, minimum: int = 1) -> int:
+def _int(spec: dict[str, Any], key: str, minimum: int = 1) -> int:
     value = spec[key]
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"architecture.{key}: expected an integer >= {minimum}, got {value!r}")
     return value
 
 
-def _int_list(spec: dict, key: str) -> list[int]:
+def _int_list(spec: dict[str, Any], key: str) -> list[int]:
     value = spec[key]
     if not isinstance(value, list) or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value):
         raise ValueError(f"architecture.{key}: expected a list of integers >= 1, got {value!r}")

@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from monitor.core.types import Float32Array
+
 
 class Scorer:
     """Wraps an autoencoder for inference on (B, W, C) float32 standardized windows."""
@@ -37,7 +39,7 @@ class Scorer:
         if None not in expected and x.shape[1:] != expected:
             raise ValueError(f"windows are shaped {x.shape[1:]} per window but the model expects {expected}")
 
-    def errors(self, x_std: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def errors(self, x_std: np.ndarray) -> tuple[Float32Array, Float32Array, Float32Array]:
         """Return ``(raw_error (B,), per_channel_error (B, C), recon_last_std (B, C))``, float32.
 
         per_channel_error[b, c] is the mean over time of the squared error, raw_error is its
@@ -65,7 +67,7 @@ class Scorer:
             raw[i:j], per_channel[i:j], last[i:j] = self._errors(x[i:j])
         return raw, per_channel, last
 
-    def _errors(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _errors(self, x: Float32Array) -> tuple[Float32Array, Float32Array, Float32Array]:
         with torch.inference_mode():
             xt = torch.from_numpy(x)
             if self.device.type != "cpu":

@@ -14,6 +14,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,7 +39,7 @@ class TrainResult:
     n_train: int
     n_val: int
     device: str
-    spec: dict = field(default_factory=dict)  # architecture spec, for the bundle manifest
+    spec: dict[str, Any] = field(default_factory=dict)  # architecture spec, for the bundle manifest
     stopped_reason: str = "max_epochs"  # "max_epochs" | "early_stopping" | "non_finite_loss"
 
 
@@ -112,7 +113,7 @@ def _clean_mse(module: nn.Module, data: torch.Tensor) -> float:
 def train_autoencoder(
     windows: np.ndarray,
     cfg: ModelConfig,
-    progress: Callable[[dict], None] | None = None,
+    progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainResult:
     """Train a denoising autoencoder on standardized windows (N, W, C); see the module doc."""
     windows = _check_windows(windows, cfg)

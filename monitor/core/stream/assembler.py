@@ -22,8 +22,15 @@ seen) but keeps the held value.
 from __future__ import annotations
 
 import math
+from typing import TypeAlias
 
 import numpy as np
+from numpy.typing import NDArray
+
+from monitor.core.types import FloatArray
+
+AssembledFrame: TypeAlias = tuple[float, FloatArray, bool]
+"""What the assembler appends for a completed frame: (grid time, values, stale)."""
 
 EPS = 1e-9
 _MIN_BUCKET = -(2**63)
@@ -58,7 +65,7 @@ class StreamAssembler:
         self.period = float(period_seconds)
         self.max_gap = float(max_gap_seconds)
         self.lateness = float(lateness_seconds)
-        self._pending: dict[int, list] = {}  # bucket -> per-channel value (NaN: none yet)
+        self._pending: dict[int, list[float]] = {}  # bucket -> per-channel value (NaN: none yet)
         self._next: int | None = None  # next bucket to emit
         self._max_ts = -math.inf
         self._hold = [math.nan] * n_channels
@@ -69,7 +76,7 @@ class StreamAssembler:
     def bucket(self, timestamp: float) -> int:
         return math.floor(timestamp / self.period + EPS)
 
-    def push(self, timestamp: float, channel: int, value: float, out: list) -> str | None:
+    def push(self, timestamp: float, channel: int, value: float, out: list[AssembledFrame]) -> str | None:
         """Add one reading; append completed ``(time, values, stale)`` to `out`.
 
         Returns None when accepted, else the reason it was rejected.
@@ -94,7 +101,7 @@ class StreamAssembler:
         self._emit_ready(out)
         return None
 
-    def push_row(self, timestamp: float, values: np.ndarray, out: list) -> str | None:
+    def push_row(self, timestamp: float, values: FloatArray, out: list[AssembledFrame]) -> str | None:
         """Add a reading for every channel at once (a wide CSV row)."""
         last_ts = self._last_ts
         if timestamp <= max(last_ts):
@@ -120,7 +127,7 @@ class StreamAssembler:
         self._emit_ready(out)
         return None
 
-    def fast_run_ok(self, timestamps: np.ndarray, buckets: np.ndarray) -> bool:
+    def fast_run_ok(self, timestamps: FloatArray, buckets: NDArray[np.int64]) -> bool:
         """True when `push_run` may take a run of whole frames (see there)."""
         return (
             not self._pending
@@ -129,7 +136,7 @@ class StreamAssembler:
             and bool((buckets[1:] - buckets[:-1] == 1).all())
         )
 
-    def push_run(self, timestamps: np.ndarray, buckets: np.ndarray, values: np.ndarray) -> np.ndarray:
+    def push_run(self, timestamps: FloatArray, buckets: NDArray[np.int64], values: FloatArray) -> FloatArray:
         """Whole frames: every channel's reading at each of `timestamps`, one per
         consecutive bucket from `_next`; `values` (m, n_channels), finite.
 
@@ -140,7 +147,7 @@ class StreamAssembler:
         Returns the frame times; the frame values are `values`.
         """
         n = self.n_channels
-        t_frames = buckets * self.period
+        t_frames = buckets * np.float64(self.period)  # the same float64 product; typed as float64
         last_b = int(buckets[-1])
         last_t = float(timestamps[-1])
         self._last_ts = [last_t] * n
@@ -152,7 +159,8 @@ class StreamAssembler:
         self._next = last_b + 1
         return t_frames
 
-    def _emit_ready(self, out: list) -> None:
+    def _emit_ready(self, out: list[AssembledFrame]) -> None:
+        assert self._next is not None  # set by the push that calls this
         final_upto = min(self._last_bucket)
         newest = math.floor(self._max_ts / self.period + EPS)
         while self._next <= newest:
@@ -161,7 +169,7 @@ class StreamAssembler:
                 return
             self._emit(k, out)
 
-    def _emit(self, k: int, out: list) -> None:
+    def _emit(self, k: int, out: list[AssembledFrame]) -> None:
         row = self._pending.pop(k, None)
         t = k * self.period
         hold = self._hold
@@ -180,7 +188,7 @@ class StreamAssembler:
             upcoming = min(self._pending) if self._pending else self.bucket(self._max_ts)
             self._next = max(self._next, upcoming)
 
-    def flush(self, out: list) -> None:
+    def flush(self, out: list[AssembledFrame]) -> None:
         """Emit every frame up to the newest reading (end of a file or a replay)."""
         if self._next is None:
             return

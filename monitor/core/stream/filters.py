@@ -13,12 +13,13 @@ from typing import Protocol
 import numpy as np
 
 from monitor.core.config import FilterConfig
+from monitor.core.types import FloatArray
 
 
 class Filter(Protocol):
-    def __call__(self, values: np.ndarray) -> np.ndarray: ...
+    def __call__(self, values: FloatArray) -> FloatArray: ...
 
-    def many(self, frames: np.ndarray) -> np.ndarray: ...  # __call__ for (m, C) frames in order
+    def many(self, frames: FloatArray) -> FloatArray: ...  # __call__ for (m, C) frames in order
 
     def reset(self) -> None: ...
 
@@ -28,10 +29,10 @@ class _History:
 
     def __init__(self, size: int):
         self.size = size
-        self.buf: np.ndarray | None = None
+        self.buf: FloatArray | None = None
         self.count = 0
 
-    def add(self, values: np.ndarray) -> np.ndarray:
+    def add(self, values: FloatArray) -> FloatArray:
         if self.buf is None:
             self.buf = np.empty((self.size, values.shape[0]))
         self.buf[self.count % self.size] = values
@@ -41,7 +42,7 @@ class _History:
     def reset(self) -> None:
         self.count = 0
 
-    def add_many(self, frames: np.ndarray) -> tuple[np.ndarray, int]:
+    def add_many(self, frames: FloatArray) -> tuple[FloatArray, int]:
         """`add` for frames (m, C) in order. Returns (the frames held before, oldest first,
         then `frames`; how many were held before), and leaves the same state as m `add`s."""
         m = len(frames)
@@ -60,7 +61,7 @@ class _History:
         self.count = total
         return seq, held
 
-    def windows(self, frames: np.ndarray):
+    def windows(self, frames: FloatArray) -> tuple[list[FloatArray], FloatArray]:
         """For each of `frames`: the window `add` would return (the last up to `size` frames,
         itself included), as (starting windows one by one, the rest as a (k, C, size) view)."""
         seq, held = self.add_many(frames)
@@ -79,10 +80,10 @@ class MedianFilter:
     def __init__(self, size: int):
         self.history = _History(size)
 
-    def __call__(self, values: np.ndarray) -> np.ndarray:
+    def __call__(self, values: FloatArray) -> FloatArray:
         return np.median(self.history.add(values), axis=0)
 
-    def many(self, frames: np.ndarray) -> np.ndarray:
+    def many(self, frames: FloatArray) -> FloatArray:
         """`__call__` for frames (m, C) in order, the same values (median of the same sets)."""
         short, full = self.history.windows(frames)
         out = np.empty(frames.shape)
@@ -100,16 +101,16 @@ class EMAFilter:
 
     def __init__(self, alpha: float):
         self.alpha = alpha
-        self.state: np.ndarray | None = None
+        self.state: FloatArray | None = None
 
-    def __call__(self, values: np.ndarray) -> np.ndarray:
+    def __call__(self, values: FloatArray) -> FloatArray:
         if self.state is None:
             self.state = values.astype(np.float64, copy=True)
         else:
             self.state = self.alpha * values + (1.0 - self.alpha) * self.state
         return self.state.copy()
 
-    def many(self, frames: np.ndarray) -> np.ndarray:
+    def many(self, frames: FloatArray) -> FloatArray:
         """`__call__` for frames (m, C) in order (a recursion: row by row, same arithmetic)."""
         out = np.empty(frames.shape)
         for i in range(len(frames)):
@@ -129,10 +130,10 @@ class HampelFilter:
         self.history = _History(size)
         self.n_sigmas = n_sigmas
 
-    def __call__(self, values: np.ndarray) -> np.ndarray:
+    def __call__(self, values: FloatArray) -> FloatArray:
         return self._judge(values, self.history.add(values))
 
-    def many(self, frames: np.ndarray) -> np.ndarray:
+    def many(self, frames: FloatArray) -> FloatArray:
         """`__call__` for frames (m, C) in order: the same medians, deviations and choices."""
         short, full = self.history.windows(frames)
         out = np.empty(frames.shape)
@@ -148,7 +149,7 @@ class HampelFilter:
             out[k:] = np.where(outlier, median, values)
         return out
 
-    def _judge(self, values: np.ndarray, window: np.ndarray) -> np.ndarray:
+    def _judge(self, values: FloatArray, window: FloatArray) -> FloatArray:
         median = np.median(window, axis=0)
         sigma = self.MAD_TO_SIGMA * np.median(np.abs(window - median), axis=0)
         outlier = np.abs(values - median) > self.n_sigmas * sigma
@@ -175,12 +176,12 @@ class FilterChain:
     def __init__(self, configs: list[FilterConfig]):
         self.filters = [build_filter(c) for c in configs]
 
-    def __call__(self, values: np.ndarray) -> np.ndarray:
+    def __call__(self, values: FloatArray) -> FloatArray:
         for f in self.filters:
             values = f(values)
         return values
 
-    def many(self, frames: np.ndarray) -> np.ndarray:
+    def many(self, frames: FloatArray) -> FloatArray:
         """`__call__` for frames (m, C) in order (the vectorized pipeline path)."""
         for f in self.filters:
             frames = f.many(frames)

@@ -14,7 +14,13 @@ same over a whole array for training. A test holds the two to the same output.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
+from numpy.typing import DTypeLike, NDArray
+
+from monitor.core.types import FloatArray
 
 
 class WindowBuffer:
@@ -22,7 +28,7 @@ class WindowBuffer:
 
     __slots__ = ("_buf", "_filled", "_pos", "_since", "stride", "window_size")
 
-    def __init__(self, window_size: int, n_channels: int, stride: int = 1, dtype=np.float32):
+    def __init__(self, window_size: int, n_channels: int, stride: int = 1, dtype: DTypeLike = np.float32):
         self.window_size = window_size
         self.stride = stride
         self._buf = np.zeros((2 * window_size, n_channels), dtype=dtype)
@@ -30,7 +36,7 @@ class WindowBuffer:
         self._filled = 0
         self._since = 0  # frames since the last emitted window
 
-    def push(self, values: np.ndarray) -> np.ndarray | None:
+    def push(self, values: FloatArray) -> np.ndarray | None:
         """Add a frame; return a view of the window (oldest first) when one is due."""
         w = self.window_size
         self._buf[self._pos] = values
@@ -48,7 +54,9 @@ class WindowBuffer:
         self._since = 0
         return self._buf[self._pos : self._pos + w]
 
-    def push_many(self, values: np.ndarray, out=None) -> tuple[np.ndarray, np.ndarray]:
+    def push_many(
+        self, values: FloatArray, out: Callable[[int], np.ndarray] | None = None
+    ) -> tuple[NDArray[np.integer[Any]], np.ndarray]:
         """`push` for frames (m, channels) at once, in order.
 
         Returns ``(index, windows)``: the positions in `values` at which `push` would
@@ -71,7 +79,7 @@ class WindowBuffer:
             first = self.stride - self._since - 1
             since_before = self._since
         if first < m:
-            index = np.arange(first, m, self.stride)
+            index: NDArray[np.integer[Any]] = np.arange(first, m, self.stride)
         else:
             index = np.zeros(0, dtype=np.int64)
         if len(index):
@@ -108,8 +116,8 @@ class WindowBuffer:
 
 
 def window_runs(
-    values: np.ndarray, stale: np.ndarray, window_size: int, stride: int = 1
-) -> tuple[np.ndarray, np.ndarray]:
+    values: FloatArray, stale: NDArray[np.bool_], window_size: int, stride: int = 1
+) -> tuple[FloatArray, NDArray[np.integer[Any]]]:
     """All windows a `WindowBuffer` would emit over `values` (frames x channels).
 
     Returns ``(windows, end_index)``: windows shaped (n, window_size, channels) and the
@@ -120,7 +128,7 @@ def window_runs(
     ends = []
     start = 0
     stale = np.asarray(stale, dtype=bool)
-    bounds = list(np.flatnonzero(stale)) + [n]
+    bounds: list[int] = [*np.flatnonzero(stale).tolist(), n]
     for b in bounds:
         run = values[start:b]
         if len(run) >= window_size:
