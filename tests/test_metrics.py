@@ -9,8 +9,8 @@ import urllib.request
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
+from monitor.core.types import REJECT_REASONS as REASONS
 from monitor.core.types import Rejected
-from monitor.io.codec import REASONS
 from monitor.io.metrics import Metrics, serve
 
 

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from monitor.core.config import EXIT_CONFIG, Config, ConfigError, load_config
+from monitor.core.pipeline import TALLIES
 
 log = logging.getLogger("monitor")
 
@@ -119,14 +120,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     firing = sum(1 for a in result.alerts if a.state == "firing")
     print(
         f"alerts fired: {firing}; dropped/rejected: "
-        + (
-            ", ".join(
-                f"{k}={v}"
-                for k, v in sorted(result.counters.items())
-                if k not in ("accepted", "frames", "windows_scored")
-            )
-            or "none"
-        )
+        + (", ".join(f"{k}={v}" for k, v in sorted(result.counters.items()) if k not in TALLIES) or "none")
     )
     if result.quality is not None:
         print(format_quality(result.quality))

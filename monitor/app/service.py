@@ -28,8 +28,8 @@ from prometheus_client import CollectorRegistry
 
 from monitor.app.lifecycle import LoadResult, ModelWatcher
 from monitor.core.config import Config
-from monitor.core.pipeline import Pipeline, ScoringModel
-from monitor.core.types import Alert, ScoreBatch
+from monitor.core.pipeline import TALLIES, Pipeline, ScoringModel
+from monitor.core.types import Alert, DropReason, ScoreBatch
 from monitor.io.codec import Codec
 from monitor.io.handoff import HandOff
 from monitor.io.metrics import Metrics
@@ -291,7 +291,7 @@ class Service:
                     continue
                 self._process(items)
             except Exception:
-                self.metrics.drop("internal_error", 1)
+                self.metrics.drop(DropReason.INTERNAL_ERROR, 1)
                 log.exception("scoring batch failed")
         log.info("scoring thread drained and stopped")
 
@@ -300,7 +300,7 @@ class Service:
         oldest = items[0][0]
         if pipe is None:
             for _, readings, rejected, _msg in items:
-                self.metrics.drop("no_model", len(readings))
+                self.metrics.drop(DropReason.NO_MODEL, len(readings))
                 self.metrics.rejected(rejected)
             self._ack_items(items)
             return
@@ -333,7 +333,7 @@ class Service:
     def _report_counters(self, pipe: Pipeline) -> None:
         """Move the pipeline's drop counters into metrics (added per batch, not per reading)."""
         for reason, total in pipe.counters.items():
-            if reason in ("accepted", "frames", "windows_scored"):
+            if reason in TALLIES:
                 continue
             delta = total - self._reported[reason]
             if delta:

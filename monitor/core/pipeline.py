@@ -19,7 +19,10 @@ from monitor.core.config import AlarmConfig, FilterConfig, StreamConfig
 from monitor.core.stream.assembler import EPS, StreamAssembler
 from monitor.core.stream.filters import FilterChain
 from monitor.core.stream.windows import WindowBuffer
-from monitor.core.types import Alert, FrameBlock, Reading, ReadingBlock, ScoreBatch
+from monitor.core.types import Alert, DropReason, FrameBlock, Reading, ReadingBlock, ScoreBatch
+
+#: Keys of `Pipeline.counters` that tally work done; every other key is a `DropReason`.
+TALLIES = ("accepted", "frames", "windows_scored")
 
 _MIN_RUN = 8  # shorter runs of one stream's readings: reading by reading is as fast
 _MISSING = object()
@@ -106,7 +109,7 @@ class Pipeline:
         self.stream_cfg = stream_cfg
         self.alarm_cfg = alarm_cfg
         self.top_channels = top_channels
-        self.counters: Counter = Counter()  # rejected/dropped inputs by reason, and totals
+        self.counters: Counter = Counter()  # dropped inputs by `DropReason`, and the `TALLIES`
         self.streams: dict[str, StreamState] = {}
         # Due windows wait in a preallocated (capacity, W, C) float32 buffer (no per-window
         # copy + np.stack); their (stream, timestamp, observed raw) in `_meta`.
@@ -158,11 +161,11 @@ class Pipeline:
         """Add one reading; returns None if accepted, else the reason it was dropped."""
         idx = self.channel_index.get(reading.channel)
         if idx is None:
-            reason = "unknown_channel"
+            reason = DropReason.UNKNOWN_CHANNEL
         else:
             state = self._state(reading.stream)
             if state is None:
-                reason = "stream_cap"
+                reason = DropReason.STREAM_CAP
             else:
                 reason = state.assembler.push(reading.timestamp, idx, reading.value, state.frames)
                 if state.frames:
@@ -349,7 +352,7 @@ class Pipeline:
         """Add a reading for every channel of `stream` at once (a wide CSV row)."""
         state = self._state(stream)
         if state is None:
-            reason = "stream_cap"
+            reason = DropReason.STREAM_CAP
         else:
             reason = state.assembler.push_row(timestamp, values, state.frames)
             if state.frames:
@@ -369,7 +372,7 @@ class Pipeline:
             self.counters["frames"] += 1
             filtered = state.filtered(values, stale)
             if filtered is None:
-                self.counters["stale_frames"] += 1
+                self.counters[DropReason.STALE_FRAMES] += 1
                 continue
             z = (filtered - self.model.mean) * self._inv_std
             window = state.windows.push(z)

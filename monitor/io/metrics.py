@@ -23,8 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import choose_encoder
 
-from monitor.core.types import Rejected
-from monitor.io.codec import REASONS as REJECT_REASONS
+from monitor.core.types import DROP_REASONS, REJECT_REASONS, Rejected
 
 __all__ = [
     "ALERT_STATES",
@@ -38,19 +37,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Why a reading was dropped after it was decoded (bounded label values; others are added lazily).
-DROP_REASONS = (
-    "queue_full",
-    "stream_cap",
-    "unknown_channel",
-    "duplicate",
-    "out_of_order",
-    "late",
-    "stale_frames",
-    "no_model",
-    "internal_error",
-    "shutdown",
-)
 ALERT_STATES = ("firing", "resolved")
 MODEL_LOAD_RESULTS = ("ok", "rejected")
 SINK_NAMES = ("mqtt", "log", "alertmanager")

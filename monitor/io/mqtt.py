@@ -50,7 +50,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from monitor.core.config import ConfigError, MQTTConfig, TopicRule
-from monitor.core.types import RawMessage, Reading, Rejected
+from monitor.core.types import DropReason, RawMessage, Reading, Rejected
 from monitor.io.codec import Codec
 
 if TYPE_CHECKING:
@@ -851,13 +851,13 @@ class MQTTIngest:
             if not self._intake_open:
                 ack_now = False  # stopping: the broker keeps it for the next session (manual acks)
                 if not self.manual_ack:
-                    self._count_drop("shutdown", readings, rejected)
+                    self._count_drop(DropReason.SHUTDOWN, readings, rejected)
                 return
             try:
                 self.queue.put_nowait(_new_tuple(Ingested, (received_monotonic, readings, rejected, delivery)))
                 ack_now = False
             except queue.Full:
-                self._count_drop("queue_full", readings, rejected)
+                self._count_drop(DropReason.QUEUE_FULL, readings, rejected)
         except Exception:
             self.stats["callback_errors"] += 1
             if self._throttle.ready("on_message"):
@@ -878,7 +878,7 @@ class MQTTIngest:
             self.metrics.drop(reason, n)
             if rejected:
                 self.metrics.rejected(rejected)
-        if reason != "queue_full":
+        if reason != DropReason.QUEUE_FULL:
             return
         self._drops_since_log += n
         if self._throttle.ready("queue_full"):

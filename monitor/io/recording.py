@@ -276,9 +276,7 @@ def recording_files(paths: PathLike | Iterable[PathLike]) -> list[Path]:
     return files
 
 
-def iter_recordings(
-    paths: PathLike | Iterable[PathLike], stats: RecordingStats | None = None
-) -> Iterator[RawMessage]:
+def iter_recordings(paths: PathLike | Iterable[PathLike], stats: RecordingStats | None = None) -> Iterator[RawMessage]:
     """Messages of several recordings (files or directories), one file after the other."""
     stats = stats if stats is not None else RecordingStats()
     for path in recording_files(paths):
