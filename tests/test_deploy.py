@@ -428,7 +428,7 @@ def _healthcheck_argv() -> list[str]:
 def test_healthcheck_command_against_a_real_health_endpoint():
     from prometheus_client import CollectorRegistry
 
-    from monitor.io.metrics import serve
+    from monitor.io.http import serve
 
     argv = _healthcheck_argv()
     assert argv[0] == "python"

@@ -11,7 +11,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from monitor.core.types import REJECT_REASONS as REASONS
 from monitor.core.types import Rejected
-from monitor.io.metrics import Metrics, serve
+from monitor.io.http import serve
+from monitor.io.metrics import Metrics
 
 
 def sample(registry: CollectorRegistry, name: str, **labels: str):

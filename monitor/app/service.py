@@ -129,7 +129,7 @@ class Service:
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        from monitor.io.metrics import serve
+        from monitor.io.http import serve
         from monitor.io.mqtt import MQTTIngest
 
         cfg = self.cfg
