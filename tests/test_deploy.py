@@ -544,7 +544,7 @@ def test_grafana_provisioning_matches_the_dashboard():
 def _known_metric_names() -> set[str]:
     from prometheus_client import CollectorRegistry
 
-    from monitor.app.retrain import METRICS
+    from monitor.io.retrain_status import METRICS
     from monitor.io.metrics import Metrics
 
     registry = CollectorRegistry()
@@ -563,7 +563,7 @@ def test_rules_and_dashboard_use_only_real_metric_names():
     used = {m for t in texts for m in re.findall(r"\bmonitor_[a-z0-9_]+", t)}
     used -= {"monitor_build"}  # not used; listed for clarity
     unknown = sorted(u for u in used if u not in known)
-    assert not unknown, f"not defined in monitor/io/metrics.py or monitor/app/retrain.py: {unknown}"
+    assert not unknown, f"not defined in monitor/io/metrics.py or monitor/io/retrain_status.py: {unknown}"
 
 
 def test_compose_mosquitto_config_runs_in_the_real_broker(tmp_path):

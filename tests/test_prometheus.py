@@ -221,7 +221,7 @@ def _selectors(expr: str) -> list[str]:
 def test_dashboard_and_alerts_against_real_prometheus(tmp_path):
     from prometheus_client import CollectorRegistry
 
-    from monitor.app.retrain import RetrainStatusCollector, write_textfile
+    from monitor.io.retrain_status import RetrainStatusCollector, write_textfile
     from monitor.app.service import Service
 
     models = tmp_path / "models"

@@ -11,10 +11,11 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from monitor.app import retrain
-from monitor.app.retrain import Evaluation, GateSettings, RetrainStatusCollector, gate, read_textfile, write_textfile
+from monitor.app.retrain import Evaluation, GateSettings, gate
 from monitor.core.model.bundle import current_bundle_path, list_bundles
 from monitor.core.synthetic import CHANNELS, Fault, pump, write_csv
 from monitor.io.metrics import Metrics
+from monitor.io.retrain_status import RetrainStatusCollector, read_textfile, write_textfile
 
 CONFIG = """
 stream: {channels: [flow, pressure, current, vibration, temperature], period_seconds: 1.0, max_gap_seconds: 5}

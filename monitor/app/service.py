@@ -27,17 +27,21 @@ import numpy as np
 from prometheus_client import CollectorRegistry
 
 from monitor.app.lifecycle import LoadResult, ModelWatcher
-from monitor.core.config import Config
+from monitor.core.config import Config, ConfigError, load_config
 from monitor.core.pipeline import TALLIES, Pipeline, ScoringModel
 from monitor.core.types import Alert, DropReason, ScoreBatch
 from monitor.io.codec import Codec
 from monitor.io.handoff import HandOff
+from monitor.io.http import serve
 from monitor.io.metrics import Metrics
+from monitor.io.mqtt import MQTTIngest
+from monitor.io.notify import stopping
+from monitor.io.record import Recorder
+from monitor.io.recording import ALERTS_FILE
+from monitor.io.retrain_status import TEXTFILE_NAME, RetrainStatusCollector
 from monitor.io.sinks import AlertmanagerSink, JSONLinesSink, LogSink, MQTTSink, Sink
 
 log = logging.getLogger(__name__)
-
-ALERTS_FILE = "alerts.ndjson"  # in record.dir, beside the recordings
 
 
 class Service:
@@ -56,8 +60,6 @@ class Service:
         self.config_path = config_path  # re-read on SIGHUP
         self.registry = registry or CollectorRegistry()
         self.metrics = Metrics(self.registry)
-        from monitor.app.retrain import TEXTFILE_NAME, RetrainStatusCollector
-
         # the retrain job's verdict (a textfile beside the models) re-exported at scrape time
         self.registry.register(RetrainStatusCollector(Path(cfg.models.dir) / TEXTFILE_NAME, self.metrics))
         self.stop_timeout = stop_timeout_seconds
@@ -129,9 +131,6 @@ class Service:
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        from monitor.io.http import serve
-        from monitor.io.mqtt import MQTTIngest
-
         cfg = self.cfg
         self._poll_model()
         self._install_pending_model()
@@ -140,8 +139,6 @@ class Service:
         )
         self.http = serve(self.registry, cfg.metrics.address, cfg.metrics.port, self.health, self.ready)
         if cfg.record.enabled:  # tap of our own intake: retraining data is exactly what was scored
-            from monitor.io.record import Recorder
-
             self.recorder = Recorder(
                 cfg.record.dir,
                 rotate_bytes=cfg.record.rotate_bytes,
@@ -188,8 +185,6 @@ class Service:
         """
         if self.config_path is None:
             return []
-        from monitor.core.config import ConfigError, load_config
-
         try:
             new = load_config(self.config_path)
         except ConfigError as exc:
@@ -230,8 +225,6 @@ class Service:
 
     def shutdown(self) -> int:
         """Stop intake, drain what was received, flush alerts, close everything."""
-        from monitor.io.notify import stopping
-
         deadline = time.monotonic() + self.stop_timeout
         stopping()  # tell systemd (no-op elsewhere)
         self._stop.set()

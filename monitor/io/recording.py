@@ -45,6 +45,7 @@ except ImportError:  # pragma: no cover - exercised only without orjson
     _loads = json.loads
 
 __all__ = [
+    "ALERTS_FILE",
     "FORMAT",
     "VERSION",
     "RecordingStats",
@@ -59,6 +60,9 @@ log = logging.getLogger(__name__)
 FORMAT = "monitor-recording"
 VERSION = 1
 SUFFIXES = (".jsonl", ".jsonl.gz", ".gz")  # what a directory listing picks up
+#: The daemon's alert log (JSON lines) in record.dir, beside the recordings: retraining on
+#: that folder leaves the alerting spans out. ``.ndjson``, so `recording_files` skips it.
+ALERTS_FILE = "alerts.ndjson"
 _GZIP_MAGIC = b"\x1f\x8b"
 _CHUNK_BYTES = 256 * 1024
 
