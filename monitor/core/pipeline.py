@@ -46,7 +46,9 @@ class ScoringModel:
 
     @classmethod
     def from_bundle(cls, bundle) -> ScoringModel:
-        from monitor.core.model.scorer import Scorer
+        # torch (~2 s to import) only when a model is loaded: replay --to-broker and the
+        # parser of every command import this module without scoring anything
+        from monitor.core.model.scorer import Scorer  # noqa: PLC0415
 
         m = bundle.manifest
         return cls(

@@ -17,6 +17,7 @@ import platform
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from importlib.metadata import version as _distribution_version
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
@@ -43,9 +44,7 @@ END_TO_END_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25
 
 def _package_version() -> str:
     try:
-        from importlib.metadata import version
-
-        return version("monitor")
+        return _distribution_version("monitor")
     except Exception:
         return "unknown"
 
