@@ -262,7 +262,8 @@ def gate(candidate: Evaluation, current: Evaluation | None, settings: GateSettin
         {
             "check": "false_alarm_budget",
             "passed": ok,
-            "detail": f"candidate false-alarm rate {_fmt(far)} {'<=' if ok else '>'} budget {settings.max_false_alarm_rate:g}",
+            "detail": f"candidate false-alarm rate {_fmt(far)} {'<=' if ok else '>'} "
+            f"budget {settings.max_false_alarm_rate:g}",
         }
     )
     if current is None or current.error is not None or not math.isfinite(current.false_alarm_rate):
@@ -411,7 +412,8 @@ def run_retrain(args: argparse.Namespace) -> int:
 
 def _report(verdict: dict, code: int) -> int:
     """The verdict as one JSON line on stdout (the journal under systemd) plus a log summary."""
-    print(json.dumps(verdict, default=str), flush=True)
+    sys.stdout.write(json.dumps(verdict, default=str) + "\n")  # the command's output
+    sys.stdout.flush()
     if code == EXIT_PROMOTED:
         log.info("retrain: promoted %s", verdict["candidate"]["version"])
     elif code == EXIT_GATE_FAILED:
@@ -420,7 +422,7 @@ def _report(verdict: dict, code: int) -> int:
     else:
         log.error("retrain failed (exit %d): %s", code, verdict.get("error"))
     if code == EXIT_CONFIG:
-        print(verdict["error"], file=sys.stderr)
+        sys.stderr.write(verdict["error"] + "\n")
     return code
 
 
@@ -502,7 +504,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run_retrain(args)
     except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
+        sys.stderr.write(f"configuration error: {exc}\n")
         return EXIT_CONFIG
 
 

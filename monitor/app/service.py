@@ -366,6 +366,6 @@ class Service:
                 body = json.dumps({"stream": stream, "ts": ts, "score": values[i]}).encode()
                 self.ingest.publish(scores_topic.format(stream=stream), body, 0, False)
             if denoised_topic:
-                frame = dict(zip(channels, np.asarray(scores.observed[i], dtype=float).tolist()))
+                frame = dict(zip(channels, np.asarray(scores.observed[i], dtype=float).tolist(), strict=True))
                 body = json.dumps({"stream": stream, "ts": ts, **frame}).encode()
                 self.ingest.publish(denoised_topic.format(stream=stream), body, 0, False)

@@ -187,8 +187,8 @@ def prepare_windows(
     `channels` (the frames' column names) is needed for `model.channel_min_std`.
     """
     holdout = cfg.calibration.holdout_fraction
-    cuts = [int(round(len(f.times) * (1 - holdout))) for f in frames]
-    fit_rows = np.concatenate([f.values[:cut][~f.stale[:cut]] for f, cut in zip(frames, cuts)])
+    cuts = [round(len(f.times) * (1 - holdout)) for f in frames]
+    fit_rows = np.concatenate([f.values[:cut][~f.stale[:cut]] for f, cut in zip(frames, cuts, strict=True)])
     if len(fit_rows) < window_size:
         raise ValueError(
             f"only {len(fit_rows)} fresh frames to train on; need well over window_size={window_size}. "
@@ -198,7 +198,7 @@ def prepare_windows(
     std = scaler_std(fit_rows, cfg, channels)
     train, calib = [], []
     digest = hashlib.sha256()
-    for f, cut in zip(frames, cuts):
+    for f, cut in zip(frames, cuts, strict=True):
         z = ((f.values - mean) / std).astype(np.float32)
         z[f.stale] = 0.0
         w_train, _ = window_runs(z[:cut], f.stale[:cut], window_size, stride)

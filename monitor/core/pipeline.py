@@ -128,7 +128,7 @@ class Pipeline:
         self._inv_std = 1.0 / model.std
         shape = (model.window_size, len(model.channels))
         if self._x.shape[1:] != shape:
-            self._x = np.empty((max(256, self._n),) + shape, dtype=np.float32)
+            self._x = np.empty((max(256, self._n), *shape), dtype=np.float32)
         self.alarm = AlarmMachine(self.alarm_cfg, model.threshold, model.version, model.channels, self.top_channels)
 
     # ------------------------------------------------------------------ model swap
@@ -346,7 +346,7 @@ class Pipeline:
 
     def _reserve(self, n: int) -> None:
         if n > len(self._x):
-            grown = np.empty((max(n, 2 * len(self._x)),) + self._x.shape[1:], dtype=np.float32)
+            grown = np.empty((max(n, 2 * len(self._x)), *self._x.shape[1:]), dtype=np.float32)
             grown[: self._n] = self._x[: self._n]
             self._x = grown
 
@@ -403,7 +403,7 @@ class Pipeline:
         x = self._x[:n]
         raw, per_channel, recon_last = model.scorer.errors(x)
         if len(self._x) > 4096 and n < len(self._x) // 8:
-            self._x = np.empty((max(256, 2 * n),) + self._x.shape[1:], dtype=np.float32)
+            self._x = np.empty((max(256, 2 * n), *self._x.shape[1:]), dtype=np.float32)
         streams, runs, times, observed = _columns_of(entries)
         inv_thr = 1.0 / model.threshold
         scores = ScoreBatch(
@@ -447,7 +447,7 @@ def _columns_of(entries: list) -> tuple:
     `entries` holds (stream, time, observed) tuples from the reading-by-reading path and
     `_Run`s from the vectorized one."""
     if all(type(e) is tuple for e in entries):
-        streams, times, observed = (list(col) for col in zip(*entries))
+        streams, times, observed = (list(col) for col in zip(*entries, strict=True))
         return streams, None, times, observed
     runs: list[tuple[str, int, int]] = []
     t_parts: list = []

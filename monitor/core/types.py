@@ -81,7 +81,7 @@ class ReadingBlock(_Block):
 
     def __iter__(self):
         stream, channel = self.stream, self.channel
-        for t, v in zip(self.timestamps.tolist(), self.values.tolist()):
+        for t, v in zip(self.timestamps.tolist(), self.values.tolist(), strict=True):
             yield Reading(stream, channel, t, v)
 
     def __repr__(self) -> str:
@@ -129,8 +129,8 @@ class FrameBlock(_Block):
         stream, channels = self.stream, self.channels
         return [
             Reading(stream, c, t, v)
-            for t, row in zip(self.timestamps[start:].tolist(), self.values[start:].tolist())
-            for c, v in zip(channels, row)
+            for t, row in zip(self.timestamps[start:].tolist(), self.values[start:].tolist(), strict=True)
+            for c, v in zip(channels, row, strict=True)
         ]
 
     def __repr__(self) -> str:

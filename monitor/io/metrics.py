@@ -12,6 +12,7 @@ The HTTP server that exposes them (with ``/healthz`` and ``/readyz``) is `monito
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import platform
 import threading
@@ -210,7 +211,7 @@ class Metrics:
         totals must only ever grow.
         """
         with self._label_lock:
-            self._received_sources = self._received_sources + [source]
+            self._received_sources = [*self._received_sources, source]
 
     def received_totals(self) -> tuple[float, float]:
         """(messages, readings) received: the counters plus every source."""
@@ -272,10 +273,8 @@ class Metrics:
             if self._streams.pop(stream, None) is None:
                 return
             for gauge in (self.anomaly_score, self.alert_state):
-                try:
+                with contextlib.suppress(KeyError):
                     gauge.remove(stream)
-                except KeyError:
-                    pass
 
     @property
     def labelled_streams(self) -> int:
@@ -351,7 +350,7 @@ class _ReceivedCounters:
     def collect(self):
         m = self._metrics
         extra = m.received_totals()
-        for counter, add in zip((m.messages_received, m.readings_received), extra):
+        for counter, add in zip((m.messages_received, m.readings_received), extra, strict=True):
             for family in counter.collect():
                 if add:
                     family.samples = [

@@ -803,7 +803,8 @@ class MQTTIngest:
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any, properties: Any) -> None:
         try:
             ok = True
-            for (filt, _), code in zip(self._subscriptions, reason_codes):
+            # one code per filter; a broker that sends fewer is judged on those it sent
+            for (filt, _), code in zip(self._subscriptions, reason_codes, strict=False):
                 if code.is_failure:
                     ok = False
                     self.last_error = f"subscription to {filt!r} refused by the broker: {code}"

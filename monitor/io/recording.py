@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from monitor.core.types import RawMessage
 
@@ -66,7 +66,7 @@ ALERTS_FILE = "alerts.ndjson"
 _GZIP_MAGIC = b"\x1f\x8b"
 _CHUNK_BYTES = 256 * 1024
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 
 
 def encode_message(msg: RawMessage) -> bytes:
@@ -159,7 +159,7 @@ class RecordingWriter:
         self.messages_written = 0  # flushed to the file
         self.bytes_written = 0  # compressed bytes in the file
         try:
-            self._file = open(self.path, "xb")
+            self._file = open(self.path, "xb")  # noqa: SIM115  # the writer owns it until close()
         except FileExistsError:
             raise FileExistsError(f"recording {self.path} already exists; record into a new file") from None
         created = datetime.fromtimestamp(wall_clock(), tz=timezone.utc).isoformat()

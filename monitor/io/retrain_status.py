@@ -8,6 +8,7 @@ and `monitor.app.service`, so neither imports the other.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -72,10 +73,8 @@ def write_textfile(path: Path, values: dict[str, float]) -> None:
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         raise
 
 

@@ -70,10 +70,7 @@ class WindowBuffer:
         else:
             first = self.stride - self._since - 1
             since_before = self._since
-        if first < m:
-            index = np.arange(first, m, self.stride)
-        else:
-            index = np.zeros(0, dtype=np.int64)
+        index = np.arange(first, m, self.stride) if first < m else np.zeros(0, dtype=np.int64)
         if len(index):
             starts = index + (f0 - w + 1)  # position in `seq` of each window's first frame
             rows = starts[:, None] + np.arange(w)
@@ -120,7 +117,7 @@ def window_runs(
     ends = []
     start = 0
     stale = np.asarray(stale, dtype=bool)
-    bounds = list(np.flatnonzero(stale)) + [n]
+    bounds = [*np.flatnonzero(stale).tolist(), n]
     for b in bounds:
         run = values[start:b]
         if len(run) >= window_size:
