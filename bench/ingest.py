@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import collections
 import logging
+import multiprocessing as mp
 import os
 import statistics
 import sys
@@ -71,7 +72,7 @@ from monitor.app.service import Service  # noqa: E402
 from monitor.app.training import StreamData, train_bundle  # noqa: E402
 from monitor.core.model.bundle import load_bundle  # noqa: E402
 from monitor.core.synthetic import CHANNELS as PUMP_CHANNELS  # noqa: E402
-from monitor.core.synthetic import pump
+from monitor.core.synthetic import pump  # noqa: E402
 from monitor.io import mqtt as mqtt_ingest  # noqa: E402
 
 WINDOW = 16
@@ -223,7 +224,7 @@ class PumpWorkload:
             for j in range(0, per_stream, rows):
                 for s in range(n_streams):
                     body = [
-                        {"ts": start + k, **{ch: float(x) for ch, x in zip(PUMP_CHANNELS, values[s][k])}}
+                        {"ts": start + k, **{ch: float(x) for ch, x in zip(PUMP_CHANNELS, values[s][k], strict=True)}}
                         for k in range(j, min(j + rows, per_stream))
                     ]
                     msgs.append((f"{TOPIC_PREFIX}/s{s}/pump", orjson.dumps(body)))
@@ -606,8 +607,6 @@ def run_latency(port: int, models_dir: Path, rate: float, seconds: float, n_stre
     """Paced single-reading publisher (another process) at `rate` msgs/s with faults injected:
     publish->score per reading (score listener) and publish->alert per firing alert (MQTT
     alert receipt minus the publish time of the reading whose window fired it)."""
-    import multiprocessing as mp
-
     per_stream = int(rate * seconds / n_streams)
     start = float(int(time.time()) - per_stream - 120)
     scored: list[tuple[str, float, float]] = []
@@ -697,8 +696,6 @@ def _streams_child(port: int, models_dir: Path, n_streams: int, per_stream: int,
 
 def run_streams_fresh(port: int, models_dir: Path, n_streams: int, per_stream: int, scrapes: int) -> dict:
     """`run_streams` in a fresh process, so RSS is not muddied by the earlier runs."""
-    import multiprocessing as mp
-
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     child = ctx.Process(target=_streams_child, args=(port, models_dir, n_streams, per_stream, scrapes, out))
@@ -879,9 +876,8 @@ def main() -> int:
                         + ", ".join(f"{x:,.0f}" for x in rs)
                     )
                 if "ceiling" in res and "daemon" in res:
-                    print(
-                        f"  {fmt} daemon/ceiling {statistics.median(res['daemon']) / statistics.median(res['ceiling']):.2f}x"
-                    )
+                    ratio = statistics.median(res["daemon"]) / statistics.median(res["ceiling"])
+                    print(f"  {fmt} daemon/ceiling {ratio:.2f}x")
             return 0
         med = {fmt: {v: statistics.median(rs) for v, rs in res.items()} for fmt, res in results.items()}
         for fmt in loads:
@@ -901,7 +897,8 @@ def main() -> int:
         print("\ntargets:")
         print(
             f"  single: daemon/ceiling {s['daemon'] / s['ceiling']:.2f} (>= 0.9: "
-            f"{'met' if s['daemon'] >= 0.9 * s['ceiling'] else 'NOT met'}), daemon/naive {s['daemon'] / s['naive']:.1f} "
+            f"{'met' if s['daemon'] >= 0.9 * s['ceiling'] else 'NOT met'}), "
+            f"daemon/naive {s['daemon'] / s['naive']:.1f} "
             f"(>= 8: {'met' if s['daemon'] >= 8 * s['naive'] else 'NOT met'})"
         )
         print(
@@ -950,12 +947,14 @@ def main() -> int:
         for frac, base, what in runs:
             lat = run_latency(broker.port, models, rate=base * frac, seconds=args.latency_seconds)
             print(
-                f"\nlatency at {lat['rate']:,.0f} msgs/s asked, {lat['achieved']:,.0f} achieved ({frac:g} x the daemon's "
+                f"\nlatency at {lat['rate']:,.0f} msgs/s asked, {lat['achieved']:,.0f} achieved "
+                f"({frac:g} x the daemon's "
                 f"{what} single-reading rate; publisher in another process), {lat['messages']} msgs, "
                 f"10 streams with injected faults:"
             )
             print(
-                f"  publish->score  p50 {lat['score_p50_ms']:.1f} ms  p99 {lat['score_p99_ms']:.1f} ms  ({lat['scores']} windows)"
+                f"  publish->score  p50 {lat['score_p50_ms']:.1f} ms  p99 {lat['score_p99_ms']:.1f} ms  "
+                f"({lat['scores']} windows)"
             )
             print(
                 f"  publish->alert  p50 {lat['alert_p50_ms']:.1f} ms  p99 {lat['alert_p99_ms']:.1f} ms  "

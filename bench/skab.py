@@ -23,6 +23,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import torch  # noqa: E402
+
+from monitor.app.backtest import run_backtest  # noqa: E402
+from monitor.app.training import StreamData, train_bundle  # noqa: E402
+from monitor.core.config import load_config  # noqa: E402
+from monitor.core.evaluate import Quality  # noqa: E402
+from monitor.core.model.bundle import load_bundle  # noqa: E402
+from monitor.core.pipeline import ScoringModel  # noqa: E402
+from monitor.io.files import read_csv  # noqa: E402
+
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "skab"
 TRAIN_ROWS = 400
 
@@ -53,16 +63,7 @@ def labelled_files(data_dir: Path) -> list[Path]:
 def run_file(args: tuple[str, str, int]) -> dict:
     """Train on the first rows of one file and backtest it; returns counts and timings."""
     path, config_path, threads = args
-    import torch
-
     torch.set_num_threads(threads)
-    from monitor.app.backtest import run_backtest
-    from monitor.app.training import StreamData, train_bundle
-    from monitor.core.config import load_config
-    from monitor.core.model.bundle import load_bundle
-    from monitor.core.pipeline import ScoringModel
-    from monitor.io.files import read_csv
-
     cfg = load_config(config_path, environ={})
     data = read_csv(path, cfg.data)
     channels = list(cfg.stream.channels or data.channels)  # stream.channels selects columns, as `monitor train` does
@@ -103,8 +104,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--json", help="write per-file results here")
     args = ap.parse_args(argv)
-
-    from monitor.core.evaluate import Quality
 
     data_dir = Path(args.data)
     files = labelled_files(data_dir)

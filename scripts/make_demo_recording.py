@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from monitor.core.synthetic import CHANNELS, Fault, pump  # noqa: E402
+from monitor.core.types import RawMessage  # noqa: E402
 from monitor.io.recording import RecordingWriter  # noqa: E402
 
 START = 1_767_225_600.0  # 2026-01-01T00:00:00Z
@@ -34,10 +35,8 @@ def main() -> int:
         out.unlink()
     t, v, _ = pump(TOTAL_ROWS, seed=7, start_time=START, steps_per_hour=0, faults=[Fault(*FAULT, "cavitation")])
     with RecordingWriter(out, flush_every=10_000, flush_seconds=1e9, wall_clock=lambda: START) as w:
-        from monitor.core.types import RawMessage
-
         for i in range(TOTAL_ROWS):
-            body = {"ts": round(float(t[i]), 3), **{c: round(float(x), 4) for c, x in zip(CHANNELS, v[i])}}
+            body = {"ts": round(float(t[i]), 3), **{c: round(float(x), 4) for c, x in zip(CHANNELS, v[i], strict=True)}}
             w.write(RawMessage(float(t[i]) + 0.05, "plant/demo/pump1", json.dumps(body).encode(), 1, False))
     print(
         f"wrote {out} ({out.stat().st_size} bytes, {TOTAL_ROWS} messages; normal until row {NORMAL_ROWS}, "

@@ -33,7 +33,8 @@ def main() -> int:
     )
     write_csv(out / "faulty.csv", t2, v2, lab)
     print(
-        f"wrote {out / 'normal.csv'} ({2 * n} rows) and {out / 'faulty.csv'} ({n} rows, fault at rows {start}..{start + n // 12})"
+        f"wrote {out / 'normal.csv'} ({2 * n} rows) and {out / 'faulty.csv'} "
+        f"({n} rows, fault at rows {start}..{start + n // 12})"
     )
     return 0
 

@@ -101,7 +101,6 @@ class Mosquitto:
         self.data_dir = self.dir / "data"
         self.data_dir.mkdir(exist_ok=True)
         self.proc: subprocess.Popen | None = None
-        self._output = None
         self._write_config()
 
     # ----------------------------------------------------------------- config
@@ -148,18 +147,17 @@ class Mosquitto:
         """Start (again) on the same port(s); returns when every listener accepts connections."""
         if self.running:
             return self
-        self._output = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [self.binary, "-c", str(self.config_path)],
-            stdout=self._output,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
+        with open(self.log_path, "ab") as output:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(
+                [self.binary, "-c", str(self.config_path)],
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
         ports = [self.port] + ([self.tls_port] if self.tls_port else [])
         deadline = time.monotonic() + self.start_timeout
         while True:
             if self.proc.poll() is not None:
-                self._close_output()
                 raise RuntimeError(f"mosquitto exited with {self.proc.returncode}:\n{self.log()}")
             if all(_port_open(self.host, p) for p in ports):
                 return self
@@ -180,7 +178,6 @@ class Mosquitto:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
-        self._close_output()
 
     def kill(self) -> None:
         """SIGKILL: nothing is saved (a crash)."""
@@ -190,7 +187,6 @@ class Mosquitto:
             self.proc.kill()
             self.proc.wait()
         self.proc = None
-        self._close_output()
 
     def restart(self) -> Mosquitto:
         self.stop()
@@ -201,11 +197,6 @@ class Mosquitto:
             return self.log_path.read_text(errors="replace")
         except OSError:
             return ""
-
-    def _close_output(self) -> None:
-        if self._output is not None:
-            self._output.close()
-            self._output = None
 
     def __enter__(self) -> Mosquitto:
         return self.start()

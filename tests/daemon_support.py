@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 import threading
 import time
 import urllib.request
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import paho.mqtt.client as mqtt
+import yaml
 
 from monitor.app.training import StreamData, train_bundle
 from monitor.core.config import Config, load_config
@@ -32,17 +34,11 @@ def train_small_model(models_dir: Path) -> Path:
 
 
 def load_yaml(text: str) -> dict:
-    import yaml
-
     return yaml.safe_load(text)
 
 
 def config_from(raw: dict) -> Config:
     """Validate a config given as a dict, through the same loader as a YAML file."""
-    import tempfile
-
-    import yaml
-
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as fh:
         yaml.safe_dump(raw, fh)
     try:
@@ -93,7 +89,7 @@ def feed_rows(n: int = 1000, seed: int = 21, fault: tuple[int, int] | None = FAU
 
 
 def row_payload(t: float, values: np.ndarray, seq: int | None = None) -> bytes:
-    body = {"ts": float(t), **{c: float(v) for c, v in zip(CHANNELS, values)}}
+    body = {"ts": float(t), **{c: float(v) for c, v in zip(CHANNELS, values, strict=True)}}
     if seq is not None:
         body["seq_note"] = str(seq)  # strings are metadata for json_multi, not channels
     return json.dumps(body).encode()
@@ -139,7 +135,7 @@ class Publisher:
         return self.client.publish(topic, payload, qos=qos)
 
     def publish_rows(self, topic: str, times, values, qos: int = 1) -> None:
-        infos = [self.publish(topic, row_payload(t, v), qos) for t, v in zip(times, values)]
+        infos = [self.publish(topic, row_payload(t, v), qos) for t, v in zip(times, values, strict=True)]
         for info in infos:
             info.wait_for_publish(10)
 

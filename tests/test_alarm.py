@@ -7,6 +7,7 @@ import pytest
 
 from monitor.core.alarm import AlarmMachine
 from monitor.core.config import AlarmConfig
+from monitor.core.types import ScoreBatch
 
 CH = ["a", "b"]
 
@@ -77,8 +78,6 @@ def test_streams_are_independent_and_reading_state_does_not_change_it():
 
 
 def _batch(streams, scores):
-    from monitor.core.types import ScoreBatch
-
     n = len(streams)
     s = np.asarray(scores, dtype=float)
     return ScoreBatch(
@@ -125,8 +124,6 @@ def test_batch_update_matches_window_by_window_through_long_episodes(seed):
                 x = float(rng.uniform(0.6, 4.0) if hot else rng.uniform(0, 1.2))
             scores.append(math.nan if rng.random() < 0.01 else x)
         s = np.asarray(scores, dtype=np.float32)
-        from monitor.core.types import ScoreBatch
-
         b = ScoreBatch(
             streams,
             [float(t + i) for i in range(size)],

@@ -38,7 +38,7 @@ def test_window_push_many_matches_push(window_size, stride):
         index, windows = many.push_many(chunk)
         assert index.tolist() == [j for j, _ in expected]
         assert windows.shape == (len(expected), window_size, 2)
-        for (_, w), got in zip(expected, windows):
+        for (_, w), got in zip(expected, windows, strict=True):
             np.testing.assert_array_equal(w, got)
         assert (many._filled, many._since, many._pos) == (one._filled, one._since, one._pos)
         if rng.random() < 0.15:
@@ -245,7 +245,7 @@ def _assert_same_results(got_one, got_many):
                 (s.timestamp, s.score, s.raw_error) for s in x2
             ]
             assert [s.timestamp for s in x1] == sorted(s.timestamp for s in x1)
-            for x, y in zip(x1, x2):
+            for x, y in zip(x1, x2, strict=True):
                 np.testing.assert_array_equal(x.observed, y.observed)
                 np.testing.assert_array_equal(x.reconstructed, y.reconstructed)
                 np.testing.assert_array_equal(x.channel_scores, y.channel_scores)
@@ -647,7 +647,7 @@ def _multi_feed(seed: int, channels=("a", "b", "c"), n_streams: int = 4, n_items
             t[stream] = float(ts[-1])
             chans = list(channels)
             if troubled and rng.random() < 0.2:
-                chans = chans[:-1] if rng.random() < 0.5 else chans + ["extra"]
+                chans = chans[:-1] if rng.random() < 0.5 else [*chans, "extra"]
             order = rng.permutation(len(chans))
             chans = tuple(chans[i] for i in order)
             values = rng.normal(size=(rows, len(chans))) * (6 if rng.random() < 0.05 else 1)

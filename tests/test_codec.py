@@ -10,8 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from monitor.core.config import ConfigError, TopicRule
+from monitor.core.types import REJECT_REASONS as REASONS
 from monitor.core.types import RawMessage, Reading, Rejected
-from monitor.io.codec import REASONS, Codec, parse_timestamp
+from monitor.io.codec import Codec, parse_timestamp
 
 NOW = 1_700_000_000.0  # received_at used throughout
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from broker import Mosquitto, free_port, make_test_ca, mosquitto_binary
 from daemon_support import (
     FAULT,
@@ -31,6 +33,7 @@ from monitor.app.service import Service
 from monitor.core.model.bundle import load_bundle, set_current
 from monitor.core.pipeline import ScoringModel
 from monitor.core.synthetic import CHANNELS
+from monitor.io.recording import RecordingStats, iter_recordings
 
 pytestmark = [
     pytest.mark.slow,
@@ -310,8 +313,6 @@ def test_corrupt_bundle_is_refused_and_good_bundle_swaps_without_losing_messages
 
 
 def _write_yaml(path: Path, cfg) -> Path:
-    import yaml
-
     data = cfg.to_dict()
     data["mqtt"]["password"] = None
     path.write_text(yaml.safe_dump(data))
@@ -365,8 +366,6 @@ def test_sigterm_under_load_exits_zero_within_ten_seconds(broker, models_dir, tm
         assert "scoring thread drained and stopped" in messages
         assert messages[-1] == "monitor stopped"
         # nothing half-written: every recording file reads to its end, no truncated block
-        from monitor.io.recording import RecordingStats, iter_recordings
-
         stats = RecordingStats()
         recorded = list(iter_recordings([tmp_path / "rec"], stats=stats))
         assert recorded and stats.truncated_files == 0 and stats.corrupt_files == 0 and stats.malformed_lines == 0
@@ -391,8 +390,6 @@ def test_bad_config_exits_78_before_connecting(tmp_path):
 
 
 def test_tls_connects_with_the_right_ca_and_refuses_an_untrusted_server(tmp_path, models_dir, caplog):
-    import logging
-
     caplog.set_level(logging.DEBUG)
     pki = make_test_ca(tmp_path / "pki")
     secret = "pa55-w0rd-never-logged"

@@ -28,6 +28,15 @@ import pytest
 import yaml
 from broker import Mosquitto, free_port, mosquitto_binary
 from daemon_support import daemon_config, train_small_model, wait_until
+from prometheus_client import CollectorRegistry
+
+from monitor.app.service import Service
+from monitor.core.config import load_config
+from monitor.io import notify
+from monitor.io.http import serve
+from monitor.io.metrics import Metrics
+from monitor.io.notify import make_systemd_tick
+from monitor.io.retrain_status import METRICS
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -178,16 +187,12 @@ def notify_socket(tmp_path, monkeypatch):
 
 
 def test_notify_is_a_noop_without_notify_socket(monkeypatch):
-    from monitor.io import notify
-
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
     assert notify.ready() is False and notify.watchdog() is False and notify.status("x") is False
     assert notify.enabled() is False
 
 
 def test_notify_messages_and_abstract_sockets(notify_socket, monkeypatch):
-    from monitor.io import notify
-
     assert notify.ready("up") and notify.watchdog() and notify.status("busy") and notify.stopping()
     assert notify_socket.messages() == ["READY=1\nSTATUS=up", "WATCHDOG=1", "STATUS=busy", "STOPPING=1"]
     abstract = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -233,8 +238,6 @@ def _fake_service(**kw):
 
 
 def test_tick_withholds_the_watchdog_when_a_thread_is_stuck(notify_socket):
-    from monitor.io.notify import make_systemd_tick
-
     svc = _fake_service()
     now = [100.0]
     svc.last_progress = 100.0
@@ -279,9 +282,6 @@ def test_tick_withholds_the_watchdog_when_a_thread_is_stuck(notify_socket):
 @pytest.mark.slow
 @pytest.mark.skipif(mosquitto_binary() is None, reason="the mosquitto binary is not installed")
 def test_systemd_tick_with_a_real_daemon(tmp_path, notify_socket, monkeypatch):
-    from monitor.app.service import Service
-    from monitor.io.notify import make_systemd_tick
-
     models = tmp_path / "models"
     train_small_model(models)
     monkeypatch.delenv("NOTIFY_SOCKET")  # mosquitto speaks sd_notify too: keep it off our socket
@@ -323,8 +323,6 @@ def test_systemd_tick_with_a_real_daemon(tmp_path, notify_socket, monkeypatch):
 
 
 def _load_deploy_config(env: dict, tmp_path: Path):
-    from monitor.core.config import load_config
-
     return load_config(DEPLOY / "config" / "monitor.yaml", environ=env)
 
 
@@ -426,10 +424,6 @@ def _healthcheck_argv() -> list[str]:
 
 
 def test_healthcheck_command_against_a_real_health_endpoint():
-    from prometheus_client import CollectorRegistry
-
-    from monitor.io.metrics import serve
-
     argv = _healthcheck_argv()
     assert argv[0] == "python"
     argv[0] = sys.executable
@@ -455,10 +449,12 @@ def test_healthcheck_command_against_a_real_health_endpoint():
 def test_dockerignore_lets_every_copied_path_in():
     """.dockerignore is an allow-list; every COPY source (not --from) must be allowed."""
     lines = [
-        l.strip() for l in (ROOT / ".dockerignore").read_text().splitlines() if l.strip() and not l.startswith("#")
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
     ]
     assert lines[0] == "*"
-    allowed = {l[1:].rstrip("/") for l in lines if l.startswith("!")}
+    allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
     for k, rest in _dockerfile():
         if k == "COPY" and "--from" not in rest:
             for src in rest.split()[:-1]:
@@ -542,11 +538,6 @@ def test_grafana_provisioning_matches_the_dashboard():
 
 
 def _known_metric_names() -> set[str]:
-    from prometheus_client import CollectorRegistry
-
-    from monitor.app.retrain import METRICS
-    from monitor.io.metrics import Metrics
-
     registry = CollectorRegistry()
     Metrics(registry)
     names = {s.name for fam in registry.collect() for s in fam.samples}
@@ -563,7 +554,7 @@ def test_rules_and_dashboard_use_only_real_metric_names():
     used = {m for t in texts for m in re.findall(r"\bmonitor_[a-z0-9_]+", t)}
     used -= {"monitor_build"}  # not used; listed for clarity
     unknown = sorted(u for u in used if u not in known)
-    assert not unknown, f"not defined in monitor/io/metrics.py or monitor/app/retrain.py: {unknown}"
+    assert not unknown, f"not defined in monitor/io/metrics.py or monitor/io/retrain_status.py: {unknown}"
 
 
 def test_compose_mosquitto_config_runs_in_the_real_broker(tmp_path):

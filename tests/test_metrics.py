@@ -7,11 +7,12 @@ import urllib.error
 import urllib.request
 
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 
+from monitor.core.types import REJECT_REASONS as REASONS
 from monitor.core.types import Rejected
-from monitor.io.codec import REASONS
-from monitor.io.metrics import Metrics, serve
+from monitor.io.http import serve
+from monitor.io.metrics import Metrics
 
 
 def sample(registry: CollectorRegistry, name: str, **labels: str):
@@ -63,8 +64,6 @@ def test_every_family_is_exported_on_the_injected_registry_only():
         assert f"\n{name}" in "\n" + text, name
     assert sample(registry, "monitor_build_info", version="1.2.3", python=__import__("platform").python_version()) == 1
     # nothing leaked into the global registry, and a second registry does not collide
-    from prometheus_client import REGISTRY
-
     assert REGISTRY.get_sample_value("monitor_messages_received_total") is None
     Metrics(CollectorRegistry())
     with pytest.raises(ValueError):

@@ -89,5 +89,5 @@ def test_build_from_spec_rejects_malformed_spec_naming_the_key(change, message):
 def test_build_from_spec_rejects_missing_key():
     spec = architecture_spec(_cfg("conv1d", 8), 2)
     del spec["kernel_size"]
-    with pytest.raises(ValueError, match="missing key.*kernel_size"):
+    with pytest.raises(ValueError, match=r"missing key.*kernel_size"):
         build_from_spec(spec)

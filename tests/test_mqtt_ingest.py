@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import queue
@@ -21,7 +22,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from prometheus_client import CollectorRegistry
 
-from monitor.core.config import MQTTConfig, TLSConfig, TopicRule
+from monitor.core.config import ConfigError, MQTTConfig, TLSConfig, TopicRule
 from monitor.io import mqtt as mqtt_ingest
 from monitor.io.codec import Codec
 from monitor.io.metrics import Metrics
@@ -56,10 +57,8 @@ def drain(q: queue.Queue[Ingested], n_readings: int, timeout: float = 5.0) -> li
         if remaining <= 0:
             got = [r for i in items for r in i.readings]
             raise AssertionError(f"expected {n_readings} readings, got {len(got)}: {got}")
-        try:
+        with contextlib.suppress(queue.Empty):
             items.append(q.get(timeout=min(remaining, 0.1)))
-        except queue.Empty:
-            pass
     return items
 
 
@@ -188,7 +187,7 @@ def test_published_readings_of_every_format_are_decoded_and_queued(broker, make_
     ]
     assert readings[1].timestamp == 1700000000.0
     assert abs(readings[0].timestamp - time.time()) < 5  # bare number: receive time
-    t0, readings0, rejected0, msg = items[0]  # the documented 4-tuple
+    t0, _readings0, rejected0, msg = items[0]  # the documented 4-tuple
     assert isinstance(msg, Delivery) and msg.topic == "sensors/p1/temp" and msg.payload == b"21.5"
     assert msg.qos == 1 and rejected0 == [] and msg.connection == 1
     assert msg.raw() == (msg.received_at, "sensors/p1/temp", b"21.5", 1, False)
@@ -403,7 +402,7 @@ def test_ack_many_acks_a_batch_and_leaves_the_rest_for_redelivery(broker, make_i
     cfg = cfg_for(broker, clean_start=False, client_id="ack-many")
     # whole items and bare Deliveries; 2, 4, 5 not handled
     ingests = _ack_some_then_expect_redelivery_of_the_rest(
-        broker, make_ingest, cfg, lambda ing, items: ing.ack_many(items[:2] + [items[3][3]]), [2.0, 4.0, 5.0]
+        broker, make_ingest, cfg, lambda ing, items: ing.ack_many([*items[:2], items[3][3]]), [2.0, 4.0, 5.0]
     )
     assert ingests[2].stats["callback_errors"] == 0
 
@@ -475,8 +474,6 @@ def test_insecure_skip_verify_must_be_explicit_and_warns_loudly(tmp_path, make_i
 
 
 def test_tls_and_auth_mistakes_are_config_errors_naming_the_key(tmp_path):
-    from monitor.core.config import ConfigError
-
     with pytest.raises(ConfigError) as err:
         MQTTIngest(
             MQTTConfig(tls=TLSConfig(enabled=True, ca_file=str(tmp_path / "missing.pem"))),

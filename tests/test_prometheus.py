@@ -29,6 +29,10 @@ import pytest
 import yaml
 from broker import Mosquitto, free_port, mosquitto_binary
 from daemon_support import Publisher, daemon_config, feed_rows, http_get, train_small_model, wait_until
+from prometheus_client import CollectorRegistry
+
+from monitor.app.service import Service
+from monitor.io.retrain_status import RetrainStatusCollector, write_textfile
 
 ROOT = Path(__file__).resolve().parents[1]
 PROM_DIR = ROOT / "deploy" / "prometheus"
@@ -134,19 +138,19 @@ class Prometheus:
         }
         self.config = tmp / "prometheus.yml"
         self.config.write_text(yaml.safe_dump(cfg))
-        self.log = open(tmp / "prometheus.log", "wb")
-        self.proc = subprocess.Popen(
-            [
-                PROMETHEUS,
-                f"--config.file={self.config}",
-                f"--storage.tsdb.path={tmp / 'data'}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
-                "--log.level=warn",
-            ],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
+        with open(tmp / "prometheus.log", "wb") as log:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(
+                [
+                    PROMETHEUS,
+                    f"--config.file={self.config}",
+                    f"--storage.tsdb.path={tmp / 'data'}",
+                    f"--web.listen-address=127.0.0.1:{self.port}",
+                    "--log.level=warn",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
         self.log_path = tmp / "prometheus.log"
 
     def wait_ready(self, timeout: float = 30.0) -> None:
@@ -180,7 +184,6 @@ class Prometheus:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self.log.close()
 
 
 def _substitute(expr: str) -> str:
@@ -219,11 +222,6 @@ def _selectors(expr: str) -> list[str]:
 )
 @pytest.mark.skipif(mosquitto_binary() is None, reason="the mosquitto binary is not installed")
 def test_dashboard_and_alerts_against_real_prometheus(tmp_path):
-    from prometheus_client import CollectorRegistry
-
-    from monitor.app.retrain import RetrainStatusCollector, write_textfile
-    from monitor.app.service import Service
-
     models = tmp_path / "models"
     train_small_model(models)
     now = time.time()

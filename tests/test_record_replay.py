@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import subprocess
@@ -9,19 +10,22 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+import yaml
 from broker import Mosquitto, mosquitto_binary
 from daemon_support import Publisher, Subscriber, daemon_config, feed_rows, row_payload, train_small_model, wait_until
 
 from monitor.app.exclude import exclude_spans, parse_span, spans_from_alerts
 from monitor.app.replay import replay_offline, replay_to_broker
+from monitor.app.retrain import _exclude_alerting
 from monitor.app.service import Service
-from monitor.app.training import StreamData
+from monitor.app.training import StreamData, load_training_data
 from monitor.core.model.bundle import load_bundle
 from monitor.core.pipeline import ScoringModel
-from monitor.core.types import RawMessage
+from monitor.core.types import RawMessage, Reading
 from monitor.io.record import Recorder
-from monitor.io.recording import read_recording
+from monitor.io.recording import RecordingWriter, read_recording
 
 ROOT = Path(__file__).resolve().parents[1]
 needs_broker = pytest.mark.skipif(mosquitto_binary() is None, reason="the mosquitto binary is not installed")
@@ -69,10 +73,8 @@ def test_recorder_counts_write_errors_and_keeps_going(tmp_path):
 def _recorded_feed(tmp_path, fault=True) -> Path:
     t, v, _ = feed_rows(1000 if fault else 300, fault=(700, 820) if fault else None)
     path = tmp_path / "feed.jsonl.gz"
-    from monitor.io.recording import RecordingWriter
-
     with RecordingWriter(path) as w:
-        for ti, vi in zip(t, v):
+        for ti, vi in zip(t, v, strict=True):
             w.write(RawMessage(float(ti) + 0.01, "plant/site1/pump1", row_payload(ti, vi), 1, False))
     return path
 
@@ -88,7 +90,7 @@ def test_offline_replay_twice_gives_identical_alerts(tmp_path, models):
     # other batch sizes (as live traffic gives) take the same decisions; scores agree to float32 rounding
     c = replay_offline([feed], cfg, model, batch_messages=7)
     assert decisions(c.alerts) == decisions(a.alerts)
-    for x, y in zip(a.alerts, c.alerts):
+    for x, y in zip(a.alerts, c.alerts, strict=True):
         assert x.peak_score == pytest.approx(y.peak_score, rel=1e-4)
     assert a.windows == c.windows == 1000 - 16 + 1
 
@@ -132,8 +134,6 @@ def test_record_cli_captures_messages_byte_for_byte(tmp_path):
     with Mosquitto(tmp_path / "broker") as b:
         cfg = daemon_config(b.port, tmp_path / "none")
         conf = tmp_path / "rec.yaml"
-        import yaml
-
         data = cfg.to_dict()
         data["mqtt"]["password"] = None
         data["mqtt"]["client_id"] = "recorder"
@@ -162,7 +162,7 @@ def test_record_cli_captures_messages_byte_for_byte(tmp_path):
         for i, p in enumerate(payloads):
             pub.publish(f"plant/s/a{i}/x", p).wait_for_publish(5)
         pub.close()
-        out, err = proc.communicate(timeout=30)
+        _out, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, err
     got = [m for f in sorted((tmp_path / "rec").iterdir()) for m in read_recording(f)]
     assert [m.payload for m in got] == payloads
@@ -190,18 +190,13 @@ def test_live_alerts_equal_offline_replay_of_the_daemons_own_recording(tmp_path,
     model = ScoringModel.from_bundle(load_bundle(models))
     offline = replay_offline([tmp_path / "rec"], cfg, model)
     assert decisions(offline.alerts) == decisions(live)
-    for x, y in zip(offline.alerts, live):
+    for x, y in zip(offline.alerts, live, strict=True):
         assert x.peak_score == pytest.approx(y["peak_score"], rel=1e-4)
     # the daemon also wrote its alerts beside the recordings, and a retrain leaves those spans out
     written = [json.loads(line) for line in (tmp_path / "rec" / "alerts.ndjson").read_text().splitlines()]
     assert decisions(written) == decisions(live)
     spans = spans_from_alerts([tmp_path / "rec" / "alerts.ndjson"])
     assert len(spans) == 1 and spans[0][:2] == (live[0]["started_at"], live[1]["ended_at"])
-    import argparse
-
-    from monitor.app.retrain import _exclude_alerting
-    from monitor.app.training import load_training_data
-
     data = load_training_data([tmp_path / "rec"], cfg)
     before = len(data[0].readings)
     info = _exclude_alerting(data, cfg, argparse.Namespace(exclude_alerts=None, data=[str(tmp_path / "rec")]))
@@ -211,10 +206,6 @@ def test_live_alerts_equal_offline_replay_of_the_daemons_own_recording(tmp_path,
 
 
 def test_exclude_spans_removes_rows_and_readings_inside_spans():
-    import numpy as np
-
-    from monitor.core.types import Reading
-
     sd = StreamData(
         "s",
         ["a"],

@@ -11,10 +11,13 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from monitor.app import retrain
-from monitor.app.retrain import Evaluation, GateSettings, RetrainStatusCollector, gate, read_textfile, write_textfile
+from monitor.app.retrain import Evaluation, GateSettings, gate
 from monitor.core.model.bundle import current_bundle_path, list_bundles
 from monitor.core.synthetic import CHANNELS, Fault, pump, write_csv
+from monitor.core.types import RawMessage
 from monitor.io.metrics import Metrics
+from monitor.io.recording import RecordingWriter
+from monitor.io.retrain_status import RetrainStatusCollector, read_textfile, write_textfile
 
 CONFIG = """
 stream: {channels: [flow, pressure, current, vibration, temperature], period_seconds: 1.0, max_gap_seconds: 5}
@@ -135,7 +138,7 @@ def _config(tmp_path: Path) -> Path:
 
 
 def _verdict(capsys) -> dict:
-    lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("{")]
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert len(lines) == 1
     return json.loads(lines[0])
 
@@ -182,15 +185,12 @@ def test_retrain_promotes_then_a_failing_candidate_is_not_promoted(tmp_path, dat
 @pytest.mark.slow
 def test_retrain_on_recordings(tmp_path, capsys):
     """Recorded raw messages (the recorder's directory) go through the codec and the pipeline."""
-    from monitor.core.types import RawMessage
-    from monitor.io.recording import RecordingWriter
-
     rec = tmp_path / "recordings"
     rec.mkdir()
     t, v, _ = pump(1000, seed=5, steps_per_hour=0)
     w = RecordingWriter(rec / "part-0001.jsonl.gz")
-    for ti, row in zip(t, v):
-        body = json.dumps({"ts": float(ti), **{c: float(x) for c, x in zip(CHANNELS, row)}}).encode()
+    for ti, row in zip(t, v, strict=True):
+        body = json.dumps({"ts": float(ti), **{c: float(x) for c, x in zip(CHANNELS, row, strict=True)}}).encode()
         w.write(RawMessage(float(ti), "plant/site1/pump1", body, 1, False))
     w.close()
     textfile = tmp_path / "node-exporter" / "monitor_retrain.prom"

@@ -98,9 +98,9 @@ def test_a_big_batch_scored_in_pieces_equals_scoring_each_piece(arch):
     got = pieces.errors(x)
     expected = whole.errors(x)
     single = [whole.errors(x[i : i + 1]) for i in (0, 299, 300, 2999)]
-    for g, e in zip(got, expected):
+    for g, e in zip(got, expected, strict=True):
         assert g.shape == e.shape and g.dtype == np.float32
         np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-6)
-    for i, one in zip((0, 299, 300, 2999), single):
-        for g, e in zip(got, one):
+    for i, one in zip((0, 299, 300, 2999), single, strict=True):
+        for g, e in zip(got, one, strict=True):
             np.testing.assert_allclose(g[i], e[0], rtol=1e-5, atol=1e-6)

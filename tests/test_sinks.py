@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import subprocess
 import time
@@ -53,8 +54,6 @@ def test_alert_json_carries_the_contract_fields():
 
 
 def test_log_sink_writes_one_structured_record_per_change(caplog):
-    import logging
-
     caplog.set_level(logging.INFO, logger="monitor.alerts")
     LogSink().send(make_alert("firing"))
     (rec,) = caplog.records

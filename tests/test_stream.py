@@ -110,7 +110,7 @@ def test_window_buffer_matches_batch_windows(window_size, stride):
     stale[[6, 20, 21, 33]] = True
     buf = WindowBuffer(window_size, 2, stride)
     live, live_ends = [], []
-    for i, (v, s) in enumerate(zip(values, stale)):
+    for i, (v, s) in enumerate(zip(values, stale, strict=True)):
         if s:
             buf.reset()
             continue
@@ -122,7 +122,7 @@ def test_window_buffer_matches_batch_windows(window_size, stride):
     assert len(live) == len(batch) > 0
     np.testing.assert_array_equal(np.stack(live), batch)
     assert list(ends) == live_ends
-    for w, e in zip(batch, ends):  # each window is the frames ending at its end index, oldest first
+    for w, e in zip(batch, ends, strict=True):  # each window is the frames ending at its end index, oldest first
         np.testing.assert_array_equal(w, values[e - window_size + 1 : e + 1])
 
 

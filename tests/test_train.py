@@ -101,7 +101,7 @@ def test_too_few_windows_is_a_clear_error():
 
 
 def test_window_size_mismatch_is_a_clear_error():
-    with pytest.raises(ValueError, match="model.window_size"):
+    with pytest.raises(ValueError, match=r"model\.window_size"):
         train_autoencoder(sine_windows(), small_cfg(window_size=8))
 
 

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from monitor.app.plots import png_bytes, pyplot
 from monitor.core.config import Config, ConfigError
-from monitor.core.evaluate import Quality, evaluate
+from monitor.core.evaluate import Quality, evaluate, segments
 from monitor.core.pipeline import Pipeline, ScoringModel
 from monitor.core.types import Alert
 
@@ -145,13 +146,9 @@ def format_quality(q: Quality) -> str:
 
 def plot_timeline(result: BacktestResult, path: Path, title: str = "") -> bool:
     """Channels, score vs threshold, alert spans and labelled spans; False without matplotlib."""
-    from monitor.app.plots import png_bytes, pyplot
-
     plt = pyplot()
     if plt is None:
         return False
-    from monitor.core.evaluate import segments
-
     t = (result.times - result.times[0]) / 60.0
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(11, 6), sharex=True, height_ratios=[3, 2])
     v = result.values

@@ -7,21 +7,52 @@ failure (bad data, a refused bundle), 2 bad command-line usage.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import queue
+import signal
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
+import yaml
+
 from monitor import __version__
+from monitor.app import retrain
+from monitor.app.backtest import format_quality, plot_timeline, run_backtest, write_scores_csv
+from monitor.app.exclude import exclude_spans, parse_span, spans_from_alerts
+from monitor.app.replay import connect_publisher, replay_offline, replay_to_broker
+from monitor.app.training import StreamData, load_training_data, train_bundle
 from monitor.core.config import EXIT_CONFIG, Config, ConfigError, load_config
+from monitor.core.pipeline import TALLIES, ScoringModel
+from monitor.io.codec import Codec
+from monitor.io.files import read_csv
+from monitor.io.logs import setup_logging
+from monitor.io.mqtt import MQTTIngest
+from monitor.io.notify import make_systemd_tick
+from monitor.io.record import Recorder
+from monitor.io.recording import iter_recordings
+from monitor.io.sinks import alert_json
+
+# torch takes ~2 s to import: the model bundle code, the daemon and the demo are imported
+# inside the commands that score, so that --help, check-config, record and
+# replay --to-broker start without it (each such import says `# torch`).
 
 log = logging.getLogger("monitor")
 
 
 def _config(path: str | None) -> Config:
     return load_config(path)
+
+
+def _load_model(path: Path) -> ScoringModel:
+    """The scoring model of a bundle directory (or of a models directory's `current`)."""
+    from monitor.core.model.bundle import load_bundle  # noqa: PLC0415  # torch
+
+    return ScoringModel.from_bundle(load_bundle(path))
 
 
 def _progress(info: dict) -> None:
@@ -39,23 +70,17 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     cfg = _config(args.config)
     print(f"{args.config}: OK")
     if args.show:
-        import yaml
-
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from monitor.app.training import load_training_data, train_bundle
-
     cfg = _config(args.config)
     if args.device:
         cfg.model.device = args.device
     out = Path(args.out or cfg.models.dir)
     data = load_training_data(args.data, cfg)
     if args.exclude_alerts or args.exclude_span:
-        from monitor.app.exclude import exclude_spans, parse_span, spans_from_alerts
-
         spans = spans_from_alerts(args.exclude_alerts or [])
         spans += [parse_span(a, b) for a, b in (args.exclude_span or [])]
         pad = cfg.model.window_size * (cfg.stream.period_seconds if cfg.stream.period_seconds != "auto" else 1.0)
@@ -69,10 +94,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     thr = m["threshold"]
     print(
         f"bundle {m['version']} written to {outcome.bundle_path}\n"
-        f"  channels {len(m['channels'])}, period {m['period_seconds']}s, window {m['window_size']}x stride {m['stride']}\n"
+        f"  channels {len(m['channels'])}, period {m['period_seconds']}s, "
+        f"window {m['window_size']}x stride {m['stride']}\n"
         f"  threshold {thr['threshold']:.6g} ({thr['method']}), calibration exceedance "
         f"{m['validation']['calibration_exceedance_rate']:.4f}\n"
-        f"  {m['training']['epochs_run']} epochs in {m['training']['seconds']:.1f}s; report: {outcome.bundle_path / 'report.json'}"
+        f"  {m['training']['epochs_run']} epochs in {m['training']['seconds']:.1f}s; "
+        f"report: {outcome.bundle_path / 'report.json'}"
         + ("" if args.no_promote else f"\n  {out / 'current'} -> {outcome.bundle_path.name}")
     )
     return 0
@@ -83,12 +110,6 @@ def _rows(sd) -> int:
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
-    from monitor.app.backtest import format_quality, plot_timeline, run_backtest, write_scores_csv
-    from monitor.app.training import StreamData, train_bundle
-    from monitor.core.model.bundle import load_bundle
-    from monitor.core.pipeline import ScoringModel
-    from monitor.io.files import read_csv
-
     cfg = _config(args.config)
     if args.model and args.train_rows:
         raise SystemExit("give --model or --train-rows, not both")
@@ -104,11 +125,10 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         )
         with tempfile.TemporaryDirectory(prefix="monitor-backtest-") as tmp:
             outcome = train_bundle([sd], cfg, Path(tmp), sources=[args.data], write_plots=False)
-            bundle = load_bundle(outcome.bundle_path)
+            model = _load_model(outcome.bundle_path)
     else:
-        bundle = load_bundle(Path(args.model or cfg.models.dir))
+        model = _load_model(Path(args.model or cfg.models.dir))
     train_seconds = time.monotonic() - started
-    model = ScoringModel.from_bundle(bundle)
     result = run_backtest(
         cfg, data.timestamps, data.values, data.channels, model, labels=data.labels, train_rows=args.train_rows or 0
     )
@@ -120,14 +140,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     firing = sum(1 for a in result.alerts if a.state == "firing")
     print(
         f"alerts fired: {firing}; dropped/rejected: "
-        + (
-            ", ".join(
-                f"{k}={v}"
-                for k, v in sorted(result.counters.items())
-                if k not in ("accepted", "frames", "windows_scored")
-            )
-            or "none"
-        )
+        + (", ".join(f"{k}={v}" for k, v in sorted(result.counters.items()) if k not in TALLIES) or "none")
     )
     if result.quality is not None:
         print(format_quality(result.quality))
@@ -148,28 +161,16 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from monitor.app.service import Service
-    from monitor.io.logs import setup_logging
+    from monitor.app.service import Service  # noqa: PLC0415  # torch
 
     cfg = _config(args.config)  # a bad config exits 78 here, before any connection
     setup_logging(args.log_level or cfg.log_level, json_lines=not args.plain_logs)
-    from monitor.io.notify import make_systemd_tick
-
     service = Service(cfg, config_path=args.config)
     service.start()
     return service.run_forever(on_tick=make_systemd_tick(service))  # sd_notify READY/WATCHDOG under systemd
 
 
 def cmd_record(args: argparse.Namespace) -> int:
-    import queue
-    import signal
-    import threading
-
-    from monitor.io.codec import Codec
-    from monitor.io.logs import setup_logging
-    from monitor.io.mqtt import MQTTIngest
-    from monitor.io.record import Recorder
-
     cfg = _config(args.config)
     setup_logging(args.log_level or cfg.log_level)
     recorder = Recorder(
@@ -200,20 +201,13 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from monitor.io.recording import iter_recordings
-
     cfg = _config(args.config)
     if args.to_broker == args.offline:
         raise SystemExit("choose one of --offline or --to-broker")
     if args.offline:
-        from monitor.app.replay import replay_offline
-        from monitor.core.model.bundle import load_bundle
-        from monitor.core.pipeline import ScoringModel
-        from monitor.io.sinks import alert_json
-
-        model = ScoringModel.from_bundle(load_bundle(Path(args.model or cfg.models.dir)))
-        out = open(args.alerts_out, "w") if args.alerts_out else None
-        try:
+        model = _load_model(Path(args.model or cfg.models.dir))
+        with contextlib.ExitStack() as stack:
+            out = stack.enter_context(open(args.alerts_out, "w")) if args.alerts_out else None
 
             def on_alert(alert):
                 line = alert_json(alert).decode()
@@ -222,17 +216,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
                     out.write(line + "\n")
 
             res = replay_offline(args.files, cfg, model, on_alert=on_alert)
-        finally:
-            if out:
-                out.close()
         print(
             f"replayed {res.messages} messages ({res.readings} readings, {res.windows} windows) with model "
             f"{model.version}: {len(res.alerts)} alert state changes; rejected {dict(res.rejected) or 'none'}",
             file=sys.stderr,
         )
         return 0
-    from monitor.app.replay import connect_publisher, replay_to_broker
-
     client = connect_publisher(cfg.mqtt)
     try:
         n = replay_to_broker(
@@ -250,7 +239,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from monitor.app.demo import run_demo
+    from monitor.app.demo import run_demo  # noqa: PLC0415  # torch
 
     logging.getLogger().setLevel(args.log_level or "ERROR")
     return run_demo(args.speed, args.duration, args.metrics_port, args.broker)
@@ -327,8 +316,6 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--broker", choices=["auto", "mosquitto", "amqtt"], default="auto")
     d.set_defaults(func=cmd_demo)
 
-    from monitor.app import retrain
-
     retrain.register(sub)
     return p
 
@@ -346,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit:
         raise
     except Exception as exc:
-        from monitor.core.model.bundle import BundleError
+        from monitor.core.model.bundle import BundleError  # noqa: PLC0415  # torch
 
         kind = "model bundle refused" if isinstance(exc, BundleError) else type(exc).__name__
         print(f"error: {kind}: {exc}", file=sys.stderr)

@@ -12,12 +12,24 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import yaml
+
+from monitor.app.replay import replay_to_broker
+from monitor.app.service import Service
+from monitor.app.training import StreamData, train_bundle
+from monitor.core.config import load_config
+from monitor.io.broker import free_port, start_local_broker
+from monitor.io.codec import Codec
+from monitor.io.recording import read_recording
 
 DATA = Path(__file__).resolve().parent / "data" / "demo-pump.jsonl.gz"
 NORMAL_UNTIL = 1_767_225_600.0 + 40 * 60  # end of the normal part of the recording
@@ -56,15 +68,6 @@ def run_demo(
     broker_kind: str = "auto",
     workdir: str | None = None,
 ) -> int:
-    import paho.mqtt.client as mqtt
-
-    from monitor.app.replay import replay_to_broker
-    from monitor.app.service import Service
-    from monitor.app.training import StreamData, train_bundle
-    from monitor.core.config import load_config
-    from monitor.io.broker import free_port, start_local_broker
-    from monitor.io.recording import read_recording
-
     started = time.monotonic()
     work = Path(workdir or tempfile.mkdtemp(prefix="monitor-demo-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -73,13 +76,9 @@ def run_demo(
     live = [m for m in messages if m.received_at >= NORMAL_UNTIL]
     _say(f"[demo] recording {DATA.name}: {len(messages)} messages; training on the first {len(normal)} (normal)")
 
-    import yaml
-
     cfg_path = work / "demo.yaml"
     cfg_path.write_text(yaml.safe_dump({**DEMO_CONFIG, "models": {"dir": str(work / "models"), "poll_seconds": 1.0}}))
     cfg = load_config(cfg_path, environ={})
-    from monitor.io.codec import Codec
-
     codec = Codec(cfg.topics)
     readings = [r for m in normal for r in codec.decode(m.topic, m.payload, m.received_at)[0]]
     data = [StreamData(STREAM, list(cfg.stream.channels), readings=readings)]
@@ -178,8 +177,6 @@ def run_demo(
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-
     ap = argparse.ArgumentParser(
         prog="monitor demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

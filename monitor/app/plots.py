@@ -10,11 +10,11 @@ log = logging.getLogger(__name__)
 
 def pyplot():
     """matplotlib.pyplot on the Agg backend, or None when matplotlib is not installed."""
-    try:
-        import matplotlib
+    try:  # an optional extra, and ~0.7 s to import: only when a plot is drawn
+        import matplotlib  # noqa: PLC0415
 
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt  # noqa: PLC0415
     except ImportError:
         log.info("matplotlib not installed (pip install 'monitor[plots]'): no plots")
         return None
@@ -22,8 +22,8 @@ def pyplot():
 
 
 def png_bytes(fig, dpi: int = 90) -> bytes:
-    """Render and close a figure."""
-    import matplotlib.pyplot as plt
+    """Render and close a figure (one that `pyplot()` made, so matplotlib is loaded)."""
+    import matplotlib.pyplot as plt  # noqa: PLC0415  # the optional extra, loaded by pyplot()
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)

@@ -10,11 +10,14 @@ that feed with that model, and the same on every replay.
 from __future__ import annotations
 
 import logging
+import ssl
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import paho.mqtt.client as mqtt
 
 from monitor.core.config import Config
 from monitor.core.pipeline import Pipeline, ScoringModel
@@ -115,10 +118,6 @@ def replay_to_broker(
 
 def connect_publisher(cfg, client_id_suffix: str = "-replay", timeout: float = 10.0):
     """A connected paho client for republishing, with the daemon's broker settings (auth, TLS)."""
-    import ssl
-
-    import paho.mqtt.client as mqtt
-
     v5 = cfg.protocol == "5"
     client = mqtt.Client(
         mqtt.CallbackAPIVersion.VERSION2,

@@ -27,8 +27,9 @@
 
 The verdict is one JSON line on stdout (and the log), saved as ``gate.json`` in a
 promoted bundle, and exported as a Prometheus textfile (default
-``<models.dir>/retrain.prom``, written atomically) that the daemon re-exports through
-`RetrainStatusCollector` and node_exporter's textfile collector can read too.
+``<models.dir>/retrain.prom``, written atomically; `monitor.io.retrain_status`) that the
+daemon re-exports through `RetrainStatusCollector` and node_exporter's textfile collector
+can read too.
 
 Exit codes: 0 promoted; 3 gate failed (not promoted); 78 bad configuration; 1 any other
 error (bad data, training failure).
@@ -40,10 +41,8 @@ import argparse
 import json
 import logging
 import math
-import os
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -51,25 +50,20 @@ from pathlib import Path
 
 import numpy as np
 
+from monitor.app.backtest import run_backtest
+from monitor.app.exclude import exclude_spans, spans_from_alerts
+from monitor.app.training import StreamData, load_training_data, train_bundle
 from monitor.core.config import EXIT_CONFIG, Config, ConfigError, load_config
+from monitor.core.pipeline import Pipeline, ScoringModel
 from monitor.core.types import Alert, Score
+from monitor.io.recording import ALERTS_FILE
+from monitor.io.retrain_status import TEXTFILE_NAME, read_textfile, write_textfile
 
 log = logging.getLogger(__name__)
 
 EXIT_PROMOTED = 0
 EXIT_ERROR = 1
 EXIT_GATE_FAILED = 3
-TEXTFILE_NAME = "retrain.prom"
-
-#: The textfile's metrics (all gauges).
-METRICS = {
-    "monitor_retrain_last_run_timestamp_seconds": "When `monitor retrain` last finished (Unix time).",
-    "monitor_retrain_last_success_timestamp_seconds": "When `monitor retrain` last promoted a model (Unix time).",
-    "monitor_retrain_gate_passed": "1 if the last retrain's candidate passed the validation gate, else 0.",
-    "monitor_retrain_candidate_false_alarm_rate": "False-alarm rate of the last candidate on held-out normal data.",
-    "monitor_retrain_current_false_alarm_rate": "False-alarm rate of the serving model on the same data (NaN: none).",
-    "monitor_retrain_last_exit_code": "Exit code of the last retrain (0 promoted, 3 gate failed, 78 config, 1 error).",
-}
 
 
 # --------------------------------------------------------------------------- data split
@@ -98,8 +92,6 @@ def _newest(sd) -> float | None:
 
 def _time_slice(sd, lo: float = -math.inf, hi: float = math.inf):
     """The part of a StreamData with lo <= timestamp < hi."""
-    from monitor.app.training import StreamData
-
     out = StreamData(sd.stream, list(sd.channels))
     if sd.timestamps is not None:
         keep = (sd.timestamps >= lo) & (sd.timestamps < hi)
@@ -187,9 +179,6 @@ def _num(x: float):
 
 def evaluate_model(cfg: Config, model, holdout: list) -> Evaluation:
     """Score the held-out slice with `model` through the daemon's pipeline."""
-    from monitor.app.backtest import run_backtest
-    from monitor.core.pipeline import Pipeline
-
     ev = Evaluation(model.version)
     for sd in holdout:
         if sd.timestamps is not None and len(sd.timestamps):
@@ -275,7 +264,8 @@ def gate(candidate: Evaluation, current: Evaluation | None, settings: GateSettin
         {
             "check": "false_alarm_budget",
             "passed": ok,
-            "detail": f"candidate false-alarm rate {_fmt(far)} {'<=' if ok else '>'} budget {settings.max_false_alarm_rate:g}",
+            "detail": f"candidate false-alarm rate {_fmt(far)} {'<=' if ok else '>'} "
+            f"budget {settings.max_false_alarm_rate:g}",
         }
     )
     if current is None or current.error is not None or not math.isfinite(current.false_alarm_rate):
@@ -301,108 +291,13 @@ def _fmt(x: float) -> str:
     return "nan" if not math.isfinite(x) else f"{x:.4g}"
 
 
-# --------------------------------------------------------------------------- textfile
-
-
-def read_textfile(path: Path) -> dict[str, float]:
-    """Samples of an earlier textfile (name -> value); {} when absent or unreadable."""
-    out: dict[str, float] = {}
-    try:
-        text = Path(path).read_text()
-    except OSError:
-        return out
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        name, _, value = line.partition(" ")
-        try:
-            out[name.strip()] = float(value.split()[0])
-        except (ValueError, IndexError):
-            continue
-    return out
-
-
-def write_textfile(path: Path, values: dict[str, float]) -> None:
-    """Write the Prometheus text format atomically (temp file in the same dir, fsync, rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lines = []
-    for name, help_text in METRICS.items():
-        if name not in values:
-            continue
-        v = values[name]
-        lines += [
-            f"# HELP {name} {help_text}",
-            f"# TYPE {name} gauge",
-            f"{name} {'NaN' if v is None or not math.isfinite(v) else repr(float(v))}",
-        ]
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write("\n".join(lines) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-class RetrainStatusCollector:
-    """Re-export the retrain textfile from the daemon's /metrics (read at scrape time).
-
-    Register once: ``registry.register(RetrainStatusCollector(models_dir / "retrain.prom",
-    metrics))``. Exports ``monitor_retrain_*`` gauges from the file, and sets the
-    daemon's ``monitor_last_retrain_success_timestamp_seconds`` from it (that gauge is
-    collected before this collector, so a new value shows from the next scrape on).
-    """
-
-    def __init__(self, path: Path | str, metrics=None):
-        self.path = Path(path)
-        self.metrics = metrics
-        self._sig: tuple | None = None
-        self._values: dict[str, float] = {}
-
-    def _refresh(self) -> None:
-        try:
-            st = self.path.stat()
-            sig = (st.st_mtime_ns, st.st_size, st.st_ino)
-        except OSError:
-            sig = None
-        if sig == self._sig:
-            return
-        self._sig = sig
-        self._values = read_textfile(self.path) if sig else {}
-        last = self._values.get("monitor_retrain_last_success_timestamp_seconds")
-        if self.metrics is not None and last is not None and math.isfinite(last) and last > 0:
-            self.metrics.retrain_succeeded(at=last)
-
-    def collect(self):
-        from prometheus_client.core import GaugeMetricFamily
-
-        try:
-            self._refresh()
-        except Exception:
-            log.debug("reading %s failed", self.path, exc_info=True)
-        for name, help_text in METRICS.items():
-            if name in self._values:
-                yield GaugeMetricFamily(name, help_text, value=self._values[name])
-
-    def describe(self):
-        return []  # values depend on a file: do not collect at registration time
-
-
 # --------------------------------------------------------------------------- command
 
 
 def run_retrain(args: argparse.Namespace) -> int:
-    from monitor.app.training import load_training_data, train_bundle
-    from monitor.core.model.bundle import current_bundle_path, load_bundle, set_current
-    from monitor.core.pipeline import ScoringModel
+    # torch (~2 s to import) comes with the bundle code: only when retraining, not for the
+    # parser that every `monitor` command builds (cli imports this module for `register`)
+    from monitor.core.model.bundle import current_bundle_path, load_bundle, set_current  # noqa: PLC0415
 
     started_wall = time.time()
     settings = GateSettings(args.max_false_alarm_rate, args.margin, args.min_windows)
@@ -519,7 +414,8 @@ def run_retrain(args: argparse.Namespace) -> int:
 
 def _report(verdict: dict, code: int) -> int:
     """The verdict as one JSON line on stdout (the journal under systemd) plus a log summary."""
-    print(json.dumps(verdict, default=str), flush=True)
+    sys.stdout.write(json.dumps(verdict, default=str) + "\n")  # the command's output
+    sys.stdout.flush()
     if code == EXIT_PROMOTED:
         log.info("retrain: promoted %s", verdict["candidate"]["version"])
     elif code == EXIT_GATE_FAILED:
@@ -528,7 +424,7 @@ def _report(verdict: dict, code: int) -> int:
     else:
         log.error("retrain failed (exit %d): %s", code, verdict.get("error"))
     if code == EXIT_CONFIG:
-        print(verdict["error"], file=sys.stderr)
+        sys.stderr.write(verdict["error"] + "\n")
     return code
 
 
@@ -539,9 +435,6 @@ def _nan(x) -> float:
 def _exclude_alerting(data: list, cfg: Config, args: argparse.Namespace) -> dict:
     """Leave out alerting periods: --exclude-alerts files, else the daemon's alerts.ndjson
     found in the --data folders (written there when recording is on)."""
-    from monitor.app.exclude import exclude_spans, spans_from_alerts
-    from monitor.app.service import ALERTS_FILE
-
     files = list(args.exclude_alerts or [])
     if not files:
         files = [Path(p) / ALERTS_FILE for p in args.data if (Path(p) / ALERTS_FILE).is_file()]
@@ -613,7 +506,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run_retrain(args)
     except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
+        sys.stderr.write(f"configuration error: {exc}\n")
         return EXIT_CONFIG
 
 

@@ -22,28 +22,26 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from prometheus_client import CollectorRegistry
 
 from monitor.app.lifecycle import LoadResult, ModelWatcher
-from monitor.core.config import Config
-from monitor.core.pipeline import Pipeline, ScoringModel
-from monitor.core.types import Alert, ScoreBatch
+from monitor.core.config import Config, ConfigError, load_config
+from monitor.core.pipeline import TALLIES, Pipeline, ScoringModel
+from monitor.core.types import Alert, DropReason, ScoreBatch
 from monitor.io.codec import Codec
 from monitor.io.handoff import HandOff
+from monitor.io.http import MetricsServer, serve
 from monitor.io.metrics import Metrics
+from monitor.io.mqtt import MQTTIngest
+from monitor.io.notify import stopping
+from monitor.io.record import Recorder
+from monitor.io.recording import ALERTS_FILE
+from monitor.io.retrain_status import TEXTFILE_NAME, RetrainStatusCollector
 from monitor.io.sinks import AlertmanagerSink, JSONLinesSink, LogSink, MQTTSink, Sink
 
-if TYPE_CHECKING:  # for the annotations; start() imports what it starts
-    from monitor.io.metrics import MetricsServer
-    from monitor.io.mqtt import MQTTIngest
-    from monitor.io.record import Recorder
-
 log = logging.getLogger(__name__)
-
-ALERTS_FILE = "alerts.ndjson"  # in record.dir, beside the recordings
 
 
 class Service:
@@ -62,8 +60,6 @@ class Service:
         self.config_path = config_path  # re-read on SIGHUP
         self.registry = registry or CollectorRegistry()
         self.metrics = Metrics(self.registry)
-        from monitor.app.retrain import TEXTFILE_NAME, RetrainStatusCollector
-
         # the retrain job's verdict (a textfile beside the models) re-exported at scrape time
         self.registry.register(RetrainStatusCollector(Path(cfg.models.dir) / TEXTFILE_NAME, self.metrics))
         self.stop_timeout = stop_timeout_seconds
@@ -135,9 +131,6 @@ class Service:
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        from monitor.io.metrics import serve
-        from monitor.io.mqtt import MQTTIngest
-
         cfg = self.cfg
         self._poll_model()
         self._install_pending_model()
@@ -146,8 +139,6 @@ class Service:
         )
         self.http = serve(self.registry, cfg.metrics.address, cfg.metrics.port, self.health, self.ready)
         if cfg.record.enabled:  # tap of our own intake: retraining data is exactly what was scored
-            from monitor.io.record import Recorder
-
             self.recorder = Recorder(
                 cfg.record.dir,
                 rotate_bytes=cfg.record.rotate_bytes,
@@ -194,8 +185,6 @@ class Service:
         """
         if self.config_path is None:
             return []
-        from monitor.core.config import ConfigError, load_config
-
         try:
             new = load_config(self.config_path)
         except ConfigError as exc:
@@ -236,8 +225,6 @@ class Service:
 
     def shutdown(self) -> int:
         """Stop intake, drain what was received, flush alerts, close everything."""
-        from monitor.io.notify import stopping
-
         deadline = time.monotonic() + self.stop_timeout
         stopping()  # tell systemd (no-op elsewhere)
         self._stop.set()
@@ -297,7 +284,7 @@ class Service:
                     continue
                 self._process(items)
             except Exception:
-                self.metrics.drop("internal_error", 1)
+                self.metrics.drop(DropReason.INTERNAL_ERROR, 1)
                 log.exception("scoring batch failed")
         log.info("scoring thread drained and stopped")
 
@@ -306,7 +293,7 @@ class Service:
         oldest = items[0][0]
         if pipe is None:
             for _, readings, rejected, _msg in items:
-                self.metrics.drop("no_model", len(readings))
+                self.metrics.drop(DropReason.NO_MODEL, len(readings))
                 self.metrics.rejected(rejected)
             self._ack_items(items)
             return
@@ -339,7 +326,7 @@ class Service:
     def _report_counters(self, pipe: Pipeline) -> None:
         """Move the pipeline's drop counters into metrics (added per batch, not per reading)."""
         for reason, total in pipe.counters.items():
-            if reason in ("accepted", "frames", "windows_scored"):
+            if reason in TALLIES:
                 continue
             delta = total - self._reported[reason]
             if delta:
@@ -381,6 +368,6 @@ class Service:
                 body = json.dumps({"stream": stream, "ts": ts, "score": values[i]}).encode()
                 self.ingest.publish(scores_topic.format(stream=stream), body, 0, False)
             if denoised_topic:
-                frame = dict(zip(channels, np.asarray(scores.observed[i], dtype=float).tolist()))
+                frame = dict(zip(channels, np.asarray(scores.observed[i], dtype=float).tolist(), strict=True))
                 body = json.dumps({"stream": stream, "ts": ts, **frame}).encode()
                 self.ingest.publish(denoised_topic.format(stream=stream), body, 0, False)

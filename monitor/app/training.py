@@ -19,10 +19,15 @@ from pathlib import Path
 
 import numpy as np
 
+from monitor.app.plots import png_bytes, pyplot
 from monitor.core.config import Config, ConfigError
+from monitor.core.model.calibrate import fit_threshold
 from monitor.core.pipeline import ScoringModel, StreamState, stream_timing
 from monitor.core.stream.windows import window_runs
 from monitor.core.types import Reading
+from monitor.io.codec import Codec
+from monitor.io.files import read_csv
+from monitor.io.recording import iter_recordings
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +55,6 @@ class FrameSet:
 
 def load_training_data(paths: Sequence[str | Path], cfg: Config) -> list[StreamData]:
     """Read CSV files and recordings into per-stream data (one CSV file = one stream's rows)."""
-    from monitor.io.files import read_csv
-
     out: dict[str, StreamData] = {}
     recordings: list[Path] = []
     for p in paths:
@@ -88,9 +91,6 @@ def load_training_data(paths: Sequence[str | Path], cfg: Config) -> list[StreamD
 
 
 def _readings_from_recordings(paths: list[Path], cfg: Config) -> dict[str, list[Reading]]:
-    from monitor.io.codec import Codec
-    from monitor.io.recording import iter_recordings
-
     codec = Codec(cfg.topics, cfg.mqtt.max_payload_bytes, cfg.stream.max_future_seconds)
     streams: dict[str, list[Reading]] = {}
     rejected = 0
@@ -187,8 +187,8 @@ def prepare_windows(
     `channels` (the frames' column names) is needed for `model.channel_min_std`.
     """
     holdout = cfg.calibration.holdout_fraction
-    cuts = [int(round(len(f.times) * (1 - holdout))) for f in frames]
-    fit_rows = np.concatenate([f.values[:cut][~f.stale[:cut]] for f, cut in zip(frames, cuts)])
+    cuts = [round(len(f.times) * (1 - holdout)) for f in frames]
+    fit_rows = np.concatenate([f.values[:cut][~f.stale[:cut]] for f, cut in zip(frames, cuts, strict=True)])
     if len(fit_rows) < window_size:
         raise ValueError(
             f"only {len(fit_rows)} fresh frames to train on; need well over window_size={window_size}. "
@@ -198,7 +198,7 @@ def prepare_windows(
     std = scaler_std(fit_rows, cfg, channels)
     train, calib = [], []
     digest = hashlib.sha256()
-    for f, cut in zip(frames, cuts):
+    for f, cut in zip(frames, cuts, strict=True):
         z = ((f.values - mean) / std).astype(np.float32)
         z[f.stale] = 0.0
         w_train, _ = window_runs(z[:cut], f.stale[:cut], window_size, stride)
@@ -237,13 +237,14 @@ def train_bundle(
     write_plots: bool = True,
 ) -> TrainOutcome:
     """Train, calibrate and save a bundle from already-loaded data."""
-    import torch
+    # torch (~2 s to import) only when training: this module also loads training data for
+    # commands that do not train (`monitor retrain --help` builds the parser from it)
+    import torch  # noqa: PLC0415
 
-    from monitor.core.model.bundle import save_bundle
-    from monitor.core.model.calibrate import fit_threshold
-    from monitor.core.model.nets import architecture_spec
-    from monitor.core.model.scorer import Scorer
-    from monitor.core.model.train import train_autoencoder
+    from monitor.core.model.bundle import save_bundle  # noqa: PLC0415  # torch
+    from monitor.core.model.nets import architecture_spec  # noqa: PLC0415  # torch
+    from monitor.core.model.scorer import Scorer  # noqa: PLC0415  # torch
+    from monitor.core.model.train import train_autoencoder  # noqa: PLC0415  # torch
 
     started = time.monotonic()
     channels = data[0].channels
@@ -335,8 +336,6 @@ def train_bundle(
 
 
 def _plots(history: dict, calib_err: np.ndarray, threshold: float) -> dict[str, bytes]:
-    from monitor.app.plots import png_bytes, pyplot
-
     plt = pyplot()
     if plt is None:
         return {}

@@ -81,7 +81,8 @@ def segments(labels: np.ndarray) -> list[tuple[int, int]]:
     """[start, end) index ranges where labels are 1."""
     lab = np.asarray(labels) > 0.5
     edges = np.diff(np.concatenate([[0], lab.astype(np.int8), [0]]))
-    return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)))
+    # padded with 0 at both ends: every rise has its fall, so the two lists pair up exactly
+    return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True))
 
 
 def evaluate(times: np.ndarray, labels: np.ndarray, predicted: np.ndarray) -> Quality:

@@ -24,6 +24,7 @@ from monitor.core.stream.windows import WindowBuffer
 from monitor.core.types import (
     Alert,
     BatchItem,
+    DropReason,
     Float32Array,
     FloatArray,
     Floats,
@@ -35,6 +36,9 @@ from monitor.core.types import (
 
 if TYPE_CHECKING:
     from monitor.core.model.bundle import Bundle
+
+#: Keys of `Pipeline.counters` that tally work done; every other key is a `DropReason`.
+TALLIES = ("accepted", "frames", "windows_scored")
 
 _MIN_RUN = 8  # shorter runs of one stream's readings: reading by reading is as fast
 _MISSING = object()
@@ -66,7 +70,9 @@ class ScoringModel:
 
     @classmethod
     def from_bundle(cls, bundle: Bundle) -> ScoringModel:
-        from monitor.core.model.scorer import Scorer
+        # torch (~2 s to import) only when a model is loaded: replay --to-broker and the
+        # parser of every command import this module without scoring anything
+        from monitor.core.model.scorer import Scorer  # noqa: PLC0415
 
         m = bundle.manifest
         return cls(
@@ -129,7 +135,7 @@ class Pipeline:
         self.stream_cfg = stream_cfg
         self.alarm_cfg = alarm_cfg
         self.top_channels = top_channels
-        self.counters: Counter[str] = Counter()  # rejected/dropped inputs by reason, and totals
+        self.counters: Counter[str] = Counter()  # dropped inputs by `DropReason`, and the `TALLIES`
         self.streams: dict[str, StreamState] = {}
         # Due windows wait in a preallocated (capacity, W, C) float32 buffer (no per-window
         # copy + np.stack); their (stream, timestamp, observed raw) in `_meta`.
@@ -146,7 +152,7 @@ class Pipeline:
         self._inv_std = 1.0 / model.std
         shape = (model.window_size, len(model.channels))
         if self._x.shape[1:] != shape:
-            self._x = np.empty((max(256, self._n),) + shape, dtype=np.float32)
+            self._x = np.empty((max(256, self._n), *shape), dtype=np.float32)
         self.alarm = AlarmMachine(self.alarm_cfg, model.threshold, model.version, model.channels, self.top_channels)
 
     # ------------------------------------------------------------------ model swap
@@ -182,11 +188,11 @@ class Pipeline:
         idx = self.channel_index.get(reading.channel)
         reason: str | None
         if idx is None:
-            reason = "unknown_channel"
+            reason = DropReason.UNKNOWN_CHANNEL
         else:
             state = self._state(reading.stream)
             if state is None:
-                reason = "stream_cap"
+                reason = DropReason.STREAM_CAP
             else:
                 reason = state.assembler.push(reading.timestamp, idx, reading.value, state.frames)
                 if state.frames:
@@ -370,7 +376,7 @@ class Pipeline:
 
     def _reserve(self, n: int) -> None:
         if n > len(self._x):
-            grown = np.empty((max(n, 2 * len(self._x)),) + self._x.shape[1:], dtype=np.float32)
+            grown = np.empty((max(n, 2 * len(self._x)), *self._x.shape[1:]), dtype=np.float32)
             grown[: self._n] = self._x[: self._n]
             self._x = grown
 
@@ -379,7 +385,7 @@ class Pipeline:
         state = self._state(stream)
         reason: str | None
         if state is None:
-            reason = "stream_cap"
+            reason = DropReason.STREAM_CAP
         else:
             reason = state.assembler.push_row(timestamp, values, state.frames)
             if state.frames:
@@ -399,7 +405,7 @@ class Pipeline:
             self.counters["frames"] += 1
             filtered = state.filtered(values, stale)
             if filtered is None:
-                self.counters["stale_frames"] += 1
+                self.counters[DropReason.STALE_FRAMES] += 1
                 continue
             z = (filtered - self.model.mean) * self._inv_std
             window = state.windows.push(z)
@@ -430,7 +436,7 @@ class Pipeline:
         x = self._x[:n]
         raw, per_channel, recon_last = model.scorer.errors(x)
         if len(self._x) > 4096 and n < len(self._x) // 8:
-            self._x = np.empty((max(256, 2 * n),) + self._x.shape[1:], dtype=np.float32)
+            self._x = np.empty((max(256, 2 * n), *self._x.shape[1:]), dtype=np.float32)
         streams, runs, times, observed = _columns_of(entries)
         inv_thr = 1.0 / model.threshold
         scores = ScoreBatch(
@@ -486,7 +492,7 @@ def _columns_of(
     `entries` holds (stream, time, observed) tuples from the reading-by-reading path and
     `_Run`s from the vectorized one."""
     if all(isinstance(e, tuple) for e in entries):
-        streams, times, observed = (list(col) for col in zip(*entries))
+        streams, times, observed = (list(col) for col in zip(*entries, strict=True))
         return streams, None, times, observed
     runs: list[tuple[str, int, int]] = []
     t_parts: list[FloatArray] = []

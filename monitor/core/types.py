@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
-from typing import Any, NamedTuple, TypeAlias, TypedDict, overload
+from typing import Any, Final, NamedTuple, TypeAlias, TypedDict, overload
 
 import numpy as np
 from numpy.typing import NDArray
@@ -91,7 +91,7 @@ class ReadingBlock(_Block):
 
     def __iter__(self) -> Iterator[Reading]:
         stream, channel = self.stream, self.channel
-        for t, v in zip(self.timestamps.tolist(), self.values.tolist()):
+        for t, v in zip(self.timestamps.tolist(), self.values.tolist(), strict=True):
             yield Reading(stream, channel, t, v)
 
     def __repr__(self) -> str:
@@ -143,8 +143,8 @@ class FrameBlock(_Block):
         stream, channels = self.stream, self.channels
         return [
             Reading(stream, c, t, v)
-            for t, row in zip(self.timestamps[start:].tolist(), self.values[start:].tolist())
-            for c, v in zip(channels, row)
+            for t, row in zip(self.timestamps[start:].tolist(), self.values[start:].tolist(), strict=True)
+            for c, v in zip(channels, row, strict=True)
         ]
 
     def __repr__(self) -> str:
@@ -166,10 +166,54 @@ class RawMessage(NamedTuple):
 
 
 class Rejected(NamedTuple):
-    """Input that could not become a reading; `reason` is a short metric label."""
+    """Input that could not become a reading; `reason` is a `RejectReason` (a metric label)."""
 
     reason: str
     detail: str
+
+
+# Reasons are plain strings, not an Enum: they are metric label values and counter keys
+# as they are (prometheus-client str()s a label value, which an Enum member would spoil).
+
+
+class RejectReason:
+    """Why input could not become a reading (`Rejected.reason`, the codec's verdicts).
+
+    The label values of ``monitor_readings_rejected_total``.
+    """
+
+    OVERSIZED: Final = "oversized"  # payload over mqtt.max_payload_bytes
+    MALFORMED: Final = "malformed"  # not UTF-8 / JSON / a number / the expected shape
+    NON_FINITE: Final = "non_finite"  # NaN, inf, or a number that overflows a float
+    BAD_TIMESTAMP: Final = "bad_timestamp"  # a timestamp that cannot be read
+    FUTURE_TIMESTAMP: Final = "future_timestamp"  # beyond stream.max_future_seconds ahead
+    UNMATCHED_TOPIC: Final = "unmatched_topic"  # no topic rule matches
+    MISSING_VALUE: Final = "missing_value"  # no value / channel field, or an empty payload
+    INTERNAL: Final = "internal"  # a bug in the codec, caught so that the network loop survives
+
+
+class DropReason:
+    """Why a decoded reading was dropped before scoring (``monitor_drops_total`` label values)."""
+
+    QUEUE_FULL: Final = "queue_full"  # the ingest hand-off queue was full
+    STREAM_CAP: Final = "stream_cap"  # stream.max_streams streams already have state
+    UNKNOWN_CHANNEL: Final = "unknown_channel"  # not a channel of the serving model
+    DUPLICATE: Final = "duplicate"  # same timestamp as the channel's previous reading
+    OUT_OF_ORDER: Final = "out_of_order"  # older than the channel's previous reading
+    LATE: Final = "late"  # for a frame already emitted
+    STALE_FRAMES: Final = "stale_frames"  # frames (not readings) left unscored by a gap
+    NO_MODEL: Final = "no_model"  # no model loaded yet
+    INTERNAL_ERROR: Final = "internal_error"  # a scoring batch failed
+    SHUTDOWN: Final = "shutdown"  # received while stopping (auto acks: not redelivered)
+
+
+def _members(namespace: type) -> tuple[str, ...]:
+    return tuple(v for k, v in vars(namespace).items() if k.isupper())
+
+
+#: Every `RejectReason` and every `DropReason`: the bounded label values bound up front.
+REJECT_REASONS: Final[tuple[str, ...]] = _members(RejectReason)
+DROP_REASONS: Final[tuple[str, ...]] = _members(DropReason)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ amqtt speaks MQTT 3.1.1 only; `protocol` says which the broker supports.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import socket
@@ -72,11 +73,7 @@ def mosquitto_path() -> str | None:
 
 
 def amqtt_available() -> bool:
-    try:
-        import amqtt  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return importlib.util.find_spec("amqtt") is not None  # the optional extra, without importing it
 
 
 def start_local_broker(prefer: str = "auto", host: str = "127.0.0.1", timeout: float = 15.0) -> LocalBroker:

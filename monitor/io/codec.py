@@ -1,9 +1,9 @@
 """Topic template + payload -> readings.
 
 `Codec.decode` turns one MQTT message into `Reading`s plus `Rejected` values (one per
-thing that could not become a reading, with a short stable `reason` used as a metric
-label). It never raises: bad input is data here, and an exception escaping into the
-paho thread would kill the network loop.
+thing that could not become a reading; its `reason` is a `RejectReason`, a metric label).
+It never raises: bad input is data here, and an exception escaping into the paho thread
+would kill the network loop.
 
 Payload formats (per `TopicRule.format`):
 
@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from monitor.core.config import ConfigError, TopicRule
-from monitor.core.types import FrameBlock, RawMessage, Reading, ReadingBlock, Rejected
+from monitor.core.types import FrameBlock, RawMessage, Reading, ReadingBlock, Rejected, RejectReason
 
 _fast_loads: Callable[[bytes], Any] | None
 try:  # orjson is ~5x faster on batched payloads; the stdlib is the fallback
@@ -47,19 +47,7 @@ except ImportError:  # pragma: no cover - exercised only without orjson
     _fast_loads = None
     _FastDecodeError = ValueError
 
-__all__ = ["REASONS", "Codec", "parse_iso", "parse_timestamp"]
-
-#: Every `Rejected.reason` the codec produces (bounded metric label values).
-REASONS = (
-    "oversized",
-    "malformed",
-    "non_finite",
-    "bad_timestamp",
-    "future_timestamp",
-    "unmatched_topic",
-    "missing_value",
-    "internal",
-)
+__all__ = ["Codec", "parse_iso", "parse_timestamp"]
 
 MS_THRESHOLD = 1e11  # epoch numbers above this are milliseconds (1e11 s is year 5138)
 _EPOCH_NAIVE = datetime(1970, 1, 1)
@@ -238,7 +226,7 @@ class Codec:
         try:
             topic, payload, received_at = msg.topic, msg.payload, msg.received_at
         except Exception as exc:
-            return [], [Rejected("internal", _internal_detail(exc))]
+            return [], [Rejected(RejectReason.INTERNAL, _internal_detail(exc))]
         return self.decode(topic, payload, received_at)
 
     def decode(
@@ -258,7 +246,7 @@ class Codec:
         except _Reject as rej:
             rejects.append(Rejected(rej.reason, rej.detail))
         except Exception as exc:
-            return [], [Rejected("internal", _internal_detail(exc))]
+            return [], [Rejected(RejectReason.INTERNAL, _internal_detail(exc))]
         return readings, rejects
 
     def route(self, topic: str) -> tuple[str, str | None, int] | None:
@@ -299,17 +287,17 @@ class Codec:
         self, topic: Any, payload: Any, received_at: float, out: list[Reading], rej: list[Rejected]
     ) -> ReadingBlock | FrameBlock | None:
         if type(topic) is not str:
-            raise _Reject("unmatched_topic", f"topic is not a string: {_clip(topic)}")
+            raise _Reject(RejectReason.UNMATCHED_TOPIC, f"topic is not a string: {_clip(topic)}")
         found = self._route(topic)
         if found is None:
-            raise _Reject("unmatched_topic", f"no topic rule matches {_clip(topic)}")
+            raise _Reject(RejectReason.UNMATCHED_TOPIC, f"no topic rule matches {_clip(topic)}")
         rule, stream, channel = found
         if type(payload) is not bytes:
             payload = _as_bytes(payload)
         if len(payload) > self.max_payload_bytes:
-            raise _Reject("oversized", f"{_clip(topic)}: {len(payload)} bytes > {self.max_payload_bytes}")
+            raise _Reject(RejectReason.OVERSIZED, f"{_clip(topic)}: {len(payload)} bytes > {self.max_payload_bytes}")
         if not payload or payload.isspace():
-            raise _Reject("missing_value", f"{_clip(topic)}: empty payload")
+            raise _Reject(RejectReason.MISSING_VALUE, f"{_clip(topic)}: empty payload")
         fmt: str = rule.format  # "auto" resolves to "object", "json_array" or "number"
         horizon = received_at + self.max_future_seconds
         if fmt == "auto":
@@ -324,13 +312,15 @@ class Codec:
                 fmt = "number"
         if fmt == "number":
             if channel is None:
-                raise _Reject("missing_value", f"{_clip(topic)}: no channel for a bare number")
+                raise _Reject(RejectReason.MISSING_VALUE, f"{_clip(topic)}: no channel for a bare number")
             out.append(_new_tuple(Reading, (stream, channel, received_at, _parse_number(payload, topic))))
             return None
         doc = _parse_json(payload, topic)
         if fmt == "json_array":
             if type(doc) is not list:
-                raise _Reject("malformed", f"{_clip(topic)}: expected a JSON array, got {type(doc).__name__}")
+                raise _Reject(
+                    RejectReason.MALFORMED, f"{_clip(topic)}: expected a JSON array, got {type(doc).__name__}"
+                )
             if self.columns and len(doc) > 1:
                 block: ReadingBlock | FrameBlock | None
                 first = doc[0]
@@ -343,7 +333,7 @@ class Codec:
             self._array(doc, rule, stream, channel, received_at, horizon, topic, out, rej)
             return None
         if type(doc) is not dict:
-            raise _Reject("malformed", f"{_clip(topic)}: expected a JSON object, got {type(doc).__name__}")
+            raise _Reject(RejectReason.MALFORMED, f"{_clip(topic)}: expected a JSON object, got {type(doc).__name__}")
         if fmt == "json" or (fmt == "object" and rule.value_field in doc):
             self._single(doc, rule, stream, channel, received_at, horizon, topic, out, rej)
         else:
@@ -383,7 +373,9 @@ class Codec:
                         continue
             if type(element) is not dict:
                 rej.append(
-                    Rejected("malformed", f"{_clip(topic)}[{i}]: expected an object, got {type(element).__name__}")
+                    Rejected(
+                        RejectReason.MALFORMED, f"{_clip(topic)}[{i}]: expected an object, got {type(element).__name__}"
+                    )
                 )
             elif value_field in element:
                 self._single(element, rule, stream, channel, received_at, horizon, topic, out, rej)
@@ -407,40 +399,42 @@ class Codec:
         tv = type(value)
         if tv is float:
             if value - value != 0.0:
-                rej.append(Rejected("non_finite", f"{_clip(topic)}: value {value!r}"))
+                rej.append(Rejected(RejectReason.NON_FINITE, f"{_clip(topic)}: value {value!r}"))
                 return
         elif tv is int:
             try:
                 value = float(value)
             except OverflowError:
-                rej.append(Rejected("non_finite", f"{_clip(topic)}: value {_clip(value)} overflows a float"))
+                rej.append(Rejected(RejectReason.NON_FINITE, f"{_clip(topic)}: value {_clip(value)} overflows a float"))
                 return
         elif value is None:
-            rej.append(Rejected("missing_value", f"{_clip(topic)}: no {rule.value_field!r} in {_clip(obj)}"))
+            rej.append(Rejected(RejectReason.MISSING_VALUE, f"{_clip(topic)}: no {rule.value_field!r} in {_clip(obj)}"))
             return
         elif tv is str:
             try:
                 value = float(value)
             except ValueError:
-                rej.append(Rejected("malformed", f"{_clip(topic)}: value {_clip(value)} is not a number"))
+                rej.append(Rejected(RejectReason.MALFORMED, f"{_clip(topic)}: value {_clip(value)} is not a number"))
                 return
             if value - value != 0.0:
-                rej.append(Rejected("non_finite", f"{_clip(topic)}: value {value!r}"))
+                rej.append(Rejected(RejectReason.NON_FINITE, f"{_clip(topic)}: value {value!r}"))
                 return
         else:
-            rej.append(Rejected("malformed", f"{_clip(topic)}: value {_clip(value)} is not a number"))
+            rej.append(Rejected(RejectReason.MALFORMED, f"{_clip(topic)}: value {_clip(value)} is not a number"))
             return
         name = obj.get(rule.channel_field)
         if name is None:
             if channel is None:
-                rej.append(Rejected("missing_value", f"{_clip(topic)}: no {rule.channel_field!r} in {_clip(obj)}"))
+                rej.append(
+                    Rejected(RejectReason.MISSING_VALUE, f"{_clip(topic)}: no {rule.channel_field!r} in {_clip(obj)}")
+                )
                 return
             name = channel
         elif type(name) is not str or not name:
             if type(name) is int:
                 name = str(name)
             else:
-                rej.append(Rejected("malformed", f"{_clip(topic)}: channel {_clip(name)} is not a name"))
+                rej.append(Rejected(RejectReason.MALFORMED, f"{_clip(topic)}: channel {_clip(name)} is not a name"))
                 return
         stamp = obj.get(rule.timestamp_field)
         ts = type(stamp)
@@ -453,18 +447,22 @@ class Codec:
                 stamp = float("nan")
             if stamp - stamp != 0.0:
                 rej.append(
-                    Rejected("bad_timestamp", f"{_clip(topic)}: timestamp {_clip(obj.get(rule.timestamp_field))}")
+                    Rejected(
+                        RejectReason.BAD_TIMESTAMP, f"{_clip(topic)}: timestamp {_clip(obj.get(rule.timestamp_field))}"
+                    )
                 )
                 return
         else:
             try:
                 stamp = parse_timestamp(stamp)
             except ValueError as exc:
-                rej.append(Rejected("bad_timestamp", f"{_clip(topic)}: {exc}"))
+                rej.append(Rejected(RejectReason.BAD_TIMESTAMP, f"{_clip(topic)}: {exc}"))
                 return
         if stamp > horizon:
             rej.append(
-                Rejected("future_timestamp", f"{_clip(topic)}: {stamp:.3f} is {stamp - received_at:.0f} s ahead")
+                Rejected(
+                    RejectReason.FUTURE_TIMESTAMP, f"{_clip(topic)}: {stamp:.3f} is {stamp - received_at:.0f} s ahead"
+                )
             )
             return
         out.append(_new_tuple(Reading, (stream, name, stamp, value)))
@@ -481,11 +479,14 @@ class Codec:
             try:
                 stamp = parse_timestamp(stamp)
             except ValueError as exc:
-                rej.append(Rejected("bad_timestamp", f"{_clip(topic)}: {exc}"))
+                rej.append(Rejected(RejectReason.BAD_TIMESTAMP, f"{_clip(topic)}: {exc}"))
                 return
             if stamp > horizon:
                 rej.append(
-                    Rejected("future_timestamp", f"{_clip(topic)}: {stamp:.3f} is {stamp - received_at:.0f} s ahead")
+                    Rejected(
+                        RejectReason.FUTURE_TIMESTAMP,
+                        f"{_clip(topic)}: {stamp:.3f} is {stamp - received_at:.0f} s ahead",
+                    )
                 )
                 return
         n_before = len(out) + len(rej)
@@ -495,24 +496,30 @@ class Codec:
             tv = type(value)
             if tv is float:
                 if value - value != 0.0:
-                    rej.append(Rejected("non_finite", f"{_clip(topic)}: channel {_clip(key)} value {value!r}"))
+                    rej.append(
+                        Rejected(RejectReason.NON_FINITE, f"{_clip(topic)}: channel {_clip(key)} value {value!r}")
+                    )
                     continue
             elif tv is int:
                 try:
                     value = float(value)
                 except OverflowError:
-                    rej.append(Rejected("non_finite", f"{_clip(topic)}: channel {_clip(key)} overflows a float"))
+                    rej.append(
+                        Rejected(RejectReason.NON_FINITE, f"{_clip(topic)}: channel {_clip(key)} overflows a float")
+                    )
                     continue
             elif tv is bool:
                 rej.append(
-                    Rejected("malformed", f"{_clip(topic)}: channel {_clip(key)} value {value!r} is not a number")
+                    Rejected(
+                        RejectReason.MALFORMED, f"{_clip(topic)}: channel {_clip(key)} value {value!r} is not a number"
+                    )
                 )
                 continue
             else:
                 continue  # strings, nulls, nested values: metadata
             out.append(_new_tuple(Reading, (stream, key, stamp, value)))
         if len(out) + len(rej) == n_before:
-            rej.append(Rejected("missing_value", f"{_clip(topic)}: no numeric channel in {_clip(obj)}"))
+            rej.append(Rejected(RejectReason.MISSING_VALUE, f"{_clip(topic)}: no numeric channel in {_clip(obj)}"))
 
 
 # --------------------------------------------------------------------------- helpers
@@ -597,17 +604,17 @@ def _as_bytes(payload: Any) -> bytes:
         try:
             return payload.encode("utf-8")
         except UnicodeEncodeError:
-            raise _Reject("malformed", "payload is not encodable as UTF-8") from None
-    raise _Reject("malformed", f"payload must be bytes, got {type(payload).__name__}")
+            raise _Reject(RejectReason.MALFORMED, "payload is not encodable as UTF-8") from None
+    raise _Reject(RejectReason.MALFORMED, f"payload must be bytes, got {type(payload).__name__}")
 
 
 def _parse_number(payload: bytes, topic: str) -> float:
     try:
         value = float(payload)
     except ValueError:
-        raise _Reject("malformed", f"{_clip(topic)}: not a number: {_clip(payload)}") from None
+        raise _Reject(RejectReason.MALFORMED, f"{_clip(topic)}: not a number: {_clip(payload)}") from None
     if value - value != 0.0:
-        raise _Reject("non_finite", f"{_clip(topic)}: value {value!r}")
+        raise _Reject(RejectReason.NON_FINITE, f"{_clip(topic)}: value {value!r}")
     return value
 
 
@@ -620,11 +627,11 @@ def _parse_json(payload: bytes, topic: str) -> Any:
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError:
-        raise _Reject("malformed", f"{_clip(topic)}: payload is not UTF-8") from None
+        raise _Reject(RejectReason.MALFORMED, f"{_clip(topic)}: payload is not UTF-8") from None
     try:
         return json.loads(text)
     except (ValueError, RecursionError) as exc:
-        raise _Reject("malformed", f"{_clip(topic)}: not valid JSON ({_clip(str(exc), 60)})") from None
+        raise _Reject(RejectReason.MALFORMED, f"{_clip(topic)}: not valid JSON ({_clip(str(exc), 60)})") from None
 
 
 def _internal_detail(exc: BaseException) -> str:

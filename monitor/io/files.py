@@ -104,7 +104,8 @@ def read_csv(path: str | Path, data: DataConfig | None = None) -> CsvData:
     if not rows:
         raise DataError(path, "no data rows after the header")
 
-    cells = list(zip(*rows))  # column-major: cells[j] is column j as a tuple of strings
+    # column-major: cells[j] is column j as a tuple of strings (every row has the header's width)
+    cells = list(zip(*rows, strict=True))
     timestamps = _timestamps(path, cells[ts_index], header[ts_index], line_numbers, data)
     values = np.empty((len(rows), len(channel_indices)), dtype=np.float64)
     for k, j in enumerate(channel_indices):

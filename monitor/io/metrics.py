@@ -7,24 +7,22 @@ streams) are computed at scrape time through callbacks. Per-stream gauges have b
 cardinality: only the first `max_stream_labels` streams get a label; the others are
 counted in ``monitor_stream_labels_dropped_total`` and not exported.
 
-`serve(...)` answers ``/metrics``, ``/healthz`` and ``/readyz`` on one HTTP port.
+The HTTP server that exposes them (with ``/healthz`` and ``/readyz``) is `monitor.io.http`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import platform
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib.metadata import version as _distribution_version
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
-from prometheus_client.exposition import choose_encoder
 
-from monitor.core.types import Rejected
-from monitor.io.codec import REASONS as REJECT_REASONS
+from monitor.core.types import DROP_REASONS, REJECT_REASONS, Rejected
 
 __all__ = [
     "ALERT_STATES",
@@ -32,25 +30,10 @@ __all__ = [
     "MODEL_LOAD_RESULTS",
     "REJECT_REASONS",
     "Metrics",
-    "MetricsServer",
-    "serve",
 ]
 
 log = logging.getLogger(__name__)
 
-#: Why a reading was dropped after it was decoded (bounded label values; others are added lazily).
-DROP_REASONS = (
-    "queue_full",
-    "stream_cap",
-    "unknown_channel",
-    "duplicate",
-    "out_of_order",
-    "late",
-    "stale_frames",
-    "no_model",
-    "internal_error",
-    "shutdown",
-)
 ALERT_STATES = ("firing", "resolved")
 MODEL_LOAD_RESULTS = ("ok", "rejected")
 SINK_NAMES = ("mqtt", "log", "alertmanager")
@@ -62,9 +45,7 @@ END_TO_END_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25
 
 def _package_version() -> str:
     try:
-        from importlib.metadata import version
-
-        return version("monitor")
+        return _distribution_version("monitor")
     except Exception:
         return "unknown"
 
@@ -230,7 +211,7 @@ class Metrics:
         totals must only ever grow.
         """
         with self._label_lock:
-            self._received_sources = self._received_sources + [source]
+            self._received_sources = [*self._received_sources, source]
 
     def received_totals(self) -> tuple[float, float]:
         """(messages, readings) received: the counters plus every source."""
@@ -292,10 +273,8 @@ class Metrics:
             if self._streams.pop(stream, None) is None:
                 return
             for gauge in (self.anomaly_score, self.alert_state):
-                try:
+                with contextlib.suppress(KeyError):
                     gauge.remove(stream)
-                except KeyError:
-                    pass
 
     @property
     def labelled_streams(self) -> int:
@@ -371,112 +350,10 @@ class _ReceivedCounters:
     def collect(self):
         m = self._metrics
         extra = m.received_totals()
-        for counter, add in zip((m.messages_received, m.readings_received), extra):
+        for counter, add in zip((m.messages_received, m.readings_received), extra, strict=True):
             for family in counter.collect():
                 if add:
                     family.samples = [
                         s._replace(value=s.value + add) if s.name.endswith("_total") else s for s in family.samples
                     ]
                 yield family
-
-
-# --------------------------------------------------------------------------- HTTP
-
-
-HealthCheck = Callable[[], "tuple[bool, str]"]
-
-
-class MetricsServer:
-    """A running metrics/health HTTP server; `port` is the bound port."""
-
-    def __init__(self, httpd: ThreadingHTTPServer, thread: threading.Thread):
-        self._httpd = httpd
-        self._thread = thread
-        self.address = str(httpd.server_address[0])  # a host string (AF_INET/AF_INET6; typed str | bytes)
-        self.port = int(httpd.server_address[1])
-
-    @property
-    def url(self) -> str:
-        host = f"[{self.address}]" if ":" in self.address else self.address
-        return f"http://{host}:{self.port}"
-
-    def shutdown(self, timeout: float = 5.0) -> None:
-        """Stop serving and close the socket."""
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout)
-
-    def __enter__(self) -> MetricsServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.shutdown()
-
-
-def _check(fn: HealthCheck) -> tuple[bool, str]:
-    try:
-        ok, reason = fn()
-        return bool(ok), str(reason or ("ok" if ok else "not ok"))
-    except Exception as exc:
-        return False, f"check failed: {type(exc).__name__}: {exc}"
-
-
-def serve(
-    registry: CollectorRegistry,
-    address: str = "127.0.0.1",
-    port: int = 9108,
-    health: HealthCheck = lambda: (True, "ok"),
-    ready: HealthCheck = lambda: (True, "ok"),
-) -> MetricsServer:
-    """Serve /metrics, /healthz and /readyz from a daemon thread; port 0 picks a free port."""
-
-    class Handler(BaseHTTPRequestHandler):
-        timeout = 10  # a stalled client cannot hold a thread forever
-        server_version = "monitor"
-
-        def do_GET(self) -> None:
-            self._respond(send_body=True)
-
-        def do_HEAD(self) -> None:
-            self._respond(send_body=False)
-
-        def _respond(self, send_body: bool) -> None:
-            path = self.path.split("?", 1)[0]
-            if path == "/metrics":
-                try:
-                    encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
-                    body = encoder(registry)
-                    status = 200
-                except Exception as exc:
-                    log.exception("metrics exposition failed")
-                    status, content_type = 500, "text/plain; charset=utf-8"
-                    body = f"metrics exposition failed: {type(exc).__name__}\n".encode()
-            elif path in ("/healthz", "/readyz"):
-                ok, reason = _check(health if path == "/healthz" else ready)
-                status, content_type = (200 if ok else 503), "text/plain; charset=utf-8"
-                body = (reason + "\n").encode()
-            else:
-                status, content_type = 404, "text/plain; charset=utf-8"
-                body = b"not found: try /metrics, /healthz or /readyz\n"
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if send_body:
-                self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:
-            log.debug("http %s - %s", self.address_string(), format % args)
-
-    class Server(ThreadingHTTPServer):
-        daemon_threads = True
-        address_family = socket.AF_INET6 if ":" in address else socket.AF_INET
-
-    httpd = Server((address, port), Handler)
-    thread = threading.Thread(
-        target=httpd.serve_forever, kwargs={"poll_interval": 0.1}, name="metrics-http", daemon=True
-    )
-    thread.start()
-    server = MetricsServer(httpd, thread)
-    log.info("metrics on %s/metrics", server.url)
-    return server

@@ -50,7 +50,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from monitor.core.config import ConfigError, MQTTConfig, TopicRule
-from monitor.core.types import RawMessage, Reading, Rejected
+from monitor.core.types import DropReason, RawMessage, Reading, Rejected
 from monitor.io.codec import Codec
 
 if TYPE_CHECKING:
@@ -821,7 +821,8 @@ class MQTTIngest:
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any, properties: Any) -> None:
         try:
             ok = True
-            for (filt, _), code in zip(self._subscriptions, reason_codes):
+            # one code per filter; a broker that sends fewer is judged on those it sent
+            for (filt, _), code in zip(self._subscriptions, reason_codes, strict=False):
                 if code.is_failure:
                     ok = False
                     self.last_error = f"subscription to {filt!r} refused by the broker: {code}"
@@ -869,13 +870,13 @@ class MQTTIngest:
             if not self._intake_open:
                 ack_now = False  # stopping: the broker keeps it for the next session (manual acks)
                 if not self.manual_ack:
-                    self._count_drop("shutdown", readings, rejected)
+                    self._count_drop(DropReason.SHUTDOWN, readings, rejected)
                 return
             try:
                 self.queue.put_nowait(_new_tuple(Ingested, (received_monotonic, readings, rejected, delivery)))
                 ack_now = False
             except queue.Full:
-                self._count_drop("queue_full", readings, rejected)
+                self._count_drop(DropReason.QUEUE_FULL, readings, rejected)
         except Exception:
             self.stats["callback_errors"] += 1
             if self._throttle.ready("on_message"):
@@ -896,7 +897,7 @@ class MQTTIngest:
             self.metrics.drop(reason, n)
             if rejected:
                 self.metrics.rejected(rejected)
-        if reason != "queue_full":
+        if reason != DropReason.QUEUE_FULL:
             return
         self._drops_since_log += n
         if self._throttle.ready("queue_full"):

@@ -14,6 +14,7 @@ cannot hold are counted as dropped.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -89,10 +90,8 @@ class Recorder:
         self.stats["write_errors"] += 1
         log.error("recorder: %s: %s (scoring continues; these messages are not recorded)", what, exc)
         if self.on_error:
-            try:
+            with contextlib.suppress(Exception):  # a failing error hook must not stop the recorder
                 self.on_error(what)
-            except Exception:
-                pass
 
     def _writer_for_now(self) -> RecordingWriter | None:
         w = self._writer

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, BinaryIO, Union
+from typing import Any, BinaryIO
 
 from monitor.core.types import RawMessage
 
@@ -45,6 +45,7 @@ except ImportError:  # pragma: no cover - exercised only without orjson
     _loads = json.loads
 
 __all__ = [
+    "ALERTS_FILE",
     "FORMAT",
     "VERSION",
     "RecordingStats",
@@ -59,10 +60,13 @@ log = logging.getLogger(__name__)
 FORMAT = "monitor-recording"
 VERSION = 1
 SUFFIXES = (".jsonl", ".jsonl.gz", ".gz")  # what a directory listing picks up
+#: The daemon's alert log (JSON lines) in record.dir, beside the recordings: retraining on
+#: that folder leaves the alerting spans out. ``.ndjson``, so `recording_files` skips it.
+ALERTS_FILE = "alerts.ndjson"
 _GZIP_MAGIC = b"\x1f\x8b"
 _CHUNK_BYTES = 256 * 1024
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 
 
 def encode_message(msg: RawMessage) -> bytes:
@@ -156,7 +160,7 @@ class RecordingWriter:
         self.messages_written = 0  # flushed to the file
         self.bytes_written = 0  # compressed bytes in the file
         try:
-            self._file: BinaryIO | None = open(self.path, "xb")
+            self._file: BinaryIO | None = open(self.path, "xb")  # noqa: SIM115  # the writer owns it until close()
         except FileExistsError:
             raise FileExistsError(f"recording {self.path} already exists; record into a new file") from None
         created = datetime.fromtimestamp(wall_clock(), tz=timezone.utc).isoformat()

@@ -118,7 +118,8 @@ class AlertmanagerSink:
             },
             "annotations": {
                 "summary": f"Anomaly on {alert.stream}",
-                "description": f"score {alert.peak_score:.2f}x threshold (model {alert.model_version}); top channels: {top}",
+                "description": f"score {alert.peak_score:.2f}x threshold (model {alert.model_version}); "
+                f"top channels: {top}",
             },
             "startsAt": iso(alert.started_at),
         }

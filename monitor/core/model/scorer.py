@@ -44,7 +44,8 @@ class Scorer:
 
         per_channel_error[b, c] is the mean over time of the squared error, raw_error is its
         mean over channels (with score_reduction "channel_max": per_channel_error is divided
-        by the channel's training scale and raw_error is its maximum), recon_last_std the reconstruction of the last step (standardized).
+        by the channel's training scale and raw_error is its maximum), recon_last_std the
+        reconstruction of the last step (standardized).
         Batched: one forward pass per piece of about `chunk_values` input values
         (measured on 2 cores: a 25 600-window batch in one pass is 1.8x (dense, W=16) to 4x
         (conv1d, W=30, 5 channels) slower per window than in pieces of 64k values, whose

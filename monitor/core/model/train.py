@@ -119,7 +119,7 @@ def train_autoencoder(
     windows = _check_windows(windows, cfg)
     device = resolve_device(cfg.device)
     n = windows.shape[0]
-    n_val = min(n - 1, max(1, int(round(n * cfg.validation_fraction))))
+    n_val = min(n - 1, max(1, round(n * cfg.validation_fraction)))
     n_train = n - n_val
     spec = architecture_spec(cfg, windows.shape[2])
 

@@ -13,7 +13,8 @@ gaps. The assembler turns them into frames, one per grid time ``k * period_secon
   more) -- or when a reading at or after ``(k + 1) * period + lateness_seconds`` arrives
   while some channel is silent.
 * A reading for a bucket already emitted is rejected as ``late``; a channel timestamp
-  equal to that channel's previous one is a ``duplicate``; an older one ``out_of_order``.
+  equal to that channel's previous one is a ``duplicate``; an older one ``out_of_order``
+  (the `DropReason` values).
 
 A NaN value is a "no value" report: it moves the channel's clock forward (the row was
 seen) but keeps the held value.
@@ -27,7 +28,7 @@ from typing import TypeAlias
 import numpy as np
 from numpy.typing import NDArray
 
-from monitor.core.types import FloatArray
+from monitor.core.types import DropReason, FloatArray
 
 AssembledFrame: TypeAlias = tuple[float, FloatArray, bool]
 """What the assembler appends for a completed frame: (grid time, values, stale)."""
@@ -79,16 +80,16 @@ class StreamAssembler:
     def push(self, timestamp: float, channel: int, value: float, out: list[AssembledFrame]) -> str | None:
         """Add one reading; append completed ``(time, values, stale)`` to `out`.
 
-        Returns None when accepted, else the reason it was rejected.
+        Returns None when accepted, else the `DropReason` it was rejected for.
         """
         last = self._last_ts[channel]
         if timestamp <= last:
-            return "duplicate" if timestamp == last else "out_of_order"
+            return DropReason.DUPLICATE if timestamp == last else DropReason.OUT_OF_ORDER
         b = math.floor(timestamp / self.period + EPS)
         if self._next is None:
             self._next = b
         elif b < self._next:
-            return "late"
+            return DropReason.LATE
         self._last_ts[channel] = timestamp
         self._last_bucket[channel] = b
         if value == value:  # not NaN
@@ -105,12 +106,12 @@ class StreamAssembler:
         """Add a reading for every channel at once (a wide CSV row)."""
         last_ts = self._last_ts
         if timestamp <= max(last_ts):
-            return "duplicate" if any(timestamp == x for x in last_ts) else "out_of_order"
+            return DropReason.DUPLICATE if any(timestamp == x for x in last_ts) else DropReason.OUT_OF_ORDER
         b = self.bucket(timestamp)
         if self._next is None:
             self._next = b
         elif b < self._next:
-            return "late"
+            return DropReason.LATE
         n = self.n_channels
         self._last_ts = [timestamp] * n
         self._last_bucket = [b] * n

@@ -1,0 +1,120 @@
+"""The retrain job's verdict as a Prometheus textfile, and its re-export by the daemon.
+
+`monitor retrain` writes ``<models.dir>/retrain.prom`` (`write_textfile`, atomically);
+the daemon re-exports it at scrape time through `RetrainStatusCollector`, and
+node_exporter's textfile collector can read it too. Shared by `monitor.app.retrain`
+and `monitor.app.service`, so neither imports the other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import tempfile
+from pathlib import Path
+
+from prometheus_client.core import GaugeMetricFamily
+
+log = logging.getLogger(__name__)
+
+TEXTFILE_NAME = "retrain.prom"
+
+#: The textfile's metrics (all gauges).
+METRICS = {
+    "monitor_retrain_last_run_timestamp_seconds": "When `monitor retrain` last finished (Unix time).",
+    "monitor_retrain_last_success_timestamp_seconds": "When `monitor retrain` last promoted a model (Unix time).",
+    "monitor_retrain_gate_passed": "1 if the last retrain's candidate passed the validation gate, else 0.",
+    "monitor_retrain_candidate_false_alarm_rate": "False-alarm rate of the last candidate on held-out normal data.",
+    "monitor_retrain_current_false_alarm_rate": "False-alarm rate of the serving model on the same data (NaN: none).",
+    "monitor_retrain_last_exit_code": "Exit code of the last retrain (0 promoted, 3 gate failed, 78 config, 1 error).",
+}
+
+
+def read_textfile(path: Path) -> dict[str, float]:
+    """Samples of an earlier textfile (name -> value); {} when absent or unreadable."""
+    out: dict[str, float] = {}
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return out
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name, _, value = line.partition(" ")
+        try:
+            out[name.strip()] = float(value.split()[0])
+        except (ValueError, IndexError):
+            continue
+    return out
+
+
+def write_textfile(path: Path, values: dict[str, float]) -> None:
+    """Write the Prometheus text format atomically (temp file in the same dir, fsync, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for name, help_text in METRICS.items():
+        if name not in values:
+            continue
+        v = values[name]
+        lines += [
+            f"# HELP {name} {help_text}",
+            f"# TYPE {name} gauge",
+            f"{name} {'NaN' if v is None or not math.isfinite(v) else repr(float(v))}",
+        ]
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write("\n".join(lines) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+class RetrainStatusCollector:
+    """Re-export the retrain textfile from the daemon's /metrics (read at scrape time).
+
+    Register once: ``registry.register(RetrainStatusCollector(models_dir / "retrain.prom",
+    metrics))``. Exports ``monitor_retrain_*`` gauges from the file, and sets the
+    daemon's ``monitor_last_retrain_success_timestamp_seconds`` from it (that gauge is
+    collected before this collector, so a new value shows from the next scrape on).
+    """
+
+    def __init__(self, path: Path | str, metrics=None):
+        self.path = Path(path)
+        self.metrics = metrics
+        self._sig: tuple | None = None
+        self._values: dict[str, float] = {}
+
+    def _refresh(self) -> None:
+        try:
+            st = self.path.stat()
+            sig = (st.st_mtime_ns, st.st_size, st.st_ino)
+        except OSError:
+            sig = None
+        if sig == self._sig:
+            return
+        self._sig = sig
+        self._values = read_textfile(self.path) if sig else {}
+        last = self._values.get("monitor_retrain_last_success_timestamp_seconds")
+        if self.metrics is not None and last is not None and math.isfinite(last) and last > 0:
+            self.metrics.retrain_succeeded(at=last)
+
+    def collect(self):
+        try:
+            self._refresh()
+        except Exception:
+            log.debug("reading %s failed", self.path, exc_info=True)
+        for name, help_text in METRICS.items():
+            if name in self._values:
+                yield GaugeMetricFamily(name, help_text, value=self._values[name])
+
+    def describe(self):
+        return []  # values depend on a file: do not collect at registration time
