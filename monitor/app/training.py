@@ -358,7 +358,7 @@ def train_bundle(
     }
     extra = {"report.json": json.dumps(report, indent=2).encode()}
     if write_plots:
-        extra.update(_plots(result.history, calib_err, thr))
+        extra.update(_plots(result.history, fit_err, thr))  # the errors the threshold was fitted on
     state_dict = {k: v.detach().cpu() for k, v in result.module.state_dict().items()}
     path = save_bundle(Path(models_dir), manifest, state_dict, extra_files=extra, make_current=make_current)
     report["seconds_total"] = time.monotonic() - started

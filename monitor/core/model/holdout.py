@@ -8,16 +8,19 @@ does not give that many held-out windows, so the plan falls back in steps, and s
 2. ``"holdout_enlarged"``: the smallest larger fraction, up to `MAX_HOLDOUT_FRACTION`,
    that gives `MIN_CALIBRATION_WINDOWS` held-out windows while leaving
    `MIN_TRAIN_WINDOWS` to train on. The threshold is still fitted on unseen windows.
-3. ``"quantile_all"``: the configured fraction, and the threshold fitted by the
-   quantile method on the training and the held-out windows together (what
-   ``calibration.source: all`` does). Training windows' errors are lower than unseen
-   ones', so expect more false alarms than the quantile promises.
+3. ``"quantile_all"``: no hold-out (every window trains), and the threshold is the
+   quantile of the training windows' errors (calibration.method is taken as
+   ``quantile``: POT needs a tail to fit). Training windows' errors are lower than
+   unseen ones', so expect more false alarms than the quantile promises.
 4. Below `MIN_TOTAL_WINDOWS` windows in all: `ShortData`, whose message says how many
    rows the window size needs and which keys to change.
 
 With ``window_size`` 24 and stride 1 (one gap-free stream), step 1 needs 215 rows at the
 default fraction 0.2 (20 held-out windows are 43 frames), step 2 98 rows (43 held out,
 55 to train on), step 3 `MIN_TOTAL_WINDOWS` + 23 = 63 rows (tests/test_small_data.py).
+
+The plan is a function of the frames' staleness alone, so the same data always gets the
+same plan.
 """
 
 from __future__ import annotations
@@ -94,11 +97,11 @@ def plan_holdout(
             return HoldoutPlan(c, f, t, k, source, "holdout_enlarged", msg)
     msg = (
         f"short data: {total} windows in all, too few for a hold-out of {MIN_CALIBRATION_WINDOWS} windows "
-        f"that leaves {MIN_TRAIN_WINDOWS} to train on; the threshold is the calibration.quantile of the "
-        f"training and held-out windows' errors together ({n_train} + {n_calib}), so expect more false "
-        "alarms than it promises; give more data or a smaller model.window_size"
+        f"that leaves {MIN_TRAIN_WINDOWS} to train on; nothing held out, the threshold is the "
+        "calibration.quantile of the training windows' errors, so expect more false alarms than it "
+        "promises; give more data or a smaller model.window_size"
     )
-    return HoldoutPlan(cuts, fraction, n_train, n_calib, "all", "quantile_all", msg)
+    return HoldoutPlan([len(s) for s in stales], 0.0, total, 0, "all", "quantile_all", msg)
 
 
 def _advice(stales: Sequence[np.ndarray], window_size: int, stride: int, total: int) -> str:
