@@ -203,7 +203,8 @@ def test_alignment_key_is_validated_by_name(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "p,expected", [(60.02, 60.0), (59.1, 60.0), (0.995, 1.0), (7.31, 7.31), (7.3149, 7.31), (3590, 3600.0), (86.0, 86.0)]
+    "p,expected",
+    [(60.02, 60.0), (59.1, 60.0), (0.995, 1.0), (7.31, 7.31), (7.3149, 7.31), (3590, 3600.0), (86.0, 86.0)],
 )
 def test_round_step_snaps_near_round_values_and_keeps_three_digits_otherwise(p, expected):
     assert round_step(p) == expected

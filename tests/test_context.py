@@ -63,7 +63,7 @@ def test_context_channels_are_inputs_but_never_scored():
     module = build_from_spec(spec)
     assert tuple(module.channel_error_scale.shape) == (2,)
     x = np.random.default_rng(0).normal(size=(3, 6, 4)).astype(np.float32)
-    raw, per_channel, last = Scorer(module).errors(x)
+    _, per_channel, last = Scorer(module).errors(x)
     assert per_channel.shape == (3, 2) and last.shape == (3, 2)
     y = x.copy()
     y[:, :, 2:] += 5.0  # a change in the context channels only ...
@@ -85,9 +85,7 @@ class _Scorer:
 
 
 def test_batched_path_with_context_agrees_with_per_reading_path():
-    model = ScoringModel(
-        "t", ["v"], 60.0, 8, 1, [], np.zeros(1), np.ones(1), 0.5, _Scorer(), context=["time_of_day"]
-    )
+    model = ScoringModel("t", ["v"], 60.0, 8, 1, [], np.zeros(1), np.ones(1), 0.5, _Scorer(), context=["time_of_day"])
     cfg = StreamConfig(channels=["v"], period_seconds=60.0)
     one, many = Pipeline(model, cfg, AlarmConfig()), Pipeline(model, cfg, AlarmConfig())
     rng = np.random.default_rng(1)

@@ -31,8 +31,9 @@ SNAP_TOLERANCE = 0.02  # relative distance to a round step that snaps to it
 SIGNIFICANT_DIGITS = 3
 MIN_REGULAR_SHARE = 0.5
 MAX_SPREAD = 0.25
-_CALENDAR = (15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 240.0, 300.0, 600.0, 900.0, 1200.0, 1800.0)
-_CALENDAR += (3600.0, 7200.0, 10800.0, 14400.0, 21600.0, 43200.0, 86400.0)
+# calendar steps: seconds, minutes, hours, a day
+_CALENDAR = (15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 240.0, 300.0, 600.0, 900.0, 1200.0, 1800.0, 3600.0)
+_CALENDAR_HOURS = (7200.0, 10800.0, 14400.0, 21600.0, 43200.0, 86400.0)
 
 
 class IrregularTimestamps(ValueError):
@@ -43,7 +44,7 @@ def round_step(p: float) -> float:
     """Snap `p` (> 0) to a round step when close enough, else round it to a few digits."""
     exponent = math.floor(math.log10(p))
     candidates = [m * 10.0**e for e in (exponent - 1, exponent, exponent + 1) for m in (1.0, 2.0, 2.5, 5.0)]
-    candidates += _CALENDAR
+    candidates += _CALENDAR + _CALENDAR_HOURS
     best = min(candidates, key=lambda c: abs(p - c) / c)
     if abs(p - best) / best <= SNAP_TOLERANCE:
         return float(best)
