@@ -42,7 +42,8 @@ import math
 
 import numpy as np
 
-from monitor.core.stream.assembler import EPS
+from monitor.core.stream.assembler import EPS, AssembledFrame
+from monitor.core.types import FloatArray
 
 
 class InterpolatingAssembler:
@@ -65,7 +66,7 @@ class InterpolatingAssembler:
         # before the next grid time and everything after it
         self._points: list[list[tuple[float, float]]] = [[] for _ in range(n_channels)]
 
-    def push(self, timestamp: float, channel: int, value: float, out: list) -> str | None:
+    def push(self, timestamp: float, channel: int, value: float, out: list[AssembledFrame]) -> str | None:
         """Add one reading; append completed ``(time, values, stale)`` to `out`."""
         last = self._clock[channel]
         if timestamp <= last:
@@ -77,7 +78,7 @@ class InterpolatingAssembler:
         self._emit_ready(out)
         return None
 
-    def push_row(self, timestamp: float, values: np.ndarray, out: list) -> str | None:
+    def push_row(self, timestamp: float, values: FloatArray, out: list[AssembledFrame]) -> str | None:
         """Add a reading for every channel at once (a wide CSV row)."""
         clock = self._clock
         if timestamp <= max(clock):
@@ -96,7 +97,7 @@ class InterpolatingAssembler:
         if timestamp > self._max_ts:
             self._max_ts = timestamp
 
-    def _emit_ready(self, out: list) -> None:
+    def _emit_ready(self, out: list[AssembledFrame]) -> None:
         final_from = min(self._clock)
         while True:
             k = self._next
@@ -107,7 +108,7 @@ class InterpolatingAssembler:
                 return
             self._emit(k, out)
 
-    def _emit(self, k: int, out: list) -> None:
+    def _emit(self, k: int, out: list[AssembledFrame]) -> None:
         g = k * self.period
         values = [math.nan] * self.n_channels
         stale = False
@@ -136,7 +137,7 @@ class InterpolatingAssembler:
     def _newest_grid(self) -> int:
         return math.floor(self._max_ts / self.period + EPS)
 
-    def flush(self, out: list) -> None:
+    def flush(self, out: list[AssembledFrame]) -> None:
         """Emit every frame up to the newest reading (end of a file or a replay)."""
         if self._next is None:
             return
