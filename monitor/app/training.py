@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,10 @@ import numpy as np
 from monitor.app.plots import png_bytes, pyplot
 from monitor.core.config import Config, ConfigError
 from monitor.core.model.calibrate import fit_threshold
+from monitor.core.model.holdout import HoldoutPlan, plan_holdout
 from monitor.core.pipeline import ScoringModel, StreamState, stream_timing
+from monitor.core.stream.context import context_rows
+from monitor.core.stream.period import IrregularTimestamps, infer_period_seconds
 from monitor.core.stream.windows import window_runs
 from monitor.core.types import Reading
 from monitor.io.codec import Codec
@@ -117,15 +120,17 @@ def _sorted_timestamp_runs(data: list[StreamData]) -> list[np.ndarray]:
 
 
 def infer_period(data: list[StreamData], cfg: Config) -> float:
-    """The configured period, or for "auto" the median positive step of any channel."""
+    """The configured period, or for "auto" the step `infer_period_seconds` finds in every channel's timestamps."""
     if cfg.stream.period_seconds != "auto":
         return float(cfg.stream.period_seconds)
-    runs = [np.diff(p) for p in _sorted_timestamp_runs(data) if len(p) > 1]
-    steps = np.concatenate(runs) if runs else np.zeros(0)
-    steps = steps[steps > 0]
-    if steps.size == 0:
-        raise ConfigError("stream.period_seconds", '"auto" found no increasing timestamps; set a number of seconds')
-    return float(np.median(steps))
+    try:
+        return infer_period_seconds(_sorted_timestamp_runs(data))
+    except IrregularTimestamps as exc:
+        raise ConfigError(
+            "stream.period_seconds",
+            f'"auto" {exc}; set stream.period_seconds to the step frames should have, and '
+            "stream.alignment: interpolate for readings that do not sit on a grid",
+        ) from None
 
 
 def build_frames(sd: StreamData, geometry: ScoringModel, cfg: Config) -> FrameSet:
@@ -166,6 +171,7 @@ class Prepared:
     fingerprint: str
     n_frames: int
     n_stale: int
+    holdout: HoldoutPlan
 
 
 def scaler_std(rows: np.ndarray, cfg: Config, channels: Sequence[str] | None = None) -> np.ndarray:
@@ -182,12 +188,16 @@ def scaler_std(rows: np.ndarray, cfg: Config, channels: Sequence[str] | None = N
 def prepare_windows(
     frames: list[FrameSet], cfg: Config, window_size: int, stride: int, channels: Sequence[str] | None = None
 ) -> Prepared:
-    """Split each stream in time, fit the scaler on the older part, cut windows.
+    """Split each stream in time (`plan_holdout`: short data hold out more, or fit the
+    threshold on all windows), fit the scaler on the older part, cut windows; with
+    `model.context` the context channels follow the data channels.
 
     `channels` (the frames' column names) is needed for `model.channel_min_std`.
     """
-    holdout = cfg.calibration.holdout_fraction
-    cuts = [round(len(f.times) * (1 - holdout)) for f in frames]
+    plan = plan_holdout(
+        [f.stale for f in frames], window_size, stride, cfg.calibration.holdout_fraction, cfg.calibration.source
+    )
+    cuts = plan.cuts
     fit_rows = np.concatenate([f.values[:cut][~f.stale[:cut]] for f, cut in zip(frames, cuts, strict=True)])
     if len(fit_rows) < window_size:
         raise ValueError(
@@ -199,7 +209,10 @@ def prepare_windows(
     train, calib = [], []
     digest = hashlib.sha256()
     for f, cut in zip(frames, cuts, strict=True):
-        z = ((f.values - mean) / std).astype(np.float32)
+        z = (f.values - mean) / std
+        if cfg.model.context:
+            z = np.concatenate([z, context_rows(f.times, cfg.model.context)], axis=1)
+        z = z.astype(np.float32)
         z[f.stale] = 0.0
         w_train, _ = window_runs(z[:cut], f.stale[:cut], window_size, stride)
         w_calib, _ = window_runs(z[cut:], f.stale[cut:], window_size, stride)
@@ -216,6 +229,7 @@ def prepare_windows(
         digest.hexdigest(),
         sum(len(f.times) for f in frames),
         int(sum(f.stale.sum() for f in frames)),
+        plan,
     )
 
 
@@ -267,14 +281,17 @@ def train_bundle(
         np.ones(len(channels)),
         1.0,
         None,
+        alignment=cfg.stream.alignment,
+        context=list(mc.context),
     )
     frames = [build_frames(sd, geometry, cfg) for sd in data]
     prep = prepare_windows(frames, cfg, mc.window_size, mc.stride, channels)
-    if len(prep.calib_windows) < 20:
-        raise ValueError(
-            f"only {len(prep.calib_windows)} windows held out for calibration (need >= 20); "
-            "give more data or raise calibration.holdout_fraction"
-        )
+    plan = prep.holdout
+    if plan.message:
+        log.warning("%s", plan.message)
+    calibration_cfg = cfg.calibration
+    if plan.fallback == "quantile_all" and calibration_cfg.method != "quantile":
+        calibration_cfg = replace(calibration_cfg, method="quantile")
     result = train_autoencoder(prep.train_windows, mc, progress=progress)
     scale = getattr(result.module, "channel_error_scale", None)
     if scale is not None:  # score_reduction "channel_max": each channel's median training-window error
@@ -285,14 +302,24 @@ def train_bundle(
     scorer = Scorer(result.module)
     calib_err, _, _ = scorer.errors(prep.calib_windows)
     train_err, _, _ = scorer.errors(prep.train_windows)
-    fit_err = calib_err if cfg.calibration.source == "holdout" else np.concatenate([train_err, calib_err])
-    threshold = fit_threshold(fit_err, cfg.calibration)
-    threshold["source"] = cfg.calibration.source
+    fit_err = calib_err if plan.fit_on == "holdout" else np.concatenate([train_err, calib_err])
+    threshold = fit_threshold(fit_err, calibration_cfg)
+    threshold["source"] = plan.fit_on
     thr = threshold["threshold"]
+    calibration = {
+        "holdout_fraction": cfg.calibration.holdout_fraction,
+        "holdout_fraction_used": plan.fraction,
+        "fit_on": plan.fit_on,
+        "method_used": calibration_cfg.method,
+        "n_train_windows": plan.n_train_windows,
+        "n_calibration_windows": plan.n_calibration_windows,
+        "fallback": plan.fallback,
+        "warning": plan.message,
+    }
     validation = {
         "calibration_windows": len(calib_err),
-        "calibration_error_median": float(np.median(calib_err)),
-        "calibration_exceedance_rate": float(np.mean(calib_err >= thr)),
+        "calibration_error_median": float(np.median(calib_err)) if len(calib_err) else None,
+        "calibration_exceedance_rate": float(np.mean(calib_err >= thr)) if len(calib_err) else None,
         "training_exceedance_rate": float(np.mean(train_err >= thr)),
         "best_val_loss": float(min(result.history["val_loss"])),
     }
@@ -300,6 +327,8 @@ def train_bundle(
         "streams": [sd.stream for sd in data],
         "channels": channels,
         "period_seconds": period,
+        "alignment": cfg.stream.alignment,
+        "context": list(mc.context),
         "window_size": mc.window_size,
         "stride": mc.stride,
         "filters": [asdict(f) for f in cfg.filters],
@@ -315,6 +344,7 @@ def train_bundle(
             "n_val_windows": result.n_val,
         },
         "threshold": threshold,
+        "calibration": calibration,
         "data_fingerprint": prep.fingerprint,
         "data_sources": [str(s) for s in sources],
         "frames": {"total": prep.n_frames, "stale": prep.n_stale},
@@ -323,12 +353,13 @@ def train_bundle(
     report = {
         "history": result.history,
         "threshold": threshold,
+        "calibration": calibration,
         "validation": validation,
         "seconds_total": time.monotonic() - started,
     }
     extra = {"report.json": json.dumps(report, indent=2).encode()}
     if write_plots:
-        extra.update(_plots(result.history, calib_err, thr))
+        extra.update(_plots(result.history, fit_err, thr))  # the errors the threshold was fitted on
     state_dict = {k: v.detach().cpu() for k, v in result.module.state_dict().items()}
     path = save_bundle(Path(models_dir), manifest, state_dict, extra_files=extra, make_current=make_current)
     report["seconds_total"] = time.monotonic() - started

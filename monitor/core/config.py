@@ -41,6 +41,9 @@ def _positive(key: str, value: float, *, allow_zero: bool = False) -> None:
         raise ConfigError(key, f"must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
 
 
+ALIGNMENTS = ("bucket", "nearest", "interpolate")
+CONTEXT_FEATURES = ("time_of_day", "day_of_week")
+
 # --------------------------------------------------------------------------- sections
 
 
@@ -126,9 +129,19 @@ class StreamConfig:
     """How readings become frames: channel order, grid period, staleness."""
 
     channels: list[str] = field(default_factory=list)  # empty: taken from data / model
-    period_seconds: Any = "auto"  # float seconds, or "auto" (median step of the data)
+    # float seconds, or "auto": the median step of the data, refined to the mean of the
+    # regular steps and snapped to a round value (monitor.core.stream.period); training
+    # refuses "auto" on timestamps too irregular to have a step and says what to set.
+    period_seconds: Any = "auto"
     max_gap_seconds: float | None = None  # default: 5 periods
-    lateness_seconds: float | None = None  # default: one period
+    lateness_seconds: float | None = None  # default: one period (covers +-50 % jitter of timestamp-ordered feeds)
+    # How readings become frames (monitor/core/stream/assembler.py, interpolate.py):
+    # "bucket" floor(t / period) and sample-and-hold (the original rule), "nearest" the
+    # nearest grid time (no reading lost as `late` to timestamp jitter below +-50 %),
+    # "interpolate" linear interpolation between the readings around each grid time (no
+    # reading is ever `late`). Training records it in the bundle; the daemon aligns live
+    # readings the way the bundle says.
+    alignment: Literal["bucket", "nearest", "interpolate"] = "bucket"
     max_streams: int = 10_000
     max_future_seconds: float = 300.0  # timestamps further ahead of receive time are rejected
 
@@ -145,6 +158,10 @@ class StreamConfig:
         if self.lateness_seconds is not None:
             _positive("stream.lateness_seconds", self.lateness_seconds, allow_zero=True)
         _positive("stream.max_streams", self.max_streams)
+        if self.alignment not in ALIGNMENTS:
+            raise ConfigError(
+                "stream.alignment", f"must be one of {', '.join(repr(a) for a in ALIGNMENTS)}; got {self.alignment!r}"
+            )
         if len(set(self.channels)) != len(self.channels):
             raise ConfigError("stream.channels", "channel names must be unique")
 
@@ -197,6 +214,11 @@ class ModelConfig:
     # "channel_max": each channel's error divided by its median over the training windows,
     # then the largest (a fault visible in one channel is not diluted by the others).
     score_reduction: Literal["mean", "channel_max"] = "mean"
+    # Long-context inputs: each name adds a sin/cos pair of the frame's timestamp (UTC) as
+    # two extra input channels, "time_of_day" (period one day) and "day_of_week" (one
+    # week, phase 0 at Monday 00:00 UTC), so that a window of a few hours knows where it
+    # sits in the daily / weekly rhythm. They are reconstructed but never scored.
+    context: list[Literal["time_of_day", "day_of_week"]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.window_size < 2:
@@ -230,6 +252,18 @@ class ModelConfig:
                 raise ConfigError(key, f"expected a number, got {floor!r}")
             _positive(key, float(floor))
         self.channel_min_std = {k: float(v) for k, v in self.channel_min_std.items()}
+        if not isinstance(self.context, list):
+            raise ConfigError(
+                "model.context", f"expected a list of {', '.join(CONTEXT_FEATURES)}; got {self.context!r}"
+            )
+        for i, name in enumerate(self.context):
+            if name not in CONTEXT_FEATURES:
+                raise ConfigError(
+                    f"model.context[{i}]",
+                    f"must be one of {', '.join(repr(c) for c in CONTEXT_FEATURES)}; got {name!r}",
+                )
+        if len(set(self.context)) != len(self.context):
+            raise ConfigError("model.context", f"each feature at most once, got {self.context!r}")
         if not 0 < self.validation_fraction < 1:
             raise ConfigError("model.validation_fraction", f"must be in (0, 1), got {self.validation_fraction}")
 

@@ -18,8 +18,10 @@ from numpy.typing import NDArray
 
 from monitor.core.alarm import AlarmMachine
 from monitor.core.config import AlarmConfig, FilterConfig, StreamConfig
-from monitor.core.stream.assembler import EPS, AssembledFrame, StreamAssembler
+from monitor.core.stream.assembler import AssembledFrame, StreamAssembler
+from monitor.core.stream.context import context_row, context_rows, context_width
 from monitor.core.stream.filters import FilterChain
+from monitor.core.stream.interpolate import InterpolatingAssembler
 from monitor.core.stream.windows import WindowBuffer
 from monitor.core.types import (
     Alert,
@@ -67,6 +69,13 @@ class ScoringModel:
     threshold: float
     scorer: WindowScorer | None  # None: frame and window geometry only, cannot score
     manifest: dict[str, Any] = field(default_factory=dict)
+    alignment: str = "bucket"  # StreamConfig.alignment the bundle was trained with
+    context: list[str] = field(default_factory=list)  # ModelConfig.context: extra input channels
+
+    @property
+    def input_channels(self) -> int:
+        """Columns of a window: the channels, then the context features' channels."""
+        return len(self.channels) + context_width(self.context)
 
     @classmethod
     def from_bundle(cls, bundle: Bundle) -> ScoringModel:
@@ -87,6 +96,8 @@ class ScoringModel:
             threshold=float(m["threshold"]["threshold"]),
             scorer=Scorer(bundle.module),
             manifest=m,
+            alignment=str(m.get("alignment", "bucket")),  # absent in bundles before alignment choices
+            context=list(m.get("context", [])),
         )
 
     def compatible_with(self, other: ScoringModel) -> bool:
@@ -97,6 +108,8 @@ class ScoringModel:
             and self.window_size == other.window_size
             and self.stride == other.stride
             and self.filters == other.filters
+            and self.alignment == other.alignment
+            and self.context == other.context
         )
 
 
@@ -107,9 +120,15 @@ class StreamState:
 
     def __init__(self, model: ScoringModel, max_gap_seconds: float, lateness_seconds: float):
         n = len(model.channels)
-        self.assembler = StreamAssembler(n, model.period_seconds, max_gap_seconds, lateness_seconds)
+        self.assembler: StreamAssembler | InterpolatingAssembler
+        if model.alignment == "interpolate":
+            self.assembler = InterpolatingAssembler(n, model.period_seconds, max_gap_seconds, lateness_seconds)
+        else:
+            self.assembler = StreamAssembler(
+                n, model.period_seconds, max_gap_seconds, lateness_seconds, model.alignment
+            )
         self.filters = FilterChain(model.filters)
-        self.windows = WindowBuffer(model.window_size, n, model.stride)
+        self.windows = WindowBuffer(model.window_size, model.input_channels, model.stride)
         self.frames: list[AssembledFrame] = []  # scratch list the assembler appends completed frames to
 
     def filtered(self, values: FloatArray, stale: bool) -> FloatArray | None:
@@ -150,7 +169,7 @@ class Pipeline:
         self._perms: dict[tuple[str, ...], NDArray[np.intp] | None] = {}  # FrameBlock channels -> model column order
         self.max_gap, self.lateness = stream_timing(self.stream_cfg, model.period_seconds)
         self._inv_std = 1.0 / model.std
-        shape = (model.window_size, len(model.channels))
+        shape = (model.window_size, model.input_channels)
         if self._x.shape[1:] != shape:
             self._x = np.empty((max(256, self._n), *shape), dtype=np.float32)
         self.alarm = AlarmMachine(self.alarm_cfg, model.threshold, model.version, model.channels, self.top_channels)
@@ -342,8 +361,10 @@ class Pipeline:
         if state is None:
             return 0
         asm = state.assembler
+        if not isinstance(asm, StreamAssembler):  # interpolation has no vectorized path
+            return 0
         # the scalar path computes math.floor per reading: the same IEEE operations
-        buckets = np.floor(ts / asm.period + EPS)
+        buckets = np.floor(ts / asm.period + asm.offset)
         good = np.isfinite(frames).all(axis=1) & np.isfinite(buckets)
         good[1:] &= np.diff(buckets) == 1.0
         m = len(ts) if good.all() else int(np.argmin(good))
@@ -360,6 +381,8 @@ class Pipeline:
         if state.filters:  # fresh frames only (no stale one in a run): nothing resets them
             frames = state.filters.many(frames)
         z = (frames - self.model.mean) * self._inv_std
+        if self.model.context:
+            z = np.concatenate([z, context_rows(t_frames, self.model.context)], axis=1)
         at = self._n
         index, _ = state.windows.push_many(z, self._windows_out)
         k = len(index)
@@ -408,6 +431,8 @@ class Pipeline:
                 self.counters[DropReason.STALE_FRAMES] += 1
                 continue
             z = (filtered - self.model.mean) * self._inv_std
+            if self.model.context:
+                z = np.concatenate([z, context_row(t, self.model.context)])
             window = state.windows.push(z)
             if window is not None:
                 at = self._n

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from monitor.core.config import ALIGNMENTS, CONTEXT_FEATURES
 from monitor.core.model.nets import build_from_spec
 from monitor.core.types import FloatArray
 
@@ -361,10 +362,22 @@ def _validate_manifest(manifest: dict[str, Any], path: Path) -> None:
     arch = manifest["architecture"]
     if not isinstance(arch, dict):
         raise BundleError(f"{path}: architecture must be an object")
-    if arch.get("n_channels") != len(channels):
+    context = manifest.get("context", [])  # absent in bundles before model.context
+    if not isinstance(context, list) or not all(c in CONTEXT_FEATURES for c in context):
+        raise BundleError(f"{path}: context must list features of {', '.join(CONTEXT_FEATURES)}, got {context!r}")
+    if arch.get("n_context", 0) != 2 * len(context):
+        raise BundleError(
+            f"{path}: architecture.n_context is {arch.get('n_context', 0)!r} but context lists "
+            f"{len(context)} feature(s) (two channels each)"
+        )
+    if arch.get("n_channels") != len(channels) + 2 * len(context):
         raise BundleError(
             f"{path}: architecture.n_channels is {arch.get('n_channels')!r} but channels lists {len(channels)}"
+            + (f" and context adds {2 * len(context)}" if context else "")
         )
+    alignment = manifest.get("alignment", "bucket")
+    if alignment not in ALIGNMENTS:
+        raise BundleError(f"{path}: alignment must be bucket, nearest or interpolate, got {alignment!r}")
     if arch.get("window_size") != manifest["window_size"]:
         raise BundleError(
             f"{path}: architecture.window_size {arch.get('window_size')!r} != window_size {manifest['window_size']}"

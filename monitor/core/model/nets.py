@@ -120,14 +120,22 @@ _REDUCTIONS = ("mean", "channel_max")
 
 
 def architecture_spec(cfg: ModelConfig, n_channels: int) -> dict[str, Any]:
-    """The plain-data description of the module `build_autoencoder(cfg, n_channels)` makes."""
+    """The plain-data description of the module `build_autoencoder(cfg, n_channels)` makes.
+
+    `n_channels` counts the data channels; with `cfg.context` the module takes two more
+    input channels per feature (spec ``n_channels`` is the total, ``n_context`` the extra
+    ones, which the scorer reconstructs but does not score).
+    """
+    n_context = 2 * len(cfg.context)
     common: dict[str, Any] = {
         "kind": cfg.architecture,
         "window_size": int(cfg.window_size),
-        "n_channels": int(n_channels),
+        "n_channels": int(n_channels) + n_context,
     }
     if cfg.score_reduction != "mean":  # absent = "mean": specs of older bundles stay valid
         common["score_reduction"] = cfg.score_reduction
+    if n_context:  # absent = 0: specs of older bundles stay valid
+        common["n_context"] = n_context
     if cfg.architecture == "dense":
         return {**common, "hidden": [int(h) for h in cfg.hidden], "code_size": int(cfg.code_size), "activation": "relu"}
     if cfg.architecture == "conv1d":
@@ -174,7 +182,7 @@ def build_from_spec(spec: dict[str, Any]) -> nn.Module:
     if kind not in _SPEC_KEYS:
         raise ValueError(f"architecture.kind: unknown {kind!r}; expected one of {', '.join(_KINDS)}")
     missing = _SPEC_KEYS[kind] - spec.keys()
-    extra = spec.keys() - _SPEC_KEYS[kind] - {"score_reduction"}
+    extra = spec.keys() - _SPEC_KEYS[kind] - {"score_reduction", "n_context"}
     if missing:
         raise ValueError(f"architecture: missing key(s) {', '.join(sorted(missing))} for kind {kind!r}")
     if extra:
@@ -185,6 +193,9 @@ def build_from_spec(spec: dict[str, Any]) -> nn.Module:
     window_size = _int(spec, "window_size", 2)
     n_channels = _int(spec, "n_channels")
     code_size = _int(spec, "code_size")
+    n_context = _int(spec, "n_context", 0) if "n_context" in spec else 0
+    if n_context >= n_channels:
+        raise ValueError(f"architecture.n_context: {n_context} leaves no scored channel of n_channels {n_channels}")
     reduction = spec.get("score_reduction", "mean")
     if reduction not in _REDUCTIONS:
         raise ValueError(
@@ -200,8 +211,11 @@ def build_from_spec(spec: dict[str, Any]) -> nn.Module:
         module = ConvAutoencoder(
             window_size, n_channels, _int_list(spec, "conv_channels"), kernel_size, code_size, activation
         )
+    if n_context:
+        module.spec["n_context"] = n_context
     if reduction != "mean":
-        # Per-channel error scale for the scorer (set after training, saved with the weights).
+        # Per-channel error scale of the scored channels for the scorer (set after
+        # training, saved with the weights).
         module.spec["score_reduction"] = reduction
-        module.register_buffer("channel_error_scale", torch.ones(n_channels))
+        module.register_buffer("channel_error_scale", torch.ones(n_channels - n_context))
     return module

@@ -27,6 +27,9 @@ class Scorer:
         spec = getattr(module, "spec", None) or {}
         self.window_size: int | None = spec.get("window_size")
         self.n_channels: int | None = spec.get("n_channels")
+        # model.context: the last `n_context` input channels are reconstructed, never scored
+        n_context = int(spec.get("n_context", 0))
+        self.n_scored: int | None = None if self.n_channels is None or not n_context else self.n_channels - n_context
         # "channel_max": per-channel errors divided by the module's `channel_error_scale`,
         # and the raw error is their maximum (see ModelConfig.score_reduction).
         scale = getattr(module, "channel_error_scale", None)
@@ -42,6 +45,7 @@ class Scorer:
     def errors(self, x_std: np.ndarray) -> tuple[Float32Array, Float32Array, Float32Array]:
         """Return ``(raw_error (B,), per_channel_error (B, C), recon_last_std (B, C))``, float32.
 
+        Only the scored channels are returned (context channels, `model.context`, are not).
         per_channel_error[b, c] is the mean over time of the squared error, raw_error is its
         mean over channels (with score_reduction "channel_max": per_channel_error is divided
         by the channel's training scale and raw_error is its maximum), recon_last_std the
@@ -54,6 +58,8 @@ class Scorer:
         x = np.ascontiguousarray(x_std, dtype=np.float32)  # no copy when already so
         self._check(x)
         batch, _, channels = x.shape
+        if self.n_scored is not None:
+            channels = self.n_scored
         if batch == 0:
             empty = np.empty((0, channels), dtype=np.float32)
             return np.empty((0,), dtype=np.float32), empty, empty.copy()
@@ -74,6 +80,8 @@ class Scorer:
             if self.device.type != "cpu":
                 xt = xt.to(self.device, non_blocking=True)
             recon, _ = self.module(xt)
+            if self.n_scored is not None:
+                recon, xt = recon[:, :, : self.n_scored], xt[:, :, : self.n_scored]
             per_channel = ((recon - xt) ** 2).mean(dim=1)
             if self.channel_scale is None:
                 raw = per_channel.mean(dim=1)

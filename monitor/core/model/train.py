@@ -121,7 +121,7 @@ def train_autoencoder(
     n = windows.shape[0]
     n_val = min(n - 1, max(1, round(n * cfg.validation_fraction)))
     n_train = n - n_val
-    spec = architecture_spec(cfg, windows.shape[2])
+    spec = architecture_spec(cfg, windows.shape[2] - 2 * len(cfg.context))  # context channels come last
 
     started = time.monotonic()
     with _deterministic(device):
