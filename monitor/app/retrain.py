@@ -9,8 +9,8 @@
    of ``--data`` and is judged on the holdout files.
 2. The candidate is trained with ``train_bundle(make_current=False)``.
 3. The candidate and the current bundle (if any) score the held-out slice through the
-   same pipeline the daemon runs (``run_backtest`` for wide CSV rows; the `Pipeline`
-   fed reading by reading for recordings). The held-out slice is taken to be normal
+   same runner the daemon drives (``run_backtest`` for wide CSV rows; the `Runner`
+   fed in time order for recordings). The held-out slice is taken to be normal
    operation, so every alerting row/window counts as a false alarm.
 4. The gate passes when
    * every score and per-channel contribution of the candidate is finite and it scored
@@ -38,6 +38,7 @@ error (bad data, training failure).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import math
@@ -54,7 +55,9 @@ from monitor.app.backtest import run_backtest
 from monitor.app.exclude import exclude_spans, spans_from_alerts
 from monitor.app.training import StreamData, load_training_data, train_bundle
 from monitor.core.config import EXIT_CONFIG, Config, ConfigError, load_config
-from monitor.core.pipeline import Pipeline, ScoringModel
+from monitor.core.fleet import Fleet, GroupResult
+from monitor.core.pipeline import ScoringModel
+from monitor.core.runner import Runner
 from monitor.core.types import Alert, Score
 from monitor.io.recording import ALERTS_FILE
 from monitor.io.retrain_status import TEXTFILE_NAME, read_textfile, write_textfile
@@ -177,8 +180,9 @@ def _num(x: float):
     return None if x is None or not math.isfinite(x) else round(float(x), 6)
 
 
-def evaluate_model(cfg: Config, model, holdout: list) -> Evaluation:
-    """Score the held-out slice with `model` through the daemon's pipeline."""
+def evaluate_model(cfg: Config, model, holdout: list, group: str | None = None) -> Evaluation:
+    """Score the held-out slice with `model` through the daemon's runner (with `groups:`,
+    the settings of `group`, default the first)."""
     ev = Evaluation(model.version)
     for sd in holdout:
         if sd.timestamps is not None and len(sd.timestamps):
@@ -189,6 +193,7 @@ def evaluate_model(cfg: Config, model, holdout: list) -> Evaluation:
                 sd.values[order],
                 list(sd.channels),
                 model,
+                group=group or (cfg.groups[0].name if cfg.groups else None),
             )
             has = np.flatnonzero(~np.isnan(res.score))
             if has.size:
@@ -201,19 +206,14 @@ def evaluate_model(cfg: Config, model, holdout: list) -> Evaluation:
                 ev._scores.extend(tail_scores.tolist())
             ev.alerts_fired += sum(1 for a in res.alerts if a.state == "firing")
         if sd.readings:
-            pipe = Pipeline(model, cfg.stream, cfg.alarm, cfg.alerts.top_channels)
             scores: list[Score] = []
             alerts: list[Alert] = []
-            for r in sorted(sd.readings, key=lambda r: r.timestamp):
-                pipe.push_reading(r)
-                if pipe.pending >= 256:
-                    s, a = pipe.flush()
-                    scores += s
-                    alerts += a
-            pipe.end_of_data()
-            s, a = pipe.flush()
-            scores += s
-            alerts += a
+            fleet = Fleet.single(model, cfg.fleet()[0] if not cfg.groups else cfg.group(group or cfg.groups[0].name))
+            runner = Runner(fleet, on_scores=functools.partial(_extend, scores), on_alert=alerts.append)
+            ordered = sorted(sd.readings, key=lambda r: r.timestamp)
+            for at in range(0, len(ordered), 256):
+                runner.feed(ordered[at : at + 256])
+            runner.finish()
             changes = {(al.stream, al.started_at if al.state == "firing" else al.ended_at): al.state for al in alerts}
             firing: dict[str, bool] = {}
             for sc in scores:
@@ -228,6 +228,10 @@ def evaluate_model(cfg: Config, model, holdout: list) -> Evaluation:
             ev.alerts_fired += sum(1 for a in alerts if a.state == "firing")
     ev.finite = ev.nonfinite == 0
     return ev._finish()
+
+
+def _extend(scores: list[Score], result: GroupResult) -> None:
+    scores.extend(result.scores)
 
 
 # --------------------------------------------------------------------------- gate
