@@ -657,9 +657,12 @@ def _build_groups(raw: Any, top: dict[str, Any], cfg: Config) -> list[GroupConfi
                 known = ", ".join(sorted(n for n in rule_names if n)) or "none (give topics[].name)"
                 raise ConfigError(f"{key}.topics[{j}]", f"no topic rule named {t!r}; named rules: {known}")
         for section in GROUP_SECTIONS:
-            merged = _deep_merge(top.get(section, {} if section != "filters" else []), item.get(section, {}))
             if section not in item and section not in top:
                 continue  # the dataclass default, as at the top level
+            if section in item and section in top:
+                merged = _deep_merge(top[section], item[section])
+            else:
+                merged = item[section] if section in item else top[section]
             try:
                 kwargs[section] = _coerce(hints[section], merged, f"{key}.{section}")
             except ConfigError as exc:
