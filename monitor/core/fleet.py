@@ -178,10 +178,10 @@ class Fleet:
                 only.pipeline.push_batch(items if isinstance(items, Sequence) else list(items))
             return
         split: dict[_Group, list[BatchItem]] = {}
-        lookup = self._lookup
+        route, lookup = self._route, self._lookup
         for item in items:
             stream = item[0] if type(item) is Reading else item.stream
-            g = lookup(stream)
+            g = route[stream] if stream in route else lookup(stream)
             if g is None:
                 self._unrouted(stream, _count(item))
                 continue
