@@ -5,12 +5,17 @@ and the single-model config of before (one implicit group "default")."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from monitor.app.replay import replay_offline
 from monitor.app.service import Service
@@ -45,6 +50,7 @@ PUMPS = ["site1/pump1", "site1/pump2", "site1/pump3"]
 MOTORS = ["site1/motor1", "site1/motor2", "site1/motor3"]
 FAULTS = {"site1/pump2": (700, 820), "site1/motor3": (400, 520)}
 ROWS = 1000
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def fleet_config(broker_port: int, models_dir, **extra) -> Config:
@@ -295,3 +301,33 @@ def test_an_old_single_model_config_and_bundle_run_unchanged_as_group_default(br
         pub.close()
         alerts.close()
         assert run.stop() == 0
+
+
+def test_train_cli_trains_each_group_on_the_streams_routed_to_it(tmp_path):
+    t, v, _ = pump(900, seed=11, steps_per_hour=0)
+    csv = tmp_path / "pump.csv"
+    with open(csv, "w") as fh:
+        fh.write("timestamp," + ",".join(CHANNELS) + "\n")
+        for ti, row in zip(t, v, strict=True):
+            fh.write(f"{ti}," + ",".join(f"{x:.6f}" for x in row) + "\n")
+    models = tmp_path / "models"
+    raw = fleet_config(1883, models).to_dict()
+    raw["data"] = {"timestamp_column": "timestamp", "label_column": None, "stream": "site1/pump9"}
+    raw["model"]["epochs"] = 2
+    for g in raw["groups"]:
+        g.pop("model", None)  # the top level's (2 epochs) everywhere
+        for section in ("filters", "calibration", "alarm"):
+            g.pop(section, None)
+        g["stream"] = {"channels": g["stream"]["channels"]}
+    cfg_path = tmp_path / "fleet.yaml"
+    cfg_path.write_text(yaml.safe_dump(raw))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "monitor", "train", "--config", str(cfg_path), "--data", str(csv), "--quiet"]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "group motors: no stream of the data routes to it" in res.stderr
+    pumps = load_bundle(models / "pumps")  # models/pumps/current
+    assert pumps.manifest["channels"] == PUMP_CHANNELS and pumps.manifest["streams"] == ["site1/pump9"]
+    assert not (models / "motors").exists() and not (models / "current").exists()
+    res = subprocess.run([*cmd, "--group", "motors"], capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 1 and "no training data for group(s) motors" in res.stderr

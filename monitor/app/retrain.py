@@ -53,8 +53,8 @@ import numpy as np
 
 from monitor.app.backtest import run_backtest
 from monitor.app.exclude import exclude_spans, spans_from_alerts
-from monitor.app.training import StreamData, load_training_data, train_bundle
-from monitor.core.config import EXIT_CONFIG, Config, ConfigError, load_config
+from monitor.app.training import StreamData, group_training_data, load_training_data, train_bundle
+from monitor.core.config import DEFAULT_GROUP, EXIT_CONFIG, Config, ConfigError, load_config
 from monitor.core.fleet import Fleet, GroupResult
 from monitor.core.pipeline import ScoringModel
 from monitor.core.runner import Runner
@@ -316,17 +316,26 @@ def run_retrain(args: argparse.Namespace) -> int:
     textfile: Path | None = Path(args.textfile) if args.textfile else None
     code = EXIT_ERROR
     try:
-        cfg = load_config(args.config)
-        models_dir = Path(args.out or cfg.models.dir)
+        full = load_config(args.config)
+        group = _retrain_group(full, getattr(args, "group", None))
+        cfg = full.for_group(group) if full.groups else full
+        models_dir = (
+            Path(args.out) / group if args.out and full.groups else Path(args.out or full.group_models_dir(group))
+        )
+        verdict["group"] = group
+
+        def load(paths: list[str]) -> list:
+            return group_training_data(paths, full, group) if full.groups else load_training_data(paths, cfg)
+
         textfile = textfile or models_dir / TEXTFILE_NAME
         verdict["models_dir"] = str(models_dir)
         for name, value in (("--max-false-alarm-rate", settings.max_false_alarm_rate), ("--margin", settings.margin)):
             if not (math.isfinite(value) and value >= 0):
                 raise ConfigError(name, f"must be a number >= 0, got {value}")
-        data = _filter_recent(load_training_data(args.data, cfg), args.max_age_hours)
+        data = _filter_recent(load(args.data), args.max_age_hours)
         verdict["excluded"] = _exclude_alerting(data, cfg, args)
         if args.holdout:
-            train_data, holdout = data, _filter_recent(load_training_data(args.holdout, cfg), 0)
+            train_data, holdout = data, _filter_recent(load(args.holdout), 0)
             _exclude_alerting(holdout, cfg, args)
             verdict["holdout"] = {"source": "files", "paths": [str(p) for p in args.holdout]}
         else:
@@ -353,7 +362,7 @@ def run_retrain(args: argparse.Namespace) -> int:
             "threshold": outcome.manifest["threshold"]["threshold"],
         }
         try:
-            cand_ev = evaluate_model(cfg, ScoringModel.from_bundle(load_bundle(cand_path)), holdout)
+            cand_ev = evaluate_model(cfg, ScoringModel.from_bundle(load_bundle(cand_path)), holdout, group)
         except Exception as exc:
             cand_ev = Evaluation(cand_path.name, error=f"{type(exc).__name__}: {exc}", finite=False)
         verdict["candidate"].update(cand_ev.as_dict())
@@ -362,7 +371,7 @@ def run_retrain(args: argparse.Namespace) -> int:
         current = current_bundle_path(models_dir)
         if current is not None and current.resolve() != cand_path.resolve():
             try:
-                current_ev = evaluate_model(cfg, ScoringModel.from_bundle(load_bundle(current)), holdout)
+                current_ev = evaluate_model(cfg, ScoringModel.from_bundle(load_bundle(current)), holdout, group)
             except Exception as exc:
                 current_ev = Evaluation(current.name, error=f"{type(exc).__name__}: {exc}")
             verdict["current"] = current_ev.as_dict()
@@ -450,8 +459,20 @@ def _exclude_alerting(data: list, cfg: Config, args: argparse.Namespace) -> dict
     return {"alert_files": [str(f) for f in files], "spans": len(spans), "removed": removed}
 
 
+def _retrain_group(cfg: Config, name: str | None) -> str:
+    """The group to retrain: one at a time (each has its own bundles, gate and pointer)."""
+    if not cfg.groups:
+        if name not in (None, DEFAULT_GROUP):
+            raise ConfigError("--group", f"the config has no groups: (only {DEFAULT_GROUP!r}), got {name!r}")
+        return DEFAULT_GROUP
+    if name is None:
+        raise ConfigError("--group", f"the config has groups; retrain one: {', '.join(g.name for g in cfg.groups)}")
+    return cfg.group(name).name
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True)
+    p.add_argument("--group", help="with groups: the group to retrain (its streams, settings and models/<group>)")
     p.add_argument(
         "--data", nargs="+", required=True, help="recorded data: CSV files, recordings (.jsonl[.gz]) or folders of them"
     )
