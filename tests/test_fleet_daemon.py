@@ -191,7 +191,15 @@ def test_heterogeneous_fleet_alerts_exactly_the_two_faults_and_replay_reproduces
         for a in got:
             start, stop = FAULTS[a["stream"]]
             assert start <= a["started_at"] - feed[a["stream"]][0][0] <= stop
-        text = run.metrics()
+        text = wait_until(
+            lambda: (
+                (m := run.metrics())
+                and metric_value(m, "monitor_windows_scored_total") >= 6 * (ROWS - 16 + 1)
+                and metric_value(m, "monitor_messages_received_total") >= sent
+                and m
+            ),
+            what="every window exported",
+        )
         assert metric_value(text, "monitor_messages_received_total") == sent
         for group in ("pumps", "motors"):
             assert metric_value(text, "monitor_group_alerts_total", {"group": group, "state": "firing"}) == 1
@@ -248,7 +256,14 @@ def test_a_corrupt_bundle_in_one_group_is_refused_and_the_other_loses_nothing(br
         assert run.service.fleet.model("motors").version == versions["motors"]  # the old one keeps serving
         assert "v-corrupt" in (run.service.watchers["motors"].last_error or "")
         assert run.service.watchers["pumps"].last_error is None
-        text = run.metrics()
+        text = wait_until(  # the scoring thread exports after its flush: wait for it, then compare exactly
+            lambda: (
+                (m := run.metrics())
+                and metric_value(m, "monitor_group_windows_scored_total", {"group": "pumps"}) >= 3 * (ROWS - 16 + 1)
+                and m
+            ),
+            what="pump windows exported",
+        )
         assert metric_value(text, "monitor_drops_total") == 0
         assert metric_value(text, "monitor_group_windows_scored_total", {"group": "pumps"}) == 3 * (ROWS - 16 + 1)
     finally:
@@ -269,7 +284,14 @@ def test_a_group_without_a_model_holds_readiness_and_counts_its_readings(broker,
         publish_feed(pub, {s: (t[:200], v[:200], c) for s, (t, v, c) in feed.items()}, range(200))
         wait_until(lambda: run.service.fleet.group_counters("motors")["no_model"] >= 3 * 200 * 3, what="no_model")
         wait_until(lambda: accepted(run.service, "pumps") >= 3 * 200 * 5, what="pumps scored")
-        text = run.metrics()
+        text = wait_until(
+            lambda: (
+                (m := run.metrics())
+                and metric_value(m, "monitor_group_drops_total", {"group": "motors", "reason": "no_model"}) >= 1800
+                and m
+            ),
+            what="no_model drops exported",
+        )
         assert metric_value(text, "monitor_group_drops_total", {"group": "motors", "reason": "no_model"}) == 1800
         assert metric_value(text, "monitor_group_ready", {"group": "motors"}) == 0
         assert metric_value(text, "monitor_group_ready", {"group": "pumps"}) == 1
@@ -294,7 +316,10 @@ def test_an_old_single_model_config_and_bundle_run_unchanged_as_group_default(br
         wait_until(lambda: len(alerts.messages) >= 2, what="firing and resolved")
         got = alerts.json()
         assert [(a["state"], a["group"]) for a in got] == [("firing", "default"), ("resolved", "default")]
-        text = run.metrics()
+        text = wait_until(
+            lambda: (m := run.metrics()) and metric_value(m, "monitor_windows_scored_total") >= len(t) - 16 + 1 and m,
+            what="windows exported",
+        )
         assert metric_value(text, "monitor_group_alerts_total", {"group": "default", "state": "firing"}) == 1
         assert metric_value(text, "monitor_windows_scored_total") == len(t) - 16 + 1
     finally:
