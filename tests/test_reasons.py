@@ -23,6 +23,7 @@ def test_reason_label_values_are_pinned():
         "late",
         "stale_frames",
         "no_model",
+        "no_group",
         "internal_error",
         "shutdown",
     )

@@ -1,4 +1,4 @@
-"""Backtest: stream a CSV file row by row through the live pipeline and record what it did.
+"""Backtest: stream a CSV file row by row through the live runner and record what it did.
 
 Rows are pushed in input order exactly as the daemon would receive them; windows are
 scored in batches of up to `chunk_rows` rows (batching changes nothing but speed: the
@@ -17,7 +17,9 @@ import numpy as np
 from monitor.app.plots import png_bytes, pyplot
 from monitor.core.config import Config, ConfigError
 from monitor.core.evaluate import Quality, evaluate, segments
-from monitor.core.pipeline import Pipeline, ScoringModel
+from monitor.core.fleet import Fleet
+from monitor.core.pipeline import ScoringModel
+from monitor.core.runner import Runner
 from monitor.core.types import Alert
 
 log = logging.getLogger(__name__)
@@ -48,8 +50,13 @@ def run_backtest(
     labels: np.ndarray | None = None,
     train_rows: int = 0,
     chunk_rows: int = 256,
+    group: str | None = None,
 ) -> BacktestResult:
-    """Push rows (times (N,), values (N, C) with columns `channels`) through a pipeline."""
+    """Push rows (times (N,), values (N, C) with columns `channels`) through the runner.
+
+    The rows are stream ``data.stream``; with `groups:` it is scored with the alarm and
+    stream settings of its group (`group`, default: the group it routes to) by `model`.
+    """
     missing = [c for c in model.channels if c not in channels]
     if missing:
         raise ConfigError("stream.channels", f"the data has no column(s) {missing} that model {model.version} needs")
@@ -57,24 +64,18 @@ def run_backtest(
     values = np.asarray(values, dtype=np.float64)[:, cols]
     n, c = values.shape
     stream = cfg.data.stream
-    pipe = Pipeline(model, cfg.stream, cfg.alarm, cfg.alerts.top_channels)
-
-    row_windows = np.zeros(n, dtype=np.int64)  # windows due after each row
+    fleet = Fleet.single(model, cfg.fleet()[0] if not cfg.groups else cfg.group(group or _route(cfg, stream)))
     scores: list = []
     alerts: list[Alert] = []
-    due = 0
+    runner = Runner(fleet, on_scores=lambda r: scores.extend(r.scores), on_alert=alerts.append)
+
+    row_windows = np.zeros(n, dtype=np.int64)  # windows due after each row
     for i in range(n):
-        pipe.push_row(stream, float(times[i]), values[i])
-        due = len(scores) + pipe.pending
-        row_windows[i] = due
-        if pipe.pending and (i + 1) % chunk_rows == 0:
-            s, a = pipe.flush()
-            scores.extend(s)
-            alerts.extend(a)
-    pipe.end_of_data()
-    s, a = pipe.flush()
-    scores.extend(s)
-    alerts.extend(a)
+        runner.push_row(stream, float(times[i]), values[i])
+        row_windows[i] = runner.windows + runner.pending
+        if (i + 1) % chunk_rows == 0 and runner.pending:
+            runner.flush()
+    runner.finish()
     if n:
         row_windows[-1] = len(scores)
 
@@ -100,12 +101,20 @@ def run_backtest(
     contrib[has] = w_contrib[last]
     phase = np.where(np.arange(n) < train_rows, "train", "test")
     result = BacktestResult(
-        times, score, alert, contrib, list(model.channels), phase, labels, alerts, dict(pipe.counters), values
+        times, score, alert, contrib, list(model.channels), phase, labels, alerts, dict(fleet.totals()), values
     )
     if labels is not None:
         test = slice(train_rows, n)
         result.quality = evaluate(times[test], labels[test], alert[test])
     return result
+
+
+def _route(cfg: Config, stream: str) -> str:
+    """The group stream `stream` routes to; a ConfigError when none takes it."""
+    name = Fleet.from_config(cfg).route(stream)
+    if name is None:
+        raise ConfigError("data.stream", f"stream {stream!r} matches no group; give --group or fix groups[].streams")
+    return name
 
 
 def write_scores_csv(result: BacktestResult, path: Path) -> None:

@@ -25,8 +25,9 @@ from monitor.app import retrain
 from monitor.app.backtest import format_quality, plot_timeline, run_backtest, write_scores_csv
 from monitor.app.exclude import exclude_spans, parse_span, spans_from_alerts
 from monitor.app.replay import connect_publisher, replay_offline, replay_to_broker
-from monitor.app.training import StreamData, load_training_data, train_bundle
-from monitor.core.config import EXIT_CONFIG, Config, ConfigError, load_config
+from monitor.app.training import StreamData, group_training_data, load_training_data, train_bundle
+from monitor.core.config import DEFAULT_GROUP, EXIT_CONFIG, Config, ConfigError, load_config
+from monitor.core.fleet import Fleet
 from monitor.core.pipeline import TALLIES, ScoringModel
 from monitor.io.codec import Codec
 from monitor.io.files import read_csv
@@ -78,8 +79,29 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = _config(args.config)
     if args.device:
         cfg.model.device = args.device
-    out = Path(args.out or cfg.models.dir)
-    data = load_training_data(args.data, cfg)
+        for g in cfg.groups:
+            g.model.device = args.device
+    if not cfg.groups:
+        if args.group not in (None, DEFAULT_GROUP):
+            raise ConfigError("--group", f"the config has no groups: (only {DEFAULT_GROUP!r}), got {args.group!r}")
+        return _train_one(args, cfg, load_training_data(args.data, cfg), Path(args.out or cfg.models.dir))
+    names = [cfg.group(args.group).name] if args.group else [g.name for g in cfg.groups]
+    trained = 0
+    for name in names:
+        data = group_training_data(args.data, cfg, name)
+        if not data:
+            print(f"group {name}: no stream of the data routes to it; not trained", file=sys.stderr)
+            continue
+        out = Path(args.out) / name if args.out else cfg.group_models_dir(name)
+        print(f"group {name}: {len(data)} stream(s) -> {out}", file=sys.stderr)
+        _train_one(args, cfg.for_group(name), data, out)
+        trained += 1
+    if not trained:
+        raise ValueError(f"no training data for group(s) {', '.join(names)}: check groups[].streams / topics")
+    return 0
+
+
+def _train_one(args: argparse.Namespace, cfg: Config, data: list[StreamData], out: Path) -> int:
     if args.exclude_alerts or args.exclude_span:
         spans = spans_from_alerts(args.exclude_alerts or [])
         spans += [parse_span(a, b) for a, b in (args.exclude_span or [])]
@@ -113,24 +135,35 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     cfg = _config(args.config)
     if args.model and args.train_rows:
         raise SystemExit("give --model or --train-rows, not both")
+    group = _backtest_group(cfg, args.group)
     data = read_csv(args.data, cfg.data)
     started = time.monotonic()
+    gcfg = cfg.for_group(group)
     if args.train_rows:
         if args.train_rows >= data.n_rows:
             raise SystemExit(f"--train-rows {args.train_rows} leaves nothing to test in {data.n_rows} rows")
-        channels = cfg.stream.channels or data.channels
+        channels = gcfg.stream.channels or data.channels
         cols = [data.channels.index(c) for c in channels]
         sd = StreamData(
             cfg.data.stream, list(channels), data.timestamps[: args.train_rows], data.values[: args.train_rows][:, cols]
         )
         with tempfile.TemporaryDirectory(prefix="monitor-backtest-") as tmp:
-            outcome = train_bundle([sd], cfg, Path(tmp), sources=[args.data], write_plots=False)
+            outcome = train_bundle([sd], gcfg, Path(tmp), sources=[args.data], write_plots=False)
             model = _load_model(outcome.bundle_path)
     else:
-        model = _load_model(Path(args.model or cfg.models.dir))
+        model = _load_model(Path(args.model or cfg.group_models_dir(group)))
+    if cfg.groups:
+        print(f"stream {cfg.data.stream} scored as group {group}", file=sys.stderr)
     train_seconds = time.monotonic() - started
     result = run_backtest(
-        cfg, data.timestamps, data.values, data.channels, model, labels=data.labels, train_rows=args.train_rows or 0
+        cfg,
+        data.timestamps,
+        data.values,
+        data.channels,
+        model,
+        labels=data.labels,
+        train_rows=args.train_rows or 0,
+        group=group if cfg.groups else None,
     )
     write_scores_csv(result, Path(args.out))
     print(
@@ -158,6 +191,43 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         }
         Path(args.report).write_text(json.dumps(report, indent=2))
     return 0
+
+
+def _backtest_group(cfg: Config, name: str | None) -> str:
+    """The group a backtest's stream (``data.stream``) is scored as: `name`, else the one it routes to."""
+    if name is not None:
+        return cfg.group(name).name
+    routed = Fleet.from_config(cfg).route(cfg.data.stream)
+    if routed is None:
+        raise ConfigError("data.stream", f"stream {cfg.data.stream!r} matches no group; give --group")
+    return routed
+
+
+def _replay_models(cfg: Config, model: str | None, group: str | None) -> dict[str, ScoringModel | None]:
+    """A model per group for replay --offline: `--model` for one group, else each group's current."""
+    from monitor.core.model.bundle import current_bundle_path  # noqa: PLC0415  # torch
+
+    names = [g.name for g in cfg.fleet()]
+    if model is not None:
+        if len(names) > 1 and group is None:
+            raise SystemExit("--model serves one group: give --group too (or leave --model out)")
+        target = cfg.group(group).name if group else names[0]
+        models: dict[str, ScoringModel | None] = {n: None for n in names}
+        models[target] = _load_model(Path(model))
+        others = [n for n in names if n != target]
+    else:
+        models, others = {}, names
+    for name in others:
+        path = current_bundle_path(cfg.group_models_dir(name))
+        if path is None:
+            print(
+                f"group {name}: no bundle in {cfg.group_models_dir(name)}; its readings count as no_model",
+                file=sys.stderr,
+            )
+            models[name] = None
+        else:
+            models[name] = _load_model(path)
+    return models
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -205,7 +275,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.to_broker == args.offline:
         raise SystemExit("choose one of --offline or --to-broker")
     if args.offline:
-        model = _load_model(Path(args.model or cfg.models.dir))
+        models = _replay_models(cfg, args.model, args.group)
         with contextlib.ExitStack() as stack:
             out = stack.enter_context(open(args.alerts_out, "w")) if args.alerts_out else None
 
@@ -215,10 +285,16 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 if out:
                     out.write(line + "\n")
 
-            res = replay_offline(args.files, cfg, model, on_alert=on_alert)
+            res = replay_offline(args.files, cfg, models, on_alert=on_alert)
+        versions = ", ".join(f"{g}={m.version if m else 'none'}" for g, m in models.items())
         print(
-            f"replayed {res.messages} messages ({res.readings} readings, {res.windows} windows) with model "
-            f"{model.version}: {len(res.alerts)} alert state changes; rejected {dict(res.rejected) or 'none'}",
+            f"replayed {res.messages} messages ({res.readings} readings, {res.windows} windows) with model(s) "
+            f"{versions}: {len(res.alerts)} alert state changes; rejected {dict(res.rejected) or 'none'}"
+            + (
+                f"; {sum(res.unrouted.values())} readings of {len(res.unrouted)} stream(s) matched no group"
+                if res.unrouted
+                else ""
+            ),
             file=sys.stderr,
         )
         return 0
@@ -259,7 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model bundle from CSV files or recordings")
     t.add_argument("--config", required=True)
     t.add_argument("--data", nargs="+", required=True, help="CSV files, recordings (.jsonl[.gz]) or folders of them")
-    t.add_argument("--out", help="models directory (default: models.dir of the config)")
+    t.add_argument("--out", help="models directory (default: models.dir of the config; with groups, <out>/<group>)")
+    t.add_argument("--group", help="train only this group (default: one bundle per group)")
     t.add_argument("--device", choices=["auto", "cpu", "cuda"])
     t.add_argument("--no-promote", action="store_true", help="do not move the `current` pointer")
     t.add_argument("--quiet", action="store_true", help="no per-epoch progress")
@@ -282,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--config", required=True)
     b.add_argument("--data", required=True, help="a wide CSV file")
     b.add_argument("--model", help="bundle directory or models directory (default: models.dir/current)")
+    b.add_argument("--group", help="score the stream as this group (default: the group data.stream routes to)")
     b.add_argument("--train-rows", type=int, default=0, help="train on the first N rows, score the rest")
     b.add_argument("--out", required=True, help="scores CSV to write")
     b.add_argument("--plot", help="timeline PNG (default: beside --out)")
@@ -306,6 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--to-broker", action="store_true", help="republish to the configured broker")
     rp.add_argument("--speed", type=float, default=1.0, help="x real time with --to-broker; 0 = as fast as possible")
     rp.add_argument("--model", help="bundle or models directory (default: models.dir of the config)")
+    rp.add_argument("--group", help="the group --model serves (with groups:); the others use their current")
     rp.add_argument("--alerts-out", help="also write the alerts as JSON lines here")
     rp.set_defaults(func=cmd_replay)
 

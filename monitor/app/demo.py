@@ -31,7 +31,7 @@ from monitor.io.broker import free_port, start_local_broker
 from monitor.io.codec import Codec
 from monitor.io.recording import read_recording
 
-DATA = Path(__file__).resolve().parent / "data" / "demo-pump.jsonl.gz"
+DATA = Path(__file__).resolve().parents[1] / "data" / "demo-pump.jsonl.gz"  # monitor/data
 NORMAL_UNTIL = 1_767_225_600.0 + 40 * 60  # end of the normal part of the recording
 STREAM = "demo/pump1"
 

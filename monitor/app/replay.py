@@ -2,7 +2,7 @@
 
 Offline replay decodes every recorded message with its *recorded* receive time, so a
 reading without a payload timestamp gets the time it had live, and pushes the readings
-through the same `Pipeline` in recorded order. Batching does not change decisions (the
+through the same fleet and `Runner` as the daemon, in recorded order. Batching does not change decisions (the
 alarm sees scores in order), so the alerts are exactly those the daemon raised live on
 that feed with that model, and the same on every replay.
 """
@@ -13,15 +13,17 @@ import logging
 import ssl
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
 from monitor.core.config import Config
-from monitor.core.pipeline import Pipeline, ScoringModel
-from monitor.core.types import Alert, RawMessage, ScoreBatch
+from monitor.core.fleet import Fleet, GroupResult
+from monitor.core.pipeline import ScoringModel
+from monitor.core.runner import Runner
+from monitor.core.types import Alert, BatchItem, FrameBlock, RawMessage, ReadingBlock, ScoreBatch
 from monitor.io.codec import Codec
 from monitor.io.recording import RecordingStats, iter_recordings
 
@@ -37,52 +39,76 @@ class ReplayResult:
     alerts: list[Alert] = field(default_factory=list)
     windows: int = 0
     stats: RecordingStats | None = None
+    groups: dict = field(default_factory=dict)  # group -> its counters
+    unrouted: dict = field(default_factory=dict)  # stream -> readings no group took
 
 
 def replay_offline(
     paths: Sequence[str | Path],
     cfg: Config,
-    model: ScoringModel,
+    model: ScoringModel | Mapping[str, ScoringModel | None],
     *,
     on_alert: Callable[[Alert], None] | None = None,
     on_scores: Callable[[ScoreBatch], None] | None = None,
     batch_messages: int = 512,
 ) -> ReplayResult:
-    """Run recordings through a fresh pipeline; returns the alerts it raised, in order."""
+    """Run recordings through a fresh fleet; returns the alerts it raised, in order.
+
+    `model`: one model (a config without `groups:`, or one group) or a model per group
+    name (a group left out or None counts its readings as ``no_model``, as live).
+    """
     codec = Codec(cfg.topics, cfg.mqtt.max_payload_bytes, cfg.stream.max_future_seconds, columns=True)
-    pipe = Pipeline(model, cfg.stream, cfg.alarm, cfg.alerts.top_channels)
+    fleet = Fleet.from_config(cfg)
+    models = _models_by_group(fleet, model)
+    for name, m in models.items():
+        if m is not None:
+            fleet.install(name, m)
     stats = RecordingStats()
     result = ReplayResult(stats=stats)
 
-    pending: list = []
+    def scored(r: GroupResult) -> None:
+        if on_scores:
+            on_scores(r.scores)
 
-    def flush() -> None:
-        pipe.push_batch(pending)  # the daemon's path: blocks stay columns
-        pending.clear()
-        scores, alerts = pipe.flush()
-        result.windows += len(scores)
-        if on_scores and scores:
-            on_scores(scores)
-        for a in alerts:
-            result.alerts.append(a)
-            if on_alert:
-                on_alert(a)
+    def alerted(a: Alert) -> None:
+        result.alerts.append(a)
+        if on_alert:
+            on_alert(a)
 
+    runner = Runner(fleet, on_scores=scored, on_alert=alerted)
+    pending: list[BatchItem] = []
     for msg in iter_recordings(paths, stats=stats):
         readings, rejected = codec.decode(msg.topic, msg.payload, msg.received_at)
         result.messages += 1
         result.readings += len(readings)
         for r in rejected:
             result.rejected[r.reason] += 1
-        if type(readings) is list:
-            pending += readings
+        if isinstance(readings, (ReadingBlock, FrameBlock)):
+            pending.append(readings)  # the daemon's path: blocks stay columns
         else:
-            pending.append(readings)
+            pending += readings
         if result.messages % batch_messages == 0:
-            flush()
-    flush()
-    result.counters = dict(pipe.counters)
+            runner.feed(pending)
+            pending = []
+    runner.feed(pending)
+    result.windows = runner.windows
+    result.counters = dict(fleet.totals())
+    result.groups = {name: dict(fleet.group_counters(name)) for name in fleet.names}
+    result.unrouted = dict(fleet.unrouted)
     return result
+
+
+def _models_by_group(
+    fleet: Fleet, model: ScoringModel | Mapping[str, ScoringModel | None]
+) -> dict[str, ScoringModel | None]:
+    if isinstance(model, ScoringModel):
+        if len(fleet.names) != 1:
+            raise ValueError(f"one model for {len(fleet.names)} groups; give a model per group")
+        return {fleet.names[0]: model}
+    unknown = sorted(set(model) - set(fleet.names))
+    if unknown:
+        raise ValueError(f"models for groups not in the config: {unknown}")
+    return {name: model.get(name) for name in fleet.names}
 
 
 def replay_to_broker(

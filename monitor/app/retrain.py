@@ -9,8 +9,8 @@
    of ``--data`` and is judged on the holdout files.
 2. The candidate is trained with ``train_bundle(make_current=False)``.
 3. The candidate and the current bundle (if any) score the held-out slice through the
-   same pipeline the daemon runs (``run_backtest`` for wide CSV rows; the `Pipeline`
-   fed reading by reading for recordings). The held-out slice is taken to be normal
+   same runner the daemon drives (``run_backtest`` for wide CSV rows; the `Runner`
+   fed in time order for recordings). The held-out slice is taken to be normal
    operation, so every alerting row/window counts as a false alarm.
 4. The gate passes when
    * every score and per-channel contribution of the candidate is finite and it scored
@@ -38,6 +38,7 @@ error (bad data, training failure).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import math
@@ -52,9 +53,11 @@ import numpy as np
 
 from monitor.app.backtest import run_backtest
 from monitor.app.exclude import exclude_spans, spans_from_alerts
-from monitor.app.training import StreamData, load_training_data, train_bundle
-from monitor.core.config import EXIT_CONFIG, Config, ConfigError, load_config
-from monitor.core.pipeline import Pipeline, ScoringModel
+from monitor.app.training import StreamData, group_training_data, load_training_data, train_bundle
+from monitor.core.config import DEFAULT_GROUP, EXIT_CONFIG, Config, ConfigError, load_config
+from monitor.core.fleet import Fleet, GroupResult
+from monitor.core.pipeline import ScoringModel
+from monitor.core.runner import Runner
 from monitor.core.types import Alert, Score
 from monitor.io.recording import ALERTS_FILE
 from monitor.io.retrain_status import TEXTFILE_NAME, read_textfile, write_textfile
@@ -177,8 +180,9 @@ def _num(x: float):
     return None if x is None or not math.isfinite(x) else round(float(x), 6)
 
 
-def evaluate_model(cfg: Config, model, holdout: list) -> Evaluation:
-    """Score the held-out slice with `model` through the daemon's pipeline."""
+def evaluate_model(cfg: Config, model, holdout: list, group: str | None = None) -> Evaluation:
+    """Score the held-out slice with `model` through the daemon's runner (with `groups:`,
+    the settings of `group`, default the first)."""
     ev = Evaluation(model.version)
     for sd in holdout:
         if sd.timestamps is not None and len(sd.timestamps):
@@ -189,6 +193,7 @@ def evaluate_model(cfg: Config, model, holdout: list) -> Evaluation:
                 sd.values[order],
                 list(sd.channels),
                 model,
+                group=group or (cfg.groups[0].name if cfg.groups else None),
             )
             has = np.flatnonzero(~np.isnan(res.score))
             if has.size:
@@ -201,19 +206,14 @@ def evaluate_model(cfg: Config, model, holdout: list) -> Evaluation:
                 ev._scores.extend(tail_scores.tolist())
             ev.alerts_fired += sum(1 for a in res.alerts if a.state == "firing")
         if sd.readings:
-            pipe = Pipeline(model, cfg.stream, cfg.alarm, cfg.alerts.top_channels)
             scores: list[Score] = []
             alerts: list[Alert] = []
-            for r in sorted(sd.readings, key=lambda r: r.timestamp):
-                pipe.push_reading(r)
-                if pipe.pending >= 256:
-                    s, a = pipe.flush()
-                    scores += s
-                    alerts += a
-            pipe.end_of_data()
-            s, a = pipe.flush()
-            scores += s
-            alerts += a
+            fleet = Fleet.single(model, cfg.fleet()[0] if not cfg.groups else cfg.group(group or cfg.groups[0].name))
+            runner = Runner(fleet, on_scores=functools.partial(_extend, scores), on_alert=alerts.append)
+            ordered = sorted(sd.readings, key=lambda r: r.timestamp)
+            for at in range(0, len(ordered), 256):
+                runner.feed(ordered[at : at + 256])
+            runner.finish()
             changes = {(al.stream, al.started_at if al.state == "firing" else al.ended_at): al.state for al in alerts}
             firing: dict[str, bool] = {}
             for sc in scores:
@@ -228,6 +228,10 @@ def evaluate_model(cfg: Config, model, holdout: list) -> Evaluation:
             ev.alerts_fired += sum(1 for a in alerts if a.state == "firing")
     ev.finite = ev.nonfinite == 0
     return ev._finish()
+
+
+def _extend(scores: list[Score], result: GroupResult) -> None:
+    scores.extend(result.scores)
 
 
 # --------------------------------------------------------------------------- gate
@@ -312,17 +316,26 @@ def run_retrain(args: argparse.Namespace) -> int:
     textfile: Path | None = Path(args.textfile) if args.textfile else None
     code = EXIT_ERROR
     try:
-        cfg = load_config(args.config)
-        models_dir = Path(args.out or cfg.models.dir)
+        full = load_config(args.config)
+        group = _retrain_group(full, getattr(args, "group", None))
+        cfg = full.for_group(group) if full.groups else full
+        models_dir = (
+            Path(args.out) / group if args.out and full.groups else Path(args.out or full.group_models_dir(group))
+        )
+        verdict["group"] = group
+
+        def load(paths: list[str]) -> list:
+            return group_training_data(paths, full, group) if full.groups else load_training_data(paths, cfg)
+
         textfile = textfile or models_dir / TEXTFILE_NAME
         verdict["models_dir"] = str(models_dir)
         for name, value in (("--max-false-alarm-rate", settings.max_false_alarm_rate), ("--margin", settings.margin)):
             if not (math.isfinite(value) and value >= 0):
                 raise ConfigError(name, f"must be a number >= 0, got {value}")
-        data = _filter_recent(load_training_data(args.data, cfg), args.max_age_hours)
+        data = _filter_recent(load(args.data), args.max_age_hours)
         verdict["excluded"] = _exclude_alerting(data, cfg, args)
         if args.holdout:
-            train_data, holdout = data, _filter_recent(load_training_data(args.holdout, cfg), 0)
+            train_data, holdout = data, _filter_recent(load(args.holdout), 0)
             _exclude_alerting(holdout, cfg, args)
             verdict["holdout"] = {"source": "files", "paths": [str(p) for p in args.holdout]}
         else:
@@ -349,7 +362,7 @@ def run_retrain(args: argparse.Namespace) -> int:
             "threshold": outcome.manifest["threshold"]["threshold"],
         }
         try:
-            cand_ev = evaluate_model(cfg, ScoringModel.from_bundle(load_bundle(cand_path)), holdout)
+            cand_ev = evaluate_model(cfg, ScoringModel.from_bundle(load_bundle(cand_path)), holdout, group)
         except Exception as exc:
             cand_ev = Evaluation(cand_path.name, error=f"{type(exc).__name__}: {exc}", finite=False)
         verdict["candidate"].update(cand_ev.as_dict())
@@ -358,7 +371,7 @@ def run_retrain(args: argparse.Namespace) -> int:
         current = current_bundle_path(models_dir)
         if current is not None and current.resolve() != cand_path.resolve():
             try:
-                current_ev = evaluate_model(cfg, ScoringModel.from_bundle(load_bundle(current)), holdout)
+                current_ev = evaluate_model(cfg, ScoringModel.from_bundle(load_bundle(current)), holdout, group)
             except Exception as exc:
                 current_ev = Evaluation(current.name, error=f"{type(exc).__name__}: {exc}")
             verdict["current"] = current_ev.as_dict()
@@ -446,8 +459,20 @@ def _exclude_alerting(data: list, cfg: Config, args: argparse.Namespace) -> dict
     return {"alert_files": [str(f) for f in files], "spans": len(spans), "removed": removed}
 
 
+def _retrain_group(cfg: Config, name: str | None) -> str:
+    """The group to retrain: one at a time (each has its own bundles, gate and pointer)."""
+    if not cfg.groups:
+        if name not in (None, DEFAULT_GROUP):
+            raise ConfigError("--group", f"the config has no groups: (only {DEFAULT_GROUP!r}), got {name!r}")
+        return DEFAULT_GROUP
+    if name is None:
+        raise ConfigError("--group", f"the config has groups; retrain one: {', '.join(g.name for g in cfg.groups)}")
+    return cfg.group(name).name
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True)
+    p.add_argument("--group", help="with groups: the group to retrain (its streams, settings and models/<group>)")
     p.add_argument(
         "--data", nargs="+", required=True, help="recorded data: CSV files, recordings (.jsonl[.gz]) or folders of them"
     )

@@ -2,9 +2,10 @@
 
 Threads:
   * paho's network thread (MQTTIngest) decodes messages and hands them to a bounded queue;
-  * the scoring thread drains the queue in batches, drives the `Pipeline`, scores every due
-    window in one forward pass, sends alerts and acks messages it has handled;
-  * the main thread handles signals, polls the model pointer and reports health.
+  * the scoring thread drains the queue in batches, drives the `Fleet` through the
+    `Runner` (each stream to its group's pipeline, one forward pass per group), sends
+    alerts and acks messages it has handled;
+  * the main thread handles signals, polls each group's model pointer and reports health.
 
 SIGTERM/SIGINT: stop intake, drain the queue, flush, close sinks, exit 0 within
 `stop_timeout_seconds`. SIGHUP: re-check the model pointer now (a forced reload) and
@@ -14,6 +15,7 @@ needing a restart, and an invalid file is ignored.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import signal
@@ -21,6 +23,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +31,9 @@ from prometheus_client import CollectorRegistry
 
 from monitor.app.lifecycle import LoadResult, ModelWatcher
 from monitor.core.config import Config, ConfigError, load_config
+from monitor.core.fleet import Fleet, GroupResult
 from monitor.core.pipeline import TALLIES, Pipeline, ScoringModel
+from monitor.core.runner import Runner
 from monitor.core.types import Alert, DropReason, ScoreBatch
 from monitor.io.codec import Codec
 from monitor.io.handoff import HandOff
@@ -59,18 +64,25 @@ class Service:
         self.cfg = cfg
         self.config_path = config_path  # re-read on SIGHUP
         self.registry = registry or CollectorRegistry()
-        self.metrics = Metrics(self.registry)
+        self.fleet = Fleet.from_config(cfg)
+        self.metrics = Metrics(self.registry, groups=self.fleet.names)
         # the retrain job's verdict (a textfile beside the models) re-exported at scrape time
         self.registry.register(RetrainStatusCollector(Path(cfg.models.dir) / TEXTFILE_NAME, self.metrics))
         self.stop_timeout = stop_timeout_seconds
         self.queue = HandOff(cfg.mqtt.queue_size)  # bounded; a full one drops and counts (MQTTIngest)
         self.codec = Codec(cfg.topics, cfg.mqtt.max_payload_bytes, cfg.stream.max_future_seconds, columns=True)
-        self.pipeline: Pipeline | None = None
-        self._pending_model: ScoringModel | None = None
+        self.runner = Runner(self.fleet, on_scores=self._on_scores, on_alert=self._on_alert)
+        self._pending_models: dict[str, ScoringModel] = {}
         self._model_lock = threading.Lock()
-        self.watcher = ModelWatcher(
-            cfg.models.dir, required_channels=cfg.stream.channels or None, on_result=self._on_model_result
-        )
+        # one watcher per group: a bad bundle in one group is refused there, the others are untouched
+        self.watchers = {
+            g.name: ModelWatcher(
+                cfg.group_models_dir(g.name),
+                required_channels=g.stream.channels or None,
+                on_result=functools.partial(self._on_model_result, g.name),
+            )
+            for g in cfg.fleet()
+        }
         # At-least-once: ack QoS 1 messages only after the scoring thread has handled them.
         persistent = not cfg.mqtt.clean_start
         self.manual_ack = persistent if manual_ack is None else manual_ack
@@ -85,31 +97,43 @@ class Service:
         self._reload = threading.Event()
         self._scorer: threading.Thread | None = None
         self.last_progress = time.monotonic()  # scoring thread heartbeat (monotonic)
-        self._reported: Counter[str] = Counter()
+        self._reported: Counter[tuple[str, str]] = Counter()  # (group or "", reason) -> exported
 
     # ------------------------------------------------------------------ model
 
-    def _on_model_result(self, result: LoadResult) -> None:
+    @property
+    def pipeline(self) -> Pipeline | None:
+        """The first group's pipeline (the only one without `groups:`)."""
+        return self.fleet.pipeline(self.fleet.names[0])
+
+    @property
+    def watcher(self) -> ModelWatcher:
+        """The first group's model watcher (the only one without `groups:`)."""
+        return self.watchers[self.fleet.names[0]]
+
+    def _on_model_result(self, group: str, result: LoadResult) -> None:
         self.metrics.model_load(result.error is None, result.seconds, result.model.version if result.model else None)
 
     def _poll_model(self, force: bool = False) -> None:
-        result = self.watcher.poll(force=force)
-        if result is not None and result.model is not None:
-            with self._model_lock:
-                self._pending_model = result.model
+        for group, watcher in self.watchers.items():
+            try:
+                result = watcher.poll(force=force)
+            except Exception:  # one group's pointer must not stop the others' polling
+                log.exception("polling the models of group %s failed", group)
+                continue
+            if result is not None and result.model is not None:
+                with self._model_lock:
+                    self._pending_models[group] = result.model
 
     def _install_pending_model(self) -> list[Alert]:
         with self._model_lock:
-            model, self._pending_model = self._pending_model, None
-        if model is None:
-            return []
-        if self.pipeline is None:
-            self.pipeline = Pipeline(model, self.cfg.stream, self.cfg.alarm, self.cfg.alerts.top_channels)
-            log.info("serving model %s", model.version)
-            return []
-        scores, alerts = self.pipeline.swap_model(model)
-        self._publish(scores, alerts)
-        log.info("swapped in model %s", model.version)
+            pending, self._pending_models = self._pending_models, {}
+        alerts: list[Alert] = []
+        for group, model in pending.items():
+            swapped = self.fleet.model(group) is not None
+            alerts += self.runner.install(group, model).alerts
+            self.metrics.group_model(group, model.version, _created_at(model))
+            log.info("%s model %s in group %s", "swapped in" if swapped else "serving", model.version, group)
         return alerts
 
     # ------------------------------------------------------------------ health
@@ -119,9 +143,20 @@ class Service:
             return False, "scoring thread is not running"
         return True, "ok"
 
+    def groups_without_model(self) -> list[str]:
+        with self._model_lock:
+            pending = set(self._pending_models)
+        return [g for g in self.fleet.without_model() if g not in pending]
+
     def ready(self) -> tuple[bool, str]:
-        if self.pipeline is None and self._pending_model is None:
-            return False, self.watcher.last_error or "no model loaded"
+        """Ready: every group has a model and the broker is connected. Not ready names the
+        groups without a model (and why), so /readyz says which ones hold it back."""
+        missing = self.groups_without_model()
+        if missing:
+            if not self.cfg.groups:
+                return False, self.watcher.last_error or "no model loaded"
+            why = "; ".join(f"{g}: {self.watchers[g].last_error or 'no model loaded'}" for g in missing)
+            return False, f"groups without a model: {', '.join(missing)} ({why})"
         if self.ingest is None or not self.ingest.connected:
             return False, "not connected to the MQTT broker" + (
                 f": {self.ingest.last_error}" if self.ingest is not None and self.ingest.last_error else ""
@@ -134,9 +169,7 @@ class Service:
         cfg = self.cfg
         self._poll_model()
         self._install_pending_model()
-        self.metrics.set_callbacks(
-            queue_depth=self.queue.qsize, streams_active=lambda: len(self.pipeline.streams) if self.pipeline else 0
-        )
+        self.metrics.set_callbacks(queue_depth=self.queue.qsize, streams_active=self.fleet.streams_active)
         self.http = serve(self.registry, cfg.metrics.address, cfg.metrics.port, self.health, self.ready)
         if cfg.record.enabled:  # tap of our own intake: retraining data is exactly what was scored
             self.recorder = Recorder(
@@ -289,14 +322,7 @@ class Service:
         log.info("scoring thread drained and stopped")
 
     def _process(self, items: list) -> None:
-        pipe = self.pipeline
         oldest = items[0][0]
-        if pipe is None:
-            for _, readings, rejected, _msg in items:
-                self.metrics.drop(DropReason.NO_MODEL, len(readings))
-                self.metrics.rejected(rejected)
-            self._ack_items(items)
-            return
         batch: list = []
         for _, readings, rejected, _msg in items:
             if type(readings) is list:
@@ -305,17 +331,17 @@ class Service:
                 batch.append(readings)
             if rejected:
                 self.metrics.rejected(rejected)
-        # all readings of the batch at once, in arrival order: each stream's readings are
-        # vectorized where they can be, the due windows keep the per-reading order
-        pipe.push_batch(batch)
+        # all readings of the batch at once, in arrival order, to their groups: each
+        # stream's readings are vectorized where they can be, one forward pass per group
+        self.fleet.push_batch(batch)
         started = time.monotonic()
-        scores, alerts = pipe.flush()
+        before = self.runner.windows
+        self.runner.flush()
         done = time.monotonic()
-        self._report_counters(pipe)
-        if scores:
-            self.metrics.scored(len(scores), done - started)
+        self._report_counters()
+        if self.runner.windows > before:
+            self.metrics.scored(self.runner.windows - before, done - started)
         self.metrics.end_to_end(done - oldest)
-        self._publish(scores, alerts)
         self._ack_items(items)
 
     def _ack_items(self, items: list) -> None:
@@ -323,44 +349,64 @@ class Service:
         if self.manual_ack and self.ingest is not None:
             self.ingest.ack_many([item[3] for item in items])
 
-    def _report_counters(self, pipe: Pipeline) -> None:
-        """Move the pipeline's drop counters into metrics (added per batch, not per reading)."""
-        for reason, total in pipe.counters.items():
-            if reason in TALLIES:
-                continue
-            delta = total - self._reported[reason]
+    def _report_counters(self) -> None:
+        """Move the fleet's drop counters into metrics (added per batch, not per reading)."""
+        fleet = self.fleet
+        for group in fleet.names:
+            for reason, total in fleet.group_counters(group).items():
+                if reason in TALLIES:
+                    continue
+                delta = total - self._reported[(group, reason)]
+                if delta:
+                    self._reported[(group, reason)] = total
+                    self.metrics.drop(reason, delta)
+                    self.metrics.group_drop(group, reason, delta)
+        for reason, total in fleet.counters.items():
+            delta = total - self._reported[("", reason)]
             if delta:
-                self._reported[reason] = total
+                self._reported[("", reason)] = total
                 self.metrics.drop(reason, delta)
+        if fleet.new_unrouted:
+            names, fleet.new_unrouted = fleet.new_unrouted, []
+            self.metrics.unrouted_streams.set(len(fleet.unrouted))
+            log.warning(
+                "readings of %d stream(s) match no group and are dropped (counted as no_group): %s",
+                len(names),
+                ", ".join(names[:20]) + (" ..." if len(names) > 20 else ""),
+            )
 
-    def _publish(self, scores: ScoreBatch, alerts: list[Alert]) -> None:
+    def _on_scores(self, result: GroupResult) -> None:
+        scores = result.scores
         for listener in self.score_listeners:
             try:
                 listener(scores)
             except Exception:
                 log.exception("score listener failed")
-        if len(scores):
-            assert self.pipeline is not None  # the scores came from it
-            firing = self.pipeline.alarm.firing
-            for stream, value in scores.last_by_stream().items():
-                self.metrics.set_score(stream, value, firing(stream))
-            if self.ingest is not None and (self.cfg.alerts.scores_topic or self.cfg.alerts.denoised_topic):
-                self._publish_for_integrators(scores)
-        for alert in alerts:
-            self.metrics.alert(alert.state, alert.stream)
-            for sink in self.sinks:
-                try:
-                    sink.send(alert)
-                except Exception:
-                    self.metrics.sink_error(getattr(sink, "name", "unknown"))
-                    log.exception("alert sink %s failed", getattr(sink, "name", sink))
+        self.metrics.group_scored(result.group, len(scores))
+        fleet = self.fleet
+        for stream, value in scores.last_by_stream().items():
+            self.metrics.set_score(stream, value, fleet.firing(result.group, stream))
+        if self.ingest is not None and (self.cfg.alerts.scores_topic or self.cfg.alerts.denoised_topic):
+            self._publish_for_integrators(result)
 
-    def _publish_for_integrators(self, scores: ScoreBatch) -> None:
+    def _on_alert(self, alert: Alert) -> None:
+        self.metrics.alert(alert.state, alert.stream)
+        self.metrics.group_alert(alert.group, alert.state)
+        for sink in self.sinks:
+            try:
+                sink.send(alert)
+            except Exception:
+                self.metrics.sink_error(getattr(sink, "name", "unknown"))
+                log.exception("alert sink %s failed", getattr(sink, "name", sink))
+
+    def _publish_for_integrators(self, result: GroupResult) -> None:
         """Per scored window: its score, and the denoised (filtered) readings of its last frame."""
+        scores = result.scores
         scores_topic = self.cfg.alerts.scores_topic
         denoised_topic = self.cfg.alerts.denoised_topic
-        assert self.pipeline is not None and self.ingest is not None  # see _publish
-        channels = self.pipeline.model.channels
+        model = self.fleet.model(result.group)
+        assert model is not None and self.ingest is not None  # the scores came from it; see _on_scores
+        channels = model.channels
         values = scores.score.tolist()
         for i, stream in enumerate(scores.streams):
             ts = scores.times[i]
@@ -371,3 +417,14 @@ class Service:
                 frame = dict(zip(channels, np.asarray(scores.observed[i], dtype=float).tolist(), strict=True))
                 body = json.dumps({"stream": stream, "ts": ts, **frame}).encode()
                 self.ingest.publish(denoised_topic.format(stream=stream), body, 0, False)
+
+
+def _created_at(model: ScoringModel) -> float | None:
+    """The bundle's created_at (ISO 8601) as Unix time, None when absent or unreadable."""
+    raw = model.manifest.get("created_at")
+    if not isinstance(raw, str):
+        return None
+    try:
+        return datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None

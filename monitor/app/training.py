@@ -21,6 +21,7 @@ import numpy as np
 
 from monitor.app.plots import png_bytes, pyplot
 from monitor.core.config import Config, ConfigError
+from monitor.core.fleet import Fleet
 from monitor.core.model.calibrate import fit_threshold
 from monitor.core.model.holdout import HoldoutPlan, plan_holdout
 from monitor.core.pipeline import ScoringModel, StreamState, stream_timing
@@ -91,6 +92,21 @@ def load_training_data(paths: Sequence[str | Path], cfg: Config) -> list[StreamD
     if not out:
         raise ValueError("no training data: give CSV files or recordings")
     return list(out.values())
+
+
+def group_training_data(paths: Sequence[str | Path], cfg: Config, group: str) -> list[StreamData]:
+    """The training data of one group: `paths` read with the group's settings, only the
+    streams that route to it (`Fleet.route`). Channels of recordings without configured
+    ``stream.channels`` are those seen in the group's own streams."""
+    gcfg = cfg.for_group(group)
+    fleet = Fleet.from_config(cfg)
+    data = [sd for sd in load_training_data(paths, gcfg) if fleet.route(sd.stream) == group]
+    if not gcfg.stream.channels:
+        seen = sorted({r.channel for sd in data for r in sd.readings})
+        for sd in data:
+            if sd.readings and sd.timestamps is None:
+                sd.channels = list(seen)
+    return data
 
 
 def _readings_from_recordings(paths: list[Path], cfg: Config) -> dict[str, list[Reading]]:

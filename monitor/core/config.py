@@ -71,6 +71,7 @@ class TopicRule:
     """
 
     template: str = "sensors/{stream}/{channel}"
+    name: str | None = None  # what a group's `topics:` selector refers to
     format: Literal["number", "json", "json_multi", "json_array", "auto"] = "auto"
     stream: str = "{stream}"
     channel: str = "{channel}"
@@ -378,6 +379,36 @@ class RecordConfig:
     rotate_seconds: float = 3600.0
 
 
+GROUP_SECTIONS = ("stream", "filters", "model", "calibration", "alarm")
+"""The sections a group may override; each inherits the top-level section (deep-merged)."""
+DEFAULT_GROUP = "default"
+_GROUP_NAME = re.compile(r"[a-z0-9_-]+")
+
+
+@dataclass
+class GroupConfig:
+    """A model group: which streams it serves and how (its own sections, inherited).
+
+    `streams` are stream-key glob patterns (``site*/pump*``, `fnmatch` rules, case
+    sensitive); `topics` names topic rules, matching the stream keys that rule's `stream`
+    format produces (each ``{placeholder}`` a wildcard). Both given: a stream must match
+    both. Neither: a catch-all (only one, and only as the last group).
+    """
+
+    name: str = DEFAULT_GROUP
+    streams: list[str] = field(default_factory=list)
+    topics: list[str] = field(default_factory=list)
+    stream: StreamConfig = field(default_factory=StreamConfig)
+    filters: list[FilterConfig] = field(default_factory=list)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    alarm: AlarmConfig = field(default_factory=AlarmConfig)
+
+    @property
+    def catch_all(self) -> bool:
+        return not self.streams and not self.topics
+
+
 @dataclass
 class Config:
     mqtt: MQTTConfig = field(default_factory=MQTTConfig)
@@ -394,6 +425,42 @@ class Config:
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     record: RecordConfig = field(default_factory=RecordConfig)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Model groups; empty: one catch-all group "default" of the top-level sections whose
+    # bundles live in models.dir itself (what a config without `groups:` always meant).
+    groups: list[GroupConfig] = field(default_factory=list)
+
+    def fleet(self) -> list[GroupConfig]:
+        """The groups to serve, in routing order (the implicit "default" one without `groups:`)."""
+        if self.groups:
+            return self.groups
+        return [
+            GroupConfig(
+                DEFAULT_GROUP, [], [], self.stream, list(self.filters), self.model, self.calibration, self.alarm
+            )
+        ]
+
+    def group(self, name: str) -> GroupConfig:
+        for g in self.fleet():
+            if g.name == name:
+                return g
+        raise ConfigError("groups", f"no group named {name!r}; groups: {', '.join(g.name for g in self.fleet())}")
+
+    def group_models_dir(self, name: str) -> Path:
+        """Where group `name`'s bundles live: models.dir itself without `groups:`, else models.dir/<name>."""
+        return Path(self.models.dir) if not self.groups else Path(self.models.dir) / name
+
+    def for_group(self, name: str) -> Config:
+        """This config with the top-level sections replaced by group `name`'s (train, backtest)."""
+        g = self.group(name)
+        return dataclasses.replace(
+            self, stream=g.stream, filters=list(g.filters), model=g.model, calibration=g.calibration, alarm=g.alarm
+        )
+
+    def stream_patterns(self, group: GroupConfig) -> tuple[list[str], list[str]]:
+        """(stream globs, globs of the stream keys of the group's topic rules)."""
+        by_name = {r.name: r for r in self.topics if r.name}
+        topic_globs = [re.sub(r"{\w+}", "*", by_name[t].stream) for t in group.topics if t in by_name]
+        return list(group.streams), topic_globs
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data with secrets masked (safe to log)."""
@@ -574,4 +641,79 @@ def load_config(path: str | Path | None, environ: Mapping[str, str] | None = Non
     data = _apply_env_overrides(data, environ)
     data = _expand_env(data, "", environ)
     data = _read_secret_files(data, "", base)
-    return _build(Config, data, "")
+    groups_raw = data.pop("groups", None)
+    cfg = _build(Config, data, "")
+    if groups_raw is not None and groups_raw != []:  # `groups: []` (a dumped config): no groups
+        cfg.groups = _build_groups(groups_raw, data, cfg)
+    return cfg
+
+
+def _deep_merge(base: Any, override: Any) -> Any:
+    """`override` over `base`: mappings merge key by key, anything else (lists too) replaces."""
+    if isinstance(base, dict) and isinstance(override, dict):
+        out = dict(base)
+        for k, v in override.items():
+            out[k] = _deep_merge(base.get(k), v) if k in base else v
+        return out
+    return override
+
+
+def _build_groups(raw: Any, top: dict[str, Any], cfg: Config) -> list[GroupConfig]:
+    if not isinstance(raw, list):
+        raise ConfigError("groups", f"expected a list of groups, got {raw!r}")
+    hints = typing.get_type_hints(GroupConfig)
+    allowed = {f.name for f in dataclasses.fields(GroupConfig)}
+    rule_names = {r.name for r in cfg.topics if r.name}
+    groups: list[GroupConfig] = []
+    seen: dict[str, int] = {}
+    for i, item in enumerate(raw):
+        key = f"groups[{i}]"
+        if not isinstance(item, dict):
+            raise ConfigError(key, f"expected a mapping, got {item!r}")
+        for k in item:
+            if k not in allowed:
+                raise ConfigError(f"{key}.{k}", f"unknown key; allowed here: {', '.join(sorted(allowed))}")
+        name = item.get("name")
+        if not isinstance(name, str) or not _GROUP_NAME.fullmatch(name):
+            raise ConfigError(f"{key}.name", f"must be a name of a-z, 0-9, '_' and '-', got {name!r}")
+        if name in seen:
+            raise ConfigError(f"{key}.name", f"{name!r} is already the name of groups[{seen[name]}]")
+        seen[name] = i
+        kwargs: dict[str, Any] = {"name": name}
+        for sel in ("streams", "topics"):
+            value = _coerce(hints[sel], item.get(sel, []), f"{key}.{sel}")
+            for j, pattern in enumerate(value):
+                if not pattern:
+                    raise ConfigError(f"{key}.{sel}[{j}]", "must not be empty")
+            kwargs[sel] = value
+        for j, t in enumerate(kwargs["topics"]):
+            if t not in rule_names:
+                known = ", ".join(sorted(n for n in rule_names if n)) or "none (give topics[].name)"
+                raise ConfigError(f"{key}.topics[{j}]", f"no topic rule named {t!r}; named rules: {known}")
+        for section in GROUP_SECTIONS:
+            if section not in item and section not in top:
+                continue  # the dataclass default, as at the top level
+            if section in item and section in top:
+                merged = _deep_merge(top[section], item[section])
+            else:
+                merged = item[section] if section in item else top[section]
+            try:
+                kwargs[section] = _coerce(hints[section], merged, f"{key}.{section}")
+            except ConfigError as exc:
+                if exc.key.startswith(f"{section}.") or exc.key.startswith(f"{section}["):
+                    raise ConfigError(f"{key}.{exc.key}", exc.message) from None
+                raise
+        groups.append(GroupConfig(**kwargs))
+    catch_alls = [i for i, g in enumerate(groups) if g.catch_all]
+    if len(catch_alls) > 1:
+        raise ConfigError(
+            f"groups[{catch_alls[1]}].streams",
+            f"empty selector (no streams or topics): only one catch-all group is allowed; "
+            f"groups[{catch_alls[0]}] is one",
+        )
+    if catch_alls and catch_alls[0] != len(groups) - 1:
+        raise ConfigError(
+            f"groups[{catch_alls[0]}].streams",
+            "empty selector: a catch-all group must be the last one (groups are matched in order)",
+        )
+    return groups

@@ -202,7 +202,8 @@ class DropReason:
     OUT_OF_ORDER: Final = "out_of_order"  # older than the channel's previous reading
     LATE: Final = "late"  # for a frame already emitted
     STALE_FRAMES: Final = "stale_frames"  # frames (not readings) left unscored by a gap
-    NO_MODEL: Final = "no_model"  # no model loaded yet
+    NO_MODEL: Final = "no_model"  # no model loaded yet (for the stream's group)
+    NO_GROUP: Final = "no_group"  # the stream matches no group of the config
     INTERNAL_ERROR: Final = "internal_error"  # a scoring batch failed
     SHUTDOWN: Final = "shutdown"  # received while stopping (auto acks: not redelivered)
 
@@ -347,6 +348,7 @@ class Alert:
     threshold: float
     model_version: str
     top_channels: list[ChannelContribution] = field(default_factory=list)
+    group: str = "default"  # the model group that scored the stream (`monitor.core.fleet`)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -360,4 +362,5 @@ class Alert:
             "threshold": self.threshold,
             "model_version": self.model_version,
             "top_channels": self.top_channels,
+            "group": self.group,
         }

@@ -13,6 +13,7 @@ The HTTP server that exposes them (with ``/healthz`` and ``/readyz``) is `monito
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import platform
 import threading
@@ -65,6 +66,7 @@ class Metrics:
         reject_reasons: Iterable[str] = REJECT_REASONS,
         drop_reasons: Iterable[str] = DROP_REASONS,
         version: str | None = None,
+        groups: Iterable[str] = ("default",),
     ):
         if max_stream_labels < 0:
             raise ValueError(f"max_stream_labels must be >= 0, got {max_stream_labels}")
@@ -156,6 +158,56 @@ class Metrics:
         self.model_load_duration = Gauge(
             "monitor_model_load_duration_seconds", "How long the last model load and test scoring took.", registry=r
         )
+        # ------------------------------------------------------------- per group (the config's groups: bounded)
+        self.groups = list(dict.fromkeys(groups))
+        self._serving: dict[str, str] = {}  # group -> version serving
+        self.group_model_info = Gauge(
+            "monitor_group_model_info",
+            "The model bundle serving each group (always 1).",
+            ["group", "version"],
+            registry=r,
+        )
+        self.group_model_load_timestamp = Gauge(
+            "monitor_group_model_load_timestamp_seconds",
+            "When each group's model was loaded (Unix time).",
+            ["group"],
+            registry=r,
+        )
+        self.group_model_age = Gauge(
+            "monitor_group_model_age_seconds",
+            "Age of each group's serving model: now minus the bundle's created_at.",
+            ["group"],
+            registry=r,
+        )
+        self.group_ready = Gauge(
+            "monitor_group_ready", "1 while the group has a model to score with, else 0.", ["group"], registry=r
+        )
+        self.group_windows_scored = Counter(
+            "monitor_group_windows_scored_total", "Windows scored, by group.", ["group"], registry=r
+        )
+        self.group_alerts = Counter(
+            "monitor_group_alerts_total", "Alert state changes, by group and state.", ["group", "state"], registry=r
+        )
+        self.group_drops = Counter(
+            "monitor_group_drops_total",
+            "Readings of a group's streams dropped, by group and reason.",
+            ["group", "reason"],
+            registry=r,
+        )
+        self.unrouted_streams = Gauge(
+            "monitor_unrouted_streams", "Distinct streams that matched no group (counted up to a cap).", registry=r
+        )
+        drop_list = list(self.drop_children)
+        self.group_windows_children = {g: self.group_windows_scored.labels(g) for g in self.groups}
+        self.group_alert_children = {
+            (g, st): self.group_alerts.labels(g, st) for g in self.groups for st in ALERT_STATES
+        }
+        self.group_drop_children = {(g, rsn): self.group_drops.labels(g, rsn) for g in self.groups for rsn in drop_list}
+        self._created: dict[str, float] = {}
+        for g in self.groups:
+            self.group_ready.labels(g).set(0)
+            self.group_model_age.labels(g).set_function(functools.partial(self._age, g))
+
         self.last_retrain_success = Gauge(
             "monitor_last_retrain_success_timestamp_seconds",
             "When a retraining last succeeded (Unix time).",
@@ -328,6 +380,45 @@ class Metrics:
             self.model_info.labels(version or "unknown").set(1)
         self.model_load_timestamp.set(time.time() if at is None else at)
         self.model_load_children["ok"].inc()
+
+    # ----------------------------------------------------------------- per group
+
+    def group_model(self, group: str, version: str, created_at: float | None = None, at: float | None = None) -> None:
+        """`version` now serves `group`: its info, load time, age and readiness; the
+        fleet-wide ``monitor_model_info`` lists every version serving some group."""
+        with self._label_lock:
+            old = self._serving.get(group)
+            if old is not None and old != version:
+                with contextlib.suppress(KeyError):
+                    self.group_model_info.remove(group, old)
+            self._serving[group] = version
+            self.group_model_info.labels(group, version).set(1)
+            self.model_info.clear()
+            for v in sorted(set(self._serving.values())):
+                self.model_info.labels(v).set(1)
+            if created_at is not None:
+                self._created[group] = created_at
+        self.group_model_load_timestamp.labels(group).set(time.time() if at is None else at)
+        self.group_ready.labels(group).set(1)
+
+    def _age(self, group: str) -> float:
+        created = self._created.get(group)
+        return time.time() - created if created is not None else float("nan")
+
+    def group_scored(self, group: str, n_windows: int) -> None:
+        child = self.group_windows_children.get(group)
+        if child is not None:
+            child.inc(n_windows)
+
+    def group_alert(self, group: str, state: str) -> None:
+        child = self.group_alert_children.get((group, state))
+        if child is not None:
+            child.inc()
+
+    def group_drop(self, group: str, reason: str, n: int) -> None:
+        child = self.group_drop_children.get((group, reason))
+        if child is not None and n:
+            child.inc(n)
 
     def retrain_succeeded(self, at: float | None = None) -> None:
         self.last_retrain_success.set(time.time() if at is None else at)

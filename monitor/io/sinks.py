@@ -113,6 +113,7 @@ class AlertmanagerSink:
             "labels": {
                 "alertname": "MonitorAnomaly",
                 "stream": alert.stream,
+                "group": alert.group,
                 "severity": "warning",
                 "alert_id": alert.alert_id,
             },
