@@ -113,14 +113,14 @@ def _train_one(args: argparse.Namespace, cfg: Config, data: list[StreamData], ou
         data, cfg, out, progress=None if args.quiet else _progress, make_current=not args.no_promote, sources=args.data
     )
     m = outcome.manifest
-    thr = m["threshold"]
+    exceedance = m.validation.get("calibration_exceedance_rate")
     print(
-        f"bundle {m['version']} written to {outcome.bundle_path}\n"
-        f"  channels {len(m['channels'])}, period {m['period_seconds']}s, "
-        f"window {m['window_size']}x stride {m['stride']}\n"
-        f"  threshold {thr['threshold']:.6g} ({thr['method']}), calibration exceedance "
-        f"{m['validation']['calibration_exceedance_rate']:.4f}\n"
-        f"  {m['training']['epochs_run']} epochs in {m['training']['seconds']:.1f}s; "
+        f"bundle {m.version} written to {outcome.bundle_path}\n"
+        f"  channels {len(m.channels)}, period {m.period_seconds}s, "
+        f"window {m.window_size}x stride {m.stride}\n"
+        f"  threshold {m.threshold:.6g} ({m.threshold_method}), calibration exceedance "
+        f"{exceedance:.4f}\n"
+        f"  {m.training['epochs_run']} epochs in {m.training['seconds']:.1f}s; "
         f"report: {outcome.bundle_path / 'report.json'}"
         + ("" if args.no_promote else f"\n  {out / 'current'} -> {outcome.bundle_path.name}")
     )

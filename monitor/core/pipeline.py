@@ -11,13 +11,14 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeGuard
+from typing import TYPE_CHECKING, Protocol, TypeAlias, TypeGuard
 
 import numpy as np
 from numpy.typing import NDArray
 
 from monitor.core.alarm import AlarmMachine
 from monitor.core.config import AlarmConfig, FilterConfig, StreamConfig
+from monitor.core.model.manifest import Manifest
 from monitor.core.stream.assembler import AssembledFrame, StreamAssembler
 from monitor.core.stream.context import context_row, context_rows, context_width
 from monitor.core.stream.filters import FilterChain
@@ -68,7 +69,7 @@ class ScoringModel:
     std: FloatArray
     threshold: float
     scorer: WindowScorer | None  # None: frame and window geometry only, cannot score
-    manifest: dict[str, Any] = field(default_factory=dict)
+    manifest: Manifest | None = None  # None for geometry-only models (training, tests)
     alignment: str = "bucket"  # StreamConfig.alignment the bundle was trained with
     context: list[str] = field(default_factory=list)  # ModelConfig.context: extra input channels
 
@@ -86,18 +87,18 @@ class ScoringModel:
         m = bundle.manifest
         return cls(
             version=bundle.version,
-            channels=list(m["channels"]),
-            period_seconds=float(m["period_seconds"]),
-            window_size=int(m["window_size"]),
-            stride=int(m["stride"]),
-            filters=[FilterConfig(**f) for f in m.get("filters", [])],
-            mean=np.asarray(m["scaler"]["mean"], dtype=np.float64),
-            std=np.asarray(m["scaler"]["std"], dtype=np.float64),
-            threshold=float(m["threshold"]["threshold"]),
+            channels=list(m.channels),
+            period_seconds=m.period_seconds,
+            window_size=m.window_size,
+            stride=m.stride,
+            filters=[FilterConfig(**f) for f in m.filters],
+            mean=np.asarray(m.scaler_mean, dtype=np.float64),
+            std=np.asarray(m.scaler_std, dtype=np.float64),
+            threshold=m.threshold,
             scorer=Scorer(bundle.module),
             manifest=m,
-            alignment=str(m.get("alignment", "bucket")),  # absent in bundles before alignment choices
-            context=list(m.get("context", [])),
+            alignment=m.alignment,
+            context=list(m.context),
         )
 
     def compatible_with(self, other: ScoringModel) -> bool:
