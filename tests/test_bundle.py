@@ -166,7 +166,7 @@ def test_missing_manifest_is_refused(tmp_path):
 def test_invalid_json_and_unsupported_format_are_refused(tmp_path):
     path = save_one(tmp_path)
     rewrite_manifest(path, format_version=3)
-    with pytest.raises(BundleError, match="unsupported format_version 3.*newer monitor: upgrade monitor"):
+    with pytest.raises(BundleError, match=r"unsupported format_version 3.*newer monitor: upgrade monitor"):
         load_bundle(path)
     (path / "manifest.json").write_text("{not json")
     with pytest.raises(BundleError, match="not valid JSON"):
