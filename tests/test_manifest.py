@@ -98,7 +98,7 @@ def test_format_1_manifest_with_an_edited_hash_is_refused(v1):
     with pytest.raises(BundleError, match="sha256 mismatch"):
         load_bundle(v1 / "models")
     path.write_text(json.dumps({k: v for k, v in raw.items() if k != "weights_sha256"}))
-    with pytest.raises(BundleError, match="missing key.*weights"):
+    with pytest.raises(BundleError, match=r"missing key.*weights"):
         load_bundle(v1 / "models")
 
 

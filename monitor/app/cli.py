@@ -1,4 +1,4 @@
-"""Command line: `monitor train | backtest | check-config | run | ...`.
+"""Command line: `monitor train | backtest | check-config | run | models | ...`.
 
 Exit codes: 0 success, 78 bad configuration (the message names the key), 1 any other
 failure (bad data, a refused bundle), 2 bad command-line usage.
@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 
 from monitor import __version__
-from monitor.app import retrain
+from monitor.app import models, retrain
 from monitor.app.backtest import format_quality, plot_timeline, run_backtest, write_scores_csv
 from monitor.app.exclude import exclude_spans, parse_span, spans_from_alerts
 from monitor.app.replay import connect_publisher, replay_offline, replay_to_broker
@@ -396,6 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
 
     retrain.register(sub)
+    models.register(sub)
     return p
 
 
