@@ -9,7 +9,9 @@ Layout (one directory per model group; `monitor/core/model/bundle.py` writes the
       .tmp-*, .current-*           a save or a pointer move in progress: never listed
 
 **Rollback rule.** The history is a stack: ``train`` and ``promote`` push the version they
-make current, ``rollback`` pops one. ``rollback`` goes to the entry below the top that
+make current, ``rollback`` pops one. A move that finds `current` pointing somewhere the
+history does not end at (a models directory from before the registry, or a hand-made
+symlink) first logs that version as ``found``, so it is on the stack too. ``rollback`` goes to the entry below the top that
 still exists, so a second rollback goes one further back (it never toggles between two
 versions). When the history does not end at the version `current` points at (the pointer
 was moved by hand, or by a monitor before the registry), the stack is unknown and the
@@ -37,7 +39,7 @@ MANIFEST = "manifest.json"
 CURRENT = "current"
 HISTORY = ".history.jsonl"
 TMP_PREFIX = ".tmp-"
-ACTIONS = ("train", "promote", "rollback")
+ACTIONS = ("train", "promote", "rollback", "found")
 _MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 _MAX_HISTORY_BYTES = 4 * 1024 * 1024
 _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -95,6 +97,11 @@ def set_current(models_dir: Path, version: str, action: str = "promote") -> None
     _check_version_name(version)
     if not (models_dir / version / MANIFEST).is_file():
         raise BundleError(f"{models_dir / version} is not a bundle (no {MANIFEST})")
+    before = current_bundle_path(models_dir)
+    if before is not None and before.parent == models_dir.resolve():
+        stack = _stack(read_history(models_dir))
+        if not stack or stack[-1] != before.name:
+            _append_history(models_dir, before.name, "found")
     link = models_dir / f".current-{secrets.token_hex(4)}"
     os.symlink(version, link)  # relative: the models dir can be moved or mounted elsewhere
     try:
@@ -221,7 +228,9 @@ def _stack(history: list[HistoryEntry]) -> list[str]:
         if entry.action == "rollback":
             if stack:
                 stack.pop()
-            if not stack or stack[-1] != entry.version:  # a rollback by the fallback rule
+            while stack and stack[-1] != entry.version and entry.version in stack:
+                stack.pop()  # it skipped versions deleted since
+            if not stack or stack[-1] != entry.version:  # a rollback by the created-time rule
                 stack.append(entry.version)
         else:
             stack.append(entry.version)
