@@ -135,7 +135,7 @@ def test_show_of_a_format_1_bundle_says_it_was_migrated(capsys, tmp_path):
 def test_unknown_version_is_refused_naming_the_known_ones(capsys, three):
     cfg, models = three
     for command in ("show", "promote"):
-        code, out, err = run(capsys, command, "v9", "--config", cfg)
+        code, _, err = run(capsys, command, "v9", "--config", cfg)
         assert code == 1 and "no version 'v9'" in err and "v1, v2, v3" in err
     assert current_bundle_path(models).name == "v3"
 
