@@ -9,13 +9,13 @@ Layout (one directory per model group; `monitor/core/model/bundle.py` writes the
       .tmp-*, .current-*           a save or a pointer move in progress: never listed
 
 **Rollback rule.** The history is a stack: ``train`` and ``promote`` push the version they
-make current, ``rollback`` pops one. A move that finds `current` pointing somewhere the
-history does not end at (a models directory from before the registry, or a hand-made
-symlink) first logs that version as ``found``, so it is on the stack too. ``rollback``
-goes to the entry below the top that still exists, so a second rollback goes one further back (it never toggles between two
-versions). When the history does not end at the version `current` points at (the pointer
-was moved by hand, or by a monitor before the registry), the stack is unknown and the
-rollback target is the newest bundle created before the current one.
+make current, ``rollback`` pops one. ``rollback`` goes to the entry below the top that
+still exists, so a second rollback goes one further back (it never toggles between two
+versions). A move that finds `current` pointing somewhere the history does not end at (a
+models directory from before the registry) first logs that version as ``found``, so it is
+on the stack too. When the history does not end at the version `current` points at (the
+pointer was moved by hand), the stack is unknown and the rollback target is the newest
+bundle created before the current one.
 ``prune`` never deletes the current version nor the rollback target.
 
 Torch-free on purpose: ``monitor models list`` reads manifests without importing torch.
