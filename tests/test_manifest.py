@@ -5,14 +5,13 @@ when tampered with; format 2 round-trips; unknown formats are refused."""
 import csv
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from monitor.app.cli import main
 from monitor.core.model.bundle import BundleError, list_bundles, load_bundle, save_bundle
 from monitor.core.model.manifest import FORMAT_VERSION, Manifest, ManifestError, migrate
 from monitor.core.model.nets import build_from_spec
@@ -73,12 +72,12 @@ def test_format_1_bundle_scores_exactly_as_the_old_code_did(v1):
     np.testing.assert_array_equal(per_channel[0], np.asarray(expected["per_channel_first"], dtype=np.float32))
 
 
-def test_format_1_bundle_backtests_to_the_same_csv_as_the_old_code(v1, tmp_path):
+def test_format_1_bundle_backtests_to_the_same_csv_as_the_old_code(v1, tmp_path, capsys):
     out = tmp_path / "scores.csv"
     args = ["backtest", "--config", str(v1 / "config.yaml"), "--data", str(v1 / "feed.csv")]
     args += ["--model", str(v1 / "models"), "--out", str(out), "--plot", str(tmp_path / "p.png")]
-    res = subprocess.run([sys.executable, "-m", "monitor", *args], capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0, res.stderr
+    assert main(args) == 0, capsys.readouterr().err
+    assert f"scored with model {V1}" in capsys.readouterr().out
     assert out.read_text() == (FIXTURE / "expected-backtest.csv").read_text()
 
 

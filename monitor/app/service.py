@@ -186,7 +186,15 @@ class Service:
             manual_ack=self.manual_ack,
             raw_tap=self.recorder.tap if self.recorder is not None else None,
         )
-        self.sinks = [MQTTSink(self.ingest.publish, cfg.alerts.topic, cfg.alerts.qos, cfg.alerts.retain)]
+        self.sinks = [
+            MQTTSink(
+                self.ingest.publish,
+                cfg.alerts.topic,
+                cfg.alerts.qos,
+                cfg.alerts.retain,
+                on_error=lambda: self.metrics.sink_error("mqtt"),
+            )
+        ]
         if cfg.alerts.log:
             self.sinks.append(LogSink())
         if self.recorder is not None:  # alerts beside the recordings: retraining leaves those spans out
