@@ -3,6 +3,8 @@ rollback stack, what prune protects, and the errors (unknown version or group, e
 
 import json
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -242,3 +244,16 @@ def test_prune_with_groups_prunes_each_group(capsys, tmp_path):
             save(tmp_path / "models" / g, f"{g}{i}")
     code, out, _ = run(capsys, "prune", "--keep", "2", "--config", cfg)
     assert code == 0 and "group pumps: deleted 1 version(s): pumps0" in out and "motors0" in out
+
+
+def test_models_list_does_not_import_torch(tmp_path):
+    shutil.copytree(FIXTURE / "models", tmp_path / "models", symlinks=True)
+    code = (
+        "import sys; from monitor.app.cli import main; "
+        f"rc = main(['models', 'list', '--config', {config(tmp_path)!r}]); "
+        "print('torch' in sys.modules, rc)"
+    )
+    root = Path(__file__).resolve().parents[1]
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=root)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().splitlines()[-1] == "False 0"

@@ -95,6 +95,8 @@ def test_the_issues_short_series_train_and_record_the_fallback(tmp_path, caplog,
     assert cal["fallback"] == "holdout_enlarged" and cal["holdout_fraction"] == 0.2
     assert cal["holdout_fraction_used"] > 0.2 and cal["n_calibration_windows"] >= MIN_CALIBRATION_WINDOWS
     assert out.manifest.validation["calibration_windows"] == cal["n_calibration_windows"]
+    span = out.manifest.data_span  # the training data's first and last frame
+    assert span is not None and (span.start, span.end) == (1_700_000_000.0, 1_700_000_000.0 + 3600.0 * (rows - 1))
     assert "short data: calibration.holdout_fraction 0.2 held out only" in caplog.text
     report = json.loads((out.bundle_path / "report.json").read_text())
     assert report["calibration"]["warning"] == cal["warning"]

@@ -365,7 +365,7 @@ def train_bundle(
         "data_fingerprint": prep.fingerprint,
         "data_sources": [str(s) for s in sources],
         "frames": {"total": prep.n_frames, "stale": prep.n_stale},
-        "data_span": _data_span(frames),
+        "data_span": _data_span(data),
         "validation": validation,
     }
     report = {
@@ -384,12 +384,18 @@ def train_bundle(
     return TrainOutcome(path, read_manifest(path), report)
 
 
-def _data_span(frames: list[FrameSet]) -> dict[str, float] | None:
-    """First and last frame time (Unix seconds) over every stream, None without frames."""
-    times = [fs.times for fs in frames if len(fs.times)]
-    if not times:
-        return None
-    return {"start": float(min(t.min() for t in times)), "end": float(max(t.max() for t in times))}
+def _data_span(data: list[StreamData]) -> dict[str, float] | None:
+    """First and last timestamp (Unix seconds) of the training data over every stream, None without any."""
+    firsts, lasts = [], []
+    for sd in data:
+        if sd.timestamps is not None and len(sd.timestamps):
+            firsts.append(float(np.min(sd.timestamps)))
+            lasts.append(float(np.max(sd.timestamps)))
+        elif sd.readings:
+            times = [r.timestamp for r in sd.readings]
+            firsts.append(min(times))
+            lasts.append(max(times))
+    return {"start": min(firsts), "end": max(lasts)} if firsts else None
 
 
 def _plots(history: dict, calib_err: np.ndarray, threshold: float) -> dict[str, bytes]:
