@@ -244,7 +244,7 @@ class _Alertmanager(http.server.ThreadingHTTPServer):
                 pass
 
         super().__init__(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.serve_forever, daemon=True).start()
+        threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
 
 
 @pytest.fixture
@@ -370,7 +370,7 @@ def _mqtt_source(broker: Mosquitto, fast: bool, monkeypatch, maxsize: int) -> So
         sent[0] += n
 
     case = SourceCase(ingest, q, send, lambda: ingest.subscribed)
-    case.close = lambda: (pub.loop_stop(), pub.disconnect())  # type: ignore[attr-defined]
+    case.close = lambda: (pub.disconnect(), pub.loop_stop())  # type: ignore[attr-defined]
     return case
 
 
@@ -454,8 +454,8 @@ def test_source_stops_cleanly_delivers_nothing_after_stop_and_restarts(source_fa
         case.send(2)
         assert seen.wait(5)  # the broker delivered those messages to subscribers
     finally:
-        watcher.loop_stop()
         watcher.disconnect()
+        watcher.loop_stop()
     assert case.source.stats["messages"] == before and _values(case.queue) == [0.0, 1.0, 2.0]
     _started(case)  # start after stop delivers again
     case.send(1)

@@ -14,6 +14,7 @@ The Alertmanager sink posts from its own thread through a bounded queue.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import queue
@@ -204,6 +205,8 @@ class AlertmanagerSink:
 
     def close(self, timeout: float = 5.0) -> None:
         self._stop.set()
+        with contextlib.suppress(queue.Full):
+            self.queue.put_nowait(None)  # wakes the thread now instead of at its next poll
         self._thread.join(timeout)
 
 
