@@ -92,7 +92,7 @@ def run_file(args: tuple[str, str, int]) -> dict:
         "train_seconds": train_s,
         "score_seconds": score_s,
         "rows": int(data.n_rows),
-        "epochs": outcome.manifest["training"]["epochs_run"],
+        "epochs": outcome.manifest.training["epochs_run"],
     }
 
 

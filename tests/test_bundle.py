@@ -74,8 +74,8 @@ def test_round_trip_gives_same_scores(tmp_path):
     for a, b in zip(before, after, strict=True):
         np.testing.assert_array_equal(a, b)
     assert loaded.version == path.name and loaded.channels == CHANNELS and loaded.threshold == 0.5
-    assert loaded.manifest["format_version"] == 1
-    assert loaded.manifest["validation"]["f1"] is None  # NaN is not JSON: stored as null
+    assert loaded.manifest.format_version == 2 and loaded.manifest.migrated_from is None
+    assert loaded.manifest.validation["f1"] is None  # NaN is not JSON: stored as null
     assert (path / "report.json").read_bytes() == b"{}"
 
 
@@ -115,7 +115,7 @@ def test_truncated_weights_are_refused(tmp_path):
 def test_truncated_weights_without_size_in_manifest_fail_the_hash(tmp_path):
     path = save_one(tmp_path)
     manifest = json.loads((path / "manifest.json").read_text())
-    del manifest["weights_bytes"]
+    del manifest["weights"]["bytes"]
     (path / "manifest.json").write_text(json.dumps(manifest))
     (path / "weights.pt").write_bytes((path / "weights.pt").read_bytes()[:100])
     with pytest.raises(BundleError, match="sha256 mismatch"):
@@ -144,7 +144,7 @@ def test_weights_that_do_not_fit_the_architecture_are_refused_with_shape_mismatc
         load_bundle(path)
 
 
-@pytest.mark.parametrize("key", ["threshold", "weights_sha256", "scaler", "architecture"])
+@pytest.mark.parametrize("key", ["threshold", "weights", "scaler", "architecture"])
 def test_missing_required_key_is_refused_naming_it(tmp_path, key):
     path = save_one(tmp_path)
     manifest = json.loads((path / "manifest.json").read_text())
@@ -165,8 +165,8 @@ def test_missing_manifest_is_refused(tmp_path):
 
 def test_invalid_json_and_unsupported_format_are_refused(tmp_path):
     path = save_one(tmp_path)
-    rewrite_manifest(path, format_version=2)
-    with pytest.raises(BundleError, match="unsupported format_version 2"):
+    rewrite_manifest(path, format_version=3)
+    with pytest.raises(BundleError, match=r"unsupported format_version 3.*newer monitor: upgrade monitor"):
         load_bundle(path)
     (path / "manifest.json").write_text("{not json")
     with pytest.raises(BundleError, match="not valid JSON"):
@@ -186,7 +186,8 @@ def test_pickle_of_arbitrary_object_with_matching_hash_is_refused(tmp_path):
     marker = tmp_path / "code-ran"
     payload = pickle.dumps({"encoder.0.weight": _RunsCodeWhenUnpickled(marker)}, protocol=2)
     (path / "weights.pt").write_bytes(payload)
-    rewrite_manifest(path, weights_sha256=hashlib.sha256(payload).hexdigest(), weights_bytes=len(payload))
+    weights = json.loads((path / "manifest.json").read_text())["weights"]
+    rewrite_manifest(path, weights=weights | {"sha256": hashlib.sha256(payload).hexdigest(), "bytes": len(payload)})
     with pytest.raises(BundleError, match=r"refused to load.*Unsupported global.*open"):
         load_bundle(path)
     assert not marker.exists()
@@ -204,7 +205,7 @@ def test_interrupted_save_leaves_no_visible_bundle_and_keeps_current(tmp_path, m
     monkeypatch.undo()
     assert [b.version for b in list_bundles(tmp_path)] == [first.name]
     assert current_bundle_path(tmp_path) == first.resolve()
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([first.name, "current"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([first.name, "current", ".history.jsonl"])
 
 
 def test_leftover_temp_dir_from_a_killed_save_is_ignored(tmp_path):

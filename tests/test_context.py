@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -126,9 +127,12 @@ def test_bundles_record_context_and_bundles_without_it_still_load(tmp_path):
     old = save_bundle(tmp_path, _manifest_for(old_spec), build_from_spec(old_spec).state_dict(), make_current=False)
     old_model = ScoringModel.from_bundle(load_bundle(old))
     assert (old_model.context, old_model.input_channels) == ([], 1)
-    bad = save_bundle(tmp_path, _manifest_for(spec), state, make_current=False)  # context missing
     with pytest.raises(BundleError, match=r"architecture\.n_context is 4 but context lists 0 feature"):
-        load_bundle(bad)
+        save_bundle(tmp_path, _manifest_for(spec), state, make_current=False)  # context missing: never written
+    manifest = json.loads((path / "manifest.json").read_text())
+    (path / "manifest.json").write_text(json.dumps(manifest | {"context": []}))  # edited by hand
+    with pytest.raises(BundleError, match=r"architecture\.n_context is 4 but context lists 0 feature"):
+        load_bundle(path)
 
 
 # --------------------------------------------------------------------------- demonstration
@@ -167,7 +171,7 @@ def _backtest_daily(tmp_path: Path, context: list[str]):
         alarm=AlarmConfig(k=2, n=3, resolve_m=6),
     )
     out = train_bundle([StreamData("s", ["v"], t[:train], v[:train, None])], cfg, tmp_path, write_plots=False)
-    assert out.manifest["context"] == context
+    assert out.manifest.context == context
     model = ScoringModel.from_bundle(load_bundle(out.bundle_path))
     res = run_backtest(cfg, t, v[:, None], ["v"], model, labels=labels, train_rows=train)
     return t, labels, res, train

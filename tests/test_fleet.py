@@ -1,7 +1,7 @@
 """Model groups: config (inheritance, validation, back-compat), routing, one pass per group.
 
 The scorer here is a small deterministic numpy implementation of the pipeline's
-`WindowScorer` protocol (no torch): routing and counting do not depend on the network;
+`monitor.core.interfaces.Scorer` protocol (no torch): routing and counting do not depend on the network;
 the daemon tests (`test_fleet_daemon.py`) run real bundles.
 """
 

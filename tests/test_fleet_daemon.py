@@ -352,7 +352,7 @@ def test_train_cli_trains_each_group_on_the_streams_routed_to_it(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "group motors: no stream of the data routes to it" in res.stderr
     pumps = load_bundle(models / "pumps")  # models/pumps/current
-    assert pumps.manifest["channels"] == PUMP_CHANNELS and pumps.manifest["streams"] == ["site1/pump9"]
+    assert pumps.manifest.channels == PUMP_CHANNELS and pumps.manifest.streams == ["site1/pump9"]
     assert not (models / "motors").exists() and not (models / "current").exists()
     res = subprocess.run([*cmd, "--group", "motors"], capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 1 and "no training data for group(s) motors" in res.stderr

@@ -91,10 +91,12 @@ def test_the_issues_short_series_train_and_record_the_fallback(tmp_path, caplog,
     cfg.model.epochs = 5
     with caplog.at_level(logging.WARNING, logger="monitor.app.training"):
         out = train_bundle([_series(rows)], cfg, tmp_path / "models", write_plots=False)
-    cal = out.manifest["calibration"]
+    cal = out.manifest.calibration
     assert cal["fallback"] == "holdout_enlarged" and cal["holdout_fraction"] == 0.2
     assert cal["holdout_fraction_used"] > 0.2 and cal["n_calibration_windows"] >= MIN_CALIBRATION_WINDOWS
-    assert out.manifest["validation"]["calibration_windows"] == cal["n_calibration_windows"]
+    assert out.manifest.validation["calibration_windows"] == cal["n_calibration_windows"]
+    span = out.manifest.data_span  # the training data's first and last frame
+    assert span is not None and (span.start, span.end) == (1_700_000_000.0, 1_700_000_000.0 + 3600.0 * (rows - 1))
     assert "short data: calibration.holdout_fraction 0.2 held out only" in caplog.text
     report = json.loads((out.bundle_path / "report.json").read_text())
     assert report["calibration"]["warning"] == cal["warning"]
@@ -106,9 +108,9 @@ def test_very_short_series_fit_the_quantile_on_all_windows_even_when_pot_is_conf
     cfg.model.epochs = 3
     cfg.calibration.method = "pot"
     out = train_bundle([_series(80)], cfg, tmp_path / "models", write_plots=False)
-    cal = out.manifest["calibration"]
+    cal = out.manifest.calibration
     assert (cal["fallback"], cal["fit_on"], cal["method_used"]) == ("quantile_all", "all", "quantile")
-    assert out.manifest["threshold"]["method"] == "quantile" and out.manifest["threshold"]["n_windows"] == 57
+    assert out.manifest.threshold_method == "quantile" and out.manifest.threshold_info["n_windows"] == 57
 
 
 def test_long_enough_series_need_no_fallback(tmp_path):
@@ -116,8 +118,8 @@ def test_long_enough_series_need_no_fallback(tmp_path):
     cfg = load_config(ROOT / "configs" / "univariate.yaml", environ={})
     cfg.model.epochs = 2
     out = train_bundle([_series(400)], cfg, tmp_path / "models", write_plots=False)
-    assert out.manifest["calibration"]["fallback"] is None
-    assert out.manifest["calibration"]["holdout_fraction_used"] == 0.2
+    assert out.manifest.calibration["fallback"] is None
+    assert out.manifest.calibration["holdout_fraction_used"] == 0.2
 
 
 def test_too_short_series_fail_with_advice_through_train_bundle(tmp_path):

@@ -71,8 +71,8 @@ def _cfg(source: str) -> Config:
 def test_calibration_source_all_fits_on_training_and_holdout_windows(tmp_path):
     t, v, _ = pump(300, seed=1, steps_per_hour=0)
     data = [StreamData("p", list(CHANNELS), t, v)]
-    hold = train_bundle(data, _cfg("holdout"), tmp_path / "h", write_plots=False).manifest
-    both = train_bundle(data, _cfg("all"), tmp_path / "a", write_plots=False).manifest
+    hold = train_bundle(data, _cfg("holdout"), tmp_path / "h", write_plots=False).manifest.to_json()
+    both = train_bundle(data, _cfg("all"), tmp_path / "a", write_plots=False).manifest.to_json()
     n_hold = hold["threshold"]["n_windows"]
     assert hold["threshold"]["source"] == "holdout" and both["threshold"]["source"] == "all"
     assert n_hold == hold["validation"]["calibration_windows"]
@@ -89,14 +89,14 @@ def test_score_reduction_channel_max_scales_each_channel_and_takes_the_max(tmp_p
     cfg = _cfg("all")
     cfg.model.score_reduction = "channel_max"
     outcome = train_bundle([StreamData("p", list(CHANNELS), t, v)], cfg, tmp_path, write_plots=False)
-    assert outcome.manifest["architecture"]["score_reduction"] == "channel_max"
+    assert outcome.manifest.architecture["score_reduction"] == "channel_max"
     bundle = load_bundle(outcome.bundle_path)  # the scale travels with the weights
     scale = bundle.module.channel_error_scale.numpy()
     assert scale.shape == (len(CHANNELS),) and np.all(scale > 0) and not np.allclose(scale, 1.0)
     x = np.random.default_rng(0).normal(size=(16, 10, len(CHANNELS))).astype(np.float32)
     raw, per_channel, _ = Scorer(bundle.module).errors(x)
     # The same weights with the plain mean reduction give the unscaled per-channel errors.
-    spec = dict(bundle.manifest["architecture"])
+    spec = dict(bundle.manifest.architecture)
     del spec["score_reduction"]
     plain = build_from_spec(spec)
     plain.load_state_dict({k: w for k, w in bundle.module.state_dict().items() if k != "channel_error_scale"})
@@ -105,7 +105,7 @@ def test_score_reduction_channel_max_scales_each_channel_and_takes_the_max(tmp_p
     np.testing.assert_allclose(raw, (pc_mean / scale).max(axis=1), rtol=1e-5)
     np.testing.assert_allclose(raw_mean, pc_mean.mean(axis=1), rtol=1e-5)
     # The threshold was fitted on the channel-max errors: training windows sit mostly below it.
-    assert outcome.manifest["validation"]["training_exceedance_rate"] < 0.05
+    assert outcome.manifest.validation["training_exceedance_rate"] < 0.05
 
 
 def test_unknown_score_reduction_in_a_bundle_spec_is_rejected():

@@ -1,4 +1,4 @@
-"""Command line: `monitor train | backtest | check-config | run | ...`.
+"""Command line: `monitor train | backtest | check-config | run | models | ...`.
 
 Exit codes: 0 success, 78 bad configuration (the message names the key), 1 any other
 failure (bad data, a refused bundle), 2 bad command-line usage.
@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 
 from monitor import __version__
-from monitor.app import retrain
+from monitor.app import models, retrain
 from monitor.app.backtest import format_quality, plot_timeline, run_backtest, write_scores_csv
 from monitor.app.exclude import exclude_spans, parse_span, spans_from_alerts
 from monitor.app.replay import connect_publisher, replay_offline, replay_to_broker
@@ -113,14 +113,14 @@ def _train_one(args: argparse.Namespace, cfg: Config, data: list[StreamData], ou
         data, cfg, out, progress=None if args.quiet else _progress, make_current=not args.no_promote, sources=args.data
     )
     m = outcome.manifest
-    thr = m["threshold"]
+    exceedance = m.validation.get("calibration_exceedance_rate")
     print(
-        f"bundle {m['version']} written to {outcome.bundle_path}\n"
-        f"  channels {len(m['channels'])}, period {m['period_seconds']}s, "
-        f"window {m['window_size']}x stride {m['stride']}\n"
-        f"  threshold {thr['threshold']:.6g} ({thr['method']}), calibration exceedance "
-        f"{m['validation']['calibration_exceedance_rate']:.4f}\n"
-        f"  {m['training']['epochs_run']} epochs in {m['training']['seconds']:.1f}s; "
+        f"bundle {m.version} written to {outcome.bundle_path}\n"
+        f"  channels {len(m.channels)}, period {m.period_seconds}s, "
+        f"window {m.window_size}x stride {m.stride}\n"
+        f"  threshold {m.threshold:.6g} ({m.threshold_method}), calibration exceedance "
+        f"{exceedance:.4f}\n"
+        f"  {m.training['epochs_run']} epochs in {m.training['seconds']:.1f}s; "
         f"report: {outcome.bundle_path / 'report.json'}"
         + ("" if args.no_promote else f"\n  {out / 'current'} -> {outcome.bundle_path.name}")
     )
@@ -396,6 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
 
     retrain.register(sub)
+    models.register(sub)
     return p
 
 

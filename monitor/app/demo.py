@@ -83,10 +83,10 @@ def run_demo(
     readings = [r for m in normal for r in codec.decode(m.topic, m.payload, m.received_at)[0]]
     data = [StreamData(STREAM, list(cfg.stream.channels), readings=readings)]
     outcome = train_bundle(data, cfg, work / "models", write_plots=True)
-    thr = outcome.manifest["threshold"]
+    m = outcome.manifest
     _say(
-        f"[demo] trained model {outcome.manifest['version']} in {outcome.report['seconds_total']:.1f}s "
-        f"(threshold {thr['threshold']:.4g}, {thr['method']}); report in {outcome.bundle_path}"
+        f"[demo] trained model {m.version} in {outcome.report['seconds_total']:.1f}s "
+        f"(threshold {m.threshold:.4g}, {m.threshold_method}); report in {outcome.bundle_path}"
     )
 
     broker = start_local_broker(broker_kind)
@@ -168,9 +168,9 @@ def run_demo(
         watcher.disconnect()
         service.shutdown()
         broker.stop()
-    m = service.pipeline.counters if service.pipeline else {}
+    counts = service.pipeline.counters if service.pipeline else {}
     _say(
-        f"[demo] done: {m.get('accepted', 0)} readings, {m.get('windows_scored', 0)} windows scored; "
+        f"[demo] done: {counts.get('accepted', 0)} readings, {counts.get('windows_scored', 0)} windows scored; "
         f"fault {'ALERTED' if fired.is_set() else 'NOT alerted'}"
     )
     return 0 if fired.is_set() else 1

@@ -359,7 +359,7 @@ def run_retrain(args: argparse.Namespace) -> int:
         verdict["candidate"] = {
             "version": cand_path.name,
             "path": str(cand_path),
-            "threshold": outcome.manifest["threshold"]["threshold"],
+            "threshold": outcome.manifest.threshold,
         }
         try:
             cand_ev = evaluate_model(cfg, ScoringModel.from_bundle(load_bundle(cand_path)), holdout, group)

@@ -23,7 +23,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -187,7 +186,15 @@ class Service:
             manual_ack=self.manual_ack,
             raw_tap=self.recorder.tap if self.recorder is not None else None,
         )
-        self.sinks = [MQTTSink(self.ingest.publish, cfg.alerts.topic, cfg.alerts.qos, cfg.alerts.retain)]
+        self.sinks = [
+            MQTTSink(
+                self.ingest.publish,
+                cfg.alerts.topic,
+                cfg.alerts.qos,
+                cfg.alerts.retain,
+                on_error=lambda: self.metrics.sink_error("mqtt"),
+            )
+        ]
         if cfg.alerts.log:
             self.sinks.append(LogSink())
         if self.recorder is not None:  # alerts beside the recordings: retraining leaves those spans out
@@ -420,11 +427,5 @@ class Service:
 
 
 def _created_at(model: ScoringModel) -> float | None:
-    """The bundle's created_at (ISO 8601) as Unix time, None when absent or unreadable."""
-    raw = model.manifest.get("created_at")
-    if not isinstance(raw, str):
-        return None
-    try:
-        return datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
+    """The bundle's created_at as Unix time, None when absent or unreadable."""
+    return model.manifest.created_unix if model.manifest is not None else None

@@ -24,6 +24,7 @@ from monitor.core.config import Config, ConfigError
 from monitor.core.fleet import Fleet
 from monitor.core.model.calibrate import fit_threshold
 from monitor.core.model.holdout import HoldoutPlan, plan_holdout
+from monitor.core.model.manifest import Manifest
 from monitor.core.pipeline import ScoringModel, StreamState, stream_timing
 from monitor.core.stream.context import context_rows
 from monitor.core.stream.period import IrregularTimestamps, infer_period_seconds
@@ -252,7 +253,7 @@ def prepare_windows(
 @dataclass
 class TrainOutcome:
     bundle_path: Path
-    manifest: dict
+    manifest: Manifest
     report: dict
 
 
@@ -271,7 +272,7 @@ def train_bundle(
     # commands that do not train (`monitor retrain --help` builds the parser from it)
     import torch  # noqa: PLC0415
 
-    from monitor.core.model.bundle import save_bundle  # noqa: PLC0415  # torch
+    from monitor.core.model.bundle import read_manifest, save_bundle  # noqa: PLC0415  # torch
     from monitor.core.model.nets import architecture_spec  # noqa: PLC0415  # torch
     from monitor.core.model.scorer import Scorer  # noqa: PLC0415  # torch
     from monitor.core.model.train import train_autoencoder  # noqa: PLC0415  # torch
@@ -364,6 +365,7 @@ def train_bundle(
         "data_fingerprint": prep.fingerprint,
         "data_sources": [str(s) for s in sources],
         "frames": {"total": prep.n_frames, "stale": prep.n_stale},
+        "data_span": _data_span(data),
         "validation": validation,
     }
     report = {
@@ -379,7 +381,21 @@ def train_bundle(
     state_dict = {k: v.detach().cpu() for k, v in result.module.state_dict().items()}
     path = save_bundle(Path(models_dir), manifest, state_dict, extra_files=extra, make_current=make_current)
     report["seconds_total"] = time.monotonic() - started
-    return TrainOutcome(path, json.loads((path / "manifest.json").read_text()), report)
+    return TrainOutcome(path, read_manifest(path), report)
+
+
+def _data_span(data: list[StreamData]) -> dict[str, float] | None:
+    """First and last timestamp (Unix seconds) of the training data over every stream, None without any."""
+    firsts, lasts = [], []
+    for sd in data:
+        if sd.timestamps is not None and len(sd.timestamps):
+            firsts.append(float(np.min(sd.timestamps)))
+            lasts.append(float(np.max(sd.timestamps)))
+        elif sd.readings:
+            times = [r.timestamp for r in sd.readings]
+            firsts.append(min(times))
+            lasts.append(max(times))
+    return {"start": min(firsts), "end": max(lasts)} if firsts else None
 
 
 def _plots(history: dict, calib_err: np.ndarray, threshold: float) -> dict[str, bytes]:

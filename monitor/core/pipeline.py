@@ -11,13 +11,15 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeGuard
+from typing import TYPE_CHECKING, TypeAlias, TypeGuard
 
 import numpy as np
 from numpy.typing import NDArray
 
 from monitor.core.alarm import AlarmMachine
 from monitor.core.config import AlarmConfig, FilterConfig, StreamConfig
+from monitor.core.interfaces import Scorer
+from monitor.core.model.manifest import Manifest
 from monitor.core.stream.assembler import AssembledFrame, StreamAssembler
 from monitor.core.stream.context import context_row, context_rows, context_width
 from monitor.core.stream.filters import FilterChain
@@ -29,7 +31,6 @@ from monitor.core.types import (
     DropReason,
     Float32Array,
     FloatArray,
-    Floats,
     FrameBlock,
     Reading,
     ReadingBlock,
@@ -46,14 +47,6 @@ _MIN_RUN = 8  # shorter runs of one stream's readings: reading by reading is as 
 _MISSING = object()
 
 
-class WindowScorer(Protocol):
-    """What the pipeline needs of a scorer (`monitor.core.model.scorer.Scorer`)."""
-
-    def errors(self, x_std: Float32Array) -> tuple[Floats, Floats, Floats]:
-        """(raw (B,), per_channel (B, C), recon_last_std (B, C)) of (B, W, C) standardized windows."""
-        ...
-
-
 @dataclass
 class ScoringModel:
     """Everything the pipeline needs from a model bundle."""
@@ -67,8 +60,8 @@ class ScoringModel:
     mean: FloatArray
     std: FloatArray
     threshold: float
-    scorer: WindowScorer | None  # None: frame and window geometry only, cannot score
-    manifest: dict[str, Any] = field(default_factory=dict)
+    scorer: Scorer | None  # None: frame and window geometry only, cannot score
+    manifest: Manifest | None = None  # None for geometry-only models (training, tests)
     alignment: str = "bucket"  # StreamConfig.alignment the bundle was trained with
     context: list[str] = field(default_factory=list)  # ModelConfig.context: extra input channels
 
@@ -81,23 +74,23 @@ class ScoringModel:
     def from_bundle(cls, bundle: Bundle) -> ScoringModel:
         # torch (~2 s to import) only when a model is loaded: replay --to-broker and the
         # parser of every command import this module without scoring anything
-        from monitor.core.model.scorer import Scorer  # noqa: PLC0415
+        from monitor.core.model.scorer import AutoencoderScorer  # noqa: PLC0415
 
         m = bundle.manifest
         return cls(
             version=bundle.version,
-            channels=list(m["channels"]),
-            period_seconds=float(m["period_seconds"]),
-            window_size=int(m["window_size"]),
-            stride=int(m["stride"]),
-            filters=[FilterConfig(**f) for f in m.get("filters", [])],
-            mean=np.asarray(m["scaler"]["mean"], dtype=np.float64),
-            std=np.asarray(m["scaler"]["std"], dtype=np.float64),
-            threshold=float(m["threshold"]["threshold"]),
-            scorer=Scorer(bundle.module),
+            channels=list(m.channels),
+            period_seconds=m.period_seconds,
+            window_size=m.window_size,
+            stride=m.stride,
+            filters=[FilterConfig(**f) for f in m.filters],
+            mean=np.asarray(m.scaler_mean, dtype=np.float64),
+            std=np.asarray(m.scaler_std, dtype=np.float64),
+            threshold=m.threshold,
+            scorer=AutoencoderScorer(bundle.module),
             manifest=m,
-            alignment=str(m.get("alignment", "bucket")),  # absent in bundles before alignment choices
-            context=list(m.get("context", [])),
+            alignment=m.alignment,
+            context=list(m.context),
         )
 
     def compatible_with(self, other: ScoringModel) -> bool:

@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from paho.mqtt.client import _InPacket
 
     from monitor.io.metrics import Metrics
+    from monitor.io.sources import Source
 
     _ClientMixin = mqtt.Client  # for the checker, a mixin of Client sees Client's attributes
 else:
@@ -476,10 +477,14 @@ def _fast_client_ok(client: mqtt.Client) -> tuple[bool, str]:
 class MQTTIngest:
     """Subscribes to every topic rule and hands decoded readings to `out_queue`.
 
+    A `monitor.io.sources.Source` (contract: tests/test_contracts.py).
+
     `on_state(connected: bool, detail: str)` is called on every connect/disconnect;
     `raw_tap(RawMessage)` on every message (e.g. the recorder). Both run in paho's
     thread: keep them fast; their exceptions are swallowed, counted and logged.
     """
+
+    name = "mqtt"
 
     def __init__(
         self,
@@ -908,3 +913,7 @@ class MQTTIngest:
                 self._drops_since_log,
             )
             self._drops_since_log = 0
+
+
+if TYPE_CHECKING:  # mypy proves the declared interface holds
+    _SOURCES: tuple[type[Source], ...] = (MQTTIngest,)

@@ -1,12 +1,20 @@
-"""Alert sinks: where state changes go (MQTT, the log, Alertmanager).
+"""Alert sinks: where state changes go (MQTT, the log, Alertmanager, a file).
 
-A sink's `send` must not block the scoring thread for long and must not raise: a sink
-that fails counts the failure and logs it. The Alertmanager sink posts from its own
-thread through a bounded queue.
+The `Sink` contract (tests/test_contracts.py runs it against every sink here):
+
+* ``send(alert)`` accepts a firing or resolved alert and returns without blocking the
+  scoring thread for long; it never raises: a failing downstream (broker, HTTP endpoint,
+  disk) is counted (``failures``, and ``on_error`` when given) and logged, and the sink
+  delivers again once the downstream recovers;
+* ``close()`` releases what the sink holds, may be called twice, and a ``send`` after it
+  does not raise (the alert is counted as dropped where the sink counts).
+
+The Alertmanager sink posts from its own thread through a bounded queue.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import queue
@@ -17,14 +25,18 @@ import urllib.request
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from monitor.core.types import Alert
 
 log = logging.getLogger(__name__)
+_MQTT_ERR_NO_CONN = 4  # paho.mqtt.enums.MQTTErrorCode.MQTT_ERR_NO_CONN (not imported: sinks stay paho-free)
 
 
+@runtime_checkable
 class Sink(Protocol):
+    """Where alert state changes go (contract in the module docstring)."""
+
     name: str
 
     def send(self, alert: Alert) -> None: ...
@@ -46,15 +58,36 @@ class MQTTSink:
     name = "mqtt"
 
     def __init__(
-        self, publish: Callable[[str, bytes, int, bool], object], topic: str, qos: int = 1, retain: bool = False
+        self,
+        publish: Callable[[str, bytes, int, bool], object],
+        topic: str,
+        qos: int = 1,
+        retain: bool = False,
+        on_error: Callable[[], None] | None = None,
     ):
         self.publish = publish
         self.topic = topic
         self.qos = qos
         self.retain = retain
+        self.on_error = on_error
+        self.failures = 0
 
     def send(self, alert: Alert) -> None:
-        self.publish(self.topic.format(stream=alert.stream), alert_json(alert), self.qos, self.retain)
+        topic = self.topic.format(stream=alert.stream)
+        try:
+            info = self.publish(topic, alert_json(alert), self.qos, self.retain)
+        except Exception as exc:  # a closed client, a bad topic: count, never break the scoring thread
+            self._failed(topic, f"{type(exc).__name__}: {exc}")
+            return
+        rc = getattr(info, "rc", 0)  # paho's MQTTMessageInfo: 0 queued or sent
+        if rc not in (0, None) and not (rc == _MQTT_ERR_NO_CONN and self.qos > 0):  # QoS >= 1 waits for reconnect
+            self._failed(topic, f"publish rc {rc}")
+
+    def _failed(self, topic: str, why: str) -> None:
+        self.failures += 1
+        if self.on_error:
+            self.on_error()
+        log.error("alert publish to %s failed: %s", topic, why)
 
     def close(self) -> None:
         pass
@@ -129,6 +162,11 @@ class AlertmanagerSink:
         return item
 
     def send(self, alert: Alert) -> None:
+        if self._stop.is_set():  # closed: nothing would post it
+            self.dropped += 1
+            if self.on_error:
+                self.on_error()
+            return
         try:
             self.queue.put_nowait(alert)
         except queue.Full:
@@ -167,6 +205,8 @@ class AlertmanagerSink:
 
     def close(self, timeout: float = 5.0) -> None:
         self._stop.set()
+        with contextlib.suppress(queue.Full):
+            self.queue.put_nowait(None)  # wakes the thread now instead of at its next poll
         self._thread.join(timeout)
 
 
@@ -209,3 +249,6 @@ class MemorySink:
 
     def close(self) -> None:
         pass
+
+
+_SINKS: tuple[type[Sink], ...] = (MQTTSink, LogSink, AlertmanagerSink, JSONLinesSink, MemorySink)  # mypy: all conform

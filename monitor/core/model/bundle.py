@@ -4,8 +4,8 @@ Layout of a models directory::
 
     models/
       20260101T120000Z-1a2b3c4d/   one bundle per version
-        manifest.json               format_version, version, channels, scaler, architecture,
-                                    threshold, weights_file, weights_sha256, tensors, ...
+        manifest.json               a `Manifest` (monitor/core/model/manifest.py): format_version,
+                                    version, channels, scaler, architecture, threshold, weights, ...
         weights.pt                  torch.save of a plain {name: tensor} state dict
         report.json, *.png          optional extra files
       current -> 20260101T120000Z-1a2b3c4d   (symlink; a pointer file holding the name is read too)
@@ -26,92 +26,81 @@ import os
 import re
 import secrets
 import shutil
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from monitor.core.config import ALIGNMENTS, CONTEXT_FEATURES
+from monitor.core.model.manifest import FORMAT_VERSION, Manifest, ManifestError
 from monitor.core.model.nets import build_from_spec
+from monitor.core.model.registry import (
+    _VERSION_RE,
+    CURRENT,
+    MANIFEST,
+    TMP_PREFIX,
+    BundleError,
+    BundleInfo,
+    _check_version_name,
+    _fsync_dir,
+    current_bundle_path,
+    list_bundles,
+    read_manifest,
+    remove_stale_temp_dirs,
+    set_current,
+)
 from monitor.core.types import FloatArray
 
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
 WEIGHTS = "weights.pt"
-CURRENT = "current"
-TMP_PREFIX = ".tmp-"
-REQUIRED_KEYS = (
-    "format_version",
-    "version",
-    "channels",
-    "window_size",
-    "stride",
-    "period_seconds",
-    "scaler",
-    "architecture",
-    "threshold",
-    "weights_file",
-    "weights_sha256",
-)
-_MAX_MANIFEST_BYTES = 16 * 1024 * 1024
-_VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-
-
-class BundleError(Exception):
-    """A bundle cannot be written or is not safe/valid to use; the message says which file and why."""
+__all__ = [
+    "CURRENT",
+    "MANIFEST",
+    "Bundle",
+    "BundleError",
+    "BundleInfo",
+    "current_bundle_path",
+    "list_bundles",
+    "load_bundle",
+    "read_manifest",
+    "remove_stale_temp_dirs",
+    "save_bundle",
+    "set_current",
+]
 
 
 @dataclass(frozen=True)
 class Bundle:
     path: Path  # the bundle directory (resolved, so a moved `current` is a different path)
-    manifest: dict[str, Any]
+    manifest: Manifest
     module: nn.Module  # cpu, eval mode
     version: str
 
     @property
     def channels(self) -> list[str]:
-        return list(self.manifest["channels"])
+        return list(self.manifest.channels)
 
     @property
     def window_size(self) -> int:
-        return int(self.manifest["window_size"])
+        return self.manifest.window_size
 
     @property
     def threshold(self) -> float:
-        return float(self.manifest["threshold"]["threshold"])
+        return self.manifest.threshold
 
     @property
     def scaler_mean(self) -> FloatArray:
-        return np.asarray(self.manifest["scaler"]["mean"], dtype=np.float64)
+        return np.asarray(self.manifest.scaler_mean, dtype=np.float64)
 
     @property
     def scaler_std(self) -> FloatArray:
-        return np.asarray(self.manifest["scaler"]["std"], dtype=np.float64)
-
-
-class BundleInfo(NamedTuple):
-    version: str
-    path: Path
-    created_at: str | None
-    is_current: bool
-    error: str | None  # why the manifest could not be read, else None
+        return np.asarray(self.manifest.scaler_std, dtype=np.float64)
 
 
 # --------------------------------------------------------------------------- saving
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_file(path: Path, data: bytes) -> None:
@@ -156,35 +145,19 @@ def _plain_state_dict(state_dict: Mapping[Any, Any]) -> dict[str, torch.Tensor]:
     return out
 
 
-def _check_version_name(version: str) -> None:
-    if not isinstance(version, str) or not _VERSION_RE.match(version) or version == CURRENT:
-        raise BundleError(
-            f"bundle version {version!r} is not a safe directory name; use letters, digits, '.', '_', '-'"
-        )
-
-
-def remove_stale_temp_dirs(models_dir: Path, max_age_seconds: float = 3600.0) -> list[Path]:
-    """Delete ``.tmp-*`` directories older than `max_age_seconds` (left by crashed saves)."""
-    removed = []
-    now = time.time()
-    for entry in Path(models_dir).glob(TMP_PREFIX + "*"):
-        try:
-            if entry.is_dir() and not entry.is_symlink() and now - entry.stat().st_mtime > max_age_seconds:
-                shutil.rmtree(entry, ignore_errors=True)
-                removed.append(entry)
-        except OSError:
-            continue
-    return removed
-
-
 def save_bundle(
     models_dir: Path,
-    manifest: dict[str, Any],
+    manifest: Mapping[str, Any],
     state_dict: Mapping[str, torch.Tensor],
     extra_files: dict[str, bytes] | None = None,
     make_current: bool = True,
 ) -> Path:
-    """Write a bundle atomically (temp dir, fsync, rename) and optionally point `current` at it."""
+    """Write a bundle atomically (temp dir, fsync, rename) and optionally point `current` at it.
+
+    `manifest` holds what training knows (channels, scaler, architecture, threshold, ...,
+    as `Manifest.to_json` names them); the version, created time and the weights' facts
+    are filled in here, and the result must pass `Manifest.from_json` before anything is written.
+    """
     models_dir = Path(models_dir)
     models_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temp_dirs(models_dir)
@@ -218,15 +191,22 @@ def save_bundle(
             "format_version": FORMAT_VERSION,
             "version": version,
             "created_at": now.isoformat().replace("+00:00", "Z"),
-            "weights_file": WEIGHTS,
-            "weights_sha256": sha,
-            "weights_bytes": len(weights),
-            "tensors": {
-                k: {"shape": list(v.shape), "dtype": str(v.dtype).replace("torch.", "")} for k, v in tensors.items()
+            "weights": {
+                "file": WEIGHTS,
+                "sha256": sha,
+                "bytes": len(weights),
+                "tensors": {
+                    k: {"shape": list(v.shape), "dtype": str(v.dtype).replace("torch.", "")} for k, v in tensors.items()
+                },
             },
         }
     )
-    manifest_data = _manifest_bytes(full)
+    plain = json.loads(json.dumps(full, default=_json_default))  # numpy -> python first
+    try:
+        typed = Manifest.from_json(_finite_json(plain), "manifest to save")
+    except ManifestError as exc:
+        raise BundleError(str(exc)) from None
+    manifest_data = _manifest_bytes(typed.to_json())
 
     tmp = models_dir / f"{TMP_PREFIX}{version}-{secrets.token_hex(4)}"
     final = models_dir / version
@@ -243,150 +223,11 @@ def save_bundle(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if make_current:
-        set_current(models_dir, version)
+        set_current(models_dir, version, action="train")
     return final
 
 
-def set_current(models_dir: Path, version: str) -> None:
-    """Atomically point ``models_dir/current`` at bundle `version` (promote / roll back)."""
-    models_dir = Path(models_dir)
-    _check_version_name(version)
-    if not (models_dir / version / MANIFEST).is_file():
-        raise BundleError(f"{models_dir / version} is not a bundle (no {MANIFEST})")
-    link = models_dir / f".current-{secrets.token_hex(4)}"
-    os.symlink(version, link)  # relative: the models dir can be moved or mounted elsewhere
-    try:
-        os.replace(link, models_dir / CURRENT)
-    except OSError as exc:
-        os.unlink(link)
-        raise BundleError(f"cannot replace {models_dir / CURRENT}: {exc.strerror}") from None
-    _fsync_dir(models_dir)
-
-
 # --------------------------------------------------------------------------- loading
-
-
-def current_bundle_path(models_dir: Path) -> Path | None:
-    """The resolved directory `current` points at, or None when there is no valid pointer."""
-    models_dir = Path(models_dir)
-    pointer = models_dir / CURRENT
-    if pointer.is_symlink():
-        target = pointer.resolve()
-    elif pointer.is_file():  # pointer file holding a version name
-        try:
-            name = pointer.read_text().strip()
-        except OSError:
-            return None
-        if not _VERSION_RE.match(name):
-            return None
-        target = (models_dir / name).resolve()
-    else:
-        return None
-    return target if target.is_dir() else None
-
-
-def list_bundles(models_dir: Path) -> list[BundleInfo]:
-    """Bundles in `models_dir` (temp dirs and the pointer excluded), oldest first."""
-    models_dir = Path(models_dir)
-    if not models_dir.is_dir():
-        return []
-    current = current_bundle_path(models_dir)
-    infos = []
-    for entry in models_dir.iterdir():
-        if entry.name.startswith(".") or entry.name == CURRENT or entry.is_symlink() or not entry.is_dir():
-            continue
-        created, error = None, None
-        try:
-            created = _read_manifest(entry).get("created_at")
-        except BundleError as exc:
-            error = str(exc)
-        infos.append(BundleInfo(entry.name, entry, created, entry.resolve() == current, error))
-    return sorted(infos, key=lambda i: (i.created_at or "", i.version))
-
-
-def _read_manifest(bundle_dir: Path) -> dict[str, Any]:
-    path = bundle_dir / MANIFEST
-    try:
-        size = path.stat().st_size
-        if size > _MAX_MANIFEST_BYTES:
-            raise BundleError(f"{path}: {size} bytes is too large for a manifest")
-        manifest = json.loads(path.read_bytes())
-    except FileNotFoundError:
-        raise BundleError(f"{path}: missing; {bundle_dir} is not a complete bundle") from None
-    except OSError as exc:
-        raise BundleError(f"{path}: cannot read: {exc.strerror}") from None
-    except ValueError as exc:
-        raise BundleError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(manifest, dict):
-        raise BundleError(f"{path}: expected a JSON object")
-    return manifest
-
-
-def _validate_manifest(manifest: dict[str, Any], path: Path) -> None:
-    missing = [k for k in REQUIRED_KEYS if k not in manifest]
-    if missing:
-        raise BundleError(f"{path}: missing key(s) {', '.join(missing)}")
-    if manifest["format_version"] != FORMAT_VERSION:
-        raise BundleError(
-            f"{path}: unsupported format_version {manifest['format_version']!r}; this monitor reads "
-            f"{FORMAT_VERSION} (retrain, or upgrade monitor)"
-        )
-    channels = manifest["channels"]
-    if not isinstance(channels, list) or not channels or not all(isinstance(c, str) for c in channels):
-        raise BundleError(f"{path}: channels must be a non-empty list of names")
-    scaler = manifest["scaler"]
-    if not isinstance(scaler, dict):
-        raise BundleError(f"{path}: scaler must be an object with mean and std")
-    for key in ("mean", "std"):
-        values = scaler.get(key)
-        if not isinstance(values, list) or len(values) != len(channels):
-            raise BundleError(
-                f"{path}: scaler.{key} must list one number per channel ({len(channels)}), "
-                f"got {len(values) if isinstance(values, list) else values!r}"
-            )
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
-            raise BundleError(f"{path}: scaler.{key} must hold finite numbers")
-    if any(v <= 0 for v in scaler["std"]):
-        raise BundleError(f"{path}: scaler.std must be > 0")
-    for key, minimum in (("window_size", 2), ("stride", 1)):
-        value = manifest[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise BundleError(f"{path}: {key} must be an integer >= {minimum}, got {value!r}")
-    period = manifest["period_seconds"]
-    if isinstance(period, bool) or not isinstance(period, (int, float)) or not period > 0:
-        raise BundleError(f"{path}: period_seconds must be a number > 0, got {period!r}")
-    threshold = manifest["threshold"]
-    value = threshold.get("threshold") if isinstance(threshold, dict) else None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
-        raise BundleError(f"{path}: threshold.threshold must be a finite number > 0, got {value!r}")
-    arch = manifest["architecture"]
-    if not isinstance(arch, dict):
-        raise BundleError(f"{path}: architecture must be an object")
-    context = manifest.get("context", [])  # absent in bundles before model.context
-    if not isinstance(context, list) or not all(c in CONTEXT_FEATURES for c in context):
-        raise BundleError(f"{path}: context must list features of {', '.join(CONTEXT_FEATURES)}, got {context!r}")
-    if arch.get("n_context", 0) != 2 * len(context):
-        raise BundleError(
-            f"{path}: architecture.n_context is {arch.get('n_context', 0)!r} but context lists "
-            f"{len(context)} feature(s) (two channels each)"
-        )
-    if arch.get("n_channels") != len(channels) + 2 * len(context):
-        raise BundleError(
-            f"{path}: architecture.n_channels is {arch.get('n_channels')!r} but channels lists {len(channels)}"
-            + (f" and context adds {2 * len(context)}" if context else "")
-        )
-    alignment = manifest.get("alignment", "bucket")
-    if alignment not in ALIGNMENTS:
-        raise BundleError(f"{path}: alignment must be bucket, nearest or interpolate, got {alignment!r}")
-    if arch.get("window_size") != manifest["window_size"]:
-        raise BundleError(
-            f"{path}: architecture.window_size {arch.get('window_size')!r} != window_size {manifest['window_size']}"
-        )
-    weights_file = manifest["weights_file"]
-    if not isinstance(weights_file, str) or "/" in weights_file or "\\" in weights_file or weights_file.startswith("."):
-        raise BundleError(f"{path}: weights_file must be a plain file name inside the bundle, got {weights_file!r}")
-    if not isinstance(manifest["weights_sha256"], str) or not re.fullmatch(r"[0-9a-f]{64}", manifest["weights_sha256"]):
-        raise BundleError(f"{path}: weights_sha256 must be 64 lowercase hex digits")
 
 
 def _resolve_bundle_dir(path: Path) -> Path:
@@ -408,27 +249,26 @@ def load_bundle(path: Path) -> Bundle:
     """Verify and load a bundle directory, or the bundle `current` selects in a models directory."""
     bundle_dir = _resolve_bundle_dir(path)
     manifest_path = bundle_dir / MANIFEST
-    manifest = _read_manifest(bundle_dir)
-    _validate_manifest(manifest, manifest_path)
+    manifest = read_manifest(bundle_dir)
 
-    weights_path = bundle_dir / manifest["weights_file"]
+    weights_path = bundle_dir / manifest.weights.file
     try:
         data = weights_path.read_bytes()
     except FileNotFoundError:
         raise BundleError(f"{weights_path}: missing") from None
     except OSError as exc:
         raise BundleError(f"{weights_path}: cannot read: {exc.strerror}") from None
-    expected_size = manifest.get("weights_bytes")
-    if isinstance(expected_size, int) and len(data) != expected_size:
+    expected_size = manifest.weights.bytes
+    if expected_size is not None and len(data) != expected_size:
         raise BundleError(
             f"{weights_path}: {len(data)} bytes but the manifest says {expected_size} "
             f"({'truncated' if len(data) < expected_size else 'replaced or appended to'}); re-copy or retrain"
         )
     digest = hashlib.sha256(data).hexdigest()
-    if digest != manifest["weights_sha256"]:
+    if digest != manifest.weights.sha256:
         raise BundleError(
             f"{weights_path}: sha256 mismatch (file {digest[:16]}..., manifest "
-            f"{manifest['weights_sha256'][:16]}...); the weights were changed or corrupted"
+            f"{manifest.weights.sha256[:16]}...); the weights were changed or corrupted"
         )
     try:
         tensors = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
@@ -446,7 +286,7 @@ def load_bundle(path: Path) -> Bundle:
         raise BundleError(f"{weights_path}: expected a mapping of names to tensors")
 
     try:
-        module = build_from_spec(manifest["architecture"])
+        module = build_from_spec(manifest.architecture)
     except ValueError as exc:
         raise BundleError(f"{manifest_path}: {exc}") from None
     _check_shapes(module, tensors, weights_path)
@@ -454,7 +294,7 @@ def load_bundle(path: Path) -> Bundle:
     module.float().eval()
     for p in module.parameters():
         p.requires_grad_(False)
-    return Bundle(path=bundle_dir, manifest=manifest, module=module, version=str(manifest["version"]))
+    return Bundle(path=bundle_dir, manifest=manifest, module=module, version=manifest.version)
 
 
 def _check_shapes(module: nn.Module, tensors: dict[str, torch.Tensor], weights_path: Path) -> None:

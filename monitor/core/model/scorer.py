@@ -11,11 +11,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from monitor.core.interfaces import Scorer as ScorerProtocol
 from monitor.core.types import Float32Array
 
 
-class Scorer:
-    """Wraps an autoencoder for inference on (B, W, C) float32 standardized windows."""
+class AutoencoderScorer:
+    """Wraps an autoencoder for inference on (B, W, C) float32 standardized windows.
+
+    Implements `monitor.core.interfaces.Scorer` (contract: tests/test_contracts.py) for
+    every architecture of `nets.py`, with or without context channels and "channel_max".
+    """
 
     def __init__(self, module: nn.Module, device: str | torch.device = "cpu", chunk_values: int = 65_536):
         self.device = torch.device(device)
@@ -92,3 +97,7 @@ class Scorer:
             if self.device.type != "cpu":
                 raw, per_channel, last = raw.cpu(), per_channel.cpu(), last.cpu()
             return raw.numpy(), per_channel.numpy(), last.contiguous().numpy()
+
+
+Scorer = AutoencoderScorer  # the class's name before `monitor.core.interfaces.Scorer` named the protocol
+_CONFORMS: type[ScorerProtocol] = AutoencoderScorer  # mypy proves the declared interface holds
