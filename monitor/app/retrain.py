@@ -38,7 +38,6 @@ error (bad data, training failure).
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import logging
 import math
@@ -46,20 +45,26 @@ import shutil
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from monitor.app.backtest import run_backtest
-from monitor.app.exclude import exclude_spans, spans_from_alerts
-from monitor.app.training import StreamData, group_training_data, load_training_data, train_bundle
+from monitor.app.exclusions import Exclusions, exclude_for_retrain, exclude_spans_of
+from monitor.app.gates import (
+    CanarySettings,
+    canary_check,
+    episode_check,
+    plan_canaries,
+    run_canaries,
+    run_episodes,
+    score_slice,
+    threshold_check,
+    time_slice,
+)
+from monitor.app.training import group_training_data, load_training_data, train_bundle
 from monitor.core.config import DEFAULT_GROUP, EXIT_CONFIG, Config, ConfigError, load_config
-from monitor.core.fleet import Fleet, GroupResult
 from monitor.core.pipeline import ScoringModel
-from monitor.core.runner import Runner
-from monitor.core.types import Alert, Score
-from monitor.io.recording import ALERTS_FILE
 from monitor.io.retrain_status import TEXTFILE_NAME, read_textfile, write_textfile
 
 log = logging.getLogger(__name__)
@@ -82,7 +87,7 @@ def _filter_recent(data: list, max_age_hours: float) -> list:
         if newest is None:
             continue
         cut = newest - max_age_hours * 3600.0
-        out.append(_time_slice(sd, lo=cut))
+        out.append(time_slice(sd, lo=cut))
     return out
 
 
@@ -91,17 +96,6 @@ def _newest(sd) -> float | None:
     if sd.readings:
         ts.append(max(r.timestamp for r in sd.readings))
     return max(ts) if ts else None
-
-
-def _time_slice(sd, lo: float = -math.inf, hi: float = math.inf):
-    """The part of a StreamData with lo <= timestamp < hi."""
-    out = StreamData(sd.stream, list(sd.channels))
-    if sd.timestamps is not None:
-        keep = (sd.timestamps >= lo) & (sd.timestamps < hi)
-        out.timestamps = sd.timestamps[keep]
-        out.values = sd.values[keep]
-    out.readings = [r for r in sd.readings if lo <= r.timestamp < hi]
-    return out
 
 
 def split_holdout(data: list, fraction: float) -> tuple[list, list]:
@@ -114,8 +108,8 @@ def split_holdout(data: list, fraction: float) -> tuple[list, list]:
         if len(times) == 0:
             continue
         cut = float(np.quantile(np.sort(times), 1.0 - fraction))
-        train.append(_time_slice(sd, hi=cut))
-        hold.append(_time_slice(sd, lo=cut))
+        train.append(time_slice(sd, hi=cut))
+        hold.append(time_slice(sd, lo=cut))
     return train, hold
 
 
@@ -185,53 +179,14 @@ def evaluate_model(cfg: Config, model, holdout: list, group: str | None = None) 
     the settings of `group`, default the first)."""
     ev = Evaluation(model.version)
     for sd in holdout:
-        if sd.timestamps is not None and len(sd.timestamps):
-            order = np.argsort(sd.timestamps, kind="stable")
-            res = run_backtest(
-                replace(cfg, data=replace(cfg.data, stream=sd.stream)),
-                sd.timestamps[order],
-                sd.values[order],
-                list(sd.channels),
-                model,
-                group=group or (cfg.groups[0].name if cfg.groups else None),
-            )
-            has = np.flatnonzero(~np.isnan(res.score))
-            if has.size:
-                tail_scores = res.score[has[0] :]
-                tail_contrib = res.contributions[has[0] :]
-                bad = ~np.isfinite(tail_scores) | ~np.all(np.isfinite(tail_contrib), axis=1)
-                ev.nonfinite += int(bad.sum())
-                ev.scored += int(tail_scores.size)
-                ev.alerting += int(res.alert[has[0] :].sum())
-                ev._scores.extend(tail_scores.tolist())
-            ev.alerts_fired += sum(1 for a in res.alerts if a.state == "firing")
-        if sd.readings:
-            scores: list[Score] = []
-            alerts: list[Alert] = []
-            fleet = Fleet.single(model, cfg.fleet()[0] if not cfg.groups else cfg.group(group or cfg.groups[0].name))
-            runner = Runner(fleet, on_scores=functools.partial(_extend, scores), on_alert=alerts.append)
-            ordered = sorted(sd.readings, key=lambda r: r.timestamp)
-            for at in range(0, len(ordered), 256):
-                runner.feed(ordered[at : at + 256])
-            runner.finish()
-            changes = {(al.stream, al.started_at if al.state == "firing" else al.ended_at): al.state for al in alerts}
-            firing: dict[str, bool] = {}
-            for sc in scores:
-                state = changes.get((sc.stream, sc.timestamp))
-                if state is not None:
-                    firing[sc.stream] = state == "firing"
-                ok = math.isfinite(sc.score) and bool(np.all(np.isfinite(sc.channel_scores)))
-                ev.nonfinite += 0 if ok else 1
-                ev.scored += 1
-                ev.alerting += int(firing.get(sc.stream, False))
-                ev._scores.append(sc.score)
-            ev.alerts_fired += sum(1 for a in alerts if a.state == "firing")
+        run = score_slice(cfg, model, sd, group)
+        ev.nonfinite += run.nonfinite
+        ev.scored += len(run.times)
+        ev.alerting += int(run.alerting.sum())
+        ev.alerts_fired += run.alerts_fired
+        ev._scores.extend(run.scores.tolist())
     ev.finite = ev.nonfinite == 0
     return ev._finish()
-
-
-def _extend(scores: list[Score], result: GroupResult) -> None:
-    scores.extend(result.scores)
 
 
 # --------------------------------------------------------------------------- gate
@@ -295,6 +250,49 @@ def _fmt(x: float) -> str:
     return "nan" if not math.isfinite(x) else f"{x:.4g}"
 
 
+def _detection_checks(
+    cfg: Config,
+    group: str,
+    cand: ScoringModel | None,
+    cur: ScoringModel | None,
+    holdout: list,
+    ex: Exclusions,
+    cs: CanarySettings,
+    max_factor: float,
+    allow_jump: bool,
+) -> list[dict]:
+    """Canary detection, threshold jump and past episodes (`monitor.app.gates`)."""
+    if cand is None:
+        return [{"check": "canary_detection", "passed": False, "detail": "the candidate could not be loaded"}]
+    cp = plan_canaries(holdout, cand, cs)
+    cand_c = run_canaries(cfg, cand, cp, group) if cp else None
+    cur_c = None
+    if cp is not None and cur is not None:
+        try:
+            cur_c = run_canaries(cfg, cur, cp, group)
+        except Exception as exc:  # other channels: not comparable
+            log.info("the current model cannot score the canaries: %s", exc)
+    check = canary_check(cand_c, cur_c, cs)
+    if cp is not None:
+        check["stream"] = cp.stream
+        check["canaries"] = cp.describe()
+    tail = 2 * cand.window_size * cand.period_seconds
+    with_data = [e for e in ex.episodes if e.data]
+    without = [e.alert_id for e in ex.episodes if not e.data]
+    cand_e = run_episodes(cfg, cand, with_data, group, tail)
+    cur_e = None
+    if cur is not None and with_data:
+        try:
+            cur_e = run_episodes(cfg, cur, with_data, group, tail)
+        except Exception as exc:
+            log.info("the current model cannot replay the past episodes: %s", exc)
+    return [
+        check,
+        threshold_check(cand.threshold, cur.threshold if cur is not None else None, max_factor, allow_jump),
+        episode_check(cand_e, cur_e, without),
+    ]
+
+
 # --------------------------------------------------------------------------- command
 
 
@@ -332,11 +330,35 @@ def run_retrain(args: argparse.Namespace) -> int:
         for name, value in (("--max-false-alarm-rate", settings.max_false_alarm_rate), ("--margin", settings.margin)):
             if not (math.isfinite(value) and value >= 0):
                 raise ConfigError(name, f"must be a number >= 0, got {value}")
+        rs = cfg.retrain
+        cs = CanarySettings(
+            rs.canaries_per_kind,
+            rs.canary_seed,
+            rs.canary_margin if args.canary_margin is None else args.canary_margin,
+            rs.canary_floor if args.canary_floor is None else args.canary_floor,
+        )
+        max_factor = rs.max_threshold_factor if args.max_threshold_factor is None else args.max_threshold_factor
+        allow_jump = bool(args.allow_threshold_jump or rs.allow_threshold_jump)
+        if not 0 <= cs.floor <= 1:
+            raise ConfigError("--canary-floor", f"must be in [0, 1], got {cs.floor}")
+        if not cs.margin >= 0:
+            raise ConfigError("--canary-margin", f"must be >= 0, got {cs.margin}")
+        if not max_factor >= 1:
+            raise ConfigError("--max-threshold-factor", f"must be >= 1, got {max_factor}")
+        verdict["settings"].update(
+            canary_floor=cs.floor,
+            canary_margin=cs.margin,
+            canaries_per_kind=cs.per_kind,
+            max_threshold_factor=max_factor,
+            allow_threshold_jump=allow_jump,
+        )
         data = _filter_recent(load(args.data), args.max_age_hours)
-        verdict["excluded"] = _exclude_alerting(data, cfg, args)
+        ex = exclude_for_retrain(data, cfg, args.data, args.exclude_alerts, args.no_exclusions)
+        verdict["excluded"] = ex.info
+        verdict["labels"] = ex.labels
         if args.holdout:
             train_data, holdout = data, _filter_recent(load(args.holdout), 0)
-            _exclude_alerting(holdout, cfg, args)
+            exclude_spans_of(holdout, ex)
             verdict["holdout"] = {"source": "files", "paths": [str(p) for p in args.holdout]}
         else:
             if not 0 < args.holdout_fraction < 1:
@@ -361,24 +383,33 @@ def run_retrain(args: argparse.Namespace) -> int:
             "path": str(cand_path),
             "threshold": outcome.manifest["threshold"]["threshold"],
         }
+        cand_model = None
         try:
-            cand_ev = evaluate_model(cfg, ScoringModel.from_bundle(load_bundle(cand_path)), holdout, group)
+            cand_model = ScoringModel.from_bundle(load_bundle(cand_path))
+            cand_ev = evaluate_model(cfg, cand_model, holdout, group)
         except Exception as exc:
             cand_ev = Evaluation(cand_path.name, error=f"{type(exc).__name__}: {exc}", finite=False)
         verdict["candidate"].update(cand_ev.as_dict())
 
-        current_ev = None
+        current_ev, cur_model = None, None
         current = current_bundle_path(models_dir)
         if current is not None and current.resolve() != cand_path.resolve():
             try:
-                current_ev = evaluate_model(cfg, ScoringModel.from_bundle(load_bundle(current)), holdout, group)
+                cur_model = ScoringModel.from_bundle(load_bundle(current))
+                current_ev = evaluate_model(cfg, cur_model, holdout, group)
             except Exception as exc:
                 current_ev = Evaluation(current.name, error=f"{type(exc).__name__}: {exc}")
+                cur_model = None
             verdict["current"] = current_ev.as_dict()
+            if cur_model is not None:
+                verdict["current"]["threshold"] = cur_model.threshold
         else:
             verdict["current"] = None
 
         passed, checks = gate(cand_ev, current_ev, settings)
+        checks.insert(0, ex.check)
+        checks += _detection_checks(cfg, group, cand_model, cur_model, holdout, ex, cs, max_factor, allow_jump)
+        passed = all(c["passed"] for c in checks)
         verdict["checks"] = checks
         verdict["passed"] = passed
         if passed:
@@ -415,9 +446,11 @@ def run_retrain(args: argparse.Namespace) -> int:
         "monitor_retrain_candidate_false_alarm_rate": _nan((verdict.get("candidate") or {}).get("false_alarm_rate")),
         "monitor_retrain_current_false_alarm_rate": _nan((verdict.get("current") or {}).get("false_alarm_rate")),
         "monitor_retrain_last_exit_code": float(code),
+        **_detection_values(verdict),
     }
+    passed_checks = {c["check"]: 1.0 if c["passed"] else 0.0 for c in verdict.get("checks", [])}
     try:
-        write_textfile(textfile, values)
+        write_textfile(textfile, values, passed_checks)
         verdict["textfile"] = str(textfile)
     except OSError as exc:
         verdict["textfile_error"] = str(exc)
@@ -429,6 +462,8 @@ def _report(verdict: dict, code: int) -> int:
     """The verdict as one JSON line on stdout (the journal under systemd) plus a log summary."""
     sys.stdout.write(json.dumps(verdict, default=str) + "\n")  # the command's output
     sys.stdout.flush()
+    for c in verdict.get("checks", []):
+        log.info("retrain gate: %s %s: %s", c["check"], "passed" if c["passed"] else "FAILED", c["detail"])
     if code == EXIT_PROMOTED:
         log.info("retrain: promoted %s", verdict["candidate"]["version"])
     elif code == EXIT_GATE_FAILED:
@@ -441,22 +476,22 @@ def _report(verdict: dict, code: int) -> int:
     return code
 
 
+def _detection_values(verdict: dict) -> dict[str, float]:
+    """The detection-power figures of the verdict, for the textfile."""
+    by = {c["check"]: c for c in verdict.get("checks", [])}
+    canary = by.get("canary_detection", {})
+    eps = by.get("past_episodes", {}).get("episodes", {})
+    return {
+        "monitor_retrain_candidate_canary_detection_rate": _nan((canary.get("candidate") or {}).get("rate")),
+        "monitor_retrain_current_canary_detection_rate": _nan((canary.get("current") or {}).get("rate")),
+        "monitor_retrain_threshold_ratio": _nan(by.get("threshold_jump", {}).get("ratio")),
+        "monitor_retrain_past_episodes": float(len(eps)),
+        "monitor_retrain_past_episodes_missed": float(sum(1 for e in eps.values() if not e["candidate"])),
+    }
+
+
 def _nan(x) -> float:
     return math.nan if x is None else float(x)
-
-
-def _exclude_alerting(data: list, cfg: Config, args: argparse.Namespace) -> dict:
-    """Leave out alerting periods: --exclude-alerts files, else the daemon's alerts.ndjson
-    found in the --data folders (written there when recording is on)."""
-    files = list(args.exclude_alerts or [])
-    if not files:
-        files = [Path(p) / ALERTS_FILE for p in args.data if (Path(p) / ALERTS_FILE).is_file()]
-    if not files:
-        return {"alert_files": [], "spans": 0, "removed": 0}
-    spans = spans_from_alerts(files)
-    period = cfg.stream.period_seconds if cfg.stream.period_seconds != "auto" else 1.0
-    removed = exclude_spans(data, spans, pad_seconds=cfg.model.window_size * period)
-    return {"alert_files": [str(f) for f in files], "spans": len(spans), "removed": removed}
 
 
 def _retrain_group(cfg: Config, name: str | None) -> str:
@@ -505,8 +540,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--exclude-alerts",
         nargs="+",
         metavar="FILE",
-        help="alert JSON lines whose firing..resolved spans are left out "
-        "(default: alerts.ndjson in the --data folders)",
+        help="alert logs (JSON lines) whose firing..resolved spans are left out and replayed "
+        "(default: alerts.ndjson in each --data folder / beside each --data file)",
+    )
+    p.add_argument(
+        "--no-exclusions",
+        action="store_true",
+        help="train on all of --data on purpose: no alert log needed, nothing left out, no past episodes",
+    )
+    p.add_argument(
+        "--allow-threshold-jump",
+        action="store_true",
+        help="promote even if the threshold moved more than the allowed factor (retrain.allow_threshold_jump)",
+    )
+    p.add_argument(
+        "--max-threshold-factor",
+        type=float,
+        help="candidate threshold within this factor of the current one (default retrain.max_threshold_factor, 5)",
+    )
+    p.add_argument(
+        "--canary-floor", type=float, help="least share of canaries to detect (default retrain.canary_floor, 0.5)"
+    )
+    p.add_argument(
+        "--canary-margin",
+        type=float,
+        help="may detect this share fewer canaries than the current model (default retrain.canary_margin, 0.15)",
     )
     p.add_argument("--keep-rejected", action="store_true", help="keep a candidate that failed the gate")
     p.add_argument("--no-plots", action="store_true", help="skip the training report's PNG plots")

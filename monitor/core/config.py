@@ -379,6 +379,32 @@ class RecordConfig:
     rotate_seconds: float = 3600.0
 
 
+@dataclass
+class RetrainConfig:
+    """The detection-power checks of `monitor retrain` (docs/decisions/0012-retrain-gates.md).
+
+    The candidate must detect at least `canary_floor` of the canary faults injected into
+    the newest held-out data, and no fewer than the serving model's share minus
+    `canary_margin`; its threshold must stay within `max_threshold_factor` of the serving
+    one's (either way) unless `allow_threshold_jump`.
+    """
+
+    canaries_per_kind: int = 2  # x 6 kinds
+    canary_seed: int = 0
+    canary_margin: float = 0.15
+    canary_floor: float = 0.5
+    max_threshold_factor: float = 5.0
+    allow_threshold_jump: bool = False
+
+    def __post_init__(self) -> None:
+        _positive("retrain.canaries_per_kind", self.canaries_per_kind)
+        _positive("retrain.canary_margin", self.canary_margin, allow_zero=True)
+        if not 0 <= self.canary_floor <= 1:
+            raise ConfigError("retrain.canary_floor", f"must be in [0, 1], got {self.canary_floor!r}")
+        if not self.max_threshold_factor >= 1:
+            raise ConfigError("retrain.max_threshold_factor", f"must be >= 1, got {self.max_threshold_factor!r}")
+
+
 GROUP_SECTIONS = ("stream", "filters", "model", "calibration", "alarm")
 """The sections a group may override; each inherits the top-level section (deep-merged)."""
 DEFAULT_GROUP = "default"
@@ -424,6 +450,7 @@ class Config:
     models: ModelsConfig = field(default_factory=ModelsConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     record: RecordConfig = field(default_factory=RecordConfig)
+    retrain: RetrainConfig = field(default_factory=RetrainConfig)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # Model groups; empty: one catch-all group "default" of the top-level sections whose
     # bundles live in models.dir itself (what a config without `groups:` always meant).
