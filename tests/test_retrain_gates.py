@@ -11,9 +11,11 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from monitor.app import cli, retrain
+from monitor.app.exclusions import exclude_for_retrain
 from monitor.app.gates import (
     CanarySettings,
     Episode,
@@ -24,14 +26,15 @@ from monitor.app.gates import (
     run_episodes,
     threshold_check,
 )
-from monitor.app.training import StreamData, train_bundle
+from monitor.app.training import StreamData, load_training_data, train_bundle
 from monitor.core.config import load_config
 from monitor.core.model.bundle import current_bundle_path, list_bundles, load_bundle
 from monitor.core.pipeline import ScoringModel
-from monitor.core.synthetic import CHANNELS, Fault, pump
+from monitor.core.synthetic import CHANNELS, Fault, pump, write_csv
 from monitor.core.types import RawMessage
-from monitor.io.alertlog import LABELS_FILE, find_alert_log, read_labels, write_label
+from monitor.io.alertlog import ALERTS_FILE, LABELS_FILE, find_alert_log, read_labels, write_label
 from monitor.io.recording import RecordingWriter, recording_files
+from monitor.io.sinks import JSONLinesSink
 
 CONFIG = """
 stream: {channels: [flow, pressure, current, vibration, temperature], period_seconds: 1.0, max_gap_seconds: 5}
@@ -278,3 +281,22 @@ def test_retrain_with_labels_excludes_the_confirmed_fault_and_must_detect_it(tmp
     episodes = _check(v, "past_episodes")["episodes"]
     assert episodes == {"fault-1": {"label": "confirmed", "candidate": True, "current": None}}
     assert _check(v, "alert_log")["passed"]
+
+
+def test_the_daemons_alert_log_exists_before_the_first_alert_and_an_empty_one_is_accepted(tmp_path):
+    rec = tmp_path / "recordings"
+    JSONLinesSink(rec / ALERTS_FILE)  # what the recording daemon starts with
+    assert (rec / ALERTS_FILE).read_text() == ""
+    cfg = load_config(_config(tmp_path))
+    t = _record(rec, 40, 1)
+    data = load_training_data([rec], cfg)
+    ex = exclude_for_retrain(data, cfg, [rec], None, no_exclusions=False)
+    assert ex.check["passed"] and ex.info["spans"] == 0
+    (rec / ALERTS_FILE).unlink()
+    ex = exclude_for_retrain(data, cfg, [rec], None, no_exclusions=False)
+    assert not ex.check["passed"] and "no alert log found" in ex.check["detail"]
+    ex = exclude_for_retrain(data, cfg, [rec], None, no_exclusions=True)
+    assert ex.check["passed"] and "--no-exclusions" in ex.check["detail"]
+    csv = tmp_path / "normal.csv"
+    write_csv(csv, t, np.zeros((len(t), 5)))
+    assert exclude_for_retrain(data, cfg, [csv], None, no_exclusions=False).check["passed"]  # CSV: none expected
