@@ -244,7 +244,11 @@ def cmd_record(args: argparse.Namespace) -> int:
     cfg = _config(args.config)
     setup_logging(args.log_level or cfg.log_level)
     recorder = Recorder(
-        args.out or cfg.record.dir, rotate_bytes=cfg.record.rotate_bytes, rotate_seconds=cfg.record.rotate_seconds
+        args.out or cfg.record.dir,
+        rotate_bytes=cfg.record.rotate_bytes,
+        rotate_seconds=cfg.record.rotate_seconds,
+        max_age_seconds=cfg.record.max_age_hours * 3600.0,
+        max_bytes=cfg.record.max_bytes,
     ).start()
 
     class _Discard(queue.Queue):

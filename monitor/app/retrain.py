@@ -65,6 +65,7 @@ from monitor.app.gates import (
 from monitor.app.training import group_training_data, load_training_data, train_bundle
 from monitor.core.config import DEFAULT_GROUP, EXIT_CONFIG, Config, ConfigError, load_config
 from monitor.core.pipeline import ScoringModel
+from monitor.io.recording import recording_files
 from monitor.io.retrain_status import TEXTFILE_NAME, read_textfile, write_textfile
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,33 @@ def _newest(sd) -> float | None:
     if sd.readings:
         ts.append(max(r.timestamp for r in sd.readings))
     return max(ts) if ts else None
+
+
+def window_files(paths: Sequence[str], max_age_hours: float) -> tuple[list[str], int]:
+    """--data with folders expanded and recordings last written more than `max_age_hours`
+    (+ a minute) before the newest one left out unread; (paths, files skipped).
+
+    A recording's data was received before its last write, so a file last written before
+    the cut holds nothing the time window would keep. CSV files are always read.
+    """
+    if max_age_hours <= 0:
+        return list(paths), 0
+    entries: list[tuple[str, float | None]] = []
+    for p in paths:
+        path = Path(p)
+        files = recording_files(path) if path.is_dir() else [path]
+        for f in files:
+            recorded = path.is_dir() or f.name.endswith((".jsonl", ".jsonl.gz", ".gz"))
+            try:
+                entries.append((str(f), f.stat().st_mtime if recorded else None))
+            except OSError:
+                entries.append((str(f), None))  # let the loader report it
+    newest = max((m for _, m in entries if m is not None), default=None)
+    if newest is None:
+        return [f for f, _ in entries], 0
+    cut = newest - max_age_hours * 3600.0 - 60.0
+    keep = [f for f, m in entries if m is None or m >= cut]
+    return keep, len(entries) - len(keep)
 
 
 def split_holdout(data: list, fraction: float) -> tuple[list, list]:
@@ -352,7 +380,12 @@ def run_retrain(args: argparse.Namespace) -> int:
             max_threshold_factor=max_factor,
             allow_threshold_jump=allow_jump,
         )
-        data = _filter_recent(load(args.data), args.max_age_hours)
+        max_age = rs.max_age_hours if args.max_age_hours is None else args.max_age_hours
+        if not max_age >= 0:
+            raise ConfigError("--max-age-hours", f"must be >= 0, got {max_age}")
+        paths, skipped = window_files(args.data, max_age)
+        verdict["window"] = {"max_age_hours": max_age, "files_read": len(paths), "files_skipped": skipped}
+        data = _filter_recent(load(paths), max_age)
         ex = exclude_for_retrain(data, cfg, args.data, args.exclude_alerts, args.no_exclusions)
         verdict["excluded"] = ex.info
         verdict["labels"] = ex.labels
@@ -519,7 +552,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="without --holdout: newest share of each stream held out (default 0.2)",
     )
     p.add_argument(
-        "--max-age-hours", type=float, default=0.0, help="use only the newest N hours of --data (default 0: all)"
+        "--max-age-hours",
+        type=float,
+        help="use only the newest N hours of --data; older recording files are not read "
+        "(default retrain.max_age_hours, 0: all)",
     )
     p.add_argument(
         "--max-false-alarm-rate",

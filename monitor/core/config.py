@@ -377,6 +377,14 @@ class RecordConfig:
     dir: str = "recordings"
     rotate_bytes: int = 64 * 1024 * 1024
     rotate_seconds: float = 3600.0
+    # retention, 0: keep everything. Oldest recordings first, never the open one; the
+    # alert log and labels are kept (monitor/io/retention.py)
+    max_age_hours: float = 0.0
+    max_bytes: int = 0
+
+    def __post_init__(self) -> None:
+        _positive("record.max_age_hours", self.max_age_hours, allow_zero=True)
+        _positive("record.max_bytes", self.max_bytes, allow_zero=True)
 
 
 @dataclass
@@ -389,6 +397,9 @@ class RetrainConfig:
     one's (either way) unless `allow_threshold_jump`.
     """
 
+    # read only recordings of the newest max_age_hours (0: all); files last written before
+    # that are not even opened. --max-age-hours overrides.
+    max_age_hours: float = 0.0
     canaries_per_kind: int = 2  # x 6 kinds
     canary_seed: int = 0
     canary_margin: float = 0.15
@@ -397,6 +408,7 @@ class RetrainConfig:
     allow_threshold_jump: bool = False
 
     def __post_init__(self) -> None:
+        _positive("retrain.max_age_hours", self.max_age_hours, allow_zero=True)
         _positive("retrain.canaries_per_kind", self.canaries_per_kind)
         _positive("retrain.canary_margin", self.canary_margin, allow_zero=True)
         if not 0 <= self.canary_floor <= 1:
