@@ -151,6 +151,10 @@ class Recorder:
             self._error("applying retention", exc)
             return
         self.stats["write_errors"] += res.errors
+        if self.on_error is not None:
+            for _ in range(res.errors):
+                with contextlib.suppress(Exception):
+                    self.on_error("deleting an old recording")
         if res.deleted_files:
             self.stats["deleted_files"] += res.deleted_files
             self.stats["deleted_bytes"] += res.deleted_bytes
