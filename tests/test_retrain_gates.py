@@ -300,3 +300,16 @@ def test_the_daemons_alert_log_exists_before_the_first_alert_and_an_empty_one_is
     csv = tmp_path / "normal.csv"
     write_csv(csv, t, np.zeros((len(t), 5)))
     assert exclude_for_retrain(data, cfg, [csv], None, no_exclusions=False).check["passed"]  # CSV: none expected
+
+
+def test_canary_segments_never_span_a_gap(models):
+    _, good, _, hold = models
+    keep = (hold.timestamps < hold.timestamps[330]) | (hold.timestamps >= hold.timestamps[360])  # a left-out span
+    gappy = StreamData(STREAM, list(CHANNELS), hold.timestamps[keep], hold.values[keep])
+    plan = plan_canaries([gappy], good, CanarySettings(), max_gap_seconds=5.0)
+    assert plan is not None and len(plan.segments) == 3
+    for seg in plan.segments:
+        assert len(seg.timestamps) == 128 and float(np.max(np.diff(seg.timestamps))) == 1.0
+    short = StreamData(STREAM, list(CHANNELS), hold.timestamps[:100], hold.values[:100])
+    assert plan_canaries([short], good, CanarySettings()) is None
+    assert "no contiguous stretch" in canary_check(None, None, CanarySettings())["detail"]

@@ -189,37 +189,46 @@ class CanaryPlan:
         return [c.as_dict(self.channels) for c in self.canaries]
 
 
-def plan_canaries(holdout: Sequence[StreamData], model: ScoringModel, settings: CanarySettings) -> CanaryPlan | None:
+def plan_canaries(
+    holdout: Sequence[StreamData], model: ScoringModel, settings: CanarySettings, max_gap_seconds: float = 0.0
+) -> CanaryPlan | None:
     """Canaries in the newest held-out data of the stream with the most of it (None: too little).
 
     A segment is 8 windows long: 3 windows of lead-in (the first window fills and the
     alarm settles), the canary over the next 4 windows, 1 window of tail. Segments are
-    cut back to back from the newest end, as many as the canaries need or the data has.
+    cut back to back from the newest end, as many as the canaries need, and only where
+    the data is contiguous (no gap over `max_gap_seconds`, or two periods, and at least
+    90 % of the rows a segment should have): a segment across a left-out alert span would
+    leave stale frames, no windows to score, and a canary nobody could detect.
     """
     best = max(holdout, key=lambda sd: len(times_of(sd)), default=None)
     if best is None:
         return None
-    t = times_of(best)
+    t = np.unique(times_of(best))
     if len(t) < 2:
         return None
     period = model.period_seconds
     win = model.window_size * period
     seg_len, lead, span = 8 * win, 3 * win, 4 * win
+    gap = max(max_gap_seconds, 2 * period)
     n_canaries = settings.per_kind * len(canaries.KINDS)
-    newest = float(t[-1]) + period
     spans: list[tuple[float, float]] = []
     segments: list[StreamData] = []
-    for j in range(n_canaries):
-        lo = newest - (j + 1) * seg_len
-        if lo < float(t[0]) - 0.5 * period:
-            break
-        seg = time_slice(best, lo, lo + seg_len)
-        segments.append(seg)
-        spans.append((lo + lead, lo + lead + span))
+    hi = float(t[-1]) + period
+    while len(segments) < n_canaries and hi - seg_len >= float(t[0]) - 0.5 * period:
+        lo = hi - seg_len
+        inside = t[(t >= lo) & (t < hi)]
+        edges = np.concatenate([[lo], inside, [hi - period]])
+        if len(inside) >= 0.9 * seg_len / period and float(np.max(np.diff(edges))) <= gap:
+            segments.append(time_slice(best, lo, hi))
+            spans.append((lo + lead, lo + lead + span))
+            hi = lo
+        else:
+            hi -= win  # slide past the gap
     if not segments:
         return None
     _, values = wide(best)
-    channels = [c for c in best.channels]
+    channels = list(best.channels)
     planned = canaries.plan(values, spans, per_kind=settings.per_kind, seed=settings.seed)
     return CanaryPlan(best.stream, planned, segments, win, channels)
 
@@ -253,7 +262,13 @@ def run_canaries(cfg: Config, model: ScoringModel, cp: CanaryPlan, group: str | 
 def canary_check(cand: dict | None, current: dict | None, settings: CanarySettings) -> dict:
     """Candidate rate >= floor and >= current rate - margin."""
     if cand is None:
-        return {"check": "canary_detection", "passed": False, "detail": "no held-out data long enough for canaries"}
+        return {
+            "check": "canary_detection",
+            "passed": False,
+            "detail": "cannot check detection power: the held-out data has no contiguous stretch of 8 windows to "
+            "inject canaries into (hold out more: --holdout-fraction, --holdout FILES; or label false alarms so "
+            "their spans stay in the data)",
+        }
     rate = float(cand["rate"] or 0.0)
     need = settings.floor
     why = f"floor {settings.floor:g}"

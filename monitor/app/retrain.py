@@ -292,7 +292,7 @@ def _detection_checks(
     """Canary detection, threshold jump and past episodes (`monitor.app.gates`)."""
     if cand is None:
         return [{"check": "canary_detection", "passed": False, "detail": "the candidate could not be loaded"}]
-    cp = plan_canaries(holdout, cand, cs)
+    cp = plan_canaries(holdout, cand, cs, cfg.stream.max_gap_seconds or 5 * cand.period_seconds)
     cand_c = run_canaries(cfg, cand, cp, group) if cp else None
     cur_c = None
     if cp is not None and cur is not None:
