@@ -194,6 +194,11 @@ def test_label_command_stores_labels_atomically_beside_the_log(tmp_path, capsys)
     assert cli.main(["label", "a1", "--false-alarm", "--config", str(cfg)]) == 0  # relabelled
     assert read_labels(rec / LABELS_FILE)["a1"]["label"] == "false_alarm"
     capsys.readouterr()
+    assert cli.main(["label", "--list", "--config", str(cfg)]) == 0
+    rows = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
+    assert [r[0] for r in rows] == ["alert_id", "a1", "a2"] and rows[1][4] == rows[2][4] == "false_alarm"
+    assert cli.main(["label", "a1", "--config", str(cfg)]) == 2  # no verdict given
+    capsys.readouterr()
 
     assert cli.main(["label", "nope", "--confirmed", "--config", str(cfg)]) == 1
     err = capsys.readouterr().err
