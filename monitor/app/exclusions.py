@@ -80,8 +80,9 @@ def exclude_for_retrain(
             "check": "alert_log",
             "passed": False,
             "detail": f"no alert log found ({where}) for recorded data {', '.join(recorded)}: past faults cannot "
-            "be left out of training; write it there (`monitor replay --offline --alerts-out`), name it with "
-            "--exclude-alerts, or pass --no-exclusions to train on everything on purpose",
+            f"be left out of training; write it there (`monitor replay {folders[0]} --config ... --offline "
+            f"--alerts-out {folders[0] / ALERTS_FILE}`), name it with --exclude-alerts, or pass --no-exclusions "
+            "to train on everything on purpose",
         }
     else:
         out.check = {"check": "alert_log", "passed": True, "detail": "no alert log (CSV data: none expected)"}
