@@ -1,9 +1,14 @@
 """`monitor retrain`: train a candidate bundle and promote it only if it passes a gate.
 
     monitor retrain --config C --data PATH... [--holdout PATH...] [--holdout-fraction 0.2]
-                    [--max-false-alarm-rate 0.01] [--margin 0.1] [--textfile PATH]
+                    [--max-age-hours N] [--max-false-alarm-rate 0.01] [--margin 0.1]
+                    [--exclude-alerts FILE... | --no-exclusions] [--allow-threshold-jump]
+                    [--textfile PATH]
 
-1. Training data: the given CSV files / recordings (a recorder's directory). Without
+1. Training data: the given CSV files / recordings (a recorder's directory), the newest
+   ``--max-age-hours`` of it (older recording files are not read: `window_files`).
+   Alert episodes from the alert log beside the recordings are left out, unless an
+   operator labelled them false alarms (`monitor.app.exclusions`). Without
    ``--holdout`` the newest ``--holdout-fraction`` of each stream (by time) is held out
    and the candidate trains on the older part only; with ``--holdout`` it trains on all
    of ``--data`` and is judged on the holdout files.
@@ -12,15 +17,18 @@
    same runner the daemon drives (``run_backtest`` for wide CSV rows; the `Runner`
    fed in time order for recordings). The held-out slice is taken to be normal
    operation, so every alerting row/window counts as a false alarm.
-4. The gate passes when
-   * every score and per-channel contribution of the candidate is finite and it scored
-     at least ``--min-windows`` windows;
-   * the candidate's false-alarm rate (share of scored rows/windows while its alarm is
-     firing) is <= ``--max-false-alarm-rate``;
-   * it is not worse than the current model's on the same slice by more than the margin:
-     ``candidate_far <= current_far + margin * max_false_alarm_rate`` (with the defaults,
-     at most 0.001 more of the time alerting). A current bundle that cannot score the
-     data (other channels, unreadable) is not compared against.
+4. The gate passes when every check passes:
+   * ``alert_log``: recorded data comes with its alert log (or ``--no-exclusions``);
+   * ``finite_scores``, ``enough_data``: every score and per-channel contribution of the
+     candidate is finite and it scored at least ``--min-windows`` windows;
+   * ``false_alarm_budget``: the candidate's false-alarm rate (share of scored
+     rows/windows while its alarm is firing) is <= ``--max-false-alarm-rate``;
+   * ``not_worse_than_current``: ``candidate_far <= current_far + margin *
+     max_false_alarm_rate`` (with the defaults, at most 0.001 more of the time alerting);
+   * ``canary_detection``, ``threshold_jump``, ``past_episodes``: detection power
+     (`monitor.app.gates`; a blind model passes every false-alarm check).
+   A current bundle that cannot score the data (other channels, unreadable) is not
+   compared against.
 5. Passed: ``set_current`` promotes the candidate (the daemon notices the pointer and
    swaps the model in). Failed: the candidate is deleted (``--keep-rejected`` keeps it),
    the old model keeps serving.
@@ -495,8 +503,9 @@ def _report(verdict: dict, code: int) -> int:
     """The verdict as one JSON line on stdout (the journal under systemd) plus a log summary."""
     sys.stdout.write(json.dumps(verdict, default=str) + "\n")  # the command's output
     sys.stdout.flush()
+    level = logging.INFO if code == EXIT_PROMOTED else logging.WARNING  # a refusal shows every figure
     for c in verdict.get("checks", []):
-        log.info("retrain gate: %s %s: %s", c["check"], "passed" if c["passed"] else "FAILED", c["detail"])
+        log.log(level, "retrain gate: %s %s: %s", c["check"], "passed" if c["passed"] else "FAILED", c["detail"])
     if code == EXIT_PROMOTED:
         log.info("retrain: promoted %s", verdict["candidate"]["version"])
     elif code == EXIT_GATE_FAILED:
