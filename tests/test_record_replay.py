@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import subprocess
@@ -17,8 +16,8 @@ from broker import Mosquitto, mosquitto_binary
 from daemon_support import Publisher, Subscriber, daemon_config, feed_rows, row_payload, train_small_model, wait_until
 
 from monitor.app.exclude import exclude_spans, parse_span, spans_from_alerts
+from monitor.app.exclusions import exclude_for_retrain
 from monitor.app.replay import replay_offline, replay_to_broker
-from monitor.app.retrain import _exclude_alerting
 from monitor.app.service import Service
 from monitor.app.training import StreamData, load_training_data
 from monitor.core.model.bundle import load_bundle
@@ -199,7 +198,9 @@ def test_live_alerts_equal_offline_replay_of_the_daemons_own_recording(tmp_path,
     assert len(spans) == 1 and spans[0][:2] == (live[0]["started_at"], live[1]["ended_at"])
     data = load_training_data([tmp_path / "rec"], cfg)
     before = len(data[0].readings)
-    info = _exclude_alerting(data, cfg, argparse.Namespace(exclude_alerts=None, data=[str(tmp_path / "rec")]))
+    ex = exclude_for_retrain(data, cfg, [str(tmp_path / "rec")], None, no_exclusions=False)
+    info = ex.info
+    assert ex.check["passed"] and [e.alert_id for e in ex.episodes] == [live[0]["alert_id"]]
     assert info["spans"] == 1 and info["removed"] > 0
     assert all(not (spans[0][0] - 16 <= r.timestamp <= spans[0][1]) for r in data[0].readings)
     assert len(data[0].readings) == before - info["removed"]

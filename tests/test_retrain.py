@@ -205,6 +205,7 @@ def test_retrain_on_recordings(tmp_path, capsys):
             str(textfile),
             "--max-false-alarm-rate",
             "0.05",
+            "--no-exclusions",  # a recorder's folder without an alert log: on purpose
         ]
     )
     v = _verdict(capsys)

@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 
 from monitor import __version__
-from monitor.app import models, retrain
+from monitor.app import label, models, retrain
 from monitor.app.backtest import format_quality, plot_timeline, run_backtest, write_scores_csv
 from monitor.app.exclude import exclude_spans, parse_span, spans_from_alerts
 from monitor.app.replay import connect_publisher, replay_offline, replay_to_broker
@@ -35,7 +35,7 @@ from monitor.io.logs import setup_logging
 from monitor.io.mqtt import MQTTIngest
 from monitor.io.notify import make_systemd_tick
 from monitor.io.record import Recorder
-from monitor.io.recording import iter_recordings
+from monitor.io.recording import ALERTS_FILE, iter_recordings
 from monitor.io.sinks import alert_json
 
 # torch takes ~2 s to import: the model bundle code, the daemon and the demo are imported
@@ -244,7 +244,11 @@ def cmd_record(args: argparse.Namespace) -> int:
     cfg = _config(args.config)
     setup_logging(args.log_level or cfg.log_level)
     recorder = Recorder(
-        args.out or cfg.record.dir, rotate_bytes=cfg.record.rotate_bytes, rotate_seconds=cfg.record.rotate_seconds
+        args.out or cfg.record.dir,
+        rotate_bytes=cfg.record.rotate_bytes,
+        rotate_seconds=cfg.record.rotate_seconds,
+        max_age_seconds=cfg.record.max_age_hours * 3600.0,
+        max_bytes=cfg.record.max_bytes,
     ).start()
 
     class _Discard(queue.Queue):
@@ -276,6 +280,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
         raise SystemExit("choose one of --offline or --to-broker")
     if args.offline:
         models = _replay_models(cfg, args.model, args.group)
+        if args.alerts_out and Path(args.alerts_out).name != ALERTS_FILE:
+            print(
+                f"warning: `monitor retrain` and `monitor label` look for the alert log as {ALERTS_FILE} in the "
+                f"recordings folder; {args.alerts_out} will not be found there",
+                file=sys.stderr,
+            )
         with contextlib.ExitStack() as stack:
             out = stack.enter_context(open(args.alerts_out, "w")) if args.alerts_out else None
 
@@ -385,7 +395,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--speed", type=float, default=1.0, help="x real time with --to-broker; 0 = as fast as possible")
     rp.add_argument("--model", help="bundle or models directory (default: models.dir of the config)")
     rp.add_argument("--group", help="the group --model serves (with groups:); the others use their current")
-    rp.add_argument("--alerts-out", help="also write the alerts as JSON lines here")
+    rp.add_argument(
+        "--alerts-out", help=f"also write the alerts as JSON lines here (for retrain: <recordings>/{ALERTS_FILE})"
+    )
     rp.set_defaults(func=cmd_replay)
 
     d = sub.add_parser("demo", help="train on a bundled recording, run the daemon on a local broker, replay a fault")
@@ -397,6 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     retrain.register(sub)
     models.register(sub)
+    label.register(sub)
     return p
 
 

@@ -46,10 +46,10 @@ def _alert_dicts(path: Path) -> Iterable[dict]:
             yield obj
 
 
-def spans_from_alerts(paths: Sequence[str | Path]) -> list[Span]:
-    """Firing..resolved spans per alert id; an alert never resolved runs to +inf."""
+def episodes_from_alerts(paths: Sequence[str | Path]) -> list[tuple[str, float, float, str | None]]:
+    """(alert_id, start, end, stream) per firing..resolved episode; one never resolved runs to +inf."""
     open_: dict[str, dict] = {}
-    spans: list[Span] = []
+    out: list[tuple[str, float, float, str | None]] = []
     for p in paths:
         for a in _alert_dicts(Path(p)):
             if not isinstance(a, dict) or "alert_id" not in a or "started_at" not in a:
@@ -58,9 +58,30 @@ def spans_from_alerts(paths: Sequence[str | Path]) -> list[Span]:
                 open_[a["alert_id"]] = a
             elif a.get("state") == "resolved":
                 open_.pop(a["alert_id"], None)
-                spans.append((float(a["started_at"]), float(a["ended_at"]), a.get("stream")))
-    spans.extend((float(a["started_at"]), float("inf"), a.get("stream")) for a in open_.values())
-    return spans
+                out.append((str(a["alert_id"]), float(a["started_at"]), float(a["ended_at"]), a.get("stream")))
+    out.extend((str(i), float(a["started_at"]), float("inf"), a.get("stream")) for i, a in open_.items())
+    return out
+
+
+def spans_from_alerts(paths: Sequence[str | Path]) -> list[Span]:
+    """Firing..resolved spans per alert id; an alert never resolved runs to +inf."""
+    return [(s, e, stream) for _, s, e, stream in episodes_from_alerts(paths)]
+
+
+def count_in_spans(data: list[StreamData], spans: Sequence[Span], pad_seconds: float = 0.0) -> int:
+    """How many rows/readings lie inside any span (what `exclude_spans` would remove)."""
+    n = 0
+    for sd in data:
+        mine = [(s - pad_seconds, e) for s, e, stream in spans if stream in (None, sd.stream)]
+        if not mine:
+            continue
+        if sd.timestamps is not None:
+            hit = np.zeros(len(sd.timestamps), dtype=bool)
+            for s, e in mine:
+                hit |= (sd.timestamps >= s) & (sd.timestamps <= e)
+            n += int(hit.sum())
+        n += sum(1 for r in sd.readings if any(s <= r.timestamp <= e for s, e in mine))
+    return n
 
 
 def parse_span(start: str, end: str) -> Span:

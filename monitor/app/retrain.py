@@ -1,9 +1,14 @@
 """`monitor retrain`: train a candidate bundle and promote it only if it passes a gate.
 
     monitor retrain --config C --data PATH... [--holdout PATH...] [--holdout-fraction 0.2]
-                    [--max-false-alarm-rate 0.01] [--margin 0.1] [--textfile PATH]
+                    [--max-age-hours N] [--max-false-alarm-rate 0.01] [--margin 0.1]
+                    [--exclude-alerts FILE... | --no-exclusions] [--allow-threshold-jump]
+                    [--textfile PATH]
 
-1. Training data: the given CSV files / recordings (a recorder's directory). Without
+1. Training data: the given CSV files / recordings (a recorder's directory), the newest
+   ``--max-age-hours`` of it (older recording files are not read: `window_files`).
+   Alert episodes from the alert log beside the recordings are left out, unless an
+   operator labelled them false alarms (`monitor.app.exclusions`). Without
    ``--holdout`` the newest ``--holdout-fraction`` of each stream (by time) is held out
    and the candidate trains on the older part only; with ``--holdout`` it trains on all
    of ``--data`` and is judged on the holdout files.
@@ -12,15 +17,18 @@
    same runner the daemon drives (``run_backtest`` for wide CSV rows; the `Runner`
    fed in time order for recordings). The held-out slice is taken to be normal
    operation, so every alerting row/window counts as a false alarm.
-4. The gate passes when
-   * every score and per-channel contribution of the candidate is finite and it scored
-     at least ``--min-windows`` windows;
-   * the candidate's false-alarm rate (share of scored rows/windows while its alarm is
-     firing) is <= ``--max-false-alarm-rate``;
-   * it is not worse than the current model's on the same slice by more than the margin:
-     ``candidate_far <= current_far + margin * max_false_alarm_rate`` (with the defaults,
-     at most 0.001 more of the time alerting). A current bundle that cannot score the
-     data (other channels, unreadable) is not compared against.
+4. The gate passes when every check passes:
+   * ``alert_log``: recorded data comes with its alert log (or ``--no-exclusions``);
+   * ``finite_scores``, ``enough_data``: every score and per-channel contribution of the
+     candidate is finite and it scored at least ``--min-windows`` windows;
+   * ``false_alarm_budget``: the candidate's false-alarm rate (share of scored
+     rows/windows while its alarm is firing) is <= ``--max-false-alarm-rate``;
+   * ``not_worse_than_current``: ``candidate_far <= current_far + margin *
+     max_false_alarm_rate`` (with the defaults, at most 0.001 more of the time alerting);
+   * ``canary_detection``, ``threshold_jump``, ``past_episodes``: detection power
+     (`monitor.app.gates`; a blind model passes every false-alarm check).
+   A current bundle that cannot score the data (other channels, unreadable) is not
+   compared against.
 5. Passed: ``set_current`` promotes the candidate (the daemon notices the pointer and
    swaps the model in). Failed: the candidate is deleted (``--keep-rejected`` keeps it),
    the old model keeps serving.
@@ -38,7 +46,6 @@ error (bad data, training failure).
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import logging
 import math
@@ -46,20 +53,27 @@ import shutil
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from monitor.app.backtest import run_backtest
-from monitor.app.exclude import exclude_spans, spans_from_alerts
-from monitor.app.training import StreamData, group_training_data, load_training_data, train_bundle
+from monitor.app.exclusions import Exclusions, exclude_for_retrain, exclude_spans_of
+from monitor.app.gates import (
+    CanarySettings,
+    canary_check,
+    episode_check,
+    plan_canaries,
+    run_canaries,
+    run_episodes,
+    score_slice,
+    threshold_check,
+    time_slice,
+)
+from monitor.app.training import group_training_data, load_training_data, train_bundle
 from monitor.core.config import DEFAULT_GROUP, EXIT_CONFIG, Config, ConfigError, load_config
-from monitor.core.fleet import Fleet, GroupResult
 from monitor.core.pipeline import ScoringModel
-from monitor.core.runner import Runner
-from monitor.core.types import Alert, Score
-from monitor.io.recording import ALERTS_FILE
+from monitor.io.recording import recording_files
 from monitor.io.retrain_status import TEXTFILE_NAME, read_textfile, write_textfile
 
 log = logging.getLogger(__name__)
@@ -82,7 +96,7 @@ def _filter_recent(data: list, max_age_hours: float) -> list:
         if newest is None:
             continue
         cut = newest - max_age_hours * 3600.0
-        out.append(_time_slice(sd, lo=cut))
+        out.append(time_slice(sd, lo=cut))
     return out
 
 
@@ -93,15 +107,31 @@ def _newest(sd) -> float | None:
     return max(ts) if ts else None
 
 
-def _time_slice(sd, lo: float = -math.inf, hi: float = math.inf):
-    """The part of a StreamData with lo <= timestamp < hi."""
-    out = StreamData(sd.stream, list(sd.channels))
-    if sd.timestamps is not None:
-        keep = (sd.timestamps >= lo) & (sd.timestamps < hi)
-        out.timestamps = sd.timestamps[keep]
-        out.values = sd.values[keep]
-    out.readings = [r for r in sd.readings if lo <= r.timestamp < hi]
-    return out
+def window_files(paths: Sequence[str], max_age_hours: float) -> tuple[list[str], int]:
+    """--data with folders expanded and recordings last written more than `max_age_hours`
+    (+ a minute) before the newest one left out unread; (paths, files skipped).
+
+    A recording's data was received before its last write, so a file last written before
+    the cut holds nothing the time window would keep. CSV files are always read.
+    """
+    if max_age_hours <= 0:
+        return list(paths), 0
+    entries: list[tuple[str, float | None]] = []
+    for p in paths:
+        path = Path(p)
+        files = recording_files(path) if path.is_dir() else [path]
+        for f in files:
+            recorded = path.is_dir() or f.name.endswith((".jsonl", ".jsonl.gz", ".gz"))
+            try:
+                entries.append((str(f), f.stat().st_mtime if recorded else None))
+            except OSError:
+                entries.append((str(f), None))  # let the loader report it
+    newest = max((m for _, m in entries if m is not None), default=None)
+    if newest is None:
+        return [f for f, _ in entries], 0
+    cut = newest - max_age_hours * 3600.0 - 60.0
+    keep = [f for f, m in entries if m is None or m >= cut]
+    return keep, len(entries) - len(keep)
 
 
 def split_holdout(data: list, fraction: float) -> tuple[list, list]:
@@ -114,8 +144,8 @@ def split_holdout(data: list, fraction: float) -> tuple[list, list]:
         if len(times) == 0:
             continue
         cut = float(np.quantile(np.sort(times), 1.0 - fraction))
-        train.append(_time_slice(sd, hi=cut))
-        hold.append(_time_slice(sd, lo=cut))
+        train.append(time_slice(sd, hi=cut))
+        hold.append(time_slice(sd, lo=cut))
     return train, hold
 
 
@@ -185,53 +215,14 @@ def evaluate_model(cfg: Config, model, holdout: list, group: str | None = None) 
     the settings of `group`, default the first)."""
     ev = Evaluation(model.version)
     for sd in holdout:
-        if sd.timestamps is not None and len(sd.timestamps):
-            order = np.argsort(sd.timestamps, kind="stable")
-            res = run_backtest(
-                replace(cfg, data=replace(cfg.data, stream=sd.stream)),
-                sd.timestamps[order],
-                sd.values[order],
-                list(sd.channels),
-                model,
-                group=group or (cfg.groups[0].name if cfg.groups else None),
-            )
-            has = np.flatnonzero(~np.isnan(res.score))
-            if has.size:
-                tail_scores = res.score[has[0] :]
-                tail_contrib = res.contributions[has[0] :]
-                bad = ~np.isfinite(tail_scores) | ~np.all(np.isfinite(tail_contrib), axis=1)
-                ev.nonfinite += int(bad.sum())
-                ev.scored += int(tail_scores.size)
-                ev.alerting += int(res.alert[has[0] :].sum())
-                ev._scores.extend(tail_scores.tolist())
-            ev.alerts_fired += sum(1 for a in res.alerts if a.state == "firing")
-        if sd.readings:
-            scores: list[Score] = []
-            alerts: list[Alert] = []
-            fleet = Fleet.single(model, cfg.fleet()[0] if not cfg.groups else cfg.group(group or cfg.groups[0].name))
-            runner = Runner(fleet, on_scores=functools.partial(_extend, scores), on_alert=alerts.append)
-            ordered = sorted(sd.readings, key=lambda r: r.timestamp)
-            for at in range(0, len(ordered), 256):
-                runner.feed(ordered[at : at + 256])
-            runner.finish()
-            changes = {(al.stream, al.started_at if al.state == "firing" else al.ended_at): al.state for al in alerts}
-            firing: dict[str, bool] = {}
-            for sc in scores:
-                state = changes.get((sc.stream, sc.timestamp))
-                if state is not None:
-                    firing[sc.stream] = state == "firing"
-                ok = math.isfinite(sc.score) and bool(np.all(np.isfinite(sc.channel_scores)))
-                ev.nonfinite += 0 if ok else 1
-                ev.scored += 1
-                ev.alerting += int(firing.get(sc.stream, False))
-                ev._scores.append(sc.score)
-            ev.alerts_fired += sum(1 for a in alerts if a.state == "firing")
+        run = score_slice(cfg, model, sd, group)
+        ev.nonfinite += run.nonfinite
+        ev.scored += len(run.times)
+        ev.alerting += int(run.alerting.sum())
+        ev.alerts_fired += run.alerts_fired
+        ev._scores.extend(run.scores.tolist())
     ev.finite = ev.nonfinite == 0
     return ev._finish()
-
-
-def _extend(scores: list[Score], result: GroupResult) -> None:
-    scores.extend(result.scores)
 
 
 # --------------------------------------------------------------------------- gate
@@ -295,6 +286,49 @@ def _fmt(x: float) -> str:
     return "nan" if not math.isfinite(x) else f"{x:.4g}"
 
 
+def _detection_checks(
+    cfg: Config,
+    group: str,
+    cand: ScoringModel | None,
+    cur: ScoringModel | None,
+    holdout: list,
+    ex: Exclusions,
+    cs: CanarySettings,
+    max_factor: float,
+    allow_jump: bool,
+) -> list[dict]:
+    """Canary detection, threshold jump and past episodes (`monitor.app.gates`)."""
+    if cand is None:
+        return [{"check": "canary_detection", "passed": False, "detail": "the candidate could not be loaded"}]
+    cp = plan_canaries(holdout, cand, cs, cfg.stream.max_gap_seconds or 5 * cand.period_seconds)
+    cand_c = run_canaries(cfg, cand, cp, group) if cp else None
+    cur_c = None
+    if cp is not None and cur is not None:
+        try:
+            cur_c = run_canaries(cfg, cur, cp, group)
+        except Exception as exc:  # other channels: not comparable
+            log.info("the current model cannot score the canaries: %s", exc)
+    check = canary_check(cand_c, cur_c, cs)
+    if cp is not None:
+        check["stream"] = cp.stream
+        check["canaries"] = cp.describe()
+    tail = 2 * cand.window_size * cand.period_seconds
+    with_data = [e for e in ex.episodes if e.data]
+    without = [e.alert_id for e in ex.episodes if not e.data]
+    cand_e = run_episodes(cfg, cand, with_data, group, tail)
+    cur_e = None
+    if cur is not None and with_data:
+        try:
+            cur_e = run_episodes(cfg, cur, with_data, group, tail)
+        except Exception as exc:
+            log.info("the current model cannot replay the past episodes: %s", exc)
+    return [
+        check,
+        threshold_check(cand.threshold, cur.threshold if cur is not None else None, max_factor, allow_jump),
+        episode_check(cand_e, cur_e, without),
+    ]
+
+
 # --------------------------------------------------------------------------- command
 
 
@@ -332,11 +366,40 @@ def run_retrain(args: argparse.Namespace) -> int:
         for name, value in (("--max-false-alarm-rate", settings.max_false_alarm_rate), ("--margin", settings.margin)):
             if not (math.isfinite(value) and value >= 0):
                 raise ConfigError(name, f"must be a number >= 0, got {value}")
-        data = _filter_recent(load(args.data), args.max_age_hours)
-        verdict["excluded"] = _exclude_alerting(data, cfg, args)
+        rs = cfg.retrain
+        cs = CanarySettings(
+            rs.canaries_per_kind,
+            rs.canary_seed,
+            rs.canary_margin if args.canary_margin is None else args.canary_margin,
+            rs.canary_floor if args.canary_floor is None else args.canary_floor,
+        )
+        max_factor = rs.max_threshold_factor if args.max_threshold_factor is None else args.max_threshold_factor
+        allow_jump = bool(args.allow_threshold_jump or rs.allow_threshold_jump)
+        if not 0 <= cs.floor <= 1:
+            raise ConfigError("--canary-floor", f"must be in [0, 1], got {cs.floor}")
+        if not cs.margin >= 0:
+            raise ConfigError("--canary-margin", f"must be >= 0, got {cs.margin}")
+        if not max_factor >= 1:
+            raise ConfigError("--max-threshold-factor", f"must be >= 1, got {max_factor}")
+        verdict["settings"].update(
+            canary_floor=cs.floor,
+            canary_margin=cs.margin,
+            canaries_per_kind=cs.per_kind,
+            max_threshold_factor=max_factor,
+            allow_threshold_jump=allow_jump,
+        )
+        max_age = rs.max_age_hours if args.max_age_hours is None else args.max_age_hours
+        if not max_age >= 0:
+            raise ConfigError("--max-age-hours", f"must be >= 0, got {max_age}")
+        paths, skipped = window_files(args.data, max_age)
+        verdict["window"] = {"max_age_hours": max_age, "files_read": len(paths), "files_skipped": skipped}
+        data = _filter_recent(load(paths), max_age)
+        ex = exclude_for_retrain(data, cfg, args.data, args.exclude_alerts, args.no_exclusions)
+        verdict["excluded"] = ex.info
+        verdict["labels"] = ex.labels
         if args.holdout:
             train_data, holdout = data, _filter_recent(load(args.holdout), 0)
-            _exclude_alerting(holdout, cfg, args)
+            exclude_spans_of(holdout, ex)
             verdict["holdout"] = {"source": "files", "paths": [str(p) for p in args.holdout]}
         else:
             if not 0 < args.holdout_fraction < 1:
@@ -361,24 +424,33 @@ def run_retrain(args: argparse.Namespace) -> int:
             "path": str(cand_path),
             "threshold": outcome.manifest.threshold,
         }
+        cand_model = None
         try:
-            cand_ev = evaluate_model(cfg, ScoringModel.from_bundle(load_bundle(cand_path)), holdout, group)
+            cand_model = ScoringModel.from_bundle(load_bundle(cand_path))
+            cand_ev = evaluate_model(cfg, cand_model, holdout, group)
         except Exception as exc:
             cand_ev = Evaluation(cand_path.name, error=f"{type(exc).__name__}: {exc}", finite=False)
         verdict["candidate"].update(cand_ev.as_dict())
 
-        current_ev = None
+        current_ev, cur_model = None, None
         current = current_bundle_path(models_dir)
         if current is not None and current.resolve() != cand_path.resolve():
             try:
-                current_ev = evaluate_model(cfg, ScoringModel.from_bundle(load_bundle(current)), holdout, group)
+                cur_model = ScoringModel.from_bundle(load_bundle(current))
+                current_ev = evaluate_model(cfg, cur_model, holdout, group)
             except Exception as exc:
                 current_ev = Evaluation(current.name, error=f"{type(exc).__name__}: {exc}")
+                cur_model = None
             verdict["current"] = current_ev.as_dict()
+            if cur_model is not None:
+                verdict["current"]["threshold"] = cur_model.threshold
         else:
             verdict["current"] = None
 
         passed, checks = gate(cand_ev, current_ev, settings)
+        checks.insert(0, ex.check)
+        checks += _detection_checks(cfg, group, cand_model, cur_model, holdout, ex, cs, max_factor, allow_jump)
+        passed = all(c["passed"] for c in checks)
         verdict["checks"] = checks
         verdict["passed"] = passed
         if passed:
@@ -415,9 +487,11 @@ def run_retrain(args: argparse.Namespace) -> int:
         "monitor_retrain_candidate_false_alarm_rate": _nan((verdict.get("candidate") or {}).get("false_alarm_rate")),
         "monitor_retrain_current_false_alarm_rate": _nan((verdict.get("current") or {}).get("false_alarm_rate")),
         "monitor_retrain_last_exit_code": float(code),
+        **_detection_values(verdict),
     }
+    passed_checks = {c["check"]: 1.0 if c["passed"] else 0.0 for c in verdict.get("checks", [])}
     try:
-        write_textfile(textfile, values)
+        write_textfile(textfile, values, passed_checks)
         verdict["textfile"] = str(textfile)
     except OSError as exc:
         verdict["textfile_error"] = str(exc)
@@ -429,6 +503,9 @@ def _report(verdict: dict, code: int) -> int:
     """The verdict as one JSON line on stdout (the journal under systemd) plus a log summary."""
     sys.stdout.write(json.dumps(verdict, default=str) + "\n")  # the command's output
     sys.stdout.flush()
+    level = logging.INFO if code == EXIT_PROMOTED else logging.WARNING  # a refusal shows every figure
+    for c in verdict.get("checks", []):
+        log.log(level, "retrain gate: %s %s: %s", c["check"], "passed" if c["passed"] else "FAILED", c["detail"])
     if code == EXIT_PROMOTED:
         log.info("retrain: promoted %s", verdict["candidate"]["version"])
     elif code == EXIT_GATE_FAILED:
@@ -441,22 +518,22 @@ def _report(verdict: dict, code: int) -> int:
     return code
 
 
+def _detection_values(verdict: dict) -> dict[str, float]:
+    """The detection-power figures of the verdict, for the textfile."""
+    by = {c["check"]: c for c in verdict.get("checks", [])}
+    canary = by.get("canary_detection", {})
+    eps = by.get("past_episodes", {}).get("episodes", {})
+    return {
+        "monitor_retrain_candidate_canary_detection_rate": _nan((canary.get("candidate") or {}).get("rate")),
+        "monitor_retrain_current_canary_detection_rate": _nan((canary.get("current") or {}).get("rate")),
+        "monitor_retrain_threshold_ratio": _nan(by.get("threshold_jump", {}).get("ratio")),
+        "monitor_retrain_past_episodes": float(len(eps)),
+        "monitor_retrain_past_episodes_missed": float(sum(1 for e in eps.values() if not e["candidate"])),
+    }
+
+
 def _nan(x) -> float:
     return math.nan if x is None else float(x)
-
-
-def _exclude_alerting(data: list, cfg: Config, args: argparse.Namespace) -> dict:
-    """Leave out alerting periods: --exclude-alerts files, else the daemon's alerts.ndjson
-    found in the --data folders (written there when recording is on)."""
-    files = list(args.exclude_alerts or [])
-    if not files:
-        files = [Path(p) / ALERTS_FILE for p in args.data if (Path(p) / ALERTS_FILE).is_file()]
-    if not files:
-        return {"alert_files": [], "spans": 0, "removed": 0}
-    spans = spans_from_alerts(files)
-    period = cfg.stream.period_seconds if cfg.stream.period_seconds != "auto" else 1.0
-    removed = exclude_spans(data, spans, pad_seconds=cfg.model.window_size * period)
-    return {"alert_files": [str(f) for f in files], "spans": len(spans), "removed": removed}
 
 
 def _retrain_group(cfg: Config, name: str | None) -> str:
@@ -484,7 +561,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="without --holdout: newest share of each stream held out (default 0.2)",
     )
     p.add_argument(
-        "--max-age-hours", type=float, default=0.0, help="use only the newest N hours of --data (default 0: all)"
+        "--max-age-hours",
+        type=float,
+        help="use only the newest N hours of --data; older recording files are not read "
+        "(default retrain.max_age_hours, 0: all)",
     )
     p.add_argument(
         "--max-false-alarm-rate",
@@ -505,8 +585,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--exclude-alerts",
         nargs="+",
         metavar="FILE",
-        help="alert JSON lines whose firing..resolved spans are left out "
-        "(default: alerts.ndjson in the --data folders)",
+        help="alert logs (JSON lines) whose firing..resolved spans are left out and replayed "
+        "(default: alerts.ndjson in each --data folder / beside each --data file)",
+    )
+    p.add_argument(
+        "--no-exclusions",
+        action="store_true",
+        help="train on all of --data on purpose: no alert log needed, nothing left out, no past episodes",
+    )
+    p.add_argument(
+        "--allow-threshold-jump",
+        action="store_true",
+        help="promote even if the threshold moved more than the allowed factor (retrain.allow_threshold_jump)",
+    )
+    p.add_argument(
+        "--max-threshold-factor",
+        type=float,
+        help="candidate threshold within this factor of the current one (default retrain.max_threshold_factor, 5)",
+    )
+    p.add_argument(
+        "--canary-floor", type=float, help="least share of canaries to detect (default retrain.canary_floor, 0.5)"
+    )
+    p.add_argument(
+        "--canary-margin",
+        type=float,
+        help="may detect this share fewer canaries than the current model (default retrain.canary_margin, 0.15)",
     )
     p.add_argument("--keep-rejected", action="store_true", help="keep a candidate that failed the gate")
     p.add_argument("--no-plots", action="store_true", help="skip the training report's PNG plots")

@@ -176,6 +176,9 @@ class Service:
                 rotate_bytes=cfg.record.rotate_bytes,
                 rotate_seconds=cfg.record.rotate_seconds,
                 on_error=lambda _what: self.metrics.sink_error("recorder"),
+                max_age_seconds=cfg.record.max_age_hours * 3600.0,
+                max_bytes=cfg.record.max_bytes,
+                on_deleted=self.metrics.recordings_deleted,
             ).start()
         self.ingest = MQTTIngest(
             cfg.mqtt,

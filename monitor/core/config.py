@@ -377,6 +377,44 @@ class RecordConfig:
     dir: str = "recordings"
     rotate_bytes: int = 64 * 1024 * 1024
     rotate_seconds: float = 3600.0
+    # retention, 0: keep everything. Oldest recordings first, never the open one; the
+    # alert log and labels are kept (monitor/io/retention.py)
+    max_age_hours: float = 0.0
+    max_bytes: int = 0
+
+    def __post_init__(self) -> None:
+        _positive("record.max_age_hours", self.max_age_hours, allow_zero=True)
+        _positive("record.max_bytes", self.max_bytes, allow_zero=True)
+
+
+@dataclass
+class RetrainConfig:
+    """The detection-power checks of `monitor retrain` (docs/decisions/0012-retrain-gates.md).
+
+    The candidate must detect at least `canary_floor` of the canary faults injected into
+    the newest held-out data, and no fewer than the serving model's share minus
+    `canary_margin`; its threshold must stay within `max_threshold_factor` of the serving
+    one's (either way) unless `allow_threshold_jump`.
+    """
+
+    # read only recordings of the newest max_age_hours (0: all); files last written before
+    # that are not even opened. --max-age-hours overrides.
+    max_age_hours: float = 0.0
+    canaries_per_kind: int = 2  # x 6 kinds
+    canary_seed: int = 0
+    canary_margin: float = 0.15
+    canary_floor: float = 0.5
+    max_threshold_factor: float = 5.0
+    allow_threshold_jump: bool = False
+
+    def __post_init__(self) -> None:
+        _positive("retrain.max_age_hours", self.max_age_hours, allow_zero=True)
+        _positive("retrain.canaries_per_kind", self.canaries_per_kind)
+        _positive("retrain.canary_margin", self.canary_margin, allow_zero=True)
+        if not 0 <= self.canary_floor <= 1:
+            raise ConfigError("retrain.canary_floor", f"must be in [0, 1], got {self.canary_floor!r}")
+        if not self.max_threshold_factor >= 1:
+            raise ConfigError("retrain.max_threshold_factor", f"must be >= 1, got {self.max_threshold_factor!r}")
 
 
 GROUP_SECTIONS = ("stream", "filters", "model", "calibration", "alarm")
@@ -424,6 +462,7 @@ class Config:
     models: ModelsConfig = field(default_factory=ModelsConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     record: RecordConfig = field(default_factory=RecordConfig)
+    retrain: RetrainConfig = field(default_factory=RetrainConfig)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # Model groups; empty: one catch-all group "default" of the top-level sections whose
     # bundles live in models.dir itself (what a config without `groups:` always meant).

@@ -140,6 +140,12 @@ class Metrics:
 
         # ------------------------------------------------------------- alerts and model
         self.alerts = Counter("monitor_alerts_total", "Alert state changes, by state.", ["state"], registry=r)
+        self.recording_deleted_files = Counter(
+            "monitor_recording_deleted_files_total", "Recording files deleted by retention.", registry=r
+        )
+        self.recording_deleted_bytes = Counter(
+            "monitor_recording_deleted_bytes_total", "Bytes of recording files deleted by retention.", registry=r
+        )
         self.alert_children = {state: self.alerts.labels(state) for state in ALERT_STATES}
         self.sink_errors = Counter(
             "monitor_sink_errors_total", "Alert deliveries that failed, by sink.", ["sink"], registry=r
@@ -357,6 +363,10 @@ class Metrics:
         child.inc()
         if stream is not None:
             self.set_score(stream, firing=(state == "firing"))
+
+    def recordings_deleted(self, files: int, size: int) -> None:
+        self.recording_deleted_files.inc(files)
+        self.recording_deleted_bytes.inc(size)
 
     def sink_error(self, sink: str) -> None:
         """An alert sink failed to deliver."""

@@ -10,6 +10,11 @@ Crash bound: at most the messages of the block not yet flushed are lost — no m
 every earlier block, and every finished file, stays readable. Write errors (disk full,
 permissions) are counted and logged; the daemon goes on scoring. Messages the buffer
 cannot hold are counted as dropped.
+
+Retention (`max_age_seconds`, `max_bytes`; 0: unbounded) runs on the writer thread at every
+rotation and at least every `retention_every_seconds`: the oldest recordings go first and
+the open file never (`monitor.io.retention`); what it deleted is counted in `stats` and
+reported through `on_deleted(files, bytes)`.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from pathlib import Path
 
 from monitor.core.types import RawMessage
 from monitor.io.recording import RecordingWriter
+from monitor.io.retention import enforce
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +47,11 @@ class Recorder:
         buffer_size: int = 200_000,
         prefix: str = "rec",
         on_error: Callable[[str], None] | None = None,
+        max_age_seconds: float = 0.0,
+        max_bytes: int = 0,
+        retention_every_seconds: float = 60.0,
+        on_deleted: Callable[[int, int], None] | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ):
         self.dir = Path(directory)
         self.rotate_bytes = rotate_bytes
@@ -50,7 +61,20 @@ class Recorder:
         self.buffer_size = buffer_size
         self.prefix = prefix
         self.on_error = on_error
-        self.stats = {"recorded": 0, "dropped": 0, "write_errors": 0, "files": 0}
+        self.max_age_seconds = max_age_seconds
+        self.max_bytes = max_bytes
+        self.retention_every_seconds = retention_every_seconds
+        self.on_deleted = on_deleted
+        self._wall = wall_clock
+        self._retained_at = -float("inf")
+        self.stats = {
+            "recorded": 0,
+            "dropped": 0,
+            "write_errors": 0,
+            "files": 0,
+            "deleted_files": 0,
+            "deleted_bytes": 0,
+        }
         self._buf: deque[RawMessage] = deque()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -110,7 +134,33 @@ class Recorder:
             self._opened_at = now
             self.files.append(path)
             self.stats["files"] += 1
+            self._retain()
         return w
+
+    def _retain(self) -> None:
+        """Apply retention now (never to the open file)."""
+        self._retained_at = time.monotonic()
+        if self.max_age_seconds <= 0 and self.max_bytes <= 0:
+            return
+        keep = {self._writer.path} if self._writer is not None else set()
+        try:
+            res = enforce(
+                self.dir, max_age_seconds=self.max_age_seconds, max_bytes=self.max_bytes, keep=keep, now=self._wall()
+            )
+        except OSError as exc:
+            self._error("applying retention", exc)
+            return
+        self.stats["write_errors"] += res.errors
+        if self.on_error is not None:
+            for _ in range(res.errors):
+                with contextlib.suppress(Exception):
+                    self.on_error("deleting an old recording")
+        if res.deleted_files:
+            self.stats["deleted_files"] += res.deleted_files
+            self.stats["deleted_bytes"] += res.deleted_bytes
+            if self.on_deleted:
+                with contextlib.suppress(Exception):
+                    self.on_deleted(res.deleted_files, res.deleted_bytes)
 
     def _close_writer(self) -> None:
         if self._writer is not None:
@@ -146,6 +196,8 @@ class Recorder:
             self._drain()
             if self._writer is not None and time.monotonic() - self._opened_at >= self.rotate_seconds:
                 self._close_writer()
+            if time.monotonic() - self._retained_at >= self.retention_every_seconds:
+                self._retain()
         self._drain()
         self._close_writer()
 

@@ -47,6 +47,7 @@ except ImportError:  # pragma: no cover - exercised only without orjson
 __all__ = [
     "ALERTS_FILE",
     "FORMAT",
+    "LEGACY_ALERTS_FILES",
     "VERSION",
     "RecordingStats",
     "RecordingWriter",
@@ -60,9 +61,13 @@ log = logging.getLogger(__name__)
 FORMAT = "monitor-recording"
 VERSION = 1
 SUFFIXES = (".jsonl", ".jsonl.gz", ".gz")  # what a directory listing picks up
-#: The daemon's alert log (JSON lines) in record.dir, beside the recordings: retraining on
-#: that folder leaves the alerting spans out. ``.ndjson``, so `recording_files` skips it.
+#: The alert log (JSON lines) in record.dir, beside the recordings: the daemon appends to
+#: it, ``replay --offline --alerts-out`` writes it, retraining on that folder reads it
+#: (`monitor.io.alertlog`). ``.ndjson``, so `recording_files` skips it.
 ALERTS_FILE = "alerts.ndjson"
+#: Older names of the alert log: still found (with a warning), never read as recordings.
+LEGACY_ALERTS_FILES = ("alerts.jsonl",)
+_NOT_RECORDINGS = {ALERTS_FILE, *LEGACY_ALERTS_FILES}
 _GZIP_MAGIC = b"\x1f\x8b"
 _CHUNK_BYTES = 256 * 1024
 
@@ -268,14 +273,21 @@ def read_recording(path: PathLike, stats: RecordingStats | None = None) -> Itera
 
 
 def recording_files(paths: PathLike | Iterable[PathLike]) -> list[Path]:
-    """Files named in `paths`, with directories expanded to their recordings sorted by name."""
+    """Files named in `paths`, with directories expanded to their recordings sorted by name
+    (an alert log in the directory, `ALERTS_FILE` or an old name of it, is not one)."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     files: list[Path] = []
     for item in paths:
         item = Path(item)
         if item.is_dir():
-            files.extend(sorted(p for p in item.iterdir() if p.is_file() and p.name.endswith(SUFFIXES)))
+            files.extend(
+                sorted(
+                    p
+                    for p in item.iterdir()
+                    if p.is_file() and p.name.endswith(SUFFIXES) and p.name not in _NOT_RECORDINGS
+                )
+            )
         elif item.exists():
             files.append(item)
         else:

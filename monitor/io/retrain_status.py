@@ -29,7 +29,15 @@ METRICS = {
     "monitor_retrain_candidate_false_alarm_rate": "False-alarm rate of the last candidate on held-out normal data.",
     "monitor_retrain_current_false_alarm_rate": "False-alarm rate of the serving model on the same data (NaN: none).",
     "monitor_retrain_last_exit_code": "Exit code of the last retrain (0 promoted, 3 gate failed, 78 config, 1 error).",
+    "monitor_retrain_candidate_canary_detection_rate": "Share of the canary faults the last candidate detected.",
+    "monitor_retrain_current_canary_detection_rate": "Share of those canaries the serving model detected (NaN: none).",
+    "monitor_retrain_threshold_ratio": "Last candidate's threshold / the serving model's (NaN: no serving model).",
+    "monitor_retrain_past_episodes": "Past alert episodes (not marked false alarm) the last candidate replayed.",
+    "monitor_retrain_past_episodes_missed": "Of those, how many the last candidate did not flag.",
 }
+#: One sample per gate check: 1 passed, 0 failed (label `check`).
+CHECK_METRIC = "monitor_retrain_check_passed"
+CHECK_HELP = "1 if the last retrain's gate check (label check) passed, else 0."
 
 
 def read_textfile(path: Path) -> dict[str, float]:
@@ -50,8 +58,9 @@ def read_textfile(path: Path) -> dict[str, float]:
     return out
 
 
-def write_textfile(path: Path, values: dict[str, float]) -> None:
-    """Write the Prometheus text format atomically (temp file in the same dir, fsync, rename)."""
+def write_textfile(path: Path, values: dict[str, float], checks: dict[str, float] | None = None) -> None:
+    """Write the Prometheus text format atomically (temp file in the same dir, fsync, rename);
+    `checks`: check name -> 1/0 as ``monitor_retrain_check_passed{check="..."}``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = []
@@ -64,6 +73,9 @@ def write_textfile(path: Path, values: dict[str, float]) -> None:
             f"# TYPE {name} gauge",
             f"{name} {'NaN' if v is None or not math.isfinite(v) else repr(float(v))}",
         ]
+    if checks:
+        lines += [f"# HELP {CHECK_METRIC} {CHECK_HELP}", f"# TYPE {CHECK_METRIC} gauge"]
+        lines += [f'{CHECK_METRIC}{{check="{name}"}} {float(v)!r}' for name, v in checks.items()]
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as fh:
@@ -115,6 +127,15 @@ class RetrainStatusCollector:
         for name, help_text in METRICS.items():
             if name in self._values:
                 yield GaugeMetricFamily(name, help_text, value=self._values[name])
+        prefix = CHECK_METRIC + '{check="'
+        checks = [
+            (k[len(prefix) : -2], v) for k, v in self._values.items() if k.startswith(prefix) and k.endswith('"}')
+        ]
+        if checks:
+            family = GaugeMetricFamily(CHECK_METRIC, CHECK_HELP, labels=["check"])
+            for name, v in checks:
+                family.add_metric([name], v)
+            yield family
 
     def describe(self):
         return []  # values depend on a file: do not collect at registration time

@@ -212,7 +212,11 @@ class AlertmanagerSink:
 
 class JSONLinesSink:
     """Appends each alert as a JSON line to a file (beside the recordings, so a retrain can
-    leave the alerting periods out). Write errors are counted and logged, never raised."""
+    leave the alerting periods out). Write errors are counted and logged, never raised.
+
+    The file is created (empty) at once: an empty alert log says "recorded, and nothing
+    alerted", which `monitor retrain` accepts, while a missing one makes its gate refuse.
+    """
 
     name = "file"
 
@@ -220,6 +224,11 @@ class JSONLinesSink:
         self.path = Path(path)
         self.on_error = on_error
         self.failures = 0
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.touch(exist_ok=True)
+        except OSError as exc:
+            self._failed(exc)
 
     def send(self, alert: Alert) -> None:
         try:
@@ -227,10 +236,13 @@ class JSONLinesSink:
             with open(self.path, "ab") as fh:
                 fh.write(alert_json(alert) + b"\n")
         except OSError as exc:
-            self.failures += 1
-            if self.on_error:
-                self.on_error()
-            log.error("cannot append the alert to %s: %s", self.path, exc)
+            self._failed(exc)
+
+    def _failed(self, exc: OSError) -> None:
+        self.failures += 1
+        if self.on_error:
+            self.on_error()
+        log.error("cannot append alerts to %s: %s", self.path, exc)
 
     def close(self) -> None:
         pass
