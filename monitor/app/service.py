@@ -69,7 +69,8 @@ class Service:
         # the retrain job's verdict (a textfile beside the models) re-exported at scrape time
         self.registry.register(RetrainStatusCollector(Path(cfg.models.dir) / TEXTFILE_NAME, self.metrics))
         self.stop_timeout = stop_timeout_seconds
-        self.queue = HandOff(cfg.mqtt.queue_size)  # bounded; a full one drops and counts (MQTTIngest)
+        # bounded by messages, readings and bytes; full: drop and count, or hold (backpressure)
+        self.queue = HandOff(cfg.mqtt.queue_size, cfg.mqtt.queue_readings, cfg.mqtt.queue_bytes)
         self.codec = Codec(cfg.topics, cfg.mqtt.max_payload_bytes, cfg.stream.max_future_seconds, columns=True)
         self.runner = Runner(self.fleet, on_scores=self._on_scores, on_alert=self._on_alert)
         self._pending_models: dict[str, ScoringModel] = {}
@@ -84,8 +85,9 @@ class Service:
             for g in cfg.fleet()
         }
         # At-least-once: ack QoS 1 messages only after the scoring thread has handled them.
-        persistent = not cfg.mqtt.clean_start
-        self.manual_ack = persistent if manual_ack is None else manual_ack
+        # Backpressure (mqtt.overload) works through unacked messages: manual acks as well.
+        acks_after_handling = not cfg.mqtt.clean_start or cfg.mqtt.overload == "backpressure"
+        self.manual_ack = acks_after_handling if manual_ack is None else manual_ack
         self.extra_sinks = list(extra_sinks or [])
         self.score_listeners = list(score_listeners or [])  # e.g. a recorder or a test probe
         self.sinks: list[Sink] = []
@@ -169,7 +171,12 @@ class Service:
         cfg = self.cfg
         self._poll_model()
         self._install_pending_model()
-        self.metrics.set_callbacks(queue_depth=self.queue.qsize, streams_active=self.fleet.streams_active)
+        self.metrics.set_callbacks(
+            queue_depth=self.queue.qsize,
+            streams_active=self.fleet.streams_active,
+            queue_readings=self.queue.readings,
+            queue_bytes=self.queue.bytes,
+        )
         self.http = serve(self.registry, cfg.metrics.address, cfg.metrics.port, self.health, self.ready)
         if cfg.record.enabled:  # tap of our own intake: retraining data is exactly what was scored
             self.recorder = Recorder(

@@ -111,7 +111,19 @@ class MQTTConfig:
     reconnect_min_seconds: float = 0.5
     reconnect_max_seconds: float = 30.0
     max_payload_bytes: int = 1_048_576
+    # The hand-off between paho's thread and the scorer is bounded three ways (whichever
+    # is reached first): messages, readings and payload bytes. The readings and bytes
+    # bounds are what bound memory (one batched message can carry hundreds of readings);
+    # the defaults keep a daemon under overload well inside 512 MB (bench/overload.py).
     queue_size: int = 100_000
+    queue_readings: int = 200_000
+    queue_bytes: int = 64 * 1024 * 1024
+    # What a full hand-off does (docs/operations.md, "Overload"): "drop" acks the message
+    # and counts its readings as drops_total{reason="queue_full"}; "backpressure" holds it
+    # unacked and lets the broker hold the rest (MQTT 5 Receive Maximum = receive_maximum
+    # unacked messages in flight; needs protocol "5"; QoS 0 messages are still dropped).
+    overload: Literal["drop", "backpressure"] = "drop"
+    receive_maximum: int = 1000
     tls: TLSConfig = field(default_factory=TLSConfig)
 
     def __post_init__(self) -> None:
@@ -121,6 +133,16 @@ class MQTTConfig:
         _positive("mqtt.session_expiry_seconds", self.session_expiry_seconds, allow_zero=True)
         _positive("mqtt.max_payload_bytes", self.max_payload_bytes)
         _positive("mqtt.queue_size", self.queue_size)
+        _positive("mqtt.queue_readings", self.queue_readings)
+        _positive("mqtt.queue_bytes", self.queue_bytes)
+        if not 1 <= self.receive_maximum <= 65535:
+            raise ConfigError("mqtt.receive_maximum", f"must be 1..65535 (an MQTT 5 limit), got {self.receive_maximum}")
+        if self.overload == "backpressure" and self.protocol != "5":
+            raise ConfigError(
+                "mqtt.overload",
+                'backpressure needs MQTT 5 (the broker honours our Receive Maximum); set mqtt.protocol: "5" '
+                "or mqtt.overload: drop",
+            )
         if self.reconnect_max_seconds < self.reconnect_min_seconds:
             raise ConfigError("mqtt.reconnect_max_seconds", "must be >= mqtt.reconnect_min_seconds")
 

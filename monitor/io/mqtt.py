@@ -503,6 +503,13 @@ class MQTTIngest:
         self.metrics = metrics
         self.on_state = on_state
         self.manual_ack = bool(manual_ack)
+        # Backpressure (mqtt.overload): a full hand-off holds a QoS 1 message unacked instead
+        # of dropping it; the broker sends at most receive_maximum unacked ones (MQTT 5).
+        # Only with manual acks: an automatic ack would tell the broker it was handled.
+        self.backpressure = cfg.overload == "backpressure" and self.manual_ack
+        if cfg.overload == "backpressure" and not self.manual_ack:
+            log.warning("mqtt.overload is backpressure, but this client acks automatically: a full queue drops")
+        self._put_over = getattr(out_queue, "put_over", out_queue.put_nowait)
         self.raw_tap = raw_tap
         self.last_error: str | None = None
         self.stats = {
@@ -511,6 +518,7 @@ class MQTTIngest:
             "rejected": 0,
             "dropped_readings": 0,
             "dropped_messages": 0,
+            "held_over": 0,  # backpressure: messages queued past the bounds, unacked
             "callback_errors": 0,
             "tap_errors": 0,
             "connections": 0,
@@ -611,9 +619,14 @@ class MQTTIngest:
         self._intake_open = True
         if cfg.protocol == "5":
             props = None
-            if not cfg.clean_start and cfg.session_expiry_seconds > 0:
+            if (not cfg.clean_start and cfg.session_expiry_seconds > 0) or self.backpressure:
                 props = Properties(PacketTypes.CONNECT)
+            if props is not None and not cfg.clean_start and cfg.session_expiry_seconds > 0:
                 props.SessionExpiryInterval = int(cfg.session_expiry_seconds)
+            if props is not None and self.backpressure:
+                # the broker keeps at most this many QoS 1 messages unacked with us; the rest
+                # wait in its queue (mosquitto: max_queued_messages / max_queued_bytes)
+                props.ReceiveMaximum = int(cfg.receive_maximum)
             self._client.connect_async(
                 cfg.host, cfg.port, cfg.keepalive_seconds, clean_start=cfg.clean_start, properties=props
             )
@@ -876,7 +889,20 @@ class MQTTIngest:
                 self.queue.put_nowait(_new_tuple(Ingested, (received_monotonic, readings, rejected, delivery)))
                 ack_now = False
             except queue.Full:
-                self._count_drop(DropReason.QUEUE_FULL, readings, rejected)
+                if self.backpressure and msg.qos:
+                    # held unacked: the broker sends no more than receive_maximum of these
+                    self._put_over(_new_tuple(Ingested, (received_monotonic, readings, rejected, delivery)))
+                    ack_now = False
+                    stats["held_over"] += 1
+                    if self.metrics is not None:
+                        self.metrics.backpressure_held.inc()
+                    if self._throttle.ready("held_over"):
+                        log.warning(
+                            "mqtt: ingest queue full: holding messages unacked (mqtt.overload: backpressure); "
+                            "the broker keeps the rest, up to its max_queued_messages"
+                        )
+                else:
+                    self._count_drop(DropReason.QUEUE_FULL, readings, rejected)
         except Exception:
             self.stats["callback_errors"] += 1
             if self._throttle.ready("on_message"):
@@ -901,10 +927,12 @@ class MQTTIngest:
             return
         self._drops_since_log += n
         if self._throttle.ready("queue_full"):
+            full = getattr(self.queue, "full_reason", None)
             log.warning(
-                "mqtt: ingest queue full (%d items): dropped %d readings since the last report; "
-                "the consumer is too slow or mqtt.queue_size too small",
-                self.queue.maxsize,
+                "mqtt: ingest queue full (%s): dropped %d readings since the last report; "
+                "the consumer is too slow for the intake (docs/operations.md, Overload; "
+                "mqtt.overload: backpressure lets the broker hold them instead)",
+                full() if full is not None else f"{self.queue.maxsize} messages, mqtt.queue_size",
                 self._drops_since_log,
             )
             self._drops_since_log = 0
