@@ -15,6 +15,7 @@ from broker import Mosquitto, mosquitto_binary
 from prometheus_client import CollectorRegistry
 
 from monitor.core.config import ConfigError, MQTTConfig, TopicRule, load_config
+from monitor.io import mqtt as mqtt_ingest
 from monitor.io.codec import Codec
 from monitor.io.handoff import HandOff
 from monitor.io.metrics import Metrics
@@ -142,32 +143,50 @@ def test_batched_messages_beyond_the_readings_bound_are_dropped_and_counted(brok
 
 
 @needs_broker
-def test_backpressure_holds_messages_at_the_broker_and_loses_none(broker):
+def test_backpressure_asks_the_broker_for_at_most_receive_maximum_unacked_messages(broker):
+    cfg = cfg_for(broker, overload="backpressure", receive_maximum=5, clean_start=False)
+    handoff = HandOff(cfg.queue_size, cfg.queue_readings, cfg.queue_bytes)
+    ingest = MQTTIngest(cfg, RULES, Codec(RULES), handoff, manual_ack=True)
+    ingest.start()
+    try:
+        wait_for(lambda: ingest.subscribed, what="subscription")
+        publish(broker, [batch_payload(10)] * 20)
+        wait_for(lambda: ingest.stats["messages"] == 5, what="receive_maximum messages")
+        time.sleep(0.3)  # the broker must not send a sixth while five are unacked
+        assert ingest.stats["messages"] == 5 and handoff.qsize() == 5
+    finally:
+        ingest.stop(2.0)
+
+
+@needs_broker
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast-path", "plain-paho"])
+def test_backpressure_stops_reading_at_the_bounds_and_loses_nothing(broker, monkeypatch, fast_path):
+    monkeypatch.setattr(mqtt_ingest, "_FAST_PUBLISH", fast_path)
     registry = CollectorRegistry()
-    cfg = cfg_for(broker, queue_readings=300, overload="backpressure", receive_maximum=5, clean_start=False)
+    cfg = cfg_for(broker, queue_readings=300, overload="backpressure", clean_start=False)
     handoff = HandOff(cfg.queue_size, cfg.queue_readings, cfg.queue_bytes)
     ingest = MQTTIngest(cfg, RULES, Codec(RULES), handoff, Metrics(registry), manual_ack=True)
     ingest.start()
     try:
         wait_for(lambda: ingest.subscribed, what="subscription")
-        publish(broker, [batch_payload(100, start=1.7e9 + 1000 * k) for k in range(20)])
-        wait_for(lambda: ingest.stats["messages"] == 5, what="receive_maximum messages")
-        time.sleep(0.3)  # the broker must not send a sixth while five are unacked
-        assert ingest.stats["messages"] == 5 and handoff.qsize() == 5
-        assert ingest.stats["held_over"] == 2  # 3 fit the 300-reading bound, 2 held past it
-        assert registry.get_sample_value("monitor_backpressure_held_total") == 2
+        n = 60  # about 370 KB of payloads: more than one 64 KiB read of the fast path
+        publish(broker, [batch_payload(100, start=1.7e9 + 1000 * k) for k in range(n)])
+        wait_for(lambda: ingest.stats["read_pauses"] > 0, what="reads paused at the bounds")
+        time.sleep(0.3)
+        # past the 300-reading bound by at most one read: 64 KiB (about 11 such messages), or one packet
+        assert 3 <= handoff.qsize() <= 3 + (12 if fast_path else 1)
+        assert ingest.stats["messages"] == handoff.qsize()  # the rest stays with the broker
+        assert registry.get_sample_value("monitor_backpressure_held_total") == handoff.qsize() - 3
         assert (registry.get_sample_value("monitor_drops_total", {"reason": "queue_full"}) or 0) == 0
-        # the consumer catches up: every message arrives, none dropped
+        # the consumer catches up: every message arrives once, none dropped
         got: list[Ingested] = []
-        deadline = time.monotonic() + 10
-        while len(got) < 20 and time.monotonic() < deadline:
+        deadline = time.monotonic() + 20
+        while len(got) < n and time.monotonic() < deadline:
             taken = handoff.take(2)
             got += taken
             ingest.ack_many(taken)
-            time.sleep(0.01)
-        assert len(got) == 20 and sum(len(i.readings) for i in got) == 2000
-        starts = sorted(i.readings[0].timestamp for i in got)
-        assert starts == [1.7e9 + 1000 * k for k in range(20)]
+            time.sleep(0.002)
+        assert sorted(i.readings[0].timestamp for i in got) == [1.7e9 + 1000 * k for k in range(n)]
         assert ingest.stats["dropped_messages"] == 0
     finally:
         ingest.stop(2.0)

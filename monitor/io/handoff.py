@@ -50,6 +50,7 @@ class HandOff:
         self._items: deque = deque()
         self._ready = threading.Event()
         self._sleeping = False
+        self._taken_event = threading.Event()  # set by the consumer after it took items
         self._in_readings = 0  # written by the producer only
         self._in_bytes = 0
         self._out_readings = 0  # written by the consumer only
@@ -82,6 +83,20 @@ class HandOff:
         self._items.append(item)
         if self._sleeping:
             self._ready.set()
+
+    def over_bounds(self) -> bool:
+        """At or past any bound (backpressure: time to stop reading from the broker)."""
+        return (
+            len(self._items) >= self.maxsize
+            or self._in_readings - self._out_readings >= self.max_readings
+            or self._in_bytes - self._out_bytes >= self.max_bytes
+        )
+
+    def wait_taken(self, timeout: float) -> None:
+        """Producer: sleep until the consumer takes something or `timeout` passes."""
+        self._taken_event.clear()
+        if self.over_bounds():
+            self._taken_event.wait(timeout)
 
     def full_reason(self) -> str:
         """Which bound is closest to full (for the drop log line)."""
@@ -116,6 +131,7 @@ class HandOff:
     def _taken(self, item: Any) -> Any:
         self._out_readings += len(item[1])
         self._out_bytes += len(item[3][2])
+        self._taken_event.set()
         return item
 
     def get_nowait(self) -> Any:
@@ -162,4 +178,6 @@ class HandOff:
             nbytes += len(item[3][2])
         self._out_readings += readings
         self._out_bytes += nbytes
+        if out:
+            self._taken_event.set()
         return out

@@ -223,6 +223,7 @@ class _BufferedRead(_ClientMixin):
 
     _rbuf: bytearray
     _rsock: object = None
+    _read_gate: Callable[[], bool] | None = None  # backpressure: True = do not read now
 
     def _fast_ok(self) -> bool:  # _FastClient: may PUBLISH packets skip paho's handler now?
         return False
@@ -231,6 +232,9 @@ class _BufferedRead(_ClientMixin):
         return None
 
     def _packet_read(self) -> mqtt.MQTTErrorCode:
+        gate = self._read_gate
+        if gate is not None and gate():
+            return _ERR_AGAIN  # paho's loop goes on (writes, keepalive) and selects again
         if not _BUFFERED_READ:
             return mqtt.Client._packet_read(self)
         sock = self._sock
@@ -415,6 +419,19 @@ class _FastClient(_BufferedRead, mqtt.Client):
         return _SUCCESS
 
 
+class _GatedClient(mqtt.Client):
+    """Plain paho that can stop reading the socket (backpressure without the fast path):
+    while `_read_gate()` says so, nothing more is read, and the broker holds the rest."""
+
+    _read_gate: Callable[[], bool] | None = None
+
+    def _packet_read(self) -> mqtt.MQTTErrorCode:
+        gate = self._read_gate
+        if gate is not None and gate():
+            return _ERR_AGAIN
+        return mqtt.Client._packet_read(self)
+
+
 _FAST_PUBLISH = True  # False: always plain paho (A/B measurements)
 
 
@@ -519,6 +536,7 @@ class MQTTIngest:
             "dropped_readings": 0,
             "dropped_messages": 0,
             "held_over": 0,  # backpressure: messages queued past the bounds, unacked
+            "read_pauses": 0,  # backpressure: socket reads put off (10 ms each at most)
             "callback_errors": 0,
             "tap_errors": 0,
             "connections": 0,
@@ -555,12 +573,15 @@ class MQTTIngest:
         if not v5:
             kwargs["clean_session"] = cfg.clean_start
         fast, why = _fast_publish_supported()
-        client = _FastClient(**kwargs) if fast else mqtt.Client(**kwargs)
+        plain = _GatedClient if self.backpressure else mqtt.Client
+        client = _FastClient(**kwargs) if fast else plain(**kwargs)
         if fast:
             fast, detail = _fast_client_ok(client)
             if not fast:
                 why = f"{why}: {detail}"
-                client = mqtt.Client(**kwargs)
+                client = plain(**kwargs)
+        if self.backpressure and isinstance(client, (_FastClient, _GatedClient)):
+            client._read_gate = self._hold_reads
         client.suppress_exceptions = True  # a second net under our own try/except
         _PAHO_LOG.addFilter(_QUIET_RETRIES)  # idempotent: one instance
         client.enable_logger(_PAHO_LOG)
@@ -913,6 +934,22 @@ class MQTTIngest:
                     client.ack(msg.mid, msg.qos)
                 except Exception:
                     self.stats["callback_errors"] += 1
+
+    def _hold_reads(self) -> bool:
+        """Backpressure, on paho's thread before each socket read: True (read nothing now)
+        while the hand-off is over its bounds. Waits up to 10 ms for the consumer to take
+        items, so a paused loop neither spins nor delays alert publishes by more than that.
+        At most one read's worth of messages (64 KiB with the fast path, one packet with
+        plain paho) goes past the bounds; the broker holds everything after it."""
+        q = self.queue
+        over = getattr(q, "over_bounds", None)
+        if over is None or not self._intake_open or not over():
+            return False
+        q.wait_taken(0.01)  # type: ignore[attr-defined]  # a HandOff (over_bounds is there)
+        if over():
+            self.stats["read_pauses"] += 1
+            return True
+        return False
 
     def _count_drop(self, reason: str, readings: Sequence[Reading], rejected: list[Rejected]) -> None:
         """A message not handed to the consumer: count its readings and its rejects here."""
