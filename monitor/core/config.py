@@ -113,6 +113,10 @@ class TopicRule:
             raise ConfigError("topics[].qos", f"must be 0 or 1, got {self.qos!r}")
 
 
+ROLE_SUFFIXES = {"daemon": "", "record": "-record", "replay": "-replay", "retrain": "-retrain"}
+"""The client id suffix of each role that connects with the config's mqtt section."""
+
+
 @dataclass
 class MQTTConfig:
     host: str = "127.0.0.1"
@@ -141,6 +145,14 @@ class MQTTConfig:
     overload: Literal["drop", "backpressure"] = "drop"
     receive_maximum: int = 1000
     tls: TLSConfig = field(default_factory=TLSConfig)
+
+    def for_role(self, role: str) -> MQTTConfig:
+        """This config with the client id of `role` (`ROLE_SUFFIXES`): every role has its
+        own id, so `monitor record` run with the daemon's config does not take over (and
+        ack) the daemon's persistent session."""
+        if role not in ROLE_SUFFIXES:
+            raise ValueError(f"unknown role {role!r}; roles: {', '.join(ROLE_SUFFIXES)}")
+        return dataclasses.replace(self, client_id=self.client_id + ROLE_SUFFIXES[role])
 
     def __post_init__(self) -> None:
         self.password = _secret_str("mqtt.password", self.password)

@@ -168,6 +168,12 @@ def describe_connect_error(exc: BaseException | None, host: str, port: int) -> s
     return f"cannot connect to {where}: {type(exc).__name__}: {exc}"
 
 
+TAKEOVER_SECONDS = 5.0  # a broker-closed connection shorter than this is suspect
+TAKEOVER_STREAK = 3  # this many suspects in a row: another client is using our client id
+TAKEOVER_BACKOFF_MAX_SECONDS = 60.0
+_SESSION_TAKEN_OVER = 142  # MQTT 5 DISCONNECT reason (mosquitto 2.0 often just closes the socket)
+
+
 class _FastMessage(NamedTuple):
     """What `MQTTIngest._on_message` reads of a paho `MQTTMessage`, built by `_FastClient`."""
 
@@ -541,7 +547,11 @@ class MQTTIngest:
             "tap_errors": 0,
             "connections": 0,
             "connect_failures": 0,
+            "takeovers": 0,  # connections the broker closed because our client id connected again
         }
+        self._connected_at = 0.0  # monotonic, of the current connection
+        self._short_streak = 0  # broker-closed connections in a row shorter than TAKEOVER_SECONDS
+        self._takeover_backoff = 0.0  # the reconnect delay in force while a takeover loop lasts
         self._throttle = _Throttle(log_interval_seconds)
         self._connected = False
         self._subscribed = False
@@ -785,6 +795,7 @@ class MQTTIngest:
                     log.error("mqtt: %s", self.last_error)
                 return
             self._connection += 1
+            self._connected_at = time.monotonic()
             self.stats["connections"] += 1
             if self._connection > 1 and self.metrics is not None:
                 self.metrics.mqtt_reconnects.inc()
@@ -839,6 +850,16 @@ class MQTTIngest:
                 self._set_connected(False, "stopped")
                 return
             detail = f"disconnected from {self.cfg.host}:{self.cfg.port}: {reason_code}"
+            if was_connected and self._takeover_suspected(client, reason_code):
+                self.last_error = detail = (
+                    f"another client is using client id {self.cfg.client_id!r}: the broker closed our session "
+                    f"{self._short_streak} times in a row within {TAKEOVER_SECONDS:.0f} s of connecting "
+                    f"(give every client its own mqtt.client_id; `monitor record` and `replay` add a suffix)"
+                )
+                if self._throttle.ready("takeover"):
+                    log.error("mqtt: %s; backing off %.1f s before reconnecting", detail, self._takeover_backoff)
+                self._set_connected(False, detail)
+                return
             if was_connected:
                 self.last_error = detail
                 log.warning(
@@ -851,6 +872,33 @@ class MQTTIngest:
         except Exception:
             self.stats["callback_errors"] += 1
             log.exception("mqtt: on_disconnect failed")
+
+    def _takeover_suspected(self, client: mqtt.Client, reason_code: Any) -> bool:
+        """Count a takeover and back off when this disconnect continues a connect-disconnect
+        loop (another client with our client id); reset the backoff after a long connection."""
+        cfg = self.cfg
+        lived = time.monotonic() - self._connected_at
+        taken = getattr(reason_code, "value", None) == _SESSION_TAKEN_OVER
+        if lived >= TAKEOVER_SECONDS and not taken:
+            self._short_streak = 0
+            if self._takeover_backoff:
+                self._takeover_backoff = 0.0
+                client.reconnect_delay_set(cfg.reconnect_min_seconds, cfg.reconnect_max_seconds)  # type: ignore[arg-type]
+            return False
+        self._short_streak += 1
+        if not taken and self._short_streak < TAKEOVER_STREAK:
+            return False
+        # the loop's first recognition counts the whole streak; each later disconnect counts one
+        n = TAKEOVER_STREAK if self._short_streak == TAKEOVER_STREAK and not taken else 1
+        self.stats["takeovers"] += n
+        if self.metrics is not None:
+            self.metrics.mqtt_takeovers.inc(n)
+        self._takeover_backoff = min(
+            TAKEOVER_BACKOFF_MAX_SECONDS, max(1.0, cfg.reconnect_min_seconds, 2 * self._takeover_backoff)
+        )
+        # paho waits the minimum delay after a connection that succeeded: raise it for now
+        client.reconnect_delay_set(self._takeover_backoff, max(self._takeover_backoff, cfg.reconnect_max_seconds))  # type: ignore[arg-type]
+        return True
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any, properties: Any) -> None:
         try:
