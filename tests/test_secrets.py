@@ -1,7 +1,8 @@
 """Secrets are strings exactly as written, on every route, and never echoed.
 
 Routes: a YAML plain scalar, a quoted YAML string, an environment override
-(``MONITOR_MQTT__PASSWORD``), a ``${VAR}`` reference and a ``<key>_file``. Outputs that
+(``MONITOR_MQTT__PASSWORD``), a ``${VAR}`` reference, a ``<key>_file`` and its environment
+form (``MONITOR_MQTT__PASSWORD_FILE``). Outputs that
 must never show a secret: any `ConfigError` (so ``check-config`` and ``run``'s exit-78
 message), ``check-config --show``, and the logs (``test_mqtt_ingest`` checks paho's).
 """
@@ -19,7 +20,7 @@ from monitor.core.config import SECRET_FIELDS, Config, ConfigError, load_config
 
 # values a YAML parser would turn into something else: int, octal int, bool, float, int with _
 TRICKY = ["20250101", "0123", "true", "1.5e3", "1_000", "s3cr3t-pa55"]
-ROUTES = ["yaml_plain", "yaml_quoted", "env", "env_ref", "file"]
+ROUTES = ["yaml_plain", "yaml_quoted", "env", "env_ref", "file", "env_file"]
 
 
 def _all_fields(cls: type, prefix: str = "") -> list[str]:
@@ -54,9 +55,13 @@ def _write(tmp_path, secret_key: str, value: str, route: str) -> tuple[object, d
     elif route == "env_ref":
         body = f"  {leaf}: ${{THE_SECRET}}\n"
         env["THE_SECRET"] = value
-    else:
+    elif route == "file":
         (tmp_path / "secret.txt").write_text(value + "\n")
         body = f"  {leaf}_file: secret.txt\n"
+    else:  # env_file: MONITOR_MQTT__PASSWORD_FILE (systemd LoadCredential, a Kubernetes Secret)
+        (tmp_path / "secret.txt").write_text(value + "\n")
+        body = ""
+        env["MONITOR_" + secret_key.upper().replace(".", "__") + "_FILE"] = str(tmp_path / "secret.txt")
     path = tmp_path / "c.yaml"
     path.write_text(f"{section}:\n{extra}{body}")
     return path, env

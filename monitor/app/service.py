@@ -40,13 +40,15 @@ from monitor.io.handoff import HandOff
 from monitor.io.http import MetricsServer, serve
 from monitor.io.metrics import Metrics
 from monitor.io.mqtt import MQTTIngest
-from monitor.io.notify import stopping
+from monitor.io.notify import liveness_problem, stopping
 from monitor.io.record import Recorder
 from monitor.io.recording import ALERTS_FILE
 from monitor.io.retrain_status import TEXTFILE_NAME, RetrainStatusCollector
 from monitor.io.sinks import AlertmanagerSink, JSONLinesSink, LogSink, MQTTSink, Sink
 
 log = logging.getLogger(__name__)
+
+HEALTH_STALL_SECONDS = 10.0  # /healthz: the scoring heartbeat may be at most this old
 
 
 class Service:
@@ -140,10 +142,22 @@ class Service:
 
     # ------------------------------------------------------------------ health
 
-    def health(self) -> tuple[bool, str]:
+    def scoring_problem(self) -> str | None:
+        """The scoring thread's part of `health`: None while it runs (or is meant to be stopped)."""
         if self._scorer is not None and not self._scorer.is_alive() and not self._stop.is_set():
-            return False, "scoring thread is not running"
-        return True, "ok"
+            return "scoring thread is not running"
+        return None
+
+    def health(self) -> tuple[bool, str]:
+        """Liveness (``/healthz``, Docker HEALTHCHECK, Kubernetes): the same function as the
+        systemd watchdog (`liveness_problem`: scorer alive and progressing, paho's thread
+        alive and hearing from the broker). Before `start` finishes it is "starting"."""
+        if self.ingest is None or self._scorer is None:
+            return True, "starting"
+        if self._stop.is_set():
+            return True, "stopping"
+        problem = liveness_problem(self, stall_seconds=HEALTH_STALL_SECONDS)
+        return (True, "ok") if problem is None else (False, problem)
 
     def groups_without_model(self) -> list[str]:
         with self._model_lock:
