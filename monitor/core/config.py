@@ -144,6 +144,10 @@ class MQTTConfig:
     # unacked messages in flight; needs protocol "5"; QoS 0 messages are still dropped).
     overload: Literal["drop", "backpressure"] = "drop"
     receive_maximum: int = 1000
+    # The fast path for incoming PUBLISH packets (monitor/io/mqtt.py, decision 0001):
+    # "auto" uses it with a verified paho, "off" always plain paho. Any unexpected
+    # exception in it switches that client to plain paho for good (counted).
+    fast_path: Literal["auto", "off"] = "auto"
     tls: TLSConfig = field(default_factory=TLSConfig)
 
     def for_role(self, role: str) -> MQTTConfig:
@@ -586,6 +590,8 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         allowed = typing.get_args(tp)
         if isinstance(value, (int, float)) and not isinstance(value, bool) and str(value) in allowed:
             return str(value)
+        if isinstance(value, bool) and ("on" if value else "off") in allowed:
+            return "on" if value else "off"  # YAML 1.1 reads a plain `off` as false
         if value not in allowed:
             raise ConfigError(key, f"must be one of {', '.join(repr(a) for a in allowed)}; got {value!r}")
         return value

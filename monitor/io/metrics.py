@@ -230,6 +230,11 @@ class Metrics:
         self.mqtt_reconnects = Counter(
             "monitor_mqtt_reconnects_total", "Successful MQTT connections after the first one.", registry=r
         )
+        self.mqtt_fast_path_failures = Counter(
+            "monitor_mqtt_fast_path_failures_total",
+            "Unexpected exceptions in the MQTT fast path; each switches that client to plain paho for good.",
+            registry=r,
+        )
         self.mqtt_takeovers = Counter(
             "monitor_mqtt_takeovers_total",
             "Times the broker closed our session because another client connected with our client id.",

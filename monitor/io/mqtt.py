@@ -231,8 +231,21 @@ class _BufferedRead(_ClientMixin):
     _rsock: object = None
     _read_gate: Callable[[], bool] | None = None  # backpressure: True = do not read now
 
+    _fast_broken = False  # the circuit breaker tripped: plain paho for good (this client)
+    _on_fast_failure: Callable[[BaseException], None] | None = None  # MQTTIngest counts and logs
+
     def _fast_ok(self) -> bool:  # _FastClient: may PUBLISH packets skip paho's handler now?
         return False
+
+    def _trip(self, exc: BaseException) -> None:
+        """The circuit breaker: an unexpected exception in our code on paho's internals.
+        From now on this client is plain paho (reads, PUBLISH handling, acks)."""
+        self._fast_broken = True
+        self._rbuf = bytearray()
+        self._in_packet = _empty_in_packet()
+        callback = self._on_fast_failure
+        if callback is not None:
+            callback(exc)
 
     def _publish(self, buf: bytearray, header: int, start: int, stop: int) -> mqtt.MQTTErrorCode | None:
         return None
@@ -241,8 +254,17 @@ class _BufferedRead(_ClientMixin):
         gate = self._read_gate
         if gate is not None and gate():
             return _ERR_AGAIN  # paho's loop goes on (writes, keepalive) and selects again
-        if not _BUFFERED_READ:
+        if not _BUFFERED_READ or self._fast_broken:
             return mqtt.Client._packet_read(self)
+        try:
+            return self._buffered_read()
+        except Exception as exc:
+            # Bytes may have been half-handled: drop the connection; paho reconnects (plain
+            # from now on) and the broker redelivers what was not acked.
+            self._trip(exc)
+            return _ERR_CONN_LOST
+
+    def _buffered_read(self) -> mqtt.MQTTErrorCode:
         sock = self._sock
         if sock is None or sock is not self._rsock:
             self._rbuf = bytearray()
@@ -354,17 +376,26 @@ class _FastClient(_BufferedRead, mqtt.Client):
         """
         if not mids:
             return _SUCCESS
-        if len(mids) == 1:
-            return self._send_puback(mids[0])
-        packet = b"".join([_PUBACK_HEAD + mid.to_bytes(2, "big") for mid in mids])
-        return self._packet_queue(mqtt.PUBACK, packet, 0, 1)
+        if not self._fast_broken:
+            try:
+                if len(mids) == 1:
+                    return self._send_puback(mids[0])
+                packet = b"".join([_PUBACK_HEAD + mid.to_bytes(2, "big") for mid in mids])
+                return self._packet_queue(mqtt.PUBACK, packet, 0, 1)
+            except Exception as exc:
+                self._trip(exc)
+        rc = _SUCCESS
+        for mid in mids:  # paho's public ack, one by one
+            rc = self.ack(mid, 1) or rc
+        return rc
 
     def _fast_ok(self) -> bool:
         """May the fast path take PUBLISH packets now? (Our handler installed, no paho
         debug log, on_log or filtered callbacks: those keep paho's own path.)"""
         handler = self._fast_handler
         return not (
-            handler is None
+            self._fast_broken
+            or handler is None
             or handler is not self._on_message
             or self._on_log is not None
             or self._on_message_filtered._root._children
@@ -373,9 +404,13 @@ class _FastClient(_BufferedRead, mqtt.Client):
 
     def _handle_publish(self) -> mqtt.MQTTErrorCode:
         if self._fast_ok():
-            in_packet = self._in_packet
-            packet = in_packet["packet"]
-            rc = self._publish(packet, in_packet["command"], 0, len(packet))
+            try:
+                in_packet = self._in_packet
+                packet = in_packet["packet"]
+                rc = self._publish(packet, in_packet["command"], 0, len(packet))
+            except Exception as exc:
+                self._trip(exc)  # paho handles this packet (at worst a second delivery: at-least-once)
+                rc = None
             if rc is not None:
                 return rc
         return _paho_handle_publish(self)
@@ -438,7 +473,10 @@ class _GatedClient(mqtt.Client):
         return mqtt.Client._packet_read(self)
 
 
-_FAST_PUBLISH = True  # False: always plain paho (A/B measurements)
+# False: always plain paho (A/B measurements; CI's second MQTT run). The environment
+# variable is the one `load_config` reads as mqtt.fast_path, so that tests which build an
+# MQTTConfig directly follow it too.
+_FAST_PUBLISH = os.environ.get("MONITOR_MQTT__FAST_PATH", "auto").strip().lower() != "off"
 
 
 def _fast_publish_supported() -> tuple[bool, str]:
@@ -548,6 +586,7 @@ class MQTTIngest:
             "connections": 0,
             "connect_failures": 0,
             "takeovers": 0,  # connections the broker closed because our client id connected again
+            "fast_path_failures": 0,  # the fast path's circuit breaker (0 or 1 per client)
         }
         self._connected_at = 0.0  # monotonic, of the current connection
         self._short_streak = 0  # broker-closed connections in a row shorter than TAKEOVER_SECONDS
@@ -583,6 +622,8 @@ class MQTTIngest:
         if not v5:
             kwargs["clean_session"] = cfg.clean_start
         fast, why = _fast_publish_supported()
+        if cfg.fast_path == "off":
+            fast, why = False, "mqtt.fast_path: off"
         plain = _GatedClient if self.backpressure else mqtt.Client
         client = _FastClient(**kwargs) if fast else plain(**kwargs)
         if fast:
@@ -610,6 +651,7 @@ class MQTTIngest:
         client.on_message = self._on_message
         if isinstance(client, _FastClient):  # (exactly when `fast`)
             client._fast_handler = client.on_message  # the very object paho holds (an identity check)
+            client._on_fast_failure = self._on_fast_failure
         log.debug("mqtt: incoming PUBLISH via %s (%s)", "the fast path" if fast else "plain paho", why)
         return client
 
@@ -744,7 +786,7 @@ class MQTTIngest:
         if not self.manual_ack:
             return
         client = self._client
-        if type(client) is not _FastClient:
+        if type(client) is not _FastClient or client._fast_broken:
             for msg in msgs:
                 self.ack(msg)
             return
@@ -982,6 +1024,28 @@ class MQTTIngest:
                     client.ack(msg.mid, msg.qos)
                 except Exception:
                     self.stats["callback_errors"] += 1
+
+    @property
+    def fast_path(self) -> bool:
+        """True while incoming PUBLISH packets take the fast path (not off, not tripped)."""
+        client = self._client
+        return type(client) is _FastClient and not client._fast_broken
+
+    def _on_fast_failure(self, exc: BaseException) -> None:
+        """The fast path's circuit breaker tripped (paho's thread): count, log, carry on plain."""
+        try:
+            self.stats["fast_path_failures"] += 1
+            if self.metrics is not None:
+                self.metrics.mqtt_fast_path_failures.inc()
+            log.error(
+                "mqtt: the fast path failed (%s: %s); this client uses plain paho from now on "
+                "(counted in monitor_mqtt_fast_path_failures_total; set mqtt.fast_path: off to skip it)",
+                type(exc).__name__,
+                exc,
+                exc_info=exc,
+            )
+        except Exception:
+            self.stats["callback_errors"] += 1
 
     def _hold_reads(self) -> bool:
         """Backpressure, on paho's thread before each socket read: True (read nothing now)
