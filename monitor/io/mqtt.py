@@ -570,7 +570,7 @@ class MQTTIngest:
         self.backpressure = cfg.overload == "backpressure" and self.manual_ack
         if cfg.overload == "backpressure" and not self.manual_ack:
             log.warning("mqtt.overload is backpressure, but this client acks automatically: a full queue drops")
-        self._put_over = getattr(out_queue, "put_over", out_queue.put_nowait)
+        self._put_over = getattr(out_queue, "put_over", None)  # a HandOff; a plain Queue drops
         self.raw_tap = raw_tap
         self.last_error: str | None = None
         self.stats = {
@@ -896,7 +896,8 @@ class MQTTIngest:
                 self.last_error = detail = (
                     f"another client is using client id {self.cfg.client_id!r}: the broker closed our session "
                     f"{self._short_streak} times in a row within {TAKEOVER_SECONDS:.0f} s of connecting "
-                    f"(give every client its own mqtt.client_id; `monitor record` and `replay` add a suffix)"
+                    f"(give every client its own mqtt.client_id; `monitor record` and `replay` add a suffix; "
+                    f"if no other client has it, the broker's log says why it closes the connections)"
                 )
                 if self._throttle.ready("takeover"):
                     log.error("mqtt: %s; backing off %.1f s before reconnecting", detail, self._takeover_backoff)
@@ -1000,7 +1001,7 @@ class MQTTIngest:
                 self.queue.put_nowait(_new_tuple(Ingested, (received_monotonic, readings, rejected, delivery)))
                 ack_now = False
             except queue.Full:
-                if self.backpressure and msg.qos:
+                if self.backpressure and msg.qos and self._put_over is not None:
                     # held unacked: the broker sends no more than receive_maximum of these
                     self._put_over(_new_tuple(Ingested, (received_monotonic, readings, rejected, delivery)))
                     ack_now = False
