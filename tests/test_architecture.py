@@ -398,6 +398,7 @@ PAHO_PRIVATE_ALLOWED = {
     for entry in (
         # _BufferedRead / _FastClient: read, hand over and acknowledge packets as paho does
         "override _BufferedRead._packet_read",
+        "override _GatedClient._packet_read",  # backpressure: no read while the hand-off is full
         "override _FastClient._handle_publish",
         "_packet_read",
         "_handle_publish",

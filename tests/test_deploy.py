@@ -226,7 +226,7 @@ def _fake_service(**kw):
     client = SimpleNamespace(_thread=_FakeThread(), _last_bytes_received=time.monotonic())
     ingest = SimpleNamespace(client=client, connected=True, cfg=SimpleNamespace(keepalive_seconds=30))
     svc = SimpleNamespace(
-        health=lambda: (True, "ok"),
+        scoring_problem=lambda: None,
         ready=lambda: (False, "no model loaded"),
         last_progress=time.monotonic(),
         ingest=ingest,
@@ -273,7 +273,7 @@ def test_tick_withholds_the_watchdog_when_a_thread_is_stuck(notify_socket):
     tick()
     assert "WATCHDOG=1" in notify_socket.messages()
 
-    svc.health = lambda: (False, "scoring thread is not running")
+    svc.scoring_problem = lambda: "scoring thread is not running"
     tick()
     msgs = notify_socket.messages()
     assert "WATCHDOG=1" not in msgs and any("scoring thread is not running" in m for m in msgs)

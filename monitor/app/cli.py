@@ -256,7 +256,8 @@ def cmd_record(args: argparse.Namespace) -> int:
             return None
 
     codec = Codec(cfg.topics, cfg.mqtt.max_payload_bytes, cfg.stream.max_future_seconds)
-    ingest = MQTTIngest(cfg.mqtt, cfg.topics, codec, _Discard(), raw_tap=recorder.tap)
+    # its own client id: with the daemon's, each would take the other's session in turns
+    ingest = MQTTIngest(cfg.mqtt.for_role("record"), cfg.topics, codec, _Discard(), raw_tap=recorder.tap)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -142,12 +142,13 @@ def replay_to_broker(
     return count
 
 
-def connect_publisher(cfg, client_id_suffix: str = "-replay", timeout: float = 10.0):
-    """A connected paho client for republishing, with the daemon's broker settings (auth, TLS)."""
+def connect_publisher(cfg, role: str = "replay", timeout: float = 10.0):
+    """A connected paho client for republishing, with the daemon's broker settings (auth,
+    TLS) and the client id of `role` (never the daemon's: that would take its session)."""
     v5 = cfg.protocol == "5"
     client = mqtt.Client(
         mqtt.CallbackAPIVersion.VERSION2,
-        client_id=f"{cfg.client_id}{client_id_suffix}",
+        client_id=cfg.for_role(role).client_id,
         protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
     )
     if cfg.username:

@@ -39,13 +39,15 @@ from monitor.io.handoff import HandOff
 from monitor.io.http import MetricsServer, serve
 from monitor.io.metrics import Metrics
 from monitor.io.mqtt import MQTTIngest
-from monitor.io.notify import stopping
+from monitor.io.notify import liveness_problem, stopping
 from monitor.io.record import Recorder
 from monitor.io.recording import ALERTS_FILE
 from monitor.io.retrain_status import TEXTFILE_NAME, RetrainStatusCollector
 from monitor.io.sinks import AlertmanagerSink, JSONLinesSink, LogSink, MQTTSink, Sink
 
 log = logging.getLogger(__name__)
+
+HEALTH_STALL_SECONDS = 10.0  # /healthz: the scoring heartbeat may be at most this old
 
 
 class Service:
@@ -68,7 +70,8 @@ class Service:
         # the retrain job's verdict (a textfile beside the models) re-exported at scrape time
         self.registry.register(RetrainStatusCollector(Path(cfg.models.dir) / TEXTFILE_NAME, self.metrics))
         self.stop_timeout = stop_timeout_seconds
-        self.queue = HandOff(cfg.mqtt.queue_size)  # bounded; a full one drops and counts (MQTTIngest)
+        # bounded by messages, readings and bytes; full: drop and count, or hold (backpressure)
+        self.queue = HandOff(cfg.mqtt.queue_size, cfg.mqtt.queue_readings, cfg.mqtt.queue_bytes)
         self.codec = Codec(cfg.topics, cfg.mqtt.max_payload_bytes, cfg.stream.max_future_seconds, columns=True)
         self.runner = Runner(self.fleet, on_scores=self._on_scores, on_alert=self._on_alert)
         self._pending_models: dict[str, ScoringModel] = {}
@@ -83,8 +86,9 @@ class Service:
             for g in cfg.fleet()
         }
         # At-least-once: ack QoS 1 messages only after the scoring thread has handled them.
-        persistent = not cfg.mqtt.clean_start
-        self.manual_ack = persistent if manual_ack is None else manual_ack
+        # Backpressure (mqtt.overload) works through unacked messages: manual acks as well.
+        acks_after_handling = not cfg.mqtt.clean_start or cfg.mqtt.overload == "backpressure"
+        self.manual_ack = acks_after_handling if manual_ack is None else manual_ack
         self.extra_sinks = list(extra_sinks or [])
         self.score_listeners = list(score_listeners or [])  # e.g. a recorder or a test probe
         self.sinks: list[Sink] = []
@@ -137,10 +141,22 @@ class Service:
 
     # ------------------------------------------------------------------ health
 
-    def health(self) -> tuple[bool, str]:
+    def scoring_problem(self) -> str | None:
+        """The scoring thread's part of `health`: None while it runs (or is meant to be stopped)."""
         if self._scorer is not None and not self._scorer.is_alive() and not self._stop.is_set():
-            return False, "scoring thread is not running"
-        return True, "ok"
+            return "scoring thread is not running"
+        return None
+
+    def health(self) -> tuple[bool, str]:
+        """Liveness (``/healthz``, Docker HEALTHCHECK, Kubernetes): the same function as the
+        systemd watchdog (`liveness_problem`: scorer alive and progressing, paho's thread
+        alive and hearing from the broker). Before `start` finishes it is "starting"."""
+        if self.ingest is None or self._scorer is None:
+            return True, "starting"
+        if self._stop.is_set():
+            return True, "stopping"
+        problem = liveness_problem(self, stall_seconds=HEALTH_STALL_SECONDS)
+        return (True, "ok") if problem is None else (False, problem)
 
     def groups_without_model(self) -> list[str]:
         with self._model_lock:
@@ -168,7 +184,12 @@ class Service:
         cfg = self.cfg
         self._poll_model()
         self._install_pending_model()
-        self.metrics.set_callbacks(queue_depth=self.queue.qsize, streams_active=self.fleet.streams_active)
+        self.metrics.set_callbacks(
+            queue_depth=self.queue.qsize,
+            streams_active=self.fleet.streams_active,
+            queue_readings=self.queue.readings,
+            queue_bytes=self.queue.bytes,
+        )
         self.http = serve(self.registry, cfg.metrics.address, cfg.metrics.port, self.health, self.ready)
         if cfg.record.enabled:  # tap of our own intake: retraining data is exactly what was scored
             self.recorder = Recorder(

@@ -5,6 +5,13 @@ the dotted key, what was wrong and what is allowed. Values can be overridden fro
 environment as ``MONITOR_<SECTION>__<KEY>`` (nested keys joined by ``__``, values parsed
 as YAML scalars), ``${VAR}`` in a string is replaced by the environment variable VAR, and
 any ``<key>_file`` sibling reads a secret from a file (systemd ``LoadCredential``).
+
+Secrets (`SECRET_FIELDS`, fields marked ``metadata={"secret": True}``) are always strings,
+exactly as written, whatever the route: a YAML plain scalar (``password: 20250101``, read
+as its text, not as an int), an environment override (never YAML-parsed), ``${VAR}`` or a
+``*_file``. No `ConfigError` ever shows a secret's value: a secret field's own errors do
+not quote it, and `load_config` strips every secret value it read from any message (a
+``${VAR}`` holding the password used in another key, for instance).
 """
 
 from __future__ import annotations
@@ -34,6 +41,15 @@ class ConfigError(ValueError):
         super().__init__(f"{key}: {message}" if key else message)
         self.key = key
         self.message = message
+
+
+def _secret_str(key: str, value: object) -> str | None:
+    """A secret as a string (a number given in code becomes its text); never quoted in errors."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise ConfigError(key, f"expected a string, got a {type(value).__name__} (the value is a secret: not shown)")
 
 
 def _positive(key: str, value: float, *, allow_zero: bool = False) -> None:
@@ -97,13 +113,17 @@ class TopicRule:
             raise ConfigError("topics[].qos", f"must be 0 or 1, got {self.qos!r}")
 
 
+ROLE_SUFFIXES = {"daemon": "", "record": "-record", "replay": "-replay", "retrain": "-retrain"}
+"""The client id suffix of each role that connects with the config's mqtt section."""
+
+
 @dataclass
 class MQTTConfig:
     host: str = "127.0.0.1"
     port: int = 1883
     client_id: str = "monitor"
     username: str | None = None
-    password: str | None = field(default=None, repr=False)  # never in logs or reprs
+    password: str | None = field(default=None, repr=False, metadata={"secret": True})  # never logged
     protocol: Literal["5", "3.1.1"] = "5"
     clean_start: bool = False
     session_expiry_seconds: int = 3600
@@ -111,16 +131,51 @@ class MQTTConfig:
     reconnect_min_seconds: float = 0.5
     reconnect_max_seconds: float = 30.0
     max_payload_bytes: int = 1_048_576
+    # The hand-off between paho's thread and the scorer is bounded three ways (whichever
+    # is reached first): messages, readings and payload bytes. The readings and bytes
+    # bounds are what bound memory (one batched message can carry hundreds of readings);
+    # the defaults keep a daemon under overload well inside 512 MB (bench/overload.py).
     queue_size: int = 100_000
+    queue_readings: int = 200_000
+    queue_bytes: int = 64 * 1024 * 1024
+    # What a full hand-off does (docs/operations.md, "Overload"): "drop" acks the message
+    # and counts its readings as drops_total{reason="queue_full"}; "backpressure" holds it
+    # unacked and lets the broker hold the rest (MQTT 5 Receive Maximum = receive_maximum
+    # unacked messages in flight; needs protocol "5"; QoS 0 messages are still dropped).
+    overload: Literal["drop", "backpressure"] = "drop"
+    receive_maximum: int = 1000
+    # The fast path for incoming PUBLISH packets (monitor/io/mqtt.py, decision 0001):
+    # "auto" uses it with a verified paho, "off" always plain paho. Any unexpected
+    # exception in it switches that client to plain paho for good (counted).
+    fast_path: Literal["auto", "off"] = "auto"
     tls: TLSConfig = field(default_factory=TLSConfig)
 
+    def for_role(self, role: str) -> MQTTConfig:
+        """This config with the client id of `role` (`ROLE_SUFFIXES`): every role has its
+        own id, so `monitor record` run with the daemon's config does not take over (and
+        ack) the daemon's persistent session."""
+        if role not in ROLE_SUFFIXES:
+            raise ValueError(f"unknown role {role!r}; roles: {', '.join(ROLE_SUFFIXES)}")
+        return dataclasses.replace(self, client_id=self.client_id + ROLE_SUFFIXES[role])
+
     def __post_init__(self) -> None:
+        self.password = _secret_str("mqtt.password", self.password)
         if not 0 < self.port < 65536:
             raise ConfigError("mqtt.port", f"must be 1..65535, got {self.port}")
         _positive("mqtt.keepalive_seconds", self.keepalive_seconds)
         _positive("mqtt.session_expiry_seconds", self.session_expiry_seconds, allow_zero=True)
         _positive("mqtt.max_payload_bytes", self.max_payload_bytes)
         _positive("mqtt.queue_size", self.queue_size)
+        _positive("mqtt.queue_readings", self.queue_readings)
+        _positive("mqtt.queue_bytes", self.queue_bytes)
+        if not 1 <= self.receive_maximum <= 65535:
+            raise ConfigError("mqtt.receive_maximum", f"must be 1..65535 (an MQTT 5 limit), got {self.receive_maximum}")
+        if self.overload == "backpressure" and self.protocol != "5":
+            raise ConfigError(
+                "mqtt.overload",
+                'backpressure needs MQTT 5 (the broker honours our Receive Maximum); set mqtt.protocol: "5" '
+                "or mqtt.overload: drop",
+            )
         if self.reconnect_max_seconds < self.reconnect_min_seconds:
             raise ConfigError("mqtt.reconnect_max_seconds", "must be >= mqtt.reconnect_min_seconds")
 
@@ -504,9 +559,33 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         """Plain data with secrets masked (safe to log)."""
         data = dataclasses.asdict(self)
-        if data["mqtt"].get("password"):
-            data["mqtt"]["password"] = "***"
+        for dotted in SECRET_FIELDS:
+            *parents, leaf = dotted.split(".")
+            node = data
+            for part in parents:
+                node = node[part]
+            if node.get(leaf) is not None:
+                node[leaf] = "***"
         return data
+
+
+def _secret_fields(cls: type, prefix: str = "") -> list[str]:
+    """Dotted keys of the fields marked secret, through nested sections (not lists)."""
+    found = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        if f.metadata.get("secret"):
+            found.append(key)
+        tp = hints[f.name]
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+            found += _secret_fields(tp, key + ".")
+    return found
+
+
+SECRET_FIELDS: tuple[str, ...] = tuple(_secret_fields(Config))
+"""Every secret of the config, by dotted key (``mqtt.password``)."""
+_SECRET_LEAVES = frozenset(k.rsplit(".", 1)[-1] for k in SECRET_FIELDS)
 
 
 # --------------------------------------------------------------------------- loading
@@ -550,6 +629,8 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         allowed = typing.get_args(tp)
         if isinstance(value, (int, float)) and not isinstance(value, bool) and str(value) in allowed:
             return str(value)
+        if isinstance(value, bool) and ("on" if value else "off") in allowed:
+            return "on" if value else "off"  # YAML 1.1 reads a plain `off` as false
         if value not in allowed:
             raise ConfigError(key, f"must be one of {', '.join(repr(a) for a in allowed)}; got {value!r}")
         return value
@@ -590,7 +671,10 @@ def _build(cls: type[_Section], data: dict[str, Any], prefix: str) -> _Section:
         if raw_key not in names:
             allowed = ", ".join(sorted(names))
             raise ConfigError(key, f"unknown key; allowed here: {allowed}")
-        kwargs[raw_key] = _coerce(hints[raw_key], value, key)
+        if key in SECRET_FIELDS:
+            kwargs[raw_key] = _secret_str(key, value)  # never through _coerce: its errors quote values
+        else:
+            kwargs[raw_key] = _coerce(hints[raw_key], value, key)
     try:
         return cls(**kwargs)
     except ConfigError as exc:
@@ -626,7 +710,7 @@ def _read_secret_files(data: Any, key: str, base: Path) -> Any:
     out = {}
     for k, v in data.items():
         sub = f"{key}.{k}" if key else str(k)
-        if isinstance(k, str) and k.endswith("_file") and k[:-5] in ("password", "username") and v is not None:
+        if isinstance(k, str) and k.endswith("_file") and k[:-5] in _FILE_KEYS and v is not None:
             path = Path(os.path.expandvars(str(v)))
             if not path.is_absolute():
                 path = base / path
@@ -644,10 +728,13 @@ def _apply_env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> di
         if not name.startswith("MONITOR_") or "__" not in name:
             continue
         path = [p.lower() for p in name[len("MONITOR_") :].split("__")]
-        try:
-            value = yaml.safe_load(raw) if raw != "" else ""
-        except yaml.YAMLError:
-            value = raw
+        if ".".join(path) in SECRET_FIELDS:
+            value: Any = raw  # a secret is its exact text: never YAML-parsed (20250101 is no int)
+        else:
+            try:
+                value = yaml.safe_load(raw) if raw != "" else ""
+            except yaml.YAMLError:
+                value = raw
         node = data
         for part in path[:-1]:
             child = node.get(part)
@@ -659,9 +746,67 @@ def _apply_env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> di
     return data
 
 
+_FILE_KEYS = _SECRET_LEAVES | {"username"}  # keys that may come from a `<key>_file`
+
+
+class _SecretTextLoader(yaml.SafeLoader):
+    """Safe YAML, except that a secret's plain scalar is kept as its text."""
+
+
+def _construct_mapping(loader: _SecretTextLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    for key_node, value_node in node.value:
+        if (
+            isinstance(key_node, yaml.ScalarNode)
+            and key_node.value in _SECRET_LEAVES
+            and isinstance(value_node, yaml.ScalarNode)
+            and value_node.tag != "tag:yaml.org,2002:null"
+        ):
+            value_node.tag = "tag:yaml.org,2002:str"  # `password: 0123` is "0123", not 83
+    return loader.construct_mapping(node, deep)
+
+
+_SecretTextLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _secret_values(data: Any, environ: Mapping[str, str]) -> list[str]:
+    """The secret values a config read (environment overrides and the loaded data)."""
+    found = []
+    for dotted in SECRET_FIELDS:
+        env_name = "MONITOR_" + dotted.upper().replace(".", "__")
+        if environ.get(env_name):
+            found.append(environ[env_name])
+        node = data
+        for part in dotted.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is not None and not isinstance(node, (dict, list)):
+            found.append(str(node))
+    return [s for s in found if s]
+
+
+def _redacted(exc: ConfigError, secrets: list[str]) -> ConfigError:
+    message = exc.message
+    for secret in sorted(secrets, key=len, reverse=True):
+        message = message.replace(secret, "***")
+    return exc if message == exc.message else ConfigError(exc.key, message)
+
+
 def load_config(path: str | Path | None, environ: Mapping[str, str] | None = None) -> Config:
-    """Read, expand and validate a config file (None: defaults plus environment)."""
+    """Read, expand and validate a config file (None: defaults plus environment).
+
+    A `ConfigError` never carries a secret value (see the module docstring)."""
     environ = dict(os.environ if environ is None else environ)
+    secrets: list[str] = [v for k, v in environ.items() if k.startswith("MONITOR_") and v and _is_secret_env(k)]
+    try:
+        return _load(path, environ, secrets)
+    except ConfigError as exc:
+        raise _redacted(exc, secrets) from None
+
+
+def _is_secret_env(name: str) -> bool:
+    return ".".join(p.lower() for p in name[len("MONITOR_") :].split("__")) in SECRET_FIELDS
+
+
+def _load(path: str | Path | None, environ: dict[str, str], secrets: list[str]) -> Config:
     data: Any = {}
     base = Path.cwd()
     if path is not None:
@@ -671,15 +816,20 @@ def load_config(path: str | Path | None, environ: Mapping[str, str] | None = Non
         except OSError as exc:
             raise ConfigError("", f"cannot read config file {path}: {exc.strerror}") from None
         try:
-            data = yaml.safe_load(text) or {}
+            data = yaml.load(text, Loader=_SecretTextLoader) or {}  # a SafeLoader
         except yaml.YAMLError as exc:
-            raise ConfigError("", f"{path} is not valid YAML: {exc}") from None
+            # where and what, never the quoted snippet: that line may hold a password
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or type(exc).__name__
+            raise ConfigError("", f"{path} is not valid YAML{where}: {problem}") from None
         base = path.parent
     if not isinstance(data, dict):
         raise ConfigError("", "the config file must be a mapping of sections")
     data = _apply_env_overrides(data, environ)
     data = _expand_env(data, "", environ)
     data = _read_secret_files(data, "", base)
+    secrets += _secret_values(data, environ)
     groups_raw = data.pop("groups", None)
     cfg = _build(Config, data, "")
     if groups_raw is not None and groups_raw != []:  # `groups: []` (a dumped config): no groups

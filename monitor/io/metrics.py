@@ -96,6 +96,17 @@ class Metrics:
             "monitor_drops_total", "Decoded readings dropped before scoring, by reason.", ["reason"], registry=r
         )
         self.queue_depth = Gauge("monitor_queue_depth", "Items waiting in the ingest hand-off queue.", registry=r)
+        self.queue_readings = Gauge(
+            "monitor_queue_readings", "Readings waiting in the ingest hand-off queue.", registry=r
+        )
+        self.queue_bytes = Gauge(
+            "monitor_queue_payload_bytes", "Payload bytes waiting in the ingest hand-off queue.", registry=r
+        )
+        self.backpressure_held = Counter(
+            "monitor_backpressure_held_total",
+            "Messages queued past the hand-off bounds and held unacked (mqtt.overload: backpressure).",
+            registry=r,
+        )
         self.streams_active = Gauge("monitor_streams_active", "Streams with state in the pipeline.", registry=r)
         # label children bound once: the hot path is one dict lookup and one inc()
         self.rejected_children = {reason: self.readings_rejected.labels(reason) for reason in reject_reasons}
@@ -225,6 +236,16 @@ class Metrics:
         self.mqtt_reconnects = Counter(
             "monitor_mqtt_reconnects_total", "Successful MQTT connections after the first one.", registry=r
         )
+        self.mqtt_fast_path_failures = Counter(
+            "monitor_mqtt_fast_path_failures_total",
+            "Unexpected exceptions in the MQTT fast path; each switches that client to plain paho for good.",
+            registry=r,
+        )
+        self.mqtt_takeovers = Counter(
+            "monitor_mqtt_takeovers_total",
+            "Times the broker closed our session because another client connected with our client id.",
+            registry=r,
+        )
         self.build_info = Info("monitor_build", "Version of the running daemon.", registry=r)
         self.build_info.info(
             {
@@ -281,11 +302,19 @@ class Metrics:
         return messages, readings
 
     def set_callbacks(
-        self, queue_depth: Callable[[], float] | None = None, streams_active: Callable[[], float] | None = None
+        self,
+        queue_depth: Callable[[], float] | None = None,
+        streams_active: Callable[[], float] | None = None,
+        queue_readings: Callable[[], float] | None = None,
+        queue_bytes: Callable[[], float] | None = None,
     ) -> None:
         """Read the queue depth / active stream count at scrape time (e.g. ``queue.qsize``)."""
         if queue_depth is not None:
             self.queue_depth.set_function(queue_depth)
+        if queue_readings is not None:
+            self.queue_readings.set_function(queue_readings)
+        if queue_bytes is not None:
+            self.queue_bytes.set_function(queue_bytes)
         if streams_active is not None:
             self.streams_active.set_function(streams_active)
 

@@ -169,6 +169,12 @@ def describe_connect_error(exc: BaseException | None, host: str, port: int) -> s
     return f"cannot connect to {where}: {type(exc).__name__}: {exc}"
 
 
+TAKEOVER_SECONDS = 5.0  # a broker-closed connection shorter than this is suspect
+TAKEOVER_STREAK = 3  # this many suspects in a row: another client is using our client id
+TAKEOVER_BACKOFF_MAX_SECONDS = 60.0
+_SESSION_TAKEN_OVER = 142  # MQTT 5 DISCONNECT reason (mosquitto 2.0 often just closes the socket)
+
+
 class _FastMessage(NamedTuple):
     """What `MQTTIngest._on_message` reads of a paho `MQTTMessage`, built by `_FastClient`."""
 
@@ -224,16 +230,42 @@ class _BufferedRead(_ClientMixin):
 
     _rbuf: bytearray
     _rsock: object = None
+    _read_gate: Callable[[], bool] | None = None  # backpressure: True = do not read now
+
+    _fast_broken = False  # the circuit breaker tripped: plain paho for good (this client)
+    _on_fast_failure: Callable[[BaseException], None] | None = None  # MQTTIngest counts and logs
 
     def _fast_ok(self) -> bool:  # _FastClient: may PUBLISH packets skip paho's handler now?
         return False
+
+    def _trip(self, exc: BaseException) -> None:
+        """The circuit breaker: an unexpected exception in our code on paho's internals.
+        From now on this client is plain paho (reads, PUBLISH handling, acks)."""
+        self._fast_broken = True
+        self._rbuf = bytearray()
+        self._in_packet = _empty_in_packet()
+        callback = self._on_fast_failure
+        if callback is not None:
+            callback(exc)
 
     def _publish(self, buf: bytearray, header: int, start: int, stop: int) -> mqtt.MQTTErrorCode | None:
         return None
 
     def _packet_read(self) -> mqtt.MQTTErrorCode:
-        if not _BUFFERED_READ:
+        gate = self._read_gate
+        if gate is not None and gate():
+            return _ERR_AGAIN  # paho's loop goes on (writes, keepalive) and selects again
+        if not _BUFFERED_READ or self._fast_broken:
             return mqtt.Client._packet_read(self)
+        try:
+            return self._buffered_read()
+        except Exception as exc:
+            # Bytes may have been half-handled: drop the connection; paho reconnects (plain
+            # from now on) and the broker redelivers what was not acked.
+            self._trip(exc)
+            return _ERR_CONN_LOST
+
+    def _buffered_read(self) -> mqtt.MQTTErrorCode:
         sock = self._sock
         if sock is None or sock is not self._rsock:
             self._rbuf = bytearray()
@@ -345,17 +377,26 @@ class _FastClient(_BufferedRead, mqtt.Client):
         """
         if not mids:
             return _SUCCESS
-        if len(mids) == 1:
-            return self._send_puback(mids[0])
-        packet = b"".join([_PUBACK_HEAD + mid.to_bytes(2, "big") for mid in mids])
-        return self._packet_queue(mqtt.PUBACK, packet, 0, 1)
+        if not self._fast_broken:
+            try:
+                if len(mids) == 1:
+                    return self._send_puback(mids[0])
+                packet = b"".join([_PUBACK_HEAD + mid.to_bytes(2, "big") for mid in mids])
+                return self._packet_queue(mqtt.PUBACK, packet, 0, 1)
+            except Exception as exc:
+                self._trip(exc)
+        rc = _SUCCESS
+        for mid in mids:  # paho's public ack, one by one
+            rc = self.ack(mid, 1) or rc
+        return rc
 
     def _fast_ok(self) -> bool:
         """May the fast path take PUBLISH packets now? (Our handler installed, no paho
         debug log, on_log or filtered callbacks: those keep paho's own path.)"""
         handler = self._fast_handler
         return not (
-            handler is None
+            self._fast_broken
+            or handler is None
             or handler is not self._on_message
             or self._on_log is not None
             or self._on_message_filtered._root._children
@@ -364,9 +405,13 @@ class _FastClient(_BufferedRead, mqtt.Client):
 
     def _handle_publish(self) -> mqtt.MQTTErrorCode:
         if self._fast_ok():
-            in_packet = self._in_packet
-            packet = in_packet["packet"]
-            rc = self._publish(packet, in_packet["command"], 0, len(packet))
+            try:
+                in_packet = self._in_packet
+                packet = in_packet["packet"]
+                rc = self._publish(packet, in_packet["command"], 0, len(packet))
+            except Exception as exc:
+                self._trip(exc)  # paho handles this packet (at worst a second delivery: at-least-once)
+                rc = None
             if rc is not None:
                 return rc
         return _paho_handle_publish(self)
@@ -416,7 +461,23 @@ class _FastClient(_BufferedRead, mqtt.Client):
         return _SUCCESS
 
 
-_FAST_PUBLISH = True  # False: always plain paho (A/B measurements)
+class _GatedClient(mqtt.Client):
+    """Plain paho that can stop reading the socket (backpressure without the fast path):
+    while `_read_gate()` says so, nothing more is read, and the broker holds the rest."""
+
+    _read_gate: Callable[[], bool] | None = None
+
+    def _packet_read(self) -> mqtt.MQTTErrorCode:
+        gate = self._read_gate
+        if gate is not None and gate():
+            return _ERR_AGAIN
+        return mqtt.Client._packet_read(self)
+
+
+# False: always plain paho (A/B measurements; CI's second MQTT run). The environment
+# variable is the one `load_config` reads as mqtt.fast_path, so that tests which build an
+# MQTTConfig directly follow it too.
+_FAST_PUBLISH = os.environ.get("MONITOR_MQTT__FAST_PATH", "auto").strip().lower() != "off"
 
 
 def _fast_publish_supported() -> tuple[bool, str]:
@@ -508,6 +569,13 @@ class MQTTIngest:
         self.metrics = metrics
         self.on_state = on_state
         self.manual_ack = bool(manual_ack)
+        # Backpressure (mqtt.overload): a full hand-off holds a QoS 1 message unacked instead
+        # of dropping it; the broker sends at most receive_maximum unacked ones (MQTT 5).
+        # Only with manual acks: an automatic ack would tell the broker it was handled.
+        self.backpressure = cfg.overload == "backpressure" and self.manual_ack
+        if cfg.overload == "backpressure" and not self.manual_ack:
+            log.warning("mqtt.overload is backpressure, but this client acks automatically: a full queue drops")
+        self._put_over = getattr(out_queue, "put_over", None)  # a HandOff; a plain Queue drops
         self.raw_tap = raw_tap
         self.last_error: str | None = None
         self.stats = {
@@ -516,11 +584,18 @@ class MQTTIngest:
             "rejected": 0,
             "dropped_readings": 0,
             "dropped_messages": 0,
+            "held_over": 0,  # backpressure: messages queued past the bounds, unacked
+            "read_pauses": 0,  # backpressure: socket reads put off (10 ms each at most)
             "callback_errors": 0,
             "tap_errors": 0,
             "connections": 0,
             "connect_failures": 0,
+            "takeovers": 0,  # connections the broker closed because our client id connected again
+            "fast_path_failures": 0,  # the fast path's circuit breaker (0 or 1 per client)
         }
+        self._connected_at = 0.0  # monotonic, of the current connection
+        self._short_streak = 0  # broker-closed connections in a row shorter than TAKEOVER_SECONDS
+        self._takeover_backoff = 0.0  # the reconnect delay in force while a takeover loop lasts
         self._throttle = _Throttle(log_interval_seconds)
         self._connected = False
         self._subscribed = False
@@ -552,12 +627,17 @@ class MQTTIngest:
         if not v5:
             kwargs["clean_session"] = cfg.clean_start
         fast, why = _fast_publish_supported()
-        client = _FastClient(**kwargs) if fast else mqtt.Client(**kwargs)
+        if cfg.fast_path == "off":
+            fast, why = False, "mqtt.fast_path: off"
+        plain = _GatedClient if self.backpressure else mqtt.Client
+        client = _FastClient(**kwargs) if fast else plain(**kwargs)
         if fast:
             fast, detail = _fast_client_ok(client)
             if not fast:
                 why = f"{why}: {detail}"
-                client = mqtt.Client(**kwargs)
+                client = plain(**kwargs)
+        if self.backpressure and isinstance(client, (_FastClient, _GatedClient)):
+            client._read_gate = self._hold_reads
         client.suppress_exceptions = True  # a second net under our own try/except
         _PAHO_LOG.addFilter(_QUIET_RETRIES)  # idempotent: one instance
         client.enable_logger(_PAHO_LOG)
@@ -576,6 +656,7 @@ class MQTTIngest:
         client.on_message = self._on_message
         if isinstance(client, _FastClient):  # (exactly when `fast`)
             client._fast_handler = client.on_message  # the very object paho holds (an identity check)
+            client._on_fast_failure = self._on_fast_failure
         log.debug("mqtt: incoming PUBLISH via %s (%s)", "the fast path" if fast else "plain paho", why)
         return client
 
@@ -616,9 +697,14 @@ class MQTTIngest:
         self._intake_open = True
         if cfg.protocol == "5":
             props = None
-            if not cfg.clean_start and cfg.session_expiry_seconds > 0:
+            if (not cfg.clean_start and cfg.session_expiry_seconds > 0) or self.backpressure:
                 props = Properties(PacketTypes.CONNECT)
+            if props is not None and not cfg.clean_start and cfg.session_expiry_seconds > 0:
                 props.SessionExpiryInterval = int(cfg.session_expiry_seconds)
+            if props is not None and self.backpressure:
+                # the broker keeps at most this many QoS 1 messages unacked with us; the rest
+                # wait in its queue (mosquitto: max_queued_messages / max_queued_bytes)
+                props.ReceiveMaximum = int(cfg.receive_maximum)
             self._client.connect_async(
                 cfg.host, cfg.port, cfg.keepalive_seconds, clean_start=cfg.clean_start, properties=props
             )
@@ -705,7 +791,7 @@ class MQTTIngest:
         if not self.manual_ack:
             return
         client = self._client
-        if type(client) is not _FastClient:
+        if type(client) is not _FastClient or client._fast_broken:
             for msg in msgs:
                 self.ack(msg)
             return
@@ -756,6 +842,7 @@ class MQTTIngest:
                     log.error("mqtt: %s", self.last_error)
                 return
             self._connection += 1
+            self._connected_at = time.monotonic()
             self.stats["connections"] += 1
             if self._connection > 1 and self.metrics is not None:
                 self.metrics.mqtt_reconnects.inc()
@@ -810,6 +897,17 @@ class MQTTIngest:
                 self._set_connected(False, "stopped")
                 return
             detail = f"disconnected from {self.cfg.host}:{self.cfg.port}: {reason_code}"
+            if was_connected and self._takeover_suspected(client, reason_code):
+                self.last_error = detail = (
+                    f"another client is using client id {self.cfg.client_id!r}: the broker closed our session "
+                    f"{self._short_streak} times in a row within {TAKEOVER_SECONDS:.0f} s of connecting "
+                    f"(give every client its own mqtt.client_id; `monitor record` and `replay` add a suffix; "
+                    f"if no other client has it, the broker's log says why it closes the connections)"
+                )
+                if self._throttle.ready("takeover"):
+                    log.error("mqtt: %s; backing off %.1f s before reconnecting", detail, self._takeover_backoff)
+                self._set_connected(False, detail)
+                return
             if was_connected:
                 self.last_error = detail
                 log.warning(
@@ -822,6 +920,33 @@ class MQTTIngest:
         except Exception:
             self.stats["callback_errors"] += 1
             log.exception("mqtt: on_disconnect failed")
+
+    def _takeover_suspected(self, client: mqtt.Client, reason_code: Any) -> bool:
+        """Count a takeover and back off when this disconnect continues a connect-disconnect
+        loop (another client with our client id); reset the backoff after a long connection."""
+        cfg = self.cfg
+        lived = time.monotonic() - self._connected_at
+        taken = getattr(reason_code, "value", None) == _SESSION_TAKEN_OVER
+        if lived >= TAKEOVER_SECONDS and not taken:
+            self._short_streak = 0
+            if self._takeover_backoff:
+                self._takeover_backoff = 0.0
+                client.reconnect_delay_set(cfg.reconnect_min_seconds, cfg.reconnect_max_seconds)  # type: ignore[arg-type]
+            return False
+        self._short_streak += 1
+        if not taken and self._short_streak < TAKEOVER_STREAK:
+            return False
+        # the loop's first recognition counts the whole streak; each later disconnect counts one
+        n = TAKEOVER_STREAK if self._short_streak == TAKEOVER_STREAK and not taken else 1
+        self.stats["takeovers"] += n
+        if self.metrics is not None:
+            self.metrics.mqtt_takeovers.inc(n)
+        self._takeover_backoff = min(
+            TAKEOVER_BACKOFF_MAX_SECONDS, max(1.0, cfg.reconnect_min_seconds, 2 * self._takeover_backoff)
+        )
+        # paho waits the minimum delay after a connection that succeeded: raise it for now
+        client.reconnect_delay_set(self._takeover_backoff, max(self._takeover_backoff, cfg.reconnect_max_seconds))  # type: ignore[arg-type]
+        return True
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any, properties: Any) -> None:
         try:
@@ -881,7 +1006,20 @@ class MQTTIngest:
                 self.queue.put_nowait(_new_tuple(Ingested, (received_monotonic, readings, rejected, delivery)))
                 ack_now = False
             except queue.Full:
-                self._count_drop(DropReason.QUEUE_FULL, readings, rejected)
+                if self.backpressure and msg.qos and self._put_over is not None:
+                    # held unacked: the broker sends no more than receive_maximum of these
+                    self._put_over(_new_tuple(Ingested, (received_monotonic, readings, rejected, delivery)))
+                    ack_now = False
+                    stats["held_over"] += 1
+                    if self.metrics is not None:
+                        self.metrics.backpressure_held.inc()
+                    if self._throttle.ready("held_over"):
+                        log.warning(
+                            "mqtt: ingest queue full: holding messages unacked (mqtt.overload: backpressure); "
+                            "the broker keeps the rest, up to its max_queued_messages"
+                        )
+                else:
+                    self._count_drop(DropReason.QUEUE_FULL, readings, rejected)
         except Exception:
             self.stats["callback_errors"] += 1
             if self._throttle.ready("on_message"):
@@ -892,6 +1030,44 @@ class MQTTIngest:
                     client.ack(msg.mid, msg.qos)
                 except Exception:
                     self.stats["callback_errors"] += 1
+
+    @property
+    def fast_path(self) -> bool:
+        """True while incoming PUBLISH packets take the fast path (not off, not tripped)."""
+        client = self._client
+        return type(client) is _FastClient and not client._fast_broken
+
+    def _on_fast_failure(self, exc: BaseException) -> None:
+        """The fast path's circuit breaker tripped (paho's thread): count, log, carry on plain."""
+        try:
+            self.stats["fast_path_failures"] += 1
+            if self.metrics is not None:
+                self.metrics.mqtt_fast_path_failures.inc()
+            log.error(
+                "mqtt: the fast path failed (%s: %s); this client uses plain paho from now on "
+                "(counted in monitor_mqtt_fast_path_failures_total; set mqtt.fast_path: off to skip it)",
+                type(exc).__name__,
+                exc,
+                exc_info=exc,
+            )
+        except Exception:
+            self.stats["callback_errors"] += 1
+
+    def _hold_reads(self) -> bool:
+        """Backpressure, on paho's thread before each socket read: True (read nothing now)
+        while the hand-off is over its bounds. Waits up to 10 ms for the consumer to take
+        items, so a paused loop neither spins nor delays alert publishes by more than that.
+        At most one read's worth of messages (64 KiB with the fast path, one packet with
+        plain paho) goes past the bounds; the broker holds everything after it."""
+        q = self.queue
+        over = getattr(q, "over_bounds", None)
+        if over is None or not self._intake_open or not over():
+            return False
+        q.wait_taken(0.01)  # type: ignore[attr-defined]  # a HandOff (over_bounds is there)
+        if over():
+            self.stats["read_pauses"] += 1
+            return True
+        return False
 
     def _count_drop(self, reason: str, readings: Sequence[Reading], rejected: list[Rejected]) -> None:
         """A message not handed to the consumer: count its readings and its rejects here."""
@@ -906,10 +1082,12 @@ class MQTTIngest:
             return
         self._drops_since_log += n
         if self._throttle.ready("queue_full"):
+            full = getattr(self.queue, "full_reason", None)
             log.warning(
-                "mqtt: ingest queue full (%d items): dropped %d readings since the last report; "
-                "the consumer is too slow or mqtt.queue_size too small",
-                self.queue.maxsize,
+                "mqtt: ingest queue full (%s): dropped %d readings since the last report; "
+                "the consumer is too slow for the intake (docs/operations.md, Overload; "
+                "mqtt.overload: backpressure lets the broker hold them instead)",
+                full() if full is not None else f"{self.queue.maxsize} messages, mqtt.queue_size",
                 self._drops_since_log,
             )
             self._drops_since_log = 0

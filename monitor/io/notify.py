@@ -103,6 +103,43 @@ def watchdog_interval(environ: Mapping[str, str] | None = None) -> float | None:
     return seconds if seconds > 0 else None
 
 
+def liveness_problem(
+    service, *, stall_seconds: float = 10.0, clock: Callable[[], float] = time.monotonic
+) -> str | None:
+    """THE liveness check: None while the daemon is alive, else what is wrong.
+
+    One function for every judge: ``/healthz`` (so Docker's ``HEALTHCHECK`` and the
+    Kubernetes liveness probe) through `Service.health`, and the systemd watchdog through
+    `SystemdTick`. Checks: the scoring thread runs (``service.scoring_problem()``) and its
+    heartbeat (``service.last_progress``, monotonic) is at most `stall_seconds` old; paho's
+    network thread runs; while connected, it has received something within two
+    keep-alives (plus 10 s). A broker outage is not a liveness problem: the daemon
+    reconnects by itself (that is readiness, ``/readyz``).
+    """
+    why = service.scoring_problem()
+    if why is not None:
+        return f"unhealthy: {why}"
+    age = clock() - float(service.last_progress)
+    if age > stall_seconds:
+        return f"scoring thread made no progress for {age:.1f} s"
+    ingest = getattr(service, "ingest", None)
+    if ingest is None:
+        return "MQTT intake not started"
+    client = ingest.client
+    thread = getattr(client, "_thread", None)
+    if thread is None or not thread.is_alive():
+        return "MQTT network thread is not running"
+    if ingest.connected:
+        keepalive = float(getattr(getattr(ingest, "cfg", None), "keepalive_seconds", 60) or 60)
+        last_in = getattr(client, "_last_bytes_received", None)
+        if isinstance(last_in, (int, float)):
+            # paho's own clock is time.monotonic (paho.mqtt.client.time_func)
+            silent = time.monotonic() - last_in
+            if silent > 2 * keepalive + 10:
+                return f"MQTT network thread received nothing for {silent:.0f} s while connected"
+    return None
+
+
 class SystemdTick:
     """Callable run by the daemon's main loop; see the module docstring.
 
@@ -135,33 +172,8 @@ class SystemdTick:
     # ----------------------------------------------------------------- checks
 
     def problem(self) -> str | None:
-        """None when every check passes, else what is wrong."""
-        svc = self.service
-        ok, why = svc.health()
-        if not ok:
-            return f"unhealthy: {why}"
-        age = self.clock() - float(svc.last_progress)
-        if age > self.stall_seconds:
-            return f"scoring thread made no progress for {age:.1f} s"
-        return self._mqtt_problem()
-
-    def _mqtt_problem(self) -> str | None:
-        ingest = getattr(self.service, "ingest", None)
-        if ingest is None:
-            return "MQTT intake not started"
-        client = ingest.client
-        thread = getattr(client, "_thread", None)
-        if thread is None or not thread.is_alive():
-            return "MQTT network thread is not running"
-        if ingest.connected:
-            keepalive = float(getattr(getattr(ingest, "cfg", None), "keepalive_seconds", 60) or 60)
-            last_in = getattr(client, "_last_bytes_received", None)
-            if isinstance(last_in, (int, float)):
-                # paho's own clock is time.monotonic (paho.mqtt.client.time_func)
-                silent = time.monotonic() - last_in
-                if silent > 2 * keepalive + 10:
-                    return f"MQTT network thread received nothing for {silent:.0f} s while connected"
-        return None
+        """None when every check passes, else what is wrong (`liveness_problem`)."""
+        return liveness_problem(self.service, stall_seconds=self.stall_seconds, clock=self.clock)
 
     # ----------------------------------------------------------------- tick
 
