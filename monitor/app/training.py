@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from monitor.app.plots import png_bytes, pyplot
-from monitor.core.config import Config, ConfigError
+from monitor.core.config import CalibrationConfig, Config, ConfigError, ModelConfig
 from monitor.core.fleet import Fleet
+from monitor.core.model.adapters import ADAPTERS_FILE, StreamAdapters, has_enough
 from monitor.core.model.calibrate import fit_threshold
 from monitor.core.model.holdout import HoldoutPlan, plan_holdout
 from monitor.core.pipeline import ScoringModel, StreamState, stream_timing
@@ -188,6 +189,14 @@ class Prepared:
     n_frames: int
     n_stale: int
     holdout: HoldoutPlan
+    # per stream, in the order its windows are concatenated: (stream, train windows, calibration windows)
+    counts: list[tuple[str, int, int]] = field(default_factory=list)
+    own_scalers: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # adapters: (mean, std)
+    fallback: dict[str, int] = field(default_factory=dict)  # streams without: their fit windows
+
+    def fit_windows(self, train: int, calib: int) -> int:
+        """Windows a stream's threshold would be fitted on (its held-out ones, or all)."""
+        return calib if self.holdout.fit_on == "holdout" else train + calib
 
 
 def scaler_std(rows: np.ndarray, cfg: Config, channels: Sequence[str] | None = None) -> np.ndarray:
@@ -209,6 +218,11 @@ def prepare_windows(
     `model.context` the context channels follow the data channels.
 
     `channels` (the frames' column names) is needed for `model.channel_min_std`.
+
+    With ``model.adapters: auto``, a stream with at least ``model.adapter_min_windows``
+    windows to fit a threshold on (`Prepared.fit_windows`) is standardized by its own
+    scaler (fitted on its own older fresh frames, the same floors); the others by the
+    group's, which is fitted on every stream's older fresh frames either way.
     """
     plan = plan_holdout(
         [f.stale for f in frames], window_size, stride, cfg.calibration.holdout_fraction, cfg.calibration.source
@@ -223,17 +237,24 @@ def prepare_windows(
     mean = fit_rows.mean(axis=0)
     std = scaler_std(fit_rows, cfg, channels)
     train, calib = [], []
+    counts: list[tuple[str, int, int]] = []
+    own: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    fallback: dict[str, int] = {}
+    adapters = cfg.model.adapters == "auto"
     digest = hashlib.sha256()
     for f, cut in zip(frames, cuts, strict=True):
-        z = (f.values - mean) / std
-        if cfg.model.context:
-            z = np.concatenate([z, context_rows(f.times, cfg.model.context)], axis=1)
-        z = z.astype(np.float32)
-        z[f.stale] = 0.0
-        w_train, _ = window_runs(z[:cut], f.stale[:cut], window_size, stride)
-        w_calib, _ = window_runs(z[cut:], f.stale[cut:], window_size, stride)
+        w_train, w_calib = _cut_windows(f, cut, mean, std, cfg, window_size, stride)
+        if adapters:
+            n_fit = len(w_calib) if plan.fit_on == "holdout" else len(w_train) + len(w_calib)
+            if has_enough(n_fit, cfg.model.adapter_min_windows):
+                rows = f.values[:cut][~f.stale[:cut]]
+                own[f.stream] = (rows.mean(axis=0), scaler_std(rows, cfg, channels))
+                w_train, w_calib = _cut_windows(f, cut, *own[f.stream], cfg, window_size, stride)
+            else:
+                fallback[f.stream] = n_fit
         train.append(w_train)
         calib.append(w_calib)
+        counts.append((f.stream, len(w_train), len(w_calib)))
         digest.update(f.stream.encode())
         digest.update(np.ascontiguousarray(f.times).tobytes())
         digest.update(np.nan_to_num(f.values).tobytes())
@@ -246,6 +267,53 @@ def prepare_windows(
         sum(len(f.times) for f in frames),
         int(sum(f.stale.sum() for f in frames)),
         plan,
+        counts,
+        own,
+        fallback,
+    )
+
+
+def _cut_windows(
+    f: FrameSet, cut: int, mean: np.ndarray, std: np.ndarray, cfg: Config, window_size: int, stride: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(training windows, calibration windows) of one stream standardized by (mean, std)."""
+    z = (f.values - mean) / std
+    if cfg.model.context:
+        z = np.concatenate([z, context_rows(f.times, cfg.model.context)], axis=1)
+    z = z.astype(np.float32)
+    z[f.stale] = 0.0
+    w_train, _ = window_runs(z[:cut], f.stale[:cut], window_size, stride)
+    w_calib, _ = window_runs(z[cut:], f.stale[cut:], window_size, stride)
+    return w_train, w_calib
+
+
+def fit_adapters(
+    prep: Prepared, train_err: np.ndarray, calib_err: np.ndarray, calibration_cfg: CalibrationConfig, min_windows: int
+) -> StreamAdapters | None:
+    """Each adapter stream's own threshold, fitted on its own windows' errors (the
+    slices of `train_err` / `calib_err`, which follow `prep.counts`) like the group's;
+    None when no stream has enough windows for one."""
+    if not prep.own_scalers:
+        return None
+    names, means, stds, thresholds, n_windows = [], [], [], [], []
+    t0 = c0 = 0
+    for stream, n_train, n_calib in prep.counts:
+        t1, c1 = t0 + n_train, c0 + n_calib
+        if stream in prep.own_scalers:
+            own = (
+                calib_err[c0:c1]
+                if prep.holdout.fit_on == "holdout"
+                else np.concatenate([train_err[t0:t1], calib_err[c0:c1]])
+            )
+            mean, std = prep.own_scalers[stream]
+            names.append(stream)
+            means.append(mean)
+            stds.append(std)
+            thresholds.append(fit_threshold(own, calibration_cfg)["threshold"])
+            n_windows.append(len(own))
+        t0, c0 = t1, c1
+    return StreamAdapters(
+        names, np.array(means), np.array(stds), np.array(thresholds), n_windows, min_windows, prep.fallback
     )
 
 
@@ -322,6 +390,9 @@ def train_bundle(
     threshold = fit_threshold(fit_err, calibration_cfg)
     threshold["source"] = plan.fit_on
     thr = threshold["threshold"]
+    adapters = fit_adapters(prep, train_err, calib_err, calibration_cfg, mc.adapter_min_windows)
+    # each window judged by its stream's threshold, as the daemon will (the group's without an adapter)
+    thr_train, thr_calib = _window_thresholds(prep, adapters, thr)
     calibration = {
         "holdout_fraction": cfg.calibration.holdout_fraction,
         "holdout_fraction_used": plan.fraction,
@@ -335,8 +406,8 @@ def train_bundle(
     validation = {
         "calibration_windows": len(calib_err),
         "calibration_error_median": float(np.median(calib_err)) if len(calib_err) else None,
-        "calibration_exceedance_rate": float(np.mean(calib_err >= thr)) if len(calib_err) else None,
-        "training_exceedance_rate": float(np.mean(train_err >= thr)),
+        "calibration_exceedance_rate": float(np.mean(calib_err >= thr_calib)) if len(calib_err) else None,
+        "training_exceedance_rate": float(np.mean(train_err >= thr_train)),
         "best_val_loss": float(min(result.history["val_loss"])),
     }
     manifest = {
@@ -373,13 +444,45 @@ def train_bundle(
         "validation": validation,
         "seconds_total": time.monotonic() - started,
     }
-    extra = {"report.json": json.dumps(report, indent=2).encode()}
+    extra = {}
+    if adapters is not None:
+        data_bytes = adapters.to_json(channels)
+        manifest["adapters"] = adapters.manifest_entry(data_bytes)
+        extra[ADAPTERS_FILE] = data_bytes
+    summary = _adapter_summary(prep, mc)
+    report["adapters"] = summary
+    log.info(
+        "adapters: %d stream(s) with their own scaler and threshold, %d on the group's (%s)",
+        summary["own"],
+        summary["fallback"],
+        "model.adapters: off" if mc.adapters == "off" else f"fewer than {mc.adapter_min_windows} windows",
+    )
+    extra["report.json"] = json.dumps(report, indent=2).encode()
     if write_plots:
         extra.update(_plots(result.history, fit_err, thr))  # the errors the threshold was fitted on
     state_dict = {k: v.detach().cpu() for k, v in result.module.state_dict().items()}
     path = save_bundle(Path(models_dir), manifest, state_dict, extra_files=extra, make_current=make_current)
     report["seconds_total"] = time.monotonic() - started
     return TrainOutcome(path, json.loads((path / "manifest.json").read_text()), report)
+
+
+def _window_thresholds(prep: Prepared, adapters: StreamAdapters | None, group: float) -> tuple[np.ndarray, np.ndarray]:
+    """(per training window, per calibration window) the threshold of the window's stream."""
+    own = {} if adapters is None else {s: float(adapters.threshold[i]) for s, i in adapters.index.items()}
+    train = [np.full(n_train, own.get(s, group)) for s, n_train, _ in prep.counts]
+    calib = [np.full(n_calib, own.get(s, group)) for s, _, n_calib in prep.counts]
+    return np.concatenate(train or [np.zeros(0)]), np.concatenate(calib or [np.zeros(0)])
+
+
+def _adapter_summary(prep: Prepared, mc: ModelConfig) -> dict:
+    """What `monitor train` reports of the adapters: counts, the rule, the streams that fell back."""
+    return {
+        "mode": mc.adapters,
+        "min_windows": mc.adapter_min_windows,
+        "own": len(prep.own_scalers),
+        "fallback": len(prep.fallback) if mc.adapters == "auto" else len(prep.counts),
+        "fallback_streams": sorted(prep.fallback)[:20],
+    }
 
 
 def _plots(history: dict, calib_err: np.ndarray, threshold: float) -> dict[str, bytes]:
