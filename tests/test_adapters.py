@@ -80,9 +80,9 @@ def bundles(tmp_path_factory):
 def test_the_switch_and_the_rule_are_validated():
     assert cfg().model.adapters == "auto"
     assert config_from({"model": {"adapters": False}}).model.adapters == "off"  # YAML's bare `off`
-    with pytest.raises(ConfigError, match="model.adapters: must be one of 'auto', 'off'"):
+    with pytest.raises(ConfigError, match=r"model\.adapters: must be one of 'auto', 'off'"):
         cfg(adapters="sometimes")
-    with pytest.raises(ConfigError, match="model.adapter_min_windows: must be >= 20"):
+    with pytest.raises(ConfigError, match=r"model\.adapter_min_windows: must be >= 20"):
         cfg(adapter_min_windows=5)
 
 
@@ -185,7 +185,7 @@ def test_a_stream_never_seen_in_training_and_a_short_one_use_the_groups_scaler_a
 def test_batched_scoring_equals_reading_by_reading_with_adapters(bundles):
     auto, _ = bundles
     model = ScoringModel.from_bundle(load_bundle(auto.bundle_path))
-    items = feed(n=450) + [FrameBlock("p/new", tuple(CHANNELS), *series(20.0, 1.0, 40, 3, 1_700_100_000.0))]
+    items = [*feed(n=450), FrameBlock("p/new", tuple(CHANNELS), *series(20.0, 1.0, 40, 3, 1_700_100_000.0))]
     batched, single = Pipeline(model, cfg().stream, cfg().alarm), Pipeline(model, cfg().stream, cfg().alarm)
     got, want = {}, {}
     alerts_b, alerts_s = [], []
