@@ -38,8 +38,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-
 from fleet import BATCH, CHANNELS, GROUPS, configs, readings, train  # noqa: E402  # bench/fleet.py
+
 from monitor.core.config import Config  # noqa: E402
 from monitor.core.fleet import Fleet  # noqa: E402
 from monitor.core.model.adapters import StreamAdapters  # noqa: E402

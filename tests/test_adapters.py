@@ -96,6 +96,7 @@ def test_training_gives_streams_with_enough_windows_their_own_adapter_and_the_re
     assert auto.report["adapters"] == {
         "mode": "auto",
         "min_windows": 100,
+        "streams": 5,
         "own": 4,
         "fallback": 1,
         "fallback_streams": [SHORT],

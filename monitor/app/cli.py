@@ -25,7 +25,7 @@ from monitor.app import retrain
 from monitor.app.backtest import format_quality, plot_timeline, run_backtest, write_scores_csv
 from monitor.app.exclude import exclude_spans, parse_span, spans_from_alerts
 from monitor.app.replay import connect_publisher, replay_offline, replay_to_broker
-from monitor.app.training import StreamData, group_training_data, load_training_data, train_bundle
+from monitor.app.training import StreamData, adapters_line, group_training_data, load_training_data, train_bundle
 from monitor.core.config import DEFAULT_GROUP, EXIT_CONFIG, Config, ConfigError, load_config
 from monitor.core.fleet import Fleet
 from monitor.core.pipeline import TALLIES, ScoringModel
@@ -120,26 +120,12 @@ def _train_one(args: argparse.Namespace, cfg: Config, data: list[StreamData], ou
         f"window {m['window_size']}x stride {m['stride']}\n"
         f"  threshold {thr['threshold']:.6g} ({thr['method']}), calibration exceedance "
         f"{m['validation']['calibration_exceedance_rate']:.4f}\n"
-        f"  {_adapters_line(outcome.report['adapters'])}\n"
+        f"  {adapters_line(outcome.report['adapters'])}\n"
         f"  {m['training']['epochs_run']} epochs in {m['training']['seconds']:.1f}s; "
         f"report: {outcome.bundle_path / 'report.json'}"
         + ("" if args.no_promote else f"\n  {out / 'current'} -> {outcome.bundle_path.name}")
     )
     return 0
-
-
-def _adapters_line(summary: dict) -> str:
-    """How many streams got their own adapter and how many use the group's scaler and threshold."""
-    if summary["mode"] == "off":
-        return f"adapters off: {summary['fallback']} stream(s) on the group's scaler and threshold"
-    line = (
-        f"adapters: {summary['own']} stream(s) with their own scaler and threshold, "
-        f"{summary['fallback']} on the group's (fewer than {summary['min_windows']} windows)"
-    )
-    if summary["fallback_streams"]:
-        more = summary["fallback"] - len(summary["fallback_streams"])
-        line += ": " + ", ".join(summary["fallback_streams"]) + (f" and {more} more" if more > 0 else "")
-    return line
 
 
 def _rows(sd) -> int:

@@ -194,10 +194,6 @@ class Prepared:
     own_scalers: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # adapters: (mean, std)
     fallback: dict[str, int] = field(default_factory=dict)  # streams without: their fit windows
 
-    def fit_windows(self, train: int, calib: int) -> int:
-        """Windows a stream's threshold would be fitted on (its held-out ones, or all)."""
-        return calib if self.holdout.fit_on == "holdout" else train + calib
-
 
 def scaler_std(rows: np.ndarray, cfg: Config, channels: Sequence[str] | None = None) -> np.ndarray:
     """Per-channel std of `rows`, floored by `model.min_std` and `model.channel_min_std`."""
@@ -219,8 +215,9 @@ def prepare_windows(
 
     `channels` (the frames' column names) is needed for `model.channel_min_std`.
 
-    With ``model.adapters: auto``, a stream with at least ``model.adapter_min_windows``
-    windows to fit a threshold on (`Prepared.fit_windows`) is standardized by its own
+    With ``model.adapters: auto`` and more than one stream, a stream with at least ``model.adapter_min_windows``
+    windows to fit a threshold on (its calibration windows; with the plan's ``fit_on``
+    "all", its training windows too) is standardized by its own
     scaler (fitted on its own older fresh frames, the same floors); the others by the
     group's, which is fitted on every stream's older fresh frames either way.
     """
@@ -240,14 +237,15 @@ def prepare_windows(
     counts: list[tuple[str, int, int]] = []
     own: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     fallback: dict[str, int] = {}
-    adapters = cfg.model.adapters == "auto"
+    # one stream: the group's scaler and threshold are its own, an adapter would repeat them
+    adapters = cfg.model.adapters == "auto" and len(frames) > 1
     digest = hashlib.sha256()
     for f, cut in zip(frames, cuts, strict=True):
         w_train, w_calib = _cut_windows(f, cut, mean, std, cfg, window_size, stride)
         if adapters:
             n_fit = len(w_calib) if plan.fit_on == "holdout" else len(w_train) + len(w_calib)
-            if has_enough(n_fit, cfg.model.adapter_min_windows):
-                rows = f.values[:cut][~f.stale[:cut]]
+            rows = f.values[:cut][~f.stale[:cut]]
+            if has_enough(n_fit, cfg.model.adapter_min_windows) and len(rows) >= window_size:
                 own[f.stream] = (rows.mean(axis=0), scaler_std(rows, cfg, channels))
                 w_train, w_calib = _cut_windows(f, cut, *own[f.stream], cfg, window_size, stride)
             else:
@@ -451,12 +449,7 @@ def train_bundle(
         extra[ADAPTERS_FILE] = data_bytes
     summary = _adapter_summary(prep, mc)
     report["adapters"] = summary
-    log.info(
-        "adapters: %d stream(s) with their own scaler and threshold, %d on the group's (%s)",
-        summary["own"],
-        summary["fallback"],
-        "model.adapters: off" if mc.adapters == "off" else f"fewer than {mc.adapter_min_windows} windows",
-    )
+    log.info("%s", adapters_line(summary))
     extra["report.json"] = json.dumps(report, indent=2).encode()
     if write_plots:
         extra.update(_plots(result.history, fit_err, thr))  # the errors the threshold was fitted on
@@ -474,13 +467,30 @@ def _window_thresholds(prep: Prepared, adapters: StreamAdapters | None, group: f
     return np.concatenate(train or [np.zeros(0)]), np.concatenate(calib or [np.zeros(0)])
 
 
+def adapters_line(summary: dict) -> str:
+    """How many streams got their own adapter and how many use the group's scaler and threshold."""
+    if summary["mode"] == "off":
+        return f"adapters off: {summary['streams']} stream(s) on the group's scaler and threshold"
+    if summary["streams"] == 1:
+        return "adapters: none (one stream: the group's scaler and threshold are its own)"
+    line = (
+        f"adapters: {summary['own']} stream(s) with their own scaler and threshold, "
+        f"{summary['fallback']} on the group's (fewer than {summary['min_windows']} windows)"
+    )
+    if summary["fallback_streams"]:
+        more = summary["fallback"] - len(summary["fallback_streams"])
+        line += ": " + ", ".join(summary["fallback_streams"]) + (f" and {more} more" if more > 0 else "")
+    return line
+
+
 def _adapter_summary(prep: Prepared, mc: ModelConfig) -> dict:
     """What `monitor train` reports of the adapters: counts, the rule, the streams that fell back."""
     return {
         "mode": mc.adapters,
         "min_windows": mc.adapter_min_windows,
+        "streams": len(prep.counts),
         "own": len(prep.own_scalers),
-        "fallback": len(prep.fallback) if mc.adapters == "auto" else len(prep.counts),
+        "fallback": len(prep.counts) - len(prep.own_scalers),
         "fallback_streams": sorted(prep.fallback)[:20],
     }
 
