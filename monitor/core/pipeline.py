@@ -104,6 +104,17 @@ class ScoringModel:
             adapters=bundle.adapters,
         )
 
+    def offline_threshold(self, stream: str) -> float:
+        """`stream`'s offline threshold: its adapter's, else the group's (no adapter, or a
+        stream the bundle never saw). What `Pipeline.threshold_for` decides by, and the
+        prior of an online per-stream calibration."""
+        adapters = self.adapters
+        if adapters is not None:
+            i = adapters.index.get(stream)
+            if i is not None:
+                return float(adapters.threshold[i])
+        return self.threshold
+
     def compatible_with(self, other: ScoringModel) -> bool:
         """Same frame and window geometry: stream state can carry over a swap."""
         return (
@@ -202,23 +213,19 @@ class Pipeline:
             model.version,
             model.channels,
             self.top_channels,
-            threshold_for=self.threshold_for if self._row_mean is not None else None,
+            threshold_for=self.threshold_for,
         )
 
     # ------------------------------------------------------------------ per-stream adapters
 
     def threshold_for(self, stream: str) -> float:
-        """The threshold (raw error units) `stream`'s windows are decided by: its adapter's
-        offline threshold, else the group's (a stream without an adapter, or never seen in
-        training). The one place alarm decisions take a stream's threshold from: scores
-        are ``raw / threshold_for(stream)`` and alerts carry it; online per-stream
-        calibration plugs in here, with this offline value as its prior."""
-        adapters = self.model.adapters
-        if adapters is not None:
-            i = adapters.index.get(stream)
-            if i is not None:
-                return float(adapters.threshold[i])
-        return self.model.threshold
+        """The threshold (raw error units) `stream`'s windows are decided by, for every
+        model (with or without adapters): the one place alarm decisions take a stream's
+        threshold from. `flush` calls it once per run of a stream's windows (scores are
+        ``raw / threshold_for(stream)``) and alerts carry it. Today it is the offline one
+        (`ScoringModel.offline_threshold`: the stream's adapter's, else the group's);
+        online per-stream calibration plugs in here, with that value as its prior."""
+        return self.model.offline_threshold(stream)
 
     def scaler_for(self, stream: str) -> tuple[FloatArray, FloatArray]:
         """(mean, 1 / std) that `stream`'s frames are standardized with: its adapter's, else the group's."""
@@ -521,14 +528,9 @@ class Pipeline:
         if len(self._x) > 4096 and n < len(self._x) // 8:
             self._x = np.empty((max(256, 2 * n), *self._x.shape[1:]), dtype=np.float32)
         streams, runs, times, observed = _columns_of(entries)
-        if self._row_mean is None:  # no adapters: one scaler and one threshold for every stream
-            inv_thr = 1.0 / model.threshold
-            score, channel_scores = raw * inv_thr, per_channel * (inv_thr / per_channel.shape[1])
-            reconstructed: Floats = recon_last * model.std + model.mean
-        else:
-            if runs is None:
-                runs = runs_of(streams or [])
-            score, channel_scores, reconstructed = self._per_stream(runs, raw, per_channel, recon_last)
+        if runs is None:
+            runs = runs_of(streams or [])
+        score, channel_scores, reconstructed = self._per_stream(runs, raw, per_channel, recon_last)
         scores = ScoreBatch(streams, times, score, raw, channel_scores, observed, reconstructed, runs=runs)
         alerts = self.alarm.update_batch(scores)
         self.counters["windows_scored"] += n
@@ -537,32 +539,32 @@ class Pipeline:
     def _per_stream(
         self, runs: list[tuple[str, int, int]], raw: Floats, per_channel: Floats, recon_last: Floats
     ) -> tuple[Floats, Floats, Floats]:
-        """(score, channel_scores, reconstructed) with each row's own threshold and scaler.
+        """(score, channel_scores, reconstructed) with each row's stream's threshold
+        (`threshold_for`) and, with adapters, its scaler.
 
         One lookup per run of a stream's rows (not per row), then gathers: the per-row
         threshold and scaler vectors are the per-run ones repeated over the runs' lengths.
-        A row whose threshold is the group's gets exactly the no-adapter arithmetic
-        (float32 inverse, as a Python float is cast to in ``raw * inv_thr``)."""
-        assert self._row_mean is not None and self._row_std is not None  # only with adapters
-        adapters = self.model.adapters
-        assert adapters is not None
-        index, group_row = adapters.index, len(adapters)
+        The arithmetic is that of one threshold for all (``raw * (1 / threshold)`` with the
+        inverse cast to float32, as numpy casts a Python float against float32), so a
+        model without adapters scores bit for bit as before."""
         threshold_for = self.threshold_for
         k = len(runs)
         thr = np.empty(k, dtype=np.float64)
-        rows = np.empty(k, dtype=np.intp)
         lengths = np.empty(k, dtype=np.intp)
         for j, (stream, start, stop) in enumerate(runs):
             thr[j] = threshold_for(stream)
-            rows[j] = index.get(stream, group_row)
             lengths[j] = stop - start
         inv = 1.0 / thr
         c = per_channel.shape[1]
         score = raw * np.repeat(inv.astype(np.float32), lengths)
         channel_scores = per_channel * np.repeat((inv / c).astype(np.float32), lengths)[:, None]
+        model = self.model
+        if self._row_mean is None or self._row_std is None or model.adapters is None:
+            return score, channel_scores, recon_last * model.std + model.mean
+        index, group_row = model.adapters.index, len(model.adapters)
+        rows = np.fromiter((index.get(stream, group_row) for stream, _, _ in runs), dtype=np.intp, count=k)
         row_of = np.repeat(rows, lengths)
-        reconstructed = recon_last * self._row_std[row_of] + self._row_mean[row_of]
-        return score, channel_scores, reconstructed
+        return score, channel_scores, recon_last * self._row_std[row_of] + self._row_mean[row_of]
 
 
 class _Run:
