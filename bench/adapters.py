@@ -4,7 +4,9 @@ Pure-pipeline level (no broker), as bench/fleet.py: the daemon's scoring path is
 `Runner.feed` over queue batches of `scoring.batch_size` (256) items, and that is timed.
 One command runs the variants on the same readings, back to back in each of `--repeats`
 rounds; a ratio is the median over rounds of that round's adapters/plain ratio (the
-machine's load drifts between rounds; a pair shares it), rates are medians:
+machine's load drifts between rounds; a pair shares it), rates are medians, timed in
+CPU seconds of the process (`time.process_time`, torch on one thread), which a loaded
+shared machine disturbs far less than wall time:
 
   plain     the bundle's model without adapters: one scaler, one threshold
   adapters  the same network with an adapter (own mean/std per channel and threshold)
@@ -66,10 +68,10 @@ def run_once(cfg: Config, model: ScoringModel, batches: list[list[FrameBlock]]) 
     fleet = Fleet.single(model, cfg.fleet()[0])
     runner = Runner(fleet)
     n = sum(len(b) for b in batches)
-    started = time.perf_counter()
+    started = time.process_time()  # CPU seconds of this process: the shared machine's load drifts
     for batch in batches:
         runner.feed(batch)
-    seconds = time.perf_counter() - started
+    seconds = time.process_time() - started
     assert fleet.totals()["accepted"] == n * len(CHANNELS), fleet.totals()
     return n / seconds, runner.windows, runner.alerts
 
@@ -126,7 +128,7 @@ def main() -> int:
     med = {k: statistics.median(v) for k, v in rates.items()}
     n = sum(len(b) for b in batches)
     print(f"{args.streams} streams, {n} frames ({n * len(CHANNELS)} readings), {windows['plain']} windows each variant")
-    print(f"runner.feed in batches of {BATCH} items, one group, torch 1 thread, {args.repeats} repeats (median)")
+    print(f"runner.feed in batches of {BATCH} items, one group, torch 1 thread, {args.repeats} rounds, CPU time")
     for k in models:
         runs = ", ".join(f"{r:.0f}" for r in rates[k])
         print(f"  {k:8}  {med[k]:9.0f} frames/s   ({runs}); {alerts[k]} alert state changes")
