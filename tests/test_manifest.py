@@ -144,8 +144,8 @@ def test_future_format_bundle_is_refused_at_load_and_listed_with_the_reason(v1):
 
 
 def test_unknown_keys_are_kept_verbatim():
-    m = Manifest.from_json(Manifest.from_json(_v1_manifest()).to_json() | {"adapters": {"pump1": [1, 2]}})
-    assert m.extra == {"adapters": {"pump1": [1, 2]}} and m.to_json()["adapters"] == {"pump1": [1, 2]}
+    m = Manifest.from_json(Manifest.from_json(_v1_manifest()).to_json() | {"shadow": {"pump1": [1, 2]}})
+    assert m.extra == {"shadow": {"pump1": [1, 2]}} and m.to_json()["shadow"] == {"pump1": [1, 2]}
 
 
 def test_migrate_leaves_its_input_alone():

@@ -25,7 +25,7 @@ from monitor.app import label, models, retrain
 from monitor.app.backtest import format_quality, plot_timeline, run_backtest, write_scores_csv
 from monitor.app.exclude import exclude_spans, parse_span, spans_from_alerts
 from monitor.app.replay import connect_publisher, replay_offline, replay_to_broker
-from monitor.app.training import StreamData, group_training_data, load_training_data, train_bundle
+from monitor.app.training import StreamData, adapters_line, group_training_data, load_training_data, train_bundle
 from monitor.core.config import DEFAULT_GROUP, EXIT_CONFIG, Config, ConfigError, load_config
 from monitor.core.fleet import Fleet
 from monitor.core.pipeline import TALLIES, ScoringModel
@@ -120,6 +120,7 @@ def _train_one(args: argparse.Namespace, cfg: Config, data: list[StreamData], ou
         f"window {m.window_size}x stride {m.stride}\n"
         f"  threshold {m.threshold:.6g} ({m.threshold_method}), calibration exceedance "
         f"{exceedance:.4f}\n"
+        f"  {adapters_line(outcome.report['adapters'])}\n"
         f"  {m.training['epochs_run']} epochs in {m.training['seconds']:.1f}s; "
         f"report: {outcome.bundle_path / 'report.json'}"
         + ("" if args.no_promote else f"\n  {out / 'current'} -> {outcome.bundle_path.name}")

@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from monitor.app.plots import png_bytes, pyplot
-from monitor.core.config import Config, ConfigError
+from monitor.core.config import CalibrationConfig, Config, ConfigError, ModelConfig
 from monitor.core.fleet import Fleet
+from monitor.core.model.adapters import ADAPTERS_FILE, StreamAdapters, has_enough
 from monitor.core.model.calibrate import fit_threshold
 from monitor.core.model.holdout import HoldoutPlan, plan_holdout
 from monitor.core.model.manifest import Manifest
@@ -189,6 +190,10 @@ class Prepared:
     n_frames: int
     n_stale: int
     holdout: HoldoutPlan
+    # per stream, in the order its windows are concatenated: (stream, train windows, calibration windows)
+    counts: list[tuple[str, int, int]] = field(default_factory=list)
+    own_scalers: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # adapters: (mean, std)
+    fallback: dict[str, int] = field(default_factory=dict)  # streams without: their fit windows
 
 
 def scaler_std(rows: np.ndarray, cfg: Config, channels: Sequence[str] | None = None) -> np.ndarray:
@@ -210,6 +215,12 @@ def prepare_windows(
     `model.context` the context channels follow the data channels.
 
     `channels` (the frames' column names) is needed for `model.channel_min_std`.
+
+    With ``model.adapters: auto`` and more than one stream, a stream with at least ``model.adapter_min_windows``
+    windows to fit a threshold on (its calibration windows; with the plan's ``fit_on``
+    "all", its training windows too) is standardized by its own
+    scaler (fitted on its own older fresh frames, the same floors); the others by the
+    group's, which is fitted on every stream's older fresh frames either way.
     """
     plan = plan_holdout(
         [f.stale for f in frames], window_size, stride, cfg.calibration.holdout_fraction, cfg.calibration.source
@@ -224,17 +235,25 @@ def prepare_windows(
     mean = fit_rows.mean(axis=0)
     std = scaler_std(fit_rows, cfg, channels)
     train, calib = [], []
+    counts: list[tuple[str, int, int]] = []
+    own: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    fallback: dict[str, int] = {}
+    # one stream: the group's scaler and threshold are its own, an adapter would repeat them
+    adapters = cfg.model.adapters == "auto" and len(frames) > 1
     digest = hashlib.sha256()
     for f, cut in zip(frames, cuts, strict=True):
-        z = (f.values - mean) / std
-        if cfg.model.context:
-            z = np.concatenate([z, context_rows(f.times, cfg.model.context)], axis=1)
-        z = z.astype(np.float32)
-        z[f.stale] = 0.0
-        w_train, _ = window_runs(z[:cut], f.stale[:cut], window_size, stride)
-        w_calib, _ = window_runs(z[cut:], f.stale[cut:], window_size, stride)
+        w_train, w_calib = _cut_windows(f, cut, mean, std, cfg, window_size, stride)
+        if adapters:
+            n_fit = len(w_calib) if plan.fit_on == "holdout" else len(w_train) + len(w_calib)
+            rows = f.values[:cut][~f.stale[:cut]]
+            if has_enough(n_fit, cfg.model.adapter_min_windows) and len(rows) >= window_size:
+                own[f.stream] = (rows.mean(axis=0), scaler_std(rows, cfg, channels))
+                w_train, w_calib = _cut_windows(f, cut, *own[f.stream], cfg, window_size, stride)
+            else:
+                fallback[f.stream] = n_fit
         train.append(w_train)
         calib.append(w_calib)
+        counts.append((f.stream, len(w_train), len(w_calib)))
         digest.update(f.stream.encode())
         digest.update(np.ascontiguousarray(f.times).tobytes())
         digest.update(np.nan_to_num(f.values).tobytes())
@@ -247,6 +266,53 @@ def prepare_windows(
         sum(len(f.times) for f in frames),
         int(sum(f.stale.sum() for f in frames)),
         plan,
+        counts,
+        own,
+        fallback,
+    )
+
+
+def _cut_windows(
+    f: FrameSet, cut: int, mean: np.ndarray, std: np.ndarray, cfg: Config, window_size: int, stride: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(training windows, calibration windows) of one stream standardized by (mean, std)."""
+    z = (f.values - mean) / std
+    if cfg.model.context:
+        z = np.concatenate([z, context_rows(f.times, cfg.model.context)], axis=1)
+    z = z.astype(np.float32)
+    z[f.stale] = 0.0
+    w_train, _ = window_runs(z[:cut], f.stale[:cut], window_size, stride)
+    w_calib, _ = window_runs(z[cut:], f.stale[cut:], window_size, stride)
+    return w_train, w_calib
+
+
+def fit_adapters(
+    prep: Prepared, train_err: np.ndarray, calib_err: np.ndarray, calibration_cfg: CalibrationConfig, min_windows: int
+) -> StreamAdapters | None:
+    """Each adapter stream's own threshold, fitted on its own windows' errors (the
+    slices of `train_err` / `calib_err`, which follow `prep.counts`) like the group's;
+    None when no stream has enough windows for one."""
+    if not prep.own_scalers:
+        return None
+    names, means, stds, thresholds, n_windows = [], [], [], [], []
+    t0 = c0 = 0
+    for stream, n_train, n_calib in prep.counts:
+        t1, c1 = t0 + n_train, c0 + n_calib
+        if stream in prep.own_scalers:
+            own = (
+                calib_err[c0:c1]
+                if prep.holdout.fit_on == "holdout"
+                else np.concatenate([train_err[t0:t1], calib_err[c0:c1]])
+            )
+            mean, std = prep.own_scalers[stream]
+            names.append(stream)
+            means.append(mean)
+            stds.append(std)
+            thresholds.append(fit_threshold(own, calibration_cfg)["threshold"])
+            n_windows.append(len(own))
+        t0, c0 = t1, c1
+    return StreamAdapters(
+        names, np.array(means), np.array(stds), np.array(thresholds), n_windows, min_windows, prep.fallback
     )
 
 
@@ -323,6 +389,9 @@ def train_bundle(
     threshold = fit_threshold(fit_err, calibration_cfg)
     threshold["source"] = plan.fit_on
     thr = threshold["threshold"]
+    adapters = fit_adapters(prep, train_err, calib_err, calibration_cfg, mc.adapter_min_windows)
+    # each window judged by its stream's threshold, as the daemon will (the group's without an adapter)
+    thr_train, thr_calib = _window_thresholds(prep, adapters, thr)
     calibration = {
         "holdout_fraction": cfg.calibration.holdout_fraction,
         "holdout_fraction_used": plan.fraction,
@@ -336,8 +405,8 @@ def train_bundle(
     validation = {
         "calibration_windows": len(calib_err),
         "calibration_error_median": float(np.median(calib_err)) if len(calib_err) else None,
-        "calibration_exceedance_rate": float(np.mean(calib_err >= thr)) if len(calib_err) else None,
-        "training_exceedance_rate": float(np.mean(train_err >= thr)),
+        "calibration_exceedance_rate": float(np.mean(calib_err >= thr_calib)) if len(calib_err) else None,
+        "training_exceedance_rate": float(np.mean(train_err >= thr_train)),
         "best_val_loss": float(min(result.history["val_loss"])),
     }
     manifest = {
@@ -375,7 +444,15 @@ def train_bundle(
         "validation": validation,
         "seconds_total": time.monotonic() - started,
     }
-    extra = {"report.json": json.dumps(report, indent=2).encode()}
+    extra = {}
+    if adapters is not None:
+        data_bytes = adapters.to_json(channels)
+        manifest["adapters"] = adapters.manifest_entry(data_bytes)
+        extra[ADAPTERS_FILE] = data_bytes
+    summary = _adapter_summary(prep, mc)
+    report["adapters"] = summary
+    log.info("%s", adapters_line(summary))
+    extra["report.json"] = json.dumps(report, indent=2).encode()
     if write_plots:
         extra.update(_plots(result.history, fit_err, thr))  # the errors the threshold was fitted on
     state_dict = {k: v.detach().cpu() for k, v in result.module.state_dict().items()}
@@ -396,6 +473,42 @@ def _data_span(data: list[StreamData]) -> dict[str, float] | None:
             firsts.append(min(times))
             lasts.append(max(times))
     return {"start": min(firsts), "end": max(lasts)} if firsts else None
+
+
+def _window_thresholds(prep: Prepared, adapters: StreamAdapters | None, group: float) -> tuple[np.ndarray, np.ndarray]:
+    """(per training window, per calibration window) the threshold of the window's stream."""
+    own = {} if adapters is None else {s: float(adapters.threshold[i]) for s, i in adapters.index.items()}
+    train = [np.full(n_train, own.get(s, group)) for s, n_train, _ in prep.counts]
+    calib = [np.full(n_calib, own.get(s, group)) for s, _, n_calib in prep.counts]
+    return np.concatenate(train or [np.zeros(0)]), np.concatenate(calib or [np.zeros(0)])
+
+
+def adapters_line(summary: dict) -> str:
+    """How many streams got their own adapter and how many use the group's scaler and threshold."""
+    if summary["mode"] == "off":
+        return f"adapters off: {summary['streams']} stream(s) on the group's scaler and threshold"
+    if summary["streams"] == 1:
+        return "adapters: none (one stream: the group's scaler and threshold are its own)"
+    line = (
+        f"adapters: {summary['own']} stream(s) with their own scaler and threshold, "
+        f"{summary['fallback']} on the group's (fewer than {summary['min_windows']} windows)"
+    )
+    if summary["fallback_streams"]:
+        more = summary["fallback"] - len(summary["fallback_streams"])
+        line += ": " + ", ".join(summary["fallback_streams"]) + (f" and {more} more" if more > 0 else "")
+    return line
+
+
+def _adapter_summary(prep: Prepared, mc: ModelConfig) -> dict:
+    """What `monitor train` reports of the adapters: counts, the rule, the streams that fell back."""
+    return {
+        "mode": mc.adapters,
+        "min_windows": mc.adapter_min_windows,
+        "streams": len(prep.counts),
+        "own": len(prep.own_scalers),
+        "fallback": len(prep.counts) - len(prep.own_scalers),
+        "fallback_streams": sorted(prep.fallback)[:20],
+    }
 
 
 def _plots(history: dict, calib_err: np.ndarray, threshold: float) -> dict[str, bytes]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,9 +53,20 @@ def alert_id(stream: str, started_at: float, model_version: str) -> str:
 class AlarmMachine:
     """Alarm state for many streams; `update` returns an Alert on a state change."""
 
-    def __init__(self, cfg: AlarmConfig, threshold: float, model_version: str, channels: list[str], top_n: int = 3):
+    def __init__(
+        self,
+        cfg: AlarmConfig,
+        threshold: float,
+        model_version: str,
+        channels: list[str],
+        top_n: int = 3,
+        *,
+        threshold_for: Callable[[str], float] | None = None,
+    ):
         self.cfg = cfg
         self.threshold = threshold
+        # a stream's own threshold for its alerts (`Pipeline.threshold_for`); None: `threshold` for all
+        self.threshold_for = threshold_for
         self.model_version = model_version
         self.channels = list(channels)
         self.top_n = top_n
@@ -317,7 +329,7 @@ class AlarmMachine:
             ended_at=ended_at,
             peak_score=ep.peak_score,
             current_score=score,
-            threshold=self.threshold,
+            threshold=self.threshold if self.threshold_for is None else self.threshold_for(stream),
             model_version=self.model_version,
             top_channels=top,
         )

@@ -59,6 +59,7 @@ def _positive(key: str, value: float, *, allow_zero: bool = False) -> None:
 
 ALIGNMENTS = ("bucket", "nearest", "interpolate")
 CONTEXT_FEATURES = ("time_of_day", "day_of_week")
+ADAPTER_MIN_WINDOWS_FLOOR = 20  # = calibrate.MIN_ERRORS: the fewest errors a threshold is fitted on
 
 # --------------------------------------------------------------------------- sections
 
@@ -275,6 +276,13 @@ class ModelConfig:
     # week, phase 0 at Monday 00:00 UTC), so that a window of a few hours knows where it
     # sits in the daily / weekly rhythm. They are reconstructed but never scored.
     context: list[Literal["time_of_day", "day_of_week"]] = field(default_factory=list)
+    # Per-stream adapters (decision 0010): with "auto", training gives every stream that has
+    # at least `adapter_min_windows` windows of its own to fit a threshold on (its held-out
+    # normal windows; all of its windows with calibration.source "all") its own scaler
+    # (mean/std per channel) and its own offline threshold; the other streams, and streams
+    # never seen in training, use the group's. "off": the group's for every stream.
+    adapters: Literal["auto", "off"] = "auto"
+    adapter_min_windows: int = 200
 
     def __post_init__(self) -> None:
         if self.window_size < 2:
@@ -322,6 +330,12 @@ class ModelConfig:
             raise ConfigError("model.context", f"each feature at most once, got {self.context!r}")
         if not 0 < self.validation_fraction < 1:
             raise ConfigError("model.validation_fraction", f"must be in (0, 1), got {self.validation_fraction}")
+        if self.adapter_min_windows < ADAPTER_MIN_WINDOWS_FLOOR:
+            raise ConfigError(
+                "model.adapter_min_windows",
+                f"must be >= {ADAPTER_MIN_WINDOWS_FLOOR} (a threshold needs that many errors of normal windows), "
+                f"got {self.adapter_min_windows}",
+            )
 
 
 @dataclass
@@ -630,7 +644,7 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         if isinstance(value, (int, float)) and not isinstance(value, bool) and str(value) in allowed:
             return str(value)
         if isinstance(value, bool) and ("on" if value else "off") in allowed:
-            return "on" if value else "off"  # YAML 1.1 reads a plain `off` as false
+            return "on" if value else "off"  # YAML 1.1 reads a bare on / off as true / false
         if value not in allowed:
             raise ConfigError(key, f"must be one of {', '.join(repr(a) for a in allowed)}; got {value!r}")
         return value

@@ -31,13 +31,16 @@ from monitor.core.types import (
     DropReason,
     Float32Array,
     FloatArray,
+    Floats,
     FrameBlock,
     Reading,
     ReadingBlock,
     ScoreBatch,
+    runs_of,
 )
 
 if TYPE_CHECKING:
+    from monitor.core.model.adapters import StreamAdapters
     from monitor.core.model.bundle import Bundle
 
 #: Keys of `Pipeline.counters` that tally work done; every other key is a `DropReason`.
@@ -64,6 +67,7 @@ class ScoringModel:
     manifest: Manifest | None = None  # None for geometry-only models (training, tests)
     alignment: str = "bucket"  # StreamConfig.alignment the bundle was trained with
     context: list[str] = field(default_factory=list)  # ModelConfig.context: extra input channels
+    adapters: StreamAdapters | None = None  # per-stream scaler and threshold; None: the group's for all
 
     @property
     def input_channels(self) -> int:
@@ -91,7 +95,19 @@ class ScoringModel:
             manifest=m,
             alignment=m.alignment,
             context=list(m.context),
+            adapters=bundle.adapters,
         )
+
+    def offline_threshold(self, stream: str) -> float:
+        """`stream`'s offline threshold: its adapter's, else the group's (no adapter, or a
+        stream the bundle never saw). What `Pipeline.threshold_for` decides by, and the
+        prior of an online per-stream calibration."""
+        adapters = self.adapters
+        if adapters is not None:
+            i = adapters.index.get(stream)
+            if i is not None:
+                return float(adapters.threshold[i])
+        return self.threshold
 
     def compatible_with(self, other: ScoringModel) -> bool:
         """Same frame and window geometry: stream state can carry over a swap."""
@@ -107,11 +123,17 @@ class ScoringModel:
 
 
 class StreamState:
-    """One stream's assembler, filters and window buffer."""
+    """One stream's assembler, filters, scaler (its adapter's, or the group's) and window buffer."""
 
-    __slots__ = ("assembler", "filters", "frames", "windows")
+    __slots__ = ("assembler", "filters", "frames", "inv_std", "mean", "windows")
 
-    def __init__(self, model: ScoringModel, max_gap_seconds: float, lateness_seconds: float):
+    def __init__(
+        self,
+        model: ScoringModel,
+        max_gap_seconds: float,
+        lateness_seconds: float,
+        scaler: tuple[FloatArray, FloatArray] | None = None,
+    ):
         n = len(model.channels)
         self.assembler: StreamAssembler | InterpolatingAssembler
         if model.alignment == "interpolate":
@@ -123,6 +145,8 @@ class StreamState:
         self.filters = FilterChain(model.filters)
         self.windows = WindowBuffer(model.window_size, model.input_channels, model.stride)
         self.frames: list[AssembledFrame] = []  # scratch list the assembler appends completed frames to
+        # (mean, 1 / std) the stream's frames are standardized with
+        self.mean, self.inv_std = scaler if scaler is not None else (model.mean, 1.0 / model.std)
 
     def filtered(self, values: FloatArray, stale: bool) -> FloatArray | None:
         """Run the filters over one frame; None (and a reset) for a stale frame."""
@@ -162,10 +186,49 @@ class Pipeline:
         self._perms: dict[tuple[str, ...], NDArray[np.intp] | None] = {}  # FrameBlock channels -> model column order
         self.max_gap, self.lateness = stream_timing(self.stream_cfg, model.period_seconds)
         self._inv_std = 1.0 / model.std
+        adapters = model.adapters
+        if adapters is not None and len(adapters):
+            if adapters.mean.shape[1] != len(model.channels):
+                raise ValueError(
+                    f"model {model.version!r}: adapters have {adapters.mean.shape[1]} channel(s), "
+                    f"the model {len(model.channels)}"
+                )
+            # row i: adapter i; the last row: the group's (streams without an adapter)
+            self._row_mean: FloatArray | None = np.vstack([adapters.mean, model.mean])
+            self._row_std: FloatArray | None = np.vstack([adapters.std, model.std])
+        else:
+            self._row_mean = self._row_std = None
         shape = (model.window_size, model.input_channels)
         if self._x.shape[1:] != shape:
             self._x = np.empty((max(256, self._n), *shape), dtype=np.float32)
-        self.alarm = AlarmMachine(self.alarm_cfg, model.threshold, model.version, model.channels, self.top_channels)
+        self.alarm = AlarmMachine(
+            self.alarm_cfg,
+            model.threshold,
+            model.version,
+            model.channels,
+            self.top_channels,
+            threshold_for=self.threshold_for,
+        )
+
+    # ------------------------------------------------------------------ per-stream adapters
+
+    def threshold_for(self, stream: str) -> float:
+        """The threshold (raw error units) `stream`'s windows are decided by, for every
+        model (with or without adapters): the one place alarm decisions take a stream's
+        threshold from. `flush` calls it once per run of a stream's windows (scores are
+        ``raw / threshold_for(stream)``) and alerts carry it. Today it is the offline one
+        (`ScoringModel.offline_threshold`: the stream's adapter's, else the group's);
+        online per-stream calibration plugs in here, with that value as its prior."""
+        return self.model.offline_threshold(stream)
+
+    def scaler_for(self, stream: str) -> tuple[FloatArray, FloatArray]:
+        """(mean, 1 / std) that `stream`'s frames are standardized with: its adapter's, else the group's."""
+        adapters = self.model.adapters
+        if adapters is not None:
+            i = adapters.index.get(stream)
+            if i is not None:
+                return adapters.mean[i], adapters.inv_std[i]
+        return self.model.mean, self._inv_std
 
     # ------------------------------------------------------------------ model swap
 
@@ -183,6 +246,9 @@ class Pipeline:
         self.alarm.states = old_states
         if not compatible:
             self.streams.clear()
+        else:  # the new model's scaler for each stream (its adapter's or the group's)
+            for stream, state in self.streams.items():
+                state.mean, state.inv_std = self.scaler_for(stream)
         return leftovers
 
     # ------------------------------------------------------------------ input
@@ -192,7 +258,7 @@ class Pipeline:
         if state is None:
             if len(self.streams) >= self.stream_cfg.max_streams:
                 return None
-            state = self.streams[stream] = StreamState(self.model, self.max_gap, self.lateness)
+            state = self.streams[stream] = StreamState(self.model, self.max_gap, self.lateness, self.scaler_for(stream))
         return state
 
     def push_reading(self, reading: Reading) -> str | None:
@@ -373,7 +439,7 @@ class Pipeline:
         self.counters["frames"] += m
         if state.filters:  # fresh frames only (no stale one in a run): nothing resets them
             frames = state.filters.many(frames)
-        z = (frames - self.model.mean) * self._inv_std
+        z = (frames - state.mean) * state.inv_std
         if self.model.context:
             z = np.concatenate([z, context_rows(t_frames, self.model.context)], axis=1)
         at = self._n
@@ -423,7 +489,7 @@ class Pipeline:
             if filtered is None:
                 self.counters[DropReason.STALE_FRAMES] += 1
                 continue
-            z = (filtered - self.model.mean) * self._inv_std
+            z = (filtered - state.mean) * state.inv_std
             if self.model.context:
                 z = np.concatenate([z, context_row(t, self.model.context)])
             window = state.windows.push(z)
@@ -456,20 +522,43 @@ class Pipeline:
         if len(self._x) > 4096 and n < len(self._x) // 8:
             self._x = np.empty((max(256, 2 * n), *self._x.shape[1:]), dtype=np.float32)
         streams, runs, times, observed = _columns_of(entries)
-        inv_thr = 1.0 / model.threshold
-        scores = ScoreBatch(
-            streams,
-            times,
-            raw * inv_thr,
-            raw,
-            per_channel * (inv_thr / per_channel.shape[1]),
-            observed,
-            recon_last * model.std + model.mean,
-            runs=runs,
-        )
+        if runs is None:
+            runs = runs_of(streams or [])
+        score, channel_scores, reconstructed = self._per_stream(runs, raw, per_channel, recon_last)
+        scores = ScoreBatch(streams, times, score, raw, channel_scores, observed, reconstructed, runs=runs)
         alerts = self.alarm.update_batch(scores)
         self.counters["windows_scored"] += n
         return scores, alerts
+
+    def _per_stream(
+        self, runs: list[tuple[str, int, int]], raw: Floats, per_channel: Floats, recon_last: Floats
+    ) -> tuple[Floats, Floats, Floats]:
+        """(score, channel_scores, reconstructed) with each row's stream's threshold
+        (`threshold_for`) and, with adapters, its scaler.
+
+        One lookup per run of a stream's rows (not per row), then gathers: the per-row
+        threshold and scaler vectors are the per-run ones repeated over the runs' lengths.
+        The arithmetic is that of one threshold for all (``raw * (1 / threshold)`` with the
+        inverse cast to float32, as numpy casts a Python float against float32), so a
+        model without adapters scores bit for bit as before."""
+        threshold_for = self.threshold_for
+        k = len(runs)
+        thr = np.empty(k, dtype=np.float64)
+        lengths = np.empty(k, dtype=np.intp)
+        for j, (stream, start, stop) in enumerate(runs):
+            thr[j] = threshold_for(stream)
+            lengths[j] = stop - start
+        inv = 1.0 / thr
+        c = per_channel.shape[1]
+        score = raw * np.repeat(inv.astype(np.float32), lengths)
+        channel_scores = per_channel * np.repeat((inv / c).astype(np.float32), lengths)[:, None]
+        model = self.model
+        if self._row_mean is None or self._row_std is None or model.adapters is None:
+            return score, channel_scores, recon_last * model.std + model.mean
+        index, group_row = model.adapters.index, len(model.adapters)
+        rows = np.fromiter((index.get(stream, group_row) for stream, _, _ in runs), dtype=np.intp, count=k)
+        row_of = np.repeat(rows, lengths)
+        return score, channel_scores, recon_last * self._row_std[row_of] + self._row_mean[row_of]
 
 
 class _Run:

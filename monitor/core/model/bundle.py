@@ -7,6 +7,8 @@ Layout of a models directory::
         manifest.json               a `Manifest` (monitor/core/model/manifest.py): format_version,
                                     version, channels, scaler, architecture, threshold, weights, ...
         weights.pt                  torch.save of a plain {name: tensor} state dict
+        adapters.json               optional per-stream adapters (scaler, threshold); the
+                                    manifest's "adapters" entry holds its sha256 and counts
         report.json, *.png          optional extra files
       current -> 20260101T120000Z-1a2b3c4d   (symlink; a pointer file holding the name is read too)
       .tmp-*                        a save in progress or one that crashed: never loaded
@@ -36,6 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from monitor.core.model.adapters import ADAPTERS_FILE, MAX_ADAPTERS_BYTES, AdapterError, StreamAdapters
 from monitor.core.model.manifest import FORMAT_VERSION, Manifest, ManifestError
 from monitor.core.model.nets import build_from_spec
 from monitor.core.model.registry import (
@@ -78,6 +81,7 @@ class Bundle:
     manifest: Manifest
     module: nn.Module  # cpu, eval mode
     version: str
+    adapters: StreamAdapters | None = None  # per-stream scaler and threshold (adapters.json), if any
 
     @property
     def channels(self) -> list[str]:
@@ -294,7 +298,48 @@ def load_bundle(path: Path) -> Bundle:
     module.float().eval()
     for p in module.parameters():
         p.requires_grad_(False)
-    return Bundle(path=bundle_dir, manifest=manifest, module=module, version=manifest.version)
+    adapters = _load_adapters(bundle_dir, manifest)
+    return Bundle(path=bundle_dir, manifest=manifest, module=module, version=manifest.version, adapters=adapters)
+
+
+def _load_adapters(bundle_dir: Path, manifest: Manifest) -> StreamAdapters | None:
+    """The bundle's per-stream adapters, checked against the manifest's sha256 and counts
+    before they are parsed; None for a bundle without an "adapters" entry (bundles before
+    adapters, or trained with model.adapters: off)."""
+    entry = manifest.adapters
+    if entry is None:
+        return None
+    where = bundle_dir / MANIFEST
+    if not isinstance(entry, dict) or entry.get("file") != ADAPTERS_FILE:
+        raise BundleError(f"{where}: adapters must be an object naming the file {ADAPTERS_FILE!r}, got {entry!r}")
+    sha = entry.get("sha256")
+    if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-f]{64}", sha):
+        raise BundleError(f"{where}: adapters.sha256 must be 64 lowercase hex digits")
+    path = bundle_dir / ADAPTERS_FILE
+    try:
+        if path.stat().st_size > MAX_ADAPTERS_BYTES:
+            raise BundleError(f"{path}: larger than {MAX_ADAPTERS_BYTES} bytes; not an adapters file")
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise BundleError(f"{path}: missing, but the manifest lists adapters; re-copy or retrain") from None
+    except OSError as exc:
+        raise BundleError(f"{path}: cannot read: {exc.strerror}") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != sha:
+        raise BundleError(
+            f"{path}: sha256 mismatch (file {digest[:16]}..., manifest {sha[:16]}...); "
+            "the adapters were changed or corrupted"
+        )
+    try:
+        adapters = StreamAdapters.from_json(data, manifest.channels)
+    except AdapterError as exc:
+        raise BundleError(f"{path}: {exc}") from None
+    if entry.get("streams") != len(adapters) or entry.get("fallback") != len(adapters.fallback):
+        raise BundleError(
+            f"{path}: holds {len(adapters)} adapter(s) and {len(adapters.fallback)} fallback stream(s), "
+            f"the manifest says {entry.get('streams')!r} and {entry.get('fallback')!r}"
+        )
+    return adapters
 
 
 def _check_shapes(module: nn.Module, tensors: dict[str, torch.Tensor], weights_path: Path) -> None:

@@ -98,6 +98,8 @@ class Manifest:
     data_sources: list[str] = field(default_factory=list)
     data_span: DataSpan | None = None
     frames: dict[str, Any] = field(default_factory=dict)
+    # per-stream adapters file: {file, sha256, bytes, streams, fallback}; None without adapters
+    adapters: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # keys this code does not know, kept verbatim
     format_version: int = FORMAT_VERSION
     migrated_from: int | None = None  # the on-disk format_version when it was older (not written)
@@ -151,6 +153,7 @@ class Manifest:
             "data_sources",
             "data_span",
             "frames",
+            "adapters",
         }
         w = data["weights"]
         span = data.get("data_span")
@@ -177,6 +180,7 @@ class Manifest:
             data_sources=[str(s) for s in data.get("data_sources") or []],
             data_span=DataSpan(float(span["start"]), float(span["end"])) if span else None,
             frames=dict(data.get("frames") or {}),
+            adapters=data.get("adapters"),
             extra={k: v for k, v in data.items() if k not in known},
             migrated_from=original if original != FORMAT_VERSION else None,
         )
@@ -207,6 +211,7 @@ class Manifest:
                 "data_sources": list(self.data_sources),
                 "data_span": None if self.data_span is None else asdict(self.data_span),
                 "frames": dict(self.frames),
+                **({} if self.adapters is None else {"adapters": self.adapters}),
                 "weights": {
                     "file": self.weights.file,
                     "sha256": self.weights.sha256,
