@@ -29,9 +29,7 @@ def nats_config(url: str, models_dir, **nats_overrides) -> Config:
 
 def feed(start: float) -> dict[str, tuple]:
     """Per stream: (times, values); the FAULTY ones carry a cavitation fault."""
-    return {
-        s: feed_rows(ROWS, seed=100 + i, fault=FAULTY.get(s), start_time=start)[:2] for i, s in enumerate(STREAMS)
-    }
+    return {s: feed_rows(ROWS, seed=100 + i, fault=FAULTY.get(s), start_time=start)[:2] for i, s in enumerate(STREAMS)}
 
 
 def messages(data: dict[str, tuple], rows: range) -> list[tuple[str, bytes]]:
@@ -88,9 +86,9 @@ def offline_alerts(cfg: Config, model: ScoringModel, msgs: list[tuple[str, bytes
     runner = Runner(fleet)
     codec = Codec(cfg.topics, cfg.mqtt.max_payload_bytes, cfg.stream.max_future_seconds, columns=True)
     alerts = []
-    for topic, payload in msgs:
-        readings, _ = codec.decode(topic, payload, received_at)
-        for result in runner.feed(list(readings)):
+    for i in range(0, len(msgs), 500):  # batches change nothing but speed (Runner)
+        batch = [r for topic, payload in msgs[i : i + 500] for r in codec.decode(topic, payload, received_at)[0]]
+        for result in runner.feed(batch):
             alerts += result.alerts
     return alerts
 

@@ -34,7 +34,10 @@ from tests.nats_support import (
     publish_nats,
 )
 
-pytestmark = pytest.mark.skipif(nats_server_binary() is None, reason="nats-server is not installed")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(nats_server_binary() is None, reason="nats-server is not installed"),
+]
 
 OWNED = {"a": tuple(range(0, 4)), "b": tuple(range(4, 8))}
 
@@ -117,7 +120,12 @@ def test_two_workers_own_eight_partitions_of_twenty_streams(models, tmp_path, vi
     handled = {name: c.handled for name, (_, c, _) in workers.items()}
     # every reading exactly once
     everything = [(s, ch, t) for h in handled.values() for _, s, ch, t in h]
-    sent = {(s, ch, float(data[s][0][i])) for s in STREAMS for ch in ("flow", "pressure", "temperature", "vibration", "current") for i in range(ROWS)}
+    sent = {
+        (s, ch, float(data[s][0][i]))
+        for s in STREAMS
+        for ch in ("flow", "pressure", "temperature", "vibration", "current")
+        for i in range(ROWS)
+    }
     assert len(everything) == len(set(everything)) == len(sent)
     assert set(everything) == sent
     # by the owner of its stream's partition, which is the server's partition(8, site, asset)

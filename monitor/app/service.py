@@ -169,6 +169,9 @@ class Service:
             return False, f"not connected to the {broker}" + (
                 f": {self.ingest.last_error}" if self.ingest is not None and self.ingest.last_error else ""
             )
+        warmed = getattr(self.ingest, "warmed", None)  # NATS: replaying the partitions' last window
+        if warmed is not None and not warmed.is_set():
+            return False, "warming up: replaying the owned partitions' last window from JetStream"
         return True, "ok"
 
     # ------------------------------------------------------------------ lifecycle

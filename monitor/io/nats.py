@@ -274,6 +274,7 @@ class NATSIngest:
         self._nc: Any = None
         self._tasks: list[asyncio.Task[None]] = []
         self._inflight: set[asyncio.Future[None]] = set()
+        self._stop_event = asyncio.Event()
         self._last_log: dict[str, float] = {}
         if metrics is not None:
             stats = self.stats
@@ -287,6 +288,7 @@ class NATSIngest:
             return
         self._intake_open = True
         self._loop = asyncio.new_event_loop()
+        self._stop_event = asyncio.Event()
         self._thread = threading.Thread(target=self._run_loop, name="nats", daemon=True)
         self._thread.start()
         log.info(
@@ -306,9 +308,7 @@ class NATSIngest:
             return
         self._intake_open = False
         with contextlib.suppress(RuntimeError):  # the loop already closed
-            fut = asyncio.run_coroutine_threadsafe(self._shutdown(), loop)
-            with contextlib.suppress(Exception):
-                fut.result(timeout)
+            loop.call_soon_threadsafe(self._stop_event.set)
         thread.join(timeout)
         if thread.is_alive():
             log.warning("nats: client thread did not stop within %.1f s", timeout)
@@ -376,6 +376,8 @@ class NATSIngest:
 
         async def disconnected() -> None:
             self._set_connected(False)
+            if self._stop_event.is_set():
+                return
             self.last_error = "disconnected from the NATS server"
             log.warning("nats: disconnected; reconnecting every %.1f s", cfg.reconnect_seconds)
 
@@ -416,6 +418,21 @@ class NATSIngest:
                 await asyncio.sleep(cfg.reconnect_seconds)
 
     async def _main(self) -> None:
+        """Run `_body` until `stop` sets the stop event, then close the connection in this loop."""
+        body = asyncio.ensure_future(self._body())
+        await self._stop_event.wait()
+        body.cancel()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(body, *self._tasks, return_exceptions=True)
+        nc = self._nc
+        if nc is not None:
+            with contextlib.suppress(Exception):
+                await nc.flush(timeout=1)  # the acks handed over before stop
+            with contextlib.suppress(Exception):
+                await nc.close()
+
+    async def _body(self) -> None:
         self._nc = nc = await self._connect()
         if nc is None:
             return
@@ -440,16 +457,6 @@ class NATSIngest:
             asyncio.ensure_future(self._consume(p, sub)) for p, sub in zip(self.partitions, subs, strict=True)
         ]
         await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    async def _shutdown(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        nc = self._nc
-        if nc is not None:
-            with contextlib.suppress(Exception):
-                await nc.flush(timeout=1)
-            with contextlib.suppress(Exception):
-                await nc.close()
 
     async def _ensure_stream(self, js: Any) -> None:
         cfg = self.cfg
