@@ -319,6 +319,12 @@ class NATSIngest:
     def connected(self) -> bool:
         return self._connected
 
+    def problem(self) -> str | None:
+        """For the systemd watchdog: None while the client thread runs."""
+        if self._thread is None or not self._thread.is_alive():
+            return "NATS client thread is not running"
+        return None
+
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
         """Publish from any thread (alert sinks) on the topic's subject (core NATS; an MQTT
         client of the server's listener sees it on the topic). Dropped while disconnected."""

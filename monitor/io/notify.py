@@ -149,6 +149,9 @@ class SystemdTick:
         ingest = getattr(self.service, "ingest", None)
         if ingest is None:
             return "MQTT intake not started"
+        own_check = getattr(ingest, "problem", None)  # an intake that checks itself (NATS)
+        if callable(own_check):
+            return own_check()
         client = ingest.client
         thread = getattr(client, "_thread", None)
         if thread is None or not thread.is_alive():
