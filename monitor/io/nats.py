@@ -523,7 +523,7 @@ class NATSIngest:
             while True:
                 try:
                     msgs = await sub.fetch(cfg.fetch_batch, timeout=1.0)
-                except nats.errors.TimeoutError:
+                except (nats.errors.TimeoutError, asyncio.TimeoutError):
                     break  # nothing more before the floor (the stream lost it, or it was all)
                 done = False
                 for msg in msgs:
@@ -582,7 +582,7 @@ class NATSIngest:
                     break
                 try:
                     msgs = await sub.fetch(batch, timeout=1.0)
-                except nats.errors.TimeoutError:
+                except (nats.errors.TimeoutError, asyncio.TimeoutError):
                     continue
                 for msg in msgs:
                     if not self._intake_open:
