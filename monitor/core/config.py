@@ -181,6 +181,7 @@ class NATSConfig:
     durable_prefix: str = "monitor"
     create_stream: bool = True  # add the stream when it is missing (file storage, limits retention)
     max_age_seconds: float = 86_400.0  # retention of a stream the worker creates: warm-up needs the last window
+    replicas: int = 1  # of a stream the worker creates: 3 on a 3-node cluster (one node may fail)
     fetch_batch: int = 256
     ack_wait_seconds: float = 30.0
     max_ack_pending: int = 20_000
@@ -206,6 +207,8 @@ class NATSConfig:
         self.owned = str(self.owned)
         parse_partitions(self.owned, self.partitions)
         _positive("nats.max_age_seconds", self.max_age_seconds)
+        if not 1 <= self.replicas <= 5:
+            raise ConfigError("nats.replicas", f"must be 1..5 (JetStream's limit), got {self.replicas}")
         _positive("nats.fetch_batch", self.fetch_batch)
         _positive("nats.ack_wait_seconds", self.ack_wait_seconds)
         _positive("nats.max_ack_pending", self.max_ack_pending)

@@ -481,6 +481,7 @@ class NATSIngest:
                     storage=js_api.StorageType.FILE,
                     retention=js_api.RetentionPolicy.LIMITS,
                     max_age=cfg.max_age_seconds,
+                    num_replicas=cfg.replicas,
                 )
             )
             log.info("nats: created stream %s on %s", cfg.stream, subject)
