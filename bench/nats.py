@@ -29,6 +29,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -91,23 +92,31 @@ class Clock:
             self.done.set()
 
 
-def drain(cfg, total: int, broker_pid: int, **kwargs) -> tuple[float, float]:
-    """(messages/s of one worker, broker CPU-seconds per message) while it drains the backlog."""
+def own_cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def drain(cfg, total: int, broker_pid: int, **kwargs) -> tuple[float, float, float]:
+    """(wall messages/s of one worker, its CPU-s per message, the broker's CPU-s per message)
+    while it drains the backlog (CPU from start to the last message: contention-proof)."""
     clock = Clock(total)
     svc = Service(cfg, registry=CollectorRegistry(), on_handled=clock.on_handled, **kwargs)
     cpu0 = cpu_seconds(broker_pid)
+    own0 = own_cpu_seconds()
     svc.start()
     try:
         if not clock.done.wait(300):
             raise RuntimeError(f"only {clock.handled}/{total} handled")
+        own = own_cpu_seconds() - own0
+        cpu = cpu_seconds(broker_pid) - cpu0
     finally:
         svc.shutdown()
-    cpu = cpu_seconds(broker_pid) - cpu0
     assert clock.first is not None
-    return total / (clock.last - clock.first), cpu / total
+    return total / (clock.last - clock.first), own / total, cpu / total
 
 
-def run_mqtt(broker: Mosquitto, models: Path, msgs: list, rep: int) -> tuple[float, float]:
+def run_mqtt(broker: Mosquitto, models: Path, msgs: list, rep: int) -> tuple[float, float, float]:
     client_id = f"bench-mqtt-{rep}"
     cfg = daemon_config(broker.port, models, mqtt={"client_id": client_id, "queue_size": 200_000})
     # the persistent session first, so the broker queues the backlog for the daemon
@@ -129,7 +138,7 @@ def run_mqtt(broker: Mosquitto, models: Path, msgs: list, rep: int) -> tuple[flo
     return drain(cfg, len(msgs), broker.proc.pid)
 
 
-def run_nats(server: NatsServer, models: Path, msgs: list, rep: int) -> tuple[float, float]:
+def run_nats(server: NatsServer, models: Path, msgs: list, rep: int) -> tuple[float, float, float]:
     stream = f"BENCH{rep}"
     cfg = nats_config(server.url, models, stream=stream, durable_prefix=f"bench{rep}", fetch_batch=512)
 
@@ -169,7 +178,7 @@ def main() -> int:
         models = tmp_path / "models"
         train_small_model(models)
         msgs = backlog(args.streams, args.messages)
-        results: dict[str, list[tuple[float, float]]] = {"mqtt": [], "nats": []}
+        results: dict[str, list[tuple[float, float, float]]] = {"mqtt": [], "nats": []}
         # as bench/ingest.py: no inflight or queue cap for the backlog (Mosquitto sends 20 unacked by default)
         mosq = Mosquitto(
             tmp_path / "mosq", extra_config="max_queued_messages 0\nmax_inflight_messages 0\nmax_queued_bytes 0"
@@ -182,22 +191,27 @@ def main() -> int:
                     f"repeat {rep}: mqtt {results['mqtt'][-1][0]:,.0f} msg/s, nats {results['nats'][-1][0]:,.0f} msg/s",
                     flush=True,
                 )
-    med = {k: (statistics.median(r for r, _ in v), statistics.median(b for _, b in v)) for k, v in results.items()}
+    med = {k: tuple(statistics.median(r[i] for r in v) for i in range(3)) for k, v in results.items()}
     print(
         f"\n{len(msgs)} messages ({args.streams} streams, 1 row of 5 channels each), {args.repeats} repeat(s), medians:"
     )
-    for path, (rate, broker_cost) in med.items():
-        print(f"  {path:5s} one worker {rate:9,.0f} msg/s   broker {broker_cost * 1e6:6.1f} CPU-us/msg")
-    print(f"  nats / mqtt per-worker throughput: {med['nats'][0] / med['mqtt'][0]:.2f}")
-    rate, b = med["nats"]
-    w = 1 / rate
-    print(f"\nscaling model (NATS): worker {w * 1e6:.1f} CPU-us/msg, broker {b * 1e6:.1f} CPU-us/msg")
+    for path, (rate, worker_cost, broker_cost) in med.items():
+        print(
+            f"  {path:5s} one worker {rate:8,.0f} msg/s wall   worker {worker_cost * 1e6:6.1f} CPU-us/msg"
+            f"   broker {broker_cost * 1e6:5.1f} CPU-us/msg"
+        )
+    print(
+        f"  nats / mqtt: wall throughput {med['nats'][0] / med['mqtt'][0]:.2f}, "
+        f"worker CPU per message {med['nats'][1] / med['mqtt'][1]:.2f}"
+    )
+    _, w, b = med["nats"]
+    print(f"\nscaling model (NATS): T = min(W / w, C / (w + b)), w = {w * 1e6:.1f}, b = {b * 1e6:.1f} CPU-us/msg")
     for cores in (2, 8, 32):
+        row = []
         for workers in (1, 2, 4, 8, 16, 32):
-            if workers > cores:
-                continue
-            t = min(workers * rate, cores / (w + b))
-            print(f"  {cores:2d} cores, {workers:2d} workers: ~{t:10,.0f} msg/s")
+            if workers <= cores:
+                row.append(f"W={workers}: {min(workers / w, cores / (w + b)):,.0f}")
+        print(f"  {cores:2d} cores  " + "   ".join(row) + "  msg/s")
     print("\ncommand: PYTHONPATH=. OMP_NUM_THREADS=1 .venv/bin/python bench/nats.py " + " ".join(sys.argv[1:]))
     return 0
 

@@ -243,6 +243,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = _config(args.config)  # a bad config exits 78 here, before any connection
     partitions = _owned_partitions(cfg, args.partitions, args.shard)
     from monitor.app.service import Service  # noqa: PLC0415  # torch
+
     setup_logging(args.log_level or cfg.log_level, json_lines=not args.plain_logs)
     service = Service(cfg, config_path=args.config, partitions=partitions)
     service.start()

@@ -331,7 +331,8 @@ class NATSIngest:
         loop, nc = self._loop, self._nc
         if loop is None or nc is None:
             return
-        loop.call_soon_threadsafe(self._publish_now, subject_of(topic), payload)
+        with contextlib.suppress(RuntimeError):  # the loop closed (stopping): nothing to send with
+            loop.call_soon_threadsafe(self._publish_now, subject_of(topic), payload)
 
     def ack_many(self, msgs: Iterable[Ingested | NATSDelivery]) -> None:
         """Ack handled messages (one loop hop for the batch); warm-up replays are skipped."""
@@ -431,6 +432,7 @@ class NATSIngest:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(body, *self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._inflight, return_exceptions=True)  # the last acks and alerts
         nc = self._nc
         if nc is not None:
             with contextlib.suppress(Exception):
@@ -599,6 +601,20 @@ class NATSIngest:
                 await asyncio.sleep(self.cfg.reconnect_seconds)
 
     async def _hand_off(self, p: int, msg: Any, *, warm: bool) -> None:
+        item = self._item(p, msg, warm)
+        try:
+            self.queue.put_nowait(item)  # the common case: no coroutine switch per message
+        except queue.Full:  # several partitions' fetches landed at once: wait, never drop
+            while True:
+                await asyncio.sleep(0.002)
+                try:
+                    self.queue.put_nowait(item)
+                    return
+                except queue.Full:
+                    continue
+
+    def _item(self, p: int, msg: Any, warm: bool) -> Ingested:
+        """The hand-off item of a JetStream message (decoded; warm-up replays carry no ack subject)."""
         reply = msg.reply
         seq, stored_at = _ack_meta(reply)
         topic = topic_of(msg.subject[self._prefix_len :].split(".", 1)[1])
@@ -616,13 +632,8 @@ class NATSIngest:
                 log.warning("nats: rejected input on %r: %s: %s", topic, rejected[0].reason, rejected[0].detail)
             if warm:
                 rejected = []  # counted when it was live
-        item = _new_tuple(Ingested, (_monotonic(), readings, rejected, delivery))
-        while True:
-            try:
-                self.queue.put_nowait(item)
-                return
-            except queue.Full:  # (only if another producer filled it): wait, never drop
-                await asyncio.sleep(0.002)
+        item: Ingested = _new_tuple(Ingested, (_monotonic(), readings, rejected, delivery))
+        return item
 
     def _publish_now(self, subject: str, payload: bytes) -> None:
         nc = self._nc
