@@ -335,13 +335,15 @@ class NATSIngest:
             loop.call_soon_threadsafe(self._publish_now, subject_of(topic), payload)
 
     def ack_many(self, msgs: Iterable[Ingested | NATSDelivery]) -> None:
-        """Ack handled messages (one loop hop for the batch); warm-up replays are skipped."""
-        replies = []
+        """Ack handled messages: one ack per partition, its newest message (the consumers'
+        ack policy is "all", and the hand-off is FIFO, so everything before it was handled
+        too); one loop hop for the batch. Warm-up replays carry no ack subject."""
+        newest: dict[int, tuple[int, str]] = {}
         for msg in msgs:
-            if isinstance(msg, Ingested):
-                msg = msg.message  # type: ignore[assignment]
-            if msg.reply:  # type: ignore[union-attr]
-                replies.append(msg.reply)  # type: ignore[union-attr]
+            d: NATSDelivery = msg.message if isinstance(msg, Ingested) else msg  # type: ignore[assignment]
+            if d.reply and d.seq > newest.get(d.partition, (0, ""))[0]:
+                newest[d.partition] = (d.seq, d.reply)
+        replies = [reply for _, reply in newest.values()]
         loop = self._loop
         if replies and loop is not None:
             with contextlib.suppress(RuntimeError):  # the loop closed: they are redelivered
@@ -565,7 +567,7 @@ class NATSIngest:
             js_api.ConsumerConfig(
                 durable_name=durable,
                 filter_subject=f"{cfg.subject_prefix}.{p}.>",
-                ack_policy=js_api.AckPolicy.EXPLICIT,
+                ack_policy=js_api.AckPolicy.ALL,  # one ack per partition and batch (ack_many)
                 ack_wait=cfg.ack_wait_seconds,
                 max_ack_pending=cfg.max_ack_pending,
                 **policy,
