@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 
 import nats
 import pytest
@@ -123,3 +124,16 @@ def test_partitions_need_source_nats(tmp_path, capsys):
     assert "need source: nats" in capsys.readouterr().err
     assert _run_cli(tmp_path, {"source": "nats", "nats": {"partitions": 4}}, "--partitions", "2-5") == 78
     assert "--partitions: partitions '2-5' are outside 0..3" in capsys.readouterr().err
+
+
+def test_nats_server_config_command_prints_what_the_server_accepts(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"source": "nats", "nats": {"partitions": 12}}))
+    assert main(["nats-server-config", "--config", str(cfg), "--store-dir", str(tmp_path / "js")]) == 0
+    text = capsys.readouterr().out
+    assert '"sensors.*.*": "part.{{partition(12,1)}}.sensors.{{wildcard(1)}}.{{wildcard(2)}}"' in text
+    if nats_server_binary() is not None:
+        conf = tmp_path / "nats.conf"
+        conf.write_text(text)
+        out = subprocess.run([nats_server_binary(), "-t", "-c", str(conf)], capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, out.stdout + out.stderr

@@ -41,7 +41,7 @@ from monitor.io.codec import Codec
 from monitor.io.files import read_csv
 from monitor.io.logs import setup_logging
 from monitor.io.mqtt import MQTTIngest
-from monitor.io.nats import require_client
+from monitor.io.nats import partition_mappings, require_client, server_config
 from monitor.io.notify import make_systemd_tick
 from monitor.io.record import Recorder
 from monitor.io.recording import iter_recordings
@@ -264,6 +264,19 @@ def _owned_partitions(cfg: Config, spec: str | None, shard: str | None) -> tuple
     return parse_partitions(spec, cfg.nats.partitions, "--partitions") if spec else cfg.nats.owned_partitions()
 
 
+def cmd_nats_server_config(args: argparse.Namespace) -> int:
+    """The nats-server config whose mappings partition the config's topic rules (deploy/nats/)."""
+    cfg = _config(args.config)
+    maps = partition_mappings(cfg.topics, cfg.nats.partitions, cfg.nats.subject_prefix)
+    print(
+        server_config(
+            maps, port=args.port, store_dir=args.store_dir, mqtt_port=args.mqtt_port or None, server_name=args.name
+        ),
+        end="",
+    )
+    return 0
+
+
 def cmd_record(args: argparse.Namespace) -> int:
     cfg = _config(args.config)
     setup_logging(args.log_level or cfg.log_level)
@@ -396,6 +409,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--partitions", help='source: nats — the partitions this worker owns, e.g. "0-3" or "0-3,6"')
     r.add_argument("--shard", help='source: nats — worker i of n ("i/n", from 0) owns the i-th of n partition ranges')
     r.set_defaults(func=cmd_run)
+
+    ns = sub.add_parser("nats-server-config", help="print a nats-server config partitioning the topic rules")
+    ns.add_argument("--config", required=True)
+    ns.add_argument("--port", type=int, default=4222)
+    ns.add_argument("--mqtt-port", type=int, default=1883, help="the MQTT listener's port (0: none)")
+    ns.add_argument("--store-dir", default="/data/jetstream")
+    ns.add_argument("--name", default="monitor-nats-0", help="server_name")
+    ns.set_defaults(func=cmd_nats_server_config)
 
     rec = sub.add_parser("record", help="record raw MQTT messages into rotating compressed files")
     rec.add_argument("--config", required=True)
