@@ -194,3 +194,28 @@ def test_changing_the_number_of_workers_resumes_every_partition_warm(models, tmp
     expected = sorted(alert_key(a.to_dict()) for a in offline_alerts(cfg, model, msgs, time.time()))
     got = sorted(alert_key(a) for c in [*collects, one] for a in c.alerts)
     assert len(got) == len(set(got)) and got == expected
+
+
+def test_a_second_restart_without_new_messages_resumes_at_the_same_place(models, tmp_path):
+    """A re-created consumer reports ack floor 0 until its first ack: the worker must take
+    its start sequence as the floor, or a second restart would redeliver the whole log."""
+    with NatsServer(tmp_path / "nats", partitions=8) as server:
+        cfg = nats_config(server.url, models)
+        data = feed(float(int(time.time()) - ROWS - 60))
+        msgs = messages(data, range(60))
+        runs = []
+        for i in range(3):
+            svc, collect, thread = start_worker(cfg, tuple(range(8)))
+            try:
+                wait_until(lambda svc=svc: svc.ready()[0], what="worker ready")
+                if i == 0:
+                    publish_nats(server.url, msgs)
+                    wait_until(lambda c=collect: c.messages >= len(msgs), what="all handled")
+                time.sleep(0.5)  # anything redelivered would arrive now
+            finally:
+                svc.request_stop()
+                thread.join(15)
+            runs.append((collect.messages, collect.warm))
+    assert runs[0] == (len(msgs), 0)
+    assert runs[1][0] == runs[2][0] == 0  # nothing live again
+    assert runs[1][1] == runs[2][1] == len(msgs)  # both warmed from the same floor

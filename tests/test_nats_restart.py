@@ -93,7 +93,10 @@ def drained(url: str, partitions: range) -> bool:
         try:
             js = nc.jetstream()
             for p in partitions:
-                info = await js.consumer_info("MONITOR", f"monitor-p{p}")
+                try:
+                    info = await js.consumer_info("MONITOR", f"monitor-p{p}")
+                except nats.js.errors.NotFoundError:
+                    return False  # a restarting worker re-creates its consumers at their ack floors
                 if info.num_pending or info.num_ack_pending:
                     return False
             return True

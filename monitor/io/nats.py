@@ -501,7 +501,11 @@ class NATSIngest:
             info = await js.consumer_info(self.cfg.stream, self._durable(p))
         except nats.js.errors.NotFoundError:
             return 0
-        return int(info.ack_floor.stream_seq or 0)
+        floor = int(info.ack_floor.stream_seq or 0)
+        # a consumer `_resume` re-created at floor + 1 reports ack floor 0 until its first ack
+        if info.config.deliver_policy == js_api.DeliverPolicy.BY_START_SEQUENCE and info.config.opt_start_seq:
+            floor = max(floor, int(info.config.opt_start_seq) - 1)
+        return floor
 
     async def _warm_up(self, js: Any, p: int) -> None:
         """Replay partition `p` from `warmup_seconds` before its ack floor up to the floor."""
@@ -509,7 +513,11 @@ class NATSIngest:
         if floor <= 0 or self.warmup_seconds <= 0:
             return
         cfg = self.cfg
-        last = await js.get_msg(cfg.stream, floor)
+        try:
+            last = await js.get_msg(cfg.stream, floor)
+        except nats.js.errors.NotFoundError:  # aged out of the stream (max_age): nothing to warm from
+            log.warning("nats: partition %d: message %d is no longer in %s; starting cold", p, floor, cfg.stream)
+            return
         start = last.time - dt.timedelta(seconds=self.warmup_seconds)
         sub = await js.pull_subscribe(
             f"{cfg.subject_prefix}.{p}.>",
