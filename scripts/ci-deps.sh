@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # System tools the deployment tests need, installed quietly and only when missing:
 #   mosquitto                 - the broker the integration tests start
+#   nats-server               - the JetStream server the NATS source tests start
 #   prometheus                - promtool (check/test rules) and the server binary
 #                               (tests/test_prometheus.py scrapes a running daemon)
 #   prometheus-alertmanager   - amtool (check-config of deploy/alertmanager)
@@ -13,6 +14,7 @@ cd "$(dirname "$0")/.."
 need=()
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/bin/$1" ]; }
 have mosquitto || need+=(mosquitto)
+have nats-server || need+=(nats-server)
 { have promtool && have prometheus; } || need+=(prometheus)
 have amtool || need+=(prometheus-alertmanager)
 have systemd-analyze || need+=(systemd)

@@ -26,13 +26,22 @@ from monitor.app.backtest import format_quality, plot_timeline, run_backtest, wr
 from monitor.app.exclude import exclude_spans, parse_span, spans_from_alerts
 from monitor.app.replay import connect_publisher, replay_offline, replay_to_broker
 from monitor.app.training import StreamData, adapters_line, group_training_data, load_training_data, train_bundle
-from monitor.core.config import DEFAULT_GROUP, EXIT_CONFIG, Config, ConfigError, load_config
+from monitor.core.config import (
+    DEFAULT_GROUP,
+    EXIT_CONFIG,
+    Config,
+    ConfigError,
+    load_config,
+    parse_partitions,
+    shard_partitions,
+)
 from monitor.core.fleet import Fleet
 from monitor.core.pipeline import TALLIES, ScoringModel
 from monitor.io.codec import Codec
 from monitor.io.files import read_csv
 from monitor.io.logs import setup_logging
 from monitor.io.mqtt import MQTTIngest
+from monitor.io.nats import partition_mappings, require_client, server_config
 from monitor.io.notify import make_systemd_tick
 from monitor.io.record import Recorder
 from monitor.io.recording import ALERTS_FILE, iter_recordings
@@ -232,13 +241,41 @@ def _replay_models(cfg: Config, model: str | None, group: str | None) -> dict[st
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    cfg = _config(args.config)  # a bad config exits 78 here, before any connection
+    partitions = _owned_partitions(cfg, args.partitions, args.shard)
     from monitor.app.service import Service  # noqa: PLC0415  # torch
 
-    cfg = _config(args.config)  # a bad config exits 78 here, before any connection
     setup_logging(args.log_level or cfg.log_level, json_lines=not args.plain_logs)
-    service = Service(cfg, config_path=args.config)
+    service = Service(cfg, config_path=args.config, partitions=partitions)
     service.start()
     return service.run_forever(on_tick=make_systemd_tick(service))  # sd_notify READY/WATCHDOG under systemd
+
+
+def _owned_partitions(cfg: Config, spec: str | None, shard: str | None) -> tuple[int, ...] | None:
+    """The partitions `run` owns: --partitions, --shard i/n, else nats.owned (source: nats only)."""
+    if (spec or shard) and cfg.source != "nats":
+        raise ConfigError("source", "--partitions and --shard need source: nats (MQTT has no partitions)")
+    if spec and shard:
+        raise SystemExit("give --partitions or --shard, not both")
+    if cfg.source != "nats":
+        return None
+    require_client()  # source: nats without nats-py: exit 78 with the install command
+    if shard:
+        return shard_partitions(shard, cfg.nats.partitions)
+    return parse_partitions(spec, cfg.nats.partitions, "--partitions") if spec else cfg.nats.owned_partitions()
+
+
+def cmd_nats_server_config(args: argparse.Namespace) -> int:
+    """The nats-server config whose mappings partition the config's topic rules (deploy/nats/)."""
+    cfg = _config(args.config)
+    maps = partition_mappings(cfg.topics, cfg.nats.partitions, cfg.nats.subject_prefix)
+    print(
+        server_config(
+            maps, port=args.port, store_dir=args.store_dir, mqtt_port=args.mqtt_port or None, server_name=args.name
+        ),
+        end="",
+    )
+    return 0
 
 
 def cmd_record(args: argparse.Namespace) -> int:
@@ -381,7 +418,17 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run the daemon: MQTT in, alerts and metrics out")
     r.add_argument("--config", required=True)
     r.add_argument("--plain-logs", action="store_true", help="human-readable logs instead of JSON lines")
+    r.add_argument("--partitions", help='source: nats — the partitions this worker owns, e.g. "0-3" or "0-3,6"')
+    r.add_argument("--shard", help='source: nats — worker i of n ("i/n", from 0) owns the i-th of n partition ranges')
     r.set_defaults(func=cmd_run)
+
+    ns = sub.add_parser("nats-server-config", help="print a nats-server config partitioning the topic rules")
+    ns.add_argument("--config", required=True)
+    ns.add_argument("--port", type=int, default=4222)
+    ns.add_argument("--mqtt-port", type=int, default=1883, help="the MQTT listener's port (0: none)")
+    ns.add_argument("--store-dir", default="/data/jetstream")
+    ns.add_argument("--name", default="monitor-nats-0", help="server_name")
+    ns.set_defaults(func=cmd_nats_server_config)
 
     rec = sub.add_parser("record", help="record raw MQTT messages into rotating compressed files")
     rec.add_argument("--config", required=True)

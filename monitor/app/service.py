@@ -39,6 +39,7 @@ from monitor.io.handoff import HandOff
 from monitor.io.http import MetricsServer, serve
 from monitor.io.metrics import Metrics
 from monitor.io.mqtt import MQTTIngest
+from monitor.io.nats import IngestSource, NATSIngest
 from monitor.io.notify import liveness_problem, stopping
 from monitor.io.record import Recorder
 from monitor.io.recording import ALERTS_FILE
@@ -61,6 +62,8 @@ class Service:
         manual_ack: bool | None = None,
         score_listeners: list[Callable[[ScoreBatch], None]] | None = None,
         config_path: str | Path | None = None,
+        partitions: tuple[int, ...] | None = None,
+        on_handled: Callable[[list], None] | None = None,
     ):
         self.cfg = cfg
         self.config_path = config_path  # re-read on SIGHUP
@@ -70,6 +73,8 @@ class Service:
         # the retrain job's verdict (a textfile beside the models) re-exported at scrape time
         self.registry.register(RetrainStatusCollector(Path(cfg.models.dir) / TEXTFILE_NAME, self.metrics))
         self.stop_timeout = stop_timeout_seconds
+        self.partitions = partitions  # source: nats — the partitions this worker owns (None: nats.owned)
+        self.on_handled = on_handled  # after each handled batch, before its acks (tests, audits)
         # bounded by messages, readings and bytes; full: drop and count, or hold (backpressure)
         self.queue = HandOff(cfg.mqtt.queue_size, cfg.mqtt.queue_readings, cfg.mqtt.queue_bytes)
         self.codec = Codec(cfg.topics, cfg.mqtt.max_payload_bytes, cfg.stream.max_future_seconds, columns=True)
@@ -86,13 +91,16 @@ class Service:
             for g in cfg.fleet()
         }
         # At-least-once: ack QoS 1 messages only after the scoring thread has handled them.
-        # Backpressure (mqtt.overload) works through unacked messages: manual acks as well.
-        acks_after_handling = not cfg.mqtt.clean_start or cfg.mqtt.overload == "backpressure"
+        # Backpressure (mqtt.overload) works through unacked messages: manual acks as well; so does
+        # the NATS source (acks after handling move each partition's durable floor).
+        acks_after_handling = not cfg.mqtt.clean_start or cfg.mqtt.overload == "backpressure" or cfg.source == "nats"
         self.manual_ack = acks_after_handling if manual_ack is None else manual_ack
         self.extra_sinks = list(extra_sinks or [])
         self.score_listeners = list(score_listeners or [])  # e.g. a recorder or a test probe
         self.sinks: list[Sink] = []
-        self.ingest: MQTTIngest | None = None
+        self.ingest: IngestSource | None = None
+        self.muted_alerts = 0
+        self._muted = 0  # alerts of warm-up replays not sent (they went out before the restart)
         self.recorder: Recorder | None = None
         self.http: MetricsServer | None = None
         self._stop = threading.Event()
@@ -173,9 +181,13 @@ class Service:
             why = "; ".join(f"{g}: {self.watchers[g].last_error or 'no model loaded'}" for g in missing)
             return False, f"groups without a model: {', '.join(missing)} ({why})"
         if self.ingest is None or not self.ingest.connected:
-            return False, "not connected to the MQTT broker" + (
+            broker = "NATS server" if self.cfg.source == "nats" else "MQTT broker"
+            return False, f"not connected to the {broker}" + (
                 f": {self.ingest.last_error}" if self.ingest is not None and self.ingest.last_error else ""
             )
+        warmed = getattr(self.ingest, "warmed", None)  # NATS: replaying the partitions' last window
+        if warmed is not None and not warmed.is_set():
+            return False, "warming up: replaying the owned partitions' last window from JetStream"
         return True, "ok"
 
     # ------------------------------------------------------------------ lifecycle
@@ -201,15 +213,7 @@ class Service:
                 max_bytes=cfg.record.max_bytes,
                 on_deleted=self.metrics.recordings_deleted,
             ).start()
-        self.ingest = MQTTIngest(
-            cfg.mqtt,
-            cfg.topics,
-            self.codec,
-            self.queue,
-            self.metrics,
-            manual_ack=self.manual_ack,
-            raw_tap=self.recorder.tap if self.recorder is not None else None,
-        )
+        self.ingest = self._make_ingest()
         self.sinks = [
             MQTTSink(
                 self.ingest.publish,
@@ -234,6 +238,43 @@ class Service:
         self._scorer.start()
         self.ingest.start()
         log.info("monitor started; metrics on http://%s:%d/metrics", cfg.metrics.address, self.http.port)
+
+    def _make_ingest(self) -> IngestSource:
+        cfg = self.cfg
+        if cfg.source == "nats":
+            return NATSIngest(
+                cfg.nats,
+                cfg.topics,
+                self.codec,
+                self.queue,
+                self.metrics,
+                partitions=self.partitions,
+                warmup_seconds=self.warmup_seconds(),
+            )
+        return MQTTIngest(
+            cfg.mqtt,
+            cfg.topics,
+            self.codec,
+            self.queue,
+            self.metrics,
+            manual_ack=self.manual_ack,
+            raw_tap=self.recorder.tap if self.recorder is not None else None,
+        )
+
+    def warmup_seconds(self) -> float:
+        """How far back a (re)started NATS worker replays: `nats.warmup_seconds`, else per group
+        a full window plus the alarm's memory (n windows to fire, resolve_m to resolve), the longest."""
+        if self.cfg.nats.warmup_seconds is not None:
+            return self.cfg.nats.warmup_seconds
+        longest = 0.0
+        for g in self.cfg.fleet():
+            model = self.fleet.model(g.name)
+            period = model.period_seconds if model is not None else g.stream.period_seconds
+            period = period if isinstance(period, float) else 1.0
+            size = model.window_size if model is not None else g.model.window_size
+            stride = model.stride if model is not None else 1
+            longest = max(longest, period * (size + stride * (g.alarm.n + g.alarm.resolve_m) + 1))
+        return longest
 
     def request_stop(self, *_: object) -> None:
         self._stop.set()
@@ -353,6 +394,12 @@ class Service:
         log.info("scoring thread drained and stopped")
 
     def _process(self, items: list) -> None:
+        warm = [item for item in items if getattr(item[3], "warm", False)]
+        if warm:  # NATS warm-up replays first (each stream's precede its live ones), alerts muted
+            self._muted_flush(warm)
+            items = [item for item in items if not getattr(item[3], "warm", False)]
+            if not items:
+                return
         oldest = items[0][0]
         batch: list = []
         for _, readings, rejected, _msg in items:
@@ -373,7 +420,27 @@ class Service:
         if self.runner.windows > before:
             self.metrics.scored(self.runner.windows - before, done - started)
         self.metrics.end_to_end(done - oldest)
+        if self.on_handled is not None:
+            self.on_handled(items)
         self._ack_items(items)
+
+    def _muted_flush(self, items: list) -> None:
+        """Warm-up: windows, calibration and alarm state rebuilt from readings handled before
+        the restart; their scores and alerts are not sent again."""
+        batch: list = []
+        for _, readings, _rejected, _msg in items:
+            if type(readings) is list:
+                batch += readings
+            else:
+                batch.append(readings)
+        self.fleet.push_batch(batch)
+        self._muted += 1
+        try:
+            self.runner.flush()
+        finally:
+            self._muted -= 1
+        if self.on_handled is not None:
+            self.on_handled(items)
 
     def _ack_items(self, items: list) -> None:
         """Ack the messages of handled queue items (manual acks only): one write for the batch."""
@@ -407,6 +474,8 @@ class Service:
             )
 
     def _on_scores(self, result: GroupResult) -> None:
+        if self._muted:
+            return
         scores = result.scores
         for listener in self.score_listeners:
             try:
@@ -421,6 +490,9 @@ class Service:
             self._publish_for_integrators(result)
 
     def _on_alert(self, alert: Alert) -> None:
+        if self._muted:
+            self.muted_alerts += 1
+            return
         self.metrics.alert(alert.state, alert.stream)
         self.metrics.group_alert(alert.group, alert.state)
         for sink in self.sinks:

@@ -181,6 +181,105 @@ class MQTTConfig:
             raise ConfigError("mqtt.reconnect_max_seconds", "must be >= mqtt.reconnect_min_seconds")
 
 
+_NATS_TOKEN = re.compile(r"[A-Za-z0-9_-]+")
+MAX_PARTITIONS = 1024
+
+
+def parse_partitions(spec: str, total: int, key: str = "nats.owned") -> tuple[int, ...]:
+    """Partition numbers of a spec such as ``"0-3"`` or ``"0-3,6"`` (all of them when empty)."""
+    if not spec.strip():
+        return tuple(range(total))
+    found: set[int] = set()
+    for part in spec.split(","):
+        lo, sep, hi = part.strip().partition("-")
+        try:
+            first, last = int(lo), int(hi) if sep else int(lo)
+        except ValueError:
+            raise ConfigError(key, f'expected partition numbers like "0-3" or "0-3,6", got {spec!r}') from None
+        if not 0 <= first <= last < total:
+            raise ConfigError(key, f"partitions {part.strip()!r} are outside 0..{total - 1} (nats.partitions: {total})")
+        found.update(range(first, last + 1))
+    return tuple(sorted(found))
+
+
+def shard_partitions(shard: str, total: int) -> tuple[int, ...]:
+    """Worker i of n (``"i/n"``) owns the i-th of n contiguous, near-equal partition ranges."""
+    i_text, sep, n_text = shard.partition("/")
+    try:
+        i, n = int(i_text), int(n_text)
+    except ValueError:
+        raise ConfigError("--shard", f'expected "i/n" (worker i of n, from 0), got {shard!r}') from None
+    if not sep or not 0 <= i < n:
+        raise ConfigError("--shard", f'expected "i/n" with 0 <= i < n, got {shard!r}')
+    if n > total:
+        raise ConfigError("--shard", f"{n} workers for {total} partitions would leave some idle; use n <= {total}")
+    return tuple(range(i * total // n, (i + 1) * total // n))
+
+
+@dataclass
+class NATSConfig:
+    """The NATS JetStream source (``source: nats``): partitions keyed by stream, durable consumers.
+
+    The server maps each device subject onto ``<subject_prefix>.<partition>.<subject>``
+    with ``partition(N, stream tokens)`` (deploy/nats/); the stream `stream` captures
+    ``<subject_prefix>.>``; a worker owns partitions `owned` (all when empty; the CLI's
+    ``--partitions`` / ``--shard`` override it) through one durable consumer each.
+    """
+
+    servers: list[str] = field(default_factory=lambda: ["nats://127.0.0.1:4222"])
+    user: str | None = None
+    password: str | None = field(default=None, repr=False, metadata={"secret": True})  # never logged
+    name: str = "monitor"  # client name, shown by the server's monitoring
+    stream: str = "MONITOR"
+    subject_prefix: str = "part"
+    partitions: int = 8
+    owned: str = ""
+    durable_prefix: str = "monitor"
+    create_stream: bool = True  # add the stream when it is missing (file storage, limits retention)
+    max_age_seconds: float = 86_400.0  # retention of a stream the worker creates: warm-up needs the last window
+    replicas: int = 1  # of a stream the worker creates: 3 on a 3-node cluster (one node may fail)
+    fetch_batch: int = 256
+    ack_wait_seconds: float = 30.0
+    max_ack_pending: int = 20_000
+    warmup_seconds: float | None = None  # default: a window plus the alarm's memory, from the model
+    connect_timeout_seconds: float = 5.0
+    reconnect_seconds: float = 1.0
+
+    def __post_init__(self) -> None:
+        self.password = _secret_str("nats.password", self.password)
+        if not self.servers:
+            raise ConfigError("nats.servers", 'at least one server URL is needed, e.g. ["nats://127.0.0.1:4222"]')
+        for url in self.servers:
+            if not isinstance(url, str) or "://" not in url:
+                raise ConfigError("nats.servers", f'expected URLs like "nats://host:4222", got {url!r}')
+        if self.password and not self.user:
+            raise ConfigError("nats.user", "a password was given without a user")
+        for key in ("stream", "subject_prefix", "durable_prefix"):
+            if not _NATS_TOKEN.fullmatch(getattr(self, key)):
+                raise ConfigError(
+                    f"nats.{key}", f"must be letters, digits, _ or - (one subject token), got {getattr(self, key)!r}"
+                )
+        if not 1 <= self.partitions <= MAX_PARTITIONS:
+            raise ConfigError("nats.partitions", f"must be 1..{MAX_PARTITIONS}, got {self.partitions}")
+        self.owned = str(self.owned)
+        parse_partitions(self.owned, self.partitions)
+        _positive("nats.max_age_seconds", self.max_age_seconds)
+        if not 1 <= self.replicas <= 5:
+            raise ConfigError("nats.replicas", f"must be 1..5 (JetStream's limit), got {self.replicas}")
+        _positive("nats.fetch_batch", self.fetch_batch)
+        _positive("nats.ack_wait_seconds", self.ack_wait_seconds)
+        _positive("nats.max_ack_pending", self.max_ack_pending)
+        if self.max_ack_pending < self.fetch_batch:
+            raise ConfigError("nats.max_ack_pending", f"must be >= nats.fetch_batch ({self.fetch_batch})")
+        if self.warmup_seconds is not None:
+            _positive("nats.warmup_seconds", self.warmup_seconds, allow_zero=True)
+        _positive("nats.connect_timeout_seconds", self.connect_timeout_seconds)
+        _positive("nats.reconnect_seconds", self.reconnect_seconds)
+
+    def owned_partitions(self) -> tuple[int, ...]:
+        return parse_partitions(self.owned, self.partitions)
+
+
 @dataclass
 class StreamConfig:
     """How readings become frames: channel order, grid period, staleness."""
@@ -518,7 +617,10 @@ class GroupConfig:
 
 @dataclass
 class Config:
+    # Where readings come from: "mqtt" (one process, paho) or "nats" (JetStream partitions)
+    source: Literal["mqtt", "nats"] = "mqtt"
     mqtt: MQTTConfig = field(default_factory=MQTTConfig)
+    nats: NATSConfig = field(default_factory=NATSConfig)
     topics: list[TopicRule] = field(default_factory=lambda: [TopicRule()])
     stream: StreamConfig = field(default_factory=StreamConfig)
     filters: list[FilterConfig] = field(default_factory=list)

@@ -125,6 +125,10 @@ def liveness_problem(
     ingest = getattr(service, "ingest", None)
     if ingest is None:
         return "MQTT intake not started"
+    own_check = getattr(ingest, "problem", None)  # an intake that checks itself (NATS)
+    if callable(own_check):
+        problem: str | None = own_check()
+        return problem
     client = ingest.client
     thread = getattr(client, "_thread", None)
     if thread is None or not thread.is_alive():

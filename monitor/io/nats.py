@@ -1,0 +1,699 @@
+"""The NATS JetStream boundary: partitions keyed by stream, durable consumers, warm-up.
+
+Subjects. Devices publish on ``plant.site1.pump1`` (or MQTT ``plant/site1/pump1`` through
+the server's MQTT listener, which turns ``/`` into ``.``). The server's subject mapping
+(`partition_mappings`, written into the server config by `server_config`) sends each one
+to ``part.<p>.plant.site1.pump1`` where ``p = partition(N, stream tokens)``: the tokens
+are the topic levels the rule's ``stream`` format names, so every channel of a stream
+lands in the same partition (`partition_of` computes it here, FNV-1a as the server does).
+The JetStream stream `NATSConfig.stream` captures ``part.>`` (file storage, limits
+retention: it is the log warm-up reads).
+
+`NATSIngest` runs nats-py on its own thread and asyncio loop. Per owned partition it
+keeps one durable pull consumer ``<durable_prefix>-p<p>`` (filter ``part.<p>.>``), so a
+partition's messages arrive in stream order. Each message is decoded with the same
+`Codec` and the same topic rules as MQTT (the subject minus ``part.<p>.``, ``.`` -> ``/``)
+and handed to the service's bounded hand-off as an `Ingested` item whose message is a
+`NATSDelivery`. The hand-off never overflows: a fetch waits for room (the log holds the
+rest, nothing is dropped). The scoring thread acks with `ack_many` after the readings are
+handled (at-least-once, like the MQTT path).
+
+Restart. On every (re)start, before live delivery, each partition is replayed from the
+stream by start time: from ``warmup_seconds`` before the consumer's ack floor up to the
+ack floor itself, as items flagged ``warm`` (the service scores them with alerts muted:
+their alerts went out before). The durable consumer is then re-created at ack floor + 1,
+so what a killed worker had received but not acked comes again at once, not after
+``ack_wait``. Ownership is static (one worker per partition range, a StatefulSet
+ordinal): re-creating the consumer is safe only because no one else owns it.
+
+This module is shaped like `monitor.io.mqtt.MQTTIngest` (start, stop_intake, stop,
+connected, last_error, publish, ack_many) so the service drives either. The
+`Source`-style protocol it satisfies is `IngestSource` below (local until the shared one lands).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import queue
+import re
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+
+from monitor.core.config import ConfigError, NATSConfig, TopicRule
+from monitor.io.codec import Codec
+from monitor.io.mqtt import Ingested, IngestQueue, topic_filter
+
+try:  # the optional [nats] extra; `require_client` says how to install it
+    import nats
+    import nats.errors
+    import nats.js.api as js_api
+    import nats.js.errors
+except ImportError:  # exercised by the missing-client test through a subprocess
+    nats = None  # type: ignore[assignment]
+
+if TYPE_CHECKING:
+    from monitor.io.metrics import Metrics
+
+__all__ = [
+    "IngestSource",
+    "NATSDelivery",
+    "NATSIngest",
+    "partition_mappings",
+    "partition_of",
+    "require_client",
+    "server_config",
+    "subject_of",
+    "topic_of",
+]
+
+log = logging.getLogger(__name__)
+
+_PLACEHOLDER = re.compile(r"{(\w+)}")
+_new_tuple = tuple.__new__
+_monotonic = time.monotonic
+
+
+class IngestSource(Protocol):
+    """What the service needs of an intake (MQTT or NATS)."""
+
+    last_error: str | None
+
+    @property
+    def connected(self) -> bool: ...
+
+    def start(self) -> None: ...
+
+    def stop_intake(self) -> None: ...
+
+    def stop(self, timeout: float = 5.0) -> None: ...
+
+    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> object: ...
+
+    def ack_many(self, msgs: Iterable[Any]) -> None: ...
+
+
+def require_client() -> None:
+    """Raise a `ConfigError` (exit 78) when nats-py is not installed."""
+    if nats is None:
+        raise ConfigError(
+            "source",
+            "source: nats needs the NATS client library nats-py, which is not installed; "
+            "install it with: pip install 'monitor[nats]' (or pip install nats-py)",
+        )
+
+
+# --------------------------------------------------------------------------- subjects
+
+
+def subject_of(topic: str) -> str:
+    """The NATS subject of an MQTT topic (what the server's MQTT listener does for plain levels)."""
+    return topic.replace("/", ".")
+
+
+def topic_of(subject: str) -> str:
+    return subject.replace(".", "/")
+
+
+def _fnv1a32(data: bytes) -> int:
+    h = 0x811C9DC5
+    for byte in data:
+        h = ((h ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return h
+
+
+def partition_of(tokens: Sequence[str], partitions: int) -> int:
+    """The partition nats-server's ``partition(N, ...)`` gives these subject tokens: FNV-1a
+    (32 bit) of the tokens concatenated, modulo N (nats-server subject_transform.go)."""
+    return _fnv1a32("".join(tokens).encode()) % partitions
+
+
+def partition_mappings(rules: Sequence[TopicRule], partitions: int, prefix: str = "part") -> dict[str, str]:
+    """Server subject mappings, one per distinct topic rule shape: the rule's subject with
+    wildcards -> ``prefix.{{partition(N, stream tokens)}}.<the same subject>``.
+
+    The partition is keyed on the template levels the rule's ``stream`` format names, so
+    every channel of a stream (``plant/{site}/{asset}/{channel}``) shares a partition.
+    """
+    out: dict[str, str] = {}
+    for rule in rules:
+        levels = rule.template.split("/")
+        stream_names = set(_PLACEHOLDER.findall(rule.stream))
+        wild: list[int] = []  # 1-based wildcard index per placeholder level
+        key: list[int] = []
+        dest: list[str] = []
+        for level in levels:
+            names = _PLACEHOLDER.findall(level)
+            if not names:
+                dest.append(level)
+                continue
+            wild.append(len(wild) + 1)
+            dest.append(f"{{{{wildcard({wild[-1]})}}}}")
+            if stream_names.intersection(names):
+                key.append(wild[-1])
+        if not key:
+            raise ConfigError(
+                "topics[].stream",
+                f"rule {rule.template!r}: its stream {rule.stream!r} names no topic level, so it cannot be partitioned",
+            )
+        source = subject_of(topic_filter(rule.template)).replace("+", "*")
+        part = f"{{{{partition({partitions},{','.join(map(str, key))})}}}}"
+        target = f"{prefix}.{part}." + ".".join(dest)
+        if out.get(source, target) != target:
+            raise ConfigError("topics", f"two rules of subject {source!r} key their partitions differently")
+        out[source] = target
+    return out
+
+
+def server_config(
+    mappings: dict[str, str],
+    *,
+    host: str = "0.0.0.0",
+    port: int = 4222,
+    store_dir: str = "/data/jetstream",
+    mqtt_port: int | None = None,
+    server_name: str = "monitor-nats-0",
+    cluster: dict[str, Any] | None = None,
+) -> str:
+    """A nats-server (2.9+) config: JetStream, the partition mappings, optionally MQTT and a cluster.
+
+    `cluster`: ``{"name": ..., "port": ..., "routes": [...]}`` (JetStream clustering).
+    """
+    lines = [
+        f"server_name: {server_name}",
+        f"listen: {host}:{port}",
+        "jetstream {",
+        f'  store_dir: "{store_dir}"',
+        "  max_memory_store: 256MB",
+        "  max_file_store: 8GB",
+        "}",
+        "mappings = {",
+        *[f'  "{src}": "{dst}"' for src, dst in mappings.items()],
+        "}",
+    ]
+    if mqtt_port is not None:
+        # the MQTT listener (needs JetStream and server_name); its publishes go through the mappings
+        lines += ["mqtt {", f"  listen: {host}:{mqtt_port}", "}"]
+    if cluster:
+        lines += [
+            "cluster {",
+            f"  name: {cluster['name']}",
+            f"  listen: {host}:{cluster['port']}",
+            "  routes: [",
+            *[f"    {r}" for r in cluster.get("routes", [])],
+            "  ]",
+            "}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- deliveries
+
+
+class NATSDelivery(NamedTuple):
+    """A JetStream message as received plus what `NATSIngest.ack_many` needs."""
+
+    received_at: float  # the server's time of storing it (JetStream metadata), epoch seconds
+    topic: str  # the device topic (subject minus the partition prefix, "." -> "/")
+    payload: bytes
+    partition: int
+    seq: int  # stream sequence
+    reply: str  # the ack subject; "" for warm-up replays (never acked)
+    warm: bool  # a warm-up replay: handled before, its alerts are muted
+
+
+def _ack_meta(reply: str) -> tuple[int, float]:
+    """(stream sequence, timestamp seconds) from a JetStream ack subject (v1 and v2 formats)."""
+    tokens = reply.split(".")
+    off = 5 if len(tokens) == 9 else 7  # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>
+    return int(tokens[off]), int(tokens[off + 2]) / 1e9
+
+
+class NATSIngest:
+    """Owns partitions of a JetStream stream and hands decoded readings to `out_queue`."""
+
+    def __init__(
+        self,
+        cfg: NATSConfig,
+        rules: Sequence[TopicRule],
+        codec: Codec,
+        out_queue: IngestQueue,
+        metrics: Metrics | None = None,
+        *,
+        partitions: Sequence[int] | None = None,
+        warmup_seconds: float = 0.0,
+        log_interval_seconds: float = 10.0,
+    ):
+        require_client()
+        self.cfg = cfg
+        self.rules = list(rules)
+        if not self.rules:
+            raise ConfigError("topics", "at least one topic rule is needed to subscribe to anything")
+        partition_mappings(self.rules, cfg.partitions, cfg.subject_prefix)  # each rule must be partitionable
+        self.codec = codec
+        self.queue = out_queue
+        self.metrics = metrics
+        self.partitions = tuple(partitions if partitions is not None else cfg.owned_partitions())
+        if not self.partitions:
+            raise ConfigError("nats.owned", "this worker owns no partition")
+        self.warmup_seconds = float(warmup_seconds)
+        self.manual_ack = True
+        self.last_error: str | None = None
+        self.log_interval = log_interval_seconds
+        self.stats = {"messages": 0, "readings": 0, "rejected": 0, "warm_messages": 0, "errors": 0, "acks": 0}
+        self.warmed = threading.Event()  # every owned partition replayed (or nothing to replay)
+        self._prefix_len = len(cfg.subject_prefix) + 1
+        self._connected = False
+        self._intake_open = True
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._nc: Any = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._inflight: set[asyncio.Future[None]] = set()
+        self._stop_event = asyncio.Event()
+        self._last_log: dict[str, float] = {}
+        if metrics is not None:
+            stats = self.stats
+            metrics.add_received_source(lambda: (stats["messages"], stats["readings"]))
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        """Connect, warm up and consume in the background (retries while the server is down)."""
+        if self._thread is not None:
+            return
+        self._intake_open = True
+        self._loop = asyncio.new_event_loop()
+        self._stop_event = asyncio.Event()
+        self._thread = threading.Thread(target=self._run_loop, name="nats", daemon=True)
+        self._thread.start()
+        log.info(
+            "nats: consuming partitions %s of stream %s from %s",
+            _ranges(self.partitions),
+            self.cfg.stream,
+            ", ".join(self.cfg.servers),
+        )
+
+    def stop_intake(self) -> None:
+        """Hand nothing more on; what was fetched and not handled is never acked (redelivered)."""
+        self._intake_open = False
+
+    def stop(self, timeout: float = 5.0) -> None:
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        self._intake_open = False
+        with contextlib.suppress(RuntimeError):  # the loop already closed
+            loop.call_soon_threadsafe(self._stop_event.set)
+        thread.join(timeout)
+        if thread.is_alive():
+            log.warning("nats: client thread did not stop within %.1f s", timeout)
+        self._thread = None
+        self._set_connected(False)
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    def problem(self) -> str | None:
+        """For the systemd watchdog: None while the client thread runs."""
+        if self._thread is None or not self._thread.is_alive():
+            return "NATS client thread is not running"
+        return None
+
+    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
+        """Publish from any thread (alert sinks) on the topic's subject (core NATS; an MQTT
+        client of the server's listener sees it on the topic). Dropped while disconnected."""
+        loop, nc = self._loop, self._nc
+        if loop is None or nc is None:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed (stopping): nothing to send with
+            loop.call_soon_threadsafe(self._publish_now, subject_of(topic), payload)
+
+    def ack_many(self, msgs: Iterable[Ingested | NATSDelivery]) -> None:
+        """Ack handled messages: one ack per partition, its newest message (the consumers'
+        ack policy is "all", and the hand-off is FIFO, so everything before it was handled
+        too); one loop hop for the batch. Warm-up replays carry no ack subject."""
+        newest: dict[int, tuple[int, str]] = {}
+        for msg in msgs:
+            d: NATSDelivery = msg.message if isinstance(msg, Ingested) else msg  # type: ignore[assignment]
+            if d.reply and d.seq > newest.get(d.partition, (0, ""))[0]:
+                newest[d.partition] = (d.seq, d.reply)
+        replies = [reply for _, reply in newest.values()]
+        loop = self._loop
+        if replies and loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed: they are redelivered
+                loop.call_soon_threadsafe(self._ack_now, replies)
+
+    def __repr__(self) -> str:
+        return (
+            f"NATSIngest({', '.join(self.cfg.servers)}, stream={self.cfg.stream}, "
+            f"partitions={_ranges(self.partitions)}, connected={self._connected})"
+        )
+
+    # ----------------------------------------------------------------- the loop thread
+
+    def _run_loop(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._main())
+        except Exception:
+            log.exception("nats: client loop failed")
+        finally:
+            loop.close()
+
+    def _set_connected(self, connected: bool) -> None:
+        self._connected = connected
+        if self.metrics is not None:
+            self.metrics.set_mqtt_connected(connected)  # the broker-connection gauge, whichever broker
+
+    def _throttled(self, key: str) -> bool:
+        now = _monotonic()
+        if now - self._last_log.get(key, -1e9) < self.log_interval:
+            return False
+        self._last_log[key] = now
+        return True
+
+    async def _connect(self) -> Any:
+        cfg = self.cfg
+
+        async def disconnected() -> None:
+            self._set_connected(False)
+            if self._stop_event.is_set():
+                return
+            self.last_error = "disconnected from the NATS server"
+            log.warning("nats: disconnected; reconnecting every %.1f s", cfg.reconnect_seconds)
+
+        async def reconnected() -> None:
+            self._set_connected(True)
+            self.last_error = None
+            log.info("nats: reconnected")
+
+        async def error(exc: Exception) -> None:
+            self.stats["errors"] += 1
+            if self._throttled("error"):
+                log.warning("nats: %s: %s", type(exc).__name__, exc)
+
+        while True:
+            try:
+                nc = await nats.connect(
+                    servers=list(cfg.servers),
+                    name=cfg.name,
+                    user=cfg.user,
+                    password=cfg.password,
+                    connect_timeout=cfg.connect_timeout_seconds,
+                    reconnect_time_wait=cfg.reconnect_seconds,
+                    max_reconnect_attempts=-1,
+                    allow_reconnect=True,
+                    disconnected_cb=disconnected,
+                    reconnected_cb=reconnected,
+                    error_cb=error,
+                )
+                self._set_connected(True)
+                self.last_error = None
+                return nc
+            except Exception as exc:  # unreachable, refused, auth: retried (the reason is reported)
+                self.last_error = f"cannot connect to {', '.join(cfg.servers)}: {type(exc).__name__}: {exc}"
+                if self._throttled("connect"):
+                    log.warning("nats: %s; retrying every %.1f s", self.last_error, cfg.reconnect_seconds)
+                if not self._intake_open:
+                    return None
+                await asyncio.sleep(cfg.reconnect_seconds)
+
+    async def _main(self) -> None:
+        """Run `_body` until `stop` sets the stop event, then close the connection in this loop."""
+        body = asyncio.ensure_future(self._body())
+        await self._stop_event.wait()
+        body.cancel()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(body, *self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._inflight, return_exceptions=True)  # the last acks and alerts
+        nc = self._nc
+        if nc is not None:
+            with contextlib.suppress(Exception):
+                await nc.flush(timeout=1)  # the acks handed over before stop
+            with contextlib.suppress(Exception):
+                await nc.close()
+
+    async def _body(self) -> None:
+        self._nc = nc = await self._connect()
+        if nc is None:
+            return
+        js = nc.jetstream()
+        cfg = self.cfg
+        while self._intake_open:
+            try:
+                await self._ensure_stream(js)
+                for p in self.partitions:  # warm-up of every partition first, then live delivery
+                    await self._warm_up(js, p)
+                self.warmed.set()
+                subs = [await self._resume(js, p) for p in self.partitions]
+                break
+            except Exception as exc:
+                self.last_error = f"JetStream set-up of stream {cfg.stream} failed: {type(exc).__name__}: {exc}"
+                if self._throttled("setup"):
+                    log.error("nats: %s; retrying", self.last_error)
+                await asyncio.sleep(cfg.reconnect_seconds)
+        else:
+            return
+        self._tasks = [
+            asyncio.ensure_future(self._consume(p, sub)) for p, sub in zip(self.partitions, subs, strict=True)
+        ]
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _ensure_stream(self, js: Any) -> None:
+        cfg = self.cfg
+        subject = f"{cfg.subject_prefix}.>"
+        try:
+            info = await js.stream_info(cfg.stream)
+        except nats.js.errors.NotFoundError:
+            if not cfg.create_stream:
+                raise ConfigError(
+                    "nats.stream", f"stream {cfg.stream} does not exist and nats.create_stream is false"
+                ) from None
+            await js.add_stream(
+                js_api.StreamConfig(
+                    name=cfg.stream,
+                    subjects=[subject],
+                    storage=js_api.StorageType.FILE,
+                    retention=js_api.RetentionPolicy.LIMITS,
+                    max_age=cfg.max_age_seconds,
+                    num_replicas=cfg.replicas,
+                )
+            )
+            log.info("nats: created stream %s on %s", cfg.stream, subject)
+            return
+        if subject not in (info.config.subjects or []):
+            log.warning("nats: stream %s captures %s, not %s", cfg.stream, info.config.subjects, subject)
+
+    def _durable(self, p: int) -> str:
+        return f"{self.cfg.durable_prefix}-p{p}"
+
+    async def _ack_floor(self, js: Any, p: int) -> int:
+        try:
+            info = await js.consumer_info(self.cfg.stream, self._durable(p))
+        except nats.js.errors.NotFoundError:
+            return 0
+        floor = int(info.ack_floor.stream_seq or 0)
+        # a consumer `_resume` re-created at floor + 1 reports ack floor 0 until its first ack
+        if info.config.deliver_policy == js_api.DeliverPolicy.BY_START_SEQUENCE and info.config.opt_start_seq:
+            floor = max(floor, int(info.config.opt_start_seq) - 1)
+        return floor
+
+    async def _warm_up(self, js: Any, p: int) -> None:
+        """Replay partition `p` from `warmup_seconds` before its ack floor up to the floor."""
+        floor = await self._ack_floor(js, p)
+        if floor <= 0 or self.warmup_seconds <= 0:
+            return
+        cfg = self.cfg
+        try:
+            last = await js.get_msg(cfg.stream, floor)
+        except nats.js.errors.NotFoundError:  # aged out of the stream (max_age): nothing to warm from
+            log.warning("nats: partition %d: message %d is no longer in %s; starting cold", p, floor, cfg.stream)
+            return
+        start = last.time - dt.timedelta(seconds=self.warmup_seconds)
+        sub = await js.pull_subscribe(
+            f"{cfg.subject_prefix}.{p}.>",
+            durable=None,
+            stream=cfg.stream,
+            config=js_api.ConsumerConfig(
+                deliver_policy=js_api.DeliverPolicy.BY_START_TIME,
+                opt_start_time=start,
+                ack_policy=js_api.AckPolicy.NONE,
+                inactive_threshold=30.0,
+                mem_storage=True,
+            ),
+        )
+        replayed = 0
+        try:
+            while True:
+                try:
+                    msgs = await sub.fetch(cfg.fetch_batch, timeout=1.0)
+                except (nats.errors.TimeoutError, asyncio.TimeoutError):
+                    break  # nothing more before the floor (the stream lost it, or it was all)
+                done = False
+                for msg in msgs:
+                    seq, _ = _ack_meta(msg.reply)
+                    if seq > floor:
+                        done = True
+                        break
+                    await self._hand_off(p, msg, warm=True)
+                    replayed += 1
+                    if seq == floor:
+                        done = True
+                        break
+                if done:
+                    break
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        log.info(
+            "nats: partition %d warmed with %d messages (%.0f s before seq %d)", p, replayed, self.warmup_seconds, floor
+        )
+
+    async def _resume(self, js: Any, p: int) -> Any:
+        """The partition's durable consumer, re-created at ack floor + 1 (unacked ones come at once)."""
+        cfg = self.cfg
+        durable = self._durable(p)
+        floor = await self._ack_floor(js, p)
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await js.delete_consumer(cfg.stream, durable)
+        policy = (
+            dict(deliver_policy=js_api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=floor + 1)
+            if floor > 0
+            else dict(deliver_policy=js_api.DeliverPolicy.ALL)
+        )
+        await js.add_consumer(
+            cfg.stream,
+            js_api.ConsumerConfig(
+                durable_name=durable,
+                filter_subject=f"{cfg.subject_prefix}.{p}.>",
+                ack_policy=js_api.AckPolicy.ALL,  # one ack per partition and batch (ack_many)
+                ack_wait=cfg.ack_wait_seconds,
+                max_ack_pending=cfg.max_ack_pending,
+                **policy,
+            ),
+        )
+        return await js.pull_subscribe_bind(durable, cfg.stream)
+
+    async def _consume(self, p: int, sub: Any) -> None:
+        batch = self.cfg.fetch_batch
+        room = self.queue.maxsize - batch
+        q = self.queue
+        while self._intake_open:
+            try:
+                while self._intake_open and _qsize(q) > room:
+                    await asyncio.sleep(0.002)  # back-pressure: the log keeps the rest, nothing dropped
+                if not self._intake_open:
+                    break
+                try:
+                    msgs = await sub.fetch(batch, timeout=1.0)
+                except (nats.errors.TimeoutError, asyncio.TimeoutError):
+                    continue
+                for msg in msgs:
+                    if not self._intake_open:
+                        break  # not handed on, not acked: redelivered to the next session
+                    await self._hand_off(p, msg, warm=False)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a lost connection, a deleted consumer: reported, retried
+                self.stats["errors"] += 1
+                self.last_error = f"partition {p}: {type(exc).__name__}: {exc}"
+                if self._throttled(f"consume{p}"):
+                    log.warning("nats: %s; retrying", self.last_error)
+                await asyncio.sleep(self.cfg.reconnect_seconds)
+
+    async def _hand_off(self, p: int, msg: Any, *, warm: bool) -> None:
+        item = self._item(p, msg, warm)
+        try:
+            self.queue.put_nowait(item)  # the common case: no coroutine switch per message
+        except queue.Full:  # several partitions' fetches landed at once: wait, never drop
+            while True:
+                await asyncio.sleep(0.002)
+                try:
+                    self.queue.put_nowait(item)
+                    return
+                except queue.Full:
+                    continue
+
+    def _item(self, p: int, msg: Any, warm: bool) -> Ingested:
+        """The hand-off item of a JetStream message (decoded; warm-up replays carry no ack subject)."""
+        reply = msg.reply
+        seq, stored_at = _ack_meta(reply)
+        topic = topic_of(msg.subject[self._prefix_len :].split(".", 1)[1])
+        delivery = _new_tuple(NATSDelivery, (stored_at, topic, msg.data, p, seq, "" if warm else reply, warm))
+        readings, rejected = self.codec.decode(topic, msg.data, stored_at)
+        stats = self.stats
+        if warm:
+            stats["warm_messages"] += 1
+        else:
+            stats["messages"] += 1
+            stats["readings"] += len(readings)
+        if rejected:
+            stats["rejected"] += len(rejected)
+            if self._throttled("rejected"):
+                log.warning("nats: rejected input on %r: %s: %s", topic, rejected[0].reason, rejected[0].detail)
+            if warm:
+                rejected = []  # counted when it was live
+        item: Ingested = _new_tuple(Ingested, (_monotonic(), readings, rejected, delivery))
+        return item
+
+    def _publish_now(self, subject: str, payload: bytes) -> None:
+        nc = self._nc
+        if nc is None or not self._connected:
+            return
+        self._background(self._publish_async(nc, subject, payload))
+
+    async def _publish_async(self, nc: Any, subject: str, payload: bytes) -> None:
+        try:
+            await nc.publish(subject, payload)
+        except Exception as exc:
+            self.stats["errors"] += 1
+            if self._throttled("publish"):
+                log.warning("nats: publish on %s failed: %s", subject, exc)
+
+    def _ack_now(self, replies: list[str]) -> None:
+        nc = self._nc
+        if nc is None:
+            return
+        self._background(self._ack_async(nc, replies))
+
+    def _background(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._inflight.add(task)  # a reference until done (the loop keeps only weak ones)
+        task.add_done_callback(self._inflight.discard)
+
+    async def _ack_async(self, nc: Any, replies: list[str]) -> None:
+        try:
+            for reply in replies:
+                await nc.publish(reply, b"+ACK")
+            self.stats["acks"] += len(replies)
+        except Exception as exc:  # not acked: redelivered after ack_wait or on the next start
+            self.stats["errors"] += 1
+            if self._throttled("ack"):
+                log.warning("nats: ack of %d messages failed: %s", len(replies), exc)
+
+
+def _qsize(q: Any) -> int:
+    return int(q.qsize())
+
+
+def _ranges(parts: Sequence[int]) -> str:
+    """``0-3,6`` for (0, 1, 2, 3, 6)."""
+    out: list[str] = []
+    ordered = sorted(parts)
+    i = 0
+    while i < len(ordered):
+        j = i
+        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
+            j += 1
+        out.append(str(ordered[i]) if i == j else f"{ordered[i]}-{ordered[j]}")
+        i = j + 1
+    return ",".join(out)

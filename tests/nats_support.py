@@ -1,0 +1,129 @@
+"""Shared pieces of the NATS tests: a config, a 20-stream feed, publishers, the offline reference."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+
+import nats
+
+from monitor.core.config import Config
+from monitor.core.fleet import Fleet
+from monitor.core.pipeline import ScoringModel
+from monitor.core.runner import Runner
+from monitor.core.synthetic import CHANNELS
+from monitor.io.codec import Codec
+from tests.daemon_support import daemon_config, feed_rows
+
+STREAMS = [f"site{1 + i // 10}/pump{i % 10}" for i in range(20)]
+FAULTY = {"site1/pump3": (150, 230), "site2/pump6": (160, 240), "site2/pump9": (140, 220)}
+ROWS = 300
+
+
+def nats_config(url: str, models_dir, **nats_overrides) -> Config:
+    nats_section = {"servers": [url], "partitions": 8, "ack_wait_seconds": 5, "reconnect_seconds": 0.2}
+    nats_section.update(nats_overrides)
+    return daemon_config(1, models_dir, source="nats", nats=nats_section)  # (the MQTT port is not used)
+
+
+def feed(start: float) -> dict[str, tuple]:
+    """Per stream: (times, values); the FAULTY ones carry a cavitation fault."""
+    return {s: feed_rows(ROWS, seed=100 + i, fault=FAULTY.get(s), start_time=start)[:2] for i, s in enumerate(STREAMS)}
+
+
+def messages(data: dict[str, tuple], rows: range) -> list[tuple[str, bytes]]:
+    """(topic, payload) row by row across the streams: the order devices would send them in."""
+    out = []
+    for i in rows:
+        for stream, (t, v) in data.items():
+            body = {"ts": float(t[i]), **{c: float(x) for c, x in zip(CHANNELS, v[i], strict=True)}}
+            out.append((f"plant/{stream}", json.dumps(body).encode()))
+    return out
+
+
+def publish_nats(url: str, msgs: list[tuple[str, bytes]]) -> None:
+    """Core NATS publishes on the device subjects (the server maps them onto partitions)."""
+
+    async def go() -> None:
+        nc = await nats.connect(url)
+        for topic, payload in msgs:
+            await nc.publish(topic.replace("/", "."), payload)
+        await nc.flush()
+        await nc.close()
+
+    asyncio.run(go())
+
+
+def stream_messages(url: str, stream: str = "MONITOR") -> int:
+    async def go() -> int:
+        nc = await nats.connect(url)
+        try:
+            return int((await nc.jetstream().stream_info(stream)).state.messages)
+        except nats.js.errors.NotFoundError:
+            return -1
+        finally:
+            await nc.close()
+
+    return asyncio.run(go())
+
+
+def consumer_floor(url: str, durable: str, stream: str = "MONITOR") -> int:
+    async def go() -> int:
+        nc = await nats.connect(url)
+        try:
+            return int((await nc.jetstream().consumer_info(stream, durable)).ack_floor.stream_seq or 0)
+        finally:
+            await nc.close()
+
+    return asyncio.run(go())
+
+
+def offline_alerts(cfg: Config, model: ScoringModel, msgs: list[tuple[str, bytes]], received_at: float) -> list:
+    """What one process decides on the same feed: the same codec, the same Runner."""
+    fleet = Fleet.from_config(cfg)
+    fleet.install(fleet.names[0], model)
+    runner = Runner(fleet)
+    codec = Codec(cfg.topics, cfg.mqtt.max_payload_bytes, cfg.stream.max_future_seconds, columns=True)
+    alerts = []
+    for i in range(0, len(msgs), 500):  # batches change nothing but speed (Runner)
+        batch = [r for topic, payload in msgs[i : i + 500] for r in codec.decode(topic, payload, received_at)[0]]
+        for result in runner.feed(batch):
+            alerts += result.alerts
+    return alerts
+
+
+def alert_key(a: dict) -> tuple:
+    return (a["alert_id"], a["state"], a["stream"], a["started_at"], a["ended_at"])
+
+
+class AlertTap:
+    """Collects alert JSON from a core NATS subscription on ``monitor.alerts.>`` (its own thread)."""
+
+    def __init__(self, url: str, subject: str = "monitor.alerts.>"):
+        self.alerts: list[dict] = []
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run(url, subject)), daemon=True)
+        self._thread.start()
+        assert self._ready.wait(10), "alert subscription not ready"
+
+    async def _run(self, url: str, subject: str) -> None:
+        nc = await nats.connect(url)
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+
+        async def on_msg(msg) -> None:
+            self.alerts.append(json.loads(msg.data))
+
+        await nc.subscribe(subject, cb=on_msg)
+        await nc.flush()
+        self._ready.set()
+        await self._stop.wait()
+        await nc.close()
+
+    def close(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(5)
