@@ -230,14 +230,47 @@ def _replay_models(cfg: Config, model: str | None, group: str | None) -> dict[st
     return models
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from monitor.app.service import Service  # noqa: PLC0415  # torch
+class _EarlySignals:
+    """SIGTERM/SIGINT/SIGHUP handlers for the seconds before the service exists (torch import,
+    model load): they remember what arrived, and `hand_over` passes it on to the service."""
 
-    cfg = _config(args.config)  # a bad config exits 78 here, before any connection
+    def __init__(self) -> None:
+        self.stop = self.reload = False
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
+        signal.signal(signal.SIGHUP, self._on_reload)
+
+    def _on_stop(self, *_: object) -> None:
+        self.stop = True
+
+    def _on_reload(self, *_: object) -> None:
+        self.reload = True
+
+    def hand_over(self, service) -> None:
+        service.install_signal_handlers()
+        if self.stop:
+            service.request_stop()
+        if self.reload:
+            service.request_reload()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg = _config(args.config)  # a bad config exits 78 here: before torch is imported or anything connects
     setup_logging(args.log_level or cfg.log_level, json_lines=not args.plain_logs)
+    early = _EarlySignals()  # from here on a SIGTERM is a clean stop, never the default kill
+    log.debug("signal handlers installed")
+
+    from monitor.app.service import Service  # noqa: PLC0415  # torch: only once the config is known good
+
     service = Service(cfg, config_path=args.config)
+    early.hand_over(service)  # the service's handlers, before any of its threads starts
+    if service.stop_requested:
+        log.info("stop requested while starting; not started")
+        return 0
     service.start()
-    return service.run_forever(on_tick=make_systemd_tick(service))  # sd_notify READY/WATCHDOG under systemd
+    return service.run_forever(
+        install_signals=False, on_tick=make_systemd_tick(service)
+    )  # sd_notify READY/WATCHDOG under systemd
 
 
 def cmd_record(args: argparse.Namespace) -> int:

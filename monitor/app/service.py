@@ -233,12 +233,21 @@ class Service:
             log.warning("SIGHUP: changes in %s take effect after a restart", ", ".join(restart))
         return restart
 
+    def install_signal_handlers(self) -> None:
+        """SIGTERM/SIGINT request a stop, SIGHUP a reload (main thread only). Install them
+        before `start`: a signal that arrives while the threads start is then a clean stop."""
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+        signal.signal(signal.SIGHUP, self.request_reload)
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
+
     def run_forever(self, install_signals: bool = True, on_tick: Callable[[], None] | None = None) -> int:
         """Serve until SIGTERM/SIGINT; returns the exit code."""
         if install_signals:
-            signal.signal(signal.SIGTERM, self.request_stop)
-            signal.signal(signal.SIGINT, self.request_stop)
-            signal.signal(signal.SIGHUP, self.request_reload)
+            self.install_signal_handlers()
         next_poll = time.monotonic()
         while not self._stop.is_set():
             now = time.monotonic()
