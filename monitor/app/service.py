@@ -32,6 +32,7 @@ from prometheus_client import CollectorRegistry
 from monitor.app.lifecycle import LoadResult, ModelWatcher
 from monitor.core.config import Config, ConfigError, load_config
 from monitor.core.fleet import Fleet, GroupResult
+from monitor.core.model.threads import use_threads
 from monitor.core.pipeline import TALLIES, Pipeline, ScoringModel
 from monitor.core.runner import Runner
 from monitor.core.types import Alert, DropReason, ScoreBatch
@@ -167,6 +168,7 @@ class Service:
 
     def start(self) -> None:
         cfg = self.cfg
+        use_threads(cfg.model.threads)  # scoring's torch threads (the daemon's, not a group's)
         self._poll_model()
         self._install_pending_model()
         self.metrics.set_callbacks(queue_depth=self.queue.qsize, streams_active=self.fleet.streams_active)
