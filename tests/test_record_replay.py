@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -130,6 +131,7 @@ def test_replay_to_broker_keeps_order_and_relative_timing():
 
 
 @needs_broker
+@pytest.mark.slow  # the recorder runs for a fixed --duration
 def test_record_cli_captures_messages_byte_for_byte(tmp_path):
     with Mosquitto(tmp_path / "broker") as b:
         cfg = daemon_config(b.port, tmp_path / "none")
@@ -149,14 +151,15 @@ def test_record_cli_captures_messages_byte_for_byte(tmp_path):
                 "--out",
                 str(tmp_path / "rec"),
                 "--duration",
-                "6",
+                "10",  # from its start: room for a slow start-up before the subscription below
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
             cwd=ROOT,
         )
-        time.sleep(3)
+        # the recorder's subscription is in the broker's log before anything is published
+        wait_until(lambda: re.search(r"recorder\S* \d plant/", b.log()), timeout=60, what="the recorder subscribed")
         pub = Publisher(b.port)
         payloads = [bytes(range(256)), b"", "ünïcode".encode(), b'{"value": 1}', b"\xff\xfe"]
         for i, p in enumerate(payloads):
