@@ -6,13 +6,15 @@ setting in turn (interleaved, so load changes hit all alike), and prints the med
 `--threads` left to torch (one per core; OMP_NUM_THREADS unset), which is what the code
 did before `model.threads` existed.
 
-    .venv/bin/python bench/threads.py --repeats 3            # default, 1, 2 threads
+    .venv/bin/python bench/threads.py --repeats 3              # default, 1, 2 threads
+    .venv/bin/python bench/threads.py --repeats 3 --epochs 10  # shorter
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -42,18 +44,24 @@ def run(setting: str, config: Path, out: Path) -> float:
     else:
         cmd = [sys.executable, "-m", "monitor", *args, "--threads", setting]
     started = time.monotonic()
-    subprocess.run(cmd, check=True, cwd=ROOT, env=env, capture_output=True)
-    return time.monotonic() - started
+    res = subprocess.run(cmd, check=True, cwd=ROOT, env=env, capture_output=True, text=True)
+    wall = time.monotonic() - started
+    epochs = re.search(r"(\d+) epochs in ([\d.]+)s", res.stdout)
+    if epochs:
+        print(f"    ({epochs[1]} epochs, {epochs[2]} s training)", flush=True)
+    return wall
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--settings", nargs="+", default=["default", "1", "2"])
+    ap.add_argument("--epochs", type=int, help="training epochs (default: the demo config's 25)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-threads-") as tmp:
         config = Path(tmp) / "demo.yaml"
-        config.write_text(yaml.safe_dump({**DEMO_CONFIG, "models": {"dir": str(Path(tmp) / "models")}}))
+        model = {**DEMO_CONFIG["model"], **({"epochs": args.epochs} if args.epochs else {})}
+        config.write_text(yaml.safe_dump({**DEMO_CONFIG, "model": model, "models": {"dir": str(Path(tmp) / "models")}}))
         times: dict[str, list[float]] = {s: [] for s in args.settings}
         for i in range(args.repeats):
             for s in args.settings:
