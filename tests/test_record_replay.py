@@ -80,6 +80,7 @@ def _recorded_feed(tmp_path, fault=True) -> Path:
     return path
 
 
+@pytest.mark.slow  # trains a model
 def test_offline_replay_twice_gives_identical_alerts(tmp_path, models):
     cfg = daemon_config(1883, models)
     model = ScoringModel.from_bundle(load_bundle(models))

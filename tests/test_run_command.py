@@ -23,6 +23,7 @@ _RUN_AND_REPORT_TORCH = (
 )
 
 
+@pytest.mark.slow  # a subprocess
 def test_a_bad_config_exits_78_before_torch_is_imported(tmp_path):
     conf = tmp_path / "bad.yaml"
     conf.write_text("mqtt: {port: 99999}\n")

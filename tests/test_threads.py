@@ -54,6 +54,7 @@ def test_use_threads_sets_torchs_thread_count(restore_threads):
     assert use_threads(1) == 1 and torch.get_num_threads() == 1
 
 
+@pytest.mark.slow  # trains a model
 def test_training_runs_with_the_configured_threads(tmp_path, restore_threads):
     torch.set_num_threads(1)
     t, v, _ = pump(200, seed=1, steps_per_hour=0)
@@ -80,6 +81,7 @@ def test_threads_option_on_the_training_commands(command):
     assert parser.parse_args([command, *required]).threads is None  # model.threads applies
 
 
+@pytest.mark.slow  # a subprocess
 def test_a_bad_threads_option_is_a_usage_error():
     res = subprocess.run(
         [sys.executable, "-m", "monitor", "train", "--config", "c", "--data", "d", "--threads", "0"],
