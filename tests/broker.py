@@ -119,6 +119,7 @@ class Mosquitto:
             "log_type warning",
             "log_type notice",
             "log_type information",
+            "log_type subscribe",  # "<client id> <qos> <filter>": tests wait for a subscription, not a sleep
             "connection_messages true",
         ]
         if os.geteuid() == 0:

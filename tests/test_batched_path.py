@@ -106,7 +106,7 @@ def _messages(seed: int) -> list[list[Reading]]:
     return msgs
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+@pytest.mark.parametrize("seed", [1, *(pytest.param(s, marks=pytest.mark.slow) for s in (2, 3, 4))])
 def test_pipeline_push_batch_of_one_message_matches_push_reading(seed):
     cfg = StreamConfig(channels=["v"], period_seconds=1.0, max_gap_seconds=5, max_streams=4)
     alarm = AlarmConfig(k=2, n=3, resolve_m=3)
@@ -260,11 +260,11 @@ def _assert_same_results(got_one, got_many):
     "seed,window_size,stride,n_streams,max_streams",
     [
         (1, 5, 1, 6, 5),
-        (2, 5, 1, 10, 10),
-        (3, 4, 2, 6, 4),
-        (4, 1, 1, 3, 3),
-        (5, 6, 3, 10, 7),
-        (6, 5, 1, 1, 1),
+        pytest.param(2, 5, 1, 10, 10, marks=pytest.mark.slow),
+        pytest.param(3, 4, 2, 6, 4, marks=pytest.mark.slow),
+        pytest.param(4, 1, 1, 3, 3, marks=pytest.mark.slow),
+        pytest.param(5, 6, 3, 10, 7, marks=pytest.mark.slow),
+        pytest.param(6, 5, 1, 1, 1, marks=pytest.mark.slow),
     ],
 )
 def test_pipeline_push_batch_matches_push_reading(seed, window_size, stride, n_streams, max_streams):
@@ -505,11 +505,11 @@ FILTERS = [FilterConfig(type="median", size=3), FilterConfig(type="hampel", size
     "seed,window_size,stride,max_streams,filters",
     [
         (1, 5, 1, 5, []),
-        (2, 4, 2, 3, []),
-        (3, 1, 1, 5, []),
-        (4, 6, 3, 5, []),
-        (5, 5, 1, 5, FILTERS),
-        (6, 4, 2, 3, [FilterConfig(type="ema", alpha=0.3)]),
+        pytest.param(2, 4, 2, 3, [], marks=pytest.mark.slow),
+        pytest.param(3, 1, 1, 5, [], marks=pytest.mark.slow),
+        pytest.param(4, 6, 3, 5, [], marks=pytest.mark.slow),
+        pytest.param(5, 5, 1, 5, FILTERS, marks=pytest.mark.slow),
+        pytest.param(6, 4, 2, 3, [FilterConfig(type="ema", alpha=0.3)], marks=pytest.mark.slow),
     ],
 )
 def test_pipeline_push_batch_with_blocks_matches_push_reading(seed, window_size, stride, max_streams, filters):
@@ -665,10 +665,17 @@ def _multi_feed(seed: int, channels=("a", "b", "c"), n_streams: int = 4, n_items
     "seed,window_size,stride,max_streams,filters",
     [
         (1, 5, 1, 4, []),
-        (2, 4, 2, 3, []),
-        (3, 1, 1, 4, []),
-        (4, 5, 1, 4, FILTERS),
-        (5, 3, 1, 4, [FilterConfig(type="median", size=4), FilterConfig(type="ema", alpha=0.5)]),
+        pytest.param(2, 4, 2, 3, [], marks=pytest.mark.slow),
+        pytest.param(3, 1, 1, 4, [], marks=pytest.mark.slow),
+        pytest.param(4, 5, 1, 4, FILTERS, marks=pytest.mark.slow),
+        pytest.param(
+            5,
+            3,
+            1,
+            4,
+            [FilterConfig(type="median", size=4), FilterConfig(type="ema", alpha=0.5)],
+            marks=pytest.mark.slow,
+        ),
     ],
 )
 def test_pipeline_push_batch_with_frame_blocks_matches_push_reading(seed, window_size, stride, max_streams, filters):

@@ -265,6 +265,7 @@ json_values = st.recursive(
 )
 
 
+@pytest.mark.slow  # 300 hypothesis documents, ~3 s
 @settings(max_examples=300, deadline=None)
 @given(doc=json_values, topic=st.sampled_from(["one/p/c", "multi/s/a", "batch/p/c", "plant/s/a/c"]))
 def test_decode_never_raises_on_arbitrary_json(codec: Codec, doc: object, topic: str) -> None:

@@ -82,6 +82,7 @@ def test_shipped_configs_are_valid():
         load_config(f, environ={})
 
 
+@pytest.mark.slow  # two subprocesses
 def test_check_config_cli_exit_codes(tmp_path):
     good = ROOT / "configs" / "univariate.yaml"
     bad = write(tmp_path, "alarm: {k: 0}")

@@ -481,19 +481,28 @@ def test_sighup_applies_log_level_reports_restart_only_changes_and_survives_a_ba
         text=True,
         cwd=ROOT,
     )
+    lines: list[str] = []  # stderr as it comes: each step waits for the daemon's own log line
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stderr.readline, "")), daemon=True)
+    reader.start()
+
+    def logged(text: str) -> bool:
+        return any(text in line for line in list(lines))
+
     try:
         wait_until(lambda: http_get(cfg.metrics.port, "/healthz")[0] == 200, timeout=60, what="daemon up")
         text = conf.read_text()
         conf.write_text(text.replace("log_level: INFO", "log_level: DEBUG").replace("k: 3", "k: 2"))
         proc.send_signal(signal.SIGHUP)
-        time.sleep(1.5)
+        wait_until(lambda: logged("take effect after a restart"), what="the first reload")
         conf.write_text("alarm: {k: 0}\n")
         proc.send_signal(signal.SIGHUP)
-        time.sleep(1.5)
+        wait_until(lambda: logged("keeping the running config"), what="the refused reload")
         assert proc.poll() is None, "a bad config on SIGHUP must not stop the daemon"
         assert http_get(cfg.metrics.port, "/healthz")[0] == 200
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=15)
+        proc.wait(timeout=15)
+        reader.join(5)
+        err = "".join(lines)
         assert proc.returncode == 0
         assert "SIGHUP: log level INFO -> DEBUG" in err
         assert "SIGHUP: changes in alarm take effect after a restart" in err

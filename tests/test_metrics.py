@@ -213,10 +213,27 @@ def test_a_failing_health_check_is_a_503_with_the_reason():
     assert status == 503 and "pipeline thread died" in body
 
 
-def test_server_binds_only_the_configured_address():
-    with serve(CollectorRegistry(), "127.0.0.1", 0) as server:
-        assert server.address == "127.0.0.1"
-        assert server.url == f"http://127.0.0.1:{server.port}"
+def _reachable(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+    except ConnectionRefusedError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(("given", "other"), [("127.0.0.1", "127.0.0.2"), ("127.0.0.2", "127.0.0.1")])
+def test_server_binds_only_the_configured_address(given, other):
+    """Two loopback addresses of the same host (all of 127/8 is local on Linux): the one not given is refused."""
+    with serve(CollectorRegistry(), given, 0) as server:
+        assert server.address == given and server.url == f"http://{given}:{server.port}"
+        assert get(f"{server.url}/healthz")[0] == 200
+        assert not _reachable(other, server.port)
+
+
+def test_a_wildcard_bind_is_reachable_on_every_loopback_address():
+    """The contrast that shows the check above can fail: bound to 0.0.0.0, both addresses answer."""
+    with serve(CollectorRegistry(), "0.0.0.0", 0) as server:
+        assert _reachable("127.0.0.1", server.port) and _reachable("127.0.0.2", server.port)
 
 
 def test_received_totals_add_plain_int_sources_at_scrape_time():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import itertools
 import logging
 import queue
@@ -677,21 +678,40 @@ def test_fast_publish_path_falls_back_while_paho_debug_logging_or_filtered_callb
     assert fallbacks == [1]
 
 
-def test_fast_publish_path_is_only_used_with_a_paho_it_was_verified_against(monkeypatch, caplog):
+def test_the_verified_paho_list_is_explicit_and_exact():
+    assert mqtt_ingest._VERIFIED_PAHO == ("2.2.0",)
+    assert importlib.metadata.version("paho-mqtt") == paho.mqtt.__version__  # what the guard reads is the install
+
+
+@pytest.mark.parametrize("version", mqtt_ingest._VERIFIED_PAHO)
+def test_fast_publish_path_is_used_with_each_verified_paho(monkeypatch, caplog, version):
     caplog.set_level(logging.DEBUG, logger="monitor.io.mqtt")
-    cfg = MQTTConfig(client_id="guard")
-    ingest = MQTTIngest(cfg, RULES, Codec(RULES), queue.Queue(1))
+    monkeypatch.setattr(paho.mqtt, "__version__", version)
+    ingest = MQTTIngest(MQTTConfig(client_id="guard"), RULES, Codec(RULES), queue.Queue(1))
     assert type(ingest.client) is mqtt_ingest._FastClient
     assert ingest.client._fast_handler is ingest.client.on_message
-    assert "incoming PUBLISH via the fast path" in caplog.text
+    assert f"incoming PUBLISH via the fast path (paho-mqtt {version})" in caplog.text
 
-    caplog.clear()
-    monkeypatch.setattr(paho.mqtt, "__version__", "3.0.0")
-    ingest = MQTTIngest(cfg, RULES, Codec(RULES), queue.Queue(1))
+
+# neighbours of 2.2.0 (patch, minor, pre/post releases, a truncated version), other majors, none
+@pytest.mark.parametrize(
+    "version", ["2.2.1", "2.1.0", "2.3.0", "2.2", "2.2.0rc1", "2.2.0.post1", "2.2.0 ", "1.6.1", "3.0.0", "", None]
+)
+def test_fast_publish_path_is_only_used_with_a_paho_it_was_verified_against(monkeypatch, caplog, version):
+    caplog.set_level(logging.DEBUG, logger="monitor.io.mqtt")
+    if version is None:
+        monkeypatch.delattr(paho.mqtt, "__version__")
+    else:
+        monkeypatch.setattr(paho.mqtt, "__version__", version)
+    ingest = MQTTIngest(MQTTConfig(client_id="guard"), RULES, Codec(RULES), queue.Queue(1))
     assert type(ingest.client) is mqtt.Client
-    assert "incoming PUBLISH via plain paho (paho-mqtt '3.0.0' is not 2.x)" in caplog.text
-    monkeypatch.undo()
+    shown = repr(version or "")
+    assert f"incoming PUBLISH via plain paho (paho-mqtt {shown} is not a verified version (2.2.0))" in caplog.text
 
+
+def test_fast_publish_path_is_refused_when_paho_internals_differ_even_on_a_verified_version(monkeypatch):
+    cfg = MQTTConfig(client_id="guard")
+    assert paho.mqtt.__version__ in mqtt_ingest._VERIFIED_PAHO
     monkeypatch.setattr(mqtt.Client, "_send_puback", lambda self, mid, extra: None)
     assert type(MQTTIngest(cfg, RULES, Codec(RULES), queue.Queue(1)).client) is mqtt.Client
     monkeypatch.undo()

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 CONFIG = """
 stream: {period_seconds: auto, max_gap_seconds: 5}
 data: {timestamp_column: timestamp, label_column: anomaly, stream: pump1}
-model: {architecture: %s, window_size: 20, code_size: 6, epochs: 25, patience: 5, seed: 3}
+model: {architecture: %s, window_size: 20, code_size: 6, epochs: 8, patience: 5, seed: 3}
 calibration: {method: pot, target_false_alarm_rate: 0.001, factor: 1.3, holdout_fraction: 0.25}
 alarm: {k: 3, n: 5, resolve_m: 15}
 """

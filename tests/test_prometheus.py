@@ -68,6 +68,7 @@ def test_promtool_check_rules():
     assert "SUCCESS" in out.stdout
 
 
+@pytest.mark.slow  # promtool subprocesses
 @needs_promtool
 def test_promtool_rule_unit_tests():
     assert RULE_TESTS

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -78,6 +79,7 @@ def _recorded_feed(tmp_path, fault=True) -> Path:
     return path
 
 
+@pytest.mark.slow  # trains a model
 def test_offline_replay_twice_gives_identical_alerts(tmp_path, models):
     cfg = daemon_config(1883, models)
     model = ScoringModel.from_bundle(load_bundle(models))
@@ -129,6 +131,7 @@ def test_replay_to_broker_keeps_order_and_relative_timing():
 
 
 @needs_broker
+@pytest.mark.slow  # the recorder runs for a fixed --duration
 def test_record_cli_captures_messages_byte_for_byte(tmp_path):
     with Mosquitto(tmp_path / "broker") as b:
         cfg = daemon_config(b.port, tmp_path / "none")
@@ -148,14 +151,15 @@ def test_record_cli_captures_messages_byte_for_byte(tmp_path):
                 "--out",
                 str(tmp_path / "rec"),
                 "--duration",
-                "6",
+                "10",  # from its start: room for a slow start-up before the subscription below
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
             cwd=ROOT,
         )
-        time.sleep(3)
+        # the recorder's subscription is in the broker's log before anything is published
+        wait_until(lambda: re.search(r"recorder\S* \d plant/", b.log()), timeout=60, what="the recorder subscribed")
         pub = Publisher(b.port)
         payloads = [bytes(range(256)), b"", "ünïcode".encode(), b'{"value": 1}', b"\xff\xfe"]
         for i, p in enumerate(payloads):
@@ -227,7 +231,14 @@ def test_exclude_spans_removes_rows_and_readings_inside_spans():
 @pytest.mark.slow
 def test_demo_runs_end_to_end_in_bounded_mode_and_alerts_the_fault():
     res = subprocess.run(
-        [sys.executable, "-m", "monitor", "demo", "--duration", "150", "--metrics-port", "0", "--speed", "30"],
+        # 5 epochs instead of 25 and the 12 min of live feed at 120x: ~15 s of CPU instead of ~140 s
+        [
+            sys.executable,
+            "-m",
+            "monitor",
+            "demo",
+            *("--duration", "150", "--metrics-port", "0", "--speed", "120", "--epochs", "5", "--threads", "1"),
+        ],
         capture_output=True,
         text=True,
         timeout=300,

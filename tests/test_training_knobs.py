@@ -44,11 +44,42 @@ def test_bad_knob_values_name_the_key(tmp_path, text, key):
     assert err.value.key == key
 
 
-def test_knob_defaults_keep_previous_behaviour():
-    assert ModelConfig().channel_min_std == {}
-    assert CalibrationConfig().source == "holdout"
-    assert ModelConfig().score_reduction == "mean"
-    assert "score_reduction" not in architecture_spec(ModelConfig(), 3)  # older bundles' specs unchanged
+def _tiny(tmp_path, name: str, **model_knobs) -> tuple[dict, dict]:
+    """Train a small seeded conv1d and return (state dict as numpy, manifest)."""
+    t, v, _ = pump(300, seed=1, steps_per_hour=0)
+    cal = model_knobs.pop("calibration", {})
+    cfg = Config(
+        stream=StreamConfig(period_seconds=1.0, max_gap_seconds=5.0),
+        model=ModelConfig(
+            architecture="conv1d", window_size=10, conv_channels=[4], code_size=2, epochs=2, seed=0, **model_knobs
+        ),
+        calibration=CalibrationConfig(method="quantile", quantile=0.99, holdout_fraction=0.2, **cal),
+    )
+    outcome = train_bundle([StreamData("p", list(CHANNELS), t, v)], cfg, tmp_path / name, write_plots=False)
+    bundle = load_bundle(outcome.bundle_path)
+    return {k: w.numpy().copy() for k, w in bundle.module.state_dict().items()}, outcome.manifest.to_json()
+
+
+def test_knob_defaults_keep_previous_behaviour(tmp_path):
+    """Training with the knobs left out is bit for bit training with their pre-knob behaviour spelled out.
+
+    Before the knobs: no per-channel floors, the threshold fitted on the hold-out windows,
+    the mean of the channels' errors (and no `score_reduction` in the bundle's spec, so
+    older readers load it).
+    """
+    weights, manifest = _tiny(tmp_path, "default")
+    old_w, old_m = _tiny(tmp_path, "old", channel_min_std={}, score_reduction="mean", calibration={"source": "holdout"})
+    assert weights.keys() == old_w.keys() and "channel_error_scale" not in weights
+    for name, w in weights.items():
+        assert np.array_equal(w, old_w[name]), name
+    assert manifest["threshold"] == old_m["threshold"] and manifest["scaler"] == old_m["scaler"]
+    assert manifest["threshold"]["source"] == "holdout"
+    assert manifest["threshold"]["n_windows"] == manifest["validation"]["calibration_windows"]
+    assert "score_reduction" not in manifest["architecture"]
+    # The comparison can tell knobs apart: one per-channel floor changes both weights and threshold.
+    floored_w, floored_m = _tiny(tmp_path, "floored", channel_min_std={"temperature": 50.0})
+    assert floored_m["threshold"]["threshold"] != manifest["threshold"]["threshold"]
+    assert any(not np.array_equal(w, floored_w[name]) for name, w in weights.items())
 
 
 def _cfg(source: str) -> Config:

@@ -8,11 +8,14 @@ import sys
 from importlib.metadata import version
 from pathlib import Path
 
+import pytest
+
 import monitor
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow  # a subprocess
 def test_version_flag_prints_the_installed_package_version() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "monitor", "--version"], capture_output=True, text=True, timeout=60, check=True

@@ -25,7 +25,14 @@ from monitor.app import label, models, retrain
 from monitor.app.backtest import format_quality, plot_timeline, run_backtest, write_scores_csv
 from monitor.app.exclude import exclude_spans, parse_span, spans_from_alerts
 from monitor.app.replay import connect_publisher, replay_offline, replay_to_broker
-from monitor.app.training import StreamData, adapters_line, group_training_data, load_training_data, train_bundle
+from monitor.app.training import (
+    StreamData,
+    adapters_line,
+    group_training_data,
+    load_training_data,
+    threads_arg,
+    train_bundle,
+)
 from monitor.core.config import (
     DEFAULT_GROUP,
     EXIT_CONFIG,
@@ -84,8 +91,17 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _override_threads(cfg: Config, threads: int | str | None) -> None:
+    """``--threads`` over `model.threads`, for the top level and every group."""
+    if threads is not None:
+        cfg.model.threads = threads
+        for g in cfg.groups:
+            g.model.threads = threads
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = _config(args.config)
+    _override_threads(cfg, args.threads)
     if args.device:
         cfg.model.device = args.device
         for g in cfg.groups:
@@ -142,13 +158,17 @@ def _rows(sd) -> int:
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
+    from monitor.core.model.threads import use_threads  # noqa: PLC0415  # torch
+
     cfg = _config(args.config)
+    _override_threads(cfg, args.threads)
     if args.model and args.train_rows:
         raise SystemExit("give --model or --train-rows, not both")
     group = _backtest_group(cfg, args.group)
     data = read_csv(args.data, cfg.data)
     started = time.monotonic()
     gcfg = cfg.for_group(group)
+    use_threads(gcfg.model.threads)  # scoring; training (--train-rows) sets the same
     if args.train_rows:
         if args.train_rows >= data.n_rows:
             raise SystemExit(f"--train-rows {args.train_rows} leaves nothing to test in {data.n_rows} rows")
@@ -240,15 +260,48 @@ def _replay_models(cfg: Config, model: str | None, group: str | None) -> dict[st
     return models
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    cfg = _config(args.config)  # a bad config exits 78 here, before any connection
-    partitions = _owned_partitions(cfg, args.partitions, args.shard)
-    from monitor.app.service import Service  # noqa: PLC0415  # torch
+class _EarlySignals:
+    """SIGTERM/SIGINT/SIGHUP handlers for the seconds before the service exists (torch import,
+    model load): they remember what arrived, and `hand_over` passes it on to the service."""
 
+    def __init__(self) -> None:
+        self.stop = self.reload = False
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
+        signal.signal(signal.SIGHUP, self._on_reload)
+
+    def _on_stop(self, *_: object) -> None:
+        self.stop = True
+
+    def _on_reload(self, *_: object) -> None:
+        self.reload = True
+
+    def hand_over(self, service) -> None:
+        service.install_signal_handlers()
+        if self.stop:
+            service.request_stop()
+        if self.reload:
+            service.request_reload()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg = _config(args.config)  # a bad config exits 78 here: before torch is imported or anything connects
+    partitions = _owned_partitions(cfg, args.partitions, args.shard)
     setup_logging(args.log_level or cfg.log_level, json_lines=not args.plain_logs)
+    early = _EarlySignals()  # from here on a SIGTERM is a clean stop, never the default kill
+    log.debug("signal handlers installed")
+
+    from monitor.app.service import Service  # noqa: PLC0415  # torch: only once the config is known good
+
     service = Service(cfg, config_path=args.config, partitions=partitions)
+    early.hand_over(service)  # the service's handlers, before any of its threads starts
+    if service.stop_requested:
+        log.info("stop requested while starting; not started")
+        return 0
     service.start()
-    return service.run_forever(on_tick=make_systemd_tick(service))  # sd_notify READY/WATCHDOG under systemd
+    return service.run_forever(
+        install_signals=False, on_tick=make_systemd_tick(service)
+    )  # sd_notify READY/WATCHDOG under systemd
 
 
 def _owned_partitions(cfg: Config, spec: str | None, shard: str | None) -> tuple[int, ...] | None:
@@ -367,7 +420,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from monitor.app.demo import run_demo  # noqa: PLC0415  # torch
 
     logging.getLogger().setLevel(args.log_level or "ERROR")
-    return run_demo(args.speed, args.duration, args.metrics_port, args.broker)
+    return run_demo(args.speed, args.duration, args.metrics_port, args.broker, epochs=args.epochs, threads=args.threads)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -387,6 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", help="models directory (default: models.dir of the config; with groups, <out>/<group>)")
     t.add_argument("--group", help="train only this group (default: one bundle per group)")
     t.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    t.add_argument("--threads", type=threads_arg, help='torch threads: a count or "auto" (default: model.threads)')
     t.add_argument("--no-promote", action="store_true", help="do not move the `current` pointer")
     t.add_argument("--quiet", action="store_true", help="no per-epoch progress")
     t.add_argument(
@@ -413,6 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", required=True, help="scores CSV to write")
     b.add_argument("--plot", help="timeline PNG (default: beside --out)")
     b.add_argument("--report", help="write figures and alerts as JSON")
+    b.add_argument("--threads", type=threads_arg, help='torch threads: a count or "auto" (default: model.threads)')
     b.set_defaults(func=cmd_backtest)
 
     r = sub.add_parser("run", help="run the daemon: MQTT in, alerts and metrics out")
@@ -454,6 +509,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--duration", type=float, help="stop after this many seconds (exit 1 if nothing was alerted)")
     d.add_argument("--metrics-port", type=int, default=9108)
     d.add_argument("--broker", choices=["auto", "mosquitto", "amqtt"], default="auto")
+    d.add_argument("--epochs", type=int, help="training epochs (default: the demo config's 25; fewer is faster)")
+    d.add_argument("--threads", type=threads_arg, help='torch threads: a count or "auto" (default 1)')
     d.set_defaults(func=cmd_demo)
 
     retrain.register(sub)

@@ -25,8 +25,8 @@ import yaml
 
 from monitor.app.replay import replay_to_broker
 from monitor.app.service import Service
-from monitor.app.training import StreamData, train_bundle
-from monitor.core.config import load_config
+from monitor.app.training import StreamData, threads_arg, train_bundle
+from monitor.core.config import ConfigError, load_config
 from monitor.io.broker import free_port, start_local_broker
 from monitor.io.codec import Codec
 from monitor.io.recording import read_recording
@@ -67,7 +67,11 @@ def run_demo(
     metrics_port: int = 9108,
     broker_kind: str = "auto",
     workdir: str | None = None,
+    *,
+    epochs: int | None = None,
+    threads: int | str | None = None,
 ) -> int:
+    """The demo; `epochs` and `threads` override the demo config's (tests train for fewer epochs)."""
     started = time.monotonic()
     work = Path(workdir or tempfile.mkdtemp(prefix="monitor-demo-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -79,6 +83,12 @@ def run_demo(
     cfg_path = work / "demo.yaml"
     cfg_path.write_text(yaml.safe_dump({**DEMO_CONFIG, "models": {"dir": str(work / "models"), "poll_seconds": 1.0}}))
     cfg = load_config(cfg_path, environ={})
+    if epochs is not None:
+        if epochs < 1:
+            raise ConfigError("--epochs", f"must be >= 1, got {epochs}")
+        cfg.model.epochs = epochs
+    if threads is not None:
+        cfg.model.threads = threads
     codec = Codec(cfg.topics)
     readings = [r for m in normal for r in codec.decode(m.topic, m.payload, m.received_at)[0]]
     data = [StreamData(STREAM, list(cfg.stream.channels), readings=readings)]
@@ -154,11 +164,15 @@ def run_demo(
             finished.set()
 
         threading.Thread(target=feed, name="demo-feed", daemon=True).start()
-        while not finished.is_set() and not (deadline and time.monotonic() > deadline):
-            time.sleep(0.2)
+        finished.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        # settle: until the daemon has taken in and scored what was sent, then a moment for the
+        # last alerts to travel back (at most 3 s in all, and never past the deadline)
         settle = time.monotonic() + 3.0
-        while time.monotonic() < settle and not (deadline and time.monotonic() > deadline):
-            time.sleep(0.2)
+        if deadline is not None:
+            settle = min(settle, deadline)
+        while time.monotonic() < settle and (service.queue.qsize() or _received(service) < len(live)):
+            finished.wait(0.05)
+        fired.wait(max(0.0, min(0.5, settle - time.monotonic())))
     except KeyboardInterrupt:
         _say("[demo] interrupted")
     finally:
@@ -176,6 +190,11 @@ def run_demo(
     return 0 if fired.is_set() else 1
 
 
+def _received(service: Service) -> int:
+    """Messages the daemon's MQTT intake has taken in so far."""
+    return service.ingest.stats["messages"] if service.ingest is not None else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="monitor demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -184,8 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, help="stop after this many seconds")
     ap.add_argument("--metrics-port", type=int, default=9108)
     ap.add_argument("--broker", choices=["auto", "mosquitto", "amqtt"], default="auto")
+    ap.add_argument("--epochs", type=int, help="training epochs (default: the demo config's 25; fewer is faster)")
+    ap.add_argument("--threads", type=threads_arg, help='torch threads: a count or "auto" (default 1)')
     args = ap.parse_args(argv)
-    return run_demo(args.speed, args.duration, args.metrics_port, args.broker)
+    return run_demo(args.speed, args.duration, args.metrics_port, args.broker, epochs=args.epochs, threads=args.threads)
 
 
 if __name__ == "__main__":

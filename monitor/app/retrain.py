@@ -70,7 +70,7 @@ from monitor.app.gates import (
     threshold_check,
     time_slice,
 )
-from monitor.app.training import group_training_data, load_training_data, train_bundle
+from monitor.app.training import group_training_data, load_training_data, threads_arg, train_bundle
 from monitor.core.config import DEFAULT_GROUP, EXIT_CONFIG, Config, ConfigError, load_config
 from monitor.core.pipeline import ScoringModel
 from monitor.io.recording import recording_files
@@ -353,6 +353,8 @@ def run_retrain(args: argparse.Namespace) -> int:
         full = load_config(args.config)
         group = _retrain_group(full, getattr(args, "group", None))
         cfg = full.for_group(group) if full.groups else full
+        if getattr(args, "threads", None) is not None:
+            cfg.model.threads = args.threads
         models_dir = (
             Path(args.out) / group if args.out and full.groups else Path(args.out or full.group_models_dir(group))
         )
@@ -613,6 +615,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--keep-rejected", action="store_true", help="keep a candidate that failed the gate")
     p.add_argument("--no-plots", action="store_true", help="skip the training report's PNG plots")
+    p.add_argument("--threads", type=threads_arg, help='torch threads: a count or "auto" (default: model.threads)')
 
 
 def register(subparsers) -> argparse.ArgumentParser:

@@ -31,6 +31,7 @@ from prometheus_client import CollectorRegistry
 from monitor.app.lifecycle import LoadResult, ModelWatcher
 from monitor.core.config import Config, ConfigError, load_config
 from monitor.core.fleet import Fleet, GroupResult
+from monitor.core.model.threads import use_threads
 from monitor.core.pipeline import TALLIES, Pipeline, ScoringModel
 from monitor.core.runner import Runner
 from monitor.core.types import Alert, DropReason, ScoreBatch
@@ -194,6 +195,7 @@ class Service:
 
     def start(self) -> None:
         cfg = self.cfg
+        use_threads(cfg.model.threads)  # scoring's torch threads (the daemon's, not a group's)
         self._poll_model()
         self._install_pending_model()
         self.metrics.set_callbacks(
@@ -305,12 +307,21 @@ class Service:
             log.warning("SIGHUP: changes in %s take effect after a restart", ", ".join(restart))
         return restart
 
+    def install_signal_handlers(self) -> None:
+        """SIGTERM/SIGINT request a stop, SIGHUP a reload (main thread only). Install them
+        before `start`: a signal that arrives while the threads start is then a clean stop."""
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+        signal.signal(signal.SIGHUP, self.request_reload)
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
+
     def run_forever(self, install_signals: bool = True, on_tick: Callable[[], None] | None = None) -> int:
         """Serve until SIGTERM/SIGINT; returns the exit code."""
         if install_signals:
-            signal.signal(signal.SIGTERM, self.request_stop)
-            signal.signal(signal.SIGINT, self.request_stop)
-            signal.signal(signal.SIGHUP, self.request_reload)
+            self.install_signal_handlers()
         next_poll = time.monotonic()
         while not self._stop.is_set():
             now = time.monotonic()

@@ -9,6 +9,7 @@ out of training and scaling and used to calibrate the threshold (with
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import logging
@@ -323,6 +324,19 @@ class TrainOutcome:
     report: dict
 
 
+def threads_arg(text: str) -> int | str:
+    """argparse type of ``--threads``: a whole number >= 1 or "auto" (see `model.threads`)."""
+    if text == "auto":
+        return text
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f'expected a whole number >= 1 or "auto", got {text!r}')
+    return n
+
+
 def train_bundle(
     data: list[StreamData],
     cfg: Config,
@@ -341,8 +355,10 @@ def train_bundle(
     from monitor.core.model.bundle import read_manifest, save_bundle  # noqa: PLC0415  # torch
     from monitor.core.model.nets import architecture_spec  # noqa: PLC0415  # torch
     from monitor.core.model.scorer import Scorer  # noqa: PLC0415  # torch
+    from monitor.core.model.threads import use_threads  # noqa: PLC0415  # torch
     from monitor.core.model.train import train_autoencoder  # noqa: PLC0415  # torch
 
+    threads = use_threads(cfg.model.threads)
     started = time.monotonic()
     channels = data[0].channels
     if any(sd.channels != channels for sd in data):
@@ -423,6 +439,7 @@ def train_bundle(
         "training": {
             **asdict(mc),
             "device_used": result.device,
+            "threads_used": threads,
             "epochs_run": result.epochs_run,
             "best_epoch": result.best_epoch,
             "seconds": result.seconds,

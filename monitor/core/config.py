@@ -359,6 +359,11 @@ class ModelConfig:
     validation_fraction: float = 0.2
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "cpu"
+    # torch's intra-op threads for training and scoring: a count, or "auto" (min(2, cores)).
+    # 1 by default: on a busy 2-core host torch's own default (one per core) made training
+    # several times slower (bench/README.md, "Torch threads"). The top-level value is the
+    # daemon's; training uses the trained group's. `--threads` overrides it.
+    threads: Any = 1
     min_std: float = 1e-3  # floor for the scaler's standard deviation (raw units)
     # Per-channel floors for the scaler's standard deviation, raw units of that channel
     # ({channel: floor}); they override `min_std` upwards where larger. Use for slowly
@@ -435,6 +440,10 @@ class ModelConfig:
                 f"must be >= {ADAPTER_MIN_WINDOWS_FLOOR} (a threshold needs that many errors of normal windows), "
                 f"got {self.adapter_min_windows}",
             )
+        if self.threads != "auto" and (
+            isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1
+        ):
+            raise ConfigError("model.threads", f'must be a whole number >= 1 or "auto", got {self.threads!r}')
 
 
 @dataclass

@@ -24,7 +24,7 @@ acked at all: the broker keeps them for the next session.
 
 Incoming QoS 0/1 PUBLISH packets without MQTT 5 properties are decoded by `_FastClient`
 (a paho `Client` subclass) instead of paho's generic code, with the same callback, acks and
-fallbacks; it is used only with a paho 2.x whose internals match (logged at DEBUG).
+fallbacks; it is used only with a paho in `_VERIFIED_PAHO` whose internals match (logged at DEBUG).
 """
 
 from __future__ import annotations
@@ -478,6 +478,10 @@ class _GatedClient(mqtt.Client):
 # variable is the one `load_config` reads as mqtt.fast_path, so that tests which build an
 # MQTTConfig directly follow it too.
 _FAST_PUBLISH = os.environ.get("MONITOR_MQTT__FAST_PATH", "auto").strip().lower() != "off"
+# paho-mqtt releases `_FastClient` was read against and tested with, exactly (not a range:
+# a patch release may move the internals too). Extend after re-reading paho's client.py
+# and running tests/test_mqtt_ingest.py against the new release.
+_VERIFIED_PAHO = ("2.2.0",)
 
 
 def _fast_publish_supported() -> tuple[bool, str]:
@@ -485,8 +489,8 @@ def _fast_publish_supported() -> tuple[bool, str]:
     version = getattr(paho.mqtt, "__version__", "") or ""
     if not _FAST_PUBLISH:
         return False, "disabled"
-    if version.split(".")[0] != "2":
-        return False, f"paho-mqtt {version!r} is not 2.x"
+    if version not in _VERIFIED_PAHO:
+        return False, f"paho-mqtt {version!r} is not a verified version ({', '.join(_VERIFIED_PAHO)})"
     try:
         for name, params in (
             ("_handle_publish", ["self"]),

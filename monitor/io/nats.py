@@ -82,6 +82,7 @@ class IngestSource(Protocol):
     """What the service needs of an intake (MQTT or NATS)."""
 
     last_error: str | None
+    stats: dict[str, int]  # messages, readings, rejected, ... (the demo and metrics read it)
 
     @property
     def connected(self) -> bool: ...
