@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeGuard
 import numpy as np
 from numpy.typing import NDArray
 
-from monitor.core.alarm import AlarmMachine
-from monitor.core.config import AlarmConfig, FilterConfig, StreamConfig
+from monitor.core.alarm import AlarmMachine, alert_id
+from monitor.core.calibrate import OnlineCalibrator, RegimeChange
+from monitor.core.config import AlarmConfig, ConfigError, FilterConfig, OnlineCalibrationConfig, StreamConfig
 from monitor.core.stream.assembler import AssembledFrame, StreamAssembler
 from monitor.core.stream.context import context_row, context_rows, context_width
 from monitor.core.stream.filters import FilterChain
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
     from monitor.core.model.bundle import Bundle
 
 #: Keys of `Pipeline.counters` that tally work done; every other key is a `DropReason`.
-TALLIES = ("accepted", "frames", "windows_scored")
+TALLIES = ("accepted", "frames", "windows_scored", "regime_changes")
 
 _MIN_RUN = 8  # shorter runs of one stream's readings: reading by reading is as fast
 _MISSING = object()
@@ -150,10 +151,21 @@ def stream_timing(stream_cfg: StreamConfig, period_seconds: float) -> tuple[floa
 class Pipeline:
     """Scores many streams with one model. Not thread-safe: drive it from one thread."""
 
-    def __init__(self, model: ScoringModel, stream_cfg: StreamConfig, alarm_cfg: AlarmConfig, top_channels: int = 3):
+    def __init__(
+        self,
+        model: ScoringModel,
+        stream_cfg: StreamConfig,
+        alarm_cfg: AlarmConfig,
+        top_channels: int = 3,
+        online: OnlineCalibrationConfig | None = None,
+    ):
+        """`online`: per-stream online calibration (None: off, scores are ``raw / prior``)."""
         self.stream_cfg = stream_cfg
         self.alarm_cfg = alarm_cfg
         self.top_channels = top_channels
+        self.online_cfg = online if online is not None else OnlineCalibrationConfig(enabled=False)
+        if alarm_cfg.budget is not None and not self.online_cfg.enabled:
+            raise ConfigError("alarm.budget", "needs calibration.online.enabled: true (the budget moves its threshold)")
         self.counters: Counter[str] = Counter()  # dropped inputs by `DropReason`, and the `TALLIES`
         self.streams: dict[str, StreamState] = {}
         # Due windows wait in a preallocated (capacity, W, C) float32 buffer (no per-window
@@ -173,6 +185,15 @@ class Pipeline:
         if self._x.shape[1:] != shape:
             self._x = np.empty((max(256, self._n), *shape), dtype=np.float32)
         self.alarm = AlarmMachine(self.alarm_cfg, model.threshold, model.version, model.channels, self.top_channels)
+        # a new model's errors have a new distribution: calibration starts again from the prior
+        self.calibrator = OnlineCalibrator(
+            self.online_cfg, self.prior_threshold, model.period_seconds, self.alarm_cfg.budget
+        )
+
+    def prior_threshold(self, stream: str) -> float:
+        """THE seam for a stream's offline threshold (raw units): the prior of its online
+        calibration, and its whole calibration when that is off. Today the group's."""
+        return self.model.threshold
 
     # ------------------------------------------------------------------ model swap
 
@@ -467,16 +488,45 @@ class Pipeline:
         scores = ScoreBatch(
             streams,
             times,
-            raw * inv_thr,
+            raw,  # replaced by the calibrated score below (the runs are needed first)
             raw,
             per_channel * (inv_thr / per_channel.shape[1]),
             observed,
             recon_last * model.std + model.mean,
             runs=runs,
         )
+        scores.score = self.calibrator.calibrate(raw, scores.runs, times)
         alerts = self.alarm.update_batch(scores)
+        if self.calibrator.events:
+            alerts = self._with_regime_changes(alerts, self.calibrator.drain_events())
         self.counters["windows_scored"] += n
         return scores, alerts
+
+    def _with_regime_changes(self, alerts: list[Alert], events: list[RegimeChange]) -> list[Alert]:
+        """The alarm's alerts and the regime-change events, in the data-time order they
+        were raised (so each stream's sequence is the same whatever the batches)."""
+        out = list(zip(self.alarm.emitted_at, range(len(alerts)), alerts, strict=True))
+        for j, ev in enumerate(events):
+            self.counters["regime_changes"] += 1
+            out.append((ev.at, len(alerts) + j, self._regime_alert(ev)))
+        out.sort(key=lambda item: (item[0], item[1]))
+        return [a for _, _, a in out]
+
+    def _regime_alert(self, ev: RegimeChange) -> Alert:
+        version = self.model.version
+        return Alert(
+            alert_id=alert_id(ev.stream, ev.started_at, f"{version}|regime_change"),
+            stream=ev.stream,
+            state="event",
+            started_at=ev.started_at,
+            ended_at=ev.at,
+            peak_score=ev.level_after / ev.level_before if ev.level_before > 0 else float("inf"),
+            current_score=0.0,
+            threshold=self.calibrator.effective_threshold(ev.stream) or self.model.threshold,
+            model_version=version,
+            kind="regime_change",
+            detail={"direction": ev.direction, "level_before": ev.level_before, "level_after": ev.level_after},
+        )
 
 
 class _Run:
