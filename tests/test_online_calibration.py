@@ -38,9 +38,10 @@ def lognormal(n: int, scale: float, sigma: float, seed: int) -> np.ndarray:
 
 def test_scores_of_very_different_streams_are_comparable_after_warm_up():
     # raw errors from 1e-4 to 1e3 and spreads from narrow to wide, one prior for all
-    cases = {f"s{i}": lognormal(4000, scale, sigma, i) for i, (scale, sigma) in enumerate(
-        [(1e-4, 0.2), (0.03, 0.5), (1.0, 1.0), (50.0, 0.3), (1e3, 0.8)]
-    )}
+    cases = {
+        f"s{i}": lognormal(4000, scale, sigma, i)
+        for i, (scale, sigma) in enumerate([(1e-4, 0.2), (0.03, 0.5), (1.0, 1.0), (50.0, 0.3), (1e3, 0.8)])
+    }
     cal = OnlineCalibrator(CFG, lambda k: 0.05, 1.0)
     scores = feed(cal, cases, list(range(0, 4000, 97)))
     for key, s in scores.items():

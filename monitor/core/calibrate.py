@@ -76,6 +76,7 @@ class RegimeChange:
     direction: str  # "up", "down" (level of the errors) or "spread" (their variance)
     level_before: float  # typical raw error before (exp of the mean log error)
     level_after: float
+    threshold: float  # the stream's effective threshold (raw units) after re-baselining
 
 
 _FIELDS = (
@@ -319,7 +320,10 @@ class OnlineCalibrator:
             st.n_base = st.d0
             st.online = True
             self._moments(st)
-            self.events.append(RegimeChange(self._key(st), st.dist_since, t_end, direction, before, math.exp(st.mu)))
+            after = math.exp(st.mu + self.z * st.mult * st.sigma)
+            self.events.append(
+                RegimeChange(self._key(st), st.dist_since, t_end, direction, before, math.exp(st.mu), after)
+            )
             self.regime_changes += 1
             st.dist_since = math.nan
             st.d0 = st.d1 = st.d2 = 0.0

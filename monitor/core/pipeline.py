@@ -522,7 +522,7 @@ class Pipeline:
             ended_at=ev.at,
             peak_score=ev.level_after / ev.level_before if ev.level_before > 0 else float("inf"),
             current_score=0.0,
-            threshold=self.calibrator.effective_threshold(ev.stream) or self.model.threshold,
+            threshold=ev.threshold,
             model_version=version,
             kind="regime_change",
             detail={"direction": ev.direction, "level_before": ev.level_before, "level_after": ev.level_after},
