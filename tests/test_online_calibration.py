@@ -3,6 +3,7 @@ batch independence, regime changes, the alert budget, persistence, config errors
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -20,7 +21,7 @@ def feed(cal: OnlineCalibrator, errors: dict[str, np.ndarray], cuts: list[int]) 
     n = len(next(iter(errors.values())))
     out: dict[str, list[float]] = {k: [] for k in errors}
     edges = [0, *sorted(c for c in cuts if 0 < c < n), n]
-    for a, b in zip(edges, edges[1:], strict=False):
+    for a, b in itertools.pairwise(edges):
         raw, times, runs = [], [], []
         for key, e in errors.items():
             runs.append((key, len(raw), len(raw) + b - a))
