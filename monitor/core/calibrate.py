@@ -21,8 +21,9 @@ The rule, per stream (``x`` = the natural log of a window's raw error):
   k-of-n alarm does the short-term smoothing.
 * Chunk gating (robustness without a per-window loop): a completed chunk whose mean
   ``x`` is `regime_z` sigmas off ``mu`` (either way), or whose variance is `regime_var_ratio`
-  times ``sigma**2``, is *disturbed* and is not learned; before the stream is online a
-  chunk whose mean error is above the prior threshold is disturbed. Disturbed chunks in a
+  times ``sigma**2``, is *disturbed* and is not learned. Before the stream is online every
+  chunk is learned (as offline calibration, the first stretch is taken as normal: a prior
+  that a feed exceeds all the time must not keep it from learning). Disturbed chunks in a
   row that span `rebaseline_after_seconds` of data time make one `RegimeChange`; the
   stream's distribution is then replaced by the disturbed stretch's own (re-baseline),
   and its scores fall back, so the alarm resolves instead of firing forever.
@@ -76,7 +77,7 @@ class RegimeChange:
     direction: str  # "up", "down" (level of the errors) or "spread" (their variance)
     level_before: float  # typical raw error before (exp of the mean log error)
     level_after: float
-    threshold: float  # the stream's effective threshold (raw units) after re-baselining
+    threshold: float  # the stream's threshold (raw units) after re-baselining, before any budget multiplier
 
 
 _FIELDS = (
@@ -295,8 +296,6 @@ class OnlineCalibrator:
                 direction = "down"
             elif var >= cfg.regime_var_ratio * st.sigma * st.sigma:
                 direction = "spread"
-        elif m > math.log(st.prior):
-            direction = "up"
         if not direction:
             st.dist_since = math.nan
             st.d0 = st.d1 = st.d2 = 0.0
@@ -320,7 +319,7 @@ class OnlineCalibrator:
             st.n_base = st.d0
             st.online = True
             self._moments(st)
-            after = math.exp(st.mu + self.z * st.mult * st.sigma)
+            after = math.exp(st.mu + self.z * st.sigma)  # before any budget multiplier
             self.events.append(
                 RegimeChange(self._key(st), st.dist_since, t_end, direction, before, math.exp(st.mu), after)
             )
