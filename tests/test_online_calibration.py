@@ -58,7 +58,8 @@ def test_the_prior_scores_a_stream_until_it_has_history():
     scores = feed(cal, {"a": e, "b": e}, [10, 50])
     assert np.allclose(scores["a"][:64], e[:64] / 2.0) and np.allclose(scores["b"][:64], e[:64] / 4.0)
     assert not np.allclose(scores["a"][64:], e[64:] / 2.0)  # online from the 65th window
-    assert cal.effective_threshold("a") == pytest.approx(np.exp(cal.streams["a"].mu + cal.z * cal.streams["a"].sigma))
+    st = cal.streams["a"]
+    assert cal.effective_threshold("a") == pytest.approx(np.exp(st.mu + cal._z(st) * st.sigma)) and cal._z(st) > cal.z
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -130,7 +131,9 @@ def test_the_budget_raises_a_noisy_streams_threshold_and_exports_its_use():
     assert (capped[late] >= 1).sum() < 0.6 * (free[late] >= 1).sum()
     assert 1.0 < cal.streams["p"].mult <= BUDGET_MAX
     assert cal.budget_use("p") is not None and cal.budget_use("p") > 0
-    assert cal.effective_threshold("p") > np.exp(cal.streams["p"].mu + cal.z * cal.streams["p"].sigma)
+    assert cal.effective_threshold("p") > np.exp(
+        cal.streams["p"].mu + cal._z(cal.streams["p"]) * cal.streams["p"].sigma
+    )
 
 
 def test_state_round_trip_continues_exactly_and_a_bad_state_is_refused(tmp_path):
