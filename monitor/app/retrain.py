@@ -214,7 +214,11 @@ def evaluate_model(cfg: Config, model, holdout: list, group: str | None = None) 
             for at in range(0, len(ordered), 256):
                 runner.feed(ordered[at : at + 256])
             runner.finish()
-            changes = {(al.stream, al.started_at if al.state == "firing" else al.ended_at): al.state for al in alerts}
+            changes = {  # regime_change events neither start nor end an alarm episode
+                (al.stream, al.started_at if al.state == "firing" else al.ended_at): al.state
+                for al in alerts
+                if al.kind == "anomaly"
+            }
             firing: dict[str, bool] = {}
             for sc in scores:
                 state = changes.get((sc.stream, sc.timestamp))
