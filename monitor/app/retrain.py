@@ -54,7 +54,15 @@ import numpy as np
 from monitor.app.backtest import run_backtest
 from monitor.app.exclude import exclude_spans, spans_from_alerts
 from monitor.app.training import StreamData, group_training_data, load_training_data, train_bundle
-from monitor.core.config import DEFAULT_GROUP, EXIT_CONFIG, Config, ConfigError, load_config
+from monitor.core.config import (
+    DEFAULT_GROUP,
+    EXIT_CONFIG,
+    AlarmConfig,
+    CalibrationConfig,
+    Config,
+    ConfigError,
+    load_config,
+)
 from monitor.core.fleet import Fleet, GroupResult
 from monitor.core.pipeline import ScoringModel
 from monitor.core.runner import Runner
@@ -180,9 +188,25 @@ def _num(x: float):
     return None if x is None or not math.isfinite(x) else round(float(x), 6)
 
 
+def offline_only(cfg: Config) -> Config:
+    """`cfg` with per-stream online calibration off everywhere: the gate judges a model by
+    its own offline threshold on a short held-out slice, where online calibration would
+    still be warming up and would re-baseline long canary faults (decision 0007)."""
+
+    def off(c: CalibrationConfig) -> CalibrationConfig:
+        return replace(c, online=replace(c.online, enabled=False))
+
+    def no_budget(a: AlarmConfig) -> AlarmConfig:
+        return replace(a, budget=None)
+
+    groups = [replace(g, calibration=off(g.calibration), alarm=no_budget(g.alarm)) for g in cfg.groups]
+    return replace(cfg, calibration=off(cfg.calibration), alarm=no_budget(cfg.alarm), groups=groups)
+
+
 def evaluate_model(cfg: Config, model, holdout: list, group: str | None = None) -> Evaluation:
     """Score the held-out slice with `model` through the daemon's runner (with `groups:`,
-    the settings of `group`, default the first)."""
+    the settings of `group`, default the first), with its offline threshold only."""
+    cfg = offline_only(cfg)
     ev = Evaluation(model.version)
     for sd in holdout:
         if sd.timestamps is not None and len(sd.timestamps):

@@ -281,7 +281,7 @@ class OnlineCalibrationConfig:
     target_rate: float = 3e-4
     history_windows: int = 2000  # decay horizon of the long-term error distribution
     chunk_windows: int = 64  # statistics move on every `chunk_windows` windows of a stream
-    min_windows: int = 128  # windows of history before the online score replaces the prior
+    min_windows: int = 256  # windows of history before the online score replaces the prior
     min_sigma: float = 0.05  # floor of the spread of log errors (a near-constant error)
     regime: bool = True  # detect sustained level/variance changes and re-baseline
     regime_z: float = 1.5  # a chunk whose mean log error is this many sigma off is disturbed
