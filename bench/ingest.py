@@ -536,7 +536,9 @@ def make_service(cfg, listeners=(), **kw) -> Service:
     return svc
 
 
-EXTRA_VARIANTS = ("daemonpr",)  # only with --only: the daemon reading packets with paho's own reader
+# only with --only: the daemon reading packets with paho's own reader; the daemon with
+# per-stream online calibration off (the `daemon` variant runs with it on, the default)
+EXTRA_VARIANTS = ("daemonpr", "daemonnocal")
 
 
 def run_daemon(
@@ -547,6 +549,7 @@ def run_daemon(
     timeout: float,
     spec: ModelSpec = UNIVARIATE,
     paho_reader: bool = False,
+    calibration: bool = True,
 ) -> float:
     state = {"n": 0, "end": 0.0}
     done = threading.Event()
@@ -558,7 +561,8 @@ def run_daemon(
             state["end"] = time.perf_counter()
             done.set()
 
-    svc = make_service(daemon_config(port, models_dir, client_id, spec=spec), [listener])
+    extra = {} if calibration else {"calibration": {**spec.raw.get("calibration", {}), "online": {"enabled": False}}}
+    svc = make_service(daemon_config(port, models_dir, client_id, spec=spec, **extra), [listener])
     mqtt_ingest._BUFFERED_READ = not paho_reader
     t0 = time.perf_counter()
     svc.start()
@@ -790,7 +794,8 @@ def main() -> int:
         default="",
         help="comma-separated FORMAT-VARIANT pairs to run, e.g. single-daemon,single-ceiling "
         "(formats: single, batch100; variants: ceiling, naive, daemon, and daemonpr: the "
-        "daemon with paho's own packet reader, an A/B of the buffered reader); skips the "
+        "daemon with paho's own packet reader, an A/B of the buffered reader; daemonnocal: "
+        "the daemon with calibration.online off); skips the "
         "latency and 10k-stream sections",
     )
     args = ap.parse_args()
@@ -863,6 +868,8 @@ def main() -> int:
                         r = run_naive(broker.port, cid, wl, bundle, 300)
                     elif variant == "daemonpr":
                         r = run_daemon(broker.port, cid, wl, models, 300, spec=spec, paho_reader=True)
+                    elif variant == "daemonnocal":
+                        r = run_daemon(broker.port, cid, wl, models, 300, spec=spec, calibration=False)
                     else:
                         r = run_daemon(broker.port, cid, wl, models, 300, spec=spec)
                     results[fmt][variant].append(r)

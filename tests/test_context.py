@@ -12,7 +12,15 @@ import torch
 
 from monitor.app.backtest import run_backtest
 from monitor.app.training import StreamData, train_bundle
-from monitor.core.config import AlarmConfig, CalibrationConfig, Config, ConfigError, ModelConfig, StreamConfig
+from monitor.core.config import (
+    AlarmConfig,
+    CalibrationConfig,
+    Config,
+    ConfigError,
+    ModelConfig,
+    OnlineCalibrationConfig,
+    StreamConfig,
+)
 from monitor.core.model.bundle import BundleError, load_bundle, save_bundle
 from monitor.core.model.nets import architecture_spec, build_from_spec
 from monitor.core.model.scorer import Scorer
@@ -167,7 +175,9 @@ def _backtest_daily(tmp_path: Path, context: list[str]):
     cfg = Config(
         stream=StreamConfig(period_seconds="auto"),
         model=ModelConfig(window_size=24, hidden=[32, 16], code_size=4, epochs=40, context=context),
-        calibration=CalibrationConfig(quantile=0.995, factor=1.2),
+        # offline threshold units: the figures below (decision 0006) are the model's, not
+        # online calibration's (which scores in its stream's own, log-scale tail units)
+        calibration=CalibrationConfig(quantile=0.995, factor=1.2, online=OnlineCalibrationConfig(enabled=False)),
         alarm=AlarmConfig(k=2, n=3, resolve_m=6),
     )
     out = train_bundle([StreamData("s", ["v"], t[:train], v[:train, None])], cfg, tmp_path, write_plots=False)

@@ -219,7 +219,7 @@ def test_a_swap_in_one_group_leaves_the_other_untouched(tmp_path):
 def test_default_fleet_through_the_runner_equals_the_bare_pipeline(tmp_path):
     cfg = load_config(write(tmp_path, "stream: {channels: [a, b], period_seconds: 1.0}\nalarm: {k: 2, n: 3}\n"))
     items = feed(PUMPS, n=150, fault=("pump-2", 50, 70), seed=3)
-    pipe = Pipeline(model(["a", "b"], "v"), cfg.stream, cfg.alarm)
+    pipe = Pipeline(model(["a", "b"], "v"), cfg.stream, cfg.alarm, online=cfg.calibration.online)
     pipe.push_batch(items)
     scores, alerts = pipe.flush()
     got_alerts, got_scores = [], []

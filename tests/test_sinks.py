@@ -50,8 +50,10 @@ def test_alert_json_carries_the_contract_fields():
         "model_version",
         "top_channels",
         "group",
+        "kind",
     }
     assert body["group"] == "default"  # the implicit group of a config without `groups:`
+    assert body["kind"] == "anomaly"  # a regime_change event also carries "detail"
     assert body["top_channels"][0] == {"channel": "flow", "score": 3.0, "observed": 80.0, "reconstructed": 104.0}
 
 

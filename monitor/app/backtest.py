@@ -83,7 +83,9 @@ def run_backtest(
     w_score = np.array([sc.score for sc in scores], dtype=np.float64)
     w_contrib = np.array([sc.channel_scores for sc in scores]).reshape(len(scores), c)
     w_state = np.zeros(len(scores), dtype=np.int8)
-    changes = {(al.started_at if al.state == "firing" else al.ended_at): al.state for al in alerts}
+    changes = {  # regime_change events are no alarm state: they neither start nor end an episode
+        (al.started_at if al.state == "firing" else al.ended_at): al.state for al in alerts if al.kind == "anomaly"
+    }
     firing = 0
     for j, sc in enumerate(scores):
         state = changes.get(sc.timestamp)

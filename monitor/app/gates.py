@@ -26,7 +26,7 @@ import numpy as np
 from monitor.app.backtest import run_backtest
 from monitor.app.training import StreamData
 from monitor.core import canary as canaries
-from monitor.core.config import Config
+from monitor.core.config import AlarmConfig, CalibrationConfig, Config
 from monitor.core.fleet import Fleet, GroupResult
 from monitor.core.pipeline import ScoringModel
 from monitor.core.runner import Runner
@@ -106,8 +106,26 @@ class SliceRun:
         return bool(np.any(self.alerting[sel]))
 
 
+def offline_only(cfg: Config) -> Config:
+    """`cfg` with per-stream online calibration and the alert budget off everywhere: the
+    gate judges a model by its own offline threshold on a short held-out slice, where online
+    calibration would still be warming up and would re-baseline long canary faults
+    (decision 0007)."""
+
+    def off(c: CalibrationConfig) -> CalibrationConfig:
+        return replace(c, online=replace(c.online, enabled=False))
+
+    def no_budget(a: AlarmConfig) -> AlarmConfig:
+        return replace(a, budget=None)
+
+    groups = [replace(g, calibration=off(g.calibration), alarm=no_budget(g.alarm)) for g in cfg.groups]
+    return replace(cfg, calibration=off(cfg.calibration), alarm=no_budget(cfg.alarm), groups=groups)
+
+
 def score_slice(cfg: Config, model: ScoringModel, sd: StreamData, group: str | None) -> SliceRun:
-    """Score one stream's slice through the daemon's runner."""
+    """Score one stream's slice through the daemon's runner, on the model's offline
+    threshold (`offline_only`)."""
+    cfg = offline_only(cfg)
     times: list[np.ndarray] = []
     scores: list[np.ndarray] = []
     alerting: list[np.ndarray] = []
@@ -131,7 +149,7 @@ def score_slice(cfg: Config, model: ScoringModel, sd: StreamData, group: str | N
             times.append(res.times[first:])
             scores.append(tail)
             alerting.append(res.alert[first:] > 0)
-        run.alerts_fired += sum(1 for a in res.alerts if a.state == "firing")
+        run.alerts_fired += sum(1 for a in res.alerts if a.state == "firing" and a.kind == "anomaly")
     if sd.readings:
         got: list[Score] = []
         alerts: list[Alert] = []
@@ -141,6 +159,7 @@ def score_slice(cfg: Config, model: ScoringModel, sd: StreamData, group: str | N
         for at in range(0, len(ordered), 256):
             runner.feed(ordered[at : at + 256])
         runner.finish()
+        alerts = [a for a in alerts if a.kind == "anomaly"]  # regime_change events neither start nor end one
         changes = {(a.stream, a.started_at if a.state == "firing" else a.ended_at): a.state for a in alerts}
         firing = False
         flags = np.zeros(len(got), dtype=bool)

@@ -212,7 +212,7 @@ def _num(x: float):
 
 def evaluate_model(cfg: Config, model, holdout: list, group: str | None = None) -> Evaluation:
     """Score the held-out slice with `model` through the daemon's runner (with `groups:`,
-    the settings of `group`, default the first)."""
+    the settings of `group`, default the first), with its offline threshold only."""
     ev = Evaluation(model.version)
     for sd in holdout:
         run = score_slice(cfg, model, sd, group)

@@ -35,6 +35,7 @@ from monitor.core.model.threads import use_threads
 from monitor.core.pipeline import TALLIES, Pipeline, ScoringModel
 from monitor.core.runner import Runner
 from monitor.core.types import Alert, DropReason, ScoreBatch
+from monitor.io.calib_state import StateError, load_state, save_state, state_path
 from monitor.io.codec import Codec
 from monitor.io.handoff import HandOff
 from monitor.io.http import MetricsServer, serve
@@ -50,6 +51,8 @@ from monitor.io.sinks import AlertmanagerSink, JSONLinesSink, LogSink, MQTTSink,
 log = logging.getLogger(__name__)
 
 HEALTH_STALL_SECONDS = 10.0  # /healthz: the scoring heartbeat may be at most this old
+CALIBRATION_SAVE_SECONDS = 60.0  # calibrator state is written this often (and at shutdown)
+CALIBRATION_EXPORT_SECONDS = 5.0  # per-stream effective thresholds are exported this often
 
 
 class Service:
@@ -110,6 +113,8 @@ class Service:
         self._scorer: threading.Thread | None = None
         self.last_progress = time.monotonic()  # scoring thread heartbeat (monotonic)
         self._reported: Counter[tuple[str, str]] = Counter()  # (group or "", reason) -> exported
+        self._next_state_save = time.monotonic() + CALIBRATION_SAVE_SECONDS
+        self._next_calibration_export = 0.0
 
     # ------------------------------------------------------------------ model
 
@@ -143,10 +148,65 @@ class Service:
         alerts: list[Alert] = []
         for group, model in pending.items():
             swapped = self.fleet.model(group) is not None
+            if swapped:
+                self._save_calibration(group)  # the old model's: kept if the swap is undone
             alerts += self.runner.install(group, model).alerts
+            self._restore_calibration(group)
             self.metrics.group_model(group, model.version, _created_at(model))
             log.info("%s model %s in group %s", "swapped in" if swapped else "serving", model.version, group)
         return alerts
+
+    # ------------------------------------------------------------------ calibrator state
+
+    def _restore_calibration(self, group: str) -> None:
+        """Adopt the group's saved calibrator state (same model version only). A corrupt
+        file is a warning and a counted error, and the group starts fresh."""
+        pipe = self.fleet.pipeline(group)
+        if pipe is None or not pipe.online_cfg.enabled:
+            return
+        path = state_path(self.cfg.group_models_dir(group))
+        try:
+            state = load_state(path)
+            if state is None:
+                return
+            n = pipe.calibrator.restore(state.get(group), pipe.model.version)
+        except (StateError, ValueError, TypeError) as exc:
+            self.metrics.calibration_state_errors.labels("read").inc()
+            log.warning("calibration state of group %s unusable, starting fresh: %s", group, exc)
+            return
+        log.info("calibration of group %s: restored %d stream(s) from %s", group, n, path)
+
+    def _save_calibration(self, group: str) -> None:
+        pipe = self.fleet.pipeline(group)
+        if pipe is None or not pipe.online_cfg.enabled:
+            return
+        path = state_path(self.cfg.group_models_dir(group))
+        try:
+            save_state(path, {group: pipe.calibrator.to_state(pipe.model.version)})
+        except OSError as exc:
+            self.metrics.calibration_state_errors.labels("write").inc()
+            log.warning("cannot write the calibration state of group %s to %s: %s", group, path, exc)
+
+    def save_calibration(self) -> None:
+        """Write every group's calibrator state (the scoring thread, or after it stopped)."""
+        for group in self.fleet.names:
+            self._save_calibration(group)
+
+    def _calibration_tick(self) -> None:
+        """On the scoring thread: export effective thresholds, persist state now and then."""
+        now = time.monotonic()
+        if now >= self._next_calibration_export:
+            self._next_calibration_export = now + CALIBRATION_EXPORT_SECONDS
+            for group in self.fleet.names:
+                pipe = self.fleet.pipeline(group)
+                if pipe is None or not pipe.online_cfg.enabled:
+                    continue
+                cal = pipe.calibrator
+                for stream in list(cal.streams):
+                    self.metrics.set_calibration(stream, cal.effective_threshold(stream), cal.budget_use(stream))
+        if now >= self._next_state_save:
+            self._next_state_save = now + CALIBRATION_SAVE_SECONDS
+            self.save_calibration()
 
     # ------------------------------------------------------------------ health
 
@@ -351,6 +411,8 @@ class Service:
             self._scorer.join(max(0.1, deadline - time.monotonic() - 1.0))
             if self._scorer.is_alive():
                 log.error("scoring thread did not drain within %.1fs", self.stop_timeout)
+            else:
+                self.save_calibration()
         for sink in self.sinks:
             try:
                 sink.close()
@@ -399,6 +461,7 @@ class Service:
                         break
                     continue
                 self._process(items)
+                self._calibration_tick()
             except Exception:
                 self.metrics.drop(DropReason.INTERNAL_ERROR, 1)
                 log.exception("scoring batch failed")
@@ -504,8 +567,20 @@ class Service:
         if self._muted:
             self.muted_alerts += 1
             return
-        self.metrics.alert(alert.state, alert.stream)
-        self.metrics.group_alert(alert.group, alert.state)
+        if alert.kind == "regime_change":
+            self.metrics.regime_changes.labels(alert.group).inc()
+            log.warning(
+                "regime_change on %s (group %s): errors went %s from %.4g to %.4g since %s; re-baselined",
+                alert.stream,
+                alert.group,
+                alert.detail.get("direction"),
+                alert.detail.get("level_before", float("nan")),
+                alert.detail.get("level_after", float("nan")),
+                alert.started_at,
+            )
+        else:
+            self.metrics.alert(alert.state, alert.stream)
+            self.metrics.group_alert(alert.group, alert.state)
         for sink in self.sinks:
             try:
                 sink.send(alert)

@@ -5,7 +5,10 @@ Per stream:
 * ``ok`` -> ``firing`` when at least `k` of the last `n` scores are >= 1.0 (the
   threshold) and at least `cooldown_seconds` have passed since the last resolve.
 * ``firing`` -> ``ok`` (a ``resolved`` alert) after `resolve_m` consecutive scores
-  below `resolve_below`.
+  below `resolve_below`. With ``end_at: last_hot`` (the default) the resolved alert's
+  `ended_at` is the first window of that quiet run, so the tail of `resolve_m` windows
+  that confirms the end is not counted as alerting (a short hot stretch alerts its own
+  windows, not resolve_m more); ``end_at: resolve`` ends it at the resolving window.
 
 Time is the data time of the scored window, passed in; the machine never reads a
 clock, so a replay or backtest takes exactly the decisions the daemon took live.
@@ -33,6 +36,7 @@ class _Episode:
     started_at: float
     peak_score: float
     peak_channels: list[ChannelContribution]
+    cold_since: float = float("nan")  # first window of the current run below resolve_below
 
 
 @dataclass
@@ -72,6 +76,7 @@ class AlarmMachine:
         self.top_n = top_n
         self._armed: set[str] = set()  # not firing, k of n hot, held back by the cooldown
         self.states: dict[str, AlarmState] = {}
+        self.emitted_at: list[float] = []  # data time of the window behind each alert of the last update_batch
 
     @property
     def states(self) -> dict[str, AlarmState]:
@@ -103,6 +108,8 @@ class AlarmMachine:
         """
         runs = batch.runs
         hot = batch.score >= 1.0
+        emitted: list[float] = []
+        self.emitted_at = emitted
         if not self._firing and not self._armed and not hot.any():
             counts: dict[str, int] = {}
             for stream, start, stop in runs:
@@ -132,6 +139,8 @@ class AlarmMachine:
                 if stream in self._firing:
                     done, alert = self._fold_firing(stream, idx[pos:], batch, times)
                     pos += done
+                    if alert is not None:
+                        emitted.append(float(times[int(idx[pos - 1])]))
                 else:
                     pos += self._first_possible_change(stream, idx[pos:], hot, times)
                     if pos >= end:
@@ -146,6 +155,8 @@ class AlarmMachine:
                         batch.reconstructed[i],
                     )
                     pos += 1
+                    if alert is not None:
+                        emitted.append(float(times[i]))
                 if alert is not None:
                     alerts.append(alert)
         return alerts
@@ -187,6 +198,11 @@ class AlarmMachine:
                 batch.channel_scores[row], batch.observed[row], batch.reconstructed[row]
             )
         self._armed.discard(stream)
+        k = stop - 1  # the last window folded: its run below resolve_below started at `begin`
+        if below[k]:
+            begin = int(last_reset[k]) + 1
+            if begin > 0 or state.below_run == 0:
+                ep.cold_since = float(times[int(idx[begin])])
         if not hits.size:
             flags = (s >= 1.0).tolist()
             state.recent.extend(flags[-self.cfg.n :])
@@ -295,7 +311,12 @@ class AlarmMachine:
         if score > ep.peak_score:
             ep.peak_score = score
             ep.peak_channels = self.top_channels(channel_scores, observed, reconstructed)
-        state.below_run = state.below_run + 1 if score < self.cfg.resolve_below else 0
+        if score < self.cfg.resolve_below:
+            if not state.below_run:
+                ep.cold_since = timestamp
+            state.below_run += 1
+        else:
+            state.below_run = 0
         if state.below_run >= self.cfg.resolve_m:
             return self._resolve(stream, state, timestamp, score)
         return None
@@ -310,7 +331,10 @@ class AlarmMachine:
         state.recent.clear()
         state.above = 0
         state.below_run = 0
-        return self._alert(stream, "resolved", ep, timestamp, score, ep.peak_channels)
+        # last_hot: the episode ends where its closing quiet run began (the resolve_m
+        # windows that confirm the end are not alerting rows); resolve: at this window
+        ended = ep.cold_since if self.cfg.end_at == "last_hot" else timestamp
+        return self._alert(stream, "resolved", ep, ended, score, ep.peak_channels)
 
     def _alert(
         self,

@@ -447,6 +447,50 @@ class ModelConfig:
 
 
 @dataclass
+class OnlineCalibrationConfig:
+    """Per-stream online calibration (`monitor.core.calibrate`): each stream's raw error
+    becomes a score from its own recent error distribution; the offline threshold is the
+    prior until the stream has `min_windows` of history."""
+
+    enabled: bool = True
+    # Tail probability of a normal window at score 1.0 under the stream's own (log-normal)
+    # error distribution: 1.0 sits `z` standard deviations above its mean log error.
+    target_rate: float = 3e-4
+    history_windows: int = 2000  # decay horizon of the long-term error distribution
+    chunk_windows: int = 64  # statistics move on every `chunk_windows` windows of a stream
+    min_windows: int = 256  # windows of history before the online score replaces the prior
+    min_sigma: float = 0.05  # floor of the spread of log errors (a near-constant error)
+    regime: bool = True  # detect sustained level/variance changes and re-baseline
+    regime_z: float = 1.5  # a chunk whose mean log error is this many sigma off is disturbed
+    regime_var_ratio: float = 4.0  # ... or whose variance is this many times larger or smaller
+    # Sustained disturbance for this long (data time) -> one regime_change event and the
+    # stream re-baselines on the disturbed stretch. None: 200 periods.
+    rebaseline_after_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        k = "calibration.online"
+        if not 0 < self.target_rate < 0.5:
+            raise ConfigError(f"{k}.target_rate", f"must be in (0, 0.5), got {self.target_rate}")
+        if not 1 <= self.chunk_windows <= 4096:
+            raise ConfigError(f"{k}.chunk_windows", f"must be 1..4096, got {self.chunk_windows}")
+        if self.history_windows < self.chunk_windows:
+            raise ConfigError(
+                f"{k}.history_windows",
+                f"must be >= chunk_windows ({self.chunk_windows}), got {self.history_windows}",
+            )
+        if self.min_windows < self.chunk_windows:
+            raise ConfigError(
+                f"{k}.min_windows", f"must be >= chunk_windows ({self.chunk_windows}), got {self.min_windows}"
+            )
+        _positive(f"{k}.min_sigma", self.min_sigma)
+        _positive(f"{k}.regime_z", self.regime_z)
+        if self.regime_var_ratio <= 1:
+            raise ConfigError(f"{k}.regime_var_ratio", f"must be > 1, got {self.regime_var_ratio}")
+        if self.rebaseline_after_seconds is not None:
+            _positive(f"{k}.rebaseline_after_seconds", self.rebaseline_after_seconds)
+
+
+@dataclass
 class CalibrationConfig:
     """How raw reconstruction errors become threshold units."""
 
@@ -461,6 +505,7 @@ class CalibrationConfig:
     # errors for the quantile/POT fit when training data are short). The holdout is kept
     # out of scaling and training either way.
     source: Literal["holdout", "all"] = "holdout"
+    online: OnlineCalibrationConfig = field(default_factory=OnlineCalibrationConfig)
 
     def __post_init__(self) -> None:
         if not 0 < self.quantile < 1:
@@ -483,6 +528,13 @@ class AlarmConfig:
     resolve_m: int = 10
     resolve_below: float = 1.0
     cooldown_seconds: float = 0.0
+    # Where a resolved episode ends: "last_hot" (the last window at or above resolve_below,
+    # so the resolve_m quiet windows that confirm the end are not part of it) or
+    # "resolve" (the window that resolved it, the behaviour before).
+    end_at: Literal["last_hot", "resolve"] = "last_hot"
+    # Alert episodes per stream per week that normal operation may raise; the stream's
+    # threshold rises while it is over budget (monitor.core.calibrate). None: no budget.
+    budget: float | None = None
 
     def __post_init__(self) -> None:
         if self.n < 1:
@@ -493,6 +545,8 @@ class AlarmConfig:
             raise ConfigError("alarm.resolve_m", f"must be >= 1, got {self.resolve_m}")
         _positive("alarm.resolve_below", self.resolve_below)
         _positive("alarm.cooldown_seconds", self.cooldown_seconds, allow_zero=True)
+        if self.budget is not None:
+            _positive("alarm.budget", self.budget)
 
 
 @dataclass
@@ -959,6 +1013,13 @@ def _load(path: str | Path | None, environ: dict[str, str], secrets: list[str]) 
     cfg = _build(Config, data, "")
     if groups_raw is not None and groups_raw != []:  # `groups: []` (a dumped config): no groups
         cfg.groups = _build_groups(groups_raw, data, cfg)
+    for g in cfg.fleet():
+        if g.alarm.budget is not None and not g.calibration.online.enabled:
+            where = f"groups[{cfg.groups.index(g)}]." if cfg.groups else ""
+            raise ConfigError(
+                f"{where}alarm.budget",
+                "needs calibration.online.enabled: true (the budget moves the stream's online threshold)",
+            )
     return cfg
 
 

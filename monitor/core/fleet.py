@@ -130,7 +130,7 @@ class Fleet:
         already due in the group are scored by its old model first (returned)."""
         g = self._groups[group]
         if g.pipeline is None:
-            g.pipeline = Pipeline(model, g.cfg.stream, g.cfg.alarm, g.top_channels)
+            g.pipeline = Pipeline(model, g.cfg.stream, g.cfg.alarm, g.top_channels, g.cfg.calibration.online)
             return GroupResult(group, ScoreBatch.empty(), [])
         scores, alerts = g.pipeline.swap_model(model)
         return GroupResult(group, scores, _tag(alerts, group))

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, TypeAlias, TypeGuard
 import numpy as np
 from numpy.typing import NDArray
 
-from monitor.core.alarm import AlarmMachine
-from monitor.core.config import AlarmConfig, FilterConfig, StreamConfig
+from monitor.core.alarm import AlarmMachine, alert_id
+from monitor.core.calibrate import OnlineCalibrator, RegimeChange
+from monitor.core.config import AlarmConfig, ConfigError, FilterConfig, OnlineCalibrationConfig, StreamConfig
 from monitor.core.interfaces import Scorer
 from monitor.core.model.manifest import Manifest
 from monitor.core.stream.assembler import AssembledFrame, StreamAssembler
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
     from monitor.core.model.bundle import Bundle
 
 #: Keys of `Pipeline.counters` that tally work done; every other key is a `DropReason`.
-TALLIES = ("accepted", "frames", "windows_scored")
+TALLIES = ("accepted", "frames", "windows_scored", "regime_changes")
 
 _MIN_RUN = 8  # shorter runs of one stream's readings: reading by reading is as fast
 _MISSING = object()
@@ -167,10 +168,21 @@ def stream_timing(stream_cfg: StreamConfig, period_seconds: float) -> tuple[floa
 class Pipeline:
     """Scores many streams with one model. Not thread-safe: drive it from one thread."""
 
-    def __init__(self, model: ScoringModel, stream_cfg: StreamConfig, alarm_cfg: AlarmConfig, top_channels: int = 3):
+    def __init__(
+        self,
+        model: ScoringModel,
+        stream_cfg: StreamConfig,
+        alarm_cfg: AlarmConfig,
+        top_channels: int = 3,
+        online: OnlineCalibrationConfig | None = None,
+    ):
+        """`online`: per-stream online calibration (None: off, scores are ``raw / prior``)."""
         self.stream_cfg = stream_cfg
         self.alarm_cfg = alarm_cfg
         self.top_channels = top_channels
+        self.online_cfg = online if online is not None else OnlineCalibrationConfig(enabled=False)
+        if alarm_cfg.budget is not None and not self.online_cfg.enabled:
+            raise ConfigError("alarm.budget", "needs calibration.online.enabled: true (the budget moves its threshold)")
         self.counters: Counter[str] = Counter()  # dropped inputs by `DropReason`, and the `TALLIES`
         self.streams: dict[str, StreamState] = {}
         # Due windows wait in a preallocated (capacity, W, C) float32 buffer (no per-window
@@ -209,6 +221,10 @@ class Pipeline:
             self.top_channels,
             threshold_for=self.threshold_for,
         )
+        # a new model's errors have a new distribution: calibration starts again from the prior
+        self.calibrator = OnlineCalibrator(
+            self.online_cfg, self.prior_threshold, model.period_seconds, self.alarm_cfg.budget
+        )
 
     # ------------------------------------------------------------------ per-stream adapters
 
@@ -219,6 +235,13 @@ class Pipeline:
         ``raw / threshold_for(stream)``) and alerts carry it. Today it is the offline one
         (`ScoringModel.offline_threshold`: the stream's adapter's, else the group's);
         online per-stream calibration plugs in here, with that value as its prior."""
+        return self.model.offline_threshold(stream)
+
+    def prior_threshold(self, stream: str) -> float:
+        """The prior of `stream`'s online calibration (raw units), and its whole calibration
+        when that is off: its offline threshold (`threshold_for`). Alerts carry this one,
+        not the moving effective threshold, so they do not depend on where batches are cut
+        (the effective one is exported as a metric)."""
         return self.model.offline_threshold(stream)
 
     def scaler_for(self, stream: str) -> tuple[FloatArray, FloatArray]:
@@ -524,17 +547,21 @@ class Pipeline:
         streams, runs, times, observed = _columns_of(entries)
         if runs is None:
             runs = runs_of(streams or [])
-        score, channel_scores, reconstructed = self._per_stream(runs, raw, per_channel, recon_last)
+        channel_scores, reconstructed = self._per_stream(runs, per_channel, recon_last)
+        score = self.calibrator.calibrate(raw, runs, times)  # threshold units, per stream (calibrate.py)
         scores = ScoreBatch(streams, times, score, raw, channel_scores, observed, reconstructed, runs=runs)
         alerts = self.alarm.update_batch(scores)
+        if self.calibrator.events:
+            alerts = self._with_regime_changes(alerts, self.calibrator.drain_events())
         self.counters["windows_scored"] += n
         return scores, alerts
 
     def _per_stream(
-        self, runs: list[tuple[str, int, int]], raw: Floats, per_channel: Floats, recon_last: Floats
-    ) -> tuple[Floats, Floats, Floats]:
-        """(score, channel_scores, reconstructed) with each row's stream's threshold
-        (`threshold_for`) and, with adapters, its scaler.
+        self, runs: list[tuple[str, int, int]], per_channel: Floats, recon_last: Floats
+    ) -> tuple[Floats, Floats]:
+        """(channel_scores, reconstructed) with each row's stream's offline threshold
+        (`threshold_for`) and, with adapters, its scaler. (The score itself is the online
+        calibrator's, whose prior is the same threshold.)
 
         One lookup per run of a stream's rows (not per row), then gathers: the per-row
         threshold and scaler vectors are the per-run ones repeated over the runs' lengths.
@@ -550,15 +577,40 @@ class Pipeline:
             lengths[j] = stop - start
         inv = 1.0 / thr
         c = per_channel.shape[1]
-        score = raw * np.repeat(inv.astype(np.float32), lengths)
         channel_scores = per_channel * np.repeat((inv / c).astype(np.float32), lengths)[:, None]
         model = self.model
         if self._row_mean is None or self._row_std is None or model.adapters is None:
-            return score, channel_scores, recon_last * model.std + model.mean
+            return channel_scores, recon_last * model.std + model.mean
         index, group_row = model.adapters.index, len(model.adapters)
         rows = np.fromiter((index.get(stream, group_row) for stream, _, _ in runs), dtype=np.intp, count=k)
         row_of = np.repeat(rows, lengths)
-        return score, channel_scores, recon_last * self._row_std[row_of] + self._row_mean[row_of]
+        return channel_scores, recon_last * self._row_std[row_of] + self._row_mean[row_of]
+
+    def _with_regime_changes(self, alerts: list[Alert], events: list[RegimeChange]) -> list[Alert]:
+        """The alarm's alerts and the regime-change events, in the data-time order they
+        were raised (so each stream's sequence is the same whatever the batches)."""
+        out = list(zip(self.alarm.emitted_at, range(len(alerts)), alerts, strict=True))
+        for j, ev in enumerate(events):
+            self.counters["regime_changes"] += 1
+            out.append((ev.at, len(alerts) + j, self._regime_alert(ev)))
+        out.sort(key=lambda item: (item[0], item[1]))
+        return [a for _, _, a in out]
+
+    def _regime_alert(self, ev: RegimeChange) -> Alert:
+        version = self.model.version
+        return Alert(
+            alert_id=alert_id(ev.stream, ev.started_at, f"{version}|regime_change"),
+            stream=ev.stream,
+            state="event",
+            started_at=ev.started_at,
+            ended_at=ev.at,
+            peak_score=ev.level_after / ev.level_before if ev.level_before > 0 else float("inf"),
+            current_score=0.0,
+            threshold=ev.threshold,
+            model_version=version,
+            kind="regime_change",
+            detail={"direction": ev.direction, "level_before": ev.level_before, "level_after": ev.level_after},
+        )
 
 
 class _Run:

@@ -349,6 +349,11 @@ class Alert:
     model_version: str
     top_channels: list[ChannelContribution] = field(default_factory=list)
     group: str = "default"  # the model group that scored the stream (`monitor.core.fleet`)
+    # "anomaly" (the model's alarm) or "regime_change" (a one-off event, state "event":
+    # the stream's errors changed level or spread for good and it re-baselined; see
+    # monitor.core.calibrate). `detail` carries the kind's own figures.
+    kind: str = "anomaly"
+    detail: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -363,4 +368,6 @@ class Alert:
             "model_version": self.model_version,
             "top_channels": self.top_channels,
             "group": self.group,
+            "kind": self.kind,
+            **({"detail": self.detail} if self.detail else {}),
         }

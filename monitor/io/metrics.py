@@ -146,6 +146,30 @@ class Metrics:
             "Streams not exported with their own label because max_stream_labels was reached.",
             registry=r,
         )
+        self.effective_threshold = Gauge(
+            "monitor_effective_threshold",
+            "Raw error at which a stream scores 1.0 now (its online calibration and alert budget).",
+            ["stream"],
+            registry=r,
+        )
+        self.budget_use = Gauge(
+            "monitor_alert_budget_use_ratio",
+            "Alert onsets of a stream over the last week (one-week memory) divided by alarm.budget.",
+            ["stream"],
+            registry=r,
+        )
+        self.regime_changes = Counter(
+            "monitor_regime_changes_total",
+            "Sustained level/variance changes after which a stream re-baselined, by group.",
+            ["group"],
+            registry=r,
+        )
+        self.calibration_state_errors = Counter(
+            "monitor_calibration_state_errors_total",
+            "Calibration state files that could not be read or written (a fresh start or a kept old file).",
+            ["op"],
+            registry=r,
+        )
         self._streams: dict[str, tuple] = {}  # stream -> (score child, state child)
         self._unlabelled: set[str] = set()
 
@@ -353,13 +377,23 @@ class Metrics:
             children[1].set(1 if firing else 0)
         return True
 
+    def set_calibration(self, stream: str, threshold: float | None, budget_use: float | None) -> bool:
+        """Export a stream's effective threshold and alert-budget use (within the label cap)."""
+        if stream not in self._streams and self._admit(stream) is None:
+            return False
+        if threshold is not None:
+            self.effective_threshold.labels(stream).set(threshold)
+        if budget_use is not None:
+            self.budget_use.labels(stream).set(budget_use)
+        return True
+
     def forget_stream(self, stream: str) -> None:
         """Remove a stream's labelled series (the stream was evicted); frees its slot."""
         with self._label_lock:
             self._unlabelled.discard(stream)
             if self._streams.pop(stream, None) is None:
                 return
-            for gauge in (self.anomaly_score, self.alert_state):
+            for gauge in (self.anomaly_score, self.alert_state, self.effective_threshold, self.budget_use):
                 with contextlib.suppress(KeyError):
                     gauge.remove(stream)
 

@@ -144,14 +144,14 @@ class AlertmanagerSink:
         top = ", ".join(c["channel"] for c in alert.top_channels)
         item = {
             "labels": {
-                "alertname": "MonitorAnomaly",
+                "alertname": "MonitorRegimeChange" if alert.kind == "regime_change" else "MonitorAnomaly",
                 "stream": alert.stream,
                 "group": alert.group,
                 "severity": "warning",
                 "alert_id": alert.alert_id,
             },
             "annotations": {
-                "summary": f"Anomaly on {alert.stream}",
+                "summary": f"{'Regime change' if alert.kind == 'regime_change' else 'Anomaly'} on {alert.stream}",
                 "description": f"score {alert.peak_score:.2f}x threshold (model {alert.model_version}); "
                 f"top channels: {top}",
             },

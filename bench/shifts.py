@@ -1,0 +1,252 @@
+"""Non-stationary synthetic suite: online calibration off (before) vs on (after).
+
+    .venv/bin/python bench/shifts.py            # all cases, ~2-4 min on 2 shared cores
+    .venv/bin/python bench/shifts.py --cases level_shift short --json out.json
+
+Protocol (the issue's): one configuration for every case, `configs/univariate.yaml`
+(dense AE, window 24, quantile 0.995 x 1.2, k 2 of 3, resolve 6); train on the first 15 %
+of the rows (at most 750; the short series: the first 170 rows, the issue's failing case),
+then stream the whole series through the live pipeline (`run_backtest`) and score the
+rest. Each case trains one model; *before* and *after* backtest that same model:
+
+  before  `calibration.online.enabled: false`, `alarm.end_at: resolve` (main before this change)
+  after   the new defaults: online per-stream calibration, `alarm.end_at: last_hot`
+
+Per case: detected (an alert row inside the labelled stretch), delay (rows from its start
+to the first alert row), false-alarm episodes per 10 000 normal rows (alert stretches
+that touch no label), the alerting share of normal rows, and the p99 of normal-time
+scores in threshold units (the comparability bar: [0.5, 2] for every series).
+
+Generators (all seeded, 60 s period unless stated; `noise` = N(0, 1) draws):
+
+  level_shift     sin(2 pi i / 144) + 0.2 noise; at 60 % the level steps up by 2 for good
+                  (label: the first 60 rows after the step; the rest is the new normal)
+  variance_change same base; at 60 % the noise sd goes 0.2 -> 0.8 for good (label: 60 rows)
+  trend_change    same base; at 60 % a slope of 0.004 per row starts (label: 300 rows)
+  daily           10-min period, 30 days: a day/night profile (high 08:00-18:00) + 0.1 noise;
+                  on day 25 the night from 00:00 to 06:00 runs the daytime level (label)
+                  while every value stays inside the normal range
+  jitter_gaps     sin + 0.2 noise sampled at 60 s +- 30 % jitter with 10 gaps of 5-20
+                  periods (`stream.alignment: interpolate`, period auto); a +3 burst of 15
+                  rows at 70 % (label)
+  short           250 rows of sin + 0.2 noise (train 170), a +2.5 burst of 10 rows at row 200
+  random_walk, square, heavy_tail, sawtooth  comparability-only series without labels:
+                  a random walk (sd 0.05 steps), a square wave (period 50 rows) + 0.1 noise,
+                  Student-t(2) noise, a sawtooth (period 97 rows) + 0.05 noise
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from monitor.app.backtest import run_backtest  # noqa: E402
+from monitor.app.training import StreamData, train_bundle  # noqa: E402
+from monitor.core.config import Config, load_config  # noqa: E402
+from monitor.core.model.bundle import load_bundle  # noqa: E402
+from monitor.core.pipeline import ScoringModel  # noqa: E402
+
+START = 1_700_006_400.0  # a UTC midnight
+Series = tuple[np.ndarray, np.ndarray, np.ndarray]  # times, values, labels
+
+
+def _base(n: int, rng: np.random.Generator, sd: float = 0.2) -> np.ndarray:
+    return np.sin(2 * np.pi * np.arange(n) / 144.0) + sd * rng.standard_normal(n)
+
+
+def _grid(n: int, period: float = 60.0) -> np.ndarray:
+    return START + period * np.arange(n, dtype=np.float64)
+
+
+def level_shift(seed: int, n: int = 4000) -> Series:
+    rng = np.random.default_rng(seed)
+    v, lab, s = _base(n, rng), np.zeros(n), int(0.6 * n)
+    v[s:] += 2.0
+    lab[s : s + 60] = 1
+    return _grid(n), v, lab
+
+
+def variance_change(seed: int, n: int = 4000) -> Series:
+    rng = np.random.default_rng(seed)
+    v, lab, s = _base(n, rng), np.zeros(n), int(0.6 * n)
+    v[s:] = np.sin(2 * np.pi * np.arange(s, n) / 144.0) + 0.8 * rng.standard_normal(n - s)
+    lab[s : s + 60] = 1
+    return _grid(n), v, lab
+
+
+def trend_change(seed: int, n: int = 4000) -> Series:
+    rng = np.random.default_rng(seed)
+    v, lab, s = _base(n, rng), np.zeros(n), int(0.6 * n)
+    v[s:] += 0.004 * np.arange(n - s)
+    lab[s : s + 300] = 1
+    return _grid(n), v, lab
+
+
+def daily(seed: int, days: int = 30) -> Series:
+    rng = np.random.default_rng(seed)
+    per_day = 144
+    n = days * per_day
+    t = _grid(n, 600.0)
+    hour = ((t - START) % 86400.0) / 3600.0
+    day = (hour >= 8) & (hour < 18)
+    v = np.where(day, 1.0, 0.0) + 0.1 * rng.standard_normal(n)
+    lab = np.zeros(n)
+    a = 25 * per_day
+    b = a + 36  # 00:00-06:00 of day 25
+    v[a:b] = 1.0 + 0.1 * rng.standard_normal(b - a)
+    lab[a:b] = 1
+    return t, v, lab
+
+
+def jitter_gaps(seed: int, n: int = 4000) -> Series:
+    rng = np.random.default_rng(seed)
+    t = _grid(n) + rng.uniform(-18.0, 18.0, n)
+    keep = np.ones(n, dtype=bool)
+    for g in rng.integers(200, n - 200, size=10):
+        keep[g : g + int(rng.integers(5, 21))] = False
+    v, lab, s = _base(n, rng), np.zeros(n), int(0.7 * n)
+    keep[s - 30 : s + 45] = True  # no gap over the fault
+    v[s : s + 15] += 3.0
+    lab[s : s + 15] = 1
+    return t[keep], v[keep], lab[keep]
+
+
+def short(seed: int, n: int = 250) -> Series:
+    rng = np.random.default_rng(seed)
+    v, lab = _base(n, rng), np.zeros(n)
+    v[200:210] += 2.5
+    lab[200:210] = 1
+    return _grid(n), v, lab
+
+
+def random_walk(seed: int, n: int = 4000) -> Series:
+    rng = np.random.default_rng(seed)
+    return _grid(n), np.cumsum(0.05 * rng.standard_normal(n)), np.zeros(n)
+
+
+def square(seed: int, n: int = 4000) -> Series:
+    rng = np.random.default_rng(seed)
+    return _grid(n), np.where((np.arange(n) // 25) % 2 == 0, 1.0, -1.0) + 0.1 * rng.standard_normal(n), np.zeros(n)
+
+
+def heavy_tail(seed: int, n: int = 4000) -> Series:
+    rng = np.random.default_rng(seed)
+    return _grid(n), rng.standard_t(2, size=n), np.zeros(n)
+
+
+def sawtooth(seed: int, n: int = 4000) -> Series:
+    rng = np.random.default_rng(seed)
+    return _grid(n), (np.arange(n) % 97) / 97.0 + 0.05 * rng.standard_normal(n), np.zeros(n)
+
+
+CASES = {
+    "level_shift": level_shift,
+    "variance_change": variance_change,
+    "trend_change": trend_change,
+    "daily": daily,
+    "jitter_gaps": jitter_gaps,
+    "short": short,
+    "random_walk": random_walk,
+    "square": square,
+    "heavy_tail": heavy_tail,
+    "sawtooth": sawtooth,
+}
+
+
+def variant(cfg: Config, after: bool) -> Config:
+    online = dataclasses.replace(cfg.calibration.online, enabled=after)
+    return dataclasses.replace(
+        cfg,
+        calibration=dataclasses.replace(cfg.calibration, online=online),
+        alarm=dataclasses.replace(cfg.alarm, end_at="last_hot" if after else "resolve"),
+    )
+
+
+def segments(mask: np.ndarray) -> list[tuple[int, int]]:
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
+
+
+def measure(alert: np.ndarray, score: np.ndarray, labels: np.ndarray, test: slice) -> dict:
+    a, s, lab = alert[test].astype(bool), score[test], labels[test].astype(bool)
+    normal = ~lab
+    fa = [(i, j) for i, j in segments(a) if not lab[i:j].any()]
+    out: dict = {
+        "fa_per_10k": 1e4 * len(fa) / max(int(normal.sum()), 1),
+        "fa_rows_pct": 100.0 * float(a[normal].mean()) if normal.any() else 0.0,
+        "p99_normal": float(np.nanquantile(s[normal], 0.99)) if normal.any() else float("nan"),
+    }
+    if lab.any():
+        first = int(np.flatnonzero(lab)[0])
+        hits = np.flatnonzero(a & lab)
+        out["detected"] = bool(hits.size)
+        out["delay_rows"] = int(hits[0] - first) if hits.size else None
+    return out
+
+
+def run_case(name: str, seed: int) -> dict:
+    base = load_config(ROOT / "configs" / "univariate.yaml", environ={})
+    if name == "jitter_gaps":
+        base = dataclasses.replace(base, stream=dataclasses.replace(base.stream, alignment="interpolate"))
+    t, v, lab = CASES[name](seed)
+    n = len(t)
+    train = 170 if name == "short" else min(int(0.15 * n), 750)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        sd = StreamData(base.data.stream, ["value"], t[:train], v[:train, None])
+        outcome = train_bundle([sd], variant(base, False), Path(tmp), write_plots=False)
+        model = ScoringModel.from_bundle(load_bundle(outcome.bundle_path))
+    row: dict = {"case": name, "rows": n, "train_rows": train, "train_s": time.perf_counter() - started}
+    for label, after in (("before", False), ("after", True)):
+        res = run_backtest(variant(base, after), t, v[:, None], ["value"], model, labels=lab, train_rows=train)
+        row[label] = measure(res.alert, res.score, lab, slice(train, n))
+    return row
+
+
+def fmt(m: dict) -> str:
+    det = "" if "detected" not in m else ("y" if m["detected"] else "n")
+    delay = "" if m.get("delay_rows") is None else str(m["delay_rows"])
+    return f"{det:>3} {delay:>5} {m['fa_per_10k']:8.1f} {m['fa_rows_pct']:7.1f} {m['p99_normal']:8.2f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    print(f"# .venv/bin/python bench/shifts.py --seed {args.seed} --cases {' '.join(args.cases)}")
+    head = "det delay  FA/10k  FArow%  p99norm"
+    print(f"{'case':16s} {'rows':>5} | before: {head} | after: {head}")
+    rows = []
+    for name in args.cases:
+        row = run_case(name, args.seed)
+        rows.append(row)
+        print(f"{name:16s} {row['rows']:5d} | before: {fmt(row['before'])} | after:  {fmt(row['after'])}", flush=True)
+    p99 = [r["after"]["p99_normal"] for r in rows]
+    inside = all(0.5 <= p <= 2.0 for p in p99)
+    print(
+        f"\ncomparability (after): p99 of normal scores in [{min(p99):.2f}, {max(p99):.2f}] -> "
+        f"{'all in [0.5, 2]' if inside else 'NOT all in [0.5, 2]'}"
+    )
+    before = [r["before"]["p99_normal"] for r in rows]
+    print(f"comparability (before): [{min(before):.2f}, {max(before):.2f}]")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

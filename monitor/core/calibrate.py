@@ -1,0 +1,432 @@
+"""Online per-stream calibration: raw reconstruction error -> a score in threshold units.
+
+The stage between the scorer (raw errors) and the alarm (decisions); pure, time passed in.
+
+The rule, per stream (``x`` = the natural log of a window's raw error):
+
+* The stream's windows are cut into chunks of `chunk_windows`, counted from its first
+  window. A window is scored with the statistics as they stood at the start of its chunk,
+  so a window's score depends on the stream's sequence of errors only, never on where a
+  batch ended: live, replay and backtest agree by construction.
+* Long-term distribution: exponentially decayed sums of ``x`` and ``x**2`` over accepted
+  chunks (decay ``exp(-chunk/history_windows)`` per chunk) give a mean ``mu`` and a spread
+  ``sigma`` (floored at `min_sigma`). Errors are close to log-normal (a window error is a
+  mean of squares), so the log makes the tail test a z test.
+* Score. Before the stream has `min_windows` accepted windows it is scored against the
+  prior, the offline threshold for its key (the pipeline's seam): ``raw / prior``. After
+  that, online: ``max(0, (x - mu) / sigma) / z_n`` with ``z = Phi^-1(1 - target_rate)``
+  and ``z_n = z * (1 + chunk_windows / n)`` for n learnt windows (a small-sample margin),
+  so 1.0 means a tail probability of `target_rate` under the stream's own distribution, for
+  every stream whatever its scale (the comparability promise). This is the anomaly
+  likelihood of the strongest streaming detectors with a one-window short-term mean; the
+  k-of-n alarm does the short-term smoothing.
+* Chunk gating (robustness without a per-window loop): a completed chunk whose mean
+  ``x`` is `regime_z` sigmas off ``mu`` (either way), or whose variance is `regime_var_ratio`
+  times ``sigma**2``, is *disturbed* and is not learned. Before the stream is online every
+  chunk is learned (as offline calibration, the first stretch is taken as normal: a prior
+  that a feed exceeds all the time must not keep it from learning). Disturbed chunks in a
+  row that span `rebaseline_after_seconds` of data time make one `RegimeChange`; the
+  stream's distribution is then replaced by the disturbed stretch's own (re-baseline),
+  and its scores fall back, so the alarm resolves instead of firing forever.
+* Budget (`alarm.budget`, episodes per stream per week): a chunk that holds a window
+  scoring >= 1.0 after a chunk that held none is an *onset*. Onsets are counted with a
+  one-week exponential memory (data time); an onset while the count is over budget
+  multiplies the stream's z by 1.25 (at most 4x); the multiplier relaxes back to 1 with a
+  one-week time constant. Onsets bound episodes from above only roughly: the k-of-n rule
+  fires on fewer of them (k > 1 needs k hot windows within n), and a chunk can hold
+  two short episodes when `resolve_m` is smaller than a chunk.
+
+Cost: per scoring batch a handful of numpy operations over all rows, plus a Python step
+per (run of a stream, chunk) segment, never per window.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from statistics import NormalDist
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from monitor.core.config import OnlineCalibrationConfig
+from monitor.core.types import FloatArray, Floats
+
+IntArray = NDArray[np.intp]
+
+WEEK_SECONDS = 7 * 86400.0
+BUDGET_STEP = 1.25  # z multiplier per over-budget onset
+BUDGET_MAX = 4.0  # largest z multiplier
+STATE_VERSION = 1
+DEFAULT_REBASELINE_PERIODS = 200
+_X_SCALE = 1024.0  # fixed point of log errors in a chunk's sums: (690 * 1024)**2 * 4096 < 2**53
+_LOG_MAX = 690.0  # log of a NaN error: it scores (and is learnt) as a huge error
+
+PriorLookup = Callable[[str], float]
+"""The seam: the offline threshold (raw units) for a stream key."""
+
+
+@dataclass(frozen=True)
+class RegimeChange:
+    """A sustained level or variance change of one stream's errors, and its re-baseline."""
+
+    stream: str
+    started_at: float  # first window of the disturbed stretch
+    at: float  # the window at which the stream re-baselined
+    direction: str  # "up", "down" (level of the errors) or "spread" (their variance)
+    level_before: float  # typical raw error before (exp of the mean log error)
+    level_after: float
+    threshold: float  # the stream's threshold (raw units) after re-baselining, before any budget multiplier
+
+
+_FIELDS = (
+    "prior",
+    "s0",
+    "s1",
+    "s2",
+    "n_base",
+    "online",
+    "pos",
+    "p0",
+    "p1",
+    "p2",
+    "p_first",
+    "d0",
+    "d1",
+    "d2",
+    "dist_since",
+    "mu",
+    "sigma",
+    "mult",
+    "rate",
+    "rate_at",
+    "chunk_hot",
+    "hot_prev",
+)
+
+
+class _Stream:
+    """One stream's calibration state (floats only: cheap to persist)."""
+
+    __slots__ = _FIELDS
+
+    def __init__(self, prior: float):
+        self.prior = prior  # offline threshold for this stream (raw units)
+        self.s0 = self.s1 = self.s2 = 0.0  # decayed sums over accepted chunks: count, x, x**2
+        self.n_base = 0.0  # accepted windows (not decayed): online once >= min_windows
+        self.online = False
+        self.pos = 0  # windows of the current chunk seen
+        self.p0 = 0  # the current chunk's windows
+        self.p1 = self.p2 = 0.0  # ... and its sums of fixed-point x and x**2 (integer-valued)
+        self.p_first = math.nan  # time of the current chunk's first window
+        self.d0 = self.d1 = self.d2 = 0.0  # sums of the current disturbed stretch
+        self.dist_since = math.nan  # its first window's time (nan: not disturbed)
+        self.mu = 0.0
+        self.sigma = 1.0
+        self.mult = 1.0  # budget multiplier of z (or of the prior)
+        self.rate = 0.0  # onsets with a one-week memory
+        self.rate_at = math.nan
+        self.chunk_hot = False  # the current chunk holds a window >= 1.0
+        self.hot_prev = False  # the last completed chunk did
+
+    def to_list(self) -> list[float]:
+        out: list[float] = []
+        for f in _FIELDS:
+            v = getattr(self, f)
+            out.append(int(v) if isinstance(v, (bool, int)) else float(v))  # ints stay exact
+        return out
+
+    @classmethod
+    def from_list(cls, values: Sequence[Any]) -> _Stream:
+        if not isinstance(values, list) or len(values) != len(_FIELDS):
+            raise ValueError(f"a stream's state is a list of {len(_FIELDS)} numbers")
+        st = cls(1.0)
+        for f, v in zip(_FIELDS, values, strict=True):
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ValueError(f"state field {f} is not a number: {v!r}")
+            setattr(st, f, float(v))
+        st.online, st.chunk_hot, st.hot_prev = bool(st.online), bool(st.chunk_hot), bool(st.hot_prev)
+        st.pos, st.p0 = int(st.pos), int(st.p0)
+        if not (st.prior > 0 and st.sigma > 0 and st.mult >= 1.0 and st.pos >= 0):
+            raise ValueError("state out of range (prior/sigma must be > 0, mult >= 1, pos >= 0)")
+        return st
+
+
+class OnlineCalibrator:
+    """Per-stream calibration of one group's raw errors; not thread-safe (the pipeline's thread)."""
+
+    def __init__(
+        self,
+        cfg: OnlineCalibrationConfig,
+        prior: PriorLookup,
+        period_seconds: float,
+        budget: float | None = None,
+    ):
+        self.cfg = cfg
+        self.prior = prior
+        self.budget = budget
+        self.z = NormalDist().inv_cdf(1.0 - cfg.target_rate)
+        self.chunk = cfg.chunk_windows
+        self.decay = math.exp(-cfg.chunk_windows / cfg.history_windows)
+        after = cfg.rebaseline_after_seconds
+        self.after = after if after is not None else DEFAULT_REBASELINE_PERIODS * period_seconds
+        self.streams: dict[str, _Stream] = {}
+        self.events: list[RegimeChange] = []  # regime changes since the caller last drained them
+        self.regime_changes = 0  # total, for the counter metric
+
+    # ------------------------------------------------------------------ scoring
+
+    def _stream(self, key: str) -> _Stream:
+        st = self.streams.get(key)
+        if st is None:
+            st = self.streams[key] = _Stream(float(self.prior(key)))
+        return st
+
+    def calibrate(self, raw: Floats, runs: list[tuple[str, int, int]], times: Sequence[float] | FloatArray) -> Floats:
+        """Scores (threshold units) of a batch's raw errors; `runs` as `ScoreBatch.runs`
+        (each stream's rows in time order). Learns from them; RegimeChanges go to `events`."""
+        n = len(raw)
+        if not n:
+            return np.zeros(0)
+        if not self.cfg.enabled:
+            return self._prior_only(raw, runs)
+        raw64: FloatArray = np.asarray(raw, dtype=np.float64)
+        x = np.log(np.maximum(raw64, 1e-300))
+        if np.isnan(x).any():
+            x = np.where(np.isnan(x), _LOG_MAX, x)
+        # 1. segments: the pieces of each run that lie in one chunk of its stream
+        #    (stream, first row, rows, position in its chunk, completes the chunk)
+        chunk = self.chunk
+        streams = self.streams
+        segs: list[tuple[_Stream, int, int, int, bool]] = []
+        for key, start, stop in runs:
+            st = streams.get(key) or self._stream(key)
+            pos = st.pos
+            if pos + stop - start < chunk:  # the common case: no chunk completes
+                segs.append((st, start, stop - start, pos, False))
+                st.pos = pos + stop - start
+                continue
+            a = start
+            while a < stop:
+                take = min(chunk - pos, stop - a)
+                end = pos + take == chunk
+                segs.append((st, a, take, pos, end))
+                a += take
+                pos = 0 if end else pos + take
+            st.pos = pos
+        # 2. each segment's sums, in fixed point: integer-valued float64 sums below 2**53
+        #    are exact, so a chunk's sums do not depend on which batches cut it (live
+        #    must equal replay; float addition is not associative)
+        xq = np.rint(x * _X_SCALE)
+        if len(segs) == 1:
+            s1, s2 = [float(xq.sum())], [float(xq @ xq)]
+        else:
+            starts = np.fromiter((seg[1] for seg in segs), dtype=np.intp, count=len(segs))
+            s1 = np.add.reduceat(xq, starts).tolist()
+            s2 = np.add.reduceat(xq * xq, starts).tolist()
+        # 3. per segment in order: the parameters it is scored with, then learn from it
+        online: list[bool] = []
+        mu: list[float] = []
+        inv: list[float] = []  # online: 1 / (z sigma); prior: 1 / prior
+        for j, (st, a, m, pos, end) in enumerate(segs):
+            online.append(st.online)
+            mu.append(st.mu)
+            inv.append(1.0 / (self._z(st) * st.sigma) if st.online else 1.0 / st.prior)
+            if pos == 0:
+                st.p_first = float(times[a])
+            st.p0 += m
+            st.p1 += s1[j]
+            st.p2 += s2[j]
+            if end:
+                self._complete(st, float(times[a + m - 1]))
+        lengths = [seg[2] for seg in segs]
+        score = self._scores(x, raw64, lengths, online, mu, inv)
+        if self.budget is not None:
+            score = self._apply_budget(score, segs, times)
+        return score
+
+    def _scores(
+        self,
+        x: FloatArray,
+        raw: FloatArray,
+        lengths: list[int],
+        online: list[bool],
+        mu: list[float],
+        inv: list[float],
+    ) -> FloatArray:
+        out: FloatArray
+        if len(lengths) == 1:
+            out = np.maximum((x - mu[0]) * inv[0], 0.0) if online[0] else raw * inv[0]
+            return out
+        inv_rows = np.repeat(inv, lengths)
+        if not any(online):
+            out = raw * inv_rows
+            return out
+        out = np.maximum((x - np.repeat(mu, lengths)) * inv_rows, 0.0)
+        if not all(online):
+            out = np.where(np.repeat(online, lengths), out, raw * inv_rows)
+        return out
+
+    def _prior_only(self, raw: Floats, runs: list[tuple[str, int, int]]) -> Floats:
+        """Online calibration off: ``raw / prior`` for each stream's prior."""
+        inv = [1.0 / self._stream(key).prior for key, _, _ in runs]
+        if len(set(inv)) == 1:
+            same: Floats = raw * inv[0]
+            return same
+        each: Floats = raw * np.repeat(inv, [stop - start for _, start, stop in runs])
+        return each
+
+    # ------------------------------------------------------------------ learning
+
+    def _complete(self, st: _Stream, t_end: float) -> None:
+        """A chunk of `st` is complete (ending at data time `t_end`): learn or flag it."""
+        c0, c1, c2 = float(st.p0), st.p1 / _X_SCALE, st.p2 / (_X_SCALE * _X_SCALE)
+        st.p0 = 0
+        st.p1 = st.p2 = 0.0
+        m = c1 / c0
+        var = max(c2 / c0 - m * m, 0.0)
+        cfg = self.cfg
+        direction = ""
+        if st.online:
+            z = (m - st.mu) / st.sigma
+            if z >= cfg.regime_z:
+                direction = "up"
+            elif z <= -cfg.regime_z:
+                direction = "down"
+            elif var >= cfg.regime_var_ratio * st.sigma * st.sigma:
+                direction = "spread"
+        if not direction:
+            st.dist_since = math.nan
+            st.d0 = st.d1 = st.d2 = 0.0
+            lam = self.decay
+            st.s0 = lam * st.s0 + c0
+            st.s1 = lam * st.s1 + c1
+            st.s2 = lam * st.s2 + c2
+            st.n_base += c0
+            if st.n_base >= cfg.min_windows:
+                st.online = True
+            self._moments(st)
+            return
+        if math.isnan(st.dist_since):
+            st.dist_since = st.p_first
+        st.d0 += c0
+        st.d1 += c1
+        st.d2 += c2
+        if cfg.regime and t_end - st.dist_since >= self.after:
+            before = math.exp(st.mu) if st.online else st.prior
+            st.s0, st.s1, st.s2 = st.d0, st.d1, st.d2
+            st.n_base = st.d0
+            st.online = True
+            self._moments(st)
+            after = math.exp(st.mu + self._z(st) * st.sigma)  # before any budget multiplier
+            self.events.append(
+                RegimeChange(self._key(st), st.dist_since, t_end, direction, before, math.exp(st.mu), after)
+            )
+            self.regime_changes += 1
+            st.dist_since = math.nan
+            st.d0 = st.d1 = st.d2 = 0.0
+
+    def _z(self, st: _Stream) -> float:
+        """z with a small-sample margin: ``z * (1 + chunk / n)`` for n learnt windows (x1.5
+        at 2 chunks, x1.06 at 16): mu and sigma of a few correlated windows are rough."""
+        return self.z * (1.0 + self.chunk / max(st.n_base, 1.0))
+
+    def _moments(self, st: _Stream) -> None:
+        if st.s0 <= 0:
+            return
+        st.mu = st.s1 / st.s0
+        st.sigma = max(math.sqrt(max(st.s2 / st.s0 - st.mu * st.mu, 0.0)), self.cfg.min_sigma)
+
+    def _key(self, st: _Stream) -> str:
+        for key, s in self.streams.items():  # only on a regime change (rare)
+            if s is st:
+                return key
+        raise KeyError("stream state not registered")
+
+    def _apply_budget(
+        self,
+        score: FloatArray,
+        segs: list[tuple[_Stream, int, int, int, bool]],
+        times: Sequence[float] | FloatArray,
+    ) -> FloatArray:
+        """Divide each segment's scores by its stream's multiplier at that chunk; count
+        onsets and move the multiplier at chunk ends (batch boundaries do not matter)."""
+        budget = self.budget
+        assert budget is not None  # only called with a budget
+        starts = np.fromiter((seg[1] for seg in segs), dtype=np.intp, count=len(segs))
+        peaks = np.maximum.reduceat(score, starts).tolist()
+        mults: list[float] = []
+        for j, (st, a, m, _, end) in enumerate(segs):
+            mults.append(st.mult)
+            if peaks[j] >= st.mult:
+                st.chunk_hot = True
+            if not end:
+                continue
+            t = float(times[a + m - 1])
+            dt = 0.0 if math.isnan(st.rate_at) else max(t - st.rate_at, 0.0)
+            keep = math.exp(-dt / WEEK_SECONDS)
+            onset = st.chunk_hot and not st.hot_prev
+            st.rate = st.rate * keep + (1.0 if onset else 0.0)
+            st.rate_at = t
+            st.mult = 1.0 + (st.mult - 1.0) * keep
+            if onset and st.rate > budget:
+                st.mult = min(BUDGET_MAX, st.mult * BUDGET_STEP)
+            st.hot_prev, st.chunk_hot = st.chunk_hot, False
+        out: FloatArray = score / (mults[0] if len(segs) == 1 else np.repeat(mults, [seg[2] for seg in segs]))
+        return out
+
+    # ------------------------------------------------------------------ export
+
+    def effective_threshold(self, key: str) -> float | None:
+        """The raw error at which `key` scores 1.0 now (None: stream not seen)."""
+        st = self.streams.get(key)
+        if st is None:
+            return None
+        if self.cfg.enabled and st.online:
+            return math.exp(st.mu + self._z(st) * st.mult * st.sigma)
+        return st.prior * st.mult
+
+    def budget_use(self, key: str) -> float | None:
+        """Onsets in the last week (one-week memory) over the budget; None: no budget."""
+        st = self.streams.get(key)
+        if st is None or self.budget is None:
+            return None
+        return st.rate / self.budget
+
+    def forget(self, key: str) -> None:
+        self.streams.pop(key, None)
+
+    def drain_events(self) -> list[RegimeChange]:
+        events, self.events = self.events, []
+        return events
+
+    # ------------------------------------------------------------------ persistence
+
+    def to_state(self, model_version: str) -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION,
+            "model_version": model_version,
+            "fields": list(_FIELDS),
+            "streams": {key: st.to_list() for key, st in self.streams.items()},
+        }
+
+    def restore(self, state: Any, model_version: str) -> int:
+        """Adopt persisted state (of `to_state`); returns the streams restored. Raises
+        ValueError on a malformed state; a state of another model version restores nothing
+        (its errors have another distribution)."""
+        if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+            raise ValueError(f"not a calibration state of version {STATE_VERSION}")
+        if state.get("fields") != list(_FIELDS):
+            raise ValueError("calibration state has other fields than this version writes")
+        streams = state.get("streams")
+        if not isinstance(streams, dict):
+            raise ValueError("calibration state: 'streams' is not a mapping")
+        if state.get("model_version") != model_version:
+            return 0
+        restored = {str(key): _Stream.from_list(values) for key, values in streams.items()}
+        for key, st in restored.items():
+            st.prior = float(self.prior(key))  # the seam decides the prior, not the file
+        self.streams = restored
+        return len(restored)
