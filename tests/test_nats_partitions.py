@@ -9,6 +9,7 @@ again with the devices publishing MQTT to the server's MQTT listener.
 from __future__ import annotations
 
 import collections
+import shutil
 import threading
 import time
 
@@ -48,6 +49,13 @@ def models(tmp_path_factory):
     models = tmp_path_factory.mktemp("nats-models")
     train_small_model(models)
     return models
+
+
+@pytest.fixture(autouse=True)
+def fresh_calibration(models):
+    """Each test compares with one process starting fresh: no calibrator state saved by an
+    earlier test's workers (a restarted worker restores its own, by design)."""
+    shutil.rmtree(models / "state", ignore_errors=True)
 
 
 class Collect:

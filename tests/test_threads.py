@@ -64,7 +64,7 @@ def test_training_runs_with_the_configured_threads(tmp_path, restore_threads):
     )
     outcome = train_bundle([StreamData("p", list(CHANNELS), t, v)], cfg, tmp_path, write_plots=False)
     assert torch.get_num_threads() == 2
-    assert outcome.manifest["training"]["threads"] == 2 and outcome.manifest["training"]["threads_used"] == 2
+    assert outcome.manifest.training["threads"] == 2 and outcome.manifest.training["threads_used"] == 2
 
 
 @pytest.mark.parametrize("command", ["train", "backtest", "retrain", "demo"])

@@ -35,7 +35,7 @@ from monitor.core.model.threads import use_threads
 from monitor.core.pipeline import TALLIES, Pipeline, ScoringModel
 from monitor.core.runner import Runner
 from monitor.core.types import Alert, DropReason, ScoreBatch
-from monitor.io.calib_state import StateError, load_state, save_state, state_path
+from monitor.io.calib_state import StateError, load_state, partitions_owner, save_state, state_path
 from monitor.io.codec import Codec
 from monitor.io.handoff import HandOff
 from monitor.io.http import MetricsServer, serve
@@ -164,7 +164,7 @@ class Service:
         pipe = self.fleet.pipeline(group)
         if pipe is None or not pipe.online_cfg.enabled:
             return
-        path = state_path(self.cfg.group_models_dir(group))
+        path = state_path(self.cfg.group_models_dir(group), self._state_owner())
         try:
             state = load_state(path)
             if state is None:
@@ -176,11 +176,19 @@ class Service:
             return
         log.info("calibration of group %s: restored %d stream(s) from %s", group, n, path)
 
+    def _state_owner(self) -> str | None:
+        """source: nats: this worker's partitions name its state file (workers may share a
+        models dir); MQTT: one daemon per models dir, one file."""
+        if self.cfg.source != "nats":
+            return None
+        owned = self.partitions if self.partitions is not None else self.cfg.nats.owned_partitions()
+        return partitions_owner(owned)
+
     def _save_calibration(self, group: str) -> None:
         pipe = self.fleet.pipeline(group)
         if pipe is None or not pipe.online_cfg.enabled:
             return
-        path = state_path(self.cfg.group_models_dir(group))
+        path = state_path(self.cfg.group_models_dir(group), self._state_owner())
         try:
             save_state(path, {group: pipe.calibrator.to_state(pipe.model.version)})
         except OSError as exc:

@@ -23,8 +23,25 @@ class StateError(ValueError):
     """A calibration state file exists but cannot be used."""
 
 
-def state_path(group_models_dir: Path) -> Path:
-    return Path(group_models_dir) / STATE_DIR / STATE_FILE
+def state_path(group_models_dir: Path, owner: str | None = None) -> Path:
+    """The state file; `owner` names a worker's share of the streams (``p0-3``: NATS
+    partitions 0 to 3), so workers sharing one models dir never overwrite each other."""
+    name = STATE_FILE if not owner else f"calibration-{owner}.json"
+    return Path(group_models_dir) / STATE_DIR / name
+
+
+def partitions_owner(partitions: tuple[int, ...] | list[int]) -> str:
+    """``p0-3_6``: the compact name of a set of partitions (ranges joined by ``_``)."""
+    ps = sorted(set(partitions))
+    parts: list[str] = []
+    i = 0
+    while i < len(ps):
+        j = i
+        while j + 1 < len(ps) and ps[j + 1] == ps[j] + 1:
+            j += 1
+        parts.append(str(ps[i]) if i == j else f"{ps[i]}-{ps[j]}")
+        i = j + 1
+    return "p" + "_".join(parts)
 
 
 def save_state(path: Path, state: dict[str, Any]) -> None:
