@@ -17,9 +17,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from monitor.core.alarm import AlarmMachine
-from monitor.core.config import AlarmConfig, FilterConfig, StreamConfig
+from monitor.core.config import AlarmConfig, FilterConfig, SensorsConfig, StreamConfig
 from monitor.core.interfaces import Scorer
 from monitor.core.model.manifest import Manifest
+from monitor.core.sensor_health import SensorHealth, SensorLimits
 from monitor.core.stream.assembler import AssembledFrame, StreamAssembler
 from monitor.core.stream.context import context_row, context_rows, context_width
 from monitor.core.stream.filters import FilterChain
@@ -64,6 +65,7 @@ class ScoringModel:
     manifest: Manifest | None = None  # None for geometry-only models (training, tests)
     alignment: str = "bucket"  # StreamConfig.alignment the bundle was trained with
     context: list[str] = field(default_factory=list)  # ModelConfig.context: extra input channels
+    sensor_limits: SensorLimits | None = None  # learned sensor limits of the bundle (None: none)
 
     @property
     def input_channels(self) -> int:
@@ -91,6 +93,7 @@ class ScoringModel:
             manifest=m,
             alignment=m.alignment,
             context=list(m.context),
+            sensor_limits=bundle.sensor_limits,
         )
 
     def compatible_with(self, other: ScoringModel) -> bool:
@@ -143,8 +146,17 @@ def stream_timing(stream_cfg: StreamConfig, period_seconds: float) -> tuple[floa
 class Pipeline:
     """Scores many streams with one model. Not thread-safe: drive it from one thread."""
 
-    def __init__(self, model: ScoringModel, stream_cfg: StreamConfig, alarm_cfg: AlarmConfig, top_channels: int = 3):
+    def __init__(
+        self,
+        model: ScoringModel,
+        stream_cfg: StreamConfig,
+        alarm_cfg: AlarmConfig,
+        top_channels: int = 3,
+        sensors: SensorsConfig | None = None,  # None: no sensor-health checks
+    ):
         self.stream_cfg = stream_cfg
+        self.sensors_cfg = sensors
+        self.sensors: SensorHealth | None = None
         self.alarm_cfg = alarm_cfg
         self.top_channels = top_channels
         self.counters: Counter[str] = Counter()  # dropped inputs by `DropReason`, and the `TALLIES`
@@ -166,6 +178,12 @@ class Pipeline:
         if self._x.shape[1:] != shape:
             self._x = np.empty((max(256, self._n), *shape), dtype=np.float32)
         self.alarm = AlarmMachine(self.alarm_cfg, model.threshold, model.version, model.channels, self.top_channels)
+        old, cfg = self.sensors, self.sensors_cfg
+        self.sensors = None
+        if cfg is not None and cfg.enabled:
+            self.sensors = SensorHealth(cfg, model.channels, model.version, model.period_seconds, model.sensor_limits)
+            if old is not None:
+                self.sensors.carry_from(old)  # same channels: open sensor episodes carry over
 
     # ------------------------------------------------------------------ model swap
 
@@ -369,6 +387,8 @@ class Pipeline:
         if not asm.fast_run_ok(ts, buckets):
             return 0
         t_frames = asm.push_run(ts, buckets, frames)
+        if self.sensors is not None:
+            self.sensors.queue_rows(stream, t_frames, frames)
         self.counters["accepted"] += m * frames.shape[1]
         self.counters["frames"] += m
         if state.filters:  # fresh frames only (no stale one in a run): nothing resets them
@@ -419,6 +439,11 @@ class Pipeline:
     def _consume_frames(self, stream: str, state: StreamState) -> None:
         for t, values, stale in state.frames:
             self.counters["frames"] += 1
+            if self.sensors is not None:
+                if stale:
+                    self.sensors.queue_gap(stream)
+                else:
+                    self.sensors.queue_row(stream, t, values)
             filtered = state.filtered(values, stale)
             if filtered is None:
                 self.counters[DropReason.STALE_FRAMES] += 1
@@ -442,12 +467,28 @@ class Pipeline:
     def pending(self) -> int:
         return self._n
 
+    @property
+    def sensors_pending(self) -> bool:
+        """Frames wait for the sensor checks (`flush` runs them even without windows)."""
+        return self.sensors is not None and self.sensors.queued
+
+    def sensor_tick(self, now: float) -> list[Alert]:
+        """The stale check at `now` (the daemon's clock): channels silent for too long."""
+        if self.sensors is None:
+            return []
+        return self.sensors.tick(now, {s: st.assembler.last_times() for s, st in self.streams.items()})
+
+    def last_reading_times(self) -> dict[str, float]:
+        """Each stream's newest reading time (any channel)."""
+        return {s: max(st.assembler.last_times()) for s, st in self.streams.items()}
+
     def flush(self) -> tuple[ScoreBatch, list[Alert]]:
         """Score every due window in one batch, then run the alarms in arrival order."""
+        sensor_alerts = self.sensors.process() if self.sensors is not None else []
         entries, self._meta = self._meta, []
         n, self._n = self._n, 0
         if not n:
-            return ScoreBatch.empty(), []
+            return ScoreBatch.empty(), sensor_alerts
         model = self.model
         if model.scorer is None:
             raise ValueError(f"model {model.version!r} carries no scorer (geometry only); it cannot score windows")
@@ -469,7 +510,7 @@ class Pipeline:
         )
         alerts = self.alarm.update_batch(scores)
         self.counters["windows_scored"] += n
-        return scores, alerts
+        return scores, sensor_alerts + alerts if sensor_alerts else alerts
 
 
 class _Run:

@@ -349,9 +349,13 @@ class Alert:
     model_version: str
     top_channels: list[ChannelContribution] = field(default_factory=list)
     group: str = "default"  # the model group that scored the stream (`monitor.core.fleet`)
+    kind: str = "anomaly"  # "anomaly" (the model) or "sensor" (`monitor.core.sensor_health`)
+    cause: str | None = None  # sensor alerts: stale, stuck, out_of_range or rate
+    channel: str | None = None  # sensor alerts: the faulty channel
+    value: float | None = None  # sensor alerts: the channel's raw value when it fired / resolved
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "alert_id": self.alert_id,
             "stream": self.stream,
             "state": self.state,
@@ -363,4 +367,8 @@ class Alert:
             "model_version": self.model_version,
             "top_channels": self.top_channels,
             "group": self.group,
+            "kind": self.kind,
         }
+        if self.kind == "sensor":
+            out.update(cause=self.cause, channel=self.channel, value=self.value)
+        return out

@@ -98,6 +98,7 @@ class Manifest:
     data_sources: list[str] = field(default_factory=list)
     data_span: DataSpan | None = None
     frames: dict[str, Any] = field(default_factory=dict)
+    sensor_limits: dict[str, Any] | None = None  # {"file", "sha256"} of the learned sensor limits; None: none
     extra: dict[str, Any] = field(default_factory=dict)  # keys this code does not know, kept verbatim
     format_version: int = FORMAT_VERSION
     migrated_from: int | None = None  # the on-disk format_version when it was older (not written)
@@ -151,6 +152,7 @@ class Manifest:
             "data_sources",
             "data_span",
             "frames",
+            "sensor_limits",
         }
         w = data["weights"]
         span = data.get("data_span")
@@ -177,6 +179,7 @@ class Manifest:
             data_sources=[str(s) for s in data.get("data_sources") or []],
             data_span=DataSpan(float(span["start"]), float(span["end"])) if span else None,
             frames=dict(data.get("frames") or {}),
+            sensor_limits=dict(data["sensor_limits"]) if data.get("sensor_limits") else None,
             extra={k: v for k, v in data.items() if k not in known},
             migrated_from=original if original != FORMAT_VERSION else None,
         )
@@ -207,6 +210,7 @@ class Manifest:
                 "data_sources": list(self.data_sources),
                 "data_span": None if self.data_span is None else asdict(self.data_span),
                 "frames": dict(self.frames),
+                "sensor_limits": None if self.sensor_limits is None else dict(self.sensor_limits),
                 "weights": {
                     "file": self.weights.file,
                     "sha256": self.weights.sha256,
@@ -288,6 +292,13 @@ def _validate(m: dict[str, Any], path: str) -> None:
     for key in ("streams", "data_sources", "filters"):
         if not isinstance(m.get(key) or [], list):
             raise ManifestError(f"{path}: {key} must be a list")
+    limits = m.get("sensor_limits")
+    if limits is not None:
+        file = limits.get("file") if isinstance(limits, dict) else None
+        if not isinstance(file, str) or not file or "/" in file or "\\" in file or file.startswith("."):
+            raise ManifestError(f"{path}: sensor_limits must be null or name a plain file inside the bundle")
+        if not isinstance(limits.get("sha256"), str) or not _SHA256_RE.fullmatch(limits["sha256"]):
+            raise ManifestError(f"{path}: sensor_limits.sha256 must be 64 lowercase hex digits")
     for key in ("calibration", "training", "validation", "frames"):
         if not isinstance(m.get(key) or {}, dict):
             raise ManifestError(f"{path}: {key} must be an object")
