@@ -133,22 +133,30 @@ def test_a_gap_resets_the_rate_history() -> None:
 
 def test_stale_fires_once_and_resolves_when_the_channel_reports() -> None:
     health = make(SensorsConfig(stale_seconds=10.0))
-    fresh = [100.0] * 5
-    assert health.tick(105.0, {STREAM: fresh}) == []
-    silent = [111.0, 111.0, 111.0, 100.0, 111.0]  # vibration's last reading was at 100
-    alerts = health.tick(111.0, {STREAM: silent})
-    assert [(a.cause, a.channel, a.state, a.started_at) for a in alerts] == [("stale", "vibration", "firing", 100.0)]
-    assert health.tick(112.0, {STREAM: silent}) == []  # still stale: no second firing
+    last = [100.0] * 5
+    assert health.tick(1000.0, {STREAM: last}) == []
+    for now in range(1001, 1011):  # every channel but vibration keeps reporting
+        last = [float(now - 900)] * 3 + [100.0, float(now - 900)]
+        assert health.tick(float(now), {STREAM: last}) == []
+    alerts = health.tick(1011.0, {STREAM: [111.0] * 3 + [100.0, 111.0]})
+    assert [(a.cause, a.channel, a.state, a.started_at) for a in alerts] == [("stale", "vibration", "firing", 1000.0)]
+    assert health.tick(1012.0, {STREAM: [112.0] * 3 + [100.0, 112.0]}) == []  # still stale: no second firing
     assert health.faulty(STREAM) == ["vibration"]
-    alerts = health.tick(130.0, {STREAM: [125.0] * 5})
-    assert [(a.cause, a.channel, a.state, a.ended_at) for a in alerts] == [("stale", "vibration", "resolved", 130.0)]
+    alerts = health.tick(1013.0, {STREAM: [113.0] * 5})
+    assert [(a.cause, a.channel, a.state, a.ended_at) for a in alerts] == [("stale", "vibration", "resolved", 1013.0)]
+
+
+def test_old_timestamps_are_not_stale_while_they_keep_arriving() -> None:
+    health = make(SensorsConfig(stale_seconds=5.0))
+    for now in range(100):  # a backlog replayed: data time a day behind the clock, advancing
+        assert health.tick(1e6 + now, {STREAM: [float(now)] * 5}) == []
 
 
 def test_a_channel_that_never_reported_goes_stale() -> None:
     health = make(SensorsConfig(stale_seconds=5.0))
-    last = [10.0, 10.0, 10.0, 10.0, float("-inf")]
-    assert health.tick(10.0, {STREAM: last}) == []
-    alerts = health.tick(16.0, {STREAM: [16.0] * 4 + [float("-inf")]})
+    never = float("-inf")
+    assert health.tick(10.0, {STREAM: [10.0] * 4 + [never]}) == []
+    alerts = health.tick(16.0, {STREAM: [16.0] * 4 + [never]})
     assert [(a.cause, a.channel) for a in alerts] == [("stale", "temperature")]
 
 

@@ -50,7 +50,9 @@ def test_alert_json_carries_the_contract_fields():
         "model_version",
         "top_channels",
         "group",
+        "kind",
     }
+    assert body["kind"] == "anomaly"
     assert body["group"] == "default"  # the implicit group of a config without `groups:`
     assert body["top_channels"][0] == {"channel": "flow", "score": 3.0, "observed": 80.0, "reconstructed": 104.0}
 

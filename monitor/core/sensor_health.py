@@ -219,7 +219,8 @@ class _Stream:
     started: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
     stale: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     stale_started: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    first_seen: float | None = None  # `now` of the first tick that saw the stream
+    seen_last: FloatArray = field(default_factory=lambda: np.zeros(0))  # last_times at the previous tick
+    seen_at: FloatArray = field(default_factory=lambda: np.zeros(0))  # `now` when each channel last advanced
     queue: list[tuple[FloatArray, FloatArray] | None] = field(default_factory=list)  # None: a gap
 
     @classmethod
@@ -233,6 +234,8 @@ class _Stream:
             started=np.zeros((n, 3)),
             stale=np.zeros(n, dtype=bool),
             stale_started=np.zeros(n),
+            seen_last=np.full(n, -np.inf),
+            seen_at=np.full(n, np.nan),  # NaN: not ticked yet
         )
 
 
@@ -394,23 +397,30 @@ class SensorHealth:
         out.extend(alert for _, alert in events)
 
     def tick(self, now: float, last_times: Mapping[str, Sequence[float]]) -> list[Alert]:
-        """The stale check at time `now`: `last_times` holds each stream's newest reading
-        time per channel (-inf: never reported)."""
+        """The stale check at `now` (the caller's clock): `last_times` holds each stream's
+        newest reading time per channel (-inf: never reported).
+
+        A channel is stale when its newest reading time has not advanced for more than
+        `stale_seconds` of the caller's clock: a dead-man check on arrival, so a backlog
+        of old readings (a broker delivering a persistent session) is not stale while it
+        flows, and clock skew between devices and the daemon does not matter. Call it at
+        a steady rate (the daemon: once a second); its resolution is the tick interval.
+        """
         out: list[Alert] = []
         limit = self.stale_seconds
         if not limit > 0:
             return out
         for stream, last in last_times.items():
             st = self._stream(stream)
-            if st.first_seen is None:
-                st.first_seen = now
             t = np.asarray(last, dtype=np.float64)
-            seen = np.isfinite(t)
-            stale = np.where(seen, now - t > limit, now - st.first_seen > limit)
+            advanced = (t != st.seen_last) | np.isnan(st.seen_at)
+            st.seen_at = np.where(advanced, now, st.seen_at)
+            st.seen_last = t
+            stale = now - st.seen_at > limit
             changed = np.flatnonzero(stale != st.stale)
             for c in changed.tolist():
                 if stale[c]:
-                    started = float(t[c]) if seen[c] else st.first_seen
+                    started = float(st.seen_at[c])  # the last arrival, on the caller's clock
                     st.stale_started[c] = started
                     out.append(self._alert(stream, c, STALE, "firing", started, None, None))
                 else:
