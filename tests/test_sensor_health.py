@@ -199,3 +199,9 @@ def test_config_is_validated_with_clear_errors(kwargs: dict, key: str) -> None:
     with pytest.raises(ConfigError) as exc:
         SensorsConfig(**kwargs)
     assert exc.value.key == key
+
+
+def test_a_floor_learned_over_another_window_is_not_used_but_ranges_are() -> None:
+    health = make(SensorsConfig(stuck_window=20), limits=learned())  # the bundle learned over 10
+    assert not health.th.floor.any()
+    assert np.isfinite(health.th.low).all() and np.isfinite(health.th.high).all()

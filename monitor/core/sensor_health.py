@@ -25,7 +25,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Final
+from typing import Final
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -187,7 +187,7 @@ def _thresholds(cfg: SensorsConfig, channels: Sequence[str], limits: SensorLimit
     max_rate = np.full(c, np.inf)
     floor = np.zeros(c)
     identical = np.full(c, cfg.identical_samples, dtype=np.int64)
-    if limits is not None and limits.channels == list(channels) and limits.window == cfg.stuck_window:
+    if limits is not None and limits.channels == list(channels):
         lo, hi = np.asarray(limits.low), np.asarray(limits.high)
         if cfg.learn_ranges:
             margin = cfg.range_margin * np.maximum(hi - lo, 1e-12)
@@ -195,7 +195,8 @@ def _thresholds(cfg: SensorsConfig, channels: Sequence[str], limits: SensorLimit
         if cfg.learn_rates:
             learned = np.asarray(limits.max_rate) * (1.0 + cfg.rate_margin)
             max_rate = np.where(learned > 0, learned, np.inf)
-        floor = np.asarray(limits.noise_floor, dtype=np.float64)
+        if limits.window == cfg.stuck_window:  # a floor learned over another window length does not apply
+            floor = np.asarray(limits.noise_floor, dtype=np.float64)
         # a channel that was flat this long in training is not stuck when it is flat again
         identical = np.where(np.asarray(limits.max_flat_run) >= identical, 0, identical)
     for i, ch in enumerate(channels):  # configured limits win over learned ones
@@ -261,11 +262,6 @@ class SensorHealth:
         self._queued = False
 
     @property
-    def learned(self) -> bool:
-        """Whether learned limits are in force (a bundle with a matching sensor_limits.json)."""
-        return self.limits is not None and self.limits.channels == self.channels
-
-    @property
     def queued(self) -> bool:
         return self._queued
 
@@ -274,9 +270,6 @@ class SensorHealth:
         if other.channels == self.channels:
             self.streams = other.streams
             self._queued = other._queued
-
-    def forget(self, stream: str) -> None:
-        self.streams.pop(stream, None)
 
     def _stream(self, stream: str) -> _Stream:
         st = self.streams.get(stream)
@@ -462,10 +455,3 @@ class SensorHealth:
             channel=channel,
             value=None if value is None else float(value),
         )
-
-
-def limits_summary(limits: SensorLimits | None) -> dict[str, Any]:
-    """A short, JSON-able description (for logs and `models show`)."""
-    if limits is None:
-        return {"learned": False}
-    return {"learned": True, "channels": len(limits.channels), "window": limits.window}
