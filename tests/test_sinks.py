@@ -52,6 +52,7 @@ def test_alert_json_carries_the_contract_fields():
         "group",
         "kind",
     }
+    assert body["kind"] == "anomaly"
     assert body["group"] == "default"  # the implicit group of a config without `groups:`
     assert body["kind"] == "anomaly"  # a regime_change event also carries "detail"
     assert body["top_channels"][0] == {"channel": "flow", "score": 3.0, "observed": 80.0, "reconstructed": 104.0}

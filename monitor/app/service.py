@@ -457,11 +457,26 @@ class Service:
                 time.sleep(0.0005)
         return items
 
+    def _sensor_tick(self) -> None:
+        """Once a second: the stale check (wall clock) and the last-reading gauges."""
+        now = time.time()
+        self.runner.tick(now)
+        for group in self.fleet.names:
+            pipe = self.fleet.pipeline(group)
+            if pipe is not None:
+                for stream, ts in pipe.last_reading_times().items():
+                    if ts > -np.inf:
+                        self.metrics.set_last_reading(stream, ts)
+
     def _score_loop(self) -> None:
         batch_items = max(1, self.cfg.scoring.batch_size)
+        next_tick = time.monotonic()
         while True:
             try:
                 self._install_pending_model()
+                if time.monotonic() >= next_tick:
+                    next_tick = time.monotonic() + 1.0
+                    self._sensor_tick()
                 items = self._take_batch(batch_items)
                 self.last_progress = time.monotonic()
                 if not items:
@@ -587,7 +602,9 @@ class Service:
                 alert.started_at,
             )
         else:
-            self.metrics.alert(alert.state, alert.stream)
+            # a sensor fault does not set the stream's anomaly alert_state gauge
+            self.metrics.alert(alert.state, alert.stream if alert.kind == "anomaly" else None)
+            self.metrics.alert_cause(alert.kind, alert.cause, alert.state)
             self.metrics.group_alert(alert.group, alert.state)
         for sink in self.sinks:
             try:

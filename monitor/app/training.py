@@ -28,6 +28,7 @@ from monitor.core.model.calibrate import fit_threshold
 from monitor.core.model.holdout import HoldoutPlan, plan_holdout
 from monitor.core.model.manifest import Manifest
 from monitor.core.pipeline import ScoringModel, StreamState, stream_timing
+from monitor.core.sensor_health import LIMITS_FILE, learn_limits
 from monitor.core.stream.context import context_rows
 from monitor.core.stream.period import IrregularTimestamps, infer_period_seconds
 from monitor.core.stream.windows import window_runs
@@ -470,6 +471,9 @@ def train_bundle(
     report["adapters"] = summary
     log.info("%s", adapters_line(summary))
     extra["report.json"] = json.dumps(report, indent=2).encode()
+    limits = learn_limits([(f.times, f.values, ~f.stale) for f in frames], channels, cfg.sensors)
+    extra[LIMITS_FILE] = limits.to_bytes()
+    manifest["sensor_limits"] = {"file": LIMITS_FILE, "sha256": hashlib.sha256(extra[LIMITS_FILE]).hexdigest()}
     if write_plots:
         extra.update(_plots(result.history, fit_err, thr))  # the errors the threshold was fitted on
     state_dict = {k: v.detach().cpu() for k, v in result.module.state_dict().items()}

@@ -17,6 +17,7 @@ not quote it, and `load_config` strips every secret value it read from any messa
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import types
@@ -563,6 +564,54 @@ class DataConfig:
 
 
 @dataclass
+class SensorsConfig:
+    """Sensor-health checks (`monitor.core.sensor_health`): stale, stuck, out of range, rate."""
+
+    enabled: bool = True
+    stale_seconds: float | None = None  # no reading this long: stale (default 10 x period_seconds; 0: off)
+    stuck_window: int = 10  # samples whose standard deviation is compared to the learned noise floor
+    noise_floor_fraction: float = 0.25  # noise floor = this x the smallest window std seen in training
+    identical_samples: int = 60  # this many identical values in a row: stuck (0: off)
+    learn_ranges: bool = True  # out of range of the training range widened by range_margin
+    range_margin: float = 1.0  # fraction of the training span added on both sides
+    learn_rates: bool = False  # rate faults above the training maximum x (1 + rate_margin)
+    rate_margin: float = 1.0
+    ranges: dict[str, list[float]] = field(default_factory=dict)  # channel -> [low, high], raw units
+    max_rate: dict[str, float] = field(default_factory=dict)  # channel -> max |change| per second
+    clear_samples: int = 5  # good samples in a row that end a fault episode
+
+    def __post_init__(self) -> None:
+        if self.stale_seconds is not None:
+            _positive("sensors.stale_seconds", self.stale_seconds, allow_zero=True)
+        if isinstance(self.stuck_window, bool) or not isinstance(self.stuck_window, int) or self.stuck_window < 2:
+            raise ConfigError("sensors.stuck_window", f"must be an integer >= 2, got {self.stuck_window!r}")
+        _positive("sensors.noise_floor_fraction", self.noise_floor_fraction, allow_zero=True)
+        if self.identical_samples < 0 or self.identical_samples == 1:
+            raise ConfigError("sensors.identical_samples", f"must be 0 (off) or >= 2, got {self.identical_samples}")
+        _positive("sensors.range_margin", self.range_margin, allow_zero=True)
+        _positive("sensors.rate_margin", self.rate_margin, allow_zero=True)
+        if self.clear_samples < 1:
+            raise ConfigError("sensors.clear_samples", f"must be >= 1, got {self.clear_samples}")
+        if not isinstance(self.ranges, dict):
+            raise ConfigError("sensors.ranges", f"expected a mapping of channel -> [low, high], got {self.ranges!r}")
+        for ch, pair in self.ranges.items():
+            ok = (
+                isinstance(pair, list)
+                and len(pair) == 2
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in pair)
+            )
+            if not ok or not pair[0] < pair[1]:
+                raise ConfigError(f"sensors.ranges.{ch}", f"must be [low, high] with low < high, got {pair!r}")
+            self.ranges[ch] = [float(pair[0]), float(pair[1])]
+        if not isinstance(self.max_rate, dict):
+            raise ConfigError("sensors.max_rate", f"expected a mapping of channel -> number, got {self.max_rate!r}")
+        for ch, v in self.max_rate.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                raise ConfigError(f"sensors.max_rate.{ch}", f"must be a number > 0 (units per second), got {v!r}")
+            self.max_rate[ch] = float(v)
+
+
+@dataclass
 class AlertsConfig:
     topic: str = "monitor/alerts/{stream}"
     qos: int = 1
@@ -697,6 +746,7 @@ class Config:
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     record: RecordConfig = field(default_factory=RecordConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
+    sensors: SensorsConfig = field(default_factory=SensorsConfig)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # Model groups; empty: one catch-all group "default" of the top-level sections whose
     # bundles live in models.dir itself (what a config without `groups:` always meant).

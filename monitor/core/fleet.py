@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
-from monitor.core.config import Config, GroupConfig
+from monitor.core.config import Config, GroupConfig, SensorsConfig
 from monitor.core.pipeline import TALLIES, Pipeline, ScoringModel
 from monitor.core.types import Alert, BatchItem, DropReason, FloatArray, Reading, ScoreBatch
 
@@ -79,7 +79,9 @@ class Fleet:
         top_channels: int = 3,
         *,
         cache_max: int = ROUTE_CACHE_MAX,
+        sensors: SensorsConfig | None = None,
     ):
+        self.sensors = sensors  # sensor-health checks of every group's pipeline (None: off)
         if not groups:
             raise ValueError("a fleet needs at least one group")
         self._groups: dict[str, _Group] = {}
@@ -99,7 +101,7 @@ class Fleet:
     @classmethod
     def from_config(cls, cfg: Config) -> Fleet:
         """Every group of `cfg`, none serving a model yet (`install` one per group)."""
-        return cls(selectors(cfg), cfg.alerts.top_channels)
+        return cls(selectors(cfg), cfg.alerts.top_channels, sensors=cfg.sensors)
 
     @classmethod
     def single(cls, model: ScoringModel, group: GroupConfig, top_channels: int = 3) -> Fleet:
@@ -130,7 +132,9 @@ class Fleet:
         already due in the group are scored by its old model first (returned)."""
         g = self._groups[group]
         if g.pipeline is None:
-            g.pipeline = Pipeline(model, g.cfg.stream, g.cfg.alarm, g.top_channels, g.cfg.calibration.online)
+            g.pipeline = Pipeline(
+                model, g.cfg.stream, g.cfg.alarm, g.top_channels, g.cfg.calibration.online, sensors=self.sensors
+            )
             return GroupResult(group, ScoreBatch.empty(), [])
         scores, alerts = g.pipeline.swap_model(model)
         return GroupResult(group, scores, _tag(alerts, group))
@@ -223,7 +227,7 @@ class Fleet:
         out = []
         for g in self._order:
             pipe = g.pipeline
-            if pipe is None or not pipe.pending:
+            if pipe is None or not (pipe.pending or pipe.sensors_pending):
                 continue
             scores, alerts = pipe.flush()
             out.append(GroupResult(g.cfg.name, scores, _tag(alerts, g.cfg.name)))
@@ -245,6 +249,16 @@ class Fleet:
         for name in self._groups:
             total.update(self.group_counters(name))
         return total
+
+    def sensor_tick(self, now: float) -> list[GroupResult]:
+        """The stale check of every group at `now`; results with alerts only."""
+        out = []
+        for g in self._order:
+            if g.pipeline is not None:
+                alerts = g.pipeline.sensor_tick(now)
+                if alerts:
+                    out.append(GroupResult(g.cfg.name, ScoreBatch.empty(), _tag(alerts, g.cfg.name)))
+        return out
 
     def streams_active(self) -> int:
         return sum(len(g.pipeline.streams) for g in self._order if g.pipeline is not None)

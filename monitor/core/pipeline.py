@@ -18,9 +18,17 @@ from numpy.typing import NDArray
 
 from monitor.core.alarm import AlarmMachine, alert_id
 from monitor.core.calibrate import OnlineCalibrator, RegimeChange
-from monitor.core.config import AlarmConfig, ConfigError, FilterConfig, OnlineCalibrationConfig, StreamConfig
+from monitor.core.config import (
+    AlarmConfig,
+    ConfigError,
+    FilterConfig,
+    OnlineCalibrationConfig,
+    SensorsConfig,
+    StreamConfig,
+)
 from monitor.core.interfaces import Scorer
 from monitor.core.model.manifest import Manifest
+from monitor.core.sensor_health import SensorHealth, SensorLimits
 from monitor.core.stream.assembler import AssembledFrame, StreamAssembler
 from monitor.core.stream.context import context_row, context_rows, context_width
 from monitor.core.stream.filters import FilterChain
@@ -69,6 +77,7 @@ class ScoringModel:
     alignment: str = "bucket"  # StreamConfig.alignment the bundle was trained with
     context: list[str] = field(default_factory=list)  # ModelConfig.context: extra input channels
     adapters: StreamAdapters | None = None  # per-stream scaler and threshold; None: the group's for all
+    sensor_limits: SensorLimits | None = None  # learned sensor limits of the bundle (None: none)
 
     @property
     def input_channels(self) -> int:
@@ -97,6 +106,7 @@ class ScoringModel:
             alignment=m.alignment,
             context=list(m.context),
             adapters=bundle.adapters,
+            sensor_limits=bundle.sensor_limits,
         )
 
     def offline_threshold(self, stream: str) -> float:
@@ -175,9 +185,13 @@ class Pipeline:
         alarm_cfg: AlarmConfig,
         top_channels: int = 3,
         online: OnlineCalibrationConfig | None = None,
+        sensors: SensorsConfig | None = None,
     ):
-        """`online`: per-stream online calibration (None: off, scores are ``raw / prior``)."""
+        """`online`: per-stream online calibration (None: off, scores are ``raw / prior``).
+        `sensors`: sensor-health checks (None: none)."""
         self.stream_cfg = stream_cfg
+        self.sensors_cfg = sensors
+        self.sensors: SensorHealth | None = None
         self.alarm_cfg = alarm_cfg
         self.top_channels = top_channels
         self.online_cfg = online if online is not None else OnlineCalibrationConfig(enabled=False)
@@ -225,6 +239,12 @@ class Pipeline:
         self.calibrator = OnlineCalibrator(
             self.online_cfg, self.prior_threshold, model.period_seconds, self.alarm_cfg.budget
         )
+        old, cfg = self.sensors, self.sensors_cfg
+        self.sensors = None
+        if cfg is not None and cfg.enabled:
+            self.sensors = SensorHealth(cfg, model.channels, model.version, model.period_seconds, model.sensor_limits)
+            if old is not None:
+                self.sensors.carry_from(old)  # same channels: open sensor episodes carry over
 
     # ------------------------------------------------------------------ per-stream adapters
 
@@ -458,6 +478,8 @@ class Pipeline:
         if not asm.fast_run_ok(ts, buckets):
             return 0
         t_frames = asm.push_run(ts, buckets, frames)
+        if self.sensors is not None:
+            self.sensors.queue_rows(stream, t_frames, frames)
         self.counters["accepted"] += m * frames.shape[1]
         self.counters["frames"] += m
         if state.filters:  # fresh frames only (no stale one in a run): nothing resets them
@@ -508,6 +530,11 @@ class Pipeline:
     def _consume_frames(self, stream: str, state: StreamState) -> None:
         for t, values, stale in state.frames:
             self.counters["frames"] += 1
+            if self.sensors is not None:
+                if stale:
+                    self.sensors.queue_gap(stream)
+                else:
+                    self.sensors.queue_row(stream, t, values)
             filtered = state.filtered(values, stale)
             if filtered is None:
                 self.counters[DropReason.STALE_FRAMES] += 1
@@ -531,12 +558,28 @@ class Pipeline:
     def pending(self) -> int:
         return self._n
 
+    @property
+    def sensors_pending(self) -> bool:
+        """Frames wait for the sensor checks (`flush` runs them even without windows)."""
+        return self.sensors is not None and self.sensors.queued
+
+    def sensor_tick(self, now: float) -> list[Alert]:
+        """The stale check at `now` (the daemon's clock): channels silent for too long."""
+        if self.sensors is None:
+            return []
+        return self.sensors.tick(now, {s: st.assembler.last_times() for s, st in self.streams.items()})
+
+    def last_reading_times(self) -> dict[str, float]:
+        """Each stream's newest reading time (any channel)."""
+        return {s: max(st.assembler.last_times()) for s, st in self.streams.items()}
+
     def flush(self) -> tuple[ScoreBatch, list[Alert]]:
         """Score every due window in one batch, then run the alarms in arrival order."""
+        sensor_alerts = self.sensors.process() if self.sensors is not None else []
         entries, self._meta = self._meta, []
         n, self._n = self._n, 0
         if not n:
-            return ScoreBatch.empty(), []
+            return ScoreBatch.empty(), sensor_alerts
         model = self.model
         if model.scorer is None:
             raise ValueError(f"model {model.version!r} carries no scorer (geometry only); it cannot score windows")
@@ -554,7 +597,7 @@ class Pipeline:
         if self.calibrator.events:
             alerts = self._with_regime_changes(alerts, self.calibrator.drain_events())
         self.counters["windows_scored"] += n
-        return scores, alerts
+        return scores, sensor_alerts + alerts if sensor_alerts else alerts
 
     def _per_stream(
         self, runs: list[tuple[str, int, int]], per_channel: Floats, recon_last: Floats

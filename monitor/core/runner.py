@@ -63,6 +63,10 @@ class Runner:
         self.fleet.end_of_data()
         return self.flush()
 
+    def tick(self, now: float) -> list[GroupResult]:
+        """The sensor stale check at `now` (wall clock in the daemon); its alerts go to `on_alert`."""
+        return self._emit(self.fleet.sensor_tick(now))
+
     def install(self, group: str, model: ScoringModel) -> GroupResult:
         """Swap `model` into `group`; the windows the old model still had are emitted."""
         result = self.fleet.install(group, model)

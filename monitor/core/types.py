@@ -349,14 +349,18 @@ class Alert:
     model_version: str
     top_channels: list[ChannelContribution] = field(default_factory=list)
     group: str = "default"  # the model group that scored the stream (`monitor.core.fleet`)
-    # "anomaly" (the model's alarm) or "regime_change" (a one-off event, state "event":
-    # the stream's errors changed level or spread for good and it re-baselined; see
-    # monitor.core.calibrate). `detail` carries the kind's own figures.
+    # "anomaly" (the model's alarm), "sensor" (`monitor.core.sensor_health`) or
+    # "regime_change" (a one-off event, state "event": the stream's errors changed level or
+    # spread for good and it re-baselined; see monitor.core.calibrate). `detail` carries
+    # the kind's own figures.
     kind: str = "anomaly"
     detail: dict[str, Any] = field(default_factory=dict)
+    cause: str | None = None  # sensor alerts: stale, stuck, out_of_range or rate
+    channel: str | None = None  # sensor alerts: the faulty channel
+    value: float | None = None  # sensor alerts: the channel's raw value when it fired / resolved
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "alert_id": self.alert_id,
             "stream": self.stream,
             "state": self.state,
@@ -371,3 +375,6 @@ class Alert:
             "kind": self.kind,
             **({"detail": self.detail} if self.detail else {}),
         }
+        if self.kind == "sensor":
+            out.update(cause=self.cause, channel=self.channel, value=self.value)
+        return out

@@ -141,6 +141,12 @@ class Metrics:
         self.alert_state = Gauge(
             "monitor_alert_state", "Alarm state per stream: 1 firing, 0 not firing.", ["stream"], registry=r
         )
+        self.last_reading = Gauge(
+            "monitor_stream_last_reading_timestamp_seconds",
+            "Data time of each stream's newest reading (any channel), Unix seconds.",
+            ["stream"],
+            registry=r,
+        )
         self.stream_labels_dropped = Counter(
             "monitor_stream_labels_dropped_total",
             "Streams not exported with their own label because max_stream_labels was reached.",
@@ -170,7 +176,7 @@ class Metrics:
             ["op"],
             registry=r,
         )
-        self._streams: dict[str, tuple] = {}  # stream -> (score child, state child)
+        self._streams: dict[str, tuple] = {}  # stream -> (score child, state child, last reading child)
         self._unlabelled: set[str] = set()
 
         # ------------------------------------------------------------- alerts and model
@@ -182,6 +188,13 @@ class Metrics:
             "monitor_recording_deleted_bytes_total", "Bytes of recording files deleted by retention.", registry=r
         )
         self.alert_children = {state: self.alerts.labels(state) for state in ALERT_STATES}
+        self.alert_causes = Counter(
+            "monitor_alert_causes_total",
+            "Alert state changes by kind (anomaly, sensor), cause (sensor alerts: stale, stuck, "
+            "out_of_range, rate; empty for anomaly alerts) and state.",
+            ["kind", "cause", "state"],
+            registry=r,
+        )
         self.sink_errors = Counter(
             "monitor_sink_errors_total", "Alert deliveries that failed, by sink.", ["sink"], registry=r
         )
@@ -387,13 +400,33 @@ class Metrics:
             self.budget_use.labels(stream).set(budget_use)
         return True
 
+    def set_last_reading(self, stream: str, timestamp: float) -> bool:
+        """Export a stream's newest reading time; False beyond `max_stream_labels`."""
+        children = self._streams.get(stream)
+        if children is None:
+            children = self._admit(stream)
+            if children is None:
+                return False
+        children[2].set(timestamp)
+        return True
+
+    def alert_cause(self, kind: str, cause: str | None, state: str) -> None:
+        """Count one alert state change by kind and cause (bounded: the kinds and causes are fixed)."""
+        self.alert_causes.labels(kind, cause or "", state).inc()
+
     def forget_stream(self, stream: str) -> None:
         """Remove a stream's labelled series (the stream was evicted); frees its slot."""
         with self._label_lock:
             self._unlabelled.discard(stream)
             if self._streams.pop(stream, None) is None:
                 return
-            for gauge in (self.anomaly_score, self.alert_state, self.effective_threshold, self.budget_use):
+            for gauge in (
+                self.anomaly_score,
+                self.alert_state,
+                self.effective_threshold,
+                self.budget_use,
+                self.last_reading,
+            ):
                 with contextlib.suppress(KeyError):
                     gauge.remove(stream)
 
@@ -412,7 +445,11 @@ class Metrics:
                     self.stream_labels_dropped.inc()
                 return None
             self._unlabelled.discard(stream)
-            children = (self.anomaly_score.labels(stream), self.alert_state.labels(stream))
+            children = (
+                self.anomaly_score.labels(stream),
+                self.alert_state.labels(stream),
+                self.last_reading.labels(stream),
+            )
             self._streams[stream] = children
             return children
 

@@ -157,6 +157,14 @@ class AlertmanagerSink:
             },
             "startsAt": iso(alert.started_at),
         }
+        if alert.kind == "sensor":  # a broken sensor, not a process anomaly: its own alertname
+            labels = item["labels"]
+            assert isinstance(labels, dict)
+            labels.update(alertname="MonitorSensorFault", cause=alert.cause or "", channel=alert.channel or "")
+            item["annotations"] = {
+                "summary": f"Sensor fault ({alert.cause}) on {alert.stream} channel {alert.channel}",
+                "description": f"value {alert.value} (model {alert.model_version})",
+            }
         if alert.ended_at is not None:
             item["endsAt"] = iso(alert.ended_at)
         return item

@@ -56,6 +56,7 @@ from monitor.core.model.registry import (
     remove_stale_temp_dirs,
     set_current,
 )
+from monitor.core.sensor_health import SensorLimits, SensorLimitsError
 from monitor.core.types import FloatArray
 
 WEIGHTS = "weights.pt"
@@ -82,6 +83,7 @@ class Bundle:
     module: nn.Module  # cpu, eval mode
     version: str
     adapters: StreamAdapters | None = None  # per-stream scaler and threshold (adapters.json), if any
+    sensor_limits: SensorLimits | None = None  # learned sensor limits; None in bundles without them
 
     @property
     def channels(self) -> list[str]:
@@ -299,7 +301,14 @@ def load_bundle(path: Path) -> Bundle:
     for p in module.parameters():
         p.requires_grad_(False)
     adapters = _load_adapters(bundle_dir, manifest)
-    return Bundle(path=bundle_dir, manifest=manifest, module=module, version=manifest.version, adapters=adapters)
+    return Bundle(
+        path=bundle_dir,
+        manifest=manifest,
+        module=module,
+        version=manifest.version,
+        adapters=adapters,
+        sensor_limits=_load_sensor_limits(bundle_dir, manifest),
+    )
 
 
 def _load_adapters(bundle_dir: Path, manifest: Manifest) -> StreamAdapters | None:
@@ -340,6 +349,28 @@ def _load_adapters(bundle_dir: Path, manifest: Manifest) -> StreamAdapters | Non
             f"the manifest says {entry.get('streams')!r} and {entry.get('fallback')!r}"
         )
     return adapters
+
+
+def _load_sensor_limits(bundle_dir: Path, manifest: Manifest) -> SensorLimits | None:
+    """The bundle's sensor_limits.json, checked against the manifest's sha256; None if it has none."""
+    ref = manifest.sensor_limits
+    if ref is None:
+        return None
+    path = bundle_dir / str(ref["file"])
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BundleError(f"{path}: cannot read: {exc.strerror}") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != ref["sha256"]:
+        raise BundleError(f"{path}: sha256 mismatch (file {digest[:16]}...); the file was changed or corrupted")
+    try:
+        limits = SensorLimits.from_bytes(data, str(path))
+    except SensorLimitsError as exc:
+        raise BundleError(str(exc)) from None
+    if limits.channels != list(manifest.channels):
+        raise BundleError(f"{path}: channels {limits.channels} differ from the manifest's {list(manifest.channels)}")
+    return limits
 
 
 def _check_shapes(module: nn.Module, tensors: dict[str, torch.Tensor], weights_path: Path) -> None:

@@ -100,6 +100,7 @@ class Manifest:
     frames: dict[str, Any] = field(default_factory=dict)
     # per-stream adapters file: {file, sha256, bytes, streams, fallback}; None without adapters
     adapters: dict[str, Any] | None = None
+    sensor_limits: dict[str, Any] | None = None  # {"file", "sha256"} of the learned sensor limits; None: none
     extra: dict[str, Any] = field(default_factory=dict)  # keys this code does not know, kept verbatim
     format_version: int = FORMAT_VERSION
     migrated_from: int | None = None  # the on-disk format_version when it was older (not written)
@@ -154,6 +155,7 @@ class Manifest:
             "data_span",
             "frames",
             "adapters",
+            "sensor_limits",
         }
         w = data["weights"]
         span = data.get("data_span")
@@ -181,6 +183,7 @@ class Manifest:
             data_span=DataSpan(float(span["start"]), float(span["end"])) if span else None,
             frames=dict(data.get("frames") or {}),
             adapters=data.get("adapters"),
+            sensor_limits=dict(data["sensor_limits"]) if data.get("sensor_limits") else None,
             extra={k: v for k, v in data.items() if k not in known},
             migrated_from=original if original != FORMAT_VERSION else None,
         )
@@ -212,6 +215,7 @@ class Manifest:
                 "data_span": None if self.data_span is None else asdict(self.data_span),
                 "frames": dict(self.frames),
                 **({} if self.adapters is None else {"adapters": self.adapters}),
+                "sensor_limits": None if self.sensor_limits is None else dict(self.sensor_limits),
                 "weights": {
                     "file": self.weights.file,
                     "sha256": self.weights.sha256,
@@ -293,6 +297,13 @@ def _validate(m: dict[str, Any], path: str) -> None:
     for key in ("streams", "data_sources", "filters"):
         if not isinstance(m.get(key) or [], list):
             raise ManifestError(f"{path}: {key} must be a list")
+    limits = m.get("sensor_limits")
+    if limits is not None:
+        file = limits.get("file") if isinstance(limits, dict) else None
+        if not isinstance(file, str) or not file or "/" in file or "\\" in file or file.startswith("."):
+            raise ManifestError(f"{path}: sensor_limits must be null or name a plain file inside the bundle")
+        if not isinstance(limits.get("sha256"), str) or not _SHA256_RE.fullmatch(limits["sha256"]):
+            raise ManifestError(f"{path}: sensor_limits.sha256 must be 64 lowercase hex digits")
     for key in ("calibration", "training", "validation", "frames"):
         if not isinstance(m.get(key) or {}, dict):
             raise ManifestError(f"{path}: {key} must be an object")

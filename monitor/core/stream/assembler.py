@@ -98,6 +98,10 @@ class StreamAssembler:
         self._last_ts = [-math.inf] * n_channels
         self._last_bucket = [_MIN_BUCKET] * n_channels
 
+    def last_times(self) -> list[float]:
+        """Each channel's newest reading time (-inf: never reported)."""
+        return list(self._last_ts)
+
     def bucket(self, timestamp: float) -> int:
         return math.floor(timestamp / self.period + self.offset)
 

@@ -66,6 +66,10 @@ class InterpolatingAssembler:
         # before the next grid time and everything after it
         self._points: list[list[tuple[float, float]]] = [[] for _ in range(n_channels)]
 
+    def last_times(self) -> list[float]:
+        """Each channel's newest reading time (-inf: never reported)."""
+        return list(self._clock)
+
     def push(self, timestamp: float, channel: int, value: float, out: list[AssembledFrame]) -> str | None:
         """Add one reading; append completed ``(time, values, stale)`` to `out`."""
         last = self._clock[channel]
