@@ -22,7 +22,7 @@ import os
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -184,6 +184,20 @@ class MQTTConfig:
 
 _NATS_TOKEN = re.compile(r"[A-Za-z0-9_-]+")
 MAX_PARTITIONS = 1024
+
+
+def format_partitions(parts: Sequence[int]) -> str:
+    """``0-3,6`` for (0, 1, 2, 3, 6): the inverse of `parse_partitions`."""
+    out: list[str] = []
+    ordered = sorted(set(parts))
+    i = 0
+    while i < len(ordered):
+        j = i
+        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
+            j += 1
+        out.append(str(ordered[i]) if i == j else f"{ordered[i]}-{ordered[j]}")
+        i = j + 1
+    return ",".join(out)
 
 
 def parse_partitions(spec: str, total: int, key: str = "nats.owned") -> tuple[int, ...]:

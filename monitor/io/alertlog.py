@@ -21,16 +21,14 @@ A later label of the same alert replaces the earlier one.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from monitor.io.atomic import write_atomic
 from monitor.io.recording import ALERTS_FILE, LEGACY_ALERTS_FILES
 
 log = logging.getLogger(__name__)
@@ -122,16 +120,5 @@ def write_label(
             entry[key] = alert[key]
     labels[alert_id] = entry
     body = json.dumps({"format": LABELS_FORMAT, "version": 1, "labels": labels}, indent=2, sort_keys=True) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(body)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, body)
     return entry

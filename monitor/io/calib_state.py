@@ -10,10 +10,11 @@ malformed one raises `StateError` (the daemon warns, counts and starts fresh).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from monitor.core.config import format_partitions
+from monitor.io.atomic import write_atomic
 
 STATE_DIR = "state"
 STATE_FILE = "calibration.json"
@@ -32,31 +33,12 @@ def state_path(group_models_dir: Path, owner: str | None = None) -> Path:
 
 def partitions_owner(partitions: tuple[int, ...] | list[int]) -> str:
     """``p0-3_6``: the compact name of a set of partitions (ranges joined by ``_``)."""
-    ps = sorted(set(partitions))
-    parts: list[str] = []
-    i = 0
-    while i < len(ps):
-        j = i
-        while j + 1 < len(ps) and ps[j + 1] == ps[j] + 1:
-            j += 1
-        parts.append(str(ps[i]) if i == j else f"{ps[i]}-{ps[j]}")
-        i = j + 1
-    return "p" + "_".join(parts)
+    return "p" + format_partitions(partitions).replace(",", "_")
 
 
 def save_state(path: Path, state: dict[str, Any]) -> None:
     """Write `state` to `path` atomically (temp file + fsync + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".calibration-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(state, fh, separators=(",", ":"), allow_nan=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, json.dumps(state, separators=(",", ":"), allow_nan=True), mode=None)
 
 
 def load_state(path: Path) -> dict[str, Any] | None:

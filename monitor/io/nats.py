@@ -44,7 +44,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from monitor.core.config import ConfigError, NATSConfig, TopicRule
+from monitor.core.config import ConfigError, NATSConfig, TopicRule, format_partitions
 from monitor.io.codec import Codec
 from monitor.io.mqtt import Ingested, IngestQueue, topic_filter
 
@@ -686,15 +686,4 @@ def _qsize(q: Any) -> int:
     return int(q.qsize())
 
 
-def _ranges(parts: Sequence[int]) -> str:
-    """``0-3,6`` for (0, 1, 2, 3, 6)."""
-    out: list[str] = []
-    ordered = sorted(parts)
-    i = 0
-    while i < len(ordered):
-        j = i
-        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
-            j += 1
-        out.append(str(ordered[i]) if i == j else f"{ordered[i]}-{ordered[j]}")
-        i = j + 1
-    return ",".join(out)
+_ranges = format_partitions  # ``0-3,6`` for (0, 1, 2, 3, 6)

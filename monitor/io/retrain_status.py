@@ -8,14 +8,13 @@ and `monitor.app.service`, so neither imports the other.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import os
-import tempfile
 from pathlib import Path
 
 from prometheus_client.core import GaugeMetricFamily
+
+from monitor.io.atomic import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -76,18 +75,7 @@ def write_textfile(path: Path, values: dict[str, float], checks: dict[str, float
     if checks:
         lines += [f"# HELP {CHECK_METRIC} {CHECK_HELP}", f"# TYPE {CHECK_METRIC} gauge"]
         lines += [f'{CHECK_METRIC}{{check="{name}"}} {float(v)!r}' for name, v in checks.items()]
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write("\n".join(lines) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, "\n".join(lines) + "\n")
 
 
 class RetrainStatusCollector:
