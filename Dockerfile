@@ -23,8 +23,8 @@ RUN python -m venv /opt/monitor/venv \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY monitor ./monitor
-# No [dev] extras; orjson speeds up recordings, matplotlib is only for report plots.
-RUN /opt/monitor/venv/bin/pip install --no-cache-dir . "orjson>=3.9" \
+# No [dev] extras (orjson is a runtime dependency now); matplotlib is only for report plots.
+RUN /opt/monitor/venv/bin/pip install --no-cache-dir . \
  && find /opt/monitor/venv -depth -type d -name __pycache__ -exec rm -rf {} + \
  && rm -rf /opt/monitor/venv/lib/python3.*/site-packages/torch/include \
            /opt/monitor/venv/lib/python3.*/site-packages/torch/share/cmake

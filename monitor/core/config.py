@@ -82,28 +82,38 @@ class TLSConfig:
 class TopicRule:
     """Maps topics matching `template` to readings.
 
-    `template` uses ``{name}`` placeholders for one topic level each (``#`` is not
-    allowed; use a placeholder per level). `stream` and `channel` are formats over those
-    names. With format ``json_multi`` (an object of channel: value pairs) `channel` is
-    ignored.
+    `template` uses ``{name}`` placeholders for one topic level each, and optionally a
+    trailing ``{name...}`` (the whole last level) for one or more levels (MQTT ``#``; the
+    captured value keeps its ``/``). MQTT wildcards themselves are not allowed. `stream`
+    and `channel` are formats over those names. With formats ``json_multi``, ``influx``
+    and ``telegraf_json`` `channel` names come from the payload (see monitor.io.codec).
+    Field names may be dotted paths into nested JSON (``ENERGY.Power``).
     """
 
     template: str = "sensors/{stream}/{channel}"
     name: str | None = None  # what a group's `topics:` selector refers to
-    format: Literal["number", "json", "json_multi", "json_array", "auto"] = "auto"
+    format: Literal["number", "json", "json_multi", "json_array", "auto", "influx", "telegraf_json"] = "auto"
     stream: str = "{stream}"
     channel: str = "{channel}"
     value_field: str = "value"
     timestamp_field: str = "ts"
     channel_field: str = "channel"
+    timestamp_unit: Literal["auto", "s", "ms", "us", "ns"] = "auto"  # of epoch numbers; auto: by magnitude
+    nested: Literal["ignore", "flatten"] = "ignore"  # json_multi: nested objects' numbers as "a.b" channels
     qos: int = 1
 
     def __post_init__(self) -> None:
-        names = re.findall(r"{(\w+)}", self.template)
+        levels = self.template.split("/")
         if "#" in self.template or "+" in self.template:
             raise ConfigError("topics[].template", f"use {{name}} placeholders, not MQTT wildcards: {self.template!r}")
+        if "...}" in "/".join(levels[:-1]) or ("...}" in levels[-1] and not re.fullmatch(r"{\w+\.\.\.}", levels[-1])):
+            raise ConfigError(
+                "topics[].template",
+                f"a multi-level {{name...}} must be the whole last level, got {self.template!r}",
+            )
+        names = re.findall(r"{(\w+)(?:\.\.\.)?}", self.template)
         checks = [("stream", self.stream)]
-        if self.format != "json_multi":  # json_multi takes channel names from the payload
+        if self.format not in ("json_multi", "influx", "telegraf_json"):  # channel names from the payload
             checks.append(("channel", self.channel))
         for label, fmt in checks:
             for ref in re.findall(r"{(\w+)}", fmt):
@@ -111,6 +121,18 @@ class TopicRule:
                     raise ConfigError(
                         f"topics[].{label}", f"{{{ref}}} is not a placeholder of template {self.template!r}"
                     )
+        if self.timestamp_unit not in ("auto", "s", "ms", "us", "ns"):
+            raise ConfigError(
+                "topics[].timestamp_unit",
+                f"unknown unit {self.timestamp_unit!r}: use s, ms, us or ns (or auto: by magnitude)",
+            )
+        for label, path in (
+            ("value_field", self.value_field),
+            ("timestamp_field", self.timestamp_field),
+            ("channel_field", self.channel_field),
+        ):
+            if not path or "" in path.split("."):
+                raise ConfigError(f"topics[].{label}", f"a key or a dotted path such as 'ENERGY.Power', got {path!r}")
         if self.qos not in (0, 1):
             raise ConfigError("topics[].qos", f"must be 0 or 1, got {self.qos!r}")
 

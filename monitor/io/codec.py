@@ -15,17 +15,39 @@ Payload formats (per `TopicRule.format`):
   ignored; booleans and non-finite numbers are rejected per channel.
 - ``json_array``: ``[{...}, {...}]`` of ``json`` / ``json_multi`` objects (an element
   with `value_field` is ``json``); each element is judged on its own.
-- ``auto``: a bare number, an object with `value_field` (json), another object
-  (json_multi), or an array (json_array).
+- ``influx``: InfluxDB line protocol, one metric per line (Telegraf's ``influx`` output):
+  ``cpu,host=a usage_idle=98.5,procs=212i 1700000000000000000``.
+- ``telegraf_json``: Telegraf's ``json`` output, ``{"fields": {...}, "name": ..., "tags":
+  {...}, "timestamp": ...}`` or a batch ``{"metrics": [...]}``.
+- ``auto``: a bare number, an object with `value_field` (json), a Telegraf metric
+  (telegraf_json), another object (json_multi), an array (json_array), or else line
+  protocol (influx).
 
-Timestamps: epoch seconds or milliseconds (numbers above 1e11 are milliseconds),
-numeric strings, or ISO 8601 strings (``Z`` or an offset; naive means UTC). Missing or
-null: the receive time.
+For influx and telegraf_json every numeric field is a reading; its channel is the rule's
+`channel` format over ``measurement``, ``field``, the metric's tags and the topic's
+placeholders, where the default ``{channel}`` means ``{measurement}.{field}``
+(monitor.io.codec_formats).
+
+Fields: `value_field`, `timestamp_field` and `channel_field` are keys or dotted paths
+into nested objects (``ENERGY.Power``; a literal key with the dot wins). With
+``nested: flatten`` a json_multi object's nested objects give channels named by their
+dotted paths (Tasmota's ``{"ENERGY": {"Power": 45}}`` -> ``ENERGY.Power``); by default
+nested values are metadata.
+
+Timestamps: epoch numbers in the rule's `timestamp_unit` (s, ms, us, ns), or with
+``auto`` (the default) told apart by magnitude: above 1e11 milliseconds, above 1e14
+microseconds, above 1e17 nanoseconds (each is year 5138 in the smaller unit); numeric
+strings; ISO 8601 strings (``Z`` or an offset; naive means UTC). Missing or null: the
+receive time.
+
+Topics: ``{name}`` matches one level; a trailing ``{name...}`` one or more (MQTT ``#``),
+captured with their ``/``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
@@ -36,6 +58,17 @@ import numpy as np
 
 from monitor.core.config import ConfigError, TopicRule
 from monitor.core.types import FrameBlock, RawMessage, Reading, ReadingBlock, Rejected, RejectReason
+from monitor.io.codec_formats import (
+    MS_THRESHOLD,
+    UNIT_SCALE,
+    MetricSink,
+    auto_seconds,
+    decode_influx,
+    decode_telegraf,
+    flatten,
+    is_telegraf,
+    lift,
+)
 
 _fast_loads: Callable[[bytes], Any] | None
 try:  # orjson is ~5x faster on batched payloads; the stdlib is the fallback
@@ -47,9 +80,10 @@ except ImportError:  # pragma: no cover - exercised only without orjson
     _fast_loads = None
     _FastDecodeError = ValueError
 
-__all__ = ["Codec", "parse_iso", "parse_timestamp"]
+__all__ = ["MS_THRESHOLD", "Codec", "json_decoder", "parse_iso", "parse_timestamp"]
 
-MS_THRESHOLD = 1e11  # epoch numbers above this are milliseconds (1e11 s is year 5138)
+log = logging.getLogger(__name__)
+_DECODER_LOGGED = [False]  # log which JSON decoder serves, once per process
 _EPOCH_NAIVE = datetime(1970, 1, 1)
 _MISSING = object()
 _new_tuple = tuple.__new__
@@ -92,10 +126,19 @@ def parse_iso(text: str, naive_offset_seconds: float = 0.0) -> float:
     return dt.timestamp()
 
 
-def parse_timestamp(value: Any, naive_offset_seconds: float = 0.0) -> float:
-    """Epoch seconds from a number (s, or ms above 1e11), numeric string or ISO 8601 string.
+def json_decoder() -> str:
+    """Which JSON decoder reads payloads: ``orjson <version>`` or ``stdlib json``."""
+    if _fast_loads is None:
+        return "stdlib json"
+    return f"orjson {getattr(_orjson, '__version__', '?')}"
 
-    Raises ValueError when `value` is none of these or is not finite.
+
+def parse_timestamp(value: Any, naive_offset_seconds: float = 0.0, scale: float | None = None) -> float:
+    """Epoch seconds from a number, numeric string or ISO 8601 string.
+
+    Numbers are in units of 1/`scale` seconds (1e3: ms), or with `scale` None told apart
+    by magnitude (`auto_seconds`). Raises ValueError when `value` is none of these or is
+    not finite.
     """
     tv = type(value)
     if tv is str:
@@ -114,7 +157,7 @@ def parse_timestamp(value: Any, naive_offset_seconds: float = 0.0) -> float:
     else:
         raise ValueError(f"not a number or string: {_clip(value)}")
     try:
-        seconds = number / 1000.0 if number > MS_THRESHOLD else float(number)
+        seconds = auto_seconds(number) if scale is None else number / scale
     except OverflowError:
         raise ValueError(f"out of range: {_clip(value)}") from None
     if seconds - seconds != 0.0:
@@ -128,10 +171,14 @@ def parse_timestamp(value: Any, naive_offset_seconds: float = 0.0) -> float:
 class _Template:
     """A topic template compiled into per-level checks (no regex per message)."""
 
-    __slots__ = ("captures", "literals", "n_levels", "partials")
+    __slots__ = ("captures", "literals", "n_levels", "partials", "rest")
 
     def __init__(self, template: str, key: str):
         levels = template.split("/")
+        rest = re.fullmatch(r"{(\w+)\.\.\.}", levels[-1])
+        self.rest = rest.group(1) if rest else None  # a trailing {name...}: one or more levels
+        if rest:
+            levels = levels[:-1]
         self.n_levels = len(levels)
         literals, captures, partials = [], [], []
         for i, level in enumerate(levels):
@@ -149,10 +196,14 @@ class _Template:
         self.captures = tuple(captures)
         self.partials = tuple(partials)
 
-    def match(self, levels: list[str]) -> dict[str, str] | None:
+    def match(self, levels: list[str], _tail: str | None = None) -> dict[str, str] | None:
         """Captured names, or None; placeholders never match an empty level."""
         if len(levels) != self.n_levels:
-            return None
+            if self.rest is None or len(levels) <= self.n_levels:
+                return None
+            tail = "/".join(levels[self.n_levels :])
+            levels = levels[: self.n_levels]
+            return self.match(levels, _tail=tail)
         for i, text in self.literals:
             if levels[i] != text:
                 return None
@@ -168,13 +219,28 @@ class _Template:
             value = value[len(prefix) : len(value) - len(suffix)]
             if tags.setdefault(name, value) != value:
                 return None
+        if self.rest is not None and (
+            not _tail or "//" in _tail or _tail.endswith("/") or tags.setdefault(self.rest, _tail) != _tail
+        ):
+            return None
         return tags
 
 
 class _Rule:
     """A TopicRule prepared for decoding."""
 
-    __slots__ = ("channel_field", "format", "index", "rule", "template", "timestamp_field", "value_field")
+    __slots__ = (
+        "channel_field",
+        "flatten",
+        "format",
+        "index",
+        "paths",
+        "rule",
+        "scale",
+        "template",
+        "timestamp_field",
+        "value_field",
+    )
 
     def __init__(self, rule: TopicRule, index: int):
         self.rule = rule
@@ -184,6 +250,18 @@ class _Rule:
         self.value_field = rule.value_field
         self.timestamp_field = rule.timestamp_field
         self.channel_field = rule.channel_field
+        unit = getattr(rule, "timestamp_unit", "auto")
+        if unit != "auto" and unit not in UNIT_SCALE:
+            raise ConfigError(f"topics[{index}].timestamp_unit", f"unknown unit {unit!r}: use s, ms, us, ns or auto")
+        self.scale: float | None = UNIT_SCALE.get(unit)  # None: by magnitude
+        self.flatten = getattr(rule, "nested", "ignore") == "flatten"
+        # dotted fields, lifted to top-level keys before the flat decoders run; None: no work
+        dotted = tuple(
+            (f, tuple(f.split(".")))
+            for f in dict.fromkeys((rule.value_field, rule.timestamp_field, rule.channel_field))
+            if "." in f
+        )
+        self.paths = dotted or None
 
 
 # --------------------------------------------------------------------------- codec
@@ -216,8 +294,16 @@ class Codec:
         # columns=True: a JSON array of plain {"ts", "value"} objects (channel from the
         # topic) decodes to one ReadingBlock instead of a list of Readings
         self.columns = bool(columns)
-        # topic -> (rule, stream, channel or None) or None when no rule matches
-        self._routes: dict[str, tuple[_Rule, str, str | None] | None] = {}
+        # topic -> (rule, stream, channel or None, topic names) or None when no rule matches
+        self._routes: dict[str, tuple[_Rule, str, str | None, dict[str, str]] | None] = {}
+        if not _DECODER_LOGGED[0]:
+            _DECODER_LOGGED[0] = True
+            if _fast_loads is None:
+                log.warning(
+                    "payload JSON decoder: stdlib json (orjson is not installed; batched payloads decode ~5x slower)"
+                )
+            else:
+                log.info("payload JSON decoder: %s", json_decoder())
 
     # ----------------------------------------------------------------- public
 
@@ -256,7 +342,7 @@ class Codec:
 
     # ----------------------------------------------------------------- internals
 
-    def _route(self, topic: str) -> tuple[_Rule, str, str | None] | None:
+    def _route(self, topic: str) -> tuple[_Rule, str, str | None, dict[str, str]] | None:
         routes = self._routes
         found = routes.get(topic, _MISSING)
         if found is _MISSING:
@@ -266,21 +352,21 @@ class Codec:
             routes[topic] = found
         return found  # type: ignore[return-value]  # not the _MISSING sentinel by now (unnarrowable)
 
-    def _match(self, topic: str) -> tuple[_Rule, str, str | None] | None:
+    def _match(self, topic: str) -> tuple[_Rule, str, str | None, dict[str, str]] | None:
         levels = topic.split("/")
         for rule in self._rules:
             tags = rule.template.match(levels)
             if tags is None:
                 continue
             stream = rule.rule.stream.format_map(tags)
-            if rule.format == "json_multi":
+            if rule.format in ("json_multi", "influx", "telegraf_json"):
                 channel = None
             else:
                 try:
                     channel = rule.rule.channel.format_map(tags)
                 except (KeyError, IndexError, ValueError):
                     channel = None  # only a payload channel field can name it
-            return rule, stream, channel
+            return rule, stream, channel, tags
         return None
 
     def _decode(
@@ -291,7 +377,7 @@ class Codec:
         found = self._route(topic)
         if found is None:
             raise _Reject(RejectReason.UNMATCHED_TOPIC, f"no topic rule matches {_clip(topic)}")
-        rule, stream, channel = found
+        rule, stream, channel, names = found
         if type(payload) is not bytes:
             payload = _as_bytes(payload)
         if len(payload) > self.max_payload_bytes:
@@ -312,16 +398,43 @@ class Codec:
                 fmt = "number"
         if fmt == "number":
             if channel is None:
-                raise _Reject(RejectReason.MISSING_VALUE, f"{_clip(topic)}: no channel for a bare number")
-            out.append(_new_tuple(Reading, (stream, channel, received_at, _parse_number(payload, topic))))
+                if rule.format == "auto" and _looks_like_line_protocol(payload):
+                    fmt = "influx"
+                else:
+                    raise _Reject(RejectReason.MISSING_VALUE, f"{_clip(topic)}: no channel for a bare number")
+            else:
+                try:
+                    value = _parse_number(payload, topic)
+                except _Reject:
+                    if rule.format != "auto" or not _looks_like_line_protocol(payload):
+                        raise
+                    fmt = "influx"  # auto: not a number, but a line protocol payload
+                else:
+                    out.append(_new_tuple(Reading, (stream, channel, received_at, value)))
+                    return None
+        if fmt == "influx":
+            decode_influx(payload, self._sink(rule, stream, names, received_at, horizon, topic, out, rej))
             return None
         doc = _parse_json(payload, topic)
+        if fmt == "telegraf_json":
+            if type(doc) is not dict and type(doc) is not list:
+                raise _Reject(
+                    RejectReason.MALFORMED, f"{_clip(topic)}: expected a Telegraf JSON metric, got {type(doc).__name__}"
+                )
+            decode_telegraf(doc, self._sink(rule, stream, names, received_at, horizon, topic, out, rej))
+            return None
+        paths = rule.paths
+        if paths is not None:
+            if type(doc) is dict:
+                doc = lift(doc, paths)
+            elif type(doc) is list:
+                doc = [lift(e, paths) if type(e) is dict else e for e in doc]
         if fmt == "json_array":
             if type(doc) is not list:
                 raise _Reject(
                     RejectReason.MALFORMED, f"{_clip(topic)}: expected a JSON array, got {type(doc).__name__}"
                 )
-            if self.columns and len(doc) > 1:
+            if self.columns and len(doc) > 1 and rule.scale is None and paths is None:
                 block: ReadingBlock | FrameBlock | None
                 first = doc[0]
                 if type(first) is dict and rule.value_field not in first:
@@ -336,9 +449,24 @@ class Codec:
             raise _Reject(RejectReason.MALFORMED, f"{_clip(topic)}: expected a JSON object, got {type(doc).__name__}")
         if fmt == "json" or (fmt == "object" and rule.value_field in doc):
             self._single(doc, rule, stream, channel, received_at, horizon, topic, out, rej)
+        elif fmt == "object" and is_telegraf(doc):  # auto: Telegraf's json output
+            decode_telegraf(doc, self._sink(rule, stream, names, received_at, horizon, topic, out, rej))
         else:
             self._multi(doc, rule, stream, received_at, horizon, topic, out, rej)
         return None
+
+    def _sink(
+        self,
+        rule: _Rule,
+        stream: str,
+        names: dict[str, str],
+        received_at: float,
+        horizon: float,
+        topic: str,
+        out: list,
+        rej: list,
+    ) -> MetricSink:
+        return MetricSink(stream, names, rule.rule.channel, rule.scale, received_at, horizon, topic, out, rej)
 
     def _array(
         self,
@@ -355,10 +483,11 @@ class Codec:
         value_field = rule.value_field
         ts_field = rule.timestamp_field
         channel_field = rule.channel_field
+        fast = channel is not None and rule.scale is None  # an explicit unit: `_single` converts
         for i, element in enumerate(doc):
             # Fast path for the common element, {"ts": <epoch s>, "value": <finite number>}
             # with the channel from the topic: exactly what `_single` would make of it.
-            if type(element) is dict and channel is not None and channel_field not in element:
+            if fast and type(element) is dict and channel_field not in element:
                 value: Any = element.get(value_field, None)  # JSON values: checked by type below
                 stamp: Any = element.get(ts_field, None)
                 tv = type(value)
@@ -441,8 +570,12 @@ class Codec:
         if stamp is None:
             stamp = received_at
         elif ts is float or ts is int:
+            scale = rule.scale
             try:
-                stamp = stamp / 1000.0 if stamp > MS_THRESHOLD else float(stamp)
+                if scale is None:
+                    stamp = float(stamp) if stamp <= MS_THRESHOLD else auto_seconds(stamp)
+                else:
+                    stamp = stamp / scale
             except OverflowError:
                 stamp = float("nan")
             if stamp - stamp != 0.0:
@@ -454,7 +587,7 @@ class Codec:
                 return
         else:
             try:
-                stamp = parse_timestamp(stamp)
+                stamp = parse_timestamp(stamp, scale=rule.scale)
             except ValueError as exc:
                 rej.append(Rejected(RejectReason.BAD_TIMESTAMP, f"{_clip(topic)}: {exc}"))
                 return
@@ -472,12 +605,14 @@ class Codec:
     ) -> None:
         """One `json_multi` object: every numeric key except the timestamp is a channel."""
         ts_field = rule.timestamp_field
+        if rule.flatten:
+            obj = flatten(obj)
         stamp = obj.get(ts_field)
         if stamp is None:
             stamp = received_at
         else:
             try:
-                stamp = parse_timestamp(stamp)
+                stamp = parse_timestamp(stamp, scale=rule.scale)
             except ValueError as exc:
                 rej.append(Rejected(RejectReason.BAD_TIMESTAMP, f"{_clip(topic)}: {exc}"))
                 return
@@ -595,6 +730,12 @@ def _frame_block(doc: list, rule: _Rule, stream: str, horizon: float) -> FrameBl
     channels = keys[:at] + keys[at + 1 :]
     values = np.delete(table, at, axis=1) if at != len(keys) - 1 else table[:, :at]
     return FrameBlock(stream, channels, np.ascontiguousarray(stamps), np.ascontiguousarray(values))
+
+
+def _looks_like_line_protocol(payload: bytes) -> bool:
+    """Cheap shape check for auto: ``name[,tags] key=value ...`` (the parser decides)."""
+    head = payload.lstrip()[:1]
+    return head.isalpha() and b"=" in payload and b" " in payload.strip()
 
 
 def _as_bytes(payload: Any) -> bytes:

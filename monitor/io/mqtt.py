@@ -68,6 +68,7 @@ __all__ = ["Delivery", "Ingested", "MQTTIngest", "subscriptions", "topic_filter"
 log = logging.getLogger(__name__)
 
 _PLACEHOLDER = re.compile(r"{\w+}")
+_MULTI_LEVEL = re.compile(r"{\w+\.\.\.}")
 _new_tuple = tuple.__new__
 _time = time.time
 _monotonic = time.monotonic
@@ -110,8 +111,12 @@ class IngestQueue(Protocol):
 
 
 def topic_filter(template: str) -> str:
-    """The MQTT subscription filter of a topic template: each level with a {name} -> ``+``."""
-    return "/".join("+" if _PLACEHOLDER.search(level) else level for level in template.split("/"))
+    """The MQTT subscription filter of a topic template: each level with a {name} -> ``+``,
+    a trailing multi-level ``{name...}`` -> ``#``."""
+    levels = template.split("/")
+    last = "#" if _MULTI_LEVEL.fullmatch(levels[-1]) else None
+    out = ["+" if _PLACEHOLDER.search(level) else level for level in (levels[:-1] if last else levels)]
+    return "/".join([*out, last] if last else out)
 
 
 def subscriptions(rules: Sequence[TopicRule]) -> list[tuple[str, int]]:

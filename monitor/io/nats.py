@@ -147,6 +147,12 @@ def partition_mappings(rules: Sequence[TopicRule], partitions: int, prefix: str 
         wild: list[int] = []  # 1-based wildcard index per placeholder level
         key: list[int] = []
         dest: list[str] = []
+        if levels[-1].endswith("...}"):
+            raise ConfigError(
+                "topics[].template",
+                f"rule {rule.template!r}: a multi-level {{name...}} level cannot be partitioned on NATS; "
+                "use one {name} per level",
+            )
         for level in levels:
             names = _PLACEHOLDER.findall(level)
             if not names:
