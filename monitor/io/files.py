@@ -5,6 +5,12 @@ treats NaN as a missing reading), and so do non-finite cells ("nan", "inf"), mat
 the live codec, which drops non-finite readings. Anything else that is not a number is
 a `DataError` naming the file, line and column. Timestamps are not required to be
 increasing; ordering is the caller's business.
+
+Two parsers give the same arrays. A plain numeric file (epoch timestamps, every cell a
+number, no quotes, no empty cells) is read by `np.loadtxt` in C: about 15x faster and a
+tenth of the memory on a million rows (bench/csv_read.py). Anything else, and any file
+the fast parser refuses, is read by the careful parser, which knows the line and column
+of every bad cell; so errors are the same either way. `CsvData.parser` says which ran.
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ class CsvData:
     values: np.ndarray  # (N, C) float64
     labels: np.ndarray | None  # (N,) float64, or None without a label column
     n_rows: int
+    parser: str = "careful"  # "fast" (np.loadtxt) or "careful" (csv module, per-cell errors)
 
 
 def detect_separator(header: str) -> str:
@@ -65,10 +72,17 @@ def detect_separator(header: str) -> str:
     return best if counts[best] else ","
 
 
-def read_csv(path: str | Path, data: DataConfig | None = None) -> CsvData:
-    """Read a wide CSV file as configured by `data` (see DataConfig)."""
+def read_csv(path: str | Path, data: DataConfig | None = None, *, fast: bool = True) -> CsvData:
+    """Read a wide CSV file as configured by `data` (see DataConfig).
+
+    `fast` False skips the np.loadtxt attempt (the bench compares the two parsers).
+    """
     data = data or DataConfig()
     path = Path(path)
+    if fast:
+        found = _fast_read(path, data)
+        if found is not None:
+            return found
     try:
         with open(path, encoding="utf-8-sig", newline="") as fh:
             text = fh.read()
@@ -118,6 +132,74 @@ def read_csv(path: str | Path, data: DataConfig | None = None) -> CsvData:
         values=values,
         labels=labels,
         n_rows=len(rows),
+    )
+
+
+def _fast_read(path: Path, data: DataConfig) -> CsvData | None:
+    """The file read by np.loadtxt when every cell is a plain number, else None.
+
+    np.loadtxt streams the file in chunks (no whole-file string, no per-cell objects). It
+    refuses empty cells, quotes, rows of another width, bytes that are not UTF-8 and text
+    that Python's float() reads but its C parser does not ("1_000"); None sends all of
+    those, and unreadable files, to the careful parser, which reports them. comments=None:
+    a '#' is a bad cell here, as it is there. A header error is the careful parser's own
+    (`_assign_columns` on the same names).
+    """
+    if data.timestamp_format == "iso":
+        return None
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as fh:
+            first_line = fh.readline().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not first_line.strip() or '"' in first_line:
+        return None
+    sep = data.separator or detect_separator(first_line)
+    header = [name.strip() for name in first_line.split(sep)]
+    columns = _assign_columns(path, header, data)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "input contained no data": the careful parser says so
+            table = np.loadtxt(
+                path, delimiter=sep, skiprows=1, dtype=np.float64, comments=None, ndmin=2, encoding="utf-8-sig"
+            )
+    except (ValueError, TypeError, IndexError, OSError):
+        return None
+    if table.shape[0] == 0 or table.shape[1] != len(header):
+        return None
+    return _from_table(path, table, header, columns, data)
+
+
+def _from_table(
+    path: Path, table: np.ndarray, header: list[str], columns: tuple[int, int | None, list[int]], data: DataConfig
+) -> CsvData | None:
+    """CsvData from a loadtxt table, or None when a timestamp is not finite (the careful
+    parser then names its line)."""
+    ts_index, label_index, channel_indices = columns
+    stamps = table[:, ts_index]
+    if not np.isfinite(stamps).all():
+        return None
+    fmt = data.timestamp_format
+    if fmt == "epoch_ms":
+        timestamps = stamps / 1000.0
+    elif fmt == "epoch_s":
+        timestamps = stamps.copy()
+    else:
+        timestamps = np.where(stamps > MS_THRESHOLD, stamps / 1000.0, stamps)
+    values = np.ascontiguousarray(table[:, channel_indices])
+    values[~np.isfinite(values)] = np.nan
+    labels = None
+    if label_index is not None:
+        labels = table[:, label_index].copy()
+        labels[~np.isfinite(labels)] = np.nan
+    return CsvData(
+        path=str(path),
+        timestamps=timestamps,
+        channels=[header[j] for j in channel_indices],
+        values=values,
+        labels=labels,
+        n_rows=len(table),
+        parser="fast",
     )
 
 
