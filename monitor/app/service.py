@@ -46,6 +46,7 @@ from monitor.io.notify import liveness_problem, stopping
 from monitor.io.record import Recorder
 from monitor.io.recording import ALERTS_FILE
 from monitor.io.retrain_status import TEXTFILE_NAME, RetrainStatusCollector
+from monitor.io.sequence import SequenceCollector
 from monitor.io.sinks import AlertmanagerSink, JSONLinesSink, LogSink, MQTTSink, Sink
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ class Service:
         # bounded by messages, readings and bytes; full: drop and count, or hold (backpressure)
         self.queue = HandOff(cfg.mqtt.queue_size, cfg.mqtt.queue_readings, cfg.mqtt.queue_bytes)
         self.codec = Codec(cfg.topics, cfg.mqtt.max_payload_bytes, cfg.stream.max_future_seconds, columns=True)
+        self.registry.register(SequenceCollector(self.codec.sequences))  # topics[].sequence_field gaps
         self.runner = Runner(self.fleet, on_scores=self._on_scores, on_alert=self._on_alert)
         self._pending_models: dict[str, ScoringModel] = {}
         self._model_lock = threading.Lock()

@@ -100,6 +100,7 @@ class TopicRule:
     channel_field: str = "channel"
     timestamp_unit: Literal["auto", "s", "ms", "us", "ns"] = "auto"  # of epoch numbers; auto: by magnitude
     nested: Literal["ignore", "flatten"] = "ignore"  # json_multi: nested objects' numbers as "a.b" channels
+    sequence_field: str | None = None  # a per-stream message counter: gaps are counted (monitor.io.sequence)
     qos: int = 1
 
     def __post_init__(self) -> None:
@@ -130,6 +131,7 @@ class TopicRule:
             ("value_field", self.value_field),
             ("timestamp_field", self.timestamp_field),
             ("channel_field", self.channel_field),
+            ("sequence_field", "seq" if self.sequence_field is None else self.sequence_field),
         ):
             if not path or "" in path.split("."):
                 raise ConfigError(f"topics[].{label}", f"a key or a dotted path such as 'ENERGY.Power', got {path!r}")

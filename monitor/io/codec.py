@@ -46,6 +46,7 @@ captured with their ``/``.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -68,7 +69,9 @@ from monitor.io.codec_formats import (
     flatten,
     is_telegraf,
     lift,
+    lookup,
 )
+from monitor.io.sequence import SequenceTracker
 
 _fast_loads: Callable[[bytes], Any] | None
 try:  # orjson is ~5x faster on batched payloads; the stdlib is the fallback
@@ -235,8 +238,10 @@ class _Rule:
         "format",
         "index",
         "paths",
+        "prepare",
         "rule",
         "scale",
+        "sequence",
         "template",
         "timestamp_field",
         "value_field",
@@ -262,6 +267,12 @@ class _Rule:
             if "." in f
         )
         self.paths = dotted or None
+        seq = getattr(rule, "sequence_field", None)
+        self.sequence: tuple[str, tuple[str, ...]] | None = None if seq is None else (seq, tuple(seq.split(".")))
+        # json_multi objects reshaped before their keys become channels; None: no work
+        self.prepare: Callable[[dict], dict] | None = None
+        if self.flatten or seq is not None:
+            self.prepare = functools.partial(_prepare, self.flatten, seq)
 
 
 # --------------------------------------------------------------------------- codec
@@ -296,6 +307,8 @@ class Codec:
         self.columns = bool(columns)
         # topic -> (rule, stream, channel or None, topic names) or None when no rule matches
         self._routes: dict[str, tuple[_Rule, str, str | None, dict[str, str]] | None] = {}
+        # per-stream sequence numbers of rules with a sequence_field (monitor.io.sequence)
+        self.sequences = SequenceTracker(self._cache_size)
         if not _DECODER_LOGGED[0]:
             _DECODER_LOGGED[0] = True
             if _fast_loads is None:
@@ -429,12 +442,14 @@ class Codec:
                 doc = lift(doc, paths)
             elif type(doc) is list:
                 doc = [lift(e, paths) if type(e) is dict else e for e in doc]
+        if rule.sequence is not None and type(doc) is dict:
+            self._sequence(rule.sequence, doc, stream)
         if fmt == "json_array":
             if type(doc) is not list:
                 raise _Reject(
                     RejectReason.MALFORMED, f"{_clip(topic)}: expected a JSON array, got {type(doc).__name__}"
                 )
-            if self.columns and len(doc) > 1 and rule.scale is None and paths is None:
+            if self.columns and len(doc) > 1 and rule.scale is None and paths is None and rule.prepare is None:
                 block: ReadingBlock | FrameBlock | None
                 first = doc[0]
                 if type(first) is dict and rule.value_field not in first:
@@ -454,6 +469,17 @@ class Codec:
         else:
             self._multi(doc, rule, stream, received_at, horizon, topic, out, rej)
         return None
+
+    def _sequence(self, field: tuple[str, tuple[str, ...]], doc: dict, stream: str) -> None:
+        """Hand a message's sequence number to the tracker; a missing or non-integer one is ignored."""
+        name, path = field
+        seq = doc.get(name, _MISSING)
+        if seq is _MISSING:
+            seq = lookup(doc, path)
+        if type(seq) is int:
+            self.sequences.see(stream, seq)
+        elif type(seq) is float and seq.is_integer():
+            self.sequences.see(stream, int(seq))
 
     def _sink(
         self,
@@ -605,8 +631,8 @@ class Codec:
     ) -> None:
         """One `json_multi` object: every numeric key except the timestamp is a channel."""
         ts_field = rule.timestamp_field
-        if rule.flatten:
-            obj = flatten(obj)
+        if rule.prepare is not None:
+            obj = rule.prepare(obj)
         stamp = obj.get(ts_field)
         if stamp is None:
             stamp = received_at
@@ -730,6 +756,15 @@ def _frame_block(doc: list, rule: _Rule, stream: str, horizon: float) -> FrameBl
     channels = keys[:at] + keys[at + 1 :]
     values = np.delete(table, at, axis=1) if at != len(keys) - 1 else table[:, :at]
     return FrameBlock(stream, channels, np.ascontiguousarray(stamps), np.ascontiguousarray(values))
+
+
+def _prepare(flat: bool, sequence_field: str | None, obj: dict) -> dict:
+    """A json_multi object as its channels see it: flattened, and without the sequence number."""
+    if flat:
+        obj = flatten(obj)
+    if sequence_field is not None and sequence_field in obj:
+        obj = {k: v for k, v in obj.items() if k != sequence_field}
+    return obj
 
 
 def _looks_like_line_protocol(payload: bytes) -> bool:
