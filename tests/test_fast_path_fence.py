@@ -10,7 +10,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
+import paho.mqtt
 import paho.mqtt.client as mqtt
 import paho.mqtt.publish as mqtt_publish
 import pytest
@@ -99,3 +101,20 @@ def test_an_unexpected_exception_trips_the_breaker_to_plain_paho_and_loses_nothi
             assert not ingest.fast_path and len(calls) == 3  # plain paho ever since
         finally:
             ingest.stop(2.0)
+
+
+def test_paho_is_capped_at_the_verified_range():
+    """pyproject's paho-mqtt requirement admits every verified release and no later minor:
+    a release the fast path was not read against is never installed by a plain `pip install`."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    Requirement = pytest.importorskip("packaging.requirements").Requirement
+    Version = pytest.importorskip("packaging.version").Version
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    (req,) = [Requirement(d) for d in project["dependencies"] if Requirement(d).name == "paho-mqtt"]
+    verified = [Version(v) for v in mqtt_fast._VERIFIED_PAHO]
+    assert all(v in req.specifier for v in verified)
+    newest = max(verified)
+    assert Version(f"{newest.major}.{newest.minor + 1}.0") not in req.specifier
+    assert Version(f"{newest.major + 1}.0.0") not in req.specifier
+    assert paho.mqtt.__version__ in req.specifier  # the installed paho is inside the cap
