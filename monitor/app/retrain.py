@@ -480,11 +480,13 @@ def run_retrain(args: argparse.Namespace) -> int:
     if textfile is None:  # the config did not load: no models dir to write into
         return _report(verdict, code)
     previous = read_textfile(textfile)
+    # absent until a retrain first promotes (not 0): "never" is no series, as before any retrain
+    last_success = (
+        finished if code == EXIT_PROMOTED else previous.get("monitor_retrain_last_success_timestamp_seconds", 0.0)
+    )
     values = {
         "monitor_retrain_last_run_timestamp_seconds": finished,
-        "monitor_retrain_last_success_timestamp_seconds": finished
-        if code == EXIT_PROMOTED
-        else previous.get("monitor_retrain_last_success_timestamp_seconds", 0.0),
+        **({"monitor_retrain_last_success_timestamp_seconds": last_success} if last_success > 0 else {}),
         "monitor_retrain_gate_passed": 1.0 if verdict.get("passed") else 0.0,
         "monitor_retrain_candidate_false_alarm_rate": _nan((verdict.get("candidate") or {}).get("false_alarm_rate")),
         "monitor_retrain_current_false_alarm_rate": _nan((verdict.get("current") or {}).get("false_alarm_rate")),
