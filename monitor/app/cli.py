@@ -46,7 +46,7 @@ from monitor.core.fleet import Fleet
 from monitor.core.pipeline import TALLIES, ScoringModel
 from monitor.io.codec import Codec
 from monitor.io.files import read_csv
-from monitor.io.logs import setup_logging
+from monitor.io.logs import basic_logging, setup_logging
 from monitor.io.mqtt import MQTTIngest
 from monitor.io.nats import partition_mappings, require_client, server_config
 from monitor.io.notify import make_systemd_tick
@@ -521,7 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level or "WARNING", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    basic_logging(args.log_level or "WARNING")  # <N> priority prefixes under journald
     try:
         return args.func(args)
     except ConfigError as exc:

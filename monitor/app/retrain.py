@@ -73,6 +73,7 @@ from monitor.app.gates import (
 from monitor.app.training import group_training_data, load_training_data, threads_arg, train_bundle
 from monitor.core.config import DEFAULT_GROUP, EXIT_CONFIG, Config, ConfigError, load_config
 from monitor.core.pipeline import ScoringModel
+from monitor.io.logs import basic_logging
 from monitor.io.recording import recording_files
 from monitor.io.retrain_status import TEXTFILE_NAME, read_textfile, write_textfile
 
@@ -634,8 +635,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="monitor retrain", description=__doc__.split("\n\n")[0])
     add_arguments(p)
     args = p.parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    basic_logging("INFO")  # <N> priority prefixes under journald (the retrain timer's unit)
     try:
         return run_retrain(args)
     except ConfigError as exc:
