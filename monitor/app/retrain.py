@@ -58,6 +58,7 @@ from pathlib import Path
 
 import numpy as np
 
+from monitor.app.cliargs import add_config
 from monitor.app.exclusions import Exclusions, exclude_for_retrain, exclude_spans_of
 from monitor.app.gates import (
     CanarySettings,
@@ -553,7 +554,7 @@ def _retrain_group(cfg: Config, name: str | None) -> str:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True)
+    add_config(p)
     p.add_argument("--group", help="with groups: the group to retrain (its streams, settings and models/<group>)")
     p.add_argument(
         "--data", nargs="+", required=True, help="recorded data: CSV files, recordings (.jsonl[.gz]) or folders of them"
