@@ -73,7 +73,7 @@ from monitor.app.training import StreamData, train_bundle  # noqa: E402
 from monitor.core.model.bundle import load_bundle  # noqa: E402
 from monitor.core.synthetic import CHANNELS as PUMP_CHANNELS  # noqa: E402
 from monitor.core.synthetic import pump  # noqa: E402
-from monitor.io import mqtt as mqtt_ingest  # noqa: E402
+from monitor.io import mqtt_fast  # noqa: E402
 
 WINDOW = 16
 CHANNEL = "value"
@@ -563,14 +563,14 @@ def run_daemon(
 
     extra = {} if calibration else {"calibration": {**spec.raw.get("calibration", {}), "online": {"enabled": False}}}
     svc = make_service(daemon_config(port, models_dir, client_id, spec=spec, **extra), [listener])
-    mqtt_ingest._BUFFERED_READ = not paho_reader
+    mqtt_fast._BUFFERED_READ = not paho_reader
     t0 = time.perf_counter()
     svc.start()
     try:
         _finish(done, timeout, "daemon")
     finally:
         svc.shutdown()
-        mqtt_ingest._BUFFERED_READ = True
+        mqtt_fast._BUFFERED_READ = True
     counters = svc.pipeline.counters
     if counters["accepted"] != wl.readings:
         raise RuntimeError(f"daemon accepted {counters['accepted']} of {wl.readings} readings: {dict(counters)}")

@@ -26,7 +26,7 @@ from monitor.core.model.bundle import load_bundle
 from monitor.core.model.nets import build_autoencoder
 from monitor.core.model.scorer import AutoencoderScorer
 from monitor.core.types import Alert
-from monitor.io import mqtt as mqtt_module
+from monitor.io import mqtt_fast
 from monitor.io.codec import Codec
 from monitor.io.mqtt import Ingested, MQTTIngest
 from monitor.io.sinks import AlertmanagerSink, JSONLinesSink, LogSink, MemorySink, MQTTSink, Sink, alert_json
@@ -347,7 +347,7 @@ _client_ids = iter(range(10**6))
 
 
 def _mqtt_source(broker: Mosquitto, fast: bool, monkeypatch, maxsize: int) -> SourceCase:
-    monkeypatch.setattr(mqtt_module, "_FAST_PUBLISH", fast)
+    monkeypatch.setattr(mqtt_fast, "_FAST_PUBLISH", fast)
     q: queue.Queue[Ingested] = queue.Queue(maxsize=maxsize)
     cfg = MQTTConfig(
         host=broker.host,
@@ -357,7 +357,7 @@ def _mqtt_source(broker: Mosquitto, fast: bool, monkeypatch, maxsize: int) -> So
         reconnect_max_seconds=0.2,
     )
     ingest = MQTTIngest(cfg, RULES, Codec(RULES), q)
-    assert (type(ingest.client) is mqtt_module._FastClient) is fast
+    assert (type(ingest.client) is mqtt_fast._FastClient) is fast
     pub = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"contract-pub-{next(_client_ids)}")
     pub.connect(broker.host, broker.port)
     pub.loop_start()

@@ -10,7 +10,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
+import paho.mqtt
 import paho.mqtt.client as mqtt
 import paho.mqtt.publish as mqtt_publish
 import pytest
@@ -18,7 +20,7 @@ from broker import Mosquitto, mosquitto_binary
 from prometheus_client import CollectorRegistry
 
 from monitor.core.config import MQTTConfig, TopicRule, load_config
-from monitor.io import mqtt as mqtt_ingest
+from monitor.io import mqtt_fast
 from monitor.io.codec import Codec
 from monitor.io.metrics import Metrics
 from monitor.io.mqtt import MQTTIngest
@@ -26,7 +28,7 @@ from monitor.io.mqtt import MQTTIngest
 RULES = [TopicRule(template="sensors/{stream}/{channel}", format="auto", qos=1)]
 _ids = itertools.count()
 needs_broker = pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto is not installed")
-verified = pytest.mark.skipif(not mqtt_ingest._fast_publish_supported()[0], reason="fast path not available")
+verified = pytest.mark.skipif(not mqtt_fast._fast_publish_supported()[0], reason="fast path not available")
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 15.0, what: str = "condition") -> None:
@@ -41,13 +43,13 @@ def wait_for(predicate: Callable[[], object], timeout: float = 15.0, what: str =
 def test_fast_path_off_in_config_means_plain_paho():
     on = MQTTIngest(MQTTConfig(client_id="a"), RULES, Codec(RULES), queue.Queue(10))
     off = MQTTIngest(MQTTConfig(client_id="b", fast_path="off"), RULES, Codec(RULES), queue.Queue(10))
-    assert on.fast_path and type(on.client) is mqtt_ingest._FastClient
+    assert on.fast_path and type(on.client) is mqtt_fast._FastClient
     assert not off.fast_path and type(off.client) is mqtt.Client
     assert load_config(None, environ={"MONITOR_MQTT__FAST_PATH": "off"}).mqtt.fast_path == "off"
 
 
 def test_the_environment_switch_turns_the_fast_path_off_for_clients_built_in_code():
-    code = "import monitor.io.mqtt as m; print(m._FAST_PUBLISH, m._fast_publish_supported()[1])"
+    code = "import monitor.io.mqtt_fast as m; print(m._FAST_PUBLISH, m._fast_publish_supported()[1])"
     env = {**os.environ, "MONITOR_MQTT__FAST_PATH": "off", "PYTHONPATH": os.getcwd()}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "disabled"]
@@ -57,7 +59,7 @@ def test_the_environment_switch_turns_the_fast_path_off_for_clients_built_in_cod
 @verified
 @pytest.mark.parametrize("where", ["_publish", "_buffered_read"])
 def test_an_unexpected_exception_trips_the_breaker_to_plain_paho_and_loses_nothing(tmp_path, monkeypatch, where):
-    real = getattr(mqtt_ingest._FastClient, where)
+    real = getattr(mqtt_fast._FastClient, where)
     calls = []
 
     def broken(self, *args):
@@ -66,7 +68,7 @@ def test_an_unexpected_exception_trips_the_breaker_to_plain_paho_and_loses_nothi
             raise RuntimeError("paho internals changed under us")
         return real(self, *args)
 
-    monkeypatch.setattr(mqtt_ingest._FastClient, where, broken)
+    monkeypatch.setattr(mqtt_fast._FastClient, where, broken)
     registry = CollectorRegistry()
     with Mosquitto(tmp_path / "broker") as broker:
         cfg = MQTTConfig(
@@ -99,3 +101,20 @@ def test_an_unexpected_exception_trips_the_breaker_to_plain_paho_and_loses_nothi
             assert not ingest.fast_path and len(calls) == 3  # plain paho ever since
         finally:
             ingest.stop(2.0)
+
+
+def test_paho_is_capped_at_the_verified_range():
+    """pyproject's paho-mqtt requirement admits every verified release and no later minor:
+    a release the fast path was not read against is never installed by a plain `pip install`."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    Requirement = pytest.importorskip("packaging.requirements").Requirement
+    Version = pytest.importorskip("packaging.version").Version
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    (req,) = [Requirement(d) for d in project["dependencies"] if Requirement(d).name == "paho-mqtt"]
+    verified = [Version(v) for v in mqtt_fast._VERIFIED_PAHO]
+    assert all(v in req.specifier for v in verified)
+    newest = max(verified)
+    assert Version(f"{newest.major}.{newest.minor + 1}.0") not in req.specifier
+    assert Version(f"{newest.major + 1}.0.0") not in req.specifier
+    assert paho.mqtt.__version__ in req.specifier  # the installed paho is inside the cap

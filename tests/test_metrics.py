@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import socket
+import sys
 import urllib.error
 import urllib.request
 
@@ -49,7 +51,6 @@ EXPECTED_FAMILIES = [
     "monitor_sink_errors_total",
     "monitor_mqtt_connected",
     "monitor_mqtt_reconnects_total",
-    "monitor_last_retrain_success_timestamp_seconds",
     "monitor_build_info",
 ]
 
@@ -135,8 +136,6 @@ def test_scrape_time_callbacks_and_model_swap():
     assert sample(registry, "monitor_mqtt_connected") == 1
     m.set_mqtt_connected(False)
     assert sample(registry, "monitor_mqtt_connected") == 0
-    m.retrain_succeeded(at=300.0)
-    assert sample(registry, "monitor_last_retrain_success_timestamp_seconds") == 300.0
 
 
 def test_per_stream_gauges_have_bounded_cardinality():
@@ -246,7 +245,60 @@ def test_received_totals_add_plain_int_sources_at_scrape_time():
     stats["messages"], stats["readings"] = 5, 7
     assert sample(registry, "monitor_messages_received_total") == 17
     assert sample(registry, "monitor_readings_received_total") == 27
-    assert sample(registry, "monitor_messages_received_created") is not None
+    assert sample(registry, "monitor_messages_received_created") is None  # no _created series
     text = generate_latest(registry).decode()
     assert "monitor_messages_received_total 17.0" in text
     assert text.count("# TYPE monitor_readings_received_total counter") == 1
+
+
+# --------------------------------------------------------------------------- exposition (issue 13)
+
+
+def _scrape(url: str, **headers: str) -> tuple[dict[str, str], bytes]:
+    req = urllib.request.Request(url, headers=headers)
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        return {k.lower(): v for k, v in resp.headers.items()}, resp.read()
+
+
+def test_metrics_are_gzipped_when_the_scraper_accepts_gzip():
+    registry = CollectorRegistry()
+    Metrics(registry).messages_received.inc(3)
+    with serve(registry, "127.0.0.1", 0) as server:
+        headers, body = _scrape(f"{server.url}/metrics", **{"Accept-Encoding": "gzip"})
+        assert headers.get("content-encoding") == "gzip" and headers["content-type"].startswith("text/plain")
+        assert int(headers["content-length"]) == len(body)
+        text = gzip.decompress(body).decode()
+        assert "monitor_messages_received_total 3.0" in text
+        plain_headers, plain = _scrape(f"{server.url}/metrics")  # no Accept-Encoding: plain text
+        assert "content-encoding" not in plain_headers and b"monitor_messages_received_total 3.0" in plain
+        assert len(body) < len(plain)
+        # the WSGI app's name[] filter comes with it
+        _, only = _scrape(f"{server.url}/metrics?name[]=monitor_messages_received_total")
+        assert only.decode().count("# TYPE ") == 1
+
+
+def test_no_created_series_are_exported():
+    registry = CollectorRegistry()
+    m = Metrics(registry)
+    m.messages_received.inc()
+    m.alert("firing", "s1")
+    m.scored(4, 0.01)
+    text = generate_latest(registry).decode()
+    assert "monitor_alerts_total" in text and "monitor_scoring_latency_seconds_count" in text
+    assert "_created" not in text
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="process_* metrics read /proc")
+def test_process_metrics_are_exported():
+    registry = CollectorRegistry()
+    Metrics(registry)
+    assert sample(registry, "process_resident_memory_bytes") > 0
+    assert sample(registry, "process_start_time_seconds") > 0
+    assert sample(registry, "process_open_fds") >= 3
+
+
+def test_there_is_one_retrain_success_series_and_none_before_any_retrain():
+    registry = CollectorRegistry()
+    Metrics(registry)
+    text = generate_latest(registry).decode()
+    assert "retrain" not in text  # before any retrain: no series that reads 0

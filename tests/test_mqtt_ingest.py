@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry
 
 from monitor.core.config import ConfigError, MQTTConfig, TLSConfig, TopicRule
 from monitor.io import mqtt as mqtt_ingest
+from monitor.io import mqtt_fast
 from monitor.io.codec import Codec
 from monitor.io.metrics import Metrics
 from monitor.io.mqtt import Delivery, Ingested, MQTTIngest, subscriptions, topic_filter
@@ -565,7 +566,7 @@ def _run_publish(client: mqtt.Client, header: int, body: bytearray) -> tuple:
         seen.append((topic, msg.payload, type(msg.payload), msg.qos, msg.retain, msg.mid, msg.dup))
 
     client.on_message = on_message
-    if isinstance(client, mqtt_ingest._FastClient):
+    if isinstance(client, mqtt_fast._FastClient):
         client._fast_handler = client.on_message
     client._in_packet = {
         "command": header,
@@ -609,10 +610,10 @@ PACKETS_BOTH = [  # (name, header/body, takes the fast path)
 def test_fast_publish_path_matches_paho_packet_for_packet(monkeypatch, protocol, manual_ack):
     """Same callback arguments, return code or exception, PUBACK/PUBREC and stored QoS 2 state as
     paho's own `_handle_publish`, for the fast-path packets and for every fallback."""
-    assert mqtt_ingest._fast_publish_supported()[0]
+    assert mqtt_fast._fast_publish_supported()[0]
     fallbacks: list[int] = []
-    paho_handle = mqtt_ingest._paho_handle_publish
-    monkeypatch.setattr(mqtt_ingest, "_paho_handle_publish", lambda c: fallbacks.append(1) or paho_handle(c))
+    paho_handle = mqtt_fast._paho_handle_publish
+    monkeypatch.setattr(mqtt_fast, "_paho_handle_publish", lambda c: fallbacks.append(1) or paho_handle(c))
     packets = list(PACKETS_BOTH)
     if protocol == mqtt.MQTTv5:
         empty = b"\x00"  # MQTT 5: every PUBLISH has a property length
@@ -627,7 +628,7 @@ def test_fast_publish_path_matches_paho_packet_for_packet(monkeypatch, protocol,
     kwargs = {"callback_api_version": CallbackAPIVersion.VERSION2, "protocol": protocol, "manual_ack": manual_ack}
     for name, (header, body), fast in packets:
         fallbacks.clear()
-        got = _run_publish(mqtt_ingest._FastClient(**kwargs), header, body)
+        got = _run_publish(mqtt_fast._FastClient(**kwargs), header, body)
         assert fallbacks == ([] if fast else [1]), name
         want = _run_publish(mqtt.Client(**kwargs), header, body)
         assert got[:2] == want[:2] and got[2] == want[2], name
@@ -649,12 +650,12 @@ def _with_props(header: int, body: bytearray, props: bytes) -> bytearray:
 
 def test_fast_publish_path_falls_back_while_paho_debug_logging_or_filtered_callbacks_are_on(monkeypatch):
     fallbacks: list[int] = []
-    paho_handle = mqtt_ingest._paho_handle_publish
-    monkeypatch.setattr(mqtt_ingest, "_paho_handle_publish", lambda c: fallbacks.append(1) or paho_handle(c))
+    paho_handle = mqtt_fast._paho_handle_publish
+    monkeypatch.setattr(mqtt_fast, "_paho_handle_publish", lambda c: fallbacks.append(1) or paho_handle(c))
     header, body = _publish_packet(b"sensors/p1/t", b"1", qos=1, mid=1)
     kwargs = {"callback_api_version": CallbackAPIVersion.VERSION2, "protocol": mqtt.MQTTv311}
 
-    client = mqtt_ingest._FastClient(**kwargs)
+    client = mqtt_fast._FastClient(**kwargs)
     logger = logging.getLogger("test.fastpath.paho")
     logger.setLevel(logging.DEBUG)
     client.enable_logger(logger)
@@ -679,16 +680,16 @@ def test_fast_publish_path_falls_back_while_paho_debug_logging_or_filtered_callb
 
 
 def test_the_verified_paho_list_is_explicit_and_exact():
-    assert mqtt_ingest._VERIFIED_PAHO == ("2.2.0",)
+    assert mqtt_fast._VERIFIED_PAHO == ("2.2.0",)
     assert importlib.metadata.version("paho-mqtt") == paho.mqtt.__version__  # what the guard reads is the install
 
 
-@pytest.mark.parametrize("version", mqtt_ingest._VERIFIED_PAHO)
+@pytest.mark.parametrize("version", mqtt_fast._VERIFIED_PAHO)
 def test_fast_publish_path_is_used_with_each_verified_paho(monkeypatch, caplog, version):
     caplog.set_level(logging.DEBUG, logger="monitor.io.mqtt")
     monkeypatch.setattr(paho.mqtt, "__version__", version)
     ingest = MQTTIngest(MQTTConfig(client_id="guard"), RULES, Codec(RULES), queue.Queue(1))
-    assert type(ingest.client) is mqtt_ingest._FastClient
+    assert type(ingest.client) is mqtt_fast._FastClient
     assert ingest.client._fast_handler is ingest.client.on_message
     assert f"incoming PUBLISH via the fast path (paho-mqtt {version})" in caplog.text
 
@@ -711,7 +712,7 @@ def test_fast_publish_path_is_only_used_with_a_paho_it_was_verified_against(monk
 
 def test_fast_publish_path_is_refused_when_paho_internals_differ_even_on_a_verified_version(monkeypatch):
     cfg = MQTTConfig(client_id="guard")
-    assert paho.mqtt.__version__ in mqtt_ingest._VERIFIED_PAHO
+    assert paho.mqtt.__version__ in mqtt_fast._VERIFIED_PAHO
     monkeypatch.setattr(mqtt.Client, "_send_puback", lambda self, mid, extra: None)
     assert type(MQTTIngest(cfg, RULES, Codec(RULES), queue.Queue(1)).client) is mqtt.Client
     monkeypatch.undo()
@@ -740,18 +741,18 @@ def _publish5(pub: mqtt.Client, msgs: list[tuple[str, bytes, int, bool, bool]]) 
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
 def test_fast_path_and_paho_deliver_the_same_messages(broker, make_ingest, monkeypatch, protocol):
     fallbacks: list[int] = []
-    paho_handle = mqtt_ingest._paho_handle_publish
-    monkeypatch.setattr(mqtt_ingest, "_paho_handle_publish", lambda c: fallbacks.append(1) or paho_handle(c))
+    paho_handle = mqtt_fast._paho_handle_publish
+    monkeypatch.setattr(mqtt_fast, "_paho_handle_publish", lambda c: fallbacks.append(1) or paho_handle(c))
     pub = _publisher(broker)
     try:
         _publish5(pub, [("sensors/r/t", b"retained 1", 1, True, False), ("sensors/r0/t", b"5", 0, True, False)])
         taps: dict[str, list] = {"fast": [], "paho": []}
         ingests = {}
         for path in ("fast", "paho"):
-            monkeypatch.setattr(mqtt_ingest, "_FAST_PUBLISH", path == "fast")
+            monkeypatch.setattr(mqtt_fast, "_FAST_PUBLISH", path == "fast")
             ingests[path] = make_ingest(cfg_for(broker, protocol=protocol), raw_tap=taps[path].append)
-        monkeypatch.setattr(mqtt_ingest, "_FAST_PUBLISH", True)
-        assert type(ingests["fast"].client) is mqtt_ingest._FastClient
+        monkeypatch.setattr(mqtt_fast, "_FAST_PUBLISH", True)
+        assert type(ingests["fast"].client) is mqtt_fast._FastClient
         assert type(ingests["paho"].client) is mqtt.Client
         for ingest in ingests.values():
             wait_for(lambda ingest=ingest: ingest.subscribed, what="subscription")
@@ -789,12 +790,12 @@ def test_fast_path_and_paho_deliver_the_same_messages(broker, make_ingest, monke
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
 def test_fast_path_manual_acks_redeliver_only_the_unacked_messages(broker, make_ingest, monkeypatch, protocol):
     fallbacks: list[int] = []
-    paho_handle = mqtt_ingest._paho_handle_publish
-    monkeypatch.setattr(mqtt_ingest, "_paho_handle_publish", lambda c: fallbacks.append(1) or paho_handle(c))
+    paho_handle = mqtt_fast._paho_handle_publish
+    monkeypatch.setattr(mqtt_fast, "_paho_handle_publish", lambda c: fallbacks.append(1) or paho_handle(c))
     cfg = cfg_for(broker, clean_start=False, protocol=protocol, client_id=f"fast-manual-{protocol}")
 
     def ack(first, items):
-        assert type(first.client) is mqtt_ingest._FastClient
+        assert type(first.client) is mqtt_fast._FastClient
         first.ack_many([items[0], items[2], items[5]])
 
     _ack_some_then_expect_redelivery_of_the_rest(broker, make_ingest, cfg, ack, [1.0, 3.0, 4.0])
@@ -804,8 +805,8 @@ def test_fast_path_manual_acks_redeliver_only_the_unacked_messages(broker, make_
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
 def test_fast_path_automatic_acks_ack_every_qos1_message(broker, make_ingest, monkeypatch, protocol):
     fallbacks: list[int] = []
-    paho_handle = mqtt_ingest._paho_handle_publish
-    monkeypatch.setattr(mqtt_ingest, "_paho_handle_publish", lambda c: fallbacks.append(1) or paho_handle(c))
+    paho_handle = mqtt_fast._paho_handle_publish
+    monkeypatch.setattr(mqtt_fast, "_paho_handle_publish", lambda c: fallbacks.append(1) or paho_handle(c))
     cfg = cfg_for(broker, clean_start=False, protocol=protocol, client_id=f"fast-auto-{protocol}")
     q1: queue.Queue = queue.Queue(100)
     first = make_ingest(cfg, q1)
@@ -879,7 +880,7 @@ def test_buffered_packet_reads_hand_paho_the_same_packets_whatever_the_chunking(
         packets.append(_wire(header, body))
     stream = b"".join(packets)
     kwargs = {"callback_api_version": CallbackAPIVersion.VERSION2, "protocol": mqtt.MQTTv311}
-    fast = mqtt_ingest._FastClient(**kwargs)
+    fast = mqtt_fast._FastClient(**kwargs)
     plain = mqtt.Client(**kwargs)
     got, fast_peer = _reader(fast)
     want, plain_peer = _reader(plain)
@@ -898,7 +899,7 @@ def test_buffered_packet_reads_hand_paho_the_same_packets_whatever_the_chunking(
 
 def test_buffered_read_errors_close_and_reconnect_like_paho():
     kwargs = {"callback_api_version": CallbackAPIVersion.VERSION2, "protocol": mqtt.MQTTv311}
-    fast = mqtt_ingest._FastClient(**kwargs)
+    fast = mqtt_fast._FastClient(**kwargs)
     seen, peer = _reader(fast)
     assert fast._packet_read() == mqtt.MQTTErrorCode.MQTT_ERR_AGAIN  # nothing there yet
     peer.sendall(_wire(0x30, b"\x00\x01ab")[:4])  # half a packet: kept, nothing handed over
@@ -919,7 +920,7 @@ def test_buffered_read_errors_close_and_reconnect_like_paho():
 
 
 def test_buffered_read_stops_at_an_error_from_a_packet_handler():
-    fast = mqtt_ingest._FastClient(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    fast = mqtt_fast._FastClient(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
     seen, peer = _reader(fast)
     handle = fast._packet_handle
 
@@ -939,7 +940,7 @@ def test_batched_pubacks_are_paho_pubacks_back_to_back_in_one_write(protocol):
     mids = [1, 2, 255, 256, 40_000, 65_535]
     plain = mqtt.Client(**kwargs)
     codes = {plain.ack(mid, 1) for mid in mids}  # not connected: queued, and NO_CONN from the write
-    fast = mqtt_ingest._FastClient(**kwargs)
+    fast = mqtt_fast._FastClient(**kwargs)
     assert {fast.ack_batch(mids)} == codes
     assert len(fast._out_packet) == 1 and len(plain._out_packet) == len(mids)
     assert bytes(fast._out_packet[0]["packet"]) == b"".join(bytes(p["packet"]) for p in plain._out_packet)
@@ -951,7 +952,7 @@ def test_batched_pubacks_are_paho_pubacks_back_to_back_in_one_write(protocol):
 def test_ack_many_skips_qos0_and_earlier_connections_and_acks_the_rest_in_one_write():
     ingest = MQTTIngest(MQTTConfig(client_id="acks"), RULES, Codec(RULES), queue.Queue(1), manual_ack=True)
     client = ingest.client
-    assert type(client) is mqtt_ingest._FastClient
+    assert type(client) is mqtt_fast._FastClient
     now = ingest._connection
 
     def delivery(mid, qos, connection):
@@ -994,7 +995,7 @@ def test_buffered_reads_deliver_the_messages_and_acks_paho_does(protocol, manual
     data = b"".join(stream)
     kwargs = {"callback_api_version": CallbackAPIVersion.VERSION2, "protocol": protocol, "manual_ack": manual_ack}
     results = []
-    for client in (mqtt_ingest._FastClient(**kwargs), mqtt.Client(**kwargs)):
+    for client in (mqtt_fast._FastClient(**kwargs), mqtt.Client(**kwargs)):
         seen: list = []
 
         def on_message(c, userdata, msg, seen=seen):
@@ -1002,7 +1003,7 @@ def test_buffered_reads_deliver_the_messages_and_acks_paho_does(protocol, manual
 
         client.on_message = on_message
         handled: list = []
-        if isinstance(client, mqtt_ingest._FastClient):
+        if isinstance(client, mqtt_fast._FastClient):
             client._fast_handler = client.on_message
             assert client._fast_ok()
             handle = client._packet_handle

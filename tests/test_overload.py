@@ -15,7 +15,7 @@ from broker import Mosquitto, mosquitto_binary
 from prometheus_client import CollectorRegistry
 
 from monitor.core.config import ConfigError, MQTTConfig, TopicRule, load_config
-from monitor.io import mqtt as mqtt_ingest
+from monitor.io import mqtt_fast
 from monitor.io.codec import Codec
 from monitor.io.handoff import HandOff
 from monitor.io.metrics import Metrics
@@ -161,7 +161,7 @@ def test_backpressure_asks_the_broker_for_at_most_receive_maximum_unacked_messag
 @needs_broker
 @pytest.mark.parametrize("fast_path", [True, False], ids=["fast-path", "plain-paho"])
 def test_backpressure_stops_reading_at_the_bounds_and_loses_nothing(broker, monkeypatch, fast_path):
-    monkeypatch.setattr(mqtt_ingest, "_FAST_PUBLISH", fast_path)
+    monkeypatch.setattr(mqtt_fast, "_FAST_PUBLISH", fast_path)
     registry = CollectorRegistry()
     cfg = cfg_for(broker, queue_readings=300, overload="backpressure", clean_start=False)
     handoff = HandOff(cfg.queue_size, cfg.queue_readings, cfg.queue_bytes)

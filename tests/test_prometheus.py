@@ -32,7 +32,7 @@ from daemon_support import Publisher, daemon_config, feed_rows, http_get, train_
 from prometheus_client import CollectorRegistry
 
 from monitor.app.service import Service
-from monitor.io.retrain_status import RetrainStatusCollector, write_textfile
+from monitor.io.retrain_status import write_textfile
 
 ROOT = Path(__file__).resolve().parents[1]
 PROM_DIR = ROOT / "deploy" / "prometheus"
@@ -240,7 +240,6 @@ def test_dashboard_and_alerts_against_real_prometheus(tmp_path):
     with Mosquitto(tmp_path / "broker") as broker:
         registry = CollectorRegistry()
         service = Service(daemon_config(broker.port, models), registry=registry)
-        registry.register(RetrainStatusCollector(models / "retrain.prom", service.metrics))
         service.start()
         loop = threading.Thread(target=service.run_forever, kwargs={"install_signals": False}, daemon=True)
         loop.start()

@@ -96,12 +96,12 @@ def test_textfile_is_written_atomically_and_read_back(tmp_path):
 
 def test_daemon_reexports_the_textfile(tmp_path):
     registry = CollectorRegistry()
-    metrics = Metrics(registry)
+    Metrics(registry)
     path = tmp_path / "retrain.prom"
-    registry.register(RetrainStatusCollector(path, metrics))
+    registry.register(RetrainStatusCollector(path))
     text = generate_latest(registry).decode()  # no file yet: nothing, and no error
     assert "monitor_retrain_gate_passed" not in text
-    assert "monitor_last_retrain_success_timestamp_seconds 0.0" in text
+    assert "success_timestamp_seconds" not in text  # no series reading 0 before any retrain
     write_textfile(
         path,
         {
@@ -113,9 +113,8 @@ def test_daemon_reexports_the_textfile(tmp_path):
     text = generate_latest(registry).decode()
     assert "monitor_retrain_gate_passed 0.0" in text
     assert "monitor_retrain_candidate_false_alarm_rate 0.25" in text
-    # the daemon's own gauge is set while collecting, so it shows from the next scrape on
-    text = generate_latest(registry).decode()
-    assert "monitor_last_retrain_success_timestamp_seconds 1234.0" in text
+    assert "monitor_retrain_last_success_timestamp_seconds 1234.0" in text  # on the same scrape
+    assert text.count("success_timestamp_seconds") == 3  # HELP, TYPE, the sample: one series
 
 
 # --------------------------------------------------------------------------- end to end
@@ -225,6 +224,7 @@ def test_bad_config_exits_78(tmp_path, capsys):
     assert "model.window_size" in captured.err
     assert json.loads(captured.out.strip())["exit_code"] == 78
     assert read_textfile(textfile)["monitor_retrain_last_exit_code"] == 78.0
+    assert "monitor_retrain_last_success_timestamp_seconds" not in read_textfile(textfile)  # never promoted: absent
 
 
 def test_missing_data_is_an_error_not_a_crash(tmp_path, capsys):

@@ -1,7 +1,9 @@
 """Command line: `monitor train | backtest | check-config | run | models | ...`.
 
 Exit codes: 0 success, 78 bad configuration (the message names the key), 1 any other
-failure (bad data, a refused bundle), 2 bad command-line usage.
+failure (bad data, a missing or refused bundle, a model trained on other channels than
+``stream.channels``), 2 bad command-line usage, 141 stdout closed early (quietly); the
+list and ``--config`` / ``MONITOR_CONFIG``: `monitor.app.cliargs`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import yaml
 from monitor import __version__
 from monitor.app import label, models, retrain
 from monitor.app.backtest import format_quality, plot_timeline, run_backtest, write_scores_csv
+from monitor.app.cliargs import EXIT_USAGE, UsageError, add_config, quiet_broken_pipe
 from monitor.app.exclude import exclude_spans, parse_span, spans_from_alerts
 from monitor.app.replay import connect_publisher, replay_offline, replay_to_broker
 from monitor.app.training import (
@@ -46,7 +49,7 @@ from monitor.core.fleet import Fleet
 from monitor.core.pipeline import TALLIES, ScoringModel
 from monitor.io.codec import Codec
 from monitor.io.files import read_csv
-from monitor.io.logs import setup_logging
+from monitor.io.logs import basic_logging, setup_logging
 from monitor.io.mqtt import MQTTIngest
 from monitor.io.nats import partition_mappings, require_client, server_config
 from monitor.io.notify import make_systemd_tick
@@ -65,11 +68,17 @@ def _config(path: str | None) -> Config:
     return load_config(path)
 
 
-def _load_model(path: Path) -> ScoringModel:
-    """The scoring model of a bundle directory (or of a models directory's `current`)."""
+def _load_model(path: Path, required_channels: list[str] | None = None) -> ScoringModel:
+    """The scoring model of a bundle directory (or of a models directory's `current`).
+
+    A model trained on other channels than the config's ``stream.channels`` (when it names
+    them) is refused, as the daemon refuses it (`lifecycle.check_channels`): exit 1."""
+    from monitor.app.lifecycle import check_channels  # noqa: PLC0415  # torch
     from monitor.core.model.bundle import load_bundle  # noqa: PLC0415  # torch
 
-    return ScoringModel.from_bundle(load_bundle(path))
+    model = ScoringModel.from_bundle(load_bundle(path))
+    check_channels(model, required_channels)
+    return model
 
 
 def _progress(info: dict) -> None:
@@ -84,8 +93,11 @@ def _progress(info: dict) -> None:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    cfg = _config(args.config)
-    print(f"{args.config}: OK")
+    path = args.config_file or args.config  # the positional PATH wins
+    if not path:
+        raise UsageError("give the config: check-config PATH, --config PATH or MONITOR_CONFIG")
+    cfg = _config(path)
+    print(f"{path}: OK")
     if args.show:
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     return 0
@@ -163,7 +175,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     cfg = _config(args.config)
     _override_threads(cfg, args.threads)
     if args.model and args.train_rows:
-        raise SystemExit("give --model or --train-rows, not both")
+        raise UsageError("give --model or --train-rows, not both")
     group = _backtest_group(cfg, args.group)
     data = read_csv(args.data, cfg.data)
     started = time.monotonic()
@@ -181,7 +193,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
             outcome = train_bundle([sd], gcfg, Path(tmp), sources=[args.data], write_plots=False)
             model = _load_model(outcome.bundle_path)
     else:
-        model = _load_model(Path(args.model or cfg.group_models_dir(group)))
+        model = _load_model(Path(args.model or cfg.group_models_dir(group)), gcfg.stream.channels or None)
     if cfg.groups:
         print(f"stream {cfg.data.stream} scored as group {group}", file=sys.stderr)
     train_seconds = time.monotonic() - started
@@ -240,10 +252,10 @@ def _replay_models(cfg: Config, model: str | None, group: str | None) -> dict[st
     names = [g.name for g in cfg.fleet()]
     if model is not None:
         if len(names) > 1 and group is None:
-            raise SystemExit("--model serves one group: give --group too (or leave --model out)")
+            raise UsageError("--model serves one group: give --group too (or leave --model out)")
         target = cfg.group(group).name if group else names[0]
         models: dict[str, ScoringModel | None] = {n: None for n in names}
-        models[target] = _load_model(Path(model))
+        models[target] = _load_model(Path(model), cfg.for_group(target).stream.channels or None)
         others = [n for n in names if n != target]
     else:
         models, others = {}, names
@@ -256,7 +268,7 @@ def _replay_models(cfg: Config, model: str | None, group: str | None) -> dict[st
             )
             models[name] = None
         else:
-            models[name] = _load_model(path)
+            models[name] = _load_model(path, cfg.for_group(name).stream.channels or None)
     return models
 
 
@@ -309,7 +321,7 @@ def _owned_partitions(cfg: Config, spec: str | None, shard: str | None) -> tuple
     if (spec or shard) and cfg.source != "nats":
         raise ConfigError("source", "--partitions and --shard need source: nats (MQTT has no partitions)")
     if spec and shard:
-        raise SystemExit("give --partitions or --shard, not both")
+        raise UsageError("give --partitions or --shard, not both")
     if cfg.source != "nats":
         return None
     require_client()  # source: nats without nats-py: exit 78 with the install command
@@ -369,7 +381,7 @@ def cmd_record(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     cfg = _config(args.config)
     if args.to_broker == args.offline:
-        raise SystemExit("choose one of --offline or --to-broker")
+        raise UsageError("choose one of --offline or --to-broker")
     if args.offline:
         models = _replay_models(cfg, args.model, args.group)
         if args.alerts_out and Path(args.alerts_out).name != ALERTS_FILE:
@@ -430,12 +442,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("check-config", help="validate a config file (exit 78 if invalid)")
-    c.add_argument("config")
+    c.add_argument("config_file", nargs="?", metavar="CONFIG", help="the config file (or --config)")
+    add_config(c, required=False)
     c.add_argument("--show", action="store_true", help="print the effective config (secrets masked)")
     c.set_defaults(func=cmd_check_config)
 
     t = sub.add_parser("train", help="train a model bundle from CSV files or recordings")
-    t.add_argument("--config", required=True)
+    add_config(t)
     t.add_argument("--data", nargs="+", required=True, help="CSV files, recordings (.jsonl[.gz]) or folders of them")
     t.add_argument("--out", help="models directory (default: models.dir of the config; with groups, <out>/<group>)")
     t.add_argument("--group", help="train only this group (default: one bundle per group)")
@@ -459,7 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     b = sub.add_parser("backtest", help="stream a CSV file through the pipeline, one output row per input row")
-    b.add_argument("--config", required=True)
+    add_config(b)
     b.add_argument("--data", required=True, help="a wide CSV file")
     b.add_argument("--model", help="bundle directory or models directory (default: models.dir/current)")
     b.add_argument("--group", help="score the stream as this group (default: the group data.stream routes to)")
@@ -471,14 +484,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=cmd_backtest)
 
     r = sub.add_parser("run", help="run the daemon: MQTT in, alerts and metrics out")
-    r.add_argument("--config", required=True)
+    add_config(r)
     r.add_argument("--plain-logs", action="store_true", help="human-readable logs instead of JSON lines")
     r.add_argument("--partitions", help='source: nats — the partitions this worker owns, e.g. "0-3" or "0-3,6"')
     r.add_argument("--shard", help='source: nats — worker i of n ("i/n", from 0) owns the i-th of n partition ranges')
     r.set_defaults(func=cmd_run)
 
     ns = sub.add_parser("nats-server-config", help="print a nats-server config partitioning the topic rules")
-    ns.add_argument("--config", required=True)
+    add_config(ns)
     ns.add_argument("--port", type=int, default=4222)
     ns.add_argument("--mqtt-port", type=int, default=1883, help="the MQTT listener's port (0: none)")
     ns.add_argument("--store-dir", default="/data/jetstream")
@@ -486,14 +499,14 @@ def build_parser() -> argparse.ArgumentParser:
     ns.set_defaults(func=cmd_nats_server_config)
 
     rec = sub.add_parser("record", help="record raw MQTT messages into rotating compressed files")
-    rec.add_argument("--config", required=True)
+    add_config(rec)
     rec.add_argument("--out", help="directory (default: record.dir of the config)")
     rec.add_argument("--duration", type=float, help="stop after this many seconds")
     rec.set_defaults(func=cmd_record)
 
     rp = sub.add_parser("replay", help="replay recordings offline through the pipeline or to a broker")
     rp.add_argument("files", nargs="+", help="recording files or directories")
-    rp.add_argument("--config", required=True)
+    add_config(rp)
     rp.add_argument("--offline", action="store_true", help="run through the pipeline here; print alerts")
     rp.add_argument("--to-broker", action="store_true", help="republish to the configured broker")
     rp.add_argument("--speed", type=float, default=1.0, help="x real time with --to-broker; 0 = as fast as possible")
@@ -521,20 +534,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level or "WARNING", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    basic_logging(args.log_level or "WARNING")  # <N> priority prefixes under journald
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # here, so that a closed pipe is caught below, not at exit
+        return code
+    except BrokenPipeError:  # `monitor models show X | head`: the reader has gone
+        return quiet_broken_pipe()
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except UsageError as exc:
+        print(f"monitor {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
     except SystemExit:
         raise
     except Exception as exc:
-        from monitor.core.model.bundle import BundleError  # noqa: PLC0415  # torch
+        from monitor.app.lifecycle import ModelRejected  # noqa: PLC0415  # torch
+        from monitor.core.model.bundle import BundleError, BundleNotFound  # noqa: PLC0415  # torch
 
-        kind = "model bundle refused" if isinstance(exc, BundleError) else type(exc).__name__
+        if isinstance(exc, BundleNotFound):
+            kind = "model not found"
+        elif isinstance(exc, (BundleError, ModelRejected)):
+            kind = "model bundle refused"
+        else:
+            kind = type(exc).__name__
         print(f"error: {kind}: {exc}", file=sys.stderr)
         if args.log_level == "DEBUG":
             raise

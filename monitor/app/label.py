@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from monitor.app.cliargs import CONFIG_ENV, add_config
 from monitor.app.exclude import episodes_from_alerts
 from monitor.core.config import load_config
 from monitor.io.alertlog import ALERTS_FILE, find_alert_log, labels_path, read_labels, write_label
@@ -78,8 +80,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     which.add_argument("--confirmed", action="store_true", help="a real fault: never trained on, must be detected")
     which.add_argument("--false-alarm", action="store_true", help="normal operation: trained on as normal data")
     p.add_argument("--note", help="free text kept with the label")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--config", help="find the alert log in record.dir of this config")
+    src = p.add_mutually_exclusive_group(required=not os.environ.get(CONFIG_ENV))
+    add_config(src, required=False, help="find the alert log in record.dir of this config")
     src.add_argument("--alerts", help=f"the alert log ({ALERTS_FILE}); labels go beside it")
     p.set_defaults(func=run_label)
     return p

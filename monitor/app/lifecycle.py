@@ -27,10 +27,19 @@ class ModelRejected(Exception):
     """A bundle loaded but failed the checks before serving."""
 
 
+def check_channels(model: ScoringModel, required_channels: list[str] | None) -> None:
+    """Refuse a model trained on other channels (or another order) than ``stream.channels``
+    names; None or [] (the config names none): any. The daemon, backtest and replay share it."""
+    if required_channels and list(required_channels) != list(model.channels):
+        raise ModelRejected(
+            f"model {model.version} was trained on channels {list(model.channels)}, but stream.channels "
+            f"is {list(required_channels)}: train a model on these channels, or give the one that matches"
+        )
+
+
 def smoke_test(model: ScoringModel, required_channels: list[str] | None = None) -> None:
     """Score a few windows; refuse a model whose outputs are not finite or whose channels differ."""
-    if required_channels and list(required_channels) != model.channels:
-        raise ModelRejected(f"model channels {model.channels} differ from stream.channels {required_channels}")
+    check_channels(model, required_channels)
     if not (np.all(np.isfinite(model.mean)) and np.all(np.isfinite(model.std)) and np.all(model.std > 0)):
         raise ModelRejected("scaler statistics are not finite and positive")
     if not (np.isfinite(model.threshold) and model.threshold > 0):
@@ -74,6 +83,7 @@ class ModelWatcher:
         self.on_result = on_result
         self._seen: tuple | None = None
         self.last_error: str | None = None
+        self.verified_once = False  # has this watcher ever handed over a model (one may be serving)?
 
     def load(self, path: Path) -> LoadResult:
         started = time.monotonic()
@@ -104,9 +114,13 @@ class ModelWatcher:
         result = self.load(path)
         if result.error:
             self.last_error = result.error
-            log.error("model bundle refused, the previous model keeps serving: %s", result.error)
+            if self.verified_once:
+                log.error("model bundle refused, the previous model keeps serving: %s", result.error)
+            else:
+                log.error("model bundle refused; no model is serving yet (not ready): %s", result.error)
         else:
             assert result.model is not None  # a result without an error carries its model
             self.last_error = None
+            self.verified_once = True
             log.info("model %s verified in %.3fs", result.model.version, result.seconds)
         return result

@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
+from monitor.app.cliargs import add_config
 from monitor.core.config import load_config
 from monitor.core.model import registry
 from monitor.core.model.manifest import Manifest
@@ -209,7 +210,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
     def command(name: str, help_text: str, func: Any) -> argparse.ArgumentParser:
         c = sub.add_parser(name, help=help_text)
-        c.add_argument("--config", required=True)
+        add_config(c)
         c.add_argument("--group", help="the model group (needed for show/promote/rollback with several groups)")
         c.set_defaults(func=_guarded(func))
         return c

@@ -58,6 +58,7 @@ from pathlib import Path
 
 import numpy as np
 
+from monitor.app.cliargs import add_config
 from monitor.app.exclusions import Exclusions, exclude_for_retrain, exclude_spans_of
 from monitor.app.gates import (
     CanarySettings,
@@ -73,6 +74,7 @@ from monitor.app.gates import (
 from monitor.app.training import group_training_data, load_training_data, threads_arg, train_bundle
 from monitor.core.config import DEFAULT_GROUP, EXIT_CONFIG, Config, ConfigError, load_config
 from monitor.core.pipeline import ScoringModel
+from monitor.io.logs import basic_logging
 from monitor.io.recording import recording_files
 from monitor.io.retrain_status import TEXTFILE_NAME, read_textfile, write_textfile
 
@@ -480,11 +482,13 @@ def run_retrain(args: argparse.Namespace) -> int:
     if textfile is None:  # the config did not load: no models dir to write into
         return _report(verdict, code)
     previous = read_textfile(textfile)
+    # absent until a retrain first promotes (not 0): "never" is no series, as before any retrain
+    last_success = (
+        finished if code == EXIT_PROMOTED else previous.get("monitor_retrain_last_success_timestamp_seconds", 0.0)
+    )
     values = {
         "monitor_retrain_last_run_timestamp_seconds": finished,
-        "monitor_retrain_last_success_timestamp_seconds": finished
-        if code == EXIT_PROMOTED
-        else previous.get("monitor_retrain_last_success_timestamp_seconds", 0.0),
+        **({"monitor_retrain_last_success_timestamp_seconds": last_success} if last_success > 0 else {}),
         "monitor_retrain_gate_passed": 1.0 if verdict.get("passed") else 0.0,
         "monitor_retrain_candidate_false_alarm_rate": _nan((verdict.get("candidate") or {}).get("false_alarm_rate")),
         "monitor_retrain_current_false_alarm_rate": _nan((verdict.get("current") or {}).get("false_alarm_rate")),
@@ -550,7 +554,7 @@ def _retrain_group(cfg: Config, name: str | None) -> str:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True)
+    add_config(p)
     p.add_argument("--group", help="with groups: the group to retrain (its streams, settings and models/<group>)")
     p.add_argument(
         "--data", nargs="+", required=True, help="recorded data: CSV files, recordings (.jsonl[.gz]) or folders of them"
@@ -632,8 +636,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="monitor retrain", description=__doc__.split("\n\n")[0])
     add_arguments(p)
     args = p.parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    basic_logging("INFO")  # <N> priority prefixes under journald (the retrain timer's unit)
     try:
         return run_retrain(args)
     except ConfigError as exc:

@@ -76,7 +76,7 @@ class Service:
         self.fleet = Fleet.from_config(cfg)
         self.metrics = Metrics(self.registry, groups=self.fleet.names)
         # the retrain job's verdict (a textfile beside the models) re-exported at scrape time
-        self.registry.register(RetrainStatusCollector(Path(cfg.models.dir) / TEXTFILE_NAME, self.metrics))
+        self.registry.register(RetrainStatusCollector(Path(cfg.models.dir) / TEXTFILE_NAME))
         self.stop_timeout = stop_timeout_seconds
         self.partitions = partitions  # source: nats — the partitions this worker owns (None: nats.owned)
         self.on_handled = on_handled  # after each handled batch, before its acks (tests, audits)

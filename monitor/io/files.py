@@ -72,6 +72,21 @@ def detect_separator(header: str) -> str:
     return best if counts[best] else ","
 
 
+def _not_text(path: Path, exc: UnicodeDecodeError) -> str:
+    """Why a "CSV" file did not decode, and what to do: a gzip file is not a text problem."""
+    try:
+        with open(path, "rb") as fh:
+            gzipped = fh.read(2) == b"\x1f\x8b"
+    except OSError:
+        gzipped = False
+    if gzipped:
+        return (
+            "gzip-compressed, not CSV text: a recording (.jsonl.gz) goes to `monitor replay --offline` or "
+            "`monitor train --data`; a compressed CSV file must be unpacked first (gunzip -k)"
+        )
+    return f"not UTF-8 text (byte {exc.start}); save the file as UTF-8"
+
+
 def read_csv(path: str | Path, data: DataConfig | None = None, *, fast: bool = True) -> CsvData:
     """Read a wide CSV file as configured by `data` (see DataConfig).
 
@@ -89,7 +104,7 @@ def read_csv(path: str | Path, data: DataConfig | None = None, *, fast: bool = T
     except OSError as exc:
         raise DataError(path, f"cannot read: {exc.strerror}") from None
     except UnicodeDecodeError as exc:
-        raise DataError(path, f"not UTF-8 text (byte {exc.start}); save the file as UTF-8") from None
+        raise DataError(path, _not_text(path, exc)) from None
 
     first_line = text.split("\n", 1)[0].rstrip("\r")
     if not first_line.strip():

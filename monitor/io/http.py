@@ -3,6 +3,12 @@
 `serve(registry, ...)` exposes the given registry (never the global one) and answers the
 health checks with the callables it is given: 200 when they pass, 503 with the reason when
 they do not. The metric definitions themselves are `monitor.io.metrics`.
+
+``/metrics`` is prometheus_client's own WSGI app (`make_wsgi_app`), called in-process by
+this handler: content negotiation (text or OpenMetrics), ``name[]`` filters and gzip when
+the scraper sends ``Accept-Encoding: gzip`` (Prometheus does) are the library's. The
+server around it stays ours: one bound address (IPv4 or IPv6), a per-request timeout,
+HEAD, and the health endpoints.
 """
 
 from __future__ import annotations
@@ -13,8 +19,7 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
+from prometheus_client import CollectorRegistry, make_wsgi_app
 
 __all__ = ["HealthCheck", "MetricsServer", "serve"]
 
@@ -66,6 +71,20 @@ def serve(
     ready: HealthCheck = lambda: (True, "ok"),
 ) -> MetricsServer:
     """Serve /metrics, /healthz and /readyz from a daemon thread; port 0 picks a free port."""
+    metrics_app = make_wsgi_app(registry)
+
+    def scrape(query: str, accept: str, accept_encoding: str) -> tuple[int, list[tuple[str, str]], bytes]:
+        """One GET of prometheus_client's WSGI app: (status, headers, body)."""
+        environ = {
+            "REQUEST_METHOD": "GET",
+            "PATH_INFO": "/metrics",
+            "QUERY_STRING": query,
+            "HTTP_ACCEPT": accept,
+            "HTTP_ACCEPT_ENCODING": accept_encoding,
+        }
+        answer: list = []
+        body = b"".join(metrics_app(environ, lambda status, headers, exc_info=None: answer.extend((status, headers))))
+        return int(str(answer[0]).split()[0]), list(answer[1]), body
 
     class Handler(BaseHTTPRequestHandler):
         timeout = 10  # a stalled client cannot hold a thread forever
@@ -78,12 +97,15 @@ def serve(
             self._respond(send_body=False)
 
         def _respond(self, send_body: bool) -> None:
-            path = self.path.split("?", 1)[0]
+            path, _, query = self.path.partition("?")
+            headers: list[tuple[str, str]] = []
             if path == "/metrics":
                 try:
-                    encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
-                    body = encoder(registry)
-                    status = 200
+                    status, headers, body = scrape(
+                        query, self.headers.get("Accept", ""), self.headers.get("Accept-Encoding", "")
+                    )
+                    content_type = next((v for k, v in headers if k.lower() == "content-type"), "text/plain")
+                    headers = [(k, v) for k, v in headers if k.lower() not in ("content-type", "content-length")]
                 except Exception as exc:
                     log.exception("metrics exposition failed")
                     status, content_type = 500, "text/plain; charset=utf-8"
@@ -98,6 +120,8 @@ def serve(
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
+            for name, value in headers:  # Content-Encoding: gzip, from the WSGI app
+                self.send_header(name, value)
             self.end_headers()
             if send_body:
                 self.wfile.write(body)

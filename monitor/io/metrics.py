@@ -7,6 +7,12 @@ streams) are computed at scrape time through callbacks. Per-stream gauges have b
 cardinality: only the first `max_stream_labels` streams get a label; the others are
 counted in ``monitor_stream_labels_dropped_total`` and not exported.
 
+No ``*_created`` series: prometheus_client would export one per counter, histogram and
+label child (a third of all samples), and nothing reads them; `Metrics` turns them off
+with `disable_created_metrics` (a process-wide switch of the library). The registry also
+carries the process collector (``process_*``: CPU, resident memory, open files, start
+time; Linux only).
+
 The HTTP server that exposes them (with ``/healthz`` and ``/readyz``) is `monitor.io.http`.
 """
 
@@ -21,7 +27,15 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from importlib.metadata import version as _distribution_version
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    ProcessCollector,
+    disable_created_metrics,
+)
 
 from monitor.core.types import DROP_REASONS, REJECT_REASONS, Rejected
 
@@ -73,6 +87,8 @@ class Metrics:
         self.registry = registry
         self.max_stream_labels = int(max_stream_labels)
         r = registry
+        disable_created_metrics()  # process-wide in prometheus_client; read at every scrape
+        ProcessCollector(registry=r)  # process_* (Linux: /proc/self); nothing elsewhere
 
         # ------------------------------------------------------------- ingest
         # Counted per message in paho's thread: the ingest keeps plain ints and they are
@@ -261,12 +277,6 @@ class Metrics:
         for g in self.groups:
             self.group_ready.labels(g).set(0)
             self.group_model_age.labels(g).set_function(functools.partial(self._age, g))
-
-        self.last_retrain_success = Gauge(
-            "monitor_last_retrain_success_timestamp_seconds",
-            "When a retraining last succeeded (Unix time).",
-            registry=r,
-        )
 
         # ------------------------------------------------------------- MQTT and build
         self.mqtt_connected = Gauge("monitor_mqtt_connected", "1 while connected to the MQTT broker.", registry=r)
@@ -529,9 +539,6 @@ class Metrics:
         child = self.group_drop_children.get((group, reason))
         if child is not None and n:
             child.inc(n)
-
-    def retrain_succeeded(self, at: float | None = None) -> None:
-        self.last_retrain_success.set(time.time() if at is None else at)
 
     def set_mqtt_connected(self, connected: bool) -> None:
         self.mqtt_connected.set(1 if connected else 0)

@@ -81,15 +81,16 @@ def write_textfile(path: Path, values: dict[str, float], checks: dict[str, float
 class RetrainStatusCollector:
     """Re-export the retrain textfile from the daemon's /metrics (read at scrape time).
 
-    Register once: ``registry.register(RetrainStatusCollector(models_dir / "retrain.prom",
-    metrics))``. Exports ``monitor_retrain_*`` gauges from the file, and sets the
-    daemon's ``monitor_last_retrain_success_timestamp_seconds`` from it (that gauge is
-    collected before this collector, so a new value shows from the next scrape on).
+    Register once: ``registry.register(RetrainStatusCollector(models_dir / "retrain.prom"))``.
+    Exports the file's ``monitor_retrain_*`` gauges, on the scrape after the file changed;
+    before any retrain there is no file and no series (absent, not 0).
+    ``monitor_retrain_last_success_timestamp_seconds`` is the one "last promoted by
+    retraining" series (the daemon's own gauge of the same fact, which read 0 until a
+    retrain and lagged a scrape behind this one, is gone: decision 0017).
     """
 
-    def __init__(self, path: Path | str, metrics=None):
+    def __init__(self, path: Path | str):
         self.path = Path(path)
-        self.metrics = metrics
         self._sig: tuple | None = None
         self._values: dict[str, float] = {}
 
@@ -103,9 +104,6 @@ class RetrainStatusCollector:
             return
         self._sig = sig
         self._values = read_textfile(self.path) if sig else {}
-        last = self._values.get("monitor_retrain_last_success_timestamp_seconds")
-        if self.metrics is not None and last is not None and math.isfinite(last) and last > 0:
-            self.metrics.retrain_succeeded(at=last)
 
     def collect(self):
         try:

@@ -48,6 +48,7 @@ from monitor.core.model.registry import (
     TMP_PREFIX,
     BundleError,
     BundleInfo,
+    BundleNotFound,
     _check_version_name,
     _fsync_dir,
     current_bundle_path,
@@ -66,6 +67,7 @@ __all__ = [
     "Bundle",
     "BundleError",
     "BundleInfo",
+    "BundleNotFound",
     "current_bundle_path",
     "list_bundles",
     "load_bundle",
@@ -244,11 +246,11 @@ def _resolve_bundle_dir(path: Path) -> Path:
     if pointer.is_symlink() or pointer.exists():
         target = current_bundle_path(path)
         if target is None:
-            raise BundleError(f"{pointer}: does not point at an existing bundle directory")
+            raise BundleNotFound(f"{pointer}: does not point at an existing bundle directory")
         return target
     if not path.exists():
-        raise BundleError(f"{path}: no such bundle or models directory")
-    raise BundleError(f"{path}: neither a bundle (no {MANIFEST}) nor a models directory (no {CURRENT} pointer)")
+        raise BundleNotFound(f"{path}: no such bundle or models directory (`monitor train` makes one)")
+    raise BundleNotFound(f"{path}: neither a bundle (no {MANIFEST}) nor a models directory (no {CURRENT} pointer)")
 
 
 def load_bundle(path: Path) -> Bundle:

@@ -49,6 +49,11 @@ class BundleError(Exception):
     """A bundle cannot be written or is not safe/valid to use; the message says which file and why."""
 
 
+class BundleNotFound(BundleError):
+    """No bundle where one was asked for (a missing path, no `current` pointer, a dangling one):
+    nothing was refused, there was nothing to check."""
+
+
 class BundleInfo(NamedTuple):
     version: str
     path: Path
