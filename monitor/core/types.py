@@ -261,7 +261,19 @@ class ScoreBatch(Sequence[Score]):
     Sinks, listeners and backtests can treat the batch as a list of `Score`.
     """
 
-    __slots__ = ("_streams", "channel_scores", "observed", "raw", "reconstructed", "runs", "score", "times")
+    __slots__ = (
+        "_streams",
+        "channel_scores",
+        "codes",
+        "novelty",
+        "observed",
+        "raw",
+        "reconstructed",
+        "runs",
+        "score",
+        "states",
+        "times",
+    )
 
     def __init__(
         self,
@@ -284,6 +296,10 @@ class ScoreBatch(Sequence[Score]):
         self.channel_scores = channel_scores
         self.observed = observed  # (B, C) array, or a list of (C,) arrays
         self.reconstructed = reconstructed
+        # latent features (decision 0020), None unless asked for / the bundle has states:
+        self.codes: NDArray[np.float32] | None = None  # (B, code_size), the same forward pass's
+        self.states: NDArray[np.intp] | None = None  # (B,) operating state index (from 0)
+        self.novelty: NDArray[np.float32] | None = None  # (B,) distance to the state / its radius
 
     @classmethod
     def empty(cls) -> ScoreBatch:
@@ -358,6 +374,9 @@ class Alert:
     cause: str | None = None  # sensor alerts: stale, stuck, out_of_range or rate
     channel: str | None = None  # sensor alerts: the faulty channel
     value: float | None = None  # sensor alerts: the channel's raw value when it fired / resolved
+    # anomaly alerts of a bundle with operating states (decision 0020): the state of the
+    # window behind the change, {"index" (from 1), "of", "name", "novelty", "text"}
+    operating_state: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -377,4 +396,6 @@ class Alert:
         }
         if self.kind == "sensor":
             out.update(cause=self.cause, channel=self.channel, value=self.value)
+        if self.operating_state is not None:
+            out["operating_state"] = self.operating_state
         return out

@@ -152,6 +152,19 @@ class Metrics:
             "Streams not exported with their own label because max_stream_labels was reached.",
             registry=r,
         )
+        self.operating_state = Gauge(
+            "monitor_operating_state",
+            "Operating state of each stream's latest window (1..k, the bundle's k-means states; decision 0020).",
+            ["stream"],
+            registry=r,
+        )
+        self.latent_novelty = Gauge(
+            "monitor_latent_novelty",
+            "Distance of each stream's latest window code to its nearest state centroid, in units of the "
+            "training 99th percentile (1.0). Measured only: no alert decision uses it.",
+            ["stream"],
+            registry=r,
+        )
         self.effective_threshold = Gauge(
             "monitor_effective_threshold",
             "Raw error at which a stream scores 1.0 now (its online calibration and alert budget).",
@@ -400,6 +413,14 @@ class Metrics:
             self.budget_use.labels(stream).set(budget_use)
         return True
 
+    def set_state(self, stream: str, state: int, novelty: float) -> bool:
+        """Export a stream's operating state (1..k) and novelty; False beyond `max_stream_labels`."""
+        if stream not in self._streams and self._admit(stream) is None:
+            return False
+        self.operating_state.labels(stream).set(state)
+        self.latent_novelty.labels(stream).set(novelty)
+        return True
+
     def set_last_reading(self, stream: str, timestamp: float) -> bool:
         """Export a stream's newest reading time; False beyond `max_stream_labels`."""
         children = self._streams.get(stream)
@@ -426,6 +447,8 @@ class Metrics:
                 self.effective_threshold,
                 self.budget_use,
                 self.last_reading,
+                self.operating_state,
+                self.latent_novelty,
             ):
                 with contextlib.suppress(KeyError):
                     gauge.remove(stream)
