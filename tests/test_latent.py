@@ -145,7 +145,7 @@ def test_map_is_the_code_for_size_two_and_a_pca_with_its_explained_variance_othe
 def test_states_config_is_validated():
     assert ModelConfig(states=4).states == 4 and ModelConfig(states="off").states == "off"
     for bad in (0, 13, "many", True, 2.5):
-        with pytest.raises(ConfigError, match="model.states"):
+        with pytest.raises(ConfigError, match=r"model\.states"):
             ModelConfig(states=bad)
 
 
@@ -183,7 +183,7 @@ def test_a_malformed_latent_entry_is_refused_naming_the_key(bundle):
     obj = json.loads((bundle / "manifest.json").read_text())
     assert Manifest.from_json(obj).to_json()["latent"] == obj["latent"]  # round trip
     obj["latent"]["states"]["centroids"] = [[1.0]]
-    with pytest.raises(ManifestError, match="latent.states.centroids"):
+    with pytest.raises(ManifestError, match=r"latent\.states\.centroids"):
         Manifest.from_json(obj)
     obj = json.loads((bundle / "manifest.json").read_text())
     obj["latent"]["code_size"] = 3
@@ -234,11 +234,11 @@ def test_backtest_codes_equal_replay_codes_and_the_csv_carries_them(tmp_path, bu
     assert bt.window_codes is not None and bt.window_codes.shape == replay_codes.shape
     np.testing.assert_allclose(bt.window_codes, replay_codes, rtol=1e-5, atol=1e-6)
     write_scores_csv(bt, tmp_path / "scores.csv")
-    rows = list(csv.DictReader(open(tmp_path / "scores.csv")))
+    rows = list(csv.DictReader((tmp_path / "scores.csv").read_text().splitlines()))
     assert [f"code_{j}" for j in range(6)] == [k for k in rows[0] if k.startswith("code_")]
     last = [float(rows[-1][f"code_{j}"]) for j in range(6)]
     np.testing.assert_allclose(last, bt.window_codes[-1], rtol=0, atol=0)
-    lines = list(csv.DictReader(open(tmp_path / "codes.csv")))
+    lines = list(csv.DictReader((tmp_path / "codes.csv").read_text().splitlines()))
     assert len(lines) == res.windows and int(lines[0]["state"]) >= 1 and float(lines[0]["novelty"]) >= 0
     np.testing.assert_array_equal([float(lines[-1][f"code_{j}"]) for j in range(6)], replay_codes[-1])
 
