@@ -589,7 +589,7 @@ class Service:
         fleet = self.fleet
         for stream, value in scores.last_by_stream().items():
             self.metrics.set_score(stream, value, fleet.firing(result.group, stream))
-        if scores.states is not None:
+        if scores.latent_states is not None:
             self._export_states(result)
         elif self.latent_out is not None:  # a bundle without states: codes only
             self._publish_latent(result)
@@ -599,11 +599,8 @@ class Service:
     def _export_states(self, result: GroupResult) -> None:
         """monitor_operating_state / monitor_latent_novelty of each stream's newest window,
         and the latent topic (rate-bounded) when configured."""
-        scores = result.scores
-        states, novelty = scores.states, scores.novelty
-        assert states is not None and novelty is not None
-        for stream, _, stop in scores.runs:
-            self.metrics.set_state(stream, int(states[stop - 1]) + 1, float(novelty[stop - 1]))
+        for stream, (state, novelty) in result.scores.newest_states().items():  # one gauge set per stream
+            self.metrics.set_state(stream, state + 1, novelty)
         self._publish_latent(result)
 
     def _publish_latent(self, result: GroupResult) -> None:

@@ -27,7 +27,7 @@ from monitor.core.config import (
     StreamConfig,
 )
 from monitor.core.interfaces import Scorer
-from monitor.core.model.latent import LatentModel
+from monitor.core.model.latent import LatentModel, States
 from monitor.core.model.manifest import Manifest
 from monitor.core.sensor_health import SensorHealth, SensorLimits
 from monitor.core.stream.assembler import AssembledFrame, StreamAssembler
@@ -610,11 +610,10 @@ class Pipeline:
         scores = ScoreBatch(streams, times, score, raw, channel_scores, observed, reconstructed, runs=runs)
         if codes is not None:
             scores.codes = codes
-            if self._states is not None:
-                scores.states, scores.novelty = self._states.assign(codes)
+            scores.latent_states = self._states  # states are assigned where used (ScoreBatch.states)
         alerts = self.alarm.update_batch(scores)
-        if alerts and scores.states is not None:
-            alerts = self._with_states(alerts, scores)
+        if alerts and self._states is not None and codes is not None:
+            alerts = self._with_states(alerts, scores, codes, self._states)
         if self.calibrator.events:
             alerts = self._with_regime_changes(alerts, self.calibrator.drain_events())
         self.counters["windows_scored"] += n
@@ -650,11 +649,9 @@ class Pipeline:
         row_of = np.repeat(rows, lengths)
         return channel_scores, recon_last * self._row_std[row_of] + self._row_mean[row_of]
 
-    def _with_states(self, alerts: list[Alert], scores: ScoreBatch) -> list[Alert]:
+    def _with_states(self, alerts: list[Alert], scores: ScoreBatch, codes: Float32Array, st: States) -> list[Alert]:
         """Each alarm alert with the operating state of the window behind it (its
         `AlarmMachine.emitted_at` time, in its stream's rows)."""
-        states, novelty, st = scores.states, scores.novelty, self._states
-        assert states is not None and novelty is not None and st is not None
         times = np.asarray(scores.times, dtype=np.float64)
         out = []
         for alert, at in zip(alerts, self.alarm.emitted_at, strict=True):
@@ -667,12 +664,13 @@ class Pipeline:
             if row is None:
                 out.append(alert)
                 continue
-            i = int(states[row])
+            state, novelty = st.assign(codes[row : row + 1])
+            i = int(state[0])
             context = {
                 "index": i + 1,
                 "of": st.k,
                 "name": st.names[i],
-                "novelty": round(float(novelty[row]), 4),
+                "novelty": round(float(novelty[0]), 4),
                 "text": st.describe(i),
             }
             out.append(replace(alert, operating_state=context))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
-from typing import Any, Final, NamedTuple, TypeAlias, TypedDict, overload
+from typing import Any, Final, NamedTuple, Protocol, TypeAlias, TypedDict, overload
 
 import numpy as np
 from numpy.typing import NDArray
@@ -251,6 +251,12 @@ def runs_of(streams: Sequence[str]) -> list[tuple[str, int, int]]:
     return runs
 
 
+class StateAssigner(Protocol):
+    """What a batch needs of a bundle's operating states (`monitor.core.model.latent.States`)."""
+
+    def assign(self, codes: NDArray[Any]) -> tuple[NDArray[np.intp], NDArray[np.float32]]: ...
+
+
 class ScoreBatch(Sequence[Score]):
     """Scores of one scored batch, stored by column; indexing builds a `Score`.
 
@@ -262,16 +268,17 @@ class ScoreBatch(Sequence[Score]):
     """
 
     __slots__ = (
+        "_novelty",
+        "_states",
         "_streams",
         "channel_scores",
         "codes",
-        "novelty",
+        "latent_states",
         "observed",
         "raw",
         "reconstructed",
         "runs",
         "score",
-        "states",
         "times",
     )
 
@@ -298,8 +305,34 @@ class ScoreBatch(Sequence[Score]):
         self.reconstructed = reconstructed
         # latent features (decision 0020), None unless asked for / the bundle has states:
         self.codes: NDArray[np.float32] | None = None  # (B, code_size), the same forward pass's
-        self.states: NDArray[np.intp] | None = None  # (B,) operating state index (from 0)
-        self.novelty: NDArray[np.float32] | None = None  # (B,) distance to the state / its radius
+        self.latent_states: StateAssigner | None = None  # the bundle's operating states
+        self._states: NDArray[np.intp] | None = None
+        self._novelty: NDArray[np.float32] | None = None
+
+    @property
+    def states(self) -> NDArray[np.intp] | None:
+        """(B,) each window's operating state index (from 0); computed on first use, so the
+        live path, which needs only each stream's newest (`newest_states`), never pays for all."""
+        if self._states is None and self.codes is not None and self.latent_states is not None:
+            self._states, self._novelty = self.latent_states.assign(self.codes)
+        return self._states
+
+    @property
+    def novelty(self) -> NDArray[np.float32] | None:
+        """(B,) distance of each window's code to its state's centroid / the training radius."""
+        return self._novelty if self.states is not None else None
+
+    def newest_states(self) -> dict[str, tuple[int, float]]:
+        """{stream: (state index, novelty)} of each stream's newest window ({} without states)."""
+        if self.codes is None or self.latent_states is None:
+            return {}
+        newest = {stream: stop - 1 for stream, _, stop in self.runs}
+        rows = np.fromiter(newest.values(), dtype=np.intp, count=len(newest))
+        if self._states is not None and self._novelty is not None:
+            idx, nov = self._states[rows], self._novelty[rows]
+        else:
+            idx, nov = self.latent_states.assign(self.codes[rows])
+        return {s: (int(i), float(n)) for s, i, n in zip(newest, idx.tolist(), nov.tolist(), strict=True)}
 
     @classmethod
     def empty(cls) -> ScoreBatch:

@@ -39,11 +39,13 @@ class LatentPublisher:
             return 0
         now = self.clock()
         newest: dict[str, int] = {stream: stop - 1 for stream, _, stop in scores.runs}
+        due = [s for s in newest if (last := self._last.get(s)) is None or now - last >= self.every_seconds]
+        if not due:
+            return 0
+        states = scores.newest_states()
         n = 0
-        for stream, row in newest.items():
-            last = self._last.get(stream)
-            if last is not None and now - last < self.every_seconds:
-                continue
+        for stream in due:
+            row = newest[stream]
             self._last[stream] = now
             body: dict[str, object] = {
                 "stream": stream,
@@ -51,12 +53,12 @@ class LatentPublisher:
                 "model_version": model_version,
                 "code": [float(v) for v in codes[row]],
             }
-            if scores.states is not None and scores.novelty is not None:
-                i = int(scores.states[row])
+            if stream in states:
+                i, novelty = states[stream]
                 body["state"] = i + 1
                 if state_names is not None:
                     body["state_name"] = state_names[i]
-                body["novelty"] = float(scores.novelty[row])
+                body["novelty"] = novelty
             self.publish(self.topic.format(stream=stream), json.dumps(body).encode(), 0, False)
             n += 1
         self.sent += n

@@ -191,6 +191,7 @@ class Metrics:
         )
         self._streams: dict[str, tuple] = {}  # stream -> (score child, state child, last reading child)
         self._unlabelled: set[str] = set()
+        self._state_children: dict[str, tuple] = {}  # stream -> (operating state, novelty) children
 
         # ------------------------------------------------------------- alerts and model
         self.alerts = Counter("monitor_alerts_total", "Alert state changes, by state.", ["state"], registry=r)
@@ -415,10 +416,16 @@ class Metrics:
 
     def set_state(self, stream: str, state: int, novelty: float) -> bool:
         """Export a stream's operating state (1..k) and novelty; False beyond `max_stream_labels`."""
-        if stream not in self._streams and self._admit(stream) is None:
-            return False
-        self.operating_state.labels(stream).set(state)
-        self.latent_novelty.labels(stream).set(novelty)
+        children = self._state_children.get(stream)
+        if children is None:
+            if stream not in self._streams and self._admit(stream) is None:
+                return False
+            children = self._state_children[stream] = (
+                self.operating_state.labels(stream),
+                self.latent_novelty.labels(stream),
+            )
+        children[0].set(state)
+        children[1].set(novelty)
         return True
 
     def set_last_reading(self, stream: str, timestamp: float) -> bool:
@@ -439,6 +446,7 @@ class Metrics:
         """Remove a stream's labelled series (the stream was evicted); frees its slot."""
         with self._label_lock:
             self._unlabelled.discard(stream)
+            self._state_children.pop(stream, None)
             if self._streams.pop(stream, None) is None:
                 return
             for gauge in (
