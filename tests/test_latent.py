@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from broker import Mosquitto, mosquitto_binary
 from daemon_support import (
     MODEL_YAML,
@@ -23,6 +24,7 @@ from daemon_support import (
 from prometheus_client import CollectorRegistry
 
 from monitor.app.backtest import run_backtest, write_scores_csv
+from monitor.app.cli import main
 from monitor.app.latent import LatentCsv, latent_map_png
 from monitor.app.models import latent_text
 from monitor.app.replay import replay_offline
@@ -35,7 +37,7 @@ from monitor.core.model.manifest import Manifest, ManifestError
 from monitor.core.model.nets import build_autoencoder
 from monitor.core.model.scorer import AutoencoderScorer
 from monitor.core.pipeline import ScoringModel
-from monitor.core.synthetic import CHANNELS, pump
+from monitor.core.synthetic import CHANNELS, pump, write_csv
 from monitor.core.types import RawMessage, ScoreBatch
 from monitor.io.latent_out import LatentPublisher
 from monitor.io.metrics import Metrics
@@ -152,6 +154,7 @@ def test_states_config_is_validated():
 # --------------------------------------------------------------------------- bundle and report
 
 
+@pytest.mark.slow  # trains the module's bundle (about 7 s)
 def test_training_writes_latent_png_and_the_latent_facts_into_the_manifest(bundle):
     png = bundle / "latent.png"
     assert png.stat().st_size > 1000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -179,6 +182,7 @@ def test_a_format_1_bundle_has_no_latent_facts_and_still_scores():
     assert "trained before them" in latent_text(b.manifest)
 
 
+@pytest.mark.slow  # trains the module's bundle (about 7 s)
 def test_a_malformed_latent_entry_is_refused_naming_the_key(bundle):
     obj = json.loads((bundle / "manifest.json").read_text())
     assert Manifest.from_json(obj).to_json()["latent"] == obj["latent"]  # round trip
@@ -215,6 +219,7 @@ def _replay_cfg():
     return config_from(raw)
 
 
+@pytest.mark.slow  # trains the module's bundle (about 7 s)
 def test_backtest_codes_equal_replay_codes_and_the_csv_carries_them(tmp_path, bundle):
     model = ScoringModel.from_bundle(load_bundle(bundle))
     cfg = _replay_cfg()
@@ -243,6 +248,7 @@ def test_backtest_codes_equal_replay_codes_and_the_csv_carries_them(tmp_path, bu
     np.testing.assert_array_equal([float(lines[-1][f"code_{j}"]) for j in range(6)], replay_codes[-1])
 
 
+@pytest.mark.slow  # trains the module's bundle (about 7 s)
 def test_alerts_carry_the_operating_state_of_the_window_behind_them(tmp_path, bundle):
     model = ScoringModel.from_bundle(load_bundle(bundle))
     t, v, _ = feed_rows(1000, start_time=1.7e9)  # a cavitation fault in rows 700..820
@@ -257,20 +263,14 @@ def test_alerts_carry_the_operating_state_of_the_window_behind_them(tmp_path, bu
         assert a.to_dict()["operating_state"] == ctx
 
 
-def test_without_states_and_without_latent_no_codes_are_computed(bundle):
+@pytest.mark.slow  # trains the module's bundle (about 7 s)
+def test_without_states_and_without_latent_no_codes_are_computed(tmp_path, bundle):
     model = ScoringModel.from_bundle(load_bundle(bundle))
     plain = ScoringModel(**{**model.__dict__, "latent": None})
     t, v, _ = feed_rows(200, fault=None, start_time=1.7e9)
     seen: list[ScoreBatch] = []
-    replay_offline([_recording_tmp(t, v)], _replay_cfg(), plain, on_scores=seen.append)
+    replay_offline([_recording(tmp_path / "r.jsonl.gz", t, v)], _replay_cfg(), plain, on_scores=seen.append)
     assert seen and all(b.codes is None and b.states is None for b in seen)
-
-
-def _recording_tmp(t, v) -> Path:
-    import tempfile  # noqa: PLC0415
-
-    d = Path(tempfile.mkdtemp(prefix="latent-"))
-    return _recording(d / "r.jsonl.gz", t, v)
 
 
 # --------------------------------------------------------------------------- daemon-side outputs
@@ -308,6 +308,7 @@ def test_latent_topic_publishes_each_streams_newest_code_at_most_once_per_interv
 needs_broker = pytest.mark.skipif(mosquitto_binary() is None, reason="the mosquitto binary is not installed")
 
 
+@pytest.mark.slow  # trains the module's bundle (about 7 s)
 @needs_broker
 def test_live_codes_states_and_metric_equal_offline_replay_of_the_daemons_own_recording(tmp_path, bundle):
     models = bundle.parent
@@ -355,3 +356,51 @@ def test_live_codes_states_and_metric_equal_offline_replay_of_the_daemons_own_re
     assert state == states[-1] + 1  # the gauge holds the newest window's state
     fired = [json.loads(p) for _, p in alerts.messages if json.loads(p)["state"] == "firing"]
     assert [a["operating_state"] for a in fired] == [a.operating_state for a in offline.alerts if a.state == "firing"]
+
+
+def _cli_config(tmp_path: Path, bundle: Path) -> Path:
+    raw = load_yaml(MODEL_YAML)
+    raw.update(
+        {
+            "topics": [{"template": "plant/{site}/{asset}", "format": "json_multi", "stream": "{site}/{asset}"}],
+            "stream": {"channels": list(CHANNELS), "period_seconds": 1.0, "max_gap_seconds": 5},
+            "data": {"timestamp_column": "timestamp", "label_column": "anomaly", "stream": "site1/pump1"},
+            "models": {"dir": str(bundle.parent)},
+        }
+    )
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.mark.slow  # trains the module's bundle (about 7 s)
+def test_cli_backtest_latent_writes_code_columns_and_the_map_and_models_show_prints_states(tmp_path, bundle, capsys):
+    cfg = _cli_config(tmp_path, bundle)
+    t, v, labels = feed_rows(1000, start_time=1.7e9)
+    write_csv(tmp_path / "feed.csv", t, v, labels)
+    out = tmp_path / "scores.csv"
+    assert (
+        main(["backtest", "--config", str(cfg), "--data", str(tmp_path / "feed.csv"), "--out", str(out), "--latent"])
+        == 0
+    )
+    header = out.read_text().splitlines()[0].split(",")
+    assert header[-6:] == [f"code_{j}" for j in range(6)]
+    png = out.with_suffix(".latent.png")
+    assert png.stat().st_size > 1000 and "latent map:" in capsys.readouterr().out
+    assert main(["models", "show", bundle.name, "--config", str(cfg)]) == 0
+    shown = capsys.readouterr()
+    assert json.loads(shown.out)["latent"]["code_size"] == 6
+    assert "code_size 6" in shown.err and "explains" in shown.err and "centroid [" in shown.err
+
+
+@pytest.mark.slow  # trains the module's bundle (about 7 s)
+def test_cli_replay_offline_latent_writes_one_row_per_scored_window(tmp_path, bundle, capsys):
+    cfg = _cli_config(tmp_path, bundle)
+    t, v, _ = feed_rows(300, fault=None, start_time=1.7e9)
+    rec = _recording(tmp_path / "r.jsonl.gz", t, v)
+    codes = tmp_path / "codes.csv"
+    assert main(["replay", str(rec), "--config", str(cfg), "--offline", "--latent", str(codes)]) == 0
+    rows = list(csv.DictReader(codes.read_text().splitlines()))
+    assert len(rows) == 300 - 16 + 1 and rows[0]["stream"] == "site1/pump1" and "code_5" in rows[0]
+    with pytest.raises(SystemExit, match="--offline"):
+        main(["replay", str(rec), "--config", str(cfg), "--to-broker", "--latent", str(codes)])
