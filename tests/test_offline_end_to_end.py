@@ -50,7 +50,7 @@ def test_fault_is_alerted_within_bounded_delay_and_clean_part_is_quiet(tmp_path,
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["channels"] == ["flow", "pressure", "current", "vibration", "temperature"]
     assert manifest["period_seconds"] == 1.0  # inferred
-    for name in ("report.json", "loss.png", "scores.png"):
+    for name in ("report.json", "loss.png", "scores.png", "latent.png"):
         assert (bundle / name).stat().st_size > 0
 
     out = cli(

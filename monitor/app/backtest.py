@@ -38,6 +38,9 @@ class BacktestResult:
     counters: dict
     values: np.ndarray  # (N, C) input values, for plots
     quality: Quality | None = None
+    codes: np.ndarray | None = None  # (N, code_size) with --latent: the code of the row's window, NaN before
+    window_codes: np.ndarray | None = None  # (W, code_size) with --latent: every scored window's code
+    window_alert: np.ndarray | None = None  # (W,) 0/1 alarm state after each scored window
 
 
 def run_backtest(
@@ -51,11 +54,13 @@ def run_backtest(
     train_rows: int = 0,
     chunk_rows: int = 256,
     group: str | None = None,
+    latent: bool = False,
 ) -> BacktestResult:
     """Push rows (times (N,), values (N, C) with columns `channels`) through the runner.
 
     The rows are stream ``data.stream``; with `groups:` it is scored with the alarm and
     stream settings of its group (`group`, default: the group it routes to) by `model`.
+    `latent`: also keep each scored window's code (the scoring pass's own, decision 0020).
     """
     missing = [c for c in model.channels if c not in channels]
     if missing:
@@ -64,10 +69,19 @@ def run_backtest(
     values = np.asarray(values, dtype=np.float64)[:, cols]
     n, c = values.shape
     stream = cfg.data.stream
-    fleet = Fleet.single(model, cfg.fleet()[0] if not cfg.groups else cfg.group(group or _route(cfg, stream)))
+    fleet = Fleet.single(
+        model, cfg.fleet()[0] if not cfg.groups else cfg.group(group or _route(cfg, stream)), latent=latent
+    )
     scores: list = []
+    code_parts: list[np.ndarray] = []
     alerts: list[Alert] = []
-    runner = Runner(fleet, on_scores=lambda r: scores.extend(r.scores), on_alert=alerts.append)
+
+    def scored(r) -> None:
+        scores.extend(r.scores)
+        if r.scores.codes is not None:
+            code_parts.append(r.scores.codes)
+
+    runner = Runner(fleet, on_scores=scored, on_alert=alerts.append)
 
     row_windows = np.zeros(n, dtype=np.int64)  # windows due after each row
     for i in range(n):
@@ -105,6 +119,12 @@ def run_backtest(
     result = BacktestResult(
         times, score, alert, contrib, list(model.channels), phase, labels, alerts, dict(fleet.totals()), values
     )
+    if latent:
+        k = model.latent.code_size if model.latent is not None else (code_parts[0].shape[1] if code_parts else 0)
+        w_codes = np.concatenate(code_parts) if code_parts else np.zeros((0, k), dtype=np.float32)
+        codes = np.full((n, w_codes.shape[1]), np.nan)
+        codes[has] = w_codes[last]
+        result.codes, result.window_codes, result.window_alert = codes, w_codes, w_state
     if labels is not None:
         test = slice(train_rows, n)
         result.quality = evaluate(times[test], labels[test], alert[test])
@@ -120,7 +140,7 @@ def _route(cfg: Config, stream: str) -> str:
 
 
 def write_scores_csv(result: BacktestResult, path: Path) -> None:
-    """timestamp, phase, score, alert[, label], contrib_<channel>... — one row per input row."""
+    """timestamp, phase, score, alert[, label], contrib_<channel>...[, code_0...] — one row per input row."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -130,6 +150,9 @@ def write_scores_csv(result: BacktestResult, path: Path) -> None:
         if result.labels is not None:
             header.append("label")
         header += [f"contrib_{ch}" for ch in result.channels]
+        codes = result.codes
+        if codes is not None:
+            header += [f"code_{j}" for j in range(codes.shape[1])]
         w.writerow(header)
         for i in range(len(result.times)):
             row = [
@@ -142,6 +165,8 @@ def write_scores_csv(result: BacktestResult, path: Path) -> None:
                 lab = result.labels[i]
                 row.append("" if np.isnan(lab) else int(lab))
             row += ["" if np.isnan(v) else f"{v:.6g}" for v in result.contributions[i]]
+            if codes is not None:  # full precision: equal to the live codes of the same windows
+                row += ["" if np.isnan(v) else repr(float(v)) for v in codes[i]]
             w.writerow(row)
     tmp.replace(path)
 

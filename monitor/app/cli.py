@@ -206,8 +206,11 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         labels=data.labels,
         train_rows=args.train_rows or 0,
         group=group if cfg.groups else None,
+        latent=args.latent,
     )
     write_scores_csv(result, Path(args.out))
+    if args.latent:
+        _backtest_latent_map(result, model, Path(args.out))
     print(
         f"{data.n_rows} rows scored with model {model.version} -> {args.out}"
         + (f" (trained in {train_seconds:.1f}s)" if args.train_rows else "")
@@ -233,6 +236,20 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         }
         Path(args.report).write_text(json.dumps(report, indent=2))
     return 0
+
+
+def _backtest_latent_map(result, model: ScoringModel, out: Path) -> None:
+    """``<out>.latent.png``: the scored windows on the bundle's map, alerted ones highlighted."""
+    from monitor.app.latent import backtest_map_png  # noqa: PLC0415
+
+    if model.latent is None:
+        print(f"model {model.version} has no latent map (trained before it); codes written, no latent.png")
+        return
+    if result.window_codes is None or not len(result.window_codes):
+        return
+    path = out.with_suffix(".latent.png")
+    if backtest_map_png(model.latent, result.window_codes, result.window_alert, path):
+        print(f"latent map: {path}")
 
 
 def _backtest_group(cfg: Config, name: str | None) -> str:
@@ -382,6 +399,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     cfg = _config(args.config)
     if args.to_broker == args.offline:
         raise UsageError("choose one of --offline or --to-broker")
+    if args.latent and not args.offline:
+        raise UsageError("--latent needs --offline (codes come from scoring here)")
     if args.offline:
         models = _replay_models(cfg, args.model, args.group)
         if args.alerts_out and Path(args.alerts_out).name != ALERTS_FILE:
@@ -399,7 +418,16 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 if out:
                     out.write(line + "\n")
 
-            res = replay_offline(args.files, cfg, models, on_alert=on_alert)
+            on_scores = None
+            if args.latent:
+                from monitor.app.latent import LatentCsv  # noqa: PLC0415
+
+                codes_csv = LatentCsv(Path(args.latent))
+                stack.callback(codes_csv.close)
+                on_scores = codes_csv.write
+            res = replay_offline(
+                args.files, cfg, models, on_alert=on_alert, on_scores=on_scores, latent=bool(args.latent)
+            )
         versions = ", ".join(f"{g}={m.version if m else 'none'}" for g, m in models.items())
         print(
             f"replayed {res.messages} messages ({res.readings} readings, {res.windows} windows) with model(s) "
@@ -481,6 +509,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--plot", help="timeline PNG (default: beside --out)")
     b.add_argument("--report", help="write figures and alerts as JSON")
     b.add_argument("--threads", type=threads_arg, help='torch threads: a count or "auto" (default: model.threads)')
+    b.add_argument(
+        "--latent",
+        action="store_true",
+        help="add each window's code (code_0 ...) to --out and draw <out>.latent.png (the operating-state map)",
+    )
     b.set_defaults(func=cmd_backtest)
 
     r = sub.add_parser("run", help="run the daemon: MQTT in, alerts and metrics out")
@@ -512,6 +545,11 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--speed", type=float, default=1.0, help="x real time with --to-broker; 0 = as fast as possible")
     rp.add_argument("--model", help="bundle or models directory (default: models.dir of the config)")
     rp.add_argument("--group", help="the group --model serves (with groups:); the others use their current")
+    rp.add_argument(
+        "--latent",
+        metavar="CSV",
+        help="--offline: write each scored window's stream, time, score, state, novelty and code_0 ... to CSV",
+    )
     rp.add_argument(
         "--alerts-out", help=f"also write the alerts as JSON lines here (for retrain: <recordings>/{ALERTS_FILE})"
     )

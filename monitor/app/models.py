@@ -150,6 +150,30 @@ def _known_version(models_dir: Path, version: str) -> BundleInfo:
     raise RegistryCommandError(f"no version {version!r} in {models_dir}; versions: {known}")
 
 
+def latent_text(m: Manifest) -> str:
+    """Code size, the map's explained variance and the state centroids (code units), for people."""
+    try:
+        latent = m.latent_model
+    except ValueError as exc:
+        return f"latent: unreadable ({exc})"
+    if latent is None:
+        return f"latent: code_size {m.architecture.get('code_size')}; no map or states (trained before them)"
+    p, s = latent.projection, latent.states
+    lines = [
+        f"latent: code_size {latent.code_size} (pooling {latent.pooling}); map {p.method} explains "
+        f"{100 * p.explained:.1f} % of the code variance"
+    ]
+    if s is None:
+        lines.append("operating states: off")
+        return "\n".join(lines)
+    rule = f"silhouette {s.silhouette:.3f}" if s.silhouette is not None else s.rule
+    lines.append(f"operating states: {s.k} ({rule}), novelty radius {s.radius:.4g} (p99 training distance)")
+    cents = s.centroids * s.scale_std + s.scale_mean
+    for i, c in enumerate(cents):
+        lines.append(f"  {i + 1}: {s.names[i]:<16} centroid [" + ", ".join(f"{v:.4g}" for v in c) + "]")
+    return "\n".join(lines)
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     ((group, models_dir),) = _groups(args.config, args.group, one=True)
     info = _known_version(models_dir, args.version)
@@ -160,6 +184,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     if m.migrated_from is not None:
         note += f"; stored as format {m.migrated_from}, shown migrated to {m.format_version}"
     print(note, file=sys.stderr)
+    print(latent_text(m), file=sys.stderr)  # stdout stays the manifest's JSON
     json.dump(m.to_json(), sys.stdout, indent=2, sort_keys=True)
     print()
     return 0

@@ -51,14 +51,17 @@ def replay_offline(
     on_alert: Callable[[Alert], None] | None = None,
     on_scores: Callable[[ScoreBatch], None] | None = None,
     batch_messages: int = 512,
+    latent: bool = False,
 ) -> ReplayResult:
     """Run recordings through a fresh fleet; returns the alerts it raised, in order.
 
     `model`: one model (a config without `groups:`, or one group) or a model per group
     name (a group left out or None counts its readings as ``no_model``, as live).
+    `latent`: every scored batch carries its windows' codes (as with ``alerts.latent_topic``).
     """
     codec = Codec(cfg.topics, cfg.mqtt.max_payload_bytes, cfg.stream.max_future_seconds, columns=True)
     fleet = Fleet.from_config(cfg)
+    fleet.latent = fleet.latent or latent
     models = _models_by_group(fleet, model)
     for name, m in models.items():
         if m is not None:

@@ -39,6 +39,7 @@ from monitor.io.calib_state import StateError, load_state, partitions_owner, sav
 from monitor.io.codec import Codec
 from monitor.io.handoff import HandOff
 from monitor.io.http import MetricsServer, serve
+from monitor.io.latent_out import LatentPublisher
 from monitor.io.metrics import Metrics
 from monitor.io.mqtt import MQTTIngest
 from monitor.io.nats import IngestSource, NATSIngest
@@ -105,6 +106,7 @@ class Service:
         self.score_listeners = list(score_listeners or [])  # e.g. a recorder or a test probe
         self.sinks: list[Sink] = []
         self.ingest: IngestSource | None = None
+        self.latent_out: LatentPublisher | None = None  # alerts.latent_topic (set in start)
         self.muted_alerts = 0
         self._muted = 0  # alerts of warm-up replays not sent (they went out before the restart)
         self.recorder: Recorder | None = None
@@ -286,6 +288,10 @@ class Service:
                 on_deleted=self.metrics.recordings_deleted,
             ).start()
         self.ingest = self._make_ingest()
+        if cfg.alerts.latent_topic:
+            self.latent_out = LatentPublisher(
+                self.ingest.publish, cfg.alerts.latent_topic, cfg.alerts.latent_every_seconds
+            )
         self.sinks = [
             MQTTSink(
                 self.ingest.publish,
@@ -585,8 +591,28 @@ class Service:
         fleet = self.fleet
         for stream, value in scores.last_by_stream().items():
             self.metrics.set_score(stream, value, fleet.firing(result.group, stream))
+        if scores.latent_states is not None:
+            self._export_states(result)
+        elif self.latent_out is not None:  # a bundle without states: codes only
+            self._publish_latent(result)
         if self.ingest is not None and (self.cfg.alerts.scores_topic or self.cfg.alerts.denoised_topic):
             self._publish_for_integrators(result)
+
+    def _export_states(self, result: GroupResult) -> None:
+        """monitor_operating_state / monitor_latent_novelty of each stream's newest window,
+        and the latent topic (rate-bounded) when configured."""
+        for stream, (state, novelty) in result.scores.newest_states().items():  # one gauge set per stream
+            self.metrics.set_state(stream, state + 1, novelty)
+        self._publish_latent(result)
+
+    def _publish_latent(self, result: GroupResult) -> None:
+        if self.latent_out is None or result.scores.codes is None:
+            return
+        model = self.fleet.model(result.group)
+        if model is None:
+            return
+        st = model.latent.states if model.latent is not None else None
+        self.latent_out.send(result.scores, model.version, None if st is None else st.names)
 
     def _on_alert(self, alert: Alert) -> None:
         if self._muted:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from monitor.app.latent import fit_latent, latent_line, latent_map_png, latent_summary
 from monitor.app.plots import png_bytes, pyplot
 from monitor.core.config import CalibrationConfig, Config, ConfigError, ModelConfig
 from monitor.core.fleet import Fleet
@@ -400,8 +401,9 @@ def train_bundle(
         med = np.median(np.concatenate([pc_train, pc_calib]), axis=0)
         scale.copy_(torch.from_numpy(np.maximum(med, 1e-12).astype(np.float32)))
     scorer = Scorer(result.module)
-    calib_err, _, _ = scorer.errors(prep.calib_windows)
-    train_err, _, _ = scorer.errors(prep.train_windows)
+    # the codes come from the same passes that give the errors (decision 0020)
+    calib_err, _, _, calib_codes = scorer.errors_and_codes(prep.calib_windows)
+    train_err, _, _, train_codes = scorer.errors_and_codes(prep.train_windows)
     fit_err = calib_err if plan.fit_on == "holdout" else np.concatenate([train_err, calib_err])
     threshold = fit_threshold(fit_err, calibration_cfg)
     threshold["source"] = plan.fit_on
@@ -462,6 +464,10 @@ def train_bundle(
         "validation": validation,
         "seconds_total": time.monotonic() - started,
     }
+    latent = fit_latent(train_codes, prep.train_windows, mc, channels[0])
+    manifest["latent"] = latent.to_json()
+    report["latent"] = latent_summary(latent)
+    log.info("%s", latent_line(latent))
     extra = {}
     if adapters is not None:
         data_bytes = adapters.to_json(channels)
@@ -476,6 +482,9 @@ def train_bundle(
     manifest["sensor_limits"] = {"file": LIMITS_FILE, "sha256": hashlib.sha256(extra[LIMITS_FILE]).hexdigest()}
     if write_plots:
         extra.update(_plots(result.history, fit_err, thr))  # the errors the threshold was fitted on
+        png = latent_map_png(latent, train_codes, calib_codes)
+        if png is not None:
+            extra["latent.png"] = png
     state_dict = {k: v.detach().cpu() for k, v in result.module.state_dict().items()}
     path = save_bundle(Path(models_dir), manifest, state_dict, extra_files=extra, make_current=make_current)
     report["seconds_total"] = time.monotonic() - started

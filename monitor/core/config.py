@@ -426,6 +426,10 @@ class ModelConfig:
     # never seen in training, use the group's. "off": the group's for every stream.
     adapters: Literal["auto", "off"] = "auto"
     adapter_min_windows: int = 200
+    # Operating states (decision 0020): a seeded k-means on the training windows' codes,
+    # stored in the bundle. "auto": the k of 2..6 with the best silhouette; a number 1..12:
+    # that k; "off": none (alerts carry no state, no monitor_operating_state series).
+    states: Any = "auto"
 
     def __post_init__(self) -> None:
         if self.window_size < 2:
@@ -479,6 +483,10 @@ class ModelConfig:
                 f"must be >= {ADAPTER_MIN_WINDOWS_FLOOR} (a threshold needs that many errors of normal windows), "
                 f"got {self.adapter_min_windows}",
             )
+        if self.states not in ("auto", "off") and (
+            isinstance(self.states, bool) or not isinstance(self.states, int) or not 1 <= self.states <= 12
+        ):
+            raise ConfigError("model.states", f'must be "auto", "off" or a whole number 1..12, got {self.states!r}')
         if self.threads != "auto" and (
             isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1
         ):
@@ -657,8 +665,19 @@ class AlertsConfig:
     top_channels: int = 3
     scores_topic: str | None = None  # e.g. "monitor/scores/{stream}"
     denoised_topic: str | None = None
+    # each stream's latest window code (and operating state), at most once per
+    # `latent_every_seconds` per stream, e.g. "monitor/latent/{stream}" (decision 0020)
+    latent_topic: str | None = None
+    latent_every_seconds: float = 10.0
     alertmanager_url: str | None = None
     log: bool = True
+
+    def __post_init__(self) -> None:
+        _positive("alerts.latent_every_seconds", self.latent_every_seconds, allow_zero=True)
+        if self.latent_topic is not None and (not isinstance(self.latent_topic, str) or not self.latent_topic):
+            raise ConfigError(
+                "alerts.latent_topic", f"must be a topic such as monitor/latent/{{stream}}, got {self.latent_topic!r}"
+            )
 
 
 @dataclass

@@ -80,8 +80,10 @@ class Fleet:
         *,
         cache_max: int = ROUTE_CACHE_MAX,
         sensors: SensorsConfig | None = None,
+        latent: bool = False,
     ):
         self.sensors = sensors  # sensor-health checks of every group's pipeline (None: off)
+        self.latent = latent  # every group's scored batches carry their windows' codes
         if not groups:
             raise ValueError("a fleet needs at least one group")
         self._groups: dict[str, _Group] = {}
@@ -101,12 +103,14 @@ class Fleet:
     @classmethod
     def from_config(cls, cfg: Config) -> Fleet:
         """Every group of `cfg`, none serving a model yet (`install` one per group)."""
-        return cls(selectors(cfg), cfg.alerts.top_channels, sensors=cfg.sensors)
+        return cls(
+            selectors(cfg), cfg.alerts.top_channels, sensors=cfg.sensors, latent=cfg.alerts.latent_topic is not None
+        )
 
     @classmethod
-    def single(cls, model: ScoringModel, group: GroupConfig, top_channels: int = 3) -> Fleet:
+    def single(cls, model: ScoringModel, group: GroupConfig, top_channels: int = 3, latent: bool = False) -> Fleet:
         """A one-group catch-all fleet already serving `model` (backtest, a given --model)."""
-        fleet = cls([(group, GroupSelector(group.name))], top_channels)
+        fleet = cls([(group, GroupSelector(group.name))], top_channels, latent=latent)
         fleet.install(group.name, model)
         return fleet
 
@@ -133,7 +137,13 @@ class Fleet:
         g = self._groups[group]
         if g.pipeline is None:
             g.pipeline = Pipeline(
-                model, g.cfg.stream, g.cfg.alarm, g.top_channels, g.cfg.calibration.online, sensors=self.sensors
+                model,
+                g.cfg.stream,
+                g.cfg.alarm,
+                g.top_channels,
+                g.cfg.calibration.online,
+                sensors=self.sensors,
+                latent=self.latent,
             )
             return GroupResult(group, ScoreBatch.empty(), [])
         scores, alerts = g.pipeline.swap_model(model)

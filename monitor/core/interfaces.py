@@ -22,7 +22,7 @@ from typing import Protocol, runtime_checkable
 
 from monitor.core.types import Float32Array, Floats
 
-__all__ = ["Scorer"]
+__all__ = ["LatentScorer", "Scorer"]
 
 
 @runtime_checkable
@@ -31,4 +31,13 @@ class Scorer(Protocol):
 
     def errors(self, x_std: Float32Array) -> tuple[Floats, Floats, Floats]:
         """(raw (B,), per_channel (B, C), recon_last_std (B, C)) of (B, W, C_in) windows."""
+        ...
+
+
+@runtime_checkable
+class LatentScorer(Scorer, Protocol):
+    """A scorer that can also return each window's code from the same forward pass."""
+
+    def errors_and_codes(self, x_std: Float32Array) -> tuple[Floats, Floats, Floats, Float32Array]:
+        """`errors` plus the codes ``(B, code_size)`` of the same pass (decision 0020)."""
         ...

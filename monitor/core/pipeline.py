@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, TypeAlias, TypeGuard
 
 import numpy as np
@@ -27,6 +27,7 @@ from monitor.core.config import (
     StreamConfig,
 )
 from monitor.core.interfaces import Scorer
+from monitor.core.model.latent import LatentModel, States
 from monitor.core.model.manifest import Manifest
 from monitor.core.sensor_health import SensorHealth, SensorLimits
 from monitor.core.stream.assembler import AssembledFrame, StreamAssembler
@@ -78,6 +79,7 @@ class ScoringModel:
     context: list[str] = field(default_factory=list)  # ModelConfig.context: extra input channels
     adapters: StreamAdapters | None = None  # per-stream scaler and threshold; None: the group's for all
     sensor_limits: SensorLimits | None = None  # learned sensor limits of the bundle (None: none)
+    latent: LatentModel | None = None  # code size, map and operating states (None: older bundles)
 
     @property
     def input_channels(self) -> int:
@@ -107,6 +109,7 @@ class ScoringModel:
             context=list(m.context),
             adapters=bundle.adapters,
             sensor_limits=bundle.sensor_limits,
+            latent=m.latent_model,
         )
 
     def offline_threshold(self, stream: str) -> float:
@@ -186,9 +189,13 @@ class Pipeline:
         top_channels: int = 3,
         online: OnlineCalibrationConfig | None = None,
         sensors: SensorsConfig | None = None,
+        latent: bool = False,
     ):
         """`online`: per-stream online calibration (None: off, scores are ``raw / prior``).
-        `sensors`: sensor-health checks (None: none)."""
+        `sensors`: sensor-health checks (None: none). `latent`: every scored batch carries
+        its windows' codes (`ScoreBatch.codes`); with a bundle that has operating states
+        they are computed anyway (states and novelty per window, the state in alerts)."""
+        self.latent = latent
         self.stream_cfg = stream_cfg
         self.sensors_cfg = sensors
         self.sensors: SensorHealth | None = None
@@ -239,6 +246,10 @@ class Pipeline:
         self.calibrator = OnlineCalibrator(
             self.online_cfg, self.prior_threshold, model.period_seconds, self.alarm_cfg.budget
         )
+        # codes come from the scoring pass itself (errors_and_codes), never from a second one
+        self._states = model.latent.states if model.latent is not None else None
+        codes_fn = getattr(model.scorer, "errors_and_codes", None)
+        self._codes_fn = codes_fn if (self.latent or self._states is not None) else None
         old, cfg = self.sensors, self.sensors_cfg
         self.sensors = None
         if cfg is not None and cfg.enabled:
@@ -584,7 +595,11 @@ class Pipeline:
         if model.scorer is None:
             raise ValueError(f"model {model.version!r} carries no scorer (geometry only); it cannot score windows")
         x = self._x[:n]
-        raw, per_channel, recon_last = model.scorer.errors(x)
+        codes = None
+        if self._codes_fn is not None:
+            raw, per_channel, recon_last, codes = self._codes_fn(x)
+        else:
+            raw, per_channel, recon_last = model.scorer.errors(x)
         if len(self._x) > 4096 and n < len(self._x) // 8:
             self._x = np.empty((max(256, 2 * n), *self._x.shape[1:]), dtype=np.float32)
         streams, runs, times, observed = _columns_of(entries)
@@ -593,7 +608,12 @@ class Pipeline:
         channel_scores, reconstructed = self._per_stream(runs, per_channel, recon_last)
         score = self.calibrator.calibrate(raw, runs, times)  # threshold units, per stream (calibrate.py)
         scores = ScoreBatch(streams, times, score, raw, channel_scores, observed, reconstructed, runs=runs)
+        if codes is not None:
+            scores.codes = codes
+            scores.latent_states = self._states  # states are assigned where used (ScoreBatch.states)
         alerts = self.alarm.update_batch(scores)
+        if alerts and self._states is not None and codes is not None:
+            alerts = self._with_states(alerts, scores, codes, self._states)
         if self.calibrator.events:
             alerts = self._with_regime_changes(alerts, self.calibrator.drain_events())
         self.counters["windows_scored"] += n
@@ -628,6 +648,33 @@ class Pipeline:
         rows = np.fromiter((index.get(stream, group_row) for stream, _, _ in runs), dtype=np.intp, count=k)
         row_of = np.repeat(rows, lengths)
         return channel_scores, recon_last * self._row_std[row_of] + self._row_mean[row_of]
+
+    def _with_states(self, alerts: list[Alert], scores: ScoreBatch, codes: Float32Array, st: States) -> list[Alert]:
+        """Each alarm alert with the operating state of the window behind it (its
+        `AlarmMachine.emitted_at` time, in its stream's rows)."""
+        times = np.asarray(scores.times, dtype=np.float64)
+        out = []
+        for alert, at in zip(alerts, self.alarm.emitted_at, strict=True):
+            row = None
+            for stream, start, stop in scores.runs:
+                if stream == alert.stream:
+                    hits = np.flatnonzero(times[start:stop] == at)
+                    if hits.size:
+                        row = start + int(hits[0])
+            if row is None:
+                out.append(alert)
+                continue
+            state, novelty = st.assign(codes[row : row + 1])
+            i = int(state[0])
+            context = {
+                "index": i + 1,
+                "of": st.k,
+                "name": st.names[i],
+                "novelty": round(float(novelty[0]), 4),
+                "text": st.describe(i),
+            }
+            out.append(replace(alert, operating_state=context))
+        return out
 
     def _with_regime_changes(self, alerts: list[Alert], events: list[RegimeChange]) -> list[Alert]:
         """The alarm's alerts and the regime-change events, in the data-time order they

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
-from typing import Any, Final, NamedTuple, TypeAlias, TypedDict, overload
+from typing import Any, Final, NamedTuple, Protocol, TypeAlias, TypedDict, overload
 
 import numpy as np
 from numpy.typing import NDArray
@@ -251,6 +251,12 @@ def runs_of(streams: Sequence[str]) -> list[tuple[str, int, int]]:
     return runs
 
 
+class StateAssigner(Protocol):
+    """What a batch needs of a bundle's operating states (`monitor.core.model.latent.States`)."""
+
+    def assign(self, codes: NDArray[Any]) -> tuple[NDArray[np.intp], NDArray[np.float32]]: ...
+
+
 class ScoreBatch(Sequence[Score]):
     """Scores of one scored batch, stored by column; indexing builds a `Score`.
 
@@ -261,7 +267,20 @@ class ScoreBatch(Sequence[Score]):
     Sinks, listeners and backtests can treat the batch as a list of `Score`.
     """
 
-    __slots__ = ("_streams", "channel_scores", "observed", "raw", "reconstructed", "runs", "score", "times")
+    __slots__ = (
+        "_novelty",
+        "_states",
+        "_streams",
+        "channel_scores",
+        "codes",
+        "latent_states",
+        "observed",
+        "raw",
+        "reconstructed",
+        "runs",
+        "score",
+        "times",
+    )
 
     def __init__(
         self,
@@ -284,6 +303,36 @@ class ScoreBatch(Sequence[Score]):
         self.channel_scores = channel_scores
         self.observed = observed  # (B, C) array, or a list of (C,) arrays
         self.reconstructed = reconstructed
+        # latent features (decision 0020), None unless asked for / the bundle has states:
+        self.codes: NDArray[np.float32] | None = None  # (B, code_size), the same forward pass's
+        self.latent_states: StateAssigner | None = None  # the bundle's operating states
+        self._states: NDArray[np.intp] | None = None
+        self._novelty: NDArray[np.float32] | None = None
+
+    @property
+    def states(self) -> NDArray[np.intp] | None:
+        """(B,) each window's operating state index (from 0); computed on first use, so the
+        live path, which needs only each stream's newest (`newest_states`), never pays for all."""
+        if self._states is None and self.codes is not None and self.latent_states is not None:
+            self._states, self._novelty = self.latent_states.assign(self.codes)
+        return self._states
+
+    @property
+    def novelty(self) -> NDArray[np.float32] | None:
+        """(B,) distance of each window's code to its state's centroid / the training radius."""
+        return self._novelty if self.states is not None else None
+
+    def newest_states(self) -> dict[str, tuple[int, float]]:
+        """{stream: (state index, novelty)} of each stream's newest window ({} without states)."""
+        if self.codes is None or self.latent_states is None:
+            return {}
+        newest = {stream: stop - 1 for stream, _, stop in self.runs}
+        rows = np.fromiter(newest.values(), dtype=np.intp, count=len(newest))
+        if self._states is not None and self._novelty is not None:
+            idx, nov = self._states[rows], self._novelty[rows]
+        else:
+            idx, nov = self.latent_states.assign(self.codes[rows])
+        return {s: (int(i), float(n)) for s, i, n in zip(newest, idx.tolist(), nov.tolist(), strict=True)}
 
     @classmethod
     def empty(cls) -> ScoreBatch:
@@ -358,6 +407,9 @@ class Alert:
     cause: str | None = None  # sensor alerts: stale, stuck, out_of_range or rate
     channel: str | None = None  # sensor alerts: the faulty channel
     value: float | None = None  # sensor alerts: the channel's raw value when it fired / resolved
+    # anomaly alerts of a bundle with operating states (decision 0020): the state of the
+    # window behind the change, {"index" (from 1), "of", "name", "novelty", "text"}
+    operating_state: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -377,4 +429,6 @@ class Alert:
         }
         if self.kind == "sensor":
             out.update(cause=self.cause, channel=self.channel, value=self.value)
+        if self.operating_state is not None:
+            out["operating_state"] = self.operating_state
         return out

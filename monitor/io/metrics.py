@@ -168,6 +168,19 @@ class Metrics:
             "Streams not exported with their own label because max_stream_labels was reached.",
             registry=r,
         )
+        self.operating_state = Gauge(
+            "monitor_operating_state",
+            "Operating state of each stream's latest window (1..k, the bundle's k-means states; decision 0020).",
+            ["stream"],
+            registry=r,
+        )
+        self.latent_novelty = Gauge(
+            "monitor_latent_novelty",
+            "Distance of each stream's latest window code to its nearest state centroid, in units of the "
+            "training 99th percentile (1.0). Measured only: no alert decision uses it.",
+            ["stream"],
+            registry=r,
+        )
         self.effective_threshold = Gauge(
             "monitor_effective_threshold",
             "Raw error at which a stream scores 1.0 now (its online calibration and alert budget).",
@@ -194,6 +207,7 @@ class Metrics:
         )
         self._streams: dict[str, tuple] = {}  # stream -> (score child, state child, last reading child)
         self._unlabelled: set[str] = set()
+        self._state_children: dict[str, tuple] = {}  # stream -> (operating state, novelty) children
 
         # ------------------------------------------------------------- alerts and model
         self.alerts = Counter("monitor_alerts_total", "Alert state changes, by state.", ["state"], registry=r)
@@ -410,6 +424,20 @@ class Metrics:
             self.budget_use.labels(stream).set(budget_use)
         return True
 
+    def set_state(self, stream: str, state: int, novelty: float) -> bool:
+        """Export a stream's operating state (1..k) and novelty; False beyond `max_stream_labels`."""
+        children = self._state_children.get(stream)
+        if children is None:
+            if stream not in self._streams and self._admit(stream) is None:
+                return False
+            children = self._state_children[stream] = (
+                self.operating_state.labels(stream),
+                self.latent_novelty.labels(stream),
+            )
+        children[0].set(state)
+        children[1].set(novelty)
+        return True
+
     def set_last_reading(self, stream: str, timestamp: float) -> bool:
         """Export a stream's newest reading time; False beyond `max_stream_labels`."""
         children = self._streams.get(stream)
@@ -428,6 +456,7 @@ class Metrics:
         """Remove a stream's labelled series (the stream was evicted); frees its slot."""
         with self._label_lock:
             self._unlabelled.discard(stream)
+            self._state_children.pop(stream, None)
             if self._streams.pop(stream, None) is None:
                 return
             for gauge in (
@@ -436,6 +465,8 @@ class Metrics:
                 self.effective_threshold,
                 self.budget_use,
                 self.last_reading,
+                self.operating_state,
+                self.latent_novelty,
             ):
                 with contextlib.suppress(KeyError):
                     gauge.remove(stream)

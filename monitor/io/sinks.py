@@ -153,7 +153,8 @@ class AlertmanagerSink:
             "annotations": {
                 "summary": f"{'Regime change' if alert.kind == 'regime_change' else 'Anomaly'} on {alert.stream}",
                 "description": f"score {alert.peak_score:.2f}x threshold (model {alert.model_version}); "
-                f"top channels: {top}",
+                f"top channels: {top}"
+                + (f"; fired in {alert.operating_state['text']}" if alert.operating_state else ""),
             },
             "startsAt": iso(alert.started_at),
         }

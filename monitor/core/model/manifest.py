@@ -11,6 +11,8 @@ Format versions (``format_version``):
 * **2**: the weights' facts in one ``weights`` object (``file``, ``sha256``, ``bytes``,
   ``tensors``); ``alignment``, ``context``, ``filters`` and ``created_at`` always written;
   ``data_span`` (``start``/``end`` in Unix seconds of the training data, or null).
+  Optional, absent in bundles from before them: ``adapters``, ``sensor_limits``, ``latent``
+  (code size, 2-D map, operating states: `monitor.core.model.latent`).
 
 `migrate` turns a version-1 object into version 2 (in memory; files on disk are never
 rewritten, so their sha256 and an older monitor can still read them). A version newer than
@@ -31,6 +33,7 @@ from datetime import datetime
 from typing import Any
 
 from monitor.core.config import ALIGNMENTS, CONTEXT_FEATURES
+from monitor.core.model.latent import LatentModel
 
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
@@ -101,6 +104,8 @@ class Manifest:
     # per-stream adapters file: {file, sha256, bytes, streams, fallback}; None without adapters
     adapters: dict[str, Any] | None = None
     sensor_limits: dict[str, Any] | None = None  # {"file", "sha256"} of the learned sensor limits; None: none
+    # codes' size, 2-D map and operating states (`monitor.core.model.latent`); None: older bundles
+    latent: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # keys this code does not know, kept verbatim
     format_version: int = FORMAT_VERSION
     migrated_from: int | None = None  # the on-disk format_version when it was older (not written)
@@ -108,6 +113,11 @@ class Manifest:
     @property
     def threshold(self) -> float:
         return float(self.threshold_info["threshold"])
+
+    @property
+    def latent_model(self) -> LatentModel | None:
+        """The bundle's codes, map and states; None for bundles from before them."""
+        return None if self.latent is None else LatentModel.from_json(self.latent)
 
     @property
     def threshold_method(self) -> str:
@@ -156,6 +166,7 @@ class Manifest:
             "frames",
             "adapters",
             "sensor_limits",
+            "latent",
         }
         w = data["weights"]
         span = data.get("data_span")
@@ -184,6 +195,7 @@ class Manifest:
             frames=dict(data.get("frames") or {}),
             adapters=data.get("adapters"),
             sensor_limits=dict(data["sensor_limits"]) if data.get("sensor_limits") else None,
+            latent=dict(data["latent"]) if data.get("latent") else None,
             extra={k: v for k, v in data.items() if k not in known},
             migrated_from=original if original != FORMAT_VERSION else None,
         )
@@ -216,6 +228,7 @@ class Manifest:
                 "frames": dict(self.frames),
                 **({} if self.adapters is None else {"adapters": self.adapters}),
                 "sensor_limits": None if self.sensor_limits is None else dict(self.sensor_limits),
+                **({} if self.latent is None else {"latent": self.latent}),
                 "weights": {
                     "file": self.weights.file,
                     "sha256": self.weights.sha256,
@@ -307,6 +320,17 @@ def _validate(m: dict[str, Any], path: str) -> None:
     for key in ("calibration", "training", "validation", "frames"):
         if not isinstance(m.get(key) or {}, dict):
             raise ManifestError(f"{path}: {key} must be an object")
+    latent = m.get("latent")
+    if latent is not None:
+        try:
+            parsed = LatentModel.from_json(latent, f"{path}: latent")
+        except ValueError as exc:
+            raise ManifestError(str(exc)) from None
+        if parsed.code_size != m["architecture"].get("code_size"):
+            raise ManifestError(
+                f"{path}: latent.code_size {parsed.code_size} != architecture.code_size "
+                f"{m['architecture'].get('code_size')!r}"
+            )
 
 
 def _validate_architecture(m: dict[str, Any], path: str) -> None:

@@ -39,6 +39,7 @@ class AutoencoderScorer:
         # and the raw error is their maximum (see ModelConfig.score_reduction).
         scale = getattr(module, "channel_error_scale", None)
         self.channel_scale = scale if spec.get("score_reduction") == "channel_max" else None
+        self.code_size = int(spec.get("code_size", 0))  # values per window of `errors_and_codes`
 
     def _check(self, x: np.ndarray) -> None:
         if x.ndim != 3:
@@ -60,6 +61,19 @@ class AutoencoderScorer:
         (conv1d, W=30, 5 channels) slower per window than in pieces of 64k values, whose
         activations stay in cache).
         """
+        raw, per_channel, last, _ = self._run(x_std, False)
+        return raw, per_channel, last
+
+    def errors_and_codes(self, x_std: np.ndarray) -> tuple[Float32Array, Float32Array, Float32Array, Float32Array]:
+        """`errors` and each window's code ``(B, code_size)`` from the same forward pass
+        (`monitor.core.model.latent.pool_codes`: conv1d codes averaged over time)."""
+        raw, per_channel, last, codes = self._run(x_std, True)
+        assert codes is not None
+        return raw, per_channel, last, codes
+
+    def _run(
+        self, x_std: np.ndarray, want_codes: bool
+    ) -> tuple[Float32Array, Float32Array, Float32Array, Float32Array | None]:
         x = np.ascontiguousarray(x_std, dtype=np.float32)  # no copy when already so
         self._check(x)
         batch, _, channels = x.shape
@@ -67,24 +81,35 @@ class AutoencoderScorer:
             channels = self.n_scored
         if batch == 0:
             empty = np.empty((0, channels), dtype=np.float32)
-            return np.empty((0,), dtype=np.float32), empty, empty.copy()
+            codes = np.empty((0, self.code_size), dtype=np.float32) if want_codes else None
+            return np.empty((0,), dtype=np.float32), empty, empty.copy(), codes
         chunk = min(8192, max(256, self.chunk_values // (x.shape[1] * channels)))
         if batch <= chunk:
-            return self._errors(x)
+            return self._errors(x, want_codes)
         raw = np.empty((batch,), dtype=np.float32)
         per_channel = np.empty((batch, channels), dtype=np.float32)
         last = np.empty((batch, channels), dtype=np.float32)
+        all_codes = np.empty((batch, self.code_size), dtype=np.float32) if want_codes else None
         for i in range(0, batch, chunk):
             j = min(batch, i + chunk)
-            raw[i:j], per_channel[i:j], last[i:j] = self._errors(x[i:j])
-        return raw, per_channel, last
+            raw[i:j], per_channel[i:j], last[i:j], c = self._errors(x[i:j], want_codes)
+            if all_codes is not None:
+                all_codes[i:j] = c
+        return raw, per_channel, last, all_codes
 
-    def _errors(self, x: Float32Array) -> tuple[Float32Array, Float32Array, Float32Array]:
+    def _errors(
+        self, x: Float32Array, want_codes: bool = False
+    ) -> tuple[Float32Array, Float32Array, Float32Array, Float32Array | None]:
         with torch.inference_mode():
             xt = torch.from_numpy(x)
             if self.device.type != "cpu":
                 xt = xt.to(self.device, non_blocking=True)
-            recon, _ = self.module(xt)
+            recon, code = self.module(xt)
+            codes = None
+            if want_codes:
+                if code.dim() == 3:  # conv1d: (B, code_size, W) -> its mean over time
+                    code = code.mean(dim=2)
+                codes = code.cpu().contiguous().numpy() if self.device.type != "cpu" else code.contiguous().numpy()
             if self.n_scored is not None:
                 recon, xt = recon[:, :, : self.n_scored], xt[:, :, : self.n_scored]
             per_channel = ((recon - xt) ** 2).mean(dim=1)
@@ -96,7 +121,7 @@ class AutoencoderScorer:
             last = recon[:, -1, :]
             if self.device.type != "cpu":
                 raw, per_channel, last = raw.cpu(), per_channel.cpu(), last.cpu()
-            return raw.numpy(), per_channel.numpy(), last.contiguous().numpy()
+            return raw.numpy(), per_channel.numpy(), last.contiguous().numpy(), codes
 
 
 Scorer = AutoencoderScorer  # the class's name before `monitor.core.interfaces.Scorer` named the protocol
