@@ -9,10 +9,14 @@ model keeps serving; a good one is promoted and swapped in.
 from __future__ import annotations
 
 import json
+import math
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from prometheus_client import generate_latest
 
 from monitor.app.service import Service
@@ -83,7 +87,7 @@ def test_shadow_rejects_a_noisy_candidate_and_promotes_a_good_one(tmp_path, trai
         try:
             wait_until(lambda: svc.ready()[0], what="ready")
             wait_until(lambda: metric_value(_metrics(svc), "monitor_shadow_active") == 1, what="noisy in shadow")
-            pub.publish_rows("plant/site1/pump1", t[:200], v[:200])
+            pub.publish_rows("plant/site1/pump1", t[:230], v[:230])
             wait_until(lambda: svc.shadows.verdicts, timeout=30, what="the noisy candidate's verdict")
             wait_until(lambda: shadow_bundle_path(models) is None, what="the shadow pointer removed")
             first = svc.shadows.verdicts[0]
@@ -99,10 +103,12 @@ def test_shadow_rejects_a_noisy_candidate_and_promotes_a_good_one(tmp_path, trai
             report = json.loads((models / REPORT_FILE).read_text())
             assert report["state"] == "rejected" and report["summary"]["candidate"] == noisy
             assert alerts.messages == []  # the candidate's would-be alerts were never sent
+            drift = svc.shadows.drift["default"]  # the serving model's 215 windows vs its calibration deciles
+            assert drift is not None and drift.filled == 215 and math.isfinite(drift.value())
 
             set_shadow(models, good)
             wait_until(lambda: metric_value(_metrics(svc), "monitor_shadow_active") == 1, what="good in shadow")
-            pub.publish_rows("plant/site1/pump1", t[200:], v[200:])
+            pub.publish_rows("plant/site1/pump1", t[230:], v[230:])
             wait_until(lambda: len(svc.shadows.verdicts) == 2, timeout=30, what="the good candidate's verdict")
             second = svc.shadows.verdicts[1]
             assert second["state"] == "promoted", second["checks"]
@@ -110,6 +116,19 @@ def test_shadow_rejects_a_noisy_candidate_and_promotes_a_good_one(tmp_path, trai
             wait_until(lambda: svc.fleet.model("default").version == good, what="the promoted model swapped in")
             assert metric_value(_metrics(svc), "monitor_shadow_verdict", {"verdict": "promoted"}) == 1
             assert alerts.messages == []
+            cfg_path = tmp_path / "monitor.yaml"
+            cfg_path.write_text(yaml.safe_dump(cfg.to_dict()))
+            code = subprocess.run(
+                [sys.executable, "-m", "monitor", "models", "shadow-report", "--config", str(cfg_path)],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert code.returncode == 0, code.stderr
+            lines = code.stdout.splitlines()
+            assert lines[1].startswith("shadow: promoted") and lines[3].split()[1:] == [good, serving]
+            assert lines[4].split()[:2] == ["alert", "episodes"] and "PASS score_quantile" in code.stdout
+            assert (models / "shadow-report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         finally:
             assert run.stop() == 0
             pub.close()

@@ -34,7 +34,7 @@ from monitor.app.lifecycle import ModelWatcher
 from monitor.core.config import Config
 from monitor.core.drift import DriftTracker
 from monitor.core.fleet import Fleet, GroupResult
-from monitor.core.model.registry import SHADOW, BundleError, clear_shadow, promote
+from monitor.core.model.registry import SHADOW, SHADOW_REPORT, BundleError, clear_shadow, promote
 from monitor.core.pipeline import ScoringModel
 from monitor.core.shadow import Shadow, ShadowSettings
 from monitor.io.atomic import write_atomic
@@ -42,7 +42,7 @@ from monitor.io.shadow_metrics import ShadowMetrics
 
 log = logging.getLogger(__name__)
 
-REPORT_FILE = "shadow.json"
+REPORT_FILE = SHADOW_REPORT
 _NONE = object()  # a pending "remove the shadow"
 
 

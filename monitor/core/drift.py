@@ -22,7 +22,6 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-
 from numpy.typing import NDArray
 
 from monitor.core.types import FloatArray, Floats

@@ -39,6 +39,7 @@ from monitor.core.model.manifest import Manifest, ManifestError
 MANIFEST = "manifest.json"
 CURRENT = "current"
 SHADOW = "shadow"  # a candidate the daemon scores beside `current` (docs/decisions/0021)
+SHADOW_REPORT = "shadow.json"  # the daemon's running comparison, then its verdict
 HISTORY = ".history.jsonl"
 TMP_PREFIX = ".tmp-"
 ACTIONS = ("train", "promote", "rollback", "found")
