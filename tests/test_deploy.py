@@ -643,3 +643,42 @@ def test_kubernetes_schema_validation():
     out = subprocess.run([tool, "--strict", *files], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.count("passed") == len(files), out.stdout
+
+
+def _flag(args: list[str], flag: str) -> str:
+    assert flag in args, f"{flag} missing from {args}"
+    return args[args.index(flag) + 1]
+
+
+def test_retrain_jobs_pass_the_data_window_within_the_recorders_retention():
+    """The systemd retrain unit, the CronJob and compose's retrain read the same data window
+    (--max-age-hours = retrain.max_age_hours of the deploy config) from the folder the daemon
+    records into, and every deploy config keeps recordings (record.max_age_hours and
+    record.max_bytes) at least that long, so the window is never cut short by retention."""
+    unit = (DEPLOY / "systemd/monitor-retrain.service").read_text()
+    exec_start = re.search(r"^ExecStart=(.*?)(?<!\\)$", unit, re.S | re.M).group(1).replace("\\\n", " ").split()
+    cron = yaml.safe_load((K8S / "cronjob.yaml").read_text())
+    cron_args = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    compose_cmd = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())["services"]["retrain"]["command"]
+    configs = {"deploy/config/monitor.yaml": load_config(DEPLOY / "config/monitor.yaml", environ={})}
+    for cm in ("configmap.yaml", "nats/configmap.yaml"):
+        raw = yaml.safe_load((K8S / cm).read_text())["data"]["monitor.yaml"]
+        path = Path(f"/tmp/{os.getpid()}-{cm.replace('/', '-')}")
+        path.write_text(raw)
+        try:
+            configs[f"k8s/{cm}"] = load_config(path, environ={})
+        finally:
+            path.unlink()
+    windows = {float(_flag(a, "--max-age-hours")) for a in (exec_start, cron_args, compose_cmd)}
+    assert len(windows) == 1, windows
+    window = windows.pop()
+    assert window > 0
+    for name, cfg in configs.items():
+        assert cfg.retrain.max_age_hours == window, name
+        assert cfg.record.enabled and cfg.record.max_bytes > 0, name
+        assert cfg.record.max_age_hours >= window, f"{name}: retention shorter than the retrain window"
+    # the retrain job reads the folder the daemon records into
+    assert _flag(exec_start, "--data") == "%S/monitor/recordings"
+    assert "Environment=MONITOR_RECORD__DIR=%S/monitor/recordings" in (DEPLOY / "systemd/monitor.service").read_text()
+    assert _flag(cron_args, "--data") == configs["k8s/configmap.yaml"].record.dir
+    assert _flag(compose_cmd, "--data") == configs["deploy/config/monitor.yaml"].record.dir
