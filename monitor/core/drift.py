@@ -84,7 +84,7 @@ class DriftTracker:
             if full:
                 np.subtract.at(self._counts, self._ring[idx[k - full :]], 1)
         self._ring[idx] = new
-        np.add.at(self._counts, new, 1)
+        self._counts += np.bincount(new, minlength=self.bins)
         self._at = int((self._at + k) % self.window)
         self.seen += k
 

@@ -71,7 +71,7 @@ class _Hist:
         if not s.size:
             return
         logs = np.log10(np.maximum(s, 1e-12))
-        np.add.at(self.counts, np.searchsorted(HIST_EDGES, logs, side="right"), 1)
+        self.counts += np.bincount(np.searchsorted(HIST_EDGES, logs, side="right"), minlength=len(self.counts))
         self.n += int(s.size)
 
     def quantile(self, q: float) -> float:
@@ -112,7 +112,6 @@ class Shadow:
             top_channels,
             threshold_for=candidate.offline_threshold,
         )
-        self._scalers: dict[str, Scaler] = {}
         self.reset(live.version)
 
     def reset(self, live_version: str) -> None:
@@ -127,19 +126,51 @@ class Shadow:
         self.live_hist = _Hist()
         self.last_max = math.nan
         self.alarm.states = {}
+        # per-stream tables (the serving model's scaler is part of them: rebuilt after a swap)
+        self._rows: dict[str, int] = {}
+        self._a: list[FloatArray] = []
+        self._b: list[FloatArray] = []
+        self._cm: list[FloatArray] = []
+        self._cinv: list[FloatArray] = []
+        self._thr: list[float] = []
+        self._tables: tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray, bool] | None = None
 
     def _scaler(self, stream: str) -> Scaler:
-        got = self._scalers.get(stream)
-        if got is None:
-            m = self.model
-            adapters = m.adapters
-            i = adapters.index.get(stream) if adapters is not None else None
-            if adapters is not None and i is not None:
-                got = (adapters.mean[i], adapters.inv_std[i])
-            else:
-                got = (m.mean, 1.0 / m.std)
-            self._scalers[stream] = got
-        return got
+        m = self.model
+        adapters = m.adapters
+        i = adapters.index.get(stream) if adapters is not None else None
+        if adapters is not None and i is not None:
+            return adapters.mean[i], adapters.inv_std[i]
+        return m.mean, 1.0 / m.std
+
+    def _row_of(self, stream: str, live_scaler: Callable[[str], Scaler]) -> int:
+        """`stream`'s row in the per-stream tables (added on first sight)."""
+        row = self._rows.get(stream)
+        if row is None:
+            lm, linv = live_scaler(stream)
+            cm, cinv = self._scaler(stream)
+            # z_c = (v - cm) * cinv with v = z_l / linv + lm: z_c = z_l * a + b
+            self._a.append(cinv / linv)
+            self._b.append((lm - cm) * cinv)
+            self._cm.append(cm)
+            self._cinv.append(cinv)
+            self._thr.append(self.model.offline_threshold(stream))
+            row = self._rows[stream] = len(self._rows)
+            self._tables = None
+        return row
+
+    def _tables_now(self) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray, bool]:
+        if self._tables is None:
+            a, b = np.asarray(self._a, dtype=np.float64), np.asarray(self._b, dtype=np.float64)
+            self._tables = (
+                a.astype(np.float32),
+                b.astype(np.float32),
+                np.asarray(self._cm, dtype=np.float64),
+                np.asarray(self._cinv, dtype=np.float64),
+                np.asarray(self._thr, dtype=np.float64),
+                bool(np.all(a == 1.0) and np.all(b == 0.0)),
+            )
+        return self._tables
 
     def observe(
         self,
@@ -150,35 +181,32 @@ class Shadow:
         live_scaler: Callable[[str], Scaler],
     ) -> int:
         """Score the serving model's window batch `x` (standardized with `live_scaler`)
-        with the candidate; returns the candidate's would-alert episodes begun in it."""
+        with the candidate; returns the candidate's would-alert episodes begun in it.
+
+        Per stream, the re-standardization (``a``, ``b``), the candidate's scaler and
+        threshold are looked up once ever (tables indexed by a stream row); per batch
+        there is one dict lookup per run and numpy gathers, as in `Pipeline._per_stream`."""
         n = len(x)
         if not n:
             return 0
         c = len(self.model.channels)
-        a = np.empty((len(runs), c), dtype=np.float64)
-        b = np.empty((len(runs), c), dtype=np.float64)
-        lengths = np.empty(len(runs), dtype=np.intp)
-        for j, (stream, start, stop) in enumerate(runs):
-            lm, linv = live_scaler(stream)
-            cm, cinv = self._scaler(stream)
-            # z_c = (v - cm) * cinv with v = z_l / linv + lm
-            a[j] = cinv / linv
-            b[j] = (lm - cm) * cinv
-            lengths[j] = stop - start
-        if np.all(a == 1.0) and np.all(b == 0.0):
+        row_of = self._row_of
+        rows = np.fromiter((row_of(s, live_scaler) for s, _, _ in runs), dtype=np.intp, count=len(runs))
+        lengths = np.fromiter((stop - start for _, start, stop in runs), dtype=np.intp, count=len(runs))
+        per_row = np.repeat(rows, lengths)
+        a, b, cm, cinv, thr_s, identity = self._tables_now()
+        if identity:
             xc = x
         else:
-            xc = np.array(x, dtype=np.float32, copy=True)
-            xc[..., :c] = x[..., :c] * np.repeat(a, lengths, axis=0)[:, None, :].astype(np.float32) + np.repeat(
-                b, lengths, axis=0
-            )[:, None, :].astype(np.float32)
+            xc = np.empty_like(x)
+            np.multiply(x[..., :c], a[per_row][:, None, :], out=xc[..., :c])
+            xc[..., :c] += b[per_row][:, None, :]
+            xc[..., c:] = x[..., c:]
         raw, per_channel, recon_last = self.model.scorer.errors(xc)
-        thr = np.repeat(np.fromiter((self.model.offline_threshold(s) for s, _, _ in runs), float, len(runs)), lengths)
+        thr = thr_s[per_row]
         score = np.asarray(raw, dtype=np.float64) / thr
         channel_scores = np.asarray(per_channel, dtype=np.float64) / (thr * c)[:, None]
-        cm_rows = np.repeat(np.stack([self._scaler(s)[0] for s, _, _ in runs]), lengths, axis=0)
-        cinv_rows = np.repeat(np.stack([self._scaler(s)[1] for s, _, _ in runs]), lengths, axis=0)
-        reconstructed = np.asarray(recon_last, dtype=np.float64) / cinv_rows + cm_rows
+        reconstructed = np.asarray(recon_last, dtype=np.float64) / cinv[per_row] + cm[per_row]
         batch = ScoreBatch(None, live.times, score, raw, channel_scores, live.observed, reconstructed, runs=runs)
         fired = sum(1 for al in self.alarm.update_batch(batch) if al.state == "firing")
         self.episodes += fired
