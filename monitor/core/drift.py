@@ -76,15 +76,17 @@ class DriftTracker:
         if not k:
             return
         new = np.searchsorted(self.edges, values, side="right").astype(np.intp)
-        idx = (self._at + np.arange(k)) % self.window
+        at = self._at
+        idx = np.arange(at, at + k) if at + k <= self.window else (at + np.arange(k)) % self.window
+        bins = self.bins
         if self.seen >= self.window:  # the slots being overwritten leave the counts
-            np.subtract.at(self._counts, self._ring[idx], 1)
+            self._counts -= np.bincount(self._ring[idx], minlength=bins)
         else:
             full = max(0, self.seen + k - self.window)  # only the last `full` overwrite old slots
             if full:
-                np.subtract.at(self._counts, self._ring[idx[k - full :]], 1)
+                self._counts -= np.bincount(self._ring[idx[k - full :]], minlength=bins)
         self._ring[idx] = new
-        self._counts += np.bincount(new, minlength=self.bins)
+        self._counts += np.bincount(new, minlength=bins)
         self._at = int((self._at + k) % self.window)
         self.seen += k
 
