@@ -53,3 +53,15 @@ def test_fit_threshold_stores_the_calibration_deciles():
     errors = np.arange(1, 101, dtype=float)
     out = fit_threshold(errors, CalibrationConfig(method="quantile", quantile=0.99, factor=1.0))
     assert out["error_quantiles"] == pytest.approx(list(np.quantile(errors, [0.1 * i for i in range(1, 10)])))
+
+
+def test_queued_batches_give_the_same_value_as_binning_each_batch():
+    rng = np.random.default_rng(2)
+    edges = error_quantiles(rng.gamma(2.0, 1.0, 2000))
+    direct, queued = DriftTracker(edges, window=500), DriftTracker(edges, window=500)
+    for k in (100, 300, 7, 900, 50):
+        batch = rng.gamma(2.5, 1.0, k)
+        direct.update(batch)
+        queued.add(batch)
+    assert queued._pending_n <= 500 + 900  # bounded while nobody asks for the value
+    assert queued.value() == direct.value() and queued.filled == direct.filled == 500

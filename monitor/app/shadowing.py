@@ -225,7 +225,7 @@ class ShadowManager:
     def on_scores(self, result: GroupResult) -> None:
         tracker = self.drift.get(result.group)
         if tracker is not None:
-            tracker.update(result.scores.raw)
+            tracker.add(result.scores.raw)
 
     def export_drift(self) -> None:
         for group, tracker in self.drift.items():

@@ -65,6 +65,21 @@ class DriftTracker:
         self._counts = np.zeros(self.bins, dtype=np.int64)
         self._at = 0  # next slot of the ring
         self.seen = 0  # windows observed in all
+        self._pending: list[Floats] = []  # batches `add`ed since the last `value`
+        self._pending_n = 0
+
+    def add(self, raw: Floats) -> None:
+        """Queue a batch's raw errors: O(1) on the scoring path; binned at the next `value`.
+        At most about `window` of the newest queued errors are kept."""
+        self._pending.append(raw)
+        self._pending_n += len(raw)
+        while self._pending_n - len(self._pending[0]) >= self.window:
+            self._pending_n -= len(self._pending.pop(0))
+
+    def _absorb(self) -> None:
+        if self._pending:
+            pending, self._pending, self._pending_n = self._pending, [], 0
+            self.update(np.concatenate([np.asarray(p, dtype=np.float64).ravel() for p in pending]))
 
     def update(self, raw: Floats) -> None:
         """Add a batch's raw errors (non-finite ones are skipped)."""
@@ -92,6 +107,7 @@ class DriftTracker:
 
     @property
     def filled(self) -> int:
+        self._absorb()
         return min(self.seen, self.window)
 
     def shares(self) -> list[float]:
@@ -99,7 +115,7 @@ class DriftTracker:
         return [float(c) / n for c in self._counts] if n else [math.nan] * self.bins
 
     def value(self) -> float:
-        """PSI now; NaN with fewer than `min_windows` errors seen."""
+        """PSI now (queued batches binned first); NaN with fewer than `min_windows` errors seen."""
         n = self.filled
         if n < self.min_windows:
             return math.nan
