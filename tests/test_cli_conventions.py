@@ -49,6 +49,7 @@ CONFIG_COMMANDS = {
     "models promote": ["v1"],
     "models rollback": [],
     "models prune": ["--keep", "2"],
+    "models shadow-report": [],
     "label": ["--list"],
 }
 

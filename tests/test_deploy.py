@@ -37,6 +37,7 @@ from monitor.io.http import serve
 from monitor.io.metrics import Metrics
 from monitor.io.notify import make_systemd_tick
 from monitor.io.retrain_status import METRICS
+from monitor.io.shadow_metrics import ShadowMetrics
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -540,6 +541,7 @@ def test_grafana_provisioning_matches_the_dashboard():
 def _known_metric_names() -> set[str]:
     registry = CollectorRegistry()
     Metrics(registry)
+    ShadowMetrics(registry, ["default"])
     names = {s.name for fam in registry.collect() for s in fam.samples}
     names |= {fam.name for fam in registry.collect()}  # labelled families without children yet
     return names | set(METRICS)
@@ -554,7 +556,7 @@ def test_rules_and_dashboard_use_only_real_metric_names():
     used = {m for t in texts for m in re.findall(r"\bmonitor_[a-z0-9_]+", t)}
     used -= {"monitor_build"}  # not used; listed for clarity
     unknown = sorted(u for u in used if u not in known)
-    assert not unknown, f"not defined in monitor/io/metrics.py or monitor/io/retrain_status.py: {unknown}"
+    assert not unknown, f"not defined in monitor/io/metrics.py, shadow_metrics.py or retrain_status.py: {unknown}"
 
 
 def test_compose_mosquitto_config_runs_in_the_real_broker(tmp_path):
@@ -643,3 +645,42 @@ def test_kubernetes_schema_validation():
     out = subprocess.run([tool, "--strict", *files], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.count("passed") == len(files), out.stdout
+
+
+def _flag(args: list[str], flag: str) -> str:
+    assert flag in args, f"{flag} missing from {args}"
+    return args[args.index(flag) + 1]
+
+
+def test_retrain_jobs_pass_the_data_window_within_the_recorders_retention():
+    """The systemd retrain unit, the CronJob and compose's retrain read the same data window
+    (--max-age-hours = retrain.max_age_hours of the deploy config) from the folder the daemon
+    records into, and every deploy config keeps recordings (record.max_age_hours and
+    record.max_bytes) at least that long, so the window is never cut short by retention."""
+    unit = (DEPLOY / "systemd/monitor-retrain.service").read_text()
+    exec_start = re.search(r"^ExecStart=(.*?)(?<!\\)$", unit, re.S | re.M).group(1).replace("\\\n", " ").split()
+    cron = yaml.safe_load((K8S / "cronjob.yaml").read_text())
+    cron_args = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    compose_cmd = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())["services"]["retrain"]["command"]
+    configs = {"deploy/config/monitor.yaml": load_config(DEPLOY / "config/monitor.yaml", environ={})}
+    for cm in ("configmap.yaml", "nats/configmap.yaml"):
+        raw = yaml.safe_load((K8S / cm).read_text())["data"]["monitor.yaml"]
+        path = Path(f"/tmp/{os.getpid()}-{cm.replace('/', '-')}")
+        path.write_text(raw)
+        try:
+            configs[f"k8s/{cm}"] = load_config(path, environ={})
+        finally:
+            path.unlink()
+    windows = {float(_flag(a, "--max-age-hours")) for a in (exec_start, cron_args, compose_cmd)}
+    assert len(windows) == 1, windows
+    window = windows.pop()
+    assert window > 0
+    for name, cfg in configs.items():
+        assert cfg.retrain.max_age_hours == window, name
+        assert cfg.record.enabled and cfg.record.max_bytes > 0, name
+        assert cfg.record.max_age_hours >= window, f"{name}: retention shorter than the retrain window"
+    # the retrain job reads the folder the daemon records into
+    assert _flag(exec_start, "--data") == "%S/monitor/recordings"
+    assert "Environment=MONITOR_RECORD__DIR=%S/monitor/recordings" in (DEPLOY / "systemd/monitor.service").read_text()
+    assert _flag(cron_args, "--data") == configs["k8s/configmap.yaml"].record.dir
+    assert _flag(compose_cmd, "--data") == configs["deploy/config/monitor.yaml"].record.dir

@@ -26,7 +26,7 @@ from monitor import __version__
 from monitor.app import label, models, retrain
 from monitor.app.backtest import format_quality, plot_timeline, run_backtest, write_scores_csv
 from monitor.app.cliargs import EXIT_USAGE, UsageError, add_config, quiet_broken_pipe
-from monitor.app.exclude import exclude_spans, parse_span, spans_from_alerts
+from monitor.app.exclude import exclude_spans, labelled_spans, parse_span
 from monitor.app.replay import connect_publisher, replay_offline, replay_to_broker
 from monitor.app.training import (
     StreamData,
@@ -140,7 +140,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _train_one(args: argparse.Namespace, cfg: Config, data: list[StreamData], out: Path) -> int:
     if args.exclude_alerts or args.exclude_span:
-        spans = spans_from_alerts(args.exclude_alerts or [])
+        spans, counts = labelled_spans(args.exclude_alerts or [])
+        if args.exclude_alerts:
+            print(
+                f"alert episodes: {counts['confirmed']} confirmed and {counts['unlabelled']} unlabelled left out, "
+                f"{counts['false_alarm']} labelled false alarm kept as normal data",
+                file=sys.stderr,
+            )
         spans += [parse_span(a, b) for a, b in (args.exclude_span or [])]
         pad = cfg.model.window_size * (cfg.stream.period_seconds if cfg.stream.period_seconds != "auto" else 1.0)
         removed = exclude_spans(data, spans, pad_seconds=pad)
@@ -488,7 +494,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--exclude-alerts",
         nargs="+",
         metavar="FILE",
-        help="leave out periods that were alerting (alert JSON lines or a recording of the alert topic)",
+        help="leave out periods that were alerting (alert JSON lines or a recording of the alert topic); "
+        "episodes labelled false alarm (alert-labels.json beside the log, `monitor label`) stay in as normal data",
     )
     t.add_argument(
         "--exclude-span",

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from monitor.app.training import StreamData
+from monitor.io.alertlog import labels_path, read_labels
 from monitor.io.codec import parse_timestamp
 from monitor.io.recording import iter_recordings
 
@@ -66,6 +67,24 @@ def episodes_from_alerts(paths: Sequence[str | Path]) -> list[tuple[str, float, 
 def spans_from_alerts(paths: Sequence[str | Path]) -> list[Span]:
     """Firing..resolved spans per alert id; an alert never resolved runs to +inf."""
     return [(s, e, stream) for _, s, e, stream in episodes_from_alerts(paths)]
+
+
+def labelled_spans(paths: Sequence[str | Path]) -> tuple[list[Span], dict[str, int]]:
+    """The spans `monitor train --exclude-alerts` leaves out, with the operators' labels
+    beside each alert log (``alert-labels.json``, `monitor.io.alertlog`) applied as
+    `monitor retrain` applies them: confirmed and unlabelled episodes are left out,
+    false-alarm episodes stay in as normal data. Returns (spans, counts by label)."""
+    labels: dict[str, dict] = {}
+    for p in paths:
+        labels.update(read_labels(labels_path(Path(p))))
+    counts = {"confirmed": 0, "false_alarm": 0, "unlabelled": 0}
+    spans: list[Span] = []
+    for alert_id, start, end, stream in episodes_from_alerts(paths):
+        label = labels.get(alert_id, {}).get("label") or "unlabelled"
+        counts[label] = counts.get(label, 0) + 1
+        if label != "false_alarm":
+            spans.append((start, end, stream))
+    return spans, counts
 
 
 def count_in_spans(data: list[StreamData], spans: Sequence[Span], pad_seconds: float = 0.0) -> int:

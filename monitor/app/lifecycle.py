@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from monitor.core.model.bundle import BundleError, current_bundle_path, load_bundle
+from monitor.core.model.bundle import CURRENT, BundleError, current_bundle_path, load_bundle
 from monitor.core.pipeline import ScoringModel
 
 log = logging.getLogger(__name__)
@@ -77,8 +77,10 @@ class ModelWatcher:
         *,
         required_channels: list[str] | None = None,
         on_result: Callable[[LoadResult], None] | None = None,
+        pointer: str = CURRENT,
     ):
         self.models_dir = Path(models_dir)
+        self.pointer = pointer  # `current`, or `shadow` (a candidate scored beside it)
         self.required_channels = required_channels
         self.on_result = on_result
         self._seen: tuple | None = None
@@ -100,12 +102,13 @@ class ModelWatcher:
 
     def poll(self, force: bool = False) -> LoadResult | None:
         """Check the pointer; returns a result only when it points somewhere new (or `force`)."""
-        path = current_bundle_path(self.models_dir)
+        path = current_bundle_path(self.models_dir, self.pointer)
         if path is None:
             if self._seen != ("<none>",):
                 self._seen = ("<none>",)
-                self.last_error = f"no model bundle in {self.models_dir} (run `monitor train`)"
-                log.warning("%s", self.last_error)
+                if self.pointer == CURRENT:
+                    self.last_error = f"no model bundle in {self.models_dir} (run `monitor train`)"
+                    log.warning("%s", self.last_error)
             return None
         sig = _signature(path)
         if sig == self._seen and not force:

@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
+from monitor.app import shadow_report
 from monitor.app.cliargs import add_config
 from monitor.core.config import load_config
 from monitor.core.model import registry
@@ -250,7 +251,16 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     prune = command("prune", "delete old versions, never the current one nor the rollback target", cmd_prune)
     prune.add_argument("--keep", type=_keep, required=True, metavar="N", help="versions to keep (>= 1)")
     prune.add_argument("--dry-run", action="store_true", help="only say what would be deleted")
+    report = command("shadow-report", "the shadow candidate beside the serving model: table and PNG", cmd_shadow_report)
+    shadow_report.add_arguments(report)
     return p
+
+
+def cmd_shadow_report(args: argparse.Namespace) -> int:
+    code = 0
+    for group, models_dir in _groups(args.config, args.group, one=bool(args.png)):
+        code = max(code, shadow_report.run(Path(models_dir), group, args.png, args.json))
+    return code
 
 
 def _guarded(func: Any) -> Any:

@@ -30,7 +30,10 @@
    A current bundle that cannot score the data (other channels, unreadable) is not
    compared against.
 5. Passed: ``set_current`` promotes the candidate (the daemon notices the pointer and
-   swaps the model in). Failed: the candidate is deleted (``--keep-rejected`` keeps it),
+   swaps the model in). With ``retrain.shadow_hours > 0`` and a serving model, it is
+   registered as ``shadow`` instead (``set_shadow``): the daemon scores it beside the
+   serving model on live traffic and promotes or rejects it (`monitor.core.shadow`).
+   Failed: the candidate is deleted (``--keep-rejected`` keeps it),
    the old model keeps serving.
 
 The verdict is one JSON line on stdout (and the log), saved as ``gate.json`` in a
@@ -338,6 +341,7 @@ def run_retrain(args: argparse.Namespace) -> int:
     # torch (~2 s to import) comes with the bundle code: only when retraining, not for the
     # parser that every `monitor` command builds (cli imports this module for `register`)
     from monitor.core.model.bundle import current_bundle_path, load_bundle, set_current  # noqa: PLC0415
+    from monitor.core.model.registry import set_shadow  # noqa: PLC0415
 
     started_wall = time.time()
     settings = GateSettings(args.max_false_alarm_rate, args.margin, args.min_windows)
@@ -457,7 +461,15 @@ def run_retrain(args: argparse.Namespace) -> int:
         passed = all(c["passed"] for c in checks)
         verdict["checks"] = checks
         verdict["passed"] = passed
-        if passed:
+        if passed and rs.shadow_hours > 0 and cur_model is not None:
+            # passed offline: the daemon scores it live beside the serving model first and
+            # promotes it only within the shadow budgets (monitor.core.shadow)
+            (cand_path / "gate.json").write_text(json.dumps(verdict, indent=2) + "\n")
+            set_shadow(models_dir, cand_path.name)
+            verdict["promoted"] = False
+            verdict["shadow"] = {"version": cand_path.name, "hours": rs.shadow_hours}
+            code = EXIT_PROMOTED
+        elif passed:
             (cand_path / "gate.json").write_text(json.dumps(verdict, indent=2) + "\n")
             set_current(models_dir, cand_path.name)
             verdict["promoted"] = True
@@ -512,7 +524,14 @@ def _report(verdict: dict, code: int) -> int:
     level = logging.INFO if code == EXIT_PROMOTED else logging.WARNING  # a refusal shows every figure
     for c in verdict.get("checks", []):
         log.log(level, "retrain gate: %s %s: %s", c["check"], "passed" if c["passed"] else "FAILED", c["detail"])
-    if code == EXIT_PROMOTED:
+    if code == EXIT_PROMOTED and verdict.get("shadow"):
+        log.info(
+            "retrain: %s passed the gate; in shadow for %g h beside the serving model (the daemon promotes or "
+            "rejects it)",
+            verdict["candidate"]["version"],
+            verdict["shadow"]["hours"],
+        )
+    elif code == EXIT_PROMOTED:
         log.info("retrain: promoted %s", verdict["candidate"]["version"])
     elif code == EXIT_GATE_FAILED:
         failed = "; ".join(c["detail"] for c in verdict.get("checks", []) if not c["passed"])

@@ -29,6 +29,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry
 
 from monitor.app.lifecycle import LoadResult, ModelWatcher
+from monitor.app.shadowing import ShadowManager
 from monitor.core.config import Config, ConfigError, load_config
 from monitor.core.fleet import Fleet, GroupResult
 from monitor.core.model.threads import use_threads
@@ -86,6 +87,8 @@ class Service:
         self.codec = Codec(cfg.topics, cfg.mqtt.max_payload_bytes, cfg.stream.max_future_seconds, columns=True)
         self.registry.register(SequenceCollector(self.codec.sequences))  # topics[].sequence_field gaps
         self.runner = Runner(self.fleet, on_scores=self._on_scores, on_alert=self._on_alert)
+        # shadow candidates (retrain.shadow_hours > 0) and drift, per group (decision 0021)
+        self.shadows = ShadowManager(cfg, self.fleet, self.registry)
         self._pending_models: dict[str, ScoringModel] = {}
         self._model_lock = threading.Lock()
         # one watcher per group: a bad bundle in one group is refused there, the others are untouched
@@ -145,6 +148,7 @@ class Service:
             if result is not None and result.model is not None:
                 with self._model_lock:
                     self._pending_models[group] = result.model
+        self.shadows.poll()
 
     def _install_pending_model(self) -> list[Alert]:
         with self._model_lock:
@@ -155,6 +159,7 @@ class Service:
             if swapped:
                 self._save_calibration(group)  # the old model's: kept if the swap is undone
             alerts += self.runner.install(group, model).alerts
+            self.shadows.on_model(group, model)
             self._restore_calibration(group)
             self.metrics.group_model(group, model.version, _created_at(model))
             log.info("%s model %s in group %s", "swapped in" if swapped else "serving", model.version, group)
@@ -207,8 +212,11 @@ class Service:
     def _calibration_tick(self) -> None:
         """On the scoring thread: export effective thresholds, persist state now and then."""
         now = time.monotonic()
-        if now >= self._next_calibration_export:
+        export = now >= self._next_calibration_export
+        self.shadows.after_batch(snapshot=export)
+        if export:
             self._next_calibration_export = now + CALIBRATION_EXPORT_SECONDS
+            self.shadows.export_drift()
             for group in self.fleet.names:
                 pipe = self.fleet.pipeline(group)
                 if pipe is None or not pipe.online_cfg.enabled:
@@ -482,6 +490,7 @@ class Service:
         while True:
             try:
                 self._install_pending_model()
+                self.shadows.install_pending()
                 if time.monotonic() >= next_tick:
                     next_tick = time.monotonic() + 1.0
                     self._sensor_tick()
@@ -588,6 +597,7 @@ class Service:
             except Exception:
                 log.exception("score listener failed")
         self.metrics.group_scored(result.group, len(scores))
+        self.shadows.on_scores(result)
         fleet = self.fleet
         for stream, value in scores.last_by_stream().items():
             self.metrics.set_score(stream, value, fleet.firing(result.group, stream))

@@ -743,9 +743,25 @@ class RetrainConfig:
     canary_floor: float = 0.5
     max_threshold_factor: float = 5.0
     allow_threshold_jump: bool = False
+    # shadow scoring (docs/decisions/0021-shadow-and-drift.md): > 0: a candidate that passes
+    # the gate is registered as `shadow`, scored live beside the serving model for this long
+    # (fractions allowed), then promoted by the daemon only within these budgets
+    shadow_hours: float = 0.0
+    shadow_alert_margin: int = 1  # would-alert episodes <= the serving model's + this
+    shadow_max_alert_episodes: int = 5  # and <= this, per group, over the shadow period
+    shadow_max_quantile_ratio: float = 3.0  # p99 score within this factor of the serving one's
+    shadow_min_windows: int = 100
 
     def __post_init__(self) -> None:
         _positive("retrain.max_age_hours", self.max_age_hours, allow_zero=True)
+        _positive("retrain.shadow_hours", self.shadow_hours, allow_zero=True)
+        _positive("retrain.shadow_alert_margin", self.shadow_alert_margin, allow_zero=True)
+        _positive("retrain.shadow_max_alert_episodes", self.shadow_max_alert_episodes, allow_zero=True)
+        _positive("retrain.shadow_min_windows", self.shadow_min_windows)
+        if not self.shadow_max_quantile_ratio >= 1:
+            raise ConfigError(
+                "retrain.shadow_max_quantile_ratio", f"must be >= 1, got {self.shadow_max_quantile_ratio!r}"
+            )
         _positive("retrain.canaries_per_kind", self.canaries_per_kind)
         _positive("retrain.canary_margin", self.canary_margin, allow_zero=True)
         if not 0 <= self.canary_floor <= 1:

@@ -30,6 +30,7 @@ from monitor.core.interfaces import Scorer
 from monitor.core.model.latent import LatentModel, States
 from monitor.core.model.manifest import Manifest
 from monitor.core.sensor_health import SensorHealth, SensorLimits
+from monitor.core.shadow import Shadow
 from monitor.core.stream.assembler import AssembledFrame, StreamAssembler
 from monitor.core.stream.context import context_row, context_rows, context_width
 from monitor.core.stream.filters import FilterChain
@@ -211,6 +212,9 @@ class Pipeline:
         self._meta: list[_Window | _Run] = []  # (stream, time, observed) per window, or a _Run of windows
         self._n = 0  # windows queued (rows of `_x` in use)
         self._x = np.empty((0, 1, 1), dtype=np.float32)
+        # a candidate scoring the same windows without sending anything (core/shadow.py); None: off
+        self.shadow: Shadow | None = None
+        self.shadow_error: str | None = None  # why the shadow was dropped (the service rejects it)
         self._install(model)
 
     def _install(self, model: ScoringModel) -> None:
@@ -298,6 +302,11 @@ class Pipeline:
         compatible = model.compatible_with(self.model)
         self._install(model)
         self.alarm.states = old_states
+        if self.shadow is not None:  # compared against the new serving model from now on
+            if self.shadow.model.compatible_with(model):
+                self.shadow.reset(model.version)
+            else:
+                self.shadow, self.shadow_error = None, f"the serving model {model.version} has another geometry"
         if not compatible:
             self.streams.clear()
         else:  # the new model's scaler for each stream (its adapter's or the group's)
@@ -616,6 +625,11 @@ class Pipeline:
             alerts = self._with_states(alerts, scores, codes, self._states)
         if self.calibrator.events:
             alerts = self._with_regime_changes(alerts, self.calibrator.drain_events())
+        if self.shadow is not None:  # the same windows, the candidate's forward pass; nothing sent
+            try:
+                self.shadow.observe(x, runs, scores, alerts, self.scaler_for)
+            except Exception as exc:  # the candidate must never cost the serving model its scores
+                self.shadow, self.shadow_error = None, f"{type(exc).__name__}: {exc}"
         self.counters["windows_scored"] += n
         return scores, sensor_alerts + alerts if sensor_alerts else alerts
 

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from monitor.core.config import CalibrationConfig
+from monitor.core.drift import error_quantiles
 from monitor.core.types import FloatArray
 
 MIN_ERRORS = 20
@@ -55,6 +56,8 @@ def fit_threshold(errors: np.ndarray, cfg: CalibrationConfig) -> dict[str, Any]:
     floor = max(1e-12, 1e-9 * float(np.abs(finite).max()))
     result["raw_threshold"] = raw
     result["threshold"] = max(raw * float(cfg.factor), floor)
+    # the deciles of the calibration errors: live drift is measured against them (core/drift.py)
+    result["error_quantiles"] = error_quantiles(finite)
     return result
 
 

@@ -16,7 +16,8 @@ models directory from before the registry) first logs that version as ``found``,
 on the stack too. When the history does not end at the version `current` points at (the
 pointer was moved by hand), the stack is unknown and the rollback target is the newest
 bundle created before the current one.
-``prune`` never deletes the current version nor the rollback target.
+``prune`` never deletes the current version, the rollback target nor the shadow candidate
+(``shadow -> VERSION``: scored live beside `current`, decision 0021).
 
 Torch-free on purpose: ``monitor models list`` reads manifests without importing torch.
 """
@@ -37,6 +38,8 @@ from monitor.core.model.manifest import Manifest, ManifestError
 
 MANIFEST = "manifest.json"
 CURRENT = "current"
+SHADOW = "shadow"  # a candidate the daemon scores beside `current` (docs/decisions/0021)
+SHADOW_REPORT = "shadow.json"  # the daemon's running comparison, then its verdict
 HISTORY = ".history.jsonl"
 TMP_PREFIX = ".tmp-"
 ACTIONS = ("train", "promote", "rollback", "found")
@@ -72,7 +75,7 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _check_version_name(version: str) -> None:
-    if not isinstance(version, str) or not _VERSION_RE.match(version) or version == CURRENT:
+    if not isinstance(version, str) or not _VERSION_RE.match(version) or version in (CURRENT, SHADOW):
         raise BundleError(
             f"bundle version {version!r} is not a safe directory name; use letters, digits, '.', '_', '-'"
         )
@@ -118,10 +121,43 @@ def set_current(models_dir: Path, version: str, action: str = "promote") -> None
     _append_history(models_dir, version, action)
 
 
-def current_bundle_path(models_dir: Path) -> Path | None:
-    """The resolved directory `current` points at, or None when there is no valid pointer."""
+def set_shadow(models_dir: Path, version: str) -> None:
+    """Atomically point ``models_dir/shadow`` at bundle `version`: the daemon scores it beside
+    `current` (no alerts) and promotes or rejects it (`monitor.core.shadow`). Not a pointer
+    move of the rollback stack: only the promotion, if it comes, is."""
     models_dir = Path(models_dir)
-    pointer = models_dir / CURRENT
+    _check_version_name(version)
+    if not (models_dir / version / MANIFEST).is_file():
+        raise BundleError(f"{models_dir / version} is not a bundle (no {MANIFEST})")
+    link = models_dir / f".shadow-{secrets.token_hex(4)}"
+    os.symlink(version, link)
+    try:
+        os.replace(link, models_dir / SHADOW)
+    except OSError as exc:
+        os.unlink(link)
+        raise BundleError(f"cannot replace {models_dir / SHADOW}: {exc.strerror}") from None
+    _fsync_dir(models_dir)
+
+
+def clear_shadow(models_dir: Path) -> bool:
+    """Remove the shadow pointer (its bundle stays); True when there was one."""
+    try:
+        os.unlink(Path(models_dir) / SHADOW)
+    except FileNotFoundError:
+        return False
+    _fsync_dir(Path(models_dir))
+    return True
+
+
+def shadow_bundle_path(models_dir: Path) -> Path | None:
+    """The resolved directory `shadow` points at, or None."""
+    return current_bundle_path(models_dir, SHADOW)
+
+
+def current_bundle_path(models_dir: Path, pointer_name: str = CURRENT) -> Path | None:
+    """The resolved directory `current` (or `pointer_name`) points at, or None when there is no valid pointer."""
+    models_dir = Path(models_dir)
+    pointer = models_dir / pointer_name
     if pointer.is_symlink():
         target = pointer.resolve()
     elif pointer.is_file():  # pointer file holding a version name
@@ -307,6 +343,8 @@ def prune(models_dir: Path, keep: int, dry_run: bool = False) -> list[str]:
     target = rollback_target(models_dir)
     if target is not None:
         protected.add(target)
+    shadow = shadow_bundle_path(models_dir)
+    protected |= {b.version for b in bundles if shadow is not None and b.path.resolve() == shadow}
     kept = set(protected)
     for b in reversed(bundles):  # newest first
         if len(kept) >= keep:

@@ -1,0 +1,237 @@
+"""The daemon's side of shadow scoring and drift (decision 0021).
+
+Per group, `ShadowManager`:
+
+* follows ``models/<group>/shadow`` (a `ModelWatcher` on that pointer; main thread), and
+  installs a verified candidate beside the serving model (`Pipeline.shadow`; scoring
+  thread). The candidate scores the serving model's windows inside `Pipeline.flush`;
+  nothing it decides is sent;
+* exports ``monitor_shadow_*`` and writes ``models/<group>/shadow.json`` (the running
+  comparison, then the verdict; `monitor models shadow-report` reads it) every few seconds;
+* when the shadow period is over (`Shadow.due`), takes the verdict: promoted moves
+  ``current`` to the candidate (`registry.promote`, on the rollback stack like any
+  promotion: the group's watcher then swaps it in); rejected leaves ``current`` alone. The
+  ``shadow`` pointer is removed either way and the verdict is logged and exported;
+* keeps a `DriftTracker` per group on the serving model's raw errors (when its bundle has
+  calibration deciles) and exports ``monitor_model_drift{group}``.
+
+Threads: the pipeline's shadow is only touched on the scoring thread; pointer moves and
+file writes happen on the main thread (`poll`); the two hand over through a lock.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from monitor.app.lifecycle import ModelWatcher
+from monitor.core.config import Config
+from monitor.core.drift import DriftTracker
+from monitor.core.fleet import Fleet, GroupResult
+from monitor.core.model.registry import SHADOW, SHADOW_REPORT, BundleError, clear_shadow, promote
+from monitor.core.pipeline import ScoringModel
+from monitor.core.shadow import Shadow, ShadowSettings
+from monitor.io.atomic import write_atomic
+from monitor.io.shadow_metrics import ShadowMetrics
+
+log = logging.getLogger(__name__)
+
+REPORT_FILE = SHADOW_REPORT
+_NONE = object()  # a pending "remove the shadow"
+
+
+def settings_of(cfg: Config) -> ShadowSettings:
+    rs = cfg.retrain
+    return ShadowSettings(
+        seconds=rs.shadow_hours * 3600.0,
+        alert_margin=rs.shadow_alert_margin,
+        max_alert_episodes=rs.shadow_max_alert_episodes,
+        max_quantile_ratio=rs.shadow_max_quantile_ratio,
+        min_windows=rs.shadow_min_windows,
+    )
+
+
+class ShadowManager:
+    def __init__(self, cfg: Config, fleet: Fleet, registry: CollectorRegistry):
+        self.cfg = cfg
+        self.fleet = fleet
+        self.metrics = ShadowMetrics(registry, fleet.names)
+        self.settings = settings_of(cfg)
+        self.enabled = cfg.retrain.shadow_hours > 0
+        self.watchers = (
+            {g.name: ModelWatcher(cfg.group_models_dir(g.name), pointer=SHADOW) for g in cfg.fleet()}
+            if self.enabled
+            else {}
+        )
+        self._lock = threading.Lock()
+        self._pending: dict[str, Any] = {}  # group -> ScoringModel or _NONE (main -> scoring thread)
+        self._decided: list[tuple[str, dict[str, Any]]] = []  # (group, report) (scoring -> main thread)
+        self._reports: dict[str, dict[str, Any]] = {}  # group -> running summary (scoring -> main thread)
+        self._seen: dict[str, tuple[int, int]] = {}  # group -> (windows, episodes) exported
+        self._active: dict[str, str] = {}  # group -> candidate version in shadow
+        self.drift: dict[str, DriftTracker | None] = {}
+        self.verdicts: list[dict[str, Any]] = []  # every verdict taken (tests, audits)
+
+    # ------------------------------------------------------------------ main thread
+
+    def poll(self) -> None:
+        """Follow the shadow pointers, write the reports, act on the verdicts."""
+        for group, watcher in self.watchers.items():
+            try:
+                had = watcher._seen not in (None, ("<none>",))
+                result = watcher.poll()
+                gone = had and watcher._seen == ("<none>",)
+            except Exception:
+                log.exception("polling the shadow pointer of group %s failed", group)
+                continue
+            if result is not None and result.model is not None:
+                with self._lock:
+                    self._pending[group] = result.model
+            elif result is not None:
+                self._write(group, {"state": "rejected", "error": result.error, "checks": []})
+                self._clear(group)
+            elif gone:
+                with self._lock:
+                    self._pending[group] = _NONE
+        with self._lock:
+            decided, self._decided = self._decided, []
+            reports, self._reports = self._reports, {}
+        for group, report in reports.items():
+            self._write(group, report)
+        for group, report in decided:
+            self._act(group, report)
+
+    def _act(self, group: str, report: dict[str, Any]) -> None:
+        models_dir = Path(self.cfg.group_models_dir(group))
+        candidate = str(report.get("summary", {}).get("candidate") or report.get("candidate"))
+        if report["state"] == "promoted":
+            try:
+                promote(models_dir, candidate)
+            except (BundleError, OSError) as exc:
+                report = {**report, "state": "rejected", "error": f"promotion failed: {exc}"}
+        self._clear(group)
+        self._write(group, report)
+        self.verdicts.append({"group": group, **report})
+        failed = "; ".join(c["detail"] for c in report.get("checks", []) if not c["passed"])
+        if report["state"] == "promoted":
+            log.warning("shadow: group %s promoted %s after its shadow period: %s", group, candidate, _details(report))
+        else:
+            log.warning(
+                "shadow: group %s rejected %s, the serving model keeps serving: %s",
+                group,
+                candidate,
+                report.get("error") or failed,
+            )
+        self.metrics.decided(group, report["state"] == "promoted", report.get("checks", []))
+
+    def _clear(self, group: str) -> None:
+        try:
+            clear_shadow(Path(self.cfg.group_models_dir(group)))
+        except OSError as exc:
+            log.error("cannot remove the shadow pointer of group %s: %s", group, exc)
+
+    def _write(self, group: str, report: dict[str, Any]) -> None:
+        path = Path(self.cfg.group_models_dir(group)) / REPORT_FILE
+        try:
+            write_atomic(path, json.dumps(report, indent=1, default=str) + "\n")
+        except OSError as exc:
+            log.error("cannot write %s: %s", path, exc)
+
+    # ------------------------------------------------------------------ scoring thread
+
+    def install_pending(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        for group, model in pending.items():
+            pipe = self.fleet.pipeline(group)
+            if model is _NONE:
+                if pipe is not None and pipe.shadow is not None:
+                    log.warning("shadow: the shadow pointer of group %s was removed; candidate dropped", group)
+                    pipe.shadow = None
+                    self.metrics.active.labels(group).set(0)
+                continue
+            if pipe is None:
+                self._reject(group, model.version, "the group has no serving model to compare with")
+                continue
+            try:
+                gcfg = self.cfg.for_group(group) if self.cfg.groups else self.cfg
+                pipe.shadow = Shadow(model, pipe.model, gcfg.alarm, self.settings, pipe.top_channels)
+            except ValueError as exc:
+                self._reject(group, model.version, str(exc))
+                continue
+            pipe.shadow_error = None
+            self._seen[group] = (0, 0)
+            self._active[group] = model.version
+            self.metrics.active.labels(group).set(1)
+            log.warning(
+                "shadow: group %s scores %s beside %s for %.0f s of live data (no alerts sent)",
+                group,
+                model.version,
+                pipe.model.version,
+                self.settings.seconds,
+            )
+
+    def _reject(self, group: str, version: str, why: str) -> None:
+        with self._lock:
+            self._decided.append((group, {"state": "rejected", "candidate": version, "error": why, "checks": []}))
+
+    def after_batch(self, snapshot: bool) -> None:
+        """Export the shadows' progress; take the verdict of any whose period is over."""
+        for group in self.fleet.names:
+            pipe = self.fleet.pipeline(group)
+            if pipe is None:
+                continue
+            sh = pipe.shadow
+            if sh is None:
+                if pipe.shadow_error is not None:
+                    self._reject(group, self._active.get(group, "?"), pipe.shadow_error)
+                    pipe.shadow_error = None
+                continue
+            windows, episodes = self._seen.get(group, (0, 0))
+            if sh.windows != windows:
+                self.metrics.observed(
+                    group,
+                    sh.windows - windows,
+                    sh.episodes - episodes,
+                    sh.last_max,
+                    sh.live_episodes,
+                    sh.elapsed_seconds,
+                )
+                self._seen[group] = (sh.windows, sh.episodes)
+            if sh.due():
+                verdict = sh.verdict()
+                pipe.shadow = None
+                state = "promoted" if verdict.promote else "rejected"
+                with self._lock:
+                    self._decided.append(
+                        (group, {"state": state, "checks": verdict.checks, "summary": verdict.summary})
+                    )
+            elif snapshot:
+                with self._lock:
+                    self._reports[group] = {"state": "running", "checks": [], "summary": sh.summary()}
+
+    def on_model(self, group: str, model: ScoringModel) -> None:
+        """A serving model was installed: drift is measured against its calibration."""
+        edges = model.manifest.threshold_info.get("error_quantiles") if model.manifest is not None else None
+        self.drift[group] = DriftTracker(edges) if edges else None
+        self.metrics.drift.labels(group).set(math.nan)
+
+    def on_scores(self, result: GroupResult) -> None:
+        tracker = self.drift.get(result.group)
+        if tracker is not None:
+            tracker.add(result.scores.raw)
+
+    def export_drift(self) -> None:
+        for group, tracker in self.drift.items():
+            if tracker is not None:
+                self.metrics.drift.labels(group).set(tracker.value())
+
+
+def _details(report: dict[str, Any]) -> str:
+    return "; ".join(c["detail"] for c in report.get("checks", []))

@@ -1,0 +1,301 @@
+"""Shadow scoring: a candidate model scores the live windows beside the serving one.
+
+A candidate that passed `monitor retrain`'s offline gate with ``retrain.shadow_hours > 0``
+is not promoted at once: the daemon hands every window batch the serving model scored to
+`Shadow.observe` as well. The candidate scores the *same* windows (re-standardized with its
+own scaler, one extra forward pass per batch, no window assembly of its own), runs its own
+alarm state machine (the group's alarm settings, its offline thresholds) and sends
+nothing: it only counts the episodes it *would* have raised. After `ShadowSettings.seconds`
+of live data (data time of the scored windows) `verdict` judges it against the serving
+model on the same traffic:
+
+* ``enough_windows``: at least `min_windows` windows were scored;
+* ``alert_episodes``: would-alert episodes <= the serving model's anomaly episodes in the
+  same span + `alert_margin`;
+* ``alarm_budget``: would-alert episodes <= `max_alert_episodes` (an absolute ceiling:
+  two equally noisy models do not make a good one);
+* ``score_quantile``: the candidate's p99 score (threshold units) within a factor
+  `max_quantile_ratio` of the serving model's, either way (a candidate whose scores sit
+  far below 1.0 on live data is as suspicious as one far above).
+
+Scores are kept as fixed log-spaced histograms (O(1) memory however long the shadow runs);
+quantiles are read off them (the upper edge of the bin that reaches the quantile).
+
+Pure: no I/O, no clocks (time is the windows' data time).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from monitor.core.alarm import AlarmMachine
+from monitor.core.config import AlarmConfig
+from monitor.core.types import Alert, Float32Array, FloatArray, Floats, ScoreBatch
+
+# score histogram: log10(score) in [-4, 4] in 0.05 steps, plus under- and overflow bins
+HIST_EDGES = np.round(np.arange(-4.0, 4.0001, 0.05), 4)
+
+Scaler = tuple[FloatArray, FloatArray]  # (mean, 1 / std) of one stream
+
+
+@dataclass(frozen=True)
+class ShadowSettings:
+    seconds: float
+    alert_margin: int = 1
+    max_alert_episodes: int = 5
+    max_quantile_ratio: float = 3.0
+    min_windows: int = 100
+    quantile: float = 0.99
+
+
+@dataclass
+class ShadowVerdict:
+    promote: bool
+    checks: list[dict[str, Any]]
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+class _Hist:
+    def __init__(self) -> None:
+        self.counts = np.zeros(len(HIST_EDGES) + 1, dtype=np.int64)
+        self.n = 0
+
+    def add(self, scores: Floats) -> None:
+        s = np.asarray(scores, dtype=np.float64)
+        s = s[np.isfinite(s)]
+        if not s.size:
+            return
+        logs = np.log10(np.maximum(s, 1e-12))
+        self.counts += np.bincount(np.searchsorted(HIST_EDGES, logs, side="right"), minlength=len(self.counts))
+        self.n += int(s.size)
+
+    def quantile(self, q: float) -> float:
+        if not self.n:
+            return math.nan
+        at = int(np.searchsorted(np.cumsum(self.counts), q * self.n, side="left"))
+        if at >= len(HIST_EDGES):
+            return math.inf
+        return float(10.0 ** HIST_EDGES[at])
+
+
+class Shadow:
+    """One group's shadow candidate. Drive it from the scoring thread only."""
+
+    def __init__(
+        self,
+        candidate: Any,  # a ScoringModel (pipeline imports this module: no import cycle)
+        live: Any,
+        alarm_cfg: AlarmConfig,
+        settings: ShadowSettings,
+        top_channels: int = 3,
+    ):
+        if candidate.scorer is None:
+            raise ValueError(f"shadow candidate {candidate.version!r} carries no scorer")
+        if not candidate.compatible_with(live):
+            raise ValueError(
+                f"shadow candidate {candidate.version!r} has another frame or window geometry than the serving "
+                f"model {live.version!r} (channels, period, window, stride, filters, alignment, context): it cannot "
+                "score the same windows"
+            )
+        self.model = candidate
+        self.settings = settings
+        self.alarm = AlarmMachine(
+            alarm_cfg,
+            candidate.threshold,
+            candidate.version,
+            candidate.channels,
+            top_channels,
+            threshold_for=candidate.offline_threshold,
+        )
+        self.reset(live.version)
+
+    def reset(self, live_version: str) -> None:
+        """Start counting again (a new serving model is a new comparison)."""
+        self.live_version = live_version
+        self.windows = 0
+        self.first_time = math.nan
+        self.last_time = math.nan
+        self.episodes = 0  # the candidate's would-alert episodes (firing)
+        self.live_episodes = 0  # the serving model's anomaly episodes over the same windows
+        self.hist = _Hist()
+        self.live_hist = _Hist()
+        self.last_max = math.nan
+        self.alarm.states = {}
+        # per-stream tables (the serving model's scaler is part of them: rebuilt after a swap)
+        self._rows: dict[str, int] = {}
+        self._a: list[FloatArray] = []
+        self._b: list[FloatArray] = []
+        self._cm: list[FloatArray] = []
+        self._cinv: list[FloatArray] = []
+        self._thr: list[float] = []
+        self._tables: tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray, bool] | None = None
+
+    def _scaler(self, stream: str) -> Scaler:
+        m = self.model
+        adapters = m.adapters
+        i = adapters.index.get(stream) if adapters is not None else None
+        if adapters is not None and i is not None:
+            return adapters.mean[i], adapters.inv_std[i]
+        return m.mean, 1.0 / m.std
+
+    def _row_of(self, stream: str, live_scaler: Callable[[str], Scaler]) -> int:
+        """`stream`'s row in the per-stream tables (added on first sight)."""
+        row = self._rows.get(stream)
+        if row is None:
+            lm, linv = live_scaler(stream)
+            cm, cinv = self._scaler(stream)
+            # z_c = (v - cm) * cinv with v = z_l / linv + lm: z_c = z_l * a + b
+            self._a.append(cinv / linv)
+            self._b.append((lm - cm) * cinv)
+            self._cm.append(cm)
+            self._cinv.append(cinv)
+            self._thr.append(self.model.offline_threshold(stream))
+            row = self._rows[stream] = len(self._rows)
+            self._tables = None
+        return row
+
+    def _tables_now(self) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray, bool]:
+        if self._tables is None:
+            a, b = np.asarray(self._a, dtype=np.float64), np.asarray(self._b, dtype=np.float64)
+            self._tables = (
+                a.astype(np.float32),
+                b.astype(np.float32),
+                np.asarray(self._cm, dtype=np.float64),
+                np.asarray(self._cinv, dtype=np.float64),
+                np.asarray(self._thr, dtype=np.float64),
+                bool(np.all(a == 1.0) and np.all(b == 0.0)),
+            )
+        return self._tables
+
+    def observe(
+        self,
+        x: Float32Array,
+        runs: list[tuple[str, int, int]],
+        live: ScoreBatch,
+        live_alerts: list[Alert],
+        live_scaler: Callable[[str], Scaler],
+    ) -> int:
+        """Score the serving model's window batch `x` (standardized with `live_scaler`)
+        with the candidate; returns the candidate's would-alert episodes begun in it.
+
+        Per stream, the re-standardization (``a``, ``b``), the candidate's scaler and
+        threshold are looked up once ever (tables indexed by a stream row); per batch
+        there is one dict lookup per run and numpy gathers, as in `Pipeline._per_stream`."""
+        n = len(x)
+        if not n:
+            return 0
+        c = len(self.model.channels)
+        row_of = self._row_of
+        rows = np.fromiter((row_of(s, live_scaler) for s, _, _ in runs), dtype=np.intp, count=len(runs))
+        lengths = np.fromiter((stop - start for _, start, stop in runs), dtype=np.intp, count=len(runs))
+        per_row = np.repeat(rows, lengths)
+        a, b, cm, cinv, thr_s, identity = self._tables_now()
+        if identity:
+            xc = x
+        else:
+            xc = np.empty_like(x)
+            np.multiply(x[..., :c], a[per_row][:, None, :], out=xc[..., :c])
+            xc[..., :c] += b[per_row][:, None, :]
+            xc[..., c:] = x[..., c:]
+        raw, per_channel, recon_last = self.model.scorer.errors(xc)
+        thr = thr_s[per_row]
+        score = np.asarray(raw, dtype=np.float64) / thr
+        channel_scores = np.asarray(per_channel, dtype=np.float64) / (thr * c)[:, None]
+        reconstructed = np.asarray(recon_last, dtype=np.float64) / cinv[per_row] + cm[per_row]
+        batch = ScoreBatch(None, live.times, score, raw, channel_scores, live.observed, reconstructed, runs=runs)
+        fired = sum(1 for al in self.alarm.update_batch(batch) if al.state == "firing")
+        self.episodes += fired
+        self.live_episodes += sum(1 for al in live_alerts if al.state == "firing" and al.kind == "anomaly")
+        self.windows += n
+        times = np.asarray(live.times, dtype=np.float64)
+        lo, hi = float(times.min()), float(times.max())
+        self.first_time = lo if math.isnan(self.first_time) else min(self.first_time, lo)
+        self.last_time = hi if math.isnan(self.last_time) else max(self.last_time, hi)
+        self.hist.add(score)
+        self.live_hist.add(live.score)
+        self.last_max = float(np.max(score))
+        return fired
+
+    @property
+    def elapsed_seconds(self) -> float:
+        return 0.0 if math.isnan(self.first_time) else self.last_time - self.first_time
+
+    def due(self) -> bool:
+        """The shadow period is over (in data time) and enough windows were scored."""
+        return self.elapsed_seconds >= self.settings.seconds and self.windows >= self.settings.min_windows
+
+    def summary(self) -> dict[str, Any]:
+        q = self.settings.quantile
+        return {
+            "candidate": self.model.version,
+            "current": self.live_version,
+            "windows": self.windows,
+            "elapsed_seconds": self.elapsed_seconds,
+            "shadow_seconds": self.settings.seconds,
+            "first_time": None if math.isnan(self.first_time) else self.first_time,
+            "last_time": None if math.isnan(self.last_time) else self.last_time,
+            "episodes": {"candidate": self.episodes, "current": self.live_episodes},
+            "quantiles": {
+                "candidate": {"p50": _num(self.hist.quantile(0.5)), f"p{round(q * 100)}": _num(self.hist.quantile(q))},
+                "current": {
+                    "p50": _num(self.live_hist.quantile(0.5)),
+                    f"p{round(q * 100)}": _num(self.live_hist.quantile(q)),
+                },
+            },
+            "histogram": {
+                "log10_edges": HIST_EDGES.tolist(),
+                "candidate": self.hist.counts.tolist(),
+                "current": self.live_hist.counts.tolist(),
+            },
+        }
+
+    def verdict(self) -> ShadowVerdict:
+        s = self.settings
+        checks: list[dict[str, Any]] = []
+        checks.append(
+            {
+                "check": "enough_windows",
+                "passed": self.windows >= s.min_windows,
+                "detail": f"{self.windows} windows scored in shadow (need >= {s.min_windows})",
+            }
+        )
+        allowed = self.live_episodes + s.alert_margin
+        checks.append(
+            {
+                "check": "alert_episodes",
+                "passed": self.episodes <= allowed,
+                "detail": f"candidate would have raised {self.episodes} alert episode(s), the serving model raised "
+                f"{self.live_episodes} (+ margin {s.alert_margin} = {allowed})",
+            }
+        )
+        checks.append(
+            {
+                "check": "alarm_budget",
+                "passed": self.episodes <= s.max_alert_episodes,
+                "detail": f"{self.episodes} would-alert episode(s) in {self.elapsed_seconds:.0f} s "
+                f"(budget {s.max_alert_episodes})",
+            }
+        )
+        cq, lq = self.hist.quantile(s.quantile), self.live_hist.quantile(s.quantile)
+        if math.isfinite(cq) and math.isfinite(lq) and cq > 0 and lq > 0:
+            ratio = cq / lq
+            ok = 1.0 / s.max_quantile_ratio <= ratio <= s.max_quantile_ratio
+            detail = (
+                f"p{round(s.quantile * 100)} score candidate {cq:.3g} / serving {lq:.3g} = {ratio:.3g} "
+                f"({'within' if ok else 'beyond'} a factor {s.max_quantile_ratio:g})"
+            )
+        else:
+            ratio, ok = math.nan, False
+            detail = f"p{round(s.quantile * 100)} scores not comparable (candidate {cq}, serving {lq})"
+        checks.append({"check": "score_quantile", "passed": ok, "detail": detail, "ratio": _num(ratio)})
+        passed = all(c["passed"] for c in checks)
+        return ShadowVerdict(passed, checks, self.summary())
+
+
+def _num(x: float) -> float | None:
+    return None if not math.isfinite(x) else round(float(x), 6)
