@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import collections
 import shutil
-import threading
 import time
 
 import pytest
 import torch
-from prometheus_client import CollectorRegistry
 
-from monitor.app.service import Service
 from monitor.core.model.bundle import load_bundle
 from monitor.core.pipeline import ScoringModel
 from monitor.io.nats import partition_of
@@ -33,6 +30,7 @@ from tests.nats_support import (
     nats_config,
     offline_alerts,
     publish_nats,
+    start_worker,
 )
 
 pytestmark = [
@@ -56,49 +54,6 @@ def fresh_calibration(models):
     """Each test compares with one process starting fresh: no calibrator state saved by an
     earlier test's workers (a restarted worker restores its own, by design)."""
     shutil.rmtree(models / "state", ignore_errors=True)
-
-
-class Collect:
-    """A sink and an `on_handled` hook of one worker."""
-
-    name = "collect"
-
-    def __init__(self):
-        self.alerts: list[dict] = []
-        self.handled: list[tuple[int, str, str, float]] = []  # (partition, stream, channel, ts) in order
-        self.messages = 0  # live ones
-        self.warm = 0
-        self._lock = threading.Lock()
-
-    def send(self, alert) -> None:
-        self.alerts.append(alert.to_dict())
-
-    def close(self) -> None:
-        pass
-
-    def on_handled(self, items: list) -> None:
-        with self._lock:
-            for _, readings, _, msg in items:
-                if msg.warm:  # a warm-up replay: handled before, by whoever owned it
-                    self.warm += 1
-                    continue
-                self.messages += 1
-                self.handled += [(msg.partition, r.stream, r.channel, r.timestamp) for r in readings]
-
-
-def start_worker(cfg, partitions) -> tuple[Service, Collect, threading.Thread]:
-    collect = Collect()
-    svc = Service(
-        cfg,
-        registry=CollectorRegistry(),
-        extra_sinks=[collect],
-        partitions=partitions,
-        on_handled=collect.on_handled,
-    )
-    svc.start()
-    thread = threading.Thread(target=svc.run_forever, kwargs={"install_signals": False}, daemon=True)
-    thread.start()
-    return svc, collect, thread
 
 
 @pytest.mark.parametrize("via", ["nats", "mqtt"])

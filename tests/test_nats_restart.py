@@ -10,7 +10,6 @@ process on the whole feed (the firing once, its resolution once, same alert id).
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -18,7 +17,6 @@ import sys
 import time
 from pathlib import Path
 
-import nats
 import pytest
 import torch
 import yaml
@@ -34,6 +32,7 @@ from tests.nats_support import (
     ROWS,
     AlertTap,
     alert_key,
+    drained,
     feed,
     messages,
     nats_config,
@@ -83,27 +82,6 @@ class Worker:
             self.proc.send_signal(signal.SIGTERM)
             self.proc.wait(20)
         return self.proc.returncode
-
-
-def drained(url: str, partitions: range) -> bool:
-    """Every message of these partitions delivered and acked."""
-
-    async def go() -> bool:
-        nc = await nats.connect(url)
-        try:
-            js = nc.jetstream()
-            for p in partitions:
-                try:
-                    info = await js.consumer_info("MONITOR", f"monitor-p{p}")
-                except nats.js.errors.NotFoundError:
-                    return False  # a restarting worker re-creates its consumers at their ack floors
-                if info.num_pending or info.num_ack_pending:
-                    return False
-            return True
-        finally:
-            await nc.close()
-
-    return asyncio.run(go())
 
 
 def test_kill_9_and_restart_loses_nothing_and_repeats_no_alert(models, tmp_path):

@@ -42,6 +42,7 @@ from monitor.io.http import MetricsServer, serve
 from monitor.io.metrics import Metrics
 from monitor.io.mqtt import MQTTIngest
 from monitor.io.nats import IngestSource, NATSIngest
+from monitor.io.nats_ops import JetStreamAlertSink, NATSCollector
 from monitor.io.notify import liveness_problem, stopping
 from monitor.io.record import Recorder
 from monitor.io.recording import ALERTS_FILE
@@ -284,15 +285,7 @@ class Service:
                 on_deleted=self.metrics.recordings_deleted,
             ).start()
         self.ingest = self._make_ingest()
-        self.sinks = [
-            MQTTSink(
-                self.ingest.publish,
-                cfg.alerts.topic,
-                cfg.alerts.qos,
-                cfg.alerts.retain,
-                on_error=lambda: self.metrics.sink_error("mqtt"),
-            )
-        ]
+        self.sinks = [self._broker_sink(self.ingest)]
         if cfg.alerts.log:
             self.sinks.append(LogSink())
         if self.recorder is not None:  # alerts beside the recordings: retraining leaves those spans out
@@ -309,10 +302,19 @@ class Service:
         self.ingest.start()
         log.info("monitor started; metrics on http://%s:%d/metrics", cfg.metrics.address, self.http.port)
 
+    def _broker_sink(self, ingest: IngestSource) -> Sink:
+        """Alerts on the broker: MQTT, core NATS, or (nats.alerts_stream) JetStream, de-duplicated."""
+        cfg = self.cfg
+        on_error = functools.partial(self.metrics.sink_error, "mqtt")
+        if isinstance(ingest, NATSIngest) and cfg.nats.alerts_stream:
+            return JetStreamAlertSink(ingest.publish_alert, cfg.alerts.topic, on_error=on_error)
+        return MQTTSink(ingest.publish, cfg.alerts.topic, cfg.alerts.qos, cfg.alerts.retain, on_error=on_error)
+
     def _make_ingest(self) -> IngestSource:
         cfg = self.cfg
+        raw_tap = self.recorder.tap if self.recorder is not None else None
         if cfg.source == "nats":
-            return NATSIngest(
+            ingest = NATSIngest(
                 cfg.nats,
                 cfg.topics,
                 self.codec,
@@ -320,7 +322,11 @@ class Service:
                 self.metrics,
                 partitions=self.partitions,
                 warmup_seconds=self.warmup_seconds(),
+                raw_tap=raw_tap,
+                alerts_topic=cfg.alerts.topic,
             )
+            self.registry.register(NATSCollector(ingest))
+            return ingest
         return MQTTIngest(
             cfg.mqtt,
             cfg.topics,
@@ -328,7 +334,7 @@ class Service:
             self.queue,
             self.metrics,
             manual_ack=self.manual_ack,
-            raw_tap=self.recorder.tap if self.recorder is not None else None,
+            raw_tap=raw_tap,
         )
 
     def warmup_seconds(self) -> float:

@@ -41,10 +41,11 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from monitor.core.config import ConfigError, NATSConfig, TopicRule, format_partitions
+from monitor.core.types import RawMessage
 from monitor.io.codec import Codec
 from monitor.io.mqtt import Ingested, IngestQueue, topic_filter
 
@@ -63,10 +64,14 @@ __all__ = [
     "IngestSource",
     "NATSDelivery",
     "NATSIngest",
+    "alerts_subjects",
+    "ensure_stream",
     "partition_mappings",
     "partition_of",
+    "prepare_stream",
     "require_client",
     "server_config",
+    "stream_key",
     "subject_of",
     "topic_of",
 ]
@@ -170,6 +175,36 @@ def partition_mappings(rules: Sequence[TopicRule], partitions: int, prefix: str 
     return out
 
 
+def stream_key(rules: Sequence[TopicRule], topic: str) -> list[str] | None:
+    """The topic levels the server's mapping hashes for `topic` (its rule's stream levels), or
+    None when no rule matches: what `partition_of` needs to re-key a message under another N."""
+    levels = topic.split("/")
+    for rule in rules:
+        template = rule.template.split("/")
+        if len(template) != len(levels):
+            continue
+        names = set(_PLACEHOLDER.findall(rule.stream))
+        key: list[str] = []
+        for pattern, level in zip(template, levels, strict=True):
+            placeholders = _PLACEHOLDER.findall(pattern)
+            if not placeholders:
+                if pattern != level:
+                    break
+            elif names.intersection(placeholders):
+                key.append(level)
+        else:
+            if key:
+                return key
+    return None
+
+
+def alerts_subjects(topic: str) -> str:
+    """The subjects an alerts stream captures for `alerts.topic` (``monitor/alerts/{stream}``:
+    ``monitor.alerts.>``)."""
+    head, sep, _ = topic.partition("{stream}")
+    return subject_of(head) + ">" if sep else subject_of(topic)
+
+
 def server_config(
     mappings: dict[str, str],
     *,
@@ -212,6 +247,58 @@ def server_config(
     return "\n".join(lines) + "\n"
 
 
+async def ensure_stream(js: Any, cfg: NATSConfig) -> list[str]:
+    """The stream `cfg.stream` captures ``<subject_prefix>.>``: created when missing
+    (``create_stream``), the subject added when it captures only others (a new prefix when
+    changing N, next to the old one). Returns the stream's subjects."""
+    subject = f"{cfg.subject_prefix}.>"
+    try:
+        info = await js.stream_info(cfg.stream)
+    except nats.js.errors.NotFoundError:
+        if not cfg.create_stream:
+            raise ConfigError(
+                "nats.stream", f"stream {cfg.stream} does not exist and nats.create_stream is false"
+            ) from None
+        await js.add_stream(
+            js_api.StreamConfig(
+                name=cfg.stream,
+                subjects=[subject],
+                storage=js_api.StorageType.FILE,
+                retention=js_api.RetentionPolicy.LIMITS,
+                max_age=cfg.max_age_seconds,
+                num_replicas=cfg.replicas,
+            )
+        )
+        log.info("nats: created stream %s on %s", cfg.stream, subject)
+        return [subject]
+    subjects = list(info.config.subjects or [])
+    if subject not in subjects:
+        info.config.subjects = [*subjects, subject]
+        await js.update_stream(info.config)
+        log.warning("nats: stream %s now captures %s as well as %s", cfg.stream, subject, subjects)
+    return list(info.config.subjects)
+
+
+def prepare_stream(cfg: NATSConfig) -> list[str]:
+    """`ensure_stream` once, from a plain thread (``monitor nats-stream``; before a mapping change)."""
+    require_client()
+
+    async def go() -> list[str]:
+        nc = await nats.connect(
+            servers=list(cfg.servers),
+            user=cfg.user,
+            password=cfg.password,
+            connect_timeout=cfg.connect_timeout_seconds,
+            allow_reconnect=False,
+        )
+        try:
+            return await ensure_stream(nc.jetstream(), cfg)
+        finally:
+            await nc.close()
+
+    return asyncio.run(go())
+
+
 # --------------------------------------------------------------------------- deliveries
 
 
@@ -227,11 +314,28 @@ class NATSDelivery(NamedTuple):
     warm: bool  # a warm-up replay: handled before, its alerts are muted
 
 
-def _ack_meta(reply: str) -> tuple[int, float]:
-    """(stream sequence, timestamp seconds) from a JetStream ack subject (v1 and v2 formats)."""
+def _ack_meta(reply: str) -> tuple[int, float, int]:
+    """(stream sequence, timestamp seconds, delivery count) from a JetStream ack subject (v1 and v2)."""
     tokens = reply.split(".")
     off = 5 if len(tokens) == 9 else 7  # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>
-    return int(tokens[off]), int(tokens[off + 2]) / 1e9
+    return int(tokens[off]), int(tokens[off + 2]) / 1e9, int(tokens[off - 1])
+
+
+class PartitionStats:
+    """Per owned partition, for metrics (`monitor.io.nats_metrics`): counted on the client's
+    loop (delivered, redelivered, acks, warm-up) and read from the server every
+    ``nats.stats_seconds`` (pending = not yet delivered, ack_pending = delivered, not acked)."""
+
+    __slots__ = ("ack_pending", "acks", "delivered", "pending", "redelivered", "warm_messages", "warm_readings")
+
+    def __init__(self) -> None:
+        self.delivered = 0
+        self.redelivered = 0  # deliveries with a delivery count above 1 (after ack_wait)
+        self.acks = 0  # ack messages sent (one per partition and batch: ack policy "all")
+        self.warm_messages = 0
+        self.warm_readings = 0
+        self.pending = -1  # -1: not read yet
+        self.ack_pending = -1
 
 
 class NATSIngest:
@@ -248,6 +352,8 @@ class NATSIngest:
         partitions: Sequence[int] | None = None,
         warmup_seconds: float = 0.0,
         log_interval_seconds: float = 10.0,
+        raw_tap: Callable[[RawMessage], None] | None = None,
+        alerts_topic: str = "monitor/alerts/{stream}",
     ):
         require_client()
         self.cfg = cfg
@@ -265,16 +371,31 @@ class NATSIngest:
         self.manual_ack = True
         self.last_error: str | None = None
         self.log_interval = log_interval_seconds
-        self.stats = {"messages": 0, "readings": 0, "rejected": 0, "warm_messages": 0, "errors": 0, "acks": 0}
+        self.stats = {
+            "messages": 0,
+            "readings": 0,
+            "rejected": 0,
+            "warm_messages": 0,
+            "errors": 0,
+            "acks": 0,
+            "tap_errors": 0,
+            "alerts_published": 0,
+            "alerts_duplicate": 0,
+        }
+        self.partition_stats = {p: PartitionStats() for p in self.partitions}
+        self.alerts_topic = alerts_topic  # the subjects of nats.alerts_stream
+        self.raw_tap = raw_tap  # the recorder: live messages as received (warm-up replays are not)
         self.warmed = threading.Event()  # every owned partition replayed (or nothing to replay)
         self._prefix_len = len(cfg.subject_prefix) + 1
+        self._js: Any = None
+        self._alerts_unconfirmed: set[asyncio.Future[bool]] = set()  # acks wait for these
         self._connected = False
         self._intake_open = True
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._nc: Any = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._inflight: set[asyncio.Future[None]] = set()
+        self._inflight: set[asyncio.Future[Any]] = set()
         self._stop_event = asyncio.Event()
         self._last_log: dict[str, float] = {}
         if metrics is not None:
@@ -335,6 +456,19 @@ class NATSIngest:
         with contextlib.suppress(RuntimeError):  # the loop closed (stopping): nothing to send with
             loop.call_soon_threadsafe(self._publish_now, subject_of(topic), payload)
 
+    def publish_alert(self, topic: str, payload: bytes, msg_id: str) -> None:
+        """Publish an alert into `nats.alerts_stream` with ``Nats-Msg-Id: msg_id`` (any thread).
+
+        Retried until the stream confirms it; acks sent after this call wait for the
+        confirmation, so an alert is stored before the readings that raised it are acked, and
+        a re-send after a crash carries the same id, which the server drops (exactly once in
+        the stream within ``alerts_dedupe_seconds``)."""
+        loop = self._loop
+        if loop is None:
+            return
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self._alert_now, subject_of(topic), payload, msg_id)
+
     def ack_many(self, msgs: Iterable[Ingested | NATSDelivery]) -> None:
         """Ack handled messages: one ack per partition, its newest message (the consumers'
         ack policy is "all", and the hand-off is FIFO, so everything before it was handled
@@ -344,7 +478,7 @@ class NATSIngest:
             d: NATSDelivery = msg.message if isinstance(msg, Ingested) else msg  # type: ignore[assignment]
             if d.reply and d.seq > newest.get(d.partition, (0, ""))[0]:
                 newest[d.partition] = (d.seq, d.reply)
-        replies = [reply for _, reply in newest.values()]
+        replies = [(p, reply) for p, (_, reply) in newest.items()]
         loop = self._loop
         if replies and loop is not None:
             with contextlib.suppress(RuntimeError):  # the loop closed: they are redelivered
@@ -449,11 +583,18 @@ class NATSIngest:
             return
         js = nc.jetstream()
         cfg = self.cfg
+        self._js = js
         while self._intake_open:
             try:
                 await self._ensure_stream(js)
+                if cfg.alerts_stream:
+                    await self._ensure_alerts_stream(js)
+                fresh = []
                 for p in self.partitions:  # warm-up of every partition first, then live delivery
-                    await self._warm_up(js, p)
+                    if not await self._warm_up(js, p):
+                        fresh.append(p)
+                if fresh and cfg.warmup_from:  # N changed: warm from the previous partitioning
+                    await self._warm_up_rekeyed(js, fresh)
                 self.warmed.set()
                 subs = [await self._resume(js, p) for p in self.partitions]
                 break
@@ -467,32 +608,33 @@ class NATSIngest:
         self._tasks = [
             asyncio.ensure_future(self._consume(p, sub)) for p, sub in zip(self.partitions, subs, strict=True)
         ]
+        self._tasks.append(asyncio.ensure_future(self._poll_stats(js)))
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _ensure_stream(self, js: Any) -> None:
+        await ensure_stream(js, self.cfg)
+
+    async def _ensure_alerts_stream(self, js: Any) -> None:
+        """`nats.alerts_stream` on the alerts subjects, de-duplicating on Nats-Msg-Id."""
         cfg = self.cfg
-        subject = f"{cfg.subject_prefix}.>"
+        subject = alerts_subjects(self.alerts_topic)
         try:
-            info = await js.stream_info(cfg.stream)
-        except nats.js.errors.NotFoundError:
-            if not cfg.create_stream:
-                raise ConfigError(
-                    "nats.stream", f"stream {cfg.stream} does not exist and nats.create_stream is false"
-                ) from None
-            await js.add_stream(
-                js_api.StreamConfig(
-                    name=cfg.stream,
-                    subjects=[subject],
-                    storage=js_api.StorageType.FILE,
-                    retention=js_api.RetentionPolicy.LIMITS,
-                    max_age=cfg.max_age_seconds,
-                    num_replicas=cfg.replicas,
-                )
-            )
-            log.info("nats: created stream %s on %s", cfg.stream, subject)
+            await js.stream_info(cfg.alerts_stream)
             return
-        if subject not in (info.config.subjects or []):
-            log.warning("nats: stream %s captures %s, not %s", cfg.stream, info.config.subjects, subject)
+        except nats.js.errors.NotFoundError:
+            pass
+        await js.add_stream(
+            js_api.StreamConfig(
+                name=cfg.alerts_stream,
+                subjects=[subject],
+                storage=js_api.StorageType.FILE,
+                retention=js_api.RetentionPolicy.LIMITS,
+                max_age=cfg.max_age_seconds,
+                duplicate_window=cfg.alerts_dedupe_seconds,
+                num_replicas=cfg.replicas,
+            )
+        )
+        log.info("nats: created alert stream %s on %s", cfg.alerts_stream, subject)
 
     def _durable(self, p: int) -> str:
         return f"{self.cfg.durable_prefix}-p{p}"
@@ -508,20 +650,74 @@ class NATSIngest:
             floor = max(floor, int(info.config.opt_start_seq) - 1)
         return floor
 
-    async def _warm_up(self, js: Any, p: int) -> None:
-        """Replay partition `p` from `warmup_seconds` before its ack floor up to the floor."""
+    async def _warm_up(self, js: Any, p: int) -> bool:
+        """Replay partition `p` from `warmup_seconds` before its ack floor up to the floor.
+        False when the partition has no ack floor (a fresh consumer)."""
         floor = await self._ack_floor(js, p)
-        if floor <= 0 or self.warmup_seconds <= 0:
-            return
+        if floor <= 0:
+            return False
+        if self.warmup_seconds <= 0:
+            return True
         cfg = self.cfg
         try:
             last = await js.get_msg(cfg.stream, floor)
         except nats.js.errors.NotFoundError:  # aged out of the stream (max_age): nothing to warm from
             log.warning("nats: partition %d: message %d is no longer in %s; starting cold", p, floor, cfg.stream)
+            return True
+        replayed = await self._replay(js, f"{cfg.subject_prefix}.{p}.>", last.time, floor, lambda _msg: p)
+        log.info(
+            "nats: partition %d warmed with %d messages (%.0f s before seq %d)", p, replayed, self.warmup_seconds, floor
+        )
+        return True
+
+    async def _warm_up_rekeyed(self, js: Any, fresh: list[int]) -> None:
+        """Changing N: warm fresh partitions from the last window of the previous prefix
+        (`nats.warmup_from`), each message re-keyed with this N; the old workers drained it."""
+        cfg = self.cfg
+        old = cfg.warmup_from
+        if self.warmup_seconds <= 0:
             return
-        start = last.time - dt.timedelta(seconds=self.warmup_seconds)
+        try:
+            last = await js.get_last_msg(cfg.stream, f"{old}.>")
+        except nats.js.errors.NotFoundError:
+            log.warning("nats: nothing on %s.> in %s to warm partitions %s from", old, cfg.stream, _ranges(fresh))
+            return
+        owned = set(fresh)
+        rules = self.rules
+        skip = len(old) + 1
+        total = cfg.partitions
+
+        def route(msg: Any) -> int | None:
+            topic = topic_of(msg.subject[skip:].split(".", 1)[1])
+            key = stream_key(rules, topic)
+            p = partition_of(key, total) if key is not None else None
+            return p if p in owned else None
+
+        replayed = await self._replay(js, f"{old}.>", last.time, last.seq, route, prefix_len=skip)
+        log.info(
+            "nats: partitions %s warmed with %d messages of %s.> (the previous partitioning, %.0f s before seq %d)",
+            _ranges(fresh),
+            replayed,
+            old,
+            self.warmup_seconds,
+            last.seq,
+        )
+
+    async def _replay(
+        self,
+        js: Any,
+        subject: str,
+        until_time: dt.datetime,
+        until_seq: int,
+        route: Callable[[Any], int | None],
+        prefix_len: int | None = None,
+    ) -> int:
+        """Hand on, as warm items, the messages on `subject` from `warmup_seconds` before
+        `until_time` up to stream sequence `until_seq`, each to partition `route(msg)` (None: skip)."""
+        cfg = self.cfg
+        start = until_time - dt.timedelta(seconds=self.warmup_seconds)
         sub = await js.pull_subscribe(
-            f"{cfg.subject_prefix}.{p}.>",
+            subject,
             durable=None,
             stream=cfg.stream,
             config=js_api.ConsumerConfig(
@@ -541,13 +737,15 @@ class NATSIngest:
                     break  # nothing more before the floor (the stream lost it, or it was all)
                 done = False
                 for msg in msgs:
-                    seq, _ = _ack_meta(msg.reply)
-                    if seq > floor:
+                    seq = _ack_meta(msg.reply)[0]
+                    if seq > until_seq:
                         done = True
                         break
-                    await self._hand_off(p, msg, warm=True)
-                    replayed += 1
-                    if seq == floor:
+                    p = route(msg)
+                    if p is not None:
+                        await self._hand_off(p, msg, warm=True, prefix_len=prefix_len)
+                        replayed += 1
+                    if seq == until_seq:
                         done = True
                         break
                 if done:
@@ -555,9 +753,7 @@ class NATSIngest:
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
-        log.info(
-            "nats: partition %d warmed with %d messages (%.0f s before seq %d)", p, replayed, self.warmup_seconds, floor
-        )
+        return replayed
 
     async def _resume(self, js: Any, p: int) -> Any:
         """The partition's durable consumer, re-created at ack floor + 1 (unacked ones come at once)."""
@@ -611,8 +807,23 @@ class NATSIngest:
                     log.warning("nats: %s; retrying", self.last_error)
                 await asyncio.sleep(self.cfg.reconnect_seconds)
 
-    async def _hand_off(self, p: int, msg: Any, *, warm: bool) -> None:
-        item = self._item(p, msg, warm)
+    async def _poll_stats(self, js: Any) -> None:
+        """Every ``nats.stats_seconds``: each owned consumer's pending and ack-pending counts."""
+        cfg = self.cfg
+        while True:
+            for p, st in self.partition_stats.items():
+                try:
+                    info = await js.consumer_info(cfg.stream, self._durable(p))
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # a reconnect or a leader change: the last values stay
+                    continue
+                st.pending = int(info.num_pending or 0)
+                st.ack_pending = int(info.num_ack_pending or 0)
+            await asyncio.sleep(cfg.stats_seconds)
+
+    async def _hand_off(self, p: int, msg: Any, *, warm: bool, prefix_len: int | None = None) -> None:
+        item = self._item(p, msg, warm, prefix_len)
         try:
             self.queue.put_nowait(item)  # the common case: no coroutine switch per message
         except queue.Full:  # several partitions' fetches landed at once: wait, never drop
@@ -624,19 +835,33 @@ class NATSIngest:
                 except queue.Full:
                     continue
 
-    def _item(self, p: int, msg: Any, warm: bool) -> Ingested:
+    def _item(self, p: int, msg: Any, warm: bool, prefix_len: int | None = None) -> Ingested:
         """The hand-off item of a JetStream message (decoded; warm-up replays carry no ack subject)."""
         reply = msg.reply
-        seq, stored_at = _ack_meta(reply)
-        topic = topic_of(msg.subject[self._prefix_len :].split(".", 1)[1])
-        delivery = _new_tuple(NATSDelivery, (stored_at, topic, msg.data, p, seq, "" if warm else reply, warm))
-        readings, rejected = self.codec.decode(topic, msg.data, stored_at)
+        seq, stored_at, delivered = _ack_meta(reply)
+        topic = topic_of(msg.subject[prefix_len or self._prefix_len :].split(".", 1)[1])
+        data = msg.data
+        delivery = _new_tuple(NATSDelivery, (stored_at, topic, data, p, seq, "" if warm else reply, warm))
+        readings, rejected = self.codec.decode(topic, data, stored_at)
         stats = self.stats
+        pstats = self.partition_stats[p]
         if warm:
             stats["warm_messages"] += 1
+            pstats.warm_messages += 1
+            pstats.warm_readings += len(readings)
         else:
             stats["messages"] += 1
             stats["readings"] += len(readings)
+            pstats.delivered += 1
+            if delivered > 1:
+                pstats.redelivered += 1
+            if self.raw_tap is not None:
+                try:
+                    self.raw_tap(_new_tuple(RawMessage, (stored_at, topic, data, 1, False)))
+                except Exception:
+                    stats["tap_errors"] += 1
+                    if self._throttled("tap"):
+                        log.exception("nats: raw_tap failed (counted, message still processed)")
         if rejected:
             stats["rejected"] += len(rejected)
             if self._throttled("rejected"):
@@ -660,21 +885,61 @@ class NATSIngest:
             if self._throttled("publish"):
                 log.warning("nats: publish on %s failed: %s", subject, exc)
 
-    def _ack_now(self, replies: list[str]) -> None:
+    def _alert_now(self, subject: str, payload: bytes, msg_id: str) -> None:
+        if self._js is None:
+            return
+        task = asyncio.ensure_future(self._alert_async(subject, payload, msg_id))
+        self._inflight.add(task)
+        self._alerts_unconfirmed.add(task)
+        task.add_done_callback(self._inflight.discard)
+        task.add_done_callback(self._alerts_unconfirmed.discard)
+
+    async def _alert_async(self, subject: str, payload: bytes, msg_id: str) -> bool:
+        """JetStream-publish one alert, retried (the same Nats-Msg-Id: a retry is never stored twice)."""
+        cfg = self.cfg
+        while True:
+            try:
+                ack = await self._js.publish(
+                    subject, payload, timeout=2.0, stream=cfg.alerts_stream, headers={"Nats-Msg-Id": msg_id}
+                )
+                self.stats["alerts_published"] += 1
+                if ack.duplicate:
+                    self.stats["alerts_duplicate"] += 1
+                return True
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # no stream leader yet, a reconnect: retry; stopping: give up
+                self.stats["errors"] += 1
+                if self._throttled("alert"):
+                    log.warning("nats: alert %s into %s not confirmed: %s; retrying", msg_id, cfg.alerts_stream, exc)
+                if self._stop_event.is_set():
+                    return False  # its batch is not acked after this: redelivered, re-sent with the same id
+                await asyncio.sleep(cfg.reconnect_seconds)
+
+    def _ack_now(self, replies: list[tuple[int, str]]) -> None:
         nc = self._nc
         if nc is None:
             return
+        if self._alerts_unconfirmed:  # the alerts of these batches first: stored, then acked
+            self._background(self._ack_after(set(self._alerts_unconfirmed), nc, replies))
+            return
         self._background(self._ack_async(nc, replies))
+
+    async def _ack_after(self, alerts: set[asyncio.Future[bool]], nc: Any, replies: list[tuple[int, str]]) -> None:
+        await asyncio.wait(alerts)
+        if all(not t.cancelled() and t.exception() is None and t.result() for t in alerts):
+            await self._ack_async(nc, replies)  # else: not acked, redelivered, the alert re-sent (same id)
 
     def _background(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
         self._inflight.add(task)  # a reference until done (the loop keeps only weak ones)
         task.add_done_callback(self._inflight.discard)
 
-    async def _ack_async(self, nc: Any, replies: list[str]) -> None:
+    async def _ack_async(self, nc: Any, replies: list[tuple[int, str]]) -> None:
         try:
-            for reply in replies:
+            for p, reply in replies:
                 await nc.publish(reply, b"+ACK")
+                self.partition_stats[p].acks += 1
             self.stats["acks"] += len(replies)
         except Exception as exc:  # not acked: redelivered after ack_wait or on the next start
             self.stats["errors"] += 1
