@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import nats
 from prometheus_client import CollectorRegistry
@@ -16,8 +21,9 @@ from monitor.core.pipeline import ScoringModel
 from monitor.core.runner import Runner
 from monitor.core.synthetic import CHANNELS
 from monitor.io.codec import Codec
-from tests.daemon_support import daemon_config, feed_rows
+from tests.daemon_support import daemon_config, feed_rows, http_get, wait_until
 
+ROOT = Path(__file__).resolve().parents[1]
 STREAMS = [f"site{1 + i // 10}/pump{i % 10}" for i in range(20)]
 FAULTY = {"site1/pump3": (150, 230), "site2/pump6": (160, 240), "site2/pump9": (140, 220)}
 ROWS = 300
@@ -214,3 +220,39 @@ def assert_order_kept(handled) -> None:
     for _, stream, channel, ts in handled:
         assert ts > last.get((stream, channel), float("-inf")), (stream, channel, ts)
         last[(stream, channel)] = ts
+
+
+class Worker:
+    """A `monitor run` process (kill -9 and restart it like a pod)."""
+
+    def __init__(self, config: Path, partitions: str, port: int, log: Path, env: dict[str, str] | None = None):
+        self.args = [sys.executable, "-m", "monitor", "run", "--config", str(config), "--partitions", partitions]
+        self.port = port
+        self.log = log
+        self.env = dict(env or {})
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> Worker:
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "OMP_NUM_THREADS": "1",
+            "MONITOR_METRICS__PORT": str(self.port),
+            **self.env,
+        }
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [*self.args, "--plain-logs"], env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
+        wait_until(lambda: http_get(self.port, "/readyz")[0] == 200, timeout=60, what=f"{self.args[-1]} ready")
+        return self
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(20)
+        return self.proc.returncode

@@ -10,10 +10,6 @@ process on the whole feed (the firing once, its resolution once, same alert id).
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,12 +21,13 @@ from monitor.core.model.bundle import load_bundle
 from monitor.core.pipeline import ScoringModel
 from monitor.io.nats import partition_of
 from tests.broker import free_port
-from tests.daemon_support import http_get, train_small_model, wait_until
+from tests.daemon_support import train_small_model, wait_until
 from tests.nats_server import NatsServer, nats_server_binary
 from tests.nats_support import (
     FAULTY,
     ROWS,
     AlertTap,
+    Worker,
     alert_key,
     drained,
     feed,
@@ -55,33 +52,6 @@ def models(tmp_path_factory):
     models = tmp_path_factory.mktemp("nats-restart-models")
     train_small_model(models)
     return models
-
-
-class Worker:
-    def __init__(self, config: Path, partitions: str, port: int, log: Path):
-        self.args = [sys.executable, "-m", "monitor", "run", "--config", str(config), "--partitions", partitions]
-        self.port = port
-        self.log = log
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> Worker:
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MONITOR_METRICS__PORT": str(self.port)}
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [*self.args, "--plain-logs"], env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-            )
-        wait_until(lambda: http_get(self.port, "/readyz")[0] == 200, timeout=60, what=f"{self.args[-1]} ready")
-        return self
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(20)
-        return self.proc.returncode
 
 
 def test_kill_9_and_restart_loses_nothing_and_repeats_no_alert(models, tmp_path):
