@@ -597,6 +597,7 @@ class NATSIngest:
                     await self._warm_up_rekeyed(js, fresh)
                 self.warmed.set()
                 subs = [await self._resume(js, p) for p in self.partitions]
+                self.last_error = None
                 break
             except Exception as exc:
                 self.last_error = f"JetStream set-up of stream {cfg.stream} failed: {type(exc).__name__}: {exc}"
