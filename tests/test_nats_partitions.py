@@ -9,8 +9,10 @@ again with the devices publishing MQTT to the server's MQTT listener.
 from __future__ import annotations
 
 import collections
+import contextlib
 import shutil
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,6 +20,7 @@ import torch
 from monitor.core.model.bundle import load_bundle
 from monitor.core.pipeline import ScoringModel
 from monitor.io.nats import partition_of
+from tests.broker import Mosquitto
 from tests.daemon_support import Publisher, train_small_model, wait_until
 from tests.nats_server import NatsServer, nats_server_binary
 from tests.nats_support import (
@@ -38,6 +41,7 @@ pytestmark = [
     pytest.mark.skipif(nats_server_binary() is None, reason="nats-server is not installed"),
 ]
 
+ROOT = Path(__file__).resolve().parents[1]
 OWNED = {"a": tuple(range(0, 4)), "b": tuple(range(4, 8))}
 
 
@@ -56,9 +60,16 @@ def fresh_calibration(models):
     shutil.rmtree(models / "state", ignore_errors=True)
 
 
-@pytest.mark.parametrize("via", ["nats", "mqtt"])
+def bridge(tmp_path, nats_mqtt_port: int) -> Mosquitto:
+    """deploy/nats/mosquitto-bridge.conf as shipped, its address moved to the test server."""
+    conf = (ROOT / "deploy" / "nats" / "mosquitto-bridge.conf").read_text()
+    assert "address nats:1883" in conf
+    return Mosquitto(tmp_path / "mosquitto", extra_config=conf.replace("nats:1883", f"127.0.0.1:{nats_mqtt_port}"))
+
+
+@pytest.mark.parametrize("via", ["nats", "mqtt", "bridge"])
 def test_two_workers_own_eight_partitions_of_twenty_streams(models, tmp_path, via):
-    with NatsServer(tmp_path / "nats", partitions=8, mqtt=via == "mqtt") as server:
+    with NatsServer(tmp_path / "nats", partitions=8, mqtt=via != "nats") as server, contextlib.ExitStack() as stack:
         cfg = nats_config(server.url, models)
         workers = {name: start_worker(cfg, parts) for name, parts in OWNED.items()}
         try:
@@ -68,8 +79,11 @@ def test_two_workers_own_eight_partitions_of_twenty_streams(models, tmp_path, vi
             msgs = messages(data, range(ROWS))
             if via == "nats":
                 publish_nats(server.url, msgs)
-            else:  # MQTT devices -> the server's MQTT listener -> the same mappings -> the stream
-                pub = Publisher(server.mqtt_port, client_id="devices")
+            else:  # MQTT devices -> (a Mosquitto bridge ->) the server's MQTT listener -> the mappings
+                port = (
+                    server.mqtt_port if via == "mqtt" else stack.enter_context(bridge(tmp_path, server.mqtt_port)).port
+                )
+                pub = Publisher(port, client_id="devices")
                 try:
                     infos = [pub.publish(t, p, qos=1) for t, p in msgs]
                     for info in infos:
