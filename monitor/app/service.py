@@ -41,13 +41,14 @@ from monitor.io.handoff import HandOff
 from monitor.io.http import MetricsServer, serve
 from monitor.io.metrics import Metrics
 from monitor.io.mqtt import MQTTIngest
-from monitor.io.nats import IngestSource, NATSIngest
+from monitor.io.nats import NATSIngest
 from monitor.io.nats_ops import JetStreamAlertSink, NATSCollector
 from monitor.io.notify import liveness_problem, stopping
 from monitor.io.record import Recorder
 from monitor.io.recording import ALERTS_FILE
 from monitor.io.retrain_status import TEXTFILE_NAME, RetrainStatusCollector
 from monitor.io.sinks import AlertmanagerSink, JSONLinesSink, LogSink, MQTTSink, Sink
+from monitor.io.sources import Source
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ class Service:
         self.extra_sinks = list(extra_sinks or [])
         self.score_listeners = list(score_listeners or [])  # e.g. a recorder or a test probe
         self.sinks: list[Sink] = []
-        self.ingest: IngestSource | None = None
+        self.ingest: Source | None = None
         self.muted_alerts = 0
         self._muted = 0  # alerts of warm-up replays not sent (they went out before the restart)
         self.recorder: Recorder | None = None
@@ -302,7 +303,7 @@ class Service:
         self.ingest.start()
         log.info("monitor started; metrics on http://%s:%d/metrics", cfg.metrics.address, self.http.port)
 
-    def _broker_sink(self, ingest: IngestSource) -> Sink:
+    def _broker_sink(self, ingest: Source) -> Sink:
         """Alerts on the broker: MQTT, core NATS, or (nats.alerts_stream) JetStream, de-duplicated."""
         cfg = self.cfg
         on_error = functools.partial(self.metrics.sink_error, "mqtt")
@@ -310,7 +311,7 @@ class Service:
             return JetStreamAlertSink(ingest.publish_alert, cfg.alerts.topic, on_error=on_error)
         return MQTTSink(ingest.publish, cfg.alerts.topic, cfg.alerts.qos, cfg.alerts.retain, on_error=on_error)
 
-    def _make_ingest(self) -> IngestSource:
+    def _make_ingest(self) -> Source:
         cfg = self.cfg
         raw_tap = self.recorder.tap if self.recorder is not None else None
         if cfg.source == "nats":

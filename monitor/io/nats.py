@@ -26,9 +26,8 @@ so what a killed worker had received but not acked comes again at once, not afte
 ``ack_wait``. Ownership is static (one worker per partition range, a StatefulSet
 ordinal): re-creating the consumer is safe only because no one else owns it.
 
-This module is shaped like `monitor.io.mqtt.MQTTIngest` (start, stop_intake, stop,
-connected, last_error, publish, ack_many) so the service drives either. The
-`Source`-style protocol it satisfies is `IngestSource` below (local until the shared one lands).
+It is a `monitor.io.sources.Source`, as `monitor.io.mqtt.MQTTIngest` is, so the service
+drives either (tests/test_contracts.py runs the Source contract against both).
 """
 
 from __future__ import annotations
@@ -42,7 +41,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from monitor.core.config import ConfigError, NATSConfig, TopicRule, format_partitions
 from monitor.core.types import RawMessage
@@ -61,7 +60,6 @@ if TYPE_CHECKING:
     from monitor.io.metrics import Metrics
 
 __all__ = [
-    "IngestSource",
     "NATSDelivery",
     "NATSIngest",
     "alerts_subjects",
@@ -81,26 +79,6 @@ log = logging.getLogger(__name__)
 _PLACEHOLDER = re.compile(r"{(\w+)}")
 _new_tuple = tuple.__new__
 _monotonic = time.monotonic
-
-
-class IngestSource(Protocol):
-    """What the service needs of an intake (MQTT or NATS)."""
-
-    last_error: str | None
-    stats: dict[str, int]  # messages, readings, rejected, ... (the demo and metrics read it)
-
-    @property
-    def connected(self) -> bool: ...
-
-    def start(self) -> None: ...
-
-    def stop_intake(self) -> None: ...
-
-    def stop(self, timeout: float = 5.0) -> None: ...
-
-    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> object: ...
-
-    def ack_many(self, msgs: Iterable[Any]) -> None: ...
 
 
 def require_client() -> None:
@@ -341,6 +319,8 @@ class PartitionStats:
 class NATSIngest:
     """Owns partitions of a JetStream stream and hands decoded readings to `out_queue`."""
 
+    name = "nats"
+
     def __init__(
         self,
         cfg: NATSConfig,
@@ -381,11 +361,14 @@ class NATSIngest:
             "tap_errors": 0,
             "alerts_published": 0,
             "alerts_duplicate": 0,
+            "dropped_messages": 0,  # never: a full hand-off pauses fetching (the log keeps the rest)
+            "dropped_readings": 0,
         }
         self.partition_stats = {p: PartitionStats() for p in self.partitions}
         self.alerts_topic = alerts_topic  # the subjects of nats.alerts_stream
         self.raw_tap = raw_tap  # the recorder: live messages as received (warm-up replays are not)
         self.warmed = threading.Event()  # every owned partition replayed (or nothing to replay)
+        self._subscribed = False  # every owned partition's consumer bound
         self._prefix_len = len(cfg.subject_prefix) + 1
         self._js: Any = None
         self._alerts_unconfirmed: set[asyncio.Future[bool]] = set()  # acks wait for these
@@ -435,11 +418,16 @@ class NATSIngest:
         if thread.is_alive():
             log.warning("nats: client thread did not stop within %.1f s", timeout)
         self._thread = None
+        self._subscribed = False
         self._set_connected(False)
 
     @property
     def connected(self) -> bool:
         return self._connected
+
+    @property
+    def subscribed(self) -> bool:
+        return self._subscribed and self._connected
 
     def problem(self) -> str | None:
         """For the systemd watchdog: None while the client thread runs."""
@@ -598,6 +586,7 @@ class NATSIngest:
                 self.warmed.set()
                 subs = [await self._resume(js, p) for p in self.partitions]
                 self.last_error = None
+                self._subscribed = True
                 break
             except Exception as exc:
                 self.last_error = f"JetStream set-up of stream {cfg.stream} failed: {type(exc).__name__}: {exc}"
@@ -783,16 +772,18 @@ class NATSIngest:
 
     async def _consume(self, p: int, sub: Any) -> None:
         batch = self.cfg.fetch_batch
-        room = self.queue.maxsize - batch
         q = self.queue
+        maxsize = int(q.maxsize) if q.maxsize and q.maxsize > 0 else 0
         while self._intake_open:
             try:
-                while self._intake_open and _qsize(q) > room:
+                room = maxsize - _qsize(q) if maxsize else batch
+                while self._intake_open and room <= 0:
                     await asyncio.sleep(0.002)  # back-pressure: the log keeps the rest, nothing dropped
+                    room = maxsize - _qsize(q)
                 if not self._intake_open:
                     break
                 try:
-                    msgs = await sub.fetch(batch, timeout=1.0)
+                    msgs = await sub.fetch(min(batch, room), timeout=1.0)
                 except (nats.errors.TimeoutError, asyncio.TimeoutError):
                     continue
                 for msg in msgs:
