@@ -264,7 +264,7 @@ class NATSConfig:
     # on Nats-Msg-Id = <alert_id>:<state> within `alerts_dedupe_seconds`: exactly once there
     alerts_stream: str = ""
     alerts_dedupe_seconds: float = 600.0
-    stats_seconds: float = 5.0  # how often the consumers' pending / redelivered counts are read (metrics)
+    stats_seconds: float = 5.0  # a partition idle this long has its pending count (metrics) read from the server
     connect_timeout_seconds: float = 5.0
     reconnect_seconds: float = 1.0
 

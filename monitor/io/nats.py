@@ -26,6 +26,18 @@ so what a killed worker had received but not acked comes again at once, not afte
 ``ack_wait``. Ownership is static (one worker per partition range, a StatefulSet
 ordinal): re-creating the consumer is safe only because no one else owns it.
 
+Changing N. The new partitioning has its own subject prefix (`ensure_stream` adds it to
+the stream, `monitor nats-stream`). A consumer with no ack floor and ``nats.warmup_from``
+set (the old prefix) warms from the old prefix's last window, every message re-keyed with
+`partition_of` under the new N (`stream_key`), so the new owner of a stream continues its
+windows and episodes.
+
+Alerts (``nats.alerts_stream``): `publish_alert` stores each alert in that stream with
+``Nats-Msg-Id`` and retries until confirmed; acks wait for the alerts sent before them.
+A re-send after a crash is dropped by the server (exactly once in the stream).
+
+Metrics: `PartitionStats` per owned partition (`monitor.io.nats_ops.NATSCollector`).
+
 It is a `monitor.io.sources.Source`, as `monitor.io.mqtt.MQTTIngest` is, so the service
 drives either (tests/test_contracts.py runs the Source contract against both).
 """
@@ -37,7 +49,6 @@ import contextlib
 import datetime as dt
 import logging
 import queue
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -46,7 +57,16 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from monitor.core.config import ConfigError, NATSConfig, TopicRule, format_partitions
 from monitor.core.types import RawMessage
 from monitor.io.codec import Codec
-from monitor.io.mqtt import Ingested, IngestQueue, topic_filter
+from monitor.io.mqtt import Ingested, IngestQueue
+from monitor.io.nats_subjects import (
+    alerts_subjects,
+    partition_mappings,
+    partition_of,
+    server_config,
+    stream_key,
+    subject_of,
+    topic_of,
+)
 
 try:  # the optional [nats] extra; `require_client` says how to install it
     import nats
@@ -76,7 +96,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_PLACEHOLDER = re.compile(r"{(\w+)}")
 _new_tuple = tuple.__new__
 _monotonic = time.monotonic
 
@@ -91,138 +110,7 @@ def require_client() -> None:
         )
 
 
-# --------------------------------------------------------------------------- subjects
-
-
-def subject_of(topic: str) -> str:
-    """The NATS subject of an MQTT topic (what the server's MQTT listener does for plain levels)."""
-    return topic.replace("/", ".")
-
-
-def topic_of(subject: str) -> str:
-    return subject.replace(".", "/")
-
-
-def _fnv1a32(data: bytes) -> int:
-    h = 0x811C9DC5
-    for byte in data:
-        h = ((h ^ byte) * 0x01000193) & 0xFFFFFFFF
-    return h
-
-
-def partition_of(tokens: Sequence[str], partitions: int) -> int:
-    """The partition nats-server's ``partition(N, ...)`` gives these subject tokens: FNV-1a
-    (32 bit) of the tokens concatenated, modulo N (nats-server subject_transform.go)."""
-    return _fnv1a32("".join(tokens).encode()) % partitions
-
-
-def partition_mappings(rules: Sequence[TopicRule], partitions: int, prefix: str = "part") -> dict[str, str]:
-    """Server subject mappings, one per distinct topic rule shape: the rule's subject with
-    wildcards -> ``prefix.{{partition(N, stream tokens)}}.<the same subject>``.
-
-    The partition is keyed on the template levels the rule's ``stream`` format names, so
-    every channel of a stream (``plant/{site}/{asset}/{channel}``) shares a partition.
-    """
-    out: dict[str, str] = {}
-    for rule in rules:
-        levels = rule.template.split("/")
-        stream_names = set(_PLACEHOLDER.findall(rule.stream))
-        wild: list[int] = []  # 1-based wildcard index per placeholder level
-        key: list[int] = []
-        dest: list[str] = []
-        for level in levels:
-            names = _PLACEHOLDER.findall(level)
-            if not names:
-                dest.append(level)
-                continue
-            wild.append(len(wild) + 1)
-            dest.append(f"{{{{wildcard({wild[-1]})}}}}")
-            if stream_names.intersection(names):
-                key.append(wild[-1])
-        if not key:
-            raise ConfigError(
-                "topics[].stream",
-                f"rule {rule.template!r}: its stream {rule.stream!r} names no topic level, so it cannot be partitioned",
-            )
-        source = subject_of(topic_filter(rule.template)).replace("+", "*")
-        part = f"{{{{partition({partitions},{','.join(map(str, key))})}}}}"
-        target = f"{prefix}.{part}." + ".".join(dest)
-        if out.get(source, target) != target:
-            raise ConfigError("topics", f"two rules of subject {source!r} key their partitions differently")
-        out[source] = target
-    return out
-
-
-def stream_key(rules: Sequence[TopicRule], topic: str) -> list[str] | None:
-    """The topic levels the server's mapping hashes for `topic` (its rule's stream levels), or
-    None when no rule matches: what `partition_of` needs to re-key a message under another N."""
-    levels = topic.split("/")
-    for rule in rules:
-        template = rule.template.split("/")
-        if len(template) != len(levels):
-            continue
-        names = set(_PLACEHOLDER.findall(rule.stream))
-        key: list[str] = []
-        for pattern, level in zip(template, levels, strict=True):
-            placeholders = _PLACEHOLDER.findall(pattern)
-            if not placeholders:
-                if pattern != level:
-                    break
-            elif names.intersection(placeholders):
-                key.append(level)
-        else:
-            if key:
-                return key
-    return None
-
-
-def alerts_subjects(topic: str) -> str:
-    """The subjects an alerts stream captures for `alerts.topic` (``monitor/alerts/{stream}``:
-    ``monitor.alerts.>``)."""
-    head, sep, _ = topic.partition("{stream}")
-    return subject_of(head) + ">" if sep else subject_of(topic)
-
-
-def server_config(
-    mappings: dict[str, str],
-    *,
-    host: str = "0.0.0.0",
-    port: int = 4222,
-    store_dir: str = "/data/jetstream",
-    mqtt_port: int | None = None,
-    server_name: str = "monitor-nats-0",
-    cluster: dict[str, Any] | None = None,
-) -> str:
-    """A nats-server (2.9+) config: JetStream, the partition mappings, optionally MQTT and a cluster.
-
-    `cluster`: ``{"name": ..., "port": ..., "routes": [...]}`` (JetStream clustering).
-    """
-    lines = [
-        f"server_name: {server_name}",
-        f"listen: {host}:{port}",
-        "jetstream {",
-        f'  store_dir: "{store_dir}"',
-        "  max_memory_store: 256MB",
-        "  max_file_store: 8GB",
-        "}",
-        "mappings = {",
-        *[f'  "{src}": "{dst}"' for src, dst in mappings.items()],
-        "}",
-    ]
-    if mqtt_port is not None:
-        # the MQTT listener (needs JetStream and server_name); its publishes go through the mappings
-        lines += ["mqtt {", f"  listen: {host}:{mqtt_port}", "}"]
-    if cluster:
-        lines += [
-            "cluster {",
-            f"  name: {cluster['name']}",
-            f"  listen: {host}:{cluster['port']}",
-            "  routes: [",
-            *[f"    {r}" for r in cluster.get("routes", [])],
-            "  ]",
-            "}",
-        ]
-    return "\n".join(lines) + "\n"
+# --------------------------------------------------------------------------- the stream
 
 
 async def ensure_stream(js: Any, cfg: NATSConfig) -> list[str]:
@@ -292,28 +180,47 @@ class NATSDelivery(NamedTuple):
     warm: bool  # a warm-up replay: handled before, its alerts are muted
 
 
-def _ack_meta(reply: str) -> tuple[int, float, int]:
-    """(stream sequence, timestamp seconds, delivery count) from a JetStream ack subject (v1 and v2)."""
+def _ack_meta(reply: str) -> tuple[int, float, int, int]:
+    """(stream sequence, timestamp seconds, delivery count, consumer's pending count) from a
+    JetStream ack subject (v1 and v2 formats)."""
     tokens = reply.split(".")
     off = 5 if len(tokens) == 9 else 7  # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>
-    return int(tokens[off]), int(tokens[off + 2]) / 1e9, int(tokens[off - 1])
+    return int(tokens[off]), int(tokens[off + 2]) / 1e9, int(tokens[off - 1]), int(tokens[off + 3])
 
 
 class PartitionStats:
-    """Per owned partition, for metrics (`monitor.io.nats_metrics`): counted on the client's
-    loop (delivered, redelivered, acks, warm-up) and read from the server every
-    ``nats.stats_seconds`` (pending = not yet delivered, ack_pending = delivered, not acked)."""
+    """Per owned partition, for metrics (`monitor.io.nats_ops.NATSCollector`), all counted
+    on the client's loop at no server cost: ``pending`` (the lag: messages of the partition
+    not yet delivered) is the server's count carried by each delivery's ack subject;
+    ``ack_pending`` is delivered minus acked here. A partition with no delivery for
+    ``nats.stats_seconds`` (idle, or this worker stalled) has its pending read from the
+    server instead: that request costs the server time proportional to the lag on 2.9,
+    so it is never made while messages flow."""
 
-    __slots__ = ("ack_pending", "acks", "delivered", "pending", "redelivered", "warm_messages", "warm_readings")
+    __slots__ = (
+        "acked",
+        "acks",
+        "delivered",
+        "last_delivery",
+        "pending",
+        "redelivered",
+        "warm_messages",
+        "warm_readings",
+    )
 
     def __init__(self) -> None:
         self.delivered = 0
         self.redelivered = 0  # deliveries with a delivery count above 1 (after ack_wait)
         self.acks = 0  # ack messages sent (one per partition and batch: ack policy "all")
+        self.acked = 0  # live messages those acks covered
         self.warm_messages = 0
         self.warm_readings = 0
-        self.pending = -1  # -1: not read yet
-        self.ack_pending = -1
+        self.pending = -1  # -1: not known yet
+        self.last_delivery = _monotonic()
+
+    @property
+    def ack_pending(self) -> int:
+        return self.delivered - self.acked
 
 
 class NATSIngest:
@@ -461,12 +368,13 @@ class NATSIngest:
         """Ack handled messages: one ack per partition, its newest message (the consumers'
         ack policy is "all", and the hand-off is FIFO, so everything before it was handled
         too); one loop hop for the batch. Warm-up replays carry no ack subject."""
-        newest: dict[int, tuple[int, str]] = {}
+        newest: dict[int, tuple[int, str, int]] = {}  # partition -> (seq, reply, messages covered)
         for msg in msgs:
             d: NATSDelivery = msg.message if isinstance(msg, Ingested) else msg  # type: ignore[assignment]
-            if d.reply and d.seq > newest.get(d.partition, (0, ""))[0]:
-                newest[d.partition] = (d.seq, d.reply)
-        replies = [(p, reply) for p, (_, reply) in newest.items()]
+            if d.reply:
+                seq, reply, n = newest.get(d.partition, (0, "", 0))
+                newest[d.partition] = (d.seq, d.reply, n + 1) if d.seq > seq else (seq, reply, n + 1)
+        replies = [(p, reply, n) for p, (_, reply, n) in newest.items()]
         loop = self._loop
         if replies and loop is not None:
             with contextlib.suppress(RuntimeError):  # the loop closed: they are redelivered
@@ -803,7 +711,10 @@ class NATSIngest:
         """Every ``nats.stats_seconds``: each owned consumer's pending and ack-pending counts."""
         cfg = self.cfg
         while True:
+            await asyncio.sleep(cfg.stats_seconds)
             for p, st in self.partition_stats.items():
+                if _monotonic() - st.last_delivery < cfg.stats_seconds:
+                    continue  # deliveries carry the count
                 try:
                     info = await js.consumer_info(cfg.stream, self._durable(p))
                 except asyncio.CancelledError:
@@ -811,8 +722,6 @@ class NATSIngest:
                 except Exception:  # a reconnect or a leader change: the last values stay
                     continue
                 st.pending = int(info.num_pending or 0)
-                st.ack_pending = int(info.num_ack_pending or 0)
-            await asyncio.sleep(cfg.stats_seconds)
 
     async def _hand_off(self, p: int, msg: Any, *, warm: bool, prefix_len: int | None = None) -> None:
         item = self._item(p, msg, warm, prefix_len)
@@ -830,7 +739,7 @@ class NATSIngest:
     def _item(self, p: int, msg: Any, warm: bool, prefix_len: int | None = None) -> Ingested:
         """The hand-off item of a JetStream message (decoded; warm-up replays carry no ack subject)."""
         reply = msg.reply
-        seq, stored_at, delivered = _ack_meta(reply)
+        seq, stored_at, delivered, pending = _ack_meta(reply)
         topic = topic_of(msg.subject[prefix_len or self._prefix_len :].split(".", 1)[1])
         data = msg.data
         delivery = _new_tuple(NATSDelivery, (stored_at, topic, data, p, seq, "" if warm else reply, warm))
@@ -845,6 +754,8 @@ class NATSIngest:
             stats["messages"] += 1
             stats["readings"] += len(readings)
             pstats.delivered += 1
+            pstats.pending = pending
+            pstats.last_delivery = _monotonic()
             if delivered > 1:
                 pstats.redelivered += 1
             if self.raw_tap is not None:
@@ -908,7 +819,7 @@ class NATSIngest:
                     return False  # its batch is not acked after this: redelivered, re-sent with the same id
                 await asyncio.sleep(cfg.reconnect_seconds)
 
-    def _ack_now(self, replies: list[tuple[int, str]]) -> None:
+    def _ack_now(self, replies: list[tuple[int, str, int]]) -> None:
         nc = self._nc
         if nc is None:
             return
@@ -917,7 +828,7 @@ class NATSIngest:
             return
         self._background(self._ack_async(nc, replies))
 
-    async def _ack_after(self, alerts: set[asyncio.Future[bool]], nc: Any, replies: list[tuple[int, str]]) -> None:
+    async def _ack_after(self, alerts: set[asyncio.Future[bool]], nc: Any, replies: list[tuple[int, str, int]]) -> None:
         await asyncio.wait(alerts)
         if all(not t.cancelled() and t.exception() is None and t.result() for t in alerts):
             await self._ack_async(nc, replies)  # else: not acked, redelivered, the alert re-sent (same id)
@@ -927,11 +838,13 @@ class NATSIngest:
         self._inflight.add(task)  # a reference until done (the loop keeps only weak ones)
         task.add_done_callback(self._inflight.discard)
 
-    async def _ack_async(self, nc: Any, replies: list[tuple[int, str]]) -> None:
+    async def _ack_async(self, nc: Any, replies: list[tuple[int, str, int]]) -> None:
         try:
-            for p, reply in replies:
+            for p, reply, n in replies:
                 await nc.publish(reply, b"+ACK")
-                self.partition_stats[p].acks += 1
+                st = self.partition_stats[p]
+                st.acks += 1
+                st.acked += n
             self.stats["acks"] += len(replies)
         except Exception as exc:  # not acked: redelivered after ack_wait or on the next start
             self.stats["errors"] += 1

@@ -32,13 +32,13 @@ log = logging.getLogger(__name__)
 _PER_PARTITION = (
     (
         "monitor_nats_consumer_pending",
-        "Messages of the partition's durable consumer not yet delivered (the lag), read every nats.stats_seconds.",
+        "Messages of the partition not yet delivered to its consumer (the lag), as of the last delivery.",
         "pending",
         False,
     ),
     (
         "monitor_nats_consumer_ack_pending",
-        "Messages delivered to this worker and not yet acked, read every nats.stats_seconds.",
+        "Messages delivered to this worker and not yet acked.",
         "ack_pending",
         False,
     ),
