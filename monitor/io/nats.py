@@ -156,6 +156,8 @@ def prepare_stream(cfg: NATSConfig) -> list[str]:
             password=cfg.password,
             connect_timeout=cfg.connect_timeout_seconds,
             allow_reconnect=False,
+            max_reconnect_attempts=1,  # nats-py retries an initial connect this often too (default 60 x 2 s)
+            reconnect_time_wait=cfg.reconnect_seconds,
         )
         try:
             return await ensure_stream(nc.jetstream(), cfg)
