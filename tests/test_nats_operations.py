@@ -96,6 +96,8 @@ def test_changing_n_from_4_to_6_partitions_loses_nothing_and_keeps_the_alerts(mo
     after = [(s, ch, t) for _, c, _ in new for _, s, ch, t in c.handled]
     assert len(before) == len(set(before)) and set(before) == readings_of(data, range(190))
     assert len(after) == len(set(after)) and set(after) == readings_of(data, range(190, ROWS))
+    for _, c, _ in old:
+        assert_order_kept(c.handled)
     for _, c, _ in new:  # on the partition the server's partition(6, site, asset) gives
         assert all(p == partition_of(s.split("/"), 6) for p, s, _, _ in c.handled)
         assert_order_kept(c.handled)
