@@ -8,9 +8,11 @@ prefix's last window, re-keyed under the new N. Devices publish throughout.
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 import torch
@@ -40,6 +42,7 @@ from tests.nats_support import (
     stop_workers,
 )
 
+ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(nats_server_binary() is None, reason="nats-server is not installed"),
@@ -163,6 +166,10 @@ def test_metrics_per_partition_and_recordings_of_a_nats_worker(models, tmp_path)
     assert {p: m2[f'monitor_nats_warmup_readings_total{{partition="{p}"}}'] for p in (0, 1)} == {
         p: n * 5 for p, n in per_part.items()
     }
+    # the NATS metrics the alert rules use are the ones a worker exports
+    rules = (ROOT / "deploy" / "prometheus" / "rules" / "monitor.rules.yml").read_text()
+    used = set(re.findall(r"monitor_nats_\w+", rules))
+    assert used and used <= {k.split("{")[0] for k in m}
     # the recording holds each live message once (warm-up replays are not recorded again)
     recorded = [(r.topic, r.payload) for r in iter_recordings(rec)]
     assert sorted(recorded) == sorted(mine)
