@@ -23,6 +23,7 @@ from monitor.core.config import shard_partitions
 from monitor.core.model.bundle import load_bundle
 from monitor.core.pipeline import ScoringModel
 from monitor.io.nats import partition_of
+from monitor.io.nats_ops import METRIC_NAMES
 from monitor.io.recording import iter_recordings
 from tests.daemon_support import daemon_config, train_small_model, wait_until
 from tests.nats_server import NatsServer, nats_server_binary
@@ -170,6 +171,7 @@ def test_metrics_per_partition_and_recordings_of_a_nats_worker(models, tmp_path)
     rules = (ROOT / "deploy" / "prometheus" / "rules" / "monitor.rules.yml").read_text()
     used = set(re.findall(r"monitor_nats_\w+", rules))
     assert used and used <= {k.split("{")[0] for k in m}
+    assert {k.split("{")[0] for k in m} == set(METRIC_NAMES)  # what tests/test_deploy.py knows
     # the recording holds each live message once (warm-up replays are not recorded again)
     recorded = [(r.topic, r.payload) for r in iter_recordings(rec)]
     assert sorted(recorded) == sorted(mine)

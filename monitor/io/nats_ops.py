@@ -24,7 +24,7 @@ from monitor.io.sinks import alert_json
 if TYPE_CHECKING:
     from monitor.io.nats import NATSIngest
 
-__all__ = ["JetStreamAlertSink", "NATSCollector", "alert_msg_id"]
+__all__ = ["METRIC_NAMES", "JetStreamAlertSink", "NATSCollector", "alert_msg_id"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,16 @@ _PER_PARTITION = (
 )
 
 
+_ALERT_COUNTERS = (
+    ("alerts_published", "Alerts stored in nats.alerts_stream (confirmed by the server)."),
+    ("alerts_duplicate", "Alert re-sends the server dropped as duplicates (same Nats-Msg-Id)."),
+)
+# every name exported, as scraped (counters with _total)
+METRIC_NAMES = tuple(name + ("_total" if counter else "") for name, _, _, counter in _PER_PARTITION) + tuple(
+    f"monitor_nats_{key}_total" for key, _ in _ALERT_COUNTERS
+)
+
+
 class NATSCollector:
     """Per-partition NATS figures of one `NATSIngest` (register once on the daemon's registry)."""
 
@@ -75,10 +85,7 @@ class NATSCollector:
                     family.add_metric([str(p)], value)
             yield family
         stats = self.ingest.stats
-        for key, help_text in (
-            ("alerts_published", "Alerts stored in nats.alerts_stream (confirmed by the server)."),
-            ("alerts_duplicate", "Alert re-sends the server dropped as duplicates (same Nats-Msg-Id)."),
-        ):
+        for key, help_text in _ALERT_COUNTERS:
             c = CounterMetricFamily(f"monitor_nats_{key}", help_text)
             c.add_metric([], stats[key])
             yield c
