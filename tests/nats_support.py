@@ -32,7 +32,11 @@ ROWS = 300
 def nats_config(url: str, models_dir, **nats_overrides) -> Config:
     nats_section = {"servers": [url], "partitions": 8, "ack_wait_seconds": 5, "reconnect_seconds": 0.2}
     nats_section.update(nats_overrides)
-    return daemon_config(1, models_dir, source="nats", nats=nats_section)  # (the MQTT port is not used)
+    # The offline reference (`offline_alerts`) has no wall clock, so the dead-man stale check
+    # (10 s without an arrival) is off: a worker that outlives its share of the feed by 10 s,
+    # e.g. while another restarts on loaded cores, would raise stale alerts one process
+    # replaying the feed never does. (The MQTT port is not used.)
+    return daemon_config(1, models_dir, source="nats", nats=nats_section, sensors={"stale_seconds": 0})
 
 
 def feed(start: float) -> dict[str, tuple]:
