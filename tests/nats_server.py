@@ -49,6 +49,8 @@ class NatsServer:
         rules: list[TopicRule] | None = None,
         mqtt: bool = False,
         start_timeout: float = 10.0,
+        prefix: str = "part",
+        extra: str = "",
     ):
         self.dir = Path(tmp_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -57,21 +59,37 @@ class NatsServer:
             raise RuntimeError("nats-server is not installed (apt-get install nats-server)")
         self.port = free_port(self.host)
         self.mqtt_port = free_port(self.host) if mqtt else None
-        self.partitions = partitions
         self.start_timeout = start_timeout
         self.config_path = self.dir / "nats.conf"
         self.log_path = self.dir / "nats.log"
-        self.config_path.write_text(
-            server_config(
-                partition_mappings(rules if rules is not None else DEFAULT_RULES, partitions),
-                host=self.host,
-                port=self.port,
-                store_dir=str(self.dir / "js"),
-                mqtt_port=self.mqtt_port,
-                server_name=f"test-{self.port}",
-            )
-        )
+        self.rules = rules if rules is not None else DEFAULT_RULES
+        self.extra = extra  # appended to the config (authorization, ...)
+        self._write_config(partitions, prefix)
         self.proc: subprocess.Popen | None = None
+
+    def _write_config(self, partitions: int, prefix: str) -> None:
+        self.partitions = partitions
+        text = server_config(
+            partition_mappings(self.rules, partitions, prefix),
+            host=self.host,
+            port=self.port,
+            store_dir=str(self.dir / "js"),
+            mqtt_port=self.mqtt_port,
+            server_name=f"test-{self.port}",
+        )
+        self.config_path.write_text(text + self.extra)
+
+    def remap(self, partitions: int, prefix: str) -> None:
+        """New mappings (changing N), applied by a config reload (SIGHUP), as an operator would."""
+        self._write_config(partitions, prefix)
+        assert self.proc is not None
+        mark = self.log().count("Reloaded server configuration")
+        self.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + self.start_timeout
+        while self.log().count("Reloaded server configuration") <= mark:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nats-server did not reload its config:\n{self.log()}")
+            time.sleep(0.02)
 
     @property
     def url(self) -> str:

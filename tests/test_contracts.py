@@ -4,6 +4,8 @@ and `monitor.io.sources.Source`. A new implementation joins by adding a case to 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import copy
 import http.server
 import json
@@ -15,12 +17,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import nats
 import numpy as np
 import paho.mqtt.client as paho
 import pytest
 import torch
 
-from monitor.core.config import ModelConfig, MQTTConfig, TopicRule
+from monitor.core.config import ModelConfig, MQTTConfig, NATSConfig, TopicRule
 from monitor.core.interfaces import Scorer
 from monitor.core.model.bundle import load_bundle
 from monitor.core.model.nets import build_autoencoder
@@ -29,10 +32,13 @@ from monitor.core.types import Alert
 from monitor.io import mqtt_fast
 from monitor.io.codec import Codec
 from monitor.io.mqtt import Ingested, MQTTIngest
+from monitor.io.nats import NATSIngest
 from monitor.io.sinks import AlertmanagerSink, JSONLinesSink, LogSink, MemorySink, MQTTSink, Sink, alert_json
 from monitor.io.sources import Source
 from tests.broker import Mosquitto, mosquitto_binary
 from tests.daemon_support import wait_until
+from tests.nats_server import NatsServer, nats_server_binary
+from tests.nats_support import publish_nats, stream_messages
 
 torch.set_num_threads(1)
 FIXTURE = Path(__file__).parent / "fixtures" / "bundle-v1" / "models"
@@ -335,12 +341,22 @@ def broker(tmp_path_factory):
         yield b
 
 
+@pytest.fixture(scope="module")
+def nats_server(tmp_path_factory):
+    if nats_server_binary() is None:
+        pytest.skip("the nats-server binary is not installed")
+    with NatsServer(tmp_path_factory.mktemp("contract-nats"), partitions=1, rules=RULES) as server:
+        yield server
+
+
 @dataclass
 class SourceCase:
     source: Source
     queue: queue.Queue[Ingested]
     send: Callable[[int], None]  # publish N readings the source should deliver
     ready: Callable[[], bool]
+    holds: bool = False  # a full queue: the broker's log holds the rest (True) or it is dropped and counted
+    close: Callable[[], None] = lambda: None
 
 
 _client_ids = iter(range(10**6))
@@ -369,27 +385,55 @@ def _mqtt_source(broker: Mosquitto, fast: bool, monkeypatch, maxsize: int) -> So
             info.wait_for_publish(5)
         sent[0] += n
 
-    case = SourceCase(ingest, q, send, lambda: ingest.subscribed)
-    case.close = lambda: (pub.disconnect(), pub.loop_stop())  # type: ignore[attr-defined]
-    return case
+    return SourceCase(ingest, q, send, lambda: ingest.subscribed, close=lambda: (pub.disconnect(), pub.loop_stop()))
 
 
-SOURCES = ["mqtt-fast", "mqtt-paho"]
+def _nats_source(server: NatsServer, maxsize: int) -> SourceCase:
+    """A NATSIngest owning the one partition, on a stream and consumer of its own."""
+    n = next(_client_ids)
+    cfg = NATSConfig(
+        servers=[server.url], partitions=1, stream=f"CONTRACT{n}", durable_prefix=f"c{n}", reconnect_seconds=0.1
+    )
+    q: queue.Queue[Ingested] = queue.Queue(maxsize=maxsize)
+    ingest = NATSIngest(cfg, RULES, Codec(RULES), q)
+    sent = [0]
+
+    def send(n: int) -> None:
+        publish_nats(server.url, [("contract/s1/temp", str(sent[0] + i).encode()) for i in range(n)])
+        sent[0] += n
+
+    def delete_stream() -> None:  # the next case's stream captures the same subjects
+        async def go() -> None:
+            nc = await nats.connect(server.url)
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                await nc.jetstream().delete_stream(cfg.stream)
+            await nc.close()
+
+        asyncio.run(go())
+
+    return SourceCase(ingest, q, send, lambda: ingest.subscribed, holds=True, close=delete_stream)
+
+
+SOURCES = ["mqtt-fast", "mqtt-paho", "nats"]
 
 
 @pytest.fixture(params=SOURCES)
-def source_factory(request, broker, monkeypatch):
+def source_factory(request, monkeypatch):
     made: list[SourceCase] = []
 
     def make(maxsize: int = 1000) -> SourceCase:
-        case = _mqtt_source(broker, request.param == "mqtt-fast", monkeypatch, maxsize)
+        if request.param == "nats":
+            case = _nats_source(request.getfixturevalue("nats_server"), maxsize)
+        else:
+            broker = request.getfixturevalue("broker")
+            case = _mqtt_source(broker, request.param == "mqtt-fast", monkeypatch, maxsize)
         made.append(case)
         return case
 
     yield make
     for case in made:
         case.source.stop()
-        case.close()  # type: ignore[attr-defined]
+        case.close()
 
 
 def _values(q: queue.Queue[Ingested]) -> list[float]:
@@ -425,23 +469,31 @@ def test_source_delivers_every_reading_in_order_and_counts_it(source_factory):
 def test_source_counts_what_a_full_queue_cannot_take_without_blocking(source_factory):
     case = _started(source_factory(maxsize=5))
     case.send(20)
+    if case.holds:  # the log keeps what the queue cannot take: nothing dropped, all of it later
+        wait_until(lambda: case.queue.full(), timeout=10, what="the queue filled")
+        time.sleep(0.3)  # a source that overfilled or dropped would show it now
+        assert case.queue.qsize() == 5 and case.source.stats["dropped_messages"] == 0
+        got: list[float] = []
+        wait_until(lambda: got.extend(_values(case.queue)) or len(got) >= 20, timeout=10, what="the rest")
+        assert got == [float(i) for i in range(20)] and case.source.stats["dropped_readings"] == 0
+        return
     wait_until(lambda: case.source.stats["messages"] >= 20, timeout=10, what="20 messages seen")
     assert case.queue.qsize() == 5
     assert case.source.stats["dropped_messages"] == 15 and case.source.stats["dropped_readings"] == 15
     assert _values(case.queue) == [0.0, 1.0, 2.0, 3.0, 4.0]
 
 
-def test_source_stops_cleanly_delivers_nothing_after_stop_and_restarts(source_factory, broker):
-    case = source_factory()
-    case.source.stop()  # before start: a no-op
-    _started(case)
-    case.send(3)
-    wait_until(lambda: case.source.stats["readings"] >= 3, timeout=10, what="3 readings")
-    started = time.monotonic()
-    case.source.stop(timeout=5.0)
-    assert time.monotonic() - started < 5.0
-    case.source.stop()  # twice: a no-op
-    before = case.source.stats["messages"]
+def _broker_has_them(case: SourceCase, request) -> None:
+    """Publish 2 while the source is stopped, and see the broker took them (not the source)."""
+    if isinstance(case.source, NATSIngest):
+        before = stream_messages(case.source.cfg.servers[0], case.source.cfg.stream)
+        case.send(2)
+        wait_until(
+            lambda: stream_messages(case.source.cfg.servers[0], case.source.cfg.stream) == before + 2,
+            what="the stream stored them",
+        )
+        return
+    broker = request.getfixturevalue("broker")
     watcher = paho.Client(paho.CallbackAPIVersion.VERSION2)
     seen, subscribed = threading.Event(), threading.Event()
     watcher.on_message = lambda *a: seen.set()
@@ -456,7 +508,25 @@ def test_source_stops_cleanly_delivers_nothing_after_stop_and_restarts(source_fa
     finally:
         watcher.disconnect()
         watcher.loop_stop()
-    assert case.source.stats["messages"] == before and _values(case.queue) == [0.0, 1.0, 2.0]
+
+
+def test_source_stops_cleanly_delivers_nothing_after_stop_and_restarts(source_factory, request):
+    case = source_factory()
+    case.source.stop()  # before start: a no-op
+    _started(case)
+    case.send(3)
+    wait_until(lambda: case.queue.qsize() >= 3, timeout=10, what="3 readings")
+    taken = [case.queue.get_nowait() for _ in range(3)]
+    case.source.ack_many(taken)  # handled: a source that keeps unacked messages (NATS) would redeliver them
+    started = time.monotonic()
+    case.source.stop(timeout=5.0)
+    assert time.monotonic() - started < 5.0
+    case.source.stop()  # twice: a no-op
+    before = case.source.stats["messages"]
+    _broker_has_them(case, request)
+    time.sleep(0.2)  # a source still delivering would show it now
+    assert case.source.stats["messages"] == before and _values(case.queue) == []
+    assert [r.value for item in taken for r in item.readings] == [0.0, 1.0, 2.0]
     _started(case)  # start after stop delivers again
     case.send(1)
     got: list[float] = []

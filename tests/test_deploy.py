@@ -35,6 +35,7 @@ from monitor.core.config import load_config
 from monitor.io import notify
 from monitor.io.http import serve
 from monitor.io.metrics import Metrics
+from monitor.io.nats_ops import METRIC_NAMES as NATS_METRIC_NAMES
 from monitor.io.notify import make_systemd_tick
 from monitor.io.retrain_status import METRICS
 from monitor.io.shadow_metrics import ShadowMetrics
@@ -544,7 +545,7 @@ def _known_metric_names() -> set[str]:
     ShadowMetrics(registry, ["default"])
     names = {s.name for fam in registry.collect() for s in fam.samples}
     names |= {fam.name for fam in registry.collect()}  # labelled families without children yet
-    return names | set(METRICS)
+    return names | set(METRICS) | set(NATS_METRIC_NAMES)  # the NATS workers' collector (monitor/io/nats_ops.py)
 
 
 def test_rules_and_dashboard_use_only_real_metric_names():

@@ -9,18 +9,18 @@ again with the devices publishing MQTT to the server's MQTT listener.
 from __future__ import annotations
 
 import collections
+import contextlib
 import shutil
-import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
-from prometheus_client import CollectorRegistry
 
-from monitor.app.service import Service
 from monitor.core.model.bundle import load_bundle
 from monitor.core.pipeline import ScoringModel
 from monitor.io.nats import partition_of
+from tests.broker import Mosquitto
 from tests.daemon_support import Publisher, train_small_model, wait_until
 from tests.nats_server import NatsServer, nats_server_binary
 from tests.nats_support import (
@@ -33,6 +33,7 @@ from tests.nats_support import (
     nats_config,
     offline_alerts,
     publish_nats,
+    start_worker,
 )
 
 pytestmark = [
@@ -40,6 +41,7 @@ pytestmark = [
     pytest.mark.skipif(nats_server_binary() is None, reason="nats-server is not installed"),
 ]
 
+ROOT = Path(__file__).resolve().parents[1]
 OWNED = {"a": tuple(range(0, 4)), "b": tuple(range(4, 8))}
 
 
@@ -58,52 +60,16 @@ def fresh_calibration(models):
     shutil.rmtree(models / "state", ignore_errors=True)
 
 
-class Collect:
-    """A sink and an `on_handled` hook of one worker."""
-
-    name = "collect"
-
-    def __init__(self):
-        self.alerts: list[dict] = []
-        self.handled: list[tuple[int, str, str, float]] = []  # (partition, stream, channel, ts) in order
-        self.messages = 0  # live ones
-        self.warm = 0
-        self._lock = threading.Lock()
-
-    def send(self, alert) -> None:
-        self.alerts.append(alert.to_dict())
-
-    def close(self) -> None:
-        pass
-
-    def on_handled(self, items: list) -> None:
-        with self._lock:
-            for _, readings, _, msg in items:
-                if msg.warm:  # a warm-up replay: handled before, by whoever owned it
-                    self.warm += 1
-                    continue
-                self.messages += 1
-                self.handled += [(msg.partition, r.stream, r.channel, r.timestamp) for r in readings]
+def bridge(tmp_path, nats_mqtt_port: int) -> Mosquitto:
+    """deploy/nats/mosquitto-bridge.conf as shipped, its address moved to the test server."""
+    conf = (ROOT / "deploy" / "nats" / "mosquitto-bridge.conf").read_text()
+    assert "address nats:1883" in conf
+    return Mosquitto(tmp_path / "mosquitto", extra_config=conf.replace("nats:1883", f"127.0.0.1:{nats_mqtt_port}"))
 
 
-def start_worker(cfg, partitions) -> tuple[Service, Collect, threading.Thread]:
-    collect = Collect()
-    svc = Service(
-        cfg,
-        registry=CollectorRegistry(),
-        extra_sinks=[collect],
-        partitions=partitions,
-        on_handled=collect.on_handled,
-    )
-    svc.start()
-    thread = threading.Thread(target=svc.run_forever, kwargs={"install_signals": False}, daemon=True)
-    thread.start()
-    return svc, collect, thread
-
-
-@pytest.mark.parametrize("via", ["nats", "mqtt"])
+@pytest.mark.parametrize("via", ["nats", "mqtt", "bridge"])
 def test_two_workers_own_eight_partitions_of_twenty_streams(models, tmp_path, via):
-    with NatsServer(tmp_path / "nats", partitions=8, mqtt=via == "mqtt") as server:
+    with NatsServer(tmp_path / "nats", partitions=8, mqtt=via != "nats") as server, contextlib.ExitStack() as stack:
         cfg = nats_config(server.url, models)
         workers = {name: start_worker(cfg, parts) for name, parts in OWNED.items()}
         try:
@@ -113,8 +79,11 @@ def test_two_workers_own_eight_partitions_of_twenty_streams(models, tmp_path, vi
             msgs = messages(data, range(ROWS))
             if via == "nats":
                 publish_nats(server.url, msgs)
-            else:  # MQTT devices -> the server's MQTT listener -> the same mappings -> the stream
-                pub = Publisher(server.mqtt_port, client_id="devices")
+            else:  # MQTT devices -> (a Mosquitto bridge ->) the server's MQTT listener -> the mappings
+                port = (
+                    server.mqtt_port if via == "mqtt" else stack.enter_context(bridge(tmp_path, server.mqtt_port)).port
+                )
+                pub = Publisher(port, client_id="devices")
                 try:
                     infos = [pub.publish(t, p, qos=1) for t, p in msgs]
                     for info in infos:

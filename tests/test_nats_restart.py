@@ -10,15 +10,9 @@ process on the whole feed (the firing once, its resolution once, same alert id).
 
 from __future__ import annotations
 
-import asyncio
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import nats
 import pytest
 import torch
 import yaml
@@ -27,13 +21,15 @@ from monitor.core.model.bundle import load_bundle
 from monitor.core.pipeline import ScoringModel
 from monitor.io.nats import partition_of
 from tests.broker import free_port
-from tests.daemon_support import http_get, train_small_model, wait_until
+from tests.daemon_support import train_small_model, wait_until
 from tests.nats_server import NatsServer, nats_server_binary
 from tests.nats_support import (
     FAULTY,
     ROWS,
     AlertTap,
+    Worker,
     alert_key,
+    drained,
     feed,
     messages,
     nats_config,
@@ -56,54 +52,6 @@ def models(tmp_path_factory):
     models = tmp_path_factory.mktemp("nats-restart-models")
     train_small_model(models)
     return models
-
-
-class Worker:
-    def __init__(self, config: Path, partitions: str, port: int, log: Path):
-        self.args = [sys.executable, "-m", "monitor", "run", "--config", str(config), "--partitions", partitions]
-        self.port = port
-        self.log = log
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> Worker:
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MONITOR_METRICS__PORT": str(self.port)}
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [*self.args, "--plain-logs"], env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-            )
-        wait_until(lambda: http_get(self.port, "/readyz")[0] == 200, timeout=60, what=f"{self.args[-1]} ready")
-        return self
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(20)
-        return self.proc.returncode
-
-
-def drained(url: str, partitions: range) -> bool:
-    """Every message of these partitions delivered and acked."""
-
-    async def go() -> bool:
-        nc = await nats.connect(url)
-        try:
-            js = nc.jetstream()
-            for p in partitions:
-                try:
-                    info = await js.consumer_info("MONITOR", f"monitor-p{p}")
-                except nats.js.errors.NotFoundError:
-                    return False  # a restarting worker re-creates its consumers at their ack floors
-                if info.num_pending or info.num_ack_pending:
-                    return False
-            return True
-        finally:
-            await nc.close()
-
-    return asyncio.run(go())
 
 
 def test_kill_9_and_restart_loses_nothing_and_repeats_no_alert(models, tmp_path):

@@ -12,7 +12,8 @@ import yaml
 import monitor.io.nats as nats_module
 from monitor.app.cli import main
 from monitor.core.config import ConfigError, NATSConfig, TopicRule, parse_partitions, shard_partitions
-from monitor.io.nats import partition_mappings, partition_of, server_config, topic_of
+from monitor.io.nats import alerts_subjects, partition_mappings, partition_of, server_config, stream_key, topic_of
+from tests.broker import free_port
 from tests.daemon_support import config_from, load_yaml
 from tests.nats_server import DEFAULT_RULES, NatsServer, nats_server_binary
 
@@ -83,6 +84,12 @@ def test_partition_specs_and_shards():
         ({"servers": ["localhost:4222"]}, "nats.servers"),
         ({"password": "s3cret-value"}, "nats.user"),
         ({"fetch_batch": 500, "max_ack_pending": 100}, "nats.max_ack_pending"),
+        ({"warmup_from": "part"}, "nats.warmup_from"),  # the current prefix: nothing to re-key from
+        ({"warmup_from": "old.part"}, "nats.warmup_from"),
+        ({"alerts_stream": "MONITOR"}, "nats.alerts_stream"),  # the readings' stream
+        ({"alerts_stream": "a b"}, "nats.alerts_stream"),
+        ({"alerts_dedupe_seconds": 0}, "nats.alerts_dedupe_seconds"),
+        ({"stats_seconds": -1}, "nats.stats_seconds"),
     ],
 )
 def test_bad_nats_sections_name_the_key_and_never_echo_the_password(section, key):
@@ -137,3 +144,26 @@ def test_nats_server_config_command_prints_what_the_server_accepts(tmp_path, cap
         conf.write_text(text)
         out = subprocess.run([nats_server_binary(), "-t", "-c", str(conf)], capture_output=True, text=True, timeout=30)
         assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_stream_key_is_what_the_mapping_hashes_so_messages_can_be_rekeyed():
+    assert stream_key(DEFAULT_RULES, "plant/site1/pump3") == ["site1", "pump3"]
+    assert stream_key(DEFAULT_RULES, "plant/site1/pump3/flow") == ["site1", "pump3"]  # channels with their stream
+    assert stream_key(DEFAULT_RULES, "lab/x/y") is None and stream_key(DEFAULT_RULES, "plant/a") is None
+    # the tokens the mapping `partition(N,1,2)` hashes: the same partition under any N
+    for n in (4, 6, 16):
+        assert partition_of(stream_key(DEFAULT_RULES, "plant/s/a/flow"), n) == partition_of(["s", "a"], n)
+
+
+def test_alerts_subjects_capture_every_stream_of_the_alerts_topic():
+    assert alerts_subjects("monitor/alerts/{stream}") == "monitor.alerts.>"
+    assert alerts_subjects("alerts") == "alerts"
+
+
+def test_nats_stream_command_without_a_server_says_so_and_exits_69(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    raw = {"source": "nats", "nats": {"servers": [f"nats://127.0.0.1:{free_port()}"], "connect_timeout_seconds": 0.5}}
+    cfg.write_text(yaml.safe_dump(raw))
+    assert main(["nats-stream", "--config", str(cfg)]) == 69
+    err = capsys.readouterr().err
+    assert "cannot prepare stream MONITOR" in err and "Traceback" not in err

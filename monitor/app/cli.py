@@ -51,7 +51,7 @@ from monitor.io.codec import Codec
 from monitor.io.files import read_csv
 from monitor.io.logs import basic_logging, setup_logging
 from monitor.io.mqtt import MQTTIngest
-from monitor.io.nats import partition_mappings, require_client, server_config
+from monitor.io.nats import partition_mappings, prepare_stream, require_client, server_config
 from monitor.io.notify import make_systemd_tick
 from monitor.io.record import Recorder
 from monitor.io.recording import ALERTS_FILE, iter_recordings
@@ -366,6 +366,21 @@ def cmd_nats_server_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_nats_stream(args: argparse.Namespace) -> int:
+    """Make the JetStream stream capture the config's subject prefix (changing N: before the
+    server's mappings switch to the new prefix, so no message lands outside the stream)."""
+    cfg = _config(args.config)
+    try:
+        subjects = prepare_stream(cfg.nats)
+    except ConfigError:
+        raise
+    except Exception as exc:  # unreachable, refused, no JetStream: say so, exit 69 (EX_UNAVAILABLE)
+        print(f"error: cannot prepare stream {cfg.nats.stream}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 69
+    print(f"stream {cfg.nats.stream} captures: {', '.join(subjects)}")
+    return 0
+
+
 def cmd_record(args: argparse.Namespace) -> int:
     cfg = _config(args.config)
     setup_logging(args.log_level or cfg.log_level)
@@ -537,6 +552,10 @@ def build_parser() -> argparse.ArgumentParser:
     ns.add_argument("--store-dir", default="/data/jetstream")
     ns.add_argument("--name", default="monitor-nats-0", help="server_name")
     ns.set_defaults(func=cmd_nats_server_config)
+
+    nst = sub.add_parser("nats-stream", help="make the JetStream stream capture the config's subject prefix")
+    nst.add_argument("--config", required=True)
+    nst.set_defaults(func=cmd_nats_stream)
 
     rec = sub.add_parser("record", help="record raw MQTT messages into rotating compressed files")
     add_config(rec)

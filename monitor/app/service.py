@@ -43,13 +43,15 @@ from monitor.io.http import MetricsServer, serve
 from monitor.io.latent_out import LatentPublisher
 from monitor.io.metrics import Metrics
 from monitor.io.mqtt import MQTTIngest
-from monitor.io.nats import IngestSource, NATSIngest
+from monitor.io.nats import NATSIngest
+from monitor.io.nats_ops import JetStreamAlertSink, NATSCollector
 from monitor.io.notify import liveness_problem, stopping
 from monitor.io.record import Recorder
 from monitor.io.recording import ALERTS_FILE
 from monitor.io.retrain_status import TEXTFILE_NAME, RetrainStatusCollector
 from monitor.io.sequence import SequenceCollector
 from monitor.io.sinks import AlertmanagerSink, JSONLinesSink, LogSink, MQTTSink, Sink
+from monitor.io.sources import Source
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +110,7 @@ class Service:
         self.extra_sinks = list(extra_sinks or [])
         self.score_listeners = list(score_listeners or [])  # e.g. a recorder or a test probe
         self.sinks: list[Sink] = []
-        self.ingest: IngestSource | None = None
+        self.ingest: Source | None = None
         self.latent_out: LatentPublisher | None = None  # alerts.latent_topic (set in start)
         self.muted_alerts = 0
         self._muted = 0  # alerts of warm-up replays not sent (they went out before the restart)
@@ -300,15 +302,7 @@ class Service:
             self.latent_out = LatentPublisher(
                 self.ingest.publish, cfg.alerts.latent_topic, cfg.alerts.latent_every_seconds
             )
-        self.sinks = [
-            MQTTSink(
-                self.ingest.publish,
-                cfg.alerts.topic,
-                cfg.alerts.qos,
-                cfg.alerts.retain,
-                on_error=lambda: self.metrics.sink_error("mqtt"),
-            )
-        ]
+        self.sinks = [self._broker_sink(self.ingest)]
         if cfg.alerts.log:
             self.sinks.append(LogSink())
         if self.recorder is not None:  # alerts beside the recordings: retraining leaves those spans out
@@ -325,10 +319,19 @@ class Service:
         self.ingest.start()
         log.info("monitor started; metrics on http://%s:%d/metrics", cfg.metrics.address, self.http.port)
 
-    def _make_ingest(self) -> IngestSource:
+    def _broker_sink(self, ingest: Source) -> Sink:
+        """Alerts on the broker: MQTT, core NATS, or (nats.alerts_stream) JetStream, de-duplicated."""
         cfg = self.cfg
+        on_error = functools.partial(self.metrics.sink_error, "mqtt")
+        if isinstance(ingest, NATSIngest) and cfg.nats.alerts_stream:
+            return JetStreamAlertSink(ingest.publish_alert, cfg.alerts.topic, on_error=on_error)
+        return MQTTSink(ingest.publish, cfg.alerts.topic, cfg.alerts.qos, cfg.alerts.retain, on_error=on_error)
+
+    def _make_ingest(self) -> Source:
+        cfg = self.cfg
+        raw_tap = self.recorder.tap if self.recorder is not None else None
         if cfg.source == "nats":
-            return NATSIngest(
+            ingest = NATSIngest(
                 cfg.nats,
                 cfg.topics,
                 self.codec,
@@ -336,7 +339,11 @@ class Service:
                 self.metrics,
                 partitions=self.partitions,
                 warmup_seconds=self.warmup_seconds(),
+                raw_tap=raw_tap,
+                alerts_topic=cfg.alerts.topic,
             )
+            self.registry.register(NATSCollector(ingest))
+            return ingest
         return MQTTIngest(
             cfg.mqtt,
             cfg.topics,
@@ -344,7 +351,7 @@ class Service:
             self.queue,
             self.metrics,
             manual_ack=self.manual_ack,
-            raw_tap=self.recorder.tap if self.recorder is not None else None,
+            raw_tap=raw_tap,
         )
 
     def warmup_seconds(self) -> float:

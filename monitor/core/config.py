@@ -281,6 +281,14 @@ class NATSConfig:
     ack_wait_seconds: float = 30.0
     max_ack_pending: int = 20_000
     warmup_seconds: float | None = None  # default: a window plus the alarm's memory, from the model
+    # changing N: the subject prefix of the previous partitioning; a consumer without an ack
+    # floor warms its streams from that prefix's last window (docs/scaling.md, "Changing N")
+    warmup_from: str = ""
+    # alerts also into this JetStream stream (on the alerts subject), de-duplicated by the server
+    # on Nats-Msg-Id = <alert_id>:<state> within `alerts_dedupe_seconds`: exactly once there
+    alerts_stream: str = ""
+    alerts_dedupe_seconds: float = 600.0
+    stats_seconds: float = 5.0  # a partition idle this long has its pending count (metrics) read from the server
     connect_timeout_seconds: float = 5.0
     reconnect_seconds: float = 1.0
 
@@ -293,7 +301,9 @@ class NATSConfig:
                 raise ConfigError("nats.servers", f'expected URLs like "nats://host:4222", got {url!r}')
         if self.password and not self.user:
             raise ConfigError("nats.user", "a password was given without a user")
-        for key in ("stream", "subject_prefix", "durable_prefix"):
+        for key in ("stream", "subject_prefix", "durable_prefix", "warmup_from", "alerts_stream"):
+            if key in ("warmup_from", "alerts_stream") and not getattr(self, key):
+                continue  # off
             if not _NATS_TOKEN.fullmatch(getattr(self, key)):
                 raise ConfigError(
                     f"nats.{key}", f"must be letters, digits, _ or - (one subject token), got {getattr(self, key)!r}"
@@ -312,6 +322,12 @@ class NATSConfig:
             raise ConfigError("nats.max_ack_pending", f"must be >= nats.fetch_batch ({self.fetch_batch})")
         if self.warmup_seconds is not None:
             _positive("nats.warmup_seconds", self.warmup_seconds, allow_zero=True)
+        if self.warmup_from == self.subject_prefix:
+            raise ConfigError("nats.warmup_from", "must name the previous subject prefix, not nats.subject_prefix")
+        if self.alerts_stream == self.stream:
+            raise ConfigError("nats.alerts_stream", "must differ from nats.stream (the readings' stream)")
+        _positive("nats.alerts_dedupe_seconds", self.alerts_dedupe_seconds)
+        _positive("nats.stats_seconds", self.stats_seconds)
         _positive("nats.connect_timeout_seconds", self.connect_timeout_seconds)
         _positive("nats.reconnect_seconds", self.reconnect_seconds)
 

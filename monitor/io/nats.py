@@ -26,9 +26,20 @@ so what a killed worker had received but not acked comes again at once, not afte
 ``ack_wait``. Ownership is static (one worker per partition range, a StatefulSet
 ordinal): re-creating the consumer is safe only because no one else owns it.
 
-This module is shaped like `monitor.io.mqtt.MQTTIngest` (start, stop_intake, stop,
-connected, last_error, publish, ack_many) so the service drives either. The
-`Source`-style protocol it satisfies is `IngestSource` below (local until the shared one lands).
+Changing N. The new partitioning has its own subject prefix (`ensure_stream` adds it to
+the stream, `monitor nats-stream`). A consumer with no ack floor and ``nats.warmup_from``
+set (the old prefix) warms from the old prefix's last window, every message re-keyed with
+`partition_of` under the new N (`stream_key`), so the new owner of a stream continues its
+windows and episodes.
+
+Alerts (``nats.alerts_stream``): `publish_alert` stores each alert in that stream with
+``Nats-Msg-Id`` and retries until confirmed; acks wait for the alerts sent before them.
+A re-send after a crash is dropped by the server (exactly once in the stream).
+
+Metrics: `PartitionStats` per owned partition (`monitor.io.nats_ops.NATSCollector`).
+
+It is a `monitor.io.sources.Source`, as `monitor.io.mqtt.MQTTIngest` is, so the service
+drives either (tests/test_contracts.py runs the Source contract against both).
 """
 
 from __future__ import annotations
@@ -38,15 +49,24 @@ import contextlib
 import datetime as dt
 import logging
 import queue
-import re
 import threading
 import time
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from monitor.core.config import ConfigError, NATSConfig, TopicRule, format_partitions
+from monitor.core.types import RawMessage
 from monitor.io.codec import Codec
-from monitor.io.mqtt import Ingested, IngestQueue, topic_filter
+from monitor.io.mqtt import Ingested, IngestQueue
+from monitor.io.nats_subjects import (
+    alerts_subjects,
+    partition_mappings,
+    partition_of,
+    server_config,
+    stream_key,
+    subject_of,
+    topic_of,
+)
 
 try:  # the optional [nats] extra; `require_client` says how to install it
     import nats
@@ -60,42 +80,24 @@ if TYPE_CHECKING:
     from monitor.io.metrics import Metrics
 
 __all__ = [
-    "IngestSource",
     "NATSDelivery",
     "NATSIngest",
+    "alerts_subjects",
+    "ensure_stream",
     "partition_mappings",
     "partition_of",
+    "prepare_stream",
     "require_client",
     "server_config",
+    "stream_key",
     "subject_of",
     "topic_of",
 ]
 
 log = logging.getLogger(__name__)
 
-_PLACEHOLDER = re.compile(r"{(\w+)}")
 _new_tuple = tuple.__new__
 _monotonic = time.monotonic
-
-
-class IngestSource(Protocol):
-    """What the service needs of an intake (MQTT or NATS)."""
-
-    last_error: str | None
-    stats: dict[str, int]  # messages, readings, rejected, ... (the demo and metrics read it)
-
-    @property
-    def connected(self) -> bool: ...
-
-    def start(self) -> None: ...
-
-    def stop_intake(self) -> None: ...
-
-    def stop(self, timeout: float = 5.0) -> None: ...
-
-    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> object: ...
-
-    def ack_many(self, msgs: Iterable[Any]) -> None: ...
 
 
 def require_client() -> None:
@@ -108,114 +110,61 @@ def require_client() -> None:
         )
 
 
-# --------------------------------------------------------------------------- subjects
+# --------------------------------------------------------------------------- the stream
 
 
-def subject_of(topic: str) -> str:
-    """The NATS subject of an MQTT topic (what the server's MQTT listener does for plain levels)."""
-    return topic.replace("/", ".")
-
-
-def topic_of(subject: str) -> str:
-    return subject.replace(".", "/")
-
-
-def _fnv1a32(data: bytes) -> int:
-    h = 0x811C9DC5
-    for byte in data:
-        h = ((h ^ byte) * 0x01000193) & 0xFFFFFFFF
-    return h
-
-
-def partition_of(tokens: Sequence[str], partitions: int) -> int:
-    """The partition nats-server's ``partition(N, ...)`` gives these subject tokens: FNV-1a
-    (32 bit) of the tokens concatenated, modulo N (nats-server subject_transform.go)."""
-    return _fnv1a32("".join(tokens).encode()) % partitions
-
-
-def partition_mappings(rules: Sequence[TopicRule], partitions: int, prefix: str = "part") -> dict[str, str]:
-    """Server subject mappings, one per distinct topic rule shape: the rule's subject with
-    wildcards -> ``prefix.{{partition(N, stream tokens)}}.<the same subject>``.
-
-    The partition is keyed on the template levels the rule's ``stream`` format names, so
-    every channel of a stream (``plant/{site}/{asset}/{channel}``) shares a partition.
-    """
-    out: dict[str, str] = {}
-    for rule in rules:
-        levels = rule.template.split("/")
-        stream_names = set(_PLACEHOLDER.findall(rule.stream))
-        wild: list[int] = []  # 1-based wildcard index per placeholder level
-        key: list[int] = []
-        dest: list[str] = []
-        if levels[-1].endswith("...}"):
+async def ensure_stream(js: Any, cfg: NATSConfig) -> list[str]:
+    """The stream `cfg.stream` captures ``<subject_prefix>.>``: created when missing
+    (``create_stream``), the subject added when it captures only others (a new prefix when
+    changing N, next to the old one). Returns the stream's subjects."""
+    subject = f"{cfg.subject_prefix}.>"
+    try:
+        info = await js.stream_info(cfg.stream)
+    except nats.js.errors.NotFoundError:
+        if not cfg.create_stream:
             raise ConfigError(
-                "topics[].template",
-                f"rule {rule.template!r}: a multi-level {{name...}} level cannot be partitioned on NATS; "
-                "use one {name} per level",
+                "nats.stream", f"stream {cfg.stream} does not exist and nats.create_stream is false"
+            ) from None
+        await js.add_stream(
+            js_api.StreamConfig(
+                name=cfg.stream,
+                subjects=[subject],
+                storage=js_api.StorageType.FILE,
+                retention=js_api.RetentionPolicy.LIMITS,
+                max_age=cfg.max_age_seconds,
+                num_replicas=cfg.replicas,
             )
-        for level in levels:
-            names = _PLACEHOLDER.findall(level)
-            if not names:
-                dest.append(level)
-                continue
-            wild.append(len(wild) + 1)
-            dest.append(f"{{{{wildcard({wild[-1]})}}}}")
-            if stream_names.intersection(names):
-                key.append(wild[-1])
-        if not key:
-            raise ConfigError(
-                "topics[].stream",
-                f"rule {rule.template!r}: its stream {rule.stream!r} names no topic level, so it cannot be partitioned",
-            )
-        source = subject_of(topic_filter(rule.template)).replace("+", "*")
-        part = f"{{{{partition({partitions},{','.join(map(str, key))})}}}}"
-        target = f"{prefix}.{part}." + ".".join(dest)
-        if out.get(source, target) != target:
-            raise ConfigError("topics", f"two rules of subject {source!r} key their partitions differently")
-        out[source] = target
-    return out
+        )
+        log.info("nats: created stream %s on %s", cfg.stream, subject)
+        return [subject]
+    subjects = list(info.config.subjects or [])
+    if subject not in subjects:
+        info.config.subjects = [*subjects, subject]
+        await js.update_stream(info.config)
+        log.warning("nats: stream %s now captures %s as well as %s", cfg.stream, subject, subjects)
+    return list(info.config.subjects)
 
 
-def server_config(
-    mappings: dict[str, str],
-    *,
-    host: str = "0.0.0.0",
-    port: int = 4222,
-    store_dir: str = "/data/jetstream",
-    mqtt_port: int | None = None,
-    server_name: str = "monitor-nats-0",
-    cluster: dict[str, Any] | None = None,
-) -> str:
-    """A nats-server (2.9+) config: JetStream, the partition mappings, optionally MQTT and a cluster.
+def prepare_stream(cfg: NATSConfig) -> list[str]:
+    """`ensure_stream` once, from a plain thread (``monitor nats-stream``; before a mapping change)."""
+    require_client()
 
-    `cluster`: ``{"name": ..., "port": ..., "routes": [...]}`` (JetStream clustering).
-    """
-    lines = [
-        f"server_name: {server_name}",
-        f"listen: {host}:{port}",
-        "jetstream {",
-        f'  store_dir: "{store_dir}"',
-        "  max_memory_store: 256MB",
-        "  max_file_store: 8GB",
-        "}",
-        "mappings = {",
-        *[f'  "{src}": "{dst}"' for src, dst in mappings.items()],
-        "}",
-    ]
-    if mqtt_port is not None:
-        # the MQTT listener (needs JetStream and server_name); its publishes go through the mappings
-        lines += ["mqtt {", f"  listen: {host}:{mqtt_port}", "}"]
-    if cluster:
-        lines += [
-            "cluster {",
-            f"  name: {cluster['name']}",
-            f"  listen: {host}:{cluster['port']}",
-            "  routes: [",
-            *[f"    {r}" for r in cluster.get("routes", [])],
-            "  ]",
-            "}",
-        ]
-    return "\n".join(lines) + "\n"
+    async def go() -> list[str]:
+        nc = await nats.connect(
+            servers=list(cfg.servers),
+            user=cfg.user,
+            password=cfg.password,
+            connect_timeout=cfg.connect_timeout_seconds,
+            allow_reconnect=False,
+            max_reconnect_attempts=1,  # nats-py retries an initial connect this often too (default 60 x 2 s)
+            reconnect_time_wait=cfg.reconnect_seconds,
+        )
+        try:
+            return await ensure_stream(nc.jetstream(), cfg)
+        finally:
+            await nc.close()
+
+    return asyncio.run(go())
 
 
 # --------------------------------------------------------------------------- deliveries
@@ -233,15 +182,53 @@ class NATSDelivery(NamedTuple):
     warm: bool  # a warm-up replay: handled before, its alerts are muted
 
 
-def _ack_meta(reply: str) -> tuple[int, float]:
-    """(stream sequence, timestamp seconds) from a JetStream ack subject (v1 and v2 formats)."""
+def _ack_meta(reply: str) -> tuple[int, float, int, int]:
+    """(stream sequence, timestamp seconds, delivery count, consumer's pending count) from a
+    JetStream ack subject (v1 and v2 formats)."""
     tokens = reply.split(".")
     off = 5 if len(tokens) == 9 else 7  # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>
-    return int(tokens[off]), int(tokens[off + 2]) / 1e9
+    return int(tokens[off]), int(tokens[off + 2]) / 1e9, int(tokens[off - 1]), int(tokens[off + 3])
+
+
+class PartitionStats:
+    """Per owned partition, for metrics (`monitor.io.nats_ops.NATSCollector`), all counted
+    on the client's loop at no server cost: ``pending`` (the lag: messages of the partition
+    not yet delivered) is the server's count carried by each delivery's ack subject;
+    ``ack_pending`` is delivered minus acked here. A partition with no delivery for
+    ``nats.stats_seconds`` (idle, or this worker stalled) has its pending read from the
+    server instead: that request costs the server time proportional to the lag on 2.9,
+    so it is never made while messages flow."""
+
+    __slots__ = (
+        "acked",
+        "acks",
+        "delivered",
+        "last_delivery",
+        "pending",
+        "redelivered",
+        "warm_messages",
+        "warm_readings",
+    )
+
+    def __init__(self) -> None:
+        self.delivered = 0
+        self.redelivered = 0  # deliveries with a delivery count above 1 (after ack_wait)
+        self.acks = 0  # ack messages sent (one per partition and batch: ack policy "all")
+        self.acked = 0  # live messages those acks covered
+        self.warm_messages = 0
+        self.warm_readings = 0
+        self.pending = -1  # -1: not known yet
+        self.last_delivery = _monotonic()
+
+    @property
+    def ack_pending(self) -> int:
+        return self.delivered - self.acked
 
 
 class NATSIngest:
     """Owns partitions of a JetStream stream and hands decoded readings to `out_queue`."""
+
+    name = "nats"
 
     def __init__(
         self,
@@ -254,6 +241,8 @@ class NATSIngest:
         partitions: Sequence[int] | None = None,
         warmup_seconds: float = 0.0,
         log_interval_seconds: float = 10.0,
+        raw_tap: Callable[[RawMessage], None] | None = None,
+        alerts_topic: str = "monitor/alerts/{stream}",
     ):
         require_client()
         self.cfg = cfg
@@ -271,16 +260,34 @@ class NATSIngest:
         self.manual_ack = True
         self.last_error: str | None = None
         self.log_interval = log_interval_seconds
-        self.stats = {"messages": 0, "readings": 0, "rejected": 0, "warm_messages": 0, "errors": 0, "acks": 0}
+        self.stats = {
+            "messages": 0,
+            "readings": 0,
+            "rejected": 0,
+            "warm_messages": 0,
+            "errors": 0,
+            "acks": 0,
+            "tap_errors": 0,
+            "alerts_published": 0,
+            "alerts_duplicate": 0,
+            "dropped_messages": 0,  # never: a full hand-off pauses fetching (the log keeps the rest)
+            "dropped_readings": 0,
+        }
+        self.partition_stats = {p: PartitionStats() for p in self.partitions}
+        self.alerts_topic = alerts_topic  # the subjects of nats.alerts_stream
+        self.raw_tap = raw_tap  # the recorder: live messages as received (warm-up replays are not)
         self.warmed = threading.Event()  # every owned partition replayed (or nothing to replay)
+        self._subscribed = False  # every owned partition's consumer bound
         self._prefix_len = len(cfg.subject_prefix) + 1
+        self._js: Any = None
+        self._alerts_unconfirmed: set[asyncio.Future[bool]] = set()  # acks wait for these
         self._connected = False
         self._intake_open = True
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._nc: Any = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._inflight: set[asyncio.Future[None]] = set()
+        self._inflight: set[asyncio.Future[Any]] = set()
         self._stop_event = asyncio.Event()
         self._last_log: dict[str, float] = {}
         if metrics is not None:
@@ -320,11 +327,16 @@ class NATSIngest:
         if thread.is_alive():
             log.warning("nats: client thread did not stop within %.1f s", timeout)
         self._thread = None
+        self._subscribed = False
         self._set_connected(False)
 
     @property
     def connected(self) -> bool:
         return self._connected
+
+    @property
+    def subscribed(self) -> bool:
+        return self._subscribed and self._connected
 
     def problem(self) -> str | None:
         """For the systemd watchdog: None while the client thread runs."""
@@ -341,16 +353,30 @@ class NATSIngest:
         with contextlib.suppress(RuntimeError):  # the loop closed (stopping): nothing to send with
             loop.call_soon_threadsafe(self._publish_now, subject_of(topic), payload)
 
+    def publish_alert(self, topic: str, payload: bytes, msg_id: str) -> None:
+        """Publish an alert into `nats.alerts_stream` with ``Nats-Msg-Id: msg_id`` (any thread).
+
+        Retried until the stream confirms it; acks sent after this call wait for the
+        confirmation, so an alert is stored before the readings that raised it are acked, and
+        a re-send after a crash carries the same id, which the server drops (exactly once in
+        the stream within ``alerts_dedupe_seconds``)."""
+        loop = self._loop
+        if loop is None:
+            return
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self._alert_now, subject_of(topic), payload, msg_id)
+
     def ack_many(self, msgs: Iterable[Ingested | NATSDelivery]) -> None:
         """Ack handled messages: one ack per partition, its newest message (the consumers'
         ack policy is "all", and the hand-off is FIFO, so everything before it was handled
         too); one loop hop for the batch. Warm-up replays carry no ack subject."""
-        newest: dict[int, tuple[int, str]] = {}
+        newest: dict[int, tuple[int, str, int]] = {}  # partition -> (seq, reply, messages covered)
         for msg in msgs:
             d: NATSDelivery = msg.message if isinstance(msg, Ingested) else msg  # type: ignore[assignment]
-            if d.reply and d.seq > newest.get(d.partition, (0, ""))[0]:
-                newest[d.partition] = (d.seq, d.reply)
-        replies = [reply for _, reply in newest.values()]
+            if d.reply:
+                seq, reply, n = newest.get(d.partition, (0, "", 0))
+                newest[d.partition] = (d.seq, d.reply, n + 1) if d.seq > seq else (seq, reply, n + 1)
+        replies = [(p, reply, n) for p, (_, reply, n) in newest.items()]
         loop = self._loop
         if replies and loop is not None:
             with contextlib.suppress(RuntimeError):  # the loop closed: they are redelivered
@@ -455,13 +481,22 @@ class NATSIngest:
             return
         js = nc.jetstream()
         cfg = self.cfg
+        self._js = js
         while self._intake_open:
             try:
                 await self._ensure_stream(js)
+                if cfg.alerts_stream:
+                    await self._ensure_alerts_stream(js)
+                fresh = []
                 for p in self.partitions:  # warm-up of every partition first, then live delivery
-                    await self._warm_up(js, p)
+                    if not await self._warm_up(js, p):
+                        fresh.append(p)
+                if fresh and cfg.warmup_from:  # N changed: warm from the previous partitioning
+                    await self._warm_up_rekeyed(js, fresh)
                 self.warmed.set()
                 subs = [await self._resume(js, p) for p in self.partitions]
+                self.last_error = None
+                self._subscribed = True
                 break
             except Exception as exc:
                 self.last_error = f"JetStream set-up of stream {cfg.stream} failed: {type(exc).__name__}: {exc}"
@@ -473,32 +508,33 @@ class NATSIngest:
         self._tasks = [
             asyncio.ensure_future(self._consume(p, sub)) for p, sub in zip(self.partitions, subs, strict=True)
         ]
+        self._tasks.append(asyncio.ensure_future(self._poll_stats(js)))
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _ensure_stream(self, js: Any) -> None:
+        await ensure_stream(js, self.cfg)
+
+    async def _ensure_alerts_stream(self, js: Any) -> None:
+        """`nats.alerts_stream` on the alerts subjects, de-duplicating on Nats-Msg-Id."""
         cfg = self.cfg
-        subject = f"{cfg.subject_prefix}.>"
+        subject = alerts_subjects(self.alerts_topic)
         try:
-            info = await js.stream_info(cfg.stream)
-        except nats.js.errors.NotFoundError:
-            if not cfg.create_stream:
-                raise ConfigError(
-                    "nats.stream", f"stream {cfg.stream} does not exist and nats.create_stream is false"
-                ) from None
-            await js.add_stream(
-                js_api.StreamConfig(
-                    name=cfg.stream,
-                    subjects=[subject],
-                    storage=js_api.StorageType.FILE,
-                    retention=js_api.RetentionPolicy.LIMITS,
-                    max_age=cfg.max_age_seconds,
-                    num_replicas=cfg.replicas,
-                )
-            )
-            log.info("nats: created stream %s on %s", cfg.stream, subject)
+            await js.stream_info(cfg.alerts_stream)
             return
-        if subject not in (info.config.subjects or []):
-            log.warning("nats: stream %s captures %s, not %s", cfg.stream, info.config.subjects, subject)
+        except nats.js.errors.NotFoundError:
+            pass
+        await js.add_stream(
+            js_api.StreamConfig(
+                name=cfg.alerts_stream,
+                subjects=[subject],
+                storage=js_api.StorageType.FILE,
+                retention=js_api.RetentionPolicy.LIMITS,
+                max_age=cfg.max_age_seconds,
+                duplicate_window=cfg.alerts_dedupe_seconds,
+                num_replicas=cfg.replicas,
+            )
+        )
+        log.info("nats: created alert stream %s on %s", cfg.alerts_stream, subject)
 
     def _durable(self, p: int) -> str:
         return f"{self.cfg.durable_prefix}-p{p}"
@@ -514,20 +550,74 @@ class NATSIngest:
             floor = max(floor, int(info.config.opt_start_seq) - 1)
         return floor
 
-    async def _warm_up(self, js: Any, p: int) -> None:
-        """Replay partition `p` from `warmup_seconds` before its ack floor up to the floor."""
+    async def _warm_up(self, js: Any, p: int) -> bool:
+        """Replay partition `p` from `warmup_seconds` before its ack floor up to the floor.
+        False when the partition has no ack floor (a fresh consumer)."""
         floor = await self._ack_floor(js, p)
-        if floor <= 0 or self.warmup_seconds <= 0:
-            return
+        if floor <= 0:
+            return False
+        if self.warmup_seconds <= 0:
+            return True
         cfg = self.cfg
         try:
             last = await js.get_msg(cfg.stream, floor)
         except nats.js.errors.NotFoundError:  # aged out of the stream (max_age): nothing to warm from
             log.warning("nats: partition %d: message %d is no longer in %s; starting cold", p, floor, cfg.stream)
+            return True
+        replayed = await self._replay(js, f"{cfg.subject_prefix}.{p}.>", last.time, floor, lambda _msg: p)
+        log.info(
+            "nats: partition %d warmed with %d messages (%.0f s before seq %d)", p, replayed, self.warmup_seconds, floor
+        )
+        return True
+
+    async def _warm_up_rekeyed(self, js: Any, fresh: list[int]) -> None:
+        """Changing N: warm fresh partitions from the last window of the previous prefix
+        (`nats.warmup_from`), each message re-keyed with this N; the old workers drained it."""
+        cfg = self.cfg
+        old = cfg.warmup_from
+        if self.warmup_seconds <= 0:
             return
-        start = last.time - dt.timedelta(seconds=self.warmup_seconds)
+        try:
+            last = await js.get_last_msg(cfg.stream, f"{old}.>")
+        except nats.js.errors.NotFoundError:
+            log.warning("nats: nothing on %s.> in %s to warm partitions %s from", old, cfg.stream, _ranges(fresh))
+            return
+        owned = set(fresh)
+        rules = self.rules
+        skip = len(old) + 1
+        total = cfg.partitions
+
+        def route(msg: Any) -> int | None:
+            topic = topic_of(msg.subject[skip:].split(".", 1)[1])
+            key = stream_key(rules, topic)
+            p = partition_of(key, total) if key is not None else None
+            return p if p in owned else None
+
+        replayed = await self._replay(js, f"{old}.>", last.time, last.seq, route, prefix_len=skip)
+        log.info(
+            "nats: partitions %s warmed with %d messages of %s.> (the previous partitioning, %.0f s before seq %d)",
+            _ranges(fresh),
+            replayed,
+            old,
+            self.warmup_seconds,
+            last.seq,
+        )
+
+    async def _replay(
+        self,
+        js: Any,
+        subject: str,
+        until_time: dt.datetime,
+        until_seq: int,
+        route: Callable[[Any], int | None],
+        prefix_len: int | None = None,
+    ) -> int:
+        """Hand on, as warm items, the messages on `subject` from `warmup_seconds` before
+        `until_time` up to stream sequence `until_seq`, each to partition `route(msg)` (None: skip)."""
+        cfg = self.cfg
+        start = until_time - dt.timedelta(seconds=self.warmup_seconds)
         sub = await js.pull_subscribe(
-            f"{cfg.subject_prefix}.{p}.>",
+            subject,
             durable=None,
             stream=cfg.stream,
             config=js_api.ConsumerConfig(
@@ -547,13 +637,15 @@ class NATSIngest:
                     break  # nothing more before the floor (the stream lost it, or it was all)
                 done = False
                 for msg in msgs:
-                    seq, _ = _ack_meta(msg.reply)
-                    if seq > floor:
+                    seq = _ack_meta(msg.reply)[0]
+                    if seq > until_seq:
                         done = True
                         break
-                    await self._hand_off(p, msg, warm=True)
-                    replayed += 1
-                    if seq == floor:
+                    p = route(msg)
+                    if p is not None:
+                        await self._hand_off(p, msg, warm=True, prefix_len=prefix_len)
+                        replayed += 1
+                    if seq == until_seq:
                         done = True
                         break
                 if done:
@@ -561,9 +653,7 @@ class NATSIngest:
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
-        log.info(
-            "nats: partition %d warmed with %d messages (%.0f s before seq %d)", p, replayed, self.warmup_seconds, floor
-        )
+        return replayed
 
     async def _resume(self, js: Any, p: int) -> Any:
         """The partition's durable consumer, re-created at ack floor + 1 (unacked ones come at once)."""
@@ -592,16 +682,18 @@ class NATSIngest:
 
     async def _consume(self, p: int, sub: Any) -> None:
         batch = self.cfg.fetch_batch
-        room = self.queue.maxsize - batch
         q = self.queue
+        maxsize = int(q.maxsize) if q.maxsize and q.maxsize > 0 else 0
         while self._intake_open:
             try:
-                while self._intake_open and _qsize(q) > room:
+                room = maxsize - _qsize(q) if maxsize else batch
+                while self._intake_open and room <= 0:
                     await asyncio.sleep(0.002)  # back-pressure: the log keeps the rest, nothing dropped
+                    room = maxsize - _qsize(q)
                 if not self._intake_open:
                     break
                 try:
-                    msgs = await sub.fetch(batch, timeout=1.0)
+                    msgs = await sub.fetch(min(batch, room), timeout=1.0)
                 except (nats.errors.TimeoutError, asyncio.TimeoutError):
                     continue
                 for msg in msgs:
@@ -617,8 +709,24 @@ class NATSIngest:
                     log.warning("nats: %s; retrying", self.last_error)
                 await asyncio.sleep(self.cfg.reconnect_seconds)
 
-    async def _hand_off(self, p: int, msg: Any, *, warm: bool) -> None:
-        item = self._item(p, msg, warm)
+    async def _poll_stats(self, js: Any) -> None:
+        """Every ``nats.stats_seconds``: each owned consumer's pending and ack-pending counts."""
+        cfg = self.cfg
+        while True:
+            await asyncio.sleep(cfg.stats_seconds)
+            for p, st in self.partition_stats.items():
+                if _monotonic() - st.last_delivery < cfg.stats_seconds:
+                    continue  # deliveries carry the count
+                try:
+                    info = await js.consumer_info(cfg.stream, self._durable(p))
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # a reconnect or a leader change: the last values stay
+                    continue
+                st.pending = int(info.num_pending or 0)
+
+    async def _hand_off(self, p: int, msg: Any, *, warm: bool, prefix_len: int | None = None) -> None:
+        item = self._item(p, msg, warm, prefix_len)
         try:
             self.queue.put_nowait(item)  # the common case: no coroutine switch per message
         except queue.Full:  # several partitions' fetches landed at once: wait, never drop
@@ -630,19 +738,35 @@ class NATSIngest:
                 except queue.Full:
                     continue
 
-    def _item(self, p: int, msg: Any, warm: bool) -> Ingested:
+    def _item(self, p: int, msg: Any, warm: bool, prefix_len: int | None = None) -> Ingested:
         """The hand-off item of a JetStream message (decoded; warm-up replays carry no ack subject)."""
         reply = msg.reply
-        seq, stored_at = _ack_meta(reply)
-        topic = topic_of(msg.subject[self._prefix_len :].split(".", 1)[1])
-        delivery = _new_tuple(NATSDelivery, (stored_at, topic, msg.data, p, seq, "" if warm else reply, warm))
-        readings, rejected = self.codec.decode(topic, msg.data, stored_at)
+        seq, stored_at, delivered, pending = _ack_meta(reply)
+        topic = topic_of(msg.subject[prefix_len or self._prefix_len :].split(".", 1)[1])
+        data = msg.data
+        delivery = _new_tuple(NATSDelivery, (stored_at, topic, data, p, seq, "" if warm else reply, warm))
+        readings, rejected = self.codec.decode(topic, data, stored_at)
         stats = self.stats
+        pstats = self.partition_stats[p]
         if warm:
             stats["warm_messages"] += 1
+            pstats.warm_messages += 1
+            pstats.warm_readings += len(readings)
         else:
             stats["messages"] += 1
             stats["readings"] += len(readings)
+            pstats.delivered += 1
+            pstats.pending = pending
+            pstats.last_delivery = _monotonic()
+            if delivered > 1:
+                pstats.redelivered += 1
+            if self.raw_tap is not None:
+                try:
+                    self.raw_tap(_new_tuple(RawMessage, (stored_at, topic, data, 1, False)))
+                except Exception:
+                    stats["tap_errors"] += 1
+                    if self._throttled("tap"):
+                        log.exception("nats: raw_tap failed (counted, message still processed)")
         if rejected:
             stats["rejected"] += len(rejected)
             if self._throttled("rejected"):
@@ -666,21 +790,63 @@ class NATSIngest:
             if self._throttled("publish"):
                 log.warning("nats: publish on %s failed: %s", subject, exc)
 
-    def _ack_now(self, replies: list[str]) -> None:
+    def _alert_now(self, subject: str, payload: bytes, msg_id: str) -> None:
+        if self._js is None:
+            return
+        task = asyncio.ensure_future(self._alert_async(subject, payload, msg_id))
+        self._inflight.add(task)
+        self._alerts_unconfirmed.add(task)
+        task.add_done_callback(self._inflight.discard)
+        task.add_done_callback(self._alerts_unconfirmed.discard)
+
+    async def _alert_async(self, subject: str, payload: bytes, msg_id: str) -> bool:
+        """JetStream-publish one alert, retried (the same Nats-Msg-Id: a retry is never stored twice)."""
+        cfg = self.cfg
+        while True:
+            try:
+                ack = await self._js.publish(
+                    subject, payload, timeout=2.0, stream=cfg.alerts_stream, headers={"Nats-Msg-Id": msg_id}
+                )
+                self.stats["alerts_published"] += 1
+                if ack.duplicate:
+                    self.stats["alerts_duplicate"] += 1
+                return True
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # no stream leader yet, a reconnect: retry; stopping: give up
+                self.stats["errors"] += 1
+                if self._throttled("alert"):
+                    log.warning("nats: alert %s into %s not confirmed: %s; retrying", msg_id, cfg.alerts_stream, exc)
+                if self._stop_event.is_set():
+                    return False  # its batch is not acked after this: redelivered, re-sent with the same id
+                await asyncio.sleep(cfg.reconnect_seconds)
+
+    def _ack_now(self, replies: list[tuple[int, str, int]]) -> None:
         nc = self._nc
         if nc is None:
             return
+        if self._alerts_unconfirmed:  # the alerts of these batches first: stored, then acked
+            self._background(self._ack_after(set(self._alerts_unconfirmed), nc, replies))
+            return
         self._background(self._ack_async(nc, replies))
+
+    async def _ack_after(self, alerts: set[asyncio.Future[bool]], nc: Any, replies: list[tuple[int, str, int]]) -> None:
+        await asyncio.wait(alerts)
+        if all(not t.cancelled() and t.exception() is None and t.result() for t in alerts):
+            await self._ack_async(nc, replies)  # else: not acked, redelivered, the alert re-sent (same id)
 
     def _background(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
         self._inflight.add(task)  # a reference until done (the loop keeps only weak ones)
         task.add_done_callback(self._inflight.discard)
 
-    async def _ack_async(self, nc: Any, replies: list[str]) -> None:
+    async def _ack_async(self, nc: Any, replies: list[tuple[int, str, int]]) -> None:
         try:
-            for reply in replies:
+            for p, reply, n in replies:
                 await nc.publish(reply, b"+ACK")
+                st = self.partition_stats[p]
+                st.acks += 1
+                st.acked += n
             self.stats["acks"] += len(replies)
         except Exception as exc:  # not acked: redelivered after ack_wait or on the next start
             self.stats["errors"] += 1
