@@ -58,6 +58,13 @@ def _positive(key: str, value: float, *, allow_zero: bool = False) -> None:
         raise ConfigError(key, f"must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
 
 
+# sections defined beside this file; imported here, after ConfigError and _secret_str they use
+from monitor.core.integration_config import (  # noqa: E402
+    AlertmanagerConfig,
+    AvailabilityConfig,
+    HomeAssistantConfig,
+)
+
 ALIGNMENTS = ("bucket", "nearest", "interpolate")
 CONTEXT_FEATURES = ("time_of_day", "day_of_week")
 ADAPTER_MIN_WINDOWS_FLOOR = 20  # = calibrate.MIN_ERRORS: the fewest errors a threshold is fitted on
@@ -761,6 +768,9 @@ class Config:
     record: RecordConfig = field(default_factory=RecordConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
     sensors: SensorsConfig = field(default_factory=SensorsConfig)
+    availability: AvailabilityConfig = field(default_factory=AvailabilityConfig)
+    homeassistant: HomeAssistantConfig = field(default_factory=HomeAssistantConfig)
+    alertmanager: AlertmanagerConfig = field(default_factory=AlertmanagerConfig)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # Model groups; empty: one catch-all group "default" of the top-level sections whose
     # bundles live in models.dir itself (what a config without `groups:` always meant).
@@ -1077,6 +1087,7 @@ def _load(path: str | Path | None, environ: dict[str, str], secrets: list[str]) 
     cfg = _build(Config, data, "")
     if groups_raw is not None and groups_raw != []:  # `groups: []` (a dumped config): no groups
         cfg.groups = _build_groups(groups_raw, data, cfg)
+    _check_integrations(cfg)
     for g in cfg.fleet():
         if g.alarm.budget is not None and not g.calibration.online.enabled:
             where = f"groups[{cfg.groups.index(g)}]." if cfg.groups else ""
@@ -1085,6 +1096,23 @@ def _load(path: str | Path | None, environ: dict[str, str], secrets: list[str]) 
                 "needs calibration.online.enabled: true (the budget moves the stream's online threshold)",
             )
     return cfg
+
+
+def _check_integrations(cfg: Config) -> None:
+    """Cross-section rules of availability / Home Assistant / Alertmanager."""
+    old = cfg.alerts.alertmanager_url  # the older single-URL key: one more URL of the sink
+    if old and old not in cfg.alertmanager.urls:
+        cfg.alertmanager.urls.append(old)
+        AlertmanagerConfig.__post_init__(cfg.alertmanager)  # the same URL checks
+    ha = cfg.homeassistant
+    if ha.enabled and not cfg.availability.enabled:
+        raise ConfigError("homeassistant.enabled", "needs availability.enabled: true (the entities' state topics)")
+    if ha.enabled and 0 < ha.expire_after_seconds <= cfg.availability.state_interval_seconds:
+        raise ConfigError(
+            "homeassistant.expire_after_seconds",
+            f"must exceed availability.state_interval_seconds ({cfg.availability.state_interval_seconds:g}): "
+            "the daemon republishes each stream's state that often, HA must not expire it sooner",
+        )
 
 
 def _deep_merge(base: Any, override: Any) -> Any:
