@@ -73,7 +73,12 @@ def test_alertmanager_secrets_are_secret_fields_and_never_echoed(tmp_path):
         load_config(conf, environ={})
     assert err.value.key == "alertmanager.urls[0]" and "s3cr3t" not in str(err.value)
     # a numeric-looking token from the environment stays its exact text and is never shown
-    env = {"MONITOR_ALERTMANAGER__BEARER_TOKEN": "00123", "MONITOR_ALERTMANAGER__USERNAME": "u"}
+    env = {
+        "MONITOR_ALERTMANAGER__BEARER_TOKEN": "00123",
+        "MONITOR_ALERTMANAGER__USERNAME": "u",
+        "MONITOR_ALERTMANAGER__PASSWORD": "20250101",
+    }
     with pytest.raises(ConfigError) as err:
         load_config(None, environ=env)
-    assert err.value.key == "alertmanager.bearer_token" and "00123" not in str(err.value)
+    assert err.value.key == "alertmanager.bearer_token"
+    assert "00123" not in str(err.value) and "20250101" not in str(err.value)

@@ -29,41 +29,20 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import yaml
 
+from monitor.core.config_base import ConfigError as ConfigError  # re-exported: its historic home
+from monitor.core.config_base import secret_str as _secret_str
+from monitor.core.integration_config import AlertmanagerConfig, AvailabilityConfig, HomeAssistantConfig
+
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
 EXIT_CONFIG = 78  # EX_CONFIG from sysexits.h
 
 
-class ConfigError(ValueError):
-    """A configuration value is missing or wrong; `key` is the dotted path."""
-
-    def __init__(self, key: str, message: str):
-        super().__init__(f"{key}: {message}" if key else message)
-        self.key = key
-        self.message = message
-
-
-def _secret_str(key: str, value: object) -> str | None:
-    """A secret as a string (a number given in code becomes its text); never quoted in errors."""
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
-    raise ConfigError(key, f"expected a string, got a {type(value).__name__} (the value is a secret: not shown)")
-
-
 def _positive(key: str, value: float, *, allow_zero: bool = False) -> None:
     if value < 0 or (value == 0 and not allow_zero):
         raise ConfigError(key, f"must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
 
-
-# sections defined beside this file; imported here, after ConfigError and _secret_str they use
-from monitor.core.integration_config import (  # noqa: E402
-    AlertmanagerConfig,
-    AvailabilityConfig,
-    HomeAssistantConfig,
-)
 
 ALIGNMENTS = ("bucket", "nearest", "interpolate")
 CONTEXT_FEATURES = ("time_of_day", "day_of_week")

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from monitor.core.config import ConfigError, _secret_str
+from monitor.core.config_base import ConfigError
+from monitor.core.config_base import secret_str as _secret_str
 
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _HA_ID = re.compile(r"[a-zA-Z0-9_-]+")
@@ -151,5 +152,5 @@ class AlertmanagerConfig:
             raise ConfigError("alertmanager.queue_size", f"must be >= 1, got {self.queue_size!r}")
         if self.password and not self.username:
             raise ConfigError("alertmanager.username", "a password was given without a username")
-        if self.bearer_token and self.username:
+        if self.bearer_token and self.password:
             raise ConfigError("alertmanager.bearer_token", "basic auth (username/password) or a bearer token, not both")

@@ -93,9 +93,10 @@ class _Target:
     def __init__(self, sink: AlertmanagerSink, url: str):
         self.sink = sink
         self.url = alerts_url(url)
-        self.queue: queue.Queue[Alert | None] = queue.Queue(maxsize=sink.queue_size)
+        self.queue: queue.Queue[Alert] = queue.Queue(maxsize=sink.queue_size)
         self.pending: dict[str, Alert] = {}
         self.active: dict[str, Alert] = {}
+        self.held: Alert | None = None  # the next state of a pending alert (see _drain)
         self.attempts = 0
         self.next_try = 0.0
         self.posted = 0  # alerts delivered (2xx)
@@ -103,15 +104,24 @@ class _Target:
         self.dropped = 0  # alerts given up on (queue full, attempts exhausted, closed)
         self.thread = threading.Thread(target=self._run, name=f"alertmanager-{url}", daemon=True)
 
+    def _add(self, alert: Alert) -> None:
+        self.pending[alert.alert_id] = alert
+        if alert.state == "firing":
+            self.active[alert.alert_id] = alert
+        else:
+            self.active.pop(alert.alert_id, None)
+
     def _drain(self, first: Alert | None) -> None:
-        item: Alert | None = first
-        while True:
+        """Queued alerts into the pending batch. A second state of an alert already pending
+        and not yet tried is held back: the batch goes first, so Alertmanager sees each
+        change in order. While retrying (a backlog), the latest state replaces the older."""
+        item = first
+        while self.held is None:
             if item is not None:
-                self.pending[item.alert_id] = item
-                if item.state == "firing":
-                    self.active[item.alert_id] = item
-                else:
-                    self.active.pop(item.alert_id, None)
+                if item.alert_id in self.pending and self.attempts == 0:
+                    self.held = item
+                    return
+                self._add(item)
             try:
                 item = self.queue.get_nowait()
             except queue.Empty:
@@ -121,25 +131,36 @@ class _Target:
         sink = self.sink
         last_resend = time.monotonic()
         while True:
+            if self.held is not None and (not self.pending or self.attempts > 0):
+                held, self.held = self.held, None
+                self._add(held)
             now = time.monotonic()
             wait = 0.5
             if self.pending:
                 wait = min(wait, max(0.0, self.next_try - now))
             stopping = sink._stop.is_set()
-            try:
-                first = self.queue.get(timeout=min(0.05, max(0.01, wait)) if stopping else max(0.01, wait))
-            except queue.Empty:
-                first = None
-            self._drain(first)
+            first = None
+            if self.held is None:
+                with contextlib.suppress(queue.Empty):
+                    first = self.queue.get(timeout=min(0.05, max(0.01, wait)) if stopping else max(0.01, wait))
+                self._drain(first)
             now = time.monotonic()
             if not self.pending and self.active and now - last_resend >= sink.resend_seconds:
                 last_resend = now
                 self.pending.update(self.active)
             if self.pending and now >= self.next_try:
                 self._attempt()
-            if stopping and (not self.pending or self.attempts == 0 or time.monotonic() >= sink._deadline):
+            elif self.held is not None:
+                time.sleep(min(0.05, max(0.0, self.next_try - now)))
+            if stopping and self.held is None and self.queue.empty() and (not self.pending or now >= sink._deadline):
                 if self.pending:
                     self.dropped += len(self.pending)
+                    sink._error()
+                return
+            if stopping and now >= sink._deadline:
+                lost = len(self.pending) + (self.held is not None) + self.queue.qsize()
+                if lost:
+                    self.dropped += lost
                     sink._error()
                 return
 
@@ -273,8 +294,5 @@ class AlertmanagerSink:
         if not self._stop.is_set():
             self._deadline = time.monotonic() + timeout
             self._stop.set()
-            for t in self.targets:
-                with contextlib.suppress(queue.Full):
-                    t.queue.put_nowait(None)  # wakes the thread now instead of at its next poll
         for t in self.targets:
             t.thread.join(max(0.1, self._deadline - time.monotonic()))

@@ -5,7 +5,8 @@ The `Sink` contract (tests/test_contracts.py runs it against every sink here):
 * ``send(alert)`` accepts a firing or resolved alert and returns without blocking the
   scoring thread for long; it never raises: a failing downstream (broker, HTTP endpoint,
   disk) is counted (``failures``, and ``on_error`` when given) and logged, and the sink
-  delivers again once the downstream recovers;
+  delivers again once the downstream recovers (a sink that retries may deliver what
+  failed then, once and in order);
 * ``close()`` releases what the sink holds, may be called twice, and a ``send`` after it
   does not raise (the alert is counted as dropped where the sink counts).
 
