@@ -13,6 +13,7 @@ binary sensor and sensor pages (``state_topic``, ``value_template``, ``device_cl
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import shutil
@@ -23,6 +24,7 @@ import threading
 import time
 from pathlib import Path
 
+import jinja2
 import paho.mqtt.client as mqtt
 import pytest
 import yaml
@@ -282,4 +284,60 @@ def test_state_is_rate_limited_and_a_retired_stream_loses_its_entities(broker, m
         assert len(removed) == 2 + len(CHANNELS)
     finally:
         fresh.close()
+        sub.close()
+
+
+def _render(template: str, payload: dict) -> str:
+    """What Home Assistant does with a value_template: Jinja2 with ``value_json`` bound."""
+    return jinja2.Environment().from_string(template).render(value_json=payload, value=json.dumps(payload))
+
+
+def test_a_sensor_fault_changes_the_state_topic_and_its_channels_entity(broker, models_dir, tmp_path):
+    cfg = daemon_config(
+        broker.port,
+        models_dir,
+        sensors={"ranges": {"current": [0.0, 20.0]}},
+        homeassistant={"enabled": True, "state_file": str(tmp_path / "ha.json")},
+        availability={"state_interval_seconds": 3600},  # no heartbeat here: every message is a change
+    )
+    sub = Retained(broker.port, "#")
+    run = Service(cfg)
+    run.start()
+    try:
+        wait_until(lambda: run.ingest.subscribed, what="daemon subscribed")
+        t, v, _ = feed_rows(300, fault=None)
+        v[150:156, 2] = 50.0  # current (channel 2) out of its configured range for 6 rows
+        pub = Publisher(broker.port)
+        pub.publish_rows("plant/site1/pump1", t, v)
+        pub.close()
+        topic = "monitor/site1/pump1/state"
+
+        def states() -> list[dict]:
+            return [json.loads(p) for tp, p, _ in sub.history if tp == topic and p]
+
+        wait_until(lambda: len(states()) >= 3 and states()[-1]["state"] == "ok", timeout=30, what="back to ok")
+        time.sleep(0.5)
+        got = states()
+        # ok, then the fault; a 50 A spike may also fire the model's alarm (firing wins the summary
+        # while both last); then ok again. Each message is a change: none repeats its predecessor.
+        assert got[0]["state"] == "ok" and got[-1] == {**got[-1], "state": "ok", "faults": {}}
+        assert got[1] == {**got[1], "state": "sensor_fault", "faults": {"current": "out_of_range"}, "anomaly": False}
+        for s in got:
+            assert s["anomaly"] == (s["state"] == "firing")
+            assert s["state"] != "sensor_fault" or s["faults"]
+        pairs = [(s["state"], tuple(s["faults"])) for s in got]
+        assert all(x != y for x, y in itertools.pairwise(pairs))
+        sid = stream_id("monitor", "site1/pump1")
+        config = json.loads(sub.get(f"homeassistant/binary_sensor/monitor/{sid}_sensor_current/config"))
+        other = json.loads(sub.get(f"homeassistant/binary_sensor/monitor/{sid}_sensor_flow/config"))
+        anomaly = json.loads(sub.get(f"homeassistant/binary_sensor/monitor/{sid}_anomaly/config"))
+        score = json.loads(sub.get(f"homeassistant/sensor/monitor/{sid}_score/config"))
+        assert [_render(config["value_template"], s) for s in (got[0], got[1], got[-1])] == ["OFF", "ON", "OFF"]
+        assert _render(other["value_template"], got[1]) == "OFF"
+        assert _render(anomaly["value_template"], got[1]) == "OFF"
+        assert float(_render(score["value_template"], got[-1])) == got[-1]["score"]
+        status = json.loads(sub.get("monitor/status"))
+        assert _render(anomaly["availability"][0]["value_template"], status) == "online"
+    finally:
+        run.shutdown()
         sub.close()

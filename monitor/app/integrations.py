@@ -37,7 +37,7 @@ class Integrations:
             path = Path(ha.state_file) if ha.state_file else Path(cfg.models.dir) / STATE_FILE
             self.discovery = Discovery(ha, cfg.availability, publish, path, on_retire=self._retired)
         self.states = StreamStates(cfg.availability, publish)
-        self._causes: dict[tuple[str, str], str] = {}  # (stream, channel) -> cause of its open fault
+        self._faults_of: dict[str, dict[str, str]] = {}  # stream -> {channel: cause} of its open faults
         self._models: dict[str, object] = {}  # group -> the model its entities were announced for
         self._channels: dict[str, list[str]] = {}  # group -> that model's channels
 
@@ -70,11 +70,15 @@ class Integrations:
     # ------------------------------------------------------------------ scoring thread
 
     def _faults(self, group: str, stream: str) -> dict[str, str]:
-        pipe = self.fleet.pipeline(group)
-        sensors = getattr(pipe, "sensors", None) if pipe is not None else None
-        if sensors is None:
-            return {}
-        return {ch: self._causes.get((stream, ch), "fault") for ch in sensors.faulty(stream)}
+        """The stream's open sensor faults: from its sensor alerts, seeded once per stream from
+        the pipeline (episodes restored at a restart send no new firing). O(1) per call."""
+        faults = self._faults_of.get(stream)
+        if faults is None:
+            pipe = self.fleet.pipeline(group)
+            sensors = getattr(pipe, "sensors", None) if pipe is not None else None
+            faults = {ch: "fault" for ch in sensors.faulty(stream)} if sensors is not None else {}
+            self._faults_of[stream] = faults
+        return faults
 
     def on_scores(self, result: GroupResult) -> None:
         """Per scored batch: each stream's newest score (its last run's last row)."""
@@ -103,21 +107,15 @@ class Integrations:
                 discovery.touch(group, stream, channels)
 
     def on_alert(self, alert: Alert) -> None:
-        if alert.kind == "sensor" and alert.channel is not None:
-            key = (alert.stream, alert.channel)
-            if alert.state == "firing":
-                self._causes[key] = alert.cause or "fault"
-            else:
-                self._causes.pop(key, None)
-        elif alert.kind != "anomaly":
+        if alert.kind not in ("anomaly", "sensor"):
             return
-        firing = alert.state == "firing" if alert.kind == "anomaly" else self.fleet.firing(alert.group, alert.stream)
         faults = self._faults(alert.group, alert.stream)
-        if alert.kind == "sensor":  # the alert is the news: the pipeline may not show it yet
-            if alert.state == "firing" and alert.channel is not None:
+        if alert.kind == "sensor" and alert.channel is not None:
+            if alert.state == "firing":
                 faults[alert.channel] = alert.cause or "fault"
-            elif alert.channel is not None:
+            else:
                 faults.pop(alert.channel, None)
+        firing = alert.state == "firing" if alert.kind == "anomaly" else self.fleet.firing(alert.group, alert.stream)
         self.states.update(alert.group, alert.stream, firing=firing, faults=faults)
         if self.discovery is not None and alert.group in self._channels:
             self.discovery.touch(alert.group, alert.stream, self._channels[alert.group])
@@ -131,5 +129,4 @@ class Integrations:
 
     def _retired(self, stream: str) -> None:
         self.states.forget(stream)
-        for key in [k for k in self._causes if k[0] == stream]:
-            del self._causes[key]
+        self._faults_of.pop(stream, None)

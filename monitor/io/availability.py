@@ -130,7 +130,8 @@ class StreamStates:
             st.dirty = True
         state = FIRING if firing else SENSOR_FAULT if faults else OK
         changed = new or state != st.state or faults != st.faults
-        st.state, st.faults, st.group = state, dict(faults), group
+        if changed:
+            st.state, st.faults, st.group = state, dict(faults), group
         if new and self.on_new is not None:
             try:
                 self.on_new(group, stream)
