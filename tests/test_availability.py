@@ -260,9 +260,9 @@ def test_state_is_rate_limited_and_a_retired_stream_loses_its_entities(broker, m
         assert json.loads(states[0])["state"] == "ok"
         announced = [t for t, p, _ in sub.history if t.startswith("homeassistant/") and p]
         assert len(announced) == len(set(announced)) == 2 + len(CHANNELS)  # once, when the stream appeared
-        assert json.loads(state_file.read_text())["streams"]["site1/pump1"]["channels"] == list(CHANNELS)
     finally:
         run.shutdown()
+    assert json.loads(state_file.read_text())["streams"]["site1/pump1"]["channels"] == list(CHANNELS)
     # a restart a while later: the stream is gone (its last-seen time is past retire_after)
     saved = json.loads(state_file.read_text())
     saved["streams"]["site1/pump1"]["last_seen"] -= 7200

@@ -59,6 +59,8 @@ class Integrations:
 
     def stop(self, timeout: float = 1.0) -> None:
         """Graceful stop: the retained offline, sent before the client disconnects."""
+        if self.discovery is not None:
+            self.discovery.save()
         try:
             info = self.presence.offline(self.publish)
             wait = getattr(info, "wait_for_publish", None)

@@ -80,6 +80,7 @@ class Discovery:
         self.announced = 0
         self.retired = 0
         self._next_save = clock() + SAVE_SECONDS
+        self._dirty = False
         self._live: set[str] = set()  # announced by this process (config payloads current)
 
     # ------------------------------------------------------------------ payloads
@@ -189,7 +190,7 @@ class Discovery:
         self._live.add(stream)
         self.announced += 1
         log.info("home assistant: announced stream %s (%d entities)", stream, 2 + len(chans))
-        self.save()
+        self._dirty = True  # written by the next `tick` (a fleet's first batch announces thousands)
 
     def tick(self) -> list[str]:
         """Retire streams not scored for retire_after_seconds; returns the retired ones."""
@@ -197,7 +198,8 @@ class Discovery:
         idle = [s for s, v in self.streams.items() if now - float(v["last_seen"]) > self.cfg.retire_after_seconds]
         for stream in idle:
             self.retire(stream)
-        if idle or now >= self._next_save:
+        if idle or self._dirty or now >= self._next_save:
+            self._dirty = False
             self._next_save = now + SAVE_SECONDS
             self.save()
         return idle
