@@ -315,13 +315,17 @@ def test_a_sensor_fault_changes_the_state_topic_and_its_channels_entity(broker, 
         def states() -> list[dict]:
             return [json.loads(p) for tp, p, _ in sub.history if tp == topic and p]
 
-        wait_until(lambda: len(states()) >= 3 and states()[-1]["state"] == "ok", timeout=30, what="back to ok")
+        wait_until(lambda: len(states()) >= 2 and states()[-1]["state"] == "ok", timeout=30, what="back to ok")
         time.sleep(0.5)
         got = states()
         # ok, then the fault; a 50 A spike may also fire the model's alarm (firing wins the summary
         # while both last); then ok again. Each message is a change: none repeats its predecessor.
-        assert got[0]["state"] == "ok" and got[-1] == {**got[-1], "state": "ok", "faults": {}}
-        assert got[1] == {**got[1], "state": "sensor_fault", "faults": {"current": "out_of_range"}, "anomaly": False}
+        # (under load the first scored batch may already hold the spike: then the first message
+        # is the fault itself)
+        assert got[-1] == {**got[-1], "state": "ok", "faults": {}}
+        fault = next(s for s in got if s["state"] == "sensor_fault")
+        assert fault["faults"] == {"current": "out_of_range"} and fault["anomaly"] is False
+        assert got[0]["state"] in ("ok", "sensor_fault")
         for s in got:
             assert s["anomaly"] == (s["state"] == "firing")
             assert s["state"] != "sensor_fault" or s["faults"]
@@ -332,9 +336,9 @@ def test_a_sensor_fault_changes_the_state_topic_and_its_channels_entity(broker, 
         other = json.loads(sub.get(f"homeassistant/binary_sensor/monitor/{sid}_sensor_flow/config"))
         anomaly = json.loads(sub.get(f"homeassistant/binary_sensor/monitor/{sid}_anomaly/config"))
         score = json.loads(sub.get(f"homeassistant/sensor/monitor/{sid}_score/config"))
-        assert [_render(config["value_template"], s) for s in (got[0], got[1], got[-1])] == ["OFF", "ON", "OFF"]
-        assert _render(other["value_template"], got[1]) == "OFF"
-        assert _render(anomaly["value_template"], got[1]) == "OFF"
+        assert [_render(config["value_template"], s) for s in (fault, got[-1])] == ["ON", "OFF"]
+        assert _render(other["value_template"], fault) == "OFF"
+        assert _render(anomaly["value_template"], fault) == "OFF"
         assert float(_render(score["value_template"], got[-1])) == got[-1]["score"]
         status = json.loads(sub.get("monitor/status"))
         assert _render(anomaly["availability"][0]["value_template"], status) == "online"
