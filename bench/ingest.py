@@ -502,6 +502,9 @@ def run_naive_pump(
     return wl.readings / (state["end"] - t0)
 
 
+AVAILABILITY = [True]
+
+
 def daemon_config(
     port: int, models_dir: Path, client_id: str, clean: bool = False, spec: ModelSpec = UNIVARIATE, **extra
 ) -> object:
@@ -525,6 +528,7 @@ def daemon_config(
             "models": {"dir": str(models_dir), "poll_seconds": 5.0},
         }
     )
+    raw["availability"] = {"enabled": AVAILABILITY[0]}  # --no-availability: the cost of the state topics
     raw.update(extra)
     return config_from(raw)
 
@@ -778,6 +782,9 @@ def main() -> int:
     ap.add_argument("--many-streams", type=int, default=10_000)
     ap.add_argument("--quick", action="store_true", help="a smoke run: 1 repeat, small backlogs")
     ap.add_argument(
+        "--no-availability", action="store_true", help="daemon without availability / per-stream state topics"
+    )
+    ap.add_argument(
         "--model",
         choices=sorted(SPECS),
         default="univariate",
@@ -799,6 +806,7 @@ def main() -> int:
         "latency and 10k-stream sections",
     )
     args = ap.parse_args()
+    AVAILABILITY[0] = not args.no_availability
     # The pump's window is 30 frames of 5 readings: larger backlogs keep the unscored warm-up
     # (29 frames per stream, in every variant) a few per cent of each run.
     for key, uni, pmp in (("single", 20_000, 50_000), ("single_naive", 10_000, 30_000), ("batch_naive", 100, 300)):

@@ -312,7 +312,11 @@ def test_sink_survives_a_failing_downstream_counts_it_and_delivers_after_recover
     sink_case.fail(False)
     sink_case.sink.send(_alert("firing", 3))
     wait_until(lambda: "a3" in sink_case.delivered(), timeout=10, what="delivery after recovery")
-    assert "a2" not in sink_case.delivered() and sink_case.delivered()[0] == "a1"
+    got = sink_case.delivered()
+    # a2, sent while the downstream failed: lost and counted, or (a sink that retries, such as
+    # Alertmanager's) delivered once after the recovery; never twice, never out of order
+    assert got[0] == "a1" and got.count("a2") <= 1 and got.count("a3") == 1
+    assert "a2" not in got or got.index("a2") < got.index("a3")
 
 
 def test_sink_close_is_idempotent_and_send_after_close_does_not_raise(sink_case):

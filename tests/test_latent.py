@@ -408,11 +408,11 @@ def test_cli_replay_offline_latent_writes_one_row_per_scored_window(tmp_path, bu
 
 def test_alertmanager_description_says_which_state_the_alert_fired_in():
     from monitor.core.types import Alert  # noqa: PLC0415
-    from monitor.io.sinks import AlertmanagerSink  # noqa: PLC0415
+    from monitor.io.alertmanager import payload  # noqa: PLC0415
 
     ctx = {"index": 2, "of": 3, "name": "mid-flow", "novelty": 0.4, "text": "state 2 of 3 (mid-flow)"}
     alert = Alert("id", "s", "firing", 1.0, None, 2.0, 2.0, 0.1, "v1", operating_state=ctx)
-    item = AlertmanagerSink.payload(alert)
+    item = payload(alert)
     assert "fired in state 2 of 3 (mid-flow)" in item["annotations"]["description"]
-    plain = AlertmanagerSink.payload(Alert("id", "s", "firing", 1.0, None, 2.0, 2.0, 0.1, "v1"))
+    plain = payload(Alert("id", "s", "firing", 1.0, None, 2.0, 2.0, 0.1, "v1"))
     assert "fired in" not in str(plain)

@@ -38,14 +38,19 @@ def test_every_secret_looking_field_is_registered_as_secret():
     # *_file fields are paths (tls.key_file: where the key is), not secret values
     looks_secret = re.compile(r"password|passwd|token|secret|credential|api_key|(^|_)key$")
     found = {k for k in _all_fields(Config) if looks_secret.search(k.rsplit(".", 1)[-1])}
-    assert found == set(SECRET_FIELDS) and SECRET_FIELDS == ("mqtt.password", "nats.password")
+    assert found == set(SECRET_FIELDS)
+    assert SECRET_FIELDS == ("mqtt.password", "nats.password", "alertmanager.password", "alertmanager.bearer_token")
 
 
 def _write(tmp_path, secret_key: str, value: str, route: str) -> tuple[object, dict[str, str]]:
     section, leaf = secret_key.split(".")
     env: dict[str, str] = {}
     # a password needs its user (mqtt.username, nats.user)
-    extra = {"mqtt.password": "  username: monitor\n", "nats.password": "  user: monitor\n"}.get(secret_key, "")
+    extra = {
+        "mqtt.password": "  username: monitor\n",
+        "nats.password": "  user: monitor\n",
+        "alertmanager.password": "  username: monitor\n",
+    }.get(secret_key, "")
     if route == "yaml_plain":
         body = f"  {leaf}: {value}\n"
     elif route == "yaml_quoted":

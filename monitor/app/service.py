@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from prometheus_client import CollectorRegistry
 
+from monitor.app.integrations import Integrations
 from monitor.app.lifecycle import LoadResult, ModelWatcher
 from monitor.app.shadowing import ShadowManager
 from monitor.core.config import Config, ConfigError, load_config
@@ -112,6 +113,7 @@ class Service:
         self.sinks: list[Sink] = []
         self.ingest: Source | None = None
         self.latent_out: LatentPublisher | None = None  # alerts.latent_topic (set in start)
+        self.integrations: Integrations | None = None  # availability, stream state, HA discovery (MQTT)
         self.muted_alerts = 0
         self._muted = 0  # alerts of warm-up replays not sent (they went out before the restart)
         self.recorder: Recorder | None = None
@@ -298,6 +300,8 @@ class Service:
                 on_deleted=self.metrics.recordings_deleted,
             ).start()
         self.ingest = self._make_ingest()
+        if self.integrations is not None:  # its publish goes through the client made just now
+            self.integrations.set_publish(self.ingest.publish)
         if cfg.alerts.latent_topic:
             self.latent_out = LatentPublisher(
                 self.ingest.publish, cfg.alerts.latent_topic, cfg.alerts.latent_every_seconds
@@ -309,9 +313,23 @@ class Service:
             self.sinks.append(
                 JSONLinesSink(Path(cfg.record.dir) / ALERTS_FILE, on_error=lambda: self.metrics.sink_error("file"))
             )
-        if cfg.alerts.alertmanager_url:
+        am = cfg.alertmanager
+        if am.urls:  # (alerts.alertmanager_url is folded into alertmanager.urls by the config)
             self.sinks.append(
-                AlertmanagerSink(cfg.alerts.alertmanager_url, on_error=lambda: self.metrics.sink_error("alertmanager"))
+                AlertmanagerSink(
+                    am.urls,
+                    timeout_seconds=am.timeout_seconds,
+                    queue_size=am.queue_size,
+                    resend_seconds=am.resend_seconds,
+                    labels=am.labels,
+                    max_attempts=am.max_attempts,
+                    retry_initial_seconds=am.retry_initial_seconds,
+                    retry_max_seconds=am.retry_max_seconds,
+                    username=am.username,
+                    password=am.password,
+                    bearer_token=am.bearer_token,
+                    on_error=lambda: self.metrics.sink_error("alertmanager"),
+                )
             )
         self.sinks.extend(self.extra_sinks)
         self._scorer = threading.Thread(target=self._score_loop, name="scorer", daemon=True)
@@ -344,14 +362,19 @@ class Service:
             )
             self.registry.register(NATSCollector(ingest))
             return ingest
+        if cfg.availability.enabled:
+            self.integrations = Integrations(cfg, self.fleet, _unconnected)
+        hooks = self.integrations
         return MQTTIngest(
             cfg.mqtt,
             cfg.topics,
             self.codec,
             self.queue,
             self.metrics,
+            on_state=hooks.on_connection if hooks is not None else None,
             manual_ack=self.manual_ack,
             raw_tap=raw_tap,
+            will=hooks.will() if hooks is not None else None,
         )
 
     def warmup_seconds(self) -> float:
@@ -449,6 +472,8 @@ class Service:
                 sink.close()
             except Exception:
                 log.exception("closing sink %s", getattr(sink, "name", sink))
+        if self.integrations is not None:  # retained offline before a clean DISCONNECT (no will then)
+            self.integrations.stop(timeout=min(1.0, max(0.1, deadline - time.monotonic())))
         if self.ingest is not None:
             self.ingest.stop(timeout=max(0.1, deadline - time.monotonic()))
         if self.recorder is not None:
@@ -490,6 +515,8 @@ class Service:
                 for stream, ts in pipe.last_reading_times().items():
                     if ts > -np.inf:
                         self.metrics.set_last_reading(stream, ts)
+        if self.integrations is not None:
+            self.integrations.tick()
 
     def _score_loop(self) -> None:
         batch_items = max(1, self.cfg.scoring.batch_size)
@@ -612,6 +639,8 @@ class Service:
             self._export_states(result)
         elif self.latent_out is not None:  # a bundle without states: codes only
             self._publish_latent(result)
+        if self.integrations is not None:
+            self.integrations.on_scores(result)
         if self.ingest is not None and (self.cfg.alerts.scores_topic or self.cfg.alerts.denoised_topic):
             self._publish_for_integrators(result)
 
@@ -657,6 +686,11 @@ class Service:
             except Exception:
                 self.metrics.sink_error(getattr(sink, "name", "unknown"))
                 log.exception("alert sink %s failed", getattr(sink, "name", sink))
+        if self.integrations is not None:
+            try:
+                self.integrations.on_alert(alert)
+            except Exception:
+                log.exception("stream state update failed")
 
     def _publish_for_integrators(self, result: GroupResult) -> None:
         """Per scored window: its score, and the denoised (filtered) readings of its last frame."""
@@ -676,6 +710,10 @@ class Service:
                 frame = dict(zip(channels, np.asarray(scores.observed[i], dtype=float).tolist(), strict=True))
                 body = json.dumps({"stream": stream, "ts": ts, **frame}).encode()
                 self.ingest.publish(denoised_topic.format(stream=stream), body, 0, False)
+
+
+def _unconnected(topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
+    raise RuntimeError("not connected yet")
 
 
 def _created_at(model: ScoringModel) -> float | None:

@@ -29,28 +29,14 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import yaml
 
+from monitor.core.config_base import ConfigError as ConfigError  # re-exported: its historic home
+from monitor.core.config_base import secret_str as _secret_str
+from monitor.core.integration_config import AlertmanagerConfig, AvailabilityConfig, HomeAssistantConfig
+
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
 EXIT_CONFIG = 78  # EX_CONFIG from sysexits.h
-
-
-class ConfigError(ValueError):
-    """A configuration value is missing or wrong; `key` is the dotted path."""
-
-    def __init__(self, key: str, message: str):
-        super().__init__(f"{key}: {message}" if key else message)
-        self.key = key
-        self.message = message
-
-
-def _secret_str(key: str, value: object) -> str | None:
-    """A secret as a string (a number given in code becomes its text); never quoted in errors."""
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
-    raise ConfigError(key, f"expected a string, got a {type(value).__name__} (the value is a secret: not shown)")
 
 
 def _positive(key: str, value: float, *, allow_zero: bool = False) -> None:
@@ -836,6 +822,9 @@ class Config:
     record: RecordConfig = field(default_factory=RecordConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
     sensors: SensorsConfig = field(default_factory=SensorsConfig)
+    availability: AvailabilityConfig = field(default_factory=AvailabilityConfig)
+    homeassistant: HomeAssistantConfig = field(default_factory=HomeAssistantConfig)
+    alertmanager: AlertmanagerConfig = field(default_factory=AlertmanagerConfig)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # Model groups; empty: one catch-all group "default" of the top-level sections whose
     # bundles live in models.dir itself (what a config without `groups:` always meant).
@@ -1152,6 +1141,7 @@ def _load(path: str | Path | None, environ: dict[str, str], secrets: list[str]) 
     cfg = _build(Config, data, "")
     if groups_raw is not None and groups_raw != []:  # `groups: []` (a dumped config): no groups
         cfg.groups = _build_groups(groups_raw, data, cfg)
+    _check_integrations(cfg)
     for g in cfg.fleet():
         if g.alarm.budget is not None and not g.calibration.online.enabled:
             where = f"groups[{cfg.groups.index(g)}]." if cfg.groups else ""
@@ -1160,6 +1150,23 @@ def _load(path: str | Path | None, environ: dict[str, str], secrets: list[str]) 
                 "needs calibration.online.enabled: true (the budget moves the stream's online threshold)",
             )
     return cfg
+
+
+def _check_integrations(cfg: Config) -> None:
+    """Cross-section rules of availability / Home Assistant / Alertmanager."""
+    old = cfg.alerts.alertmanager_url  # the older single-URL key: one more URL of the sink
+    if old and old not in cfg.alertmanager.urls:
+        cfg.alertmanager.urls.append(old)
+        AlertmanagerConfig.__post_init__(cfg.alertmanager)  # the same URL checks
+    ha = cfg.homeassistant
+    if ha.enabled and not cfg.availability.enabled:
+        raise ConfigError("homeassistant.enabled", "needs availability.enabled: true (the entities' state topics)")
+    if ha.enabled and 0 < ha.expire_after_seconds <= cfg.availability.state_interval_seconds:
+        raise ConfigError(
+            "homeassistant.expire_after_seconds",
+            f"must exceed availability.state_interval_seconds ({cfg.availability.state_interval_seconds:g}): "
+            "the daemon republishes each stream's state that often, HA must not expire it sooner",
+        )
 
 
 def _deep_merge(base: Any, override: Any) -> Any:

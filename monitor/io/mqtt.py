@@ -197,8 +197,10 @@ class MQTTIngest:
         manual_ack: bool = False,
         raw_tap: Callable[[RawMessage], None] | None = None,
         log_interval_seconds: float = 10.0,
+        will: tuple[str, bytes, int, bool] | None = None,
     ):
         self.cfg = cfg
+        self.will = will  # (topic, payload, qos, retain): the broker publishes it if we die
         self.rules = list(rules)
         if not self.rules:
             raise ConfigError("topics", "at least one topic rule is needed to subscribe to anything")
@@ -333,6 +335,9 @@ class MQTTIngest:
         self._started = True
         self._stopping = False
         self._intake_open = True
+        if self.will is not None:  # before connecting: the CONNECT packet carries it
+            topic, payload, qos, retain = self.will
+            self._client.will_set(topic, payload, qos=qos, retain=retain)
         if cfg.protocol == "5":
             props = None
             if (not cfg.clean_start and cfg.session_expiry_seconds > 0) or self.backpressure:

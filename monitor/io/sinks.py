@@ -5,29 +5,28 @@ The `Sink` contract (tests/test_contracts.py runs it against every sink here):
 * ``send(alert)`` accepts a firing or resolved alert and returns without blocking the
   scoring thread for long; it never raises: a failing downstream (broker, HTTP endpoint,
   disk) is counted (``failures``, and ``on_error`` when given) and logged, and the sink
-  delivers again once the downstream recovers;
+  delivers again once the downstream recovers (a sink that retries may deliver what
+  failed then, once and in order);
 * ``close()`` releases what the sink holds, may be called twice, and a ``send`` after it
   does not raise (the alert is counted as dropped where the sink counts).
 
-The Alertmanager sink posts from its own thread through a bounded queue.
+The Alertmanager sink (`monitor.io.alertmanager`, re-exported here) posts from one thread
+per URL through bounded queues, with retries and backoff.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import queue
-import threading
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from monitor.core.types import Alert
+from monitor.io.alertmanager import AlertmanagerSink
+
+__all__ = ["AlertmanagerSink", "JSONLinesSink", "LogSink", "MQTTSink", "MemorySink", "Sink", "alert_json", "iso"]
 
 log = logging.getLogger(__name__)
 _MQTT_ERR_NO_CONN = 4  # paho.mqtt.enums.MQTTErrorCode.MQTT_ERR_NO_CONN (not imported: sinks stay paho-free)
@@ -107,116 +106,6 @@ class LogSink:
 
     def close(self) -> None:
         pass
-
-
-class AlertmanagerSink:
-    """Posts alerts to Alertmanager's v2 API (``POST {url}/api/v2/alerts``) from a thread.
-
-    Firing alerts are re-posted every `resend_seconds` while they last, as Alertmanager
-    expects; a resolved alert is posted with ``endsAt``.
-    """
-
-    name = "alertmanager"
-
-    def __init__(
-        self,
-        url: str,
-        *,
-        timeout_seconds: float = 5.0,
-        queue_size: int = 1000,
-        on_error: Callable[[], None] | None = None,
-        resend_seconds: float = 60.0,
-    ):
-        self.url = url.rstrip("/") + "/api/v2/alerts"
-        self.timeout = timeout_seconds
-        self.on_error = on_error
-        self.resend_seconds = resend_seconds
-        self.queue: queue.Queue = queue.Queue(maxsize=queue_size)
-        self.active: dict[str, Alert] = {}
-        self.dropped = 0
-        self.failures = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="alertmanager-sink", daemon=True)
-        self._thread.start()
-
-    @staticmethod
-    def payload(alert: Alert) -> dict:
-        top = ", ".join(c["channel"] for c in alert.top_channels)
-        item = {
-            "labels": {
-                "alertname": "MonitorRegimeChange" if alert.kind == "regime_change" else "MonitorAnomaly",
-                "stream": alert.stream,
-                "group": alert.group,
-                "severity": "warning",
-                "alert_id": alert.alert_id,
-            },
-            "annotations": {
-                "summary": f"{'Regime change' if alert.kind == 'regime_change' else 'Anomaly'} on {alert.stream}",
-                "description": f"score {alert.peak_score:.2f}x threshold (model {alert.model_version}); "
-                f"top channels: {top}"
-                + (f"; fired in {alert.operating_state['text']}" if alert.operating_state else ""),
-            },
-            "startsAt": iso(alert.started_at),
-        }
-        if alert.kind == "sensor":  # a broken sensor, not a process anomaly: its own alertname
-            labels = item["labels"]
-            assert isinstance(labels, dict)
-            labels.update(alertname="MonitorSensorFault", cause=alert.cause or "", channel=alert.channel or "")
-            item["annotations"] = {
-                "summary": f"Sensor fault ({alert.cause}) on {alert.stream} channel {alert.channel}",
-                "description": f"value {alert.value} (model {alert.model_version})",
-            }
-        if alert.ended_at is not None:
-            item["endsAt"] = iso(alert.ended_at)
-        return item
-
-    def send(self, alert: Alert) -> None:
-        if self._stop.is_set():  # closed: nothing would post it
-            self.dropped += 1
-            if self.on_error:
-                self.on_error()
-            return
-        try:
-            self.queue.put_nowait(alert)
-        except queue.Full:
-            self.dropped += 1
-            if self.on_error:
-                self.on_error()
-
-    def _post(self, alerts: list[Alert]) -> None:
-        body = json.dumps([self.payload(a) for a in alerts]).encode()
-        req = urllib.request.Request(self.url, data=body, method="POST", headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                resp.read()
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            self.failures += 1
-            if self.on_error:
-                self.on_error()
-            log.warning("alertmanager post to %s failed: %s", self.url, exc)
-
-    def _run(self) -> None:
-        last_resend = time.monotonic()
-        while not self._stop.is_set() or not self.queue.empty():
-            try:
-                alert = self.queue.get(timeout=0.5)
-            except queue.Empty:
-                alert = None
-            if alert is not None:
-                if alert.state == "firing":
-                    self.active[alert.alert_id] = alert
-                else:
-                    self.active.pop(alert.alert_id, None)
-                self._post([alert])
-            if self.active and time.monotonic() - last_resend >= self.resend_seconds:
-                last_resend = time.monotonic()
-                self._post(list(self.active.values()))
-
-    def close(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        with contextlib.suppress(queue.Full):
-            self.queue.put_nowait(None)  # wakes the thread now instead of at its next poll
-        self._thread.join(timeout)
 
 
 class JSONLinesSink:
