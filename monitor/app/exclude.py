@@ -99,7 +99,9 @@ def regime_spans_from_alerts(paths: Sequence[str | Path]) -> list[tuple[str, flo
 
 
 def _level(a: dict, key: str) -> float:
-    detail = a.get("detail") if isinstance(a.get("detail"), dict) else {}
+    detail = a.get("detail")
+    if not isinstance(detail, dict):
+        return float("nan")
     try:
         v = float(detail.get(key, float("nan")))
     except (TypeError, ValueError):
