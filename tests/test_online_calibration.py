@@ -59,7 +59,10 @@ def test_the_prior_scores_a_stream_until_it_has_history():
     assert np.allclose(scores["a"][:64], e[:64] / 2.0) and np.allclose(scores["b"][:64], e[:64] / 4.0)
     assert not np.allclose(scores["a"][64:], e[64:] / 2.0)  # online from the 65th window
     st = cal.streams["a"]
-    assert cal.effective_threshold("a") == pytest.approx(np.exp(st.mu + cal._z(st) * st.sigma * st.tail)) and cal._z(st) > cal.z
+    assert (
+        cal.effective_threshold("a") == pytest.approx(np.exp(st.mu + cal._z(st) * st.sigma * st.tail))
+        and cal._z(st) > cal.z
+    )
 
 
 @pytest.mark.parametrize("seed", range(4))

@@ -63,7 +63,9 @@ STATE_VERSION = 2
 TAIL_LEVELS = (1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0)  # standardized log errors whose exceedances are counted
 TAIL_P = 0.01  # the tail quantile matched: the stream's own p99 of log errors ...
 TAIL_Z = NormalDist().inv_cdf(1.0 - TAIL_P)  # ... is put where a normal distribution has its p99
-TAIL_PRIOR_WINDOWS = 256.0  # weight (windows) of the normal-tail prior in the tail estimate
+TAIL_PRIOR_WINDOWS = 1024.0  # weight (windows) of the normal-tail prior in the tail estimate
+TAIL_MEMORY = 4.0  # the tail counts decay this many times slower than mu and sigma: a
+# p99 is what a few fault windows in a learnt chunk move most, so it must move slowly
 DEFAULT_REBASELINE_PERIODS = 200
 _X_SCALE = 1024.0  # fixed point of log errors in a chunk's sums: (690 * 1024)**2 * 4096 < 2**53
 _LOG_MAX = 690.0  # log of a NaN error: it scores (and is learnt) as a huge error
@@ -208,6 +210,7 @@ class OnlineCalibrator:
         self.z = NormalDist().inv_cdf(1.0 - cfg.target_rate)
         self.chunk = cfg.chunk_windows
         self.decay = math.exp(-cfg.chunk_windows / cfg.history_windows)
+        self.tail_decay = math.exp(-cfg.chunk_windows / (TAIL_MEMORY * cfg.history_windows))
         after = cfg.rebaseline_after_seconds
         self.after = after if after is not None else DEFAULT_REBASELINE_PERIODS * period_seconds
         self.streams: dict[str, _Stream] = {}
@@ -269,13 +272,14 @@ class OnlineCalibrator:
         online: list[bool] = []
         mu: list[float] = []
         zsig: list[float] = []  # online: z sigma; prior: the prior
-        isig: list[float] = []  # 1 / sigma of the tail counts; 0: not counted (no moments yet)
+        isig: list[float] = []  # 1 / sigma of the tail counts; 0: not counted (not online yet:
+        # the first chunks' moments are rough, and every later window "exceeds" them)
         outcome: list[int] = []  # at a chunk's end: _LEARNT, _DISTURBED or _REBASED
         for j, (st, a, m, pos, end) in enumerate(segs):
             online.append(st.online)
             mu.append(st.mu)
             zsig.append(self._z(st) * st.sigma if st.online else st.prior)
-            isig.append(1.0 / st.sigma if st.s0 > 0 else 0.0)
+            isig.append(1.0 / st.sigma if st.online else 0.0)
             if pos == 0:
                 st.p_first = float(times[a])
             st.p0 += m
@@ -303,7 +307,8 @@ class OnlineCalibrator:
     ) -> list[float]:
         """Each segment's ``1 / (z sigma tail)`` (online) or ``1 / prior``, with the tail as
         it stood at the start of its chunk; counts the segments' windows above each tail
-        level (with their chunk's mu and sigma) and folds a learnt chunk's counts in.
+        level (with their chunk's mu and sigma; only once online) and folds a learnt
+        chunk's counts in (not a disturbed one; a re-baseline resets them).
 
         The tail matches the stream's own p99 of log errors: with ``t`` the standardized
         level that a share TAIL_P of its windows exceed (interpolated in log share between
@@ -311,14 +316,11 @@ class OnlineCalibrator:
         TAIL_Z``, so a normal-time p99 scores ``TAIL_Z / z_n`` (about 0.68) whatever the
         shape of the stream's error distribution: heavy tails no longer score 2+, light
         or bounded ones no longer below 0.5 (the comparability bar)."""
-        if len(segs) == 1:
-            u = (x - mu[0]) * isig[0]
-        else:
-            u = (x - np.repeat(mu, lengths)) * np.repeat(isig, lengths)
+        u = (x - mu[0]) * isig[0] if len(segs) == 1 else (x - np.repeat(mu, lengths)) * np.repeat(isig, lengths)
         above = (u[:, None] > np.asarray(TAIL_LEVELS)).astype(np.int64)
         counts = (above.sum(axis=0)[None, :] if starts is None else np.add.reduceat(above, starts)).tolist()
         inv: list[float] = []
-        decay = self.decay
+        decay = self.tail_decay
         for j, (st, _, m, _, end) in enumerate(segs):
             inv.append(1.0 / (zsig[j] * st.tail) if online[j] else 1.0 / zsig[j])
             if isig[j] > 0.0:
@@ -328,7 +330,7 @@ class OnlineCalibrator:
                     q[k] += c
             if not end:
                 continue
-            if outcome[j] == _LEARNT and st.q[0]:
+            if outcome[j] == _LEARNT and st.q[0]:  # not a disturbed chunk: a fault is no tail
                 st.e = [decay * e + q for e, q in zip(st.e, st.q, strict=True)]
                 st.tail = _tail_of(st.e)
             elif outcome[j] == _REBASED:
