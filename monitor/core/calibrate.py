@@ -60,7 +60,7 @@ WEEK_SECONDS = 7 * 86400.0
 BUDGET_STEP = 1.25  # z multiplier per over-budget onset
 BUDGET_MAX = 4.0  # largest z multiplier
 STATE_VERSION = 2
-TAIL_LEVELS = (1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0)  # standardized log errors whose exceedances are counted
+TAIL_LEVELS = (1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0)  # standardized log errors whose exceedances are counted
 TAIL_P = 0.01  # the tail quantile matched: the stream's own p99 of log errors ...
 TAIL_Z = NormalDist().inv_cdf(1.0 - TAIL_P)  # ... is put where a normal distribution has its p99
 TAIL_PRIOR_WINDOWS = 1024.0  # weight (windows) of the normal-tail prior in the tail estimate
@@ -134,14 +134,19 @@ _FIELDS: tuple[str, ...] = (
 )
 _V1_FIELDS = _FIELDS  # state version 1 had these only: it restores with a normal tail
 _NT = len(TAIL_LEVELS) + 1  # tail counters: windows counted, then windows above each level
-_TAIL_FIELDS = ("tail", *(f"e{k}" for k in range(_NT)), *(f"q{k}" for k in range(_NT)))
+_TAIL_FIELDS = (
+    "tail",
+    *(f"e{k}" for k in range(_NT)),
+    *(f"q{k}" for k in range(_NT)),
+    *(f"r{k}" for k in range(_NT)),
+)
 _FIELDS = _V1_FIELDS + _TAIL_FIELDS
 
 
 class _Stream:
     """One stream's calibration state (floats only: cheap to persist)."""
 
-    __slots__ = (*_V1_FIELDS, "tail", "e", "q")
+    __slots__ = (*_V1_FIELDS, "tail", "e", "q", "r")
 
     def __init__(self, prior: float):
         self.prior = prior  # offline threshold for this stream (raw units)
@@ -165,13 +170,14 @@ class _Stream:
         self.tail = 1.0
         self.e = [0.0] * _NT  # decayed: windows counted, windows above mu + level * sigma
         self.q = [0] * _NT  # the same of the current chunk (integers: batch-independent)
+        self.r = [0] * _NT  # ... of the disturbed chunks since the last learnt one
 
     def to_list(self) -> list[float]:
         out: list[float] = []
         for f in _V1_FIELDS:
             v = getattr(self, f)
             out.append(int(v) if isinstance(v, (bool, int)) else float(v))  # ints stay exact
-        return [*out, float(self.tail), *map(float, self.e), *map(int, self.q)]
+        return [*out, float(self.tail), *map(float, self.e), *map(int, self.q), *map(int, self.r)]
 
     @classmethod
     def from_list(cls, values: Sequence[Any], fields: Sequence[str] = _FIELDS) -> _Stream:
@@ -186,7 +192,7 @@ class _Stream:
             elif f[0] == "e":
                 st.e[int(f[1:])] = float(v)
             else:
-                st.q[int(f[1:])] = int(v)
+                (st.q if f[0] == "q" else st.r)[int(f[1:])] = int(v)
         st.online, st.chunk_hot, st.hot_prev = bool(st.online), bool(st.chunk_hot), bool(st.hot_prev)
         st.pos, st.p0 = int(st.pos), int(st.p0)
         if not (st.prior > 0 and st.sigma > 0 and st.mult >= 1.0 and st.pos >= 0 and st.tail > 0):
@@ -308,7 +314,10 @@ class OnlineCalibrator:
         """Each segment's ``1 / (z sigma tail)`` (online) or ``1 / prior``, with the tail as
         it stood at the start of its chunk; counts the segments' windows above each tail
         level (with their chunk's mu and sigma; only once online) and folds a learnt
-        chunk's counts in (not a disturbed one; a re-baseline resets them).
+        chunk's counts in. A disturbed chunk's counts are held back: the next learnt chunk
+        folds them in too (the disturbance was a transient, part of the tail: spikes,
+        bursts of heavy noise), a re-baseline drops them (a lasting change is no tail),
+        so a fault keeps scoring high while it lasts.
 
         The tail matches the stream's own p99 of log errors: with ``t`` the standardized
         level that a share TAIL_P of its windows exceed (interpolated in log share between
@@ -330,11 +339,16 @@ class OnlineCalibrator:
                     q[k] += c
             if not end:
                 continue
-            if outcome[j] == _LEARNT and st.q[0]:  # not a disturbed chunk: a fault is no tail
-                st.e = [decay * e + q for e, q in zip(st.e, st.q, strict=True)]
-                st.tail = _tail_of(st.e)
-            elif outcome[j] == _REBASED:
+            if outcome[j] == _DISTURBED:  # held back: a transient is tail, a lasting change is not
+                st.r = [r + q for r, q in zip(st.r, st.q, strict=True)]
+            elif outcome[j] == _LEARNT:  # folds the disturbed stretch before it, if any: it was a transient
+                if st.q[0] or st.r[0]:
+                    st.e = [decay * e + q + r for e, q, r in zip(st.e, st.q, st.r, strict=True)]
+                    st.tail = _tail_of(st.e)
+                    st.r = [0] * _NT
+            else:  # re-baselined: the new regime's tail is learnt afresh
                 st.e = [0.0] * _NT
+                st.r = [0] * _NT
                 st.tail = 1.0
             st.q = [0] * _NT
         return inv
