@@ -327,7 +327,9 @@ class OnlineCalibrator:
         or bounded ones no longer below 0.5 (the comparability bar)."""
         u = (x - mu[0]) * isig[0] if len(segs) == 1 else (x - np.repeat(mu, lengths)) * np.repeat(isig, lengths)
         above = (u[:, None] > np.asarray(TAIL_LEVELS)).astype(np.int64)
-        counts = (above.sum(axis=0)[None, :] if starts is None else np.add.reduceat(above, starts)).tolist()
+        per_seg = above.sum(axis=0)[None, :] if starts is None else np.add.reduceat(above, starts)
+        hits = per_seg[:, 0].tolist()  # windows above the lowest level (0: nothing to add)
+        counts = per_seg.tolist()
         inv: list[float] = []
         decay = self.tail_decay
         for j, (st, _, m, _, end) in enumerate(segs):
@@ -335,8 +337,9 @@ class OnlineCalibrator:
             if isig[j] > 0.0:
                 q = st.q
                 q[0] += m
-                for k, c in enumerate(counts[j], 1):
-                    q[k] += c
+                if hits[j]:
+                    for k, c in enumerate(counts[j], 1):
+                        q[k] += c
             if not end:
                 continue
             if outcome[j] == _DISTURBED:  # held back: a transient is tail, a lasting change is not
