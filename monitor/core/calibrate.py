@@ -133,6 +133,7 @@ _FIELDS: tuple[str, ...] = (
     "hot_prev",
 )
 _V1_FIELDS = _FIELDS  # state version 1 had these only: it restores with a normal tail
+_LEVELS = np.asarray(TAIL_LEVELS)
 _NT = len(TAIL_LEVELS) + 1  # tail counters: windows counted, then windows above each level
 _TAIL_FIELDS = (
     "tail",
@@ -326,10 +327,16 @@ class OnlineCalibrator:
         shape of the stream's error distribution: heavy tails no longer score 2+, light
         or bounded ones no longer below 0.5 (the comparability bar)."""
         u = (x - mu[0]) * isig[0] if len(segs) == 1 else (x - np.repeat(mu, lengths)) * np.repeat(isig, lengths)
-        above = (u[:, None] > np.asarray(TAIL_LEVELS)).astype(np.int64)
-        per_seg = above.sum(axis=0)[None, :] if starts is None else np.add.reduceat(above, starts)
-        hits = per_seg[:, 0].tolist()  # windows above the lowest level (0: nothing to add)
-        counts = per_seg.tolist()
+        counts: dict[int, list[int]] = {}  # segment -> windows above each level (absent: none)
+        hot = np.flatnonzero(u > TAIL_LEVELS[0])  # few rows: the rest adds to no level
+        if hot.size:
+            levels = np.searchsorted(_LEVELS, u[hot], side="left")  # levels below each: 1..len
+            seg = np.zeros(hot.size, dtype=np.intp) if starts is None else np.searchsorted(starts, hot, "right") - 1
+            width = len(TAIL_LEVELS) + 1
+            hist = np.bincount(seg * width + levels, minlength=len(segs) * width).reshape(len(segs), width)
+            above = np.cumsum(hist[:, ::-1], axis=1)[:, ::-1]  # above[:, k]: windows with >= k levels below
+            for j in np.unique(seg).tolist():
+                counts[j] = above[j, 1:].tolist()
         inv: list[float] = []
         decay = self.tail_decay
         for j, (st, _, m, _, end) in enumerate(segs):
@@ -337,8 +344,9 @@ class OnlineCalibrator:
             if isig[j] > 0.0:
                 q = st.q
                 q[0] += m
-                if hits[j]:
-                    for k, c in enumerate(counts[j], 1):
+                c_j = counts.get(j)
+                if c_j is not None:
+                    for k, c in enumerate(c_j, 1):
                         q[k] += c
             if not end:
                 continue
