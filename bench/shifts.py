@@ -14,8 +14,9 @@ rest. Each case trains one model; *before* and *after* backtest that same model:
 
 Per case: detected (an alert row inside the labelled stretch), delay (rows from its start
 to the first alert row), false-alarm episodes per 10 000 normal rows (alert stretches
-that touch no label), the alerting share of normal rows, and the p99 of normal-time
-scores in threshold units (the comparability bar: [0.5, 2] for every series).
+that touch no label), the alerting share of normal rows, the p99 of normal-time
+scores in threshold units (the comparability bar: [0.5, 2] for every series), and the
+alarm tail: alerting rows after a labelled stretch ends, in the alert run overlapping it.
 
 Generators (all seeded, 60 s period unless stated; `noise` = N(0, 1) draws):
 
@@ -187,6 +188,14 @@ def measure(alert: np.ndarray, score: np.ndarray, labels: np.ndarray, test: slic
         "fa_rows_pct": 100.0 * float(a[normal].mean()) if normal.any() else 0.0,
         "p99_normal": float(np.nanquantile(s[normal], 0.99)) if normal.any() else float("nan"),
     }
+    # alarm tail: alerting rows after a labelled stretch ends, in the alert run that
+    # overlaps it (a window of w rows stays hot up to w - 1 rows after a short burst)
+    tail = 0
+    for i, j in segments(a):
+        if lab[i:j].any():
+            last = i + int(np.flatnonzero(lab[i:j])[-1])
+            tail += j - 1 - last
+    out["tail_rows"] = tail
     if lab.any():
         first = int(np.flatnonzero(lab)[0])
         hits = np.flatnonzero(a & lab)
@@ -217,7 +226,8 @@ def run_case(name: str, seed: int) -> dict:
 def fmt(m: dict) -> str:
     det = "" if "detected" not in m else ("y" if m["detected"] else "n")
     delay = "" if m.get("delay_rows") is None else str(m["delay_rows"])
-    return f"{det:>3} {delay:>5} {m['fa_per_10k']:8.1f} {m['fa_rows_pct']:7.1f} {m['p99_normal']:8.2f}"
+    tail = "" if "detected" not in m else str(m["tail_rows"])
+    return f"{det:>3} {delay:>5} {m['fa_per_10k']:8.1f} {m['fa_rows_pct']:7.1f} {m['p99_normal']:8.2f} {tail:>4}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -228,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     print(f"# .venv/bin/python bench/shifts.py --seed {args.seed} --cases {' '.join(args.cases)}")
-    head = "det delay  FA/10k  FArow%  p99norm"
+    head = "det delay  FA/10k  FArow%  p99norm tail"
     print(f"{'case':16s} {'rows':>5} | before: {head} | after: {head}")
     rows = []
     for name in args.cases:

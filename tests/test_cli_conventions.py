@@ -41,6 +41,7 @@ CONFIG_COMMANDS = {
     "backtest": ["--data", "x.csv", "--out", "s.csv"],
     "run": [],
     "nats-server-config": [],
+    "nats-stream": [],
     "record": [],
     "replay": ["recordings/", "--offline"],
     "retrain": ["--data", "recordings/"],

@@ -52,6 +52,34 @@ def test_scores_of_very_different_streams_are_comparable_after_warm_up():
     assert scores["s0"][:64].max() < 0.01 and scores["s4"][:64].min() > 1000
 
 
+def test_error_distributions_of_any_shape_put_their_normal_p99_inside_the_bar():
+    """Log errors that are not normal: heavy (Student-t, 2 dof), bounded (uniform),
+    skewed (exponential) and bimodal, at scales 1e-2..10. Each stream's tail is matched
+    to its own p99, so the normal-time p99 score lies well inside [0.5, 2] for all of
+    them, and closer together than with a normal tail (tail factor 1)."""
+    rng = np.random.default_rng(7)
+    n = 6000
+    shapes = {
+        "heavy": 0.3 * rng.standard_t(2, n),
+        "bounded": rng.uniform(-1.0, 1.0, n),
+        "skewed": rng.exponential(0.5, n),
+        "bimodal": np.where(rng.random(n) < 0.7, 0.0, 2.0) + 0.05 * rng.standard_normal(n),
+    }
+    errors = {k: np.exp(v) * 10.0 ** (i - 2) for i, (k, v) in enumerate(shapes.items())}
+    cfg = OnlineCalibrationConfig(regime=False)  # no re-baselining: only the tail at work
+    scores = feed(OnlineCalibrator(cfg, lambda key: 1.0, 1.0), errors, list(range(0, n, 97)))
+    p99 = {k: float(np.quantile(v[n // 2 :], 0.99)) for k, v in scores.items()}
+    assert all(0.55 <= p <= 1.5 for p in p99.values()), p99
+    # the tail is what does it: scores scale with 1 / tail, so with a normal tail (1.0)
+    # the heavy stream's p99 would sit higher and the bounded one's lower
+    cal = OnlineCalibrator(cfg, lambda key: 1.0, 1.0)
+    feed(cal, errors, [])
+    tails = {k: st.tail for k, st in cal.streams.items()}
+    assert tails["heavy"] > 1.1 and tails["bounded"] < 0.95 and tails["skewed"] > 1.0, tails
+    normal_tail = {k: p99[k] * tails[k] for k in p99}
+    assert max(normal_tail.values()) / min(normal_tail.values()) > 1.3 * max(p99.values()) / min(p99.values())
+
+
 def test_the_prior_scores_a_stream_until_it_has_history():
     cal = OnlineCalibrator(CFG, lambda k: {"a": 2.0, "b": 4.0}[k], 1.0)
     e = lognormal(200, 1.0, 0.3, 1)
@@ -59,7 +87,10 @@ def test_the_prior_scores_a_stream_until_it_has_history():
     assert np.allclose(scores["a"][:64], e[:64] / 2.0) and np.allclose(scores["b"][:64], e[:64] / 4.0)
     assert not np.allclose(scores["a"][64:], e[64:] / 2.0)  # online from the 65th window
     st = cal.streams["a"]
-    assert cal.effective_threshold("a") == pytest.approx(np.exp(st.mu + cal._z(st) * st.sigma)) and cal._z(st) > cal.z
+    assert (
+        cal.effective_threshold("a") == pytest.approx(np.exp(st.mu + cal._z(st) * st.sigma * st.tail))
+        and cal._z(st) > cal.z
+    )
 
 
 @pytest.mark.parametrize("seed", range(4))

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from monitor.app import cli, retrain
+from monitor.app.exclude import regime_spans_from_alerts
 from monitor.app.exclusions import exclude_for_retrain
 from monitor.app.gates import (
     CanarySettings,
@@ -318,3 +319,81 @@ def test_canary_segments_never_span_a_gap(models):
     short = StreamData(STREAM, list(CHANNELS), hold.timestamps[:100], hold.values[:100])
     assert plan_canaries([short], good, CanarySettings()) is None
     assert "no contiguous stretch" in canary_check(None, None, CanarySettings())["detail"]
+
+
+# --------------------------------------------------------------------------- regimes a stream re-baselined onto
+
+
+def _regime(alert_id: str, start: float, at: float, before: float, after: float) -> str:
+    return json.dumps(
+        {
+            "alert_id": alert_id,
+            "stream": STREAM,
+            "state": "event",
+            "kind": "regime_change",
+            "started_at": start,
+            "ended_at": at,
+            "threshold": 1.0,
+            "detail": {"direction": "up" if after > before else "down", "level_before": before, "level_after": after},
+        }
+    )
+
+
+def test_a_regime_runs_until_the_stream_returns_and_an_unreturned_one_to_the_end(tmp_path):
+    log = tmp_path / "alerts.ndjson"
+    lines = [
+        _regime("up", 100.0, 300.0, 0.01, 1.0),  # a long fault: errors 100x up ...
+        _regime("back", 900.0, 1100.0, 1.0, 0.012),  # ... and back near the level before it
+        _regime("new", 2000.0, 2200.0, 0.012, 0.5),  # a change that never returns
+    ]
+    log.write_text("\n".join(lines) + "\n")
+    assert sorted(regime_spans_from_alerts([log])) == [
+        ("new", 2000.0, float("inf"), STREAM),
+        ("up", 100.0, 1100.0, STREAM),  # to the return's re-baseline: its stretch starts at a chunk edge
+    ]
+    # two changes in a row that do not return: each regime until the next
+    log.write_text(_regime("a", 100.0, 300.0, 0.01, 1.0) + "\n" + _regime("b", 900.0, 1100.0, 1.0, 30.0) + "\n")
+    assert sorted(regime_spans_from_alerts([log])) == [("a", 100.0, 900.0, STREAM), ("b", 900.0, float("inf"), STREAM)]
+
+
+def test_retrain_leaves_out_an_unlabelled_regime_and_trains_on_one_labelled_a_new_normal(tmp_path):
+    rec = tmp_path / "recordings"
+    t = _record(rec, 600, 2)
+    (rec / ALERTS_FILE).write_text(_regime("shift", float(t[300]), float(t[400]), 0.01, 1.0) + "\n")
+    cfg = load_config(_config(tmp_path))
+    data = load_training_data([rec], cfg)
+    ex = exclude_for_retrain(data, cfg, [rec], None, no_exclusions=False)
+    pad = cfg.model.window_size  # 1 s period
+    assert ex.info["regimes"] == 1 and ex.info["removed_regimes"] == 5 * (300 + pad)
+    assert ex.episodes == []  # the anomaly at a regime's onset is the past episode, not the regime
+
+    assert cli.main(["label", "shift", "--false-alarm", "--config", str(_config(tmp_path))]) == 0
+    data = load_training_data([rec], cfg)
+    ex = exclude_for_retrain(data, cfg, [rec], None, no_exclusions=False)
+    assert ex.info["regimes"] == 0 and ex.info["regimes_kept_as_normal"] == 1 and ex.info["removed"] == 0
+
+
+@pytest.mark.slow
+def test_retrain_after_a_replayed_long_fault_does_not_learn_the_fault(tmp_path, capsys):
+    """The README walk: a serving model, a recording with a fault longer than the re-baseline
+    time, replayed offline into its alert log, then retrain. The calibrator re-baselines on
+    the fault (one regime_change) and the anomaly episode ends there; the rest of the fault
+    must still be left out, or the candidate's threshold jumps (it was 24.7x)."""
+    cfg = _config(tmp_path)
+    _record(tmp_path / "week1", 1500, 5)
+    assert retrain.main(["--config", str(cfg), "--data", str(tmp_path / "week1"), "--no-plots", "--no-exclusions"]) == 0
+    serving = _verdict(capsys)["candidate"]["threshold"]
+    rec = tmp_path / "week2"
+    _record(rec, 3000, 6, faults=[Fault(1400, 2390)], start=1_700_100_000.0)
+    assert (
+        cli.main(["replay", str(rec), "--config", str(cfg), "--offline", "--alerts-out", str(rec / ALERTS_FILE)]) == 0
+    )
+    kinds = [json.loads(line).get("kind") for line in (rec / ALERTS_FILE).read_text().splitlines()]
+    assert kinds.count("regime_change") >= 1  # the premise: the fault outlasted the re-baseline time
+    capsys.readouterr()
+    code = retrain.main(["--config", str(cfg), "--data", str(rec), "--no-plots"])
+    v = _verdict(capsys)
+    assert v["excluded"]["regimes"] >= 1
+    ratio = _check(v, "threshold_jump")["ratio"]
+    assert 0.5 < ratio < 2.0, (ratio, serving)
+    assert code == 0, [c for c in v["checks"] if not c["passed"]]

@@ -43,7 +43,8 @@ def _fresh(n: int) -> list[np.ndarray]:
 def test_plan_holdout_falls_back_in_steps(rows, fallback, fraction, n_calib):
     plan = plan_holdout(_fresh(rows), 24, 1, 0.2)
     assert (plan.fallback, plan.fraction, plan.n_calibration_windows) == (fallback, fraction, n_calib)
-    assert plan.fit_on == ("all" if fallback == "quantile_all" else "holdout")
+    # a hold-out enlarged to a few windows is fitted together with the training windows
+    assert plan.fit_on == ("holdout" if fallback is None else "all")
     assert (plan.message is None) == (fallback is None)
     if fallback == "quantile_all":
         assert plan.n_train_windows == rows - 23
@@ -92,7 +93,7 @@ def test_the_issues_short_series_train_and_record_the_fallback(tmp_path, caplog,
     with caplog.at_level(logging.WARNING, logger="monitor.app.training"):
         out = train_bundle([_series(rows)], cfg, tmp_path / "models", write_plots=False)
     cal = out.manifest.calibration
-    assert cal["fallback"] == "holdout_enlarged" and cal["holdout_fraction"] == 0.2
+    assert cal["fallback"] == "holdout_enlarged" and cal["holdout_fraction"] == 0.2 and cal["fit_on"] == "all"
     assert cal["holdout_fraction_used"] > 0.2 and cal["n_calibration_windows"] >= MIN_CALIBRATION_WINDOWS
     assert out.manifest.validation["calibration_windows"] == cal["n_calibration_windows"]
     span = out.manifest.data_span  # the training data's first and last frame

@@ -554,7 +554,7 @@ def build_parser() -> argparse.ArgumentParser:
     ns.set_defaults(func=cmd_nats_server_config)
 
     nst = sub.add_parser("nats-stream", help="make the JetStream stream capture the config's subject prefix")
-    nst.add_argument("--config", required=True)
+    add_config(nst)
     nst.set_defaults(func=cmd_nats_stream)
 
     rec = sub.add_parser("record", help="record raw MQTT messages into rotating compressed files")

@@ -64,6 +64,60 @@ def episodes_from_alerts(paths: Sequence[str | Path]) -> list[tuple[str, float, 
     return out
 
 
+def regime_spans_from_alerts(paths: Sequence[str | Path]) -> list[tuple[str, float, float, str | None]]:
+    """(alert_id, start, end, stream) per regime a stream was re-baselined onto.
+
+    A `regime_change` event re-baselines a stream's calibration on its disturbed stretch,
+    so from then on the alarm stays quiet on it, whether it was a new normal or a long
+    fault: either way no anomaly episode covers the rest of it. The regime runs from the
+    event's `started_at` to the stream's next `regime_change` (or +inf). A next event that
+    returns the errors to nearer the level before the regime (`level_after` closer, in
+    log, to the first event's `level_before` than to its own `level_before`) ends the
+    regime at its own `ended_at` (its disturbed stretch begins at a chunk boundary, so it
+    may start inside the fault's last rows; the calibration re-baselined only at
+    `ended_at`) and opens none: that is the fault ending."""
+    events: dict[str | None, list[dict]] = {}
+    for p in paths:
+        for a in _alert_dicts(Path(p)):
+            if isinstance(a, dict) and a.get("kind") == "regime_change" and "alert_id" in a and "started_at" in a:
+                events.setdefault(a.get("stream"), []).append(a)
+    out: list[tuple[str, float, float, str | None]] = []
+    for stream, evs in events.items():
+        evs.sort(key=lambda a: float(a["started_at"]))
+        open_: dict | None = None
+        for a in evs:
+            if open_ is not None:
+                back = _returns(open_, a)
+                end = a.get("ended_at") if back else a["started_at"]
+                out.append((str(open_["alert_id"]), float(open_["started_at"]), float(end or a["started_at"]), stream))
+                if back:
+                    open_ = None
+                    continue
+            open_ = a
+        if open_ is not None:
+            out.append((str(open_["alert_id"]), float(open_["started_at"]), float("inf"), stream))
+    return out
+
+
+def _level(a: dict, key: str) -> float:
+    detail = a.get("detail")
+    if not isinstance(detail, dict):
+        return float("nan")
+    try:
+        v = float(detail.get(key, float("nan")))
+    except (TypeError, ValueError):
+        return float("nan")
+    return v if v > 0 else float("nan")
+
+
+def _returns(first: dict, nxt: dict) -> bool:
+    """`nxt` brings the errors back nearer the level before `first` than the level it left."""
+    base, left, now = _level(first, "level_before"), _level(nxt, "level_before"), _level(nxt, "level_after")
+    if not all(np.isfinite([base, left, now])):
+        return False
+    return bool(abs(np.log(now / base)) <= abs(np.log(now / left)))
+
+
 def spans_from_alerts(paths: Sequence[str | Path]) -> list[Span]:
     """Firing..resolved spans per alert id; an alert never resolved runs to +inf."""
     return [(s, e, stream) for _, s, e, stream in episodes_from_alerts(paths)]

@@ -11,7 +11,12 @@ say what each was:
   as a past episode.
 
 Left out means the episode's span plus one window before it (the window that led up to
-the alert). Recorded data (a folder or a recording file) is expected to come with an
+the alert). A ``regime_change`` event (the stream's calibration re-baselined on a
+sustained change, so no anomaly episode covers the rest of it) leaves out the regime it
+started, up to the stream's next regime change (`exclude.regime_spans_from_alerts`),
+unless it is labelled ``false_alarm`` (a new normal: trained on). Regimes are not
+replayed as past episodes: the anomaly episode at their onset is. Recorded data (a
+folder or a recording file) is expected to come with an
 alert log; when none is found the gate's ``alert_log`` check fails, so a model trained
 on unfiltered faults is not promoted, unless ``--no-exclusions`` says that is intended.
 """
@@ -23,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from monitor.app.exclude import count_in_spans, episodes_from_alerts, exclude_spans
+from monitor.app.exclude import count_in_spans, episodes_from_alerts, exclude_spans, regime_spans_from_alerts
 from monitor.app.gates import Episode, time_slice
 from monitor.app.training import StreamData
 from monitor.core.config import Config
@@ -106,14 +111,21 @@ def exclude_for_retrain(
     def spans(eps: list) -> list[tuple[float, float, str | None]]:
         return [(s, e, stream) for _, s, e, stream in eps]
 
+    regimes = regime_spans_from_alerts(files)
+    new_normal = [r for r in regimes if labels.get(r[0], {}).get("label", "") == "false_alarm"]
+    left_out = [r for r in regimes if r not in new_normal]
     kept = count_in_spans(data, spans(by_label["false_alarm"]), pad)
     removed_confirmed = exclude_spans(data, spans(by_label["confirmed"]), pad_seconds=pad)
     removed_unlabelled = exclude_spans(data, spans(by_label[""]), pad_seconds=pad)
-    out.spans = spans(by_label["confirmed"]) + spans(by_label[""])
+    removed_regimes = exclude_spans(data, spans(left_out), pad_seconds=pad)
+    out.spans = spans(by_label["confirmed"]) + spans(by_label[""]) + spans(left_out)
     out.info = {
         "alert_files": [str(f) for f in files],
         "spans": len(out.spans),
-        "removed": removed_confirmed + removed_unlabelled,
+        "removed": removed_confirmed + removed_unlabelled + removed_regimes,
+        "regimes": len(left_out),
+        "removed_regimes": removed_regimes,
+        "regimes_kept_as_normal": len(new_normal),
     }
     out.labels = {
         "files": [str(labels_path(f)) for f in files if labels_path(f).is_file()],
@@ -123,7 +135,7 @@ def exclude_for_retrain(
         "removed_confirmed": removed_confirmed,
         "removed_unlabelled": removed_unlabelled,
         "kept_as_normal": kept,  # in false-alarm spans: left out without the labels
-        "unknown_ids": sorted(set(labels) - {ep[0] for ep in episodes}),
+        "unknown_ids": sorted(set(labels) - {ep[0] for ep in episodes} - {r[0] for r in regimes}),
     }
     if labels:
         log.info(

@@ -5,7 +5,9 @@
 The label goes into ``alert-labels.json`` beside the alert log (`monitor.io.alertlog`):
 ``--alerts FILE``, or ``record.dir/alerts.ndjson`` of ``--config``. `monitor retrain`
 then leaves confirmed faults out of training and requires every candidate to detect
-them, and trains on false-alarm spans as normal data.
+them, and trains on false-alarm spans as normal data. A ``regime_change`` event's id can
+be labelled as well: ``--false-alarm`` says the regime it started is a new normal (trained
+on); unlabelled or ``--confirmed`` it is left out of training up to the stream's return.
 
 Exit codes: 0 labelled; 1 unknown alert id or no alert log; 78 bad configuration.
 """
@@ -20,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from monitor.app.cliargs import CONFIG_ENV, add_config
-from monitor.app.exclude import episodes_from_alerts
+from monitor.app.exclude import episodes_from_alerts, regime_spans_from_alerts
 from monitor.core.config import load_config
 from monitor.io.alertlog import ALERTS_FILE, find_alert_log, labels_path, read_labels, write_label
 
@@ -38,6 +40,8 @@ def run_label(args: argparse.Namespace) -> int:
         return 1
     log_path = found
     episodes = {ep[0]: ep for ep in episodes_from_alerts([log_path])}
+    # a regime_change event is labelled too: --false-alarm says its regime is a new normal
+    episodes.update({ep[0]: ep for ep in regime_spans_from_alerts([log_path])})
     if args.list:
         labels = read_labels(labels_path(log_path))
         sys.stdout.write("alert_id\tstream\tstarted_at\tended_at\tlabel\n")

@@ -59,10 +59,37 @@ IntArray = NDArray[np.intp]
 WEEK_SECONDS = 7 * 86400.0
 BUDGET_STEP = 1.25  # z multiplier per over-budget onset
 BUDGET_MAX = 4.0  # largest z multiplier
-STATE_VERSION = 1
+STATE_VERSION = 2
+TAIL_LEVELS = (1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0)  # standardized log errors whose exceedances are counted
+TAIL_P = 0.01  # the tail quantile matched: the stream's own p99 of log errors ...
+TAIL_Z = NormalDist().inv_cdf(1.0 - TAIL_P)  # ... is put where a normal distribution has its p99
+TAIL_PRIOR_WINDOWS = 1024.0  # weight (windows) of the normal-tail prior in the tail estimate
+TAIL_MEMORY = 4.0  # the tail counts decay this many times slower than mu and sigma: a
+# p99 is what a few fault windows in a learnt chunk move most, so it must move slowly
 DEFAULT_REBASELINE_PERIODS = 200
 _X_SCALE = 1024.0  # fixed point of log errors in a chunk's sums: (690 * 1024)**2 * 4096 < 2**53
 _LOG_MAX = 690.0  # log of a NaN error: it scores (and is learnt) as a huge error
+
+_LEARNT, _DISTURBED, _REBASED = 0, 1, 2  # what a completed chunk did
+
+
+def _tail_of(e: list[float]) -> float:
+    """The tail factor of decayed counts ``[windows, above level 0, above level 1, ...]``."""
+    n = e[0]
+    share = [c / n for c in e[1:]]
+    t = TAIL_LEVELS[-1]
+    if share[0] <= TAIL_P:
+        t = TAIL_LEVELS[0]  # lighter than any level measured: the lowest
+    else:
+        for k in range(1, len(TAIL_LEVELS)):
+            if share[k] <= TAIL_P:
+                lo, hi = share[k - 1], max(share[k], 1e-12)
+                f = math.log(lo / TAIL_P) / math.log(lo / hi) if lo > hi else 1.0
+                t = TAIL_LEVELS[k - 1] + f * (TAIL_LEVELS[k] - TAIL_LEVELS[k - 1])
+                break
+    t = (n * t + TAIL_PRIOR_WINDOWS * TAIL_Z) / (n + TAIL_PRIOR_WINDOWS)
+    return t / TAIL_Z
+
 
 PriorLookup = Callable[[str], float]
 """The seam: the offline threshold (raw units) for a stream key."""
@@ -81,7 +108,7 @@ class RegimeChange:
     threshold: float  # the stream's threshold (raw units) after re-baselining, before any budget multiplier
 
 
-_FIELDS = (
+_FIELDS: tuple[str, ...] = (
     "prior",
     "s0",
     "s1",
@@ -105,12 +132,22 @@ _FIELDS = (
     "chunk_hot",
     "hot_prev",
 )
+_V1_FIELDS = _FIELDS  # state version 1 had these only: it restores with a normal tail
+_LEVELS = np.asarray(TAIL_LEVELS)
+_NT = len(TAIL_LEVELS) + 1  # tail counters: windows counted, then windows above each level
+_TAIL_FIELDS = (
+    "tail",
+    *(f"e{k}" for k in range(_NT)),
+    *(f"q{k}" for k in range(_NT)),
+    *(f"r{k}" for k in range(_NT)),
+)
+_FIELDS = _V1_FIELDS + _TAIL_FIELDS
 
 
 class _Stream:
     """One stream's calibration state (floats only: cheap to persist)."""
 
-    __slots__ = _FIELDS
+    __slots__ = (*_V1_FIELDS, "tail", "e", "q", "r")
 
     def __init__(self, prior: float):
         self.prior = prior  # offline threshold for this stream (raw units)
@@ -130,26 +167,36 @@ class _Stream:
         self.rate_at = math.nan
         self.chunk_hot = False  # the current chunk holds a window >= 1.0
         self.hot_prev = False  # the last completed chunk did
+        # tail shape: scores divide by ``z sigma tail`` (tail 1.0: a normal tail)
+        self.tail = 1.0
+        self.e = [0.0] * _NT  # decayed: windows counted, windows above mu + level * sigma
+        self.q = [0] * _NT  # the same of the current chunk (integers: batch-independent)
+        self.r = [0] * _NT  # ... of the disturbed chunks since the last learnt one
 
     def to_list(self) -> list[float]:
         out: list[float] = []
-        for f in _FIELDS:
+        for f in _V1_FIELDS:
             v = getattr(self, f)
             out.append(int(v) if isinstance(v, (bool, int)) else float(v))  # ints stay exact
-        return out
+        return [*out, float(self.tail), *map(float, self.e), *map(int, self.q), *map(int, self.r)]
 
     @classmethod
-    def from_list(cls, values: Sequence[Any]) -> _Stream:
-        if not isinstance(values, list) or len(values) != len(_FIELDS):
-            raise ValueError(f"a stream's state is a list of {len(_FIELDS)} numbers")
+    def from_list(cls, values: Sequence[Any], fields: Sequence[str] = _FIELDS) -> _Stream:
+        if not isinstance(values, list) or len(values) != len(fields):
+            raise ValueError(f"a stream's state is a list of {len(fields)} numbers")
         st = cls(1.0)
-        for f, v in zip(_FIELDS, values, strict=True):
+        for f, v in zip(fields, values, strict=True):
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 raise ValueError(f"state field {f} is not a number: {v!r}")
-            setattr(st, f, float(v))
+            if f in _V1_FIELDS or f == "tail":
+                setattr(st, f, float(v))
+            elif f[0] == "e":
+                st.e[int(f[1:])] = float(v)
+            else:
+                (st.q if f[0] == "q" else st.r)[int(f[1:])] = int(v)
         st.online, st.chunk_hot, st.hot_prev = bool(st.online), bool(st.chunk_hot), bool(st.hot_prev)
         st.pos, st.p0 = int(st.pos), int(st.p0)
-        if not (st.prior > 0 and st.sigma > 0 and st.mult >= 1.0 and st.pos >= 0):
+        if not (st.prior > 0 and st.sigma > 0 and st.mult >= 1.0 and st.pos >= 0 and st.tail > 0):
             raise ValueError("state out of range (prior/sigma must be > 0, mult >= 1, pos >= 0)")
         return st
 
@@ -170,6 +217,7 @@ class OnlineCalibrator:
         self.z = NormalDist().inv_cdf(1.0 - cfg.target_rate)
         self.chunk = cfg.chunk_windows
         self.decay = math.exp(-cfg.chunk_windows / cfg.history_windows)
+        self.tail_decay = math.exp(-cfg.chunk_windows / (TAIL_MEMORY * cfg.history_windows))
         after = cfg.rebaseline_after_seconds
         self.after = after if after is not None else DEFAULT_REBASELINE_PERIODS * period_seconds
         self.streams: dict[str, _Stream] = {}
@@ -220,6 +268,7 @@ class OnlineCalibrator:
         #    are exact, so a chunk's sums do not depend on which batches cut it (live
         #    must equal replay; float addition is not associative)
         xq = np.rint(x * _X_SCALE)
+        starts: IntArray | None = None
         if len(segs) == 1:
             s1, s2 = [float(xq.sum())], [float(xq @ xq)]
         else:
@@ -229,23 +278,91 @@ class OnlineCalibrator:
         # 3. per segment in order: the parameters it is scored with, then learn from it
         online: list[bool] = []
         mu: list[float] = []
-        inv: list[float] = []  # online: 1 / (z sigma); prior: 1 / prior
+        zsig: list[float] = []  # online: z sigma; prior: the prior
+        isig: list[float] = []  # 1 / sigma of the tail counts; 0: not counted (not online yet:
+        # the first chunks' moments are rough, and every later window "exceeds" them)
+        outcome: list[int] = []  # at a chunk's end: _LEARNT, _DISTURBED or _REBASED
         for j, (st, a, m, pos, end) in enumerate(segs):
             online.append(st.online)
             mu.append(st.mu)
-            inv.append(1.0 / (self._z(st) * st.sigma) if st.online else 1.0 / st.prior)
+            zsig.append(self._z(st) * st.sigma if st.online else st.prior)
+            isig.append(1.0 / st.sigma if st.online else 0.0)
             if pos == 0:
                 st.p_first = float(times[a])
             st.p0 += m
             st.p1 += s1[j]
             st.p2 += s2[j]
-            if end:
-                self._complete(st, float(times[a + m - 1]))
+            outcome.append(self._complete(st, float(times[a + m - 1])) if end else _LEARNT)
         lengths = [seg[2] for seg in segs]
+        inv = self._tails(x, segs, starts, lengths, online, mu, zsig, isig, outcome)
         score = self._scores(x, raw64, lengths, online, mu, inv)
         if self.budget is not None:
             score = self._apply_budget(score, segs, times)
         return score
+
+    def _tails(
+        self,
+        x: FloatArray,
+        segs: list[tuple[_Stream, int, int, int, bool]],
+        starts: IntArray | None,
+        lengths: list[int],
+        online: list[bool],
+        mu: list[float],
+        zsig: list[float],
+        isig: list[float],
+        outcome: list[int],
+    ) -> list[float]:
+        """Each segment's ``1 / (z sigma tail)`` (online) or ``1 / prior``, with the tail as
+        it stood at the start of its chunk; counts the segments' windows above each tail
+        level (with their chunk's mu and sigma; only once online) and folds a learnt
+        chunk's counts in. A disturbed chunk's counts are held back: the next learnt chunk
+        folds them in too (the disturbance was a transient, part of the tail: spikes,
+        bursts of heavy noise), a re-baseline drops them (a lasting change is no tail),
+        so a fault keeps scoring high while it lasts.
+
+        The tail matches the stream's own p99 of log errors: with ``t`` the standardized
+        level that a share TAIL_P of its windows exceed (interpolated in log share between
+        TAIL_LEVELS, shrunk towards TAIL_Z with TAIL_PRIOR_WINDOWS of weight), ``tail = t /
+        TAIL_Z``, so a normal-time p99 scores ``TAIL_Z / z_n`` (about 0.68) whatever the
+        shape of the stream's error distribution: heavy tails no longer score 2+, light
+        or bounded ones no longer below 0.5 (the comparability bar)."""
+        u = (x - mu[0]) * isig[0] if len(segs) == 1 else (x - np.repeat(mu, lengths)) * np.repeat(isig, lengths)
+        counts: dict[int, list[int]] = {}  # segment -> windows above each level (absent: none)
+        hot = np.flatnonzero(u > TAIL_LEVELS[0])  # few rows: the rest adds to no level
+        if hot.size:
+            levels = np.searchsorted(_LEVELS, u[hot], side="left")  # levels below each: 1..len
+            seg = np.zeros(hot.size, dtype=np.intp) if starts is None else np.searchsorted(starts, hot, "right") - 1
+            width = len(TAIL_LEVELS) + 1
+            hist = np.bincount(seg * width + levels, minlength=len(segs) * width).reshape(len(segs), width)
+            above = np.cumsum(hist[:, ::-1], axis=1)[:, ::-1]  # above[:, k]: windows with >= k levels below
+            for j in np.unique(seg).tolist():
+                counts[j] = above[j, 1:].tolist()
+        inv: list[float] = []
+        decay = self.tail_decay
+        for j, (st, _, m, _, end) in enumerate(segs):
+            inv.append(1.0 / (zsig[j] * st.tail) if online[j] else 1.0 / zsig[j])
+            if isig[j] > 0.0:
+                q = st.q
+                q[0] += m
+                c_j = counts.get(j)
+                if c_j is not None:
+                    for k, c in enumerate(c_j, 1):
+                        q[k] += c
+            if not end:
+                continue
+            if outcome[j] == _DISTURBED:  # held back: a transient is tail, a lasting change is not
+                st.r = [r + q for r, q in zip(st.r, st.q, strict=True)]
+            elif outcome[j] == _LEARNT:  # folds the disturbed stretch before it, if any: it was a transient
+                if st.q[0] or st.r[0]:
+                    st.e = [decay * e + q + r for e, q, r in zip(st.e, st.q, st.r, strict=True)]
+                    st.tail = _tail_of(st.e)
+                    st.r = [0] * _NT
+            else:  # re-baselined: the new regime's tail is learnt afresh
+                st.e = [0.0] * _NT
+                st.r = [0] * _NT
+                st.tail = 1.0
+            st.q = [0] * _NT
+        return inv
 
     def _scores(
         self,
@@ -280,7 +397,7 @@ class OnlineCalibrator:
 
     # ------------------------------------------------------------------ learning
 
-    def _complete(self, st: _Stream, t_end: float) -> None:
+    def _complete(self, st: _Stream, t_end: float) -> int:
         """A chunk of `st` is complete (ending at data time `t_end`): learn or flag it."""
         c0, c1, c2 = float(st.p0), st.p1 / _X_SCALE, st.p2 / (_X_SCALE * _X_SCALE)
         st.p0 = 0
@@ -308,7 +425,7 @@ class OnlineCalibrator:
             if st.n_base >= cfg.min_windows:
                 st.online = True
             self._moments(st)
-            return
+            return _LEARNT
         if math.isnan(st.dist_since):
             st.dist_since = st.p_first
         st.d0 += c0
@@ -327,6 +444,8 @@ class OnlineCalibrator:
             self.regime_changes += 1
             st.dist_since = math.nan
             st.d0 = st.d1 = st.d2 = 0.0
+            return _REBASED
+        return _DISTURBED
 
     def _z(self, st: _Stream) -> float:
         """z with a small-sample margin: ``z * (1 + chunk / n)`` for n learnt windows (x1.5
@@ -385,7 +504,7 @@ class OnlineCalibrator:
         if st is None:
             return None
         if self.cfg.enabled and st.online:
-            return math.exp(st.mu + self._z(st) * st.mult * st.sigma)
+            return math.exp(st.mu + self._z(st) * st.mult * st.sigma * st.tail)
         return st.prior * st.mult
 
     def budget_use(self, key: str) -> float | None:
@@ -416,16 +535,17 @@ class OnlineCalibrator:
         """Adopt persisted state (of `to_state`); returns the streams restored. Raises
         ValueError on a malformed state; a state of another model version restores nothing
         (its errors have another distribution)."""
-        if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
-            raise ValueError(f"not a calibration state of version {STATE_VERSION}")
-        if state.get("fields") != list(_FIELDS):
-            raise ValueError("calibration state has other fields than this version writes")
+        if not isinstance(state, dict) or state.get("version") not in (1, STATE_VERSION):
+            raise ValueError(f"not a calibration state of version {STATE_VERSION} (or 1)")
+        fields = _FIELDS if state["version"] == STATE_VERSION else _V1_FIELDS  # 1: a normal tail
+        if state.get("fields") != list(fields):
+            raise ValueError("calibration state has other fields than its version writes")
         streams = state.get("streams")
         if not isinstance(streams, dict):
             raise ValueError("calibration state: 'streams' is not a mapping")
         if state.get("model_version") != model_version:
             return 0
-        restored = {str(key): _Stream.from_list(values) for key, values in streams.items()}
+        restored = {str(key): _Stream.from_list(values, fields) for key, values in streams.items()}
         for key, st in restored.items():
             st.prior = float(self.prior(key))  # the seam decides the prior, not the file
         self.streams = restored
