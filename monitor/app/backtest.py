@@ -64,7 +64,8 @@ def run_backtest(
     values = np.asarray(values, dtype=np.float64)[:, cols]
     n, c = values.shape
     stream = cfg.data.stream
-    fleet = Fleet.single(model, cfg.fleet()[0] if not cfg.groups else cfg.group(group or _route(cfg, stream)))
+    gcfg = cfg.fleet()[0] if not cfg.groups else cfg.group(group or _route(cfg, stream))
+    fleet = Fleet.single(model, gcfg, sensors=True)  # sensor checks and masking as live
     scores: list = []
     alerts: list[Alert] = []
     runner = Runner(fleet, on_scores=lambda r: scores.extend(r.scores), on_alert=alerts.append)

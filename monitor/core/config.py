@@ -711,7 +711,7 @@ class RetrainConfig:
             raise ConfigError("retrain.max_threshold_factor", f"must be >= 1, got {self.max_threshold_factor!r}")
 
 
-GROUP_SECTIONS = ("stream", "filters", "model", "calibration", "alarm")
+GROUP_SECTIONS = ("stream", "filters", "model", "calibration", "alarm", "sensors")
 """The sections a group may override; each inherits the top-level section (deep-merged)."""
 DEFAULT_GROUP = "default"
 _GROUP_NAME = re.compile(r"[a-z0-9_-]+")
@@ -735,6 +735,7 @@ class GroupConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     alarm: AlarmConfig = field(default_factory=AlarmConfig)
+    sensors: SensorsConfig = field(default_factory=SensorsConfig)  # the top-level `sensors:`, deep-merged
 
     @property
     def catch_all(self) -> bool:
@@ -772,7 +773,15 @@ class Config:
             return self.groups
         return [
             GroupConfig(
-                DEFAULT_GROUP, [], [], self.stream, list(self.filters), self.model, self.calibration, self.alarm
+                DEFAULT_GROUP,
+                [],
+                [],
+                self.stream,
+                list(self.filters),
+                self.model,
+                self.calibration,
+                self.alarm,
+                self.sensors,
             )
         ]
 
@@ -790,7 +799,13 @@ class Config:
         """This config with the top-level sections replaced by group `name`'s (train, backtest)."""
         g = self.group(name)
         return dataclasses.replace(
-            self, stream=g.stream, filters=list(g.filters), model=g.model, calibration=g.calibration, alarm=g.alarm
+            self,
+            stream=g.stream,
+            filters=list(g.filters),
+            model=g.model,
+            calibration=g.calibration,
+            alarm=g.alarm,
+            sensors=g.sensors,
         )
 
     def stream_patterns(self, group: GroupConfig) -> tuple[list[str], list[str]]:

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
-from monitor.core.config import Config, GroupConfig, SensorsConfig
+from monitor.core.config import Config, GroupConfig
 from monitor.core.pipeline import TALLIES, Pipeline, ScoringModel
 from monitor.core.types import Alert, BatchItem, DropReason, FloatArray, Reading, ScoreBatch
 
@@ -79,9 +79,11 @@ class Fleet:
         top_channels: int = 3,
         *,
         cache_max: int = ROUTE_CACHE_MAX,
-        sensors: SensorsConfig | None = None,
+        sensors: bool = True,
     ):
-        self.sensors = sensors  # sensor-health checks of every group's pipeline (None: off)
+        # sensor-health checks in every group's pipeline, each by its group's `sensors:`
+        # (False: none, as the retrain gates score)
+        self.sensors = sensors
         if not groups:
             raise ValueError("a fleet needs at least one group")
         self._groups: dict[str, _Group] = {}
@@ -101,12 +103,13 @@ class Fleet:
     @classmethod
     def from_config(cls, cfg: Config) -> Fleet:
         """Every group of `cfg`, none serving a model yet (`install` one per group)."""
-        return cls(selectors(cfg), cfg.alerts.top_channels, sensors=cfg.sensors)
+        return cls(selectors(cfg), cfg.alerts.top_channels)
 
     @classmethod
-    def single(cls, model: ScoringModel, group: GroupConfig, top_channels: int = 3) -> Fleet:
-        """A one-group catch-all fleet already serving `model` (backtest, a given --model)."""
-        fleet = cls([(group, GroupSelector(group.name))], top_channels)
+    def single(cls, model: ScoringModel, group: GroupConfig, top_channels: int = 3, *, sensors: bool = False) -> Fleet:
+        """A one-group catch-all fleet already serving `model` (backtest, a given --model);
+        `sensors`: with the group's sensor checks (and masked scoring), as the daemon."""
+        fleet = cls([(group, GroupSelector(group.name))], top_channels, sensors=sensors)
         fleet.install(group.name, model)
         return fleet
 
@@ -133,7 +136,12 @@ class Fleet:
         g = self._groups[group]
         if g.pipeline is None:
             g.pipeline = Pipeline(
-                model, g.cfg.stream, g.cfg.alarm, g.top_channels, g.cfg.calibration.online, sensors=self.sensors
+                model,
+                g.cfg.stream,
+                g.cfg.alarm,
+                g.top_channels,
+                g.cfg.calibration.online,
+                sensors=g.cfg.sensors if self.sensors else None,
             )
             return GroupResult(group, ScoreBatch.empty(), [])
         scores, alerts = g.pipeline.swap_model(model)

@@ -27,6 +27,7 @@ from monitor.core.config import (
     StreamConfig,
 )
 from monitor.core.interfaces import Scorer
+from monitor.core.masking import exclude_masked, mask_windows, name_masked
 from monitor.core.model.manifest import Manifest
 from monitor.core.sensor_health import SensorHealth, SensorLimits
 from monitor.core.stream.assembler import AssembledFrame, StreamAssembler
@@ -78,6 +79,7 @@ class ScoringModel:
     context: list[str] = field(default_factory=list)  # ModelConfig.context: extra input channels
     adapters: StreamAdapters | None = None  # per-stream scaler and threshold; None: the group's for all
     sensor_limits: SensorLimits | None = None  # learned sensor limits of the bundle (None: none)
+    score_reduction: str = "mean"  # how per-channel errors make the raw error ("mean" or "channel_max")
 
     @property
     def input_channels(self) -> int:
@@ -107,6 +109,7 @@ class ScoringModel:
             context=list(m.context),
             adapters=bundle.adapters,
             sensor_limits=bundle.sensor_limits,
+            score_reduction=str(m.architecture.get("score_reduction", "mean")),
         )
 
     def offline_threshold(self, stream: str) -> float:
@@ -242,7 +245,14 @@ class Pipeline:
         old, cfg = self.sensors, self.sensors_cfg
         self.sensors = None
         if cfg is not None and cfg.enabled:
-            self.sensors = SensorHealth(cfg, model.channels, model.version, model.period_seconds, model.sensor_limits)
+            self.sensors = SensorHealth(
+                cfg,
+                model.channels,
+                model.version,
+                model.period_seconds,
+                model.sensor_limits,
+                mask_hold_seconds=(model.window_size - 1) * model.period_seconds,
+            )
             if old is not None:
                 self.sensors.carry_from(old)  # same channels: open sensor episodes carry over
 
@@ -584,20 +594,43 @@ class Pipeline:
         if model.scorer is None:
             raise ValueError(f"model {model.version!r} carries no scorer (geometry only); it cannot score windows")
         x = self._x[:n]
-        raw, per_channel, recon_last = model.scorer.errors(x)
-        if len(self._x) > 4096 and n < len(self._x) // 8:
-            self._x = np.empty((max(256, 2 * n), *self._x.shape[1:]), dtype=np.float32)
         streams, runs, times, observed = _columns_of(entries)
         if runs is None:
             runs = runs_of(streams or [])
+        masked = self._masks(runs, times) if self.sensors is not None else None
+        if masked is not None:  # a channel in sensor fault: scored from the others (masking.py)
+            mask_windows(x, masked, getattr(model.scorer, "reconstruct", None))
+        raw, per_channel, recon_last = model.scorer.errors(x)
+        if masked is not None:
+            raw, per_channel = exclude_masked(raw, per_channel, masked, model.score_reduction)
+        if len(self._x) > 4096 and n < len(self._x) // 8:
+            self._x = np.empty((max(256, 2 * n), *self._x.shape[1:]), dtype=np.float32)
         channel_scores, reconstructed = self._per_stream(runs, per_channel, recon_last)
         score = self.calibrator.calibrate(raw, runs, times)  # threshold units, per stream (calibrate.py)
         scores = ScoreBatch(streams, times, score, raw, channel_scores, observed, reconstructed, runs=runs)
         alerts = self.alarm.update_batch(scores)
+        if masked is not None and alerts:
+            alerts = name_masked(alerts, self.alarm.emitted_at, scores, masked, model.channels)
         if self.calibrator.events:
             alerts = self._with_regime_changes(alerts, self.calibrator.drain_events())
         self.counters["windows_scored"] += n
         return scores, sensor_alerts + alerts if sensor_alerts else alerts
+
+    def _masks(self, runs: list[tuple[str, int, int]], times: list[float] | FloatArray) -> np.ndarray | None:
+        """(B, C) bool: the channels of each queued window in sensor fault at its time, or None."""
+        sensors = self.sensors
+        assert sensors is not None
+        if not sensors.masking:
+            return None  # the common case: no fault anywhere, one cheap check per flush
+        t = np.asarray(times, dtype=np.float64)
+        out: np.ndarray | None = None
+        for stream, start, stop in runs:
+            m = sensors.masks(stream, t[start:stop])
+            if m is not None:
+                if out is None:
+                    out = np.zeros((len(t), len(self.model.channels)), dtype=bool)
+                out[start:stop] = m
+        return out
 
     def _per_stream(
         self, runs: list[tuple[str, int, int]], per_channel: Floats, recon_last: Floats

@@ -358,6 +358,7 @@ class Alert:
     cause: str | None = None  # sensor alerts: stale, stuck, out_of_range or rate
     channel: str | None = None  # sensor alerts: the faulty channel
     value: float | None = None  # sensor alerts: the channel's raw value when it fired / resolved
+    masked: list[str] = field(default_factory=list)  # anomaly alerts: channels in sensor fault, scored from the others
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -377,4 +378,6 @@ class Alert:
         }
         if self.kind == "sensor":
             out.update(cause=self.cause, channel=self.channel, value=self.value)
+        if self.masked:
+            out["masked"] = list(self.masked)
         return out

@@ -79,6 +79,18 @@ class AutoencoderScorer:
             raw[i:j], per_channel[i:j], last[i:j] = self._errors(x[i:j])
         return raw, per_channel, last
 
+    def reconstruct(self, x_std: np.ndarray) -> Float32Array:
+        """The whole reconstruction (B, W, C) of the scored channels of `x_std` (masked
+        scoring imputes a masked channel with it, `monitor.core.masking`)."""
+        x = np.ascontiguousarray(x_std, dtype=np.float32)
+        self._check(x)
+        with torch.inference_mode():
+            recon, _ = self.module(torch.from_numpy(x).to(self.device))
+            if self.n_scored is not None:
+                recon = recon[:, :, : self.n_scored]
+            out: Float32Array = recon.cpu().numpy()
+            return out
+
     def _errors(self, x: Float32Array) -> tuple[Float32Array, Float32Array, Float32Array]:
         with torch.inference_mode():
             xt = torch.from_numpy(x)
