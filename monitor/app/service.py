@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from prometheus_client import CollectorRegistry
 
+from monitor.app.alarm_persist import AlarmPersistence
 from monitor.app.lifecycle import LoadResult, ModelWatcher
 from monitor.core.config import Config, ConfigError, load_config
 from monitor.core.fleet import Fleet, GroupResult
@@ -113,7 +114,9 @@ class Service:
         self._scorer: threading.Thread | None = None
         self.last_progress = time.monotonic()  # scoring thread heartbeat (monotonic)
         self._reported: Counter[tuple[str, str]] = Counter()  # (group or "", reason) -> exported
-        self._next_state_save = time.monotonic() + CALIBRATION_SAVE_SECONDS
+        self.state_save_seconds = cfg.alerts.state_save_seconds  # calibrator and alarm state (and at shutdown)
+        self._next_state_save = time.monotonic() + self.state_save_seconds
+        self.alarm_state = AlarmPersistence(cfg, self.fleet, self.metrics, self._state_owner)
         self._next_calibration_export = 0.0
 
     # ------------------------------------------------------------------ model
@@ -152,6 +155,8 @@ class Service:
                 self._save_calibration(group)  # the old model's: kept if the swap is undone
             alerts += self.runner.install(group, model).alerts
             self._restore_calibration(group)
+            if not swapped:
+                self.alarm_state.restore(group)
             self.metrics.group_model(group, model.version, _created_at(model))
             log.info("%s model %s in group %s", "swapped in" if swapped else "serving", model.version, group)
         return alerts
@@ -213,8 +218,9 @@ class Service:
                 for stream in list(cal.streams):
                     self.metrics.set_calibration(stream, cal.effective_threshold(stream), cal.budget_use(stream))
         if now >= self._next_state_save:
-            self._next_state_save = now + CALIBRATION_SAVE_SECONDS
+            self._next_state_save = now + self.state_save_seconds
             self.save_calibration()
+            self.alarm_state.save_all()
 
     # ------------------------------------------------------------------ health
 
@@ -421,6 +427,7 @@ class Service:
                 log.error("scoring thread did not drain within %.1fs", self.stop_timeout)
             else:
                 self.save_calibration()
+                self.alarm_state.save_all()
         for sink in self.sinks:
             try:
                 sink.close()
@@ -461,6 +468,8 @@ class Service:
         """Once a second: the stale check (wall clock) and the last-reading gauges."""
         now = time.time()
         self.runner.tick(now)
+        for alert in self.alarm_state.tick():
+            self._on_alert(alert)
         for group in self.fleet.names:
             pipe = self.fleet.pipeline(group)
             if pipe is not None:
@@ -477,6 +486,7 @@ class Service:
                 if time.monotonic() >= next_tick:
                     next_tick = time.monotonic() + 1.0
                     self._sensor_tick()
+                    self._calibration_tick()  # idle too: the last batch's state is saved on time
                 items = self._take_batch(batch_items)
                 self.last_progress = time.monotonic()
                 if not items:

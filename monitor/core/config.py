@@ -635,6 +635,11 @@ class AlertsConfig:
     denoised_topic: str | None = None
     alertmanager_url: str | None = None
     log: bool = True
+    state_save_seconds: float = 60.0  # alarm and calibrator state written this often (and at shutdown)
+
+    def __post_init__(self) -> None:
+        if not self.state_save_seconds > 0:
+            raise ConfigError("alerts.state_save_seconds", f"must be > 0, got {self.state_save_seconds!r}")
 
 
 @dataclass

@@ -359,6 +359,7 @@ class Alert:
     channel: str | None = None  # sensor alerts: the faulty channel
     value: float | None = None  # sensor alerts: the channel's raw value when it fired / resolved
     masked: list[str] = field(default_factory=list)  # anomaly alerts: channels in sensor fault, scored from the others
+    reason: str | None = None  # why a resolved alert ended other than by its scores: "stale" (the stream went silent)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -380,4 +381,6 @@ class Alert:
             out.update(cause=self.cause, channel=self.channel, value=self.value)
         if self.masked:
             out["masked"] = list(self.masked)
+        if self.reason is not None:
+            out["reason"] = self.reason
         return out

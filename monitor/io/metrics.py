@@ -176,6 +176,12 @@ class Metrics:
             ["op"],
             registry=r,
         )
+        self.alarm_state_errors = Counter(
+            "monitor_alarm_state_errors_total",
+            "Alarm state files that could not be read or written (a fresh start or a kept old file).",
+            ["op"],
+            registry=r,
+        )
         self._streams: dict[str, tuple] = {}  # stream -> (score child, state child, last reading child)
         self._unlabelled: set[str] = set()
 
