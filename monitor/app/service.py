@@ -47,6 +47,7 @@ from monitor.io.notify import liveness_problem, stopping
 from monitor.io.record import Recorder
 from monitor.io.recording import ALERTS_FILE
 from monitor.io.retrain_status import TEXTFILE_NAME, RetrainStatusCollector
+from monitor.io.silences import SilenceWatch, silences_path
 from monitor.io.sinks import AlertmanagerSink, JSONLinesSink, LogSink, MQTTSink, Sink
 
 log = logging.getLogger(__name__)
@@ -117,6 +118,8 @@ class Service:
         self.state_save_seconds = cfg.alerts.state_save_seconds  # calibrator and alarm state (and at shutdown)
         self._next_state_save = time.monotonic() + self.state_save_seconds
         self.alarm_state = AlarmPersistence(cfg, self.fleet, self.metrics, self._state_owner)
+        self.silences = SilenceWatch(silences_path(cfg.models.dir), on_error=self.metrics.silence_file_errors.inc)
+        self.silences.refresh()
         self._next_calibration_export = 0.0
 
     # ------------------------------------------------------------------ model
@@ -467,6 +470,7 @@ class Service:
     def _sensor_tick(self) -> None:
         """Once a second: the stale check (wall clock) and the last-reading gauges."""
         now = time.time()
+        self.silences.refresh()  # one stat; a re-read only when the file changed
         self.runner.tick(now)
         for alert in self.alarm_state.tick():
             self._on_alert(alert)
@@ -616,6 +620,10 @@ class Service:
             self.metrics.alert(alert.state, alert.stream if alert.kind == "anomaly" else None)
             self.metrics.alert_cause(alert.kind, alert.cause, alert.state)
             self.metrics.group_alert(alert.group, alert.state)
+        if self.silences.engaged and self.silences.silenced(alert.stream, alert.state, alert.alert_id, time.time()):
+            self.metrics.silenced(alert.stream, alert.kind)  # scored and recorded; not sent
+            log.info("alert %s %s of %s silenced", alert.kind, alert.state, alert.stream)
+            return
         for sink in self.sinks:
             try:
                 sink.send(alert)
