@@ -51,11 +51,14 @@ def run_backtest(
     train_rows: int = 0,
     chunk_rows: int = 256,
     group: str | None = None,
+    sensors: bool = True,
 ) -> BacktestResult:
     """Push rows (times (N,), values (N, C) with columns `channels`) through the runner.
 
     The rows are stream ``data.stream``; with `groups:` it is scored with the alarm and
-    stream settings of its group (`group`, default: the group it routes to) by `model`.
+    stream settings of its group (`group`, default: the group it routes to) by `model`;
+    `sensors`: with the group's sensor checks and masked scoring, as the daemon (the
+    retrain gates pass False: they judge the model alone).
     """
     missing = [c for c in model.channels if c not in channels]
     if missing:
@@ -65,7 +68,7 @@ def run_backtest(
     n, c = values.shape
     stream = cfg.data.stream
     gcfg = cfg.fleet()[0] if not cfg.groups else cfg.group(group or _route(cfg, stream))
-    fleet = Fleet.single(model, gcfg, sensors=True)  # sensor checks and masking as live
+    fleet = Fleet.single(model, gcfg, sensors=sensors)
     scores: list = []
     alerts: list[Alert] = []
     runner = Runner(fleet, on_scores=lambda r: scores.extend(r.scores), on_alert=alerts.append)
