@@ -9,7 +9,9 @@ stage is what is measured):
           max over `--seeds` x 5 channels; "missed" counts freezes never reported.
   false   sensor alerts (firing) per 10 000 rows of clean data, `--clean-rows` rows per seed.
   cost    rows/s through the pipeline with the sensor stage, as a ratio to the same run
-          without it (median of 5 repeats).
+          without it (median of 5 repeats); then the same with a real model trained in
+          this run (dense, W=16, the tests' small model), on clean rows and on rows with
+          one channel stuck from the start (masked scoring at work on every window).
 
 Two configurations in the same invocation: "learned" (a bundle with sensor_limits.json:
 noise floor, ranges) and the baseline "identical only" (an old bundle: no learned limits,
@@ -17,6 +19,7 @@ stuck = `identical_samples` equal values in a row).
 
     .venv/bin/python bench/sensors.py
     .venv/bin/python bench/sensors.py --seeds 20 --clean-rows 50000
+    .venv/bin/python bench/sensors.py --no-model    # skip the real-model cost (no torch)
 """
 
 from __future__ import annotations
@@ -55,8 +58,15 @@ def model(limits: SensorLimits | None) -> ScoringModel:
     )
 
 
-def run(limits: SensorLimits | None, sensors: SensorsConfig | None, t: np.ndarray, v: np.ndarray) -> list[Alert]:
-    pipe = Pipeline(model(limits), StreamConfig(period_seconds=1.0), AlarmConfig(), sensors=sensors)
+def run(
+    limits: SensorLimits | None,
+    sensors: SensorsConfig | None,
+    t: np.ndarray,
+    v: np.ndarray,
+    scoring: ScoringModel | None = None,
+) -> list[Alert]:
+    m = scoring if scoring is not None else model(limits)
+    pipe = Pipeline(m, StreamConfig(period_seconds=1.0), AlarmConfig(), sensors=sensors)
     alerts: list[Alert] = []
     names = tuple(CHANNELS)
     for i in range(0, len(t), CHUNK):
@@ -94,12 +104,20 @@ def false_alarms(limits: SensorLimits | None, cfg: SensorsConfig, seeds: int, ro
     return n, total
 
 
-def throughput(limits: SensorLimits | None, cfg: SensorsConfig | None, rows: int) -> float:
+def throughput(
+    limits: SensorLimits | None,
+    cfg: SensorsConfig | None,
+    rows: int,
+    scoring: ScoringModel | None = None,
+    stuck: bool = False,
+) -> float:
     t, v, _ = pump(rows, seed=900)
+    if stuck:
+        v[:, 1] = v[0, 1]  # pressure frozen from the first row: masked on (nearly) every window
     times = []
     for _ in range(5):
         started = time.perf_counter()
-        run(limits, cfg, t, v)
+        run(limits, cfg, t, v, scoring)
         times.append(time.perf_counter() - started)
     return rows / statistics.median(times)
 
@@ -108,6 +126,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--clean-rows", type=int, default=20_000)
+    ap.add_argument("--no-model", action="store_true", help="skip the cost with a real model")
     args = ap.parse_args()
     cfg = SensorsConfig()
     t, v, _ = pump(3000, seed=1)
@@ -125,6 +144,49 @@ def main() -> None:
         f"pipeline rows/s: {base:,.0f} without the sensor stage, {with_sensors:,.0f} with it "
         f"(ratio {with_sensors / base:.2f})"
     )
+    if not args.no_model:
+        real = trained_model()
+        rows = 5_000
+        base = throughput(None, None, rows, real)
+        on = throughput(None, cfg, rows, real)
+        masked = throughput(None, cfg, rows, real, stuck=True)
+        print(
+            f"real model rows/s: {base:,.0f} without the sensor stage, {on:,.0f} with it (ratio {on / base:.2f}), "
+            f"{masked:,.0f} with one channel stuck and masked (ratio {masked / base:.2f})"
+        )
+
+
+def trained_model() -> ScoringModel:
+    """The tests' small model (dense, W=16, 15 epochs), trained here on 2400 clean rows."""
+    import tempfile  # noqa: PLC0415
+
+    import torch  # noqa: PLC0415
+    import yaml  # noqa: PLC0415
+
+    from monitor.app.training import StreamData, train_bundle  # noqa: PLC0415
+    from monitor.core.config import load_config  # noqa: PLC0415
+    from monitor.core.model.bundle import load_bundle  # noqa: PLC0415
+
+    torch.set_num_threads(1)
+    raw = {
+        "stream": {"period_seconds": 1.0, "max_gap_seconds": 5},
+        "model": {
+            "architecture": "dense",
+            "window_size": 16,
+            "hidden": [32],
+            "code_size": 6,
+            "epochs": 15,
+            "patience": 4,
+            "seed": 1,
+        },
+        "calibration": {"method": "quantile", "quantile": 0.999, "factor": 1.5, "holdout_fraction": 0.25},
+    }
+    t, v, _ = pump(2400, seed=11, steps_per_hour=0)
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / "c.yaml").write_text(yaml.safe_dump(raw))
+        cfg = load_config(Path(d) / "c.yaml", environ={})
+        out = train_bundle([StreamData(STREAM, list(CHANNELS), t, v)], cfg, Path(d), write_plots=False)
+        return ScoringModel.from_bundle(load_bundle(out.bundle_path))
 
 
 if __name__ == "__main__":

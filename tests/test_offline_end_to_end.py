@@ -77,7 +77,8 @@ def test_fault_is_alerted_within_bounded_delay_and_clean_part_is_quiet(tmp_path,
     first = fault_start + int(np.argmax(alert[fault_start:fault_end]))
     assert alert[fault_start:fault_end].any() and first - fault_start <= 45, f"detected after {first - fault_start} s"
     report = json.loads((tmp_path / "r.json").read_text())
-    firing = [a for a in report["alerts"] if a["state"] == "firing"]
+    # backtest runs the sensor checks as the daemon does; the model's alarm fires once
+    firing = [a for a in report["alerts"] if a["state"] == "firing" and a["kind"] == "anomaly"]
     assert len(firing) == 1
     assert {c["channel"] for c in firing[0]["top_channels"]} & {"flow", "pressure"}
     assert report["quality"]["segments"] == 1 and report["quality"]["missed_segments"] == 0

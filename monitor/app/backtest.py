@@ -55,11 +55,14 @@ def run_backtest(
     chunk_rows: int = 256,
     group: str | None = None,
     latent: bool = False,
+    sensors: bool = True,
 ) -> BacktestResult:
     """Push rows (times (N,), values (N, C) with columns `channels`) through the runner.
 
     The rows are stream ``data.stream``; with `groups:` it is scored with the alarm and
-    stream settings of its group (`group`, default: the group it routes to) by `model`.
+    stream settings of its group (`group`, default: the group it routes to) by `model`;
+    `sensors`: with the group's sensor checks and masked scoring, as the daemon (the
+    retrain gates pass False: they judge the model alone).
     `latent`: also keep each scored window's code (the scoring pass's own, decision 0020).
     """
     missing = [c for c in model.channels if c not in channels]
@@ -69,9 +72,8 @@ def run_backtest(
     values = np.asarray(values, dtype=np.float64)[:, cols]
     n, c = values.shape
     stream = cfg.data.stream
-    fleet = Fleet.single(
-        model, cfg.fleet()[0] if not cfg.groups else cfg.group(group or _route(cfg, stream)), latent=latent
-    )
+    gcfg = cfg.fleet()[0] if not cfg.groups else cfg.group(group or _route(cfg, stream))
+    fleet = Fleet.single(model, gcfg, sensors=sensors, latent=latent)
     scores: list = []
     code_parts: list[np.ndarray] = []
     alerts: list[Alert] = []

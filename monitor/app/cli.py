@@ -477,6 +477,44 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_silence(args: argparse.Namespace) -> int:
+    from monitor.io import silences  # noqa: PLC0415
+
+    cfg = load_config(args.config)
+    path = silences.silences_path(cfg.models.dir)
+    try:
+        if args.list:
+            now = time.time()
+            active = [s for s in silences.load(path) if s.active(now)]
+            for s in active:
+                left = s.until - now
+                print(
+                    f"{s.id}  {s.stream}  until {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(s.until))} UTC "
+                    f"({left / 3600:.1f} h left)  {s.reason}"
+                )
+            if not active:
+                print(f"no active silences ({path})")
+            return 0
+        if args.clear:
+            if not silences.clear(path, args.clear):
+                print(f"no silence with id {args.clear!r} in {path}", file=sys.stderr)
+                return 1
+            print(f"cleared {args.clear}")
+            return 0
+        if not args.stream or not args.duration:
+            print(
+                "monitor silence: give STREAM --for DURATION [--reason TEXT], or --list, or --clear ID", file=sys.stderr
+            )
+            return 2
+        seconds = silences.parse_duration(args.duration)
+        s = silences.add(path, args.stream, seconds, args.reason or "")
+    except (silences.SilenceFileError, ValueError, OSError) as exc:
+        print(f"monitor silence: {exc}", file=sys.stderr)
+        return 1
+    print(f"{s.id}  {s.stream} silenced for {seconds / 3600:.2f} h: {s.reason}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from monitor.app.demo import run_demo  # noqa: PLC0415  # torch
 
@@ -580,6 +618,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--alerts-out", help=f"also write the alerts as JSON lines here (for retrain: <recordings>/{ALERTS_FILE})"
     )
     rp.set_defaults(func=cmd_replay)
+
+    si = sub.add_parser("silence", help="silence a stream's alerts for a while (maintenance), list or clear silences")
+    si.add_argument("--config", required=True)
+    si.add_argument("stream", nargs="?", help="stream key or fnmatch pattern (site1/*)")
+    si.add_argument("--for", dest="duration", help="how long: 90s, 15m, 2h, 1d")
+    si.add_argument("--reason", default="", help="why (shown by --list)")
+    si.add_argument("--list", action="store_true", help="list the silences in force")
+    si.add_argument("--clear", metavar="ID", help="remove a silence")
+    si.set_defaults(func=cmd_silence)
 
     d = sub.add_parser("demo", help="train on a bundled recording, run the daemon on a local broker, replay a fault")
     d.add_argument("--speed", type=float, default=20.0, help="replay speed (x real time)")

@@ -139,6 +139,7 @@ def score_slice(cfg: Config, model: ScoringModel, sd: StreamData, group: str | N
             list(sd.channels),
             model,
             group=group or (cfg.groups[0].name if cfg.groups else None),
+            sensors=False,  # the gate judges the model: a stuck canary must reach it unmasked
         )
         has = np.flatnonzero(~np.isnan(res.score))
         if has.size:

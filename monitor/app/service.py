@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from prometheus_client import CollectorRegistry
 
+from monitor.app.alarm_persist import AlarmPersistence
 from monitor.app.integrations import Integrations
 from monitor.app.lifecycle import LoadResult, ModelWatcher
 from monitor.app.shadowing import ShadowManager
@@ -51,6 +52,7 @@ from monitor.io.record import Recorder
 from monitor.io.recording import ALERTS_FILE
 from monitor.io.retrain_status import TEXTFILE_NAME, RetrainStatusCollector
 from monitor.io.sequence import SequenceCollector
+from monitor.io.silences import SilenceWatch, silences_path
 from monitor.io.sinks import AlertmanagerSink, JSONLinesSink, LogSink, MQTTSink, Sink
 from monitor.io.sources import Source
 
@@ -124,7 +126,11 @@ class Service:
         self._scorer: threading.Thread | None = None
         self.last_progress = time.monotonic()  # scoring thread heartbeat (monotonic)
         self._reported: Counter[tuple[str, str]] = Counter()  # (group or "", reason) -> exported
-        self._next_state_save = time.monotonic() + CALIBRATION_SAVE_SECONDS
+        self.state_save_seconds = cfg.alerts.state_save_seconds  # calibrator and alarm state (and at shutdown)
+        self._next_state_save = time.monotonic() + self.state_save_seconds
+        self.alarm_state = AlarmPersistence(cfg, self.fleet, self.metrics, self._state_owner)
+        self.silences = SilenceWatch(silences_path(cfg.models.dir), on_error=self.metrics.silence_file_errors.inc)
+        self.silences.refresh()
         self._next_calibration_export = 0.0
 
     # ------------------------------------------------------------------ model
@@ -165,6 +171,8 @@ class Service:
             alerts += self.runner.install(group, model).alerts
             self.shadows.on_model(group, model)
             self._restore_calibration(group)
+            if not swapped:
+                self.alarm_state.restore(group)
             self.metrics.group_model(group, model.version, _created_at(model))
             log.info("%s model %s in group %s", "swapped in" if swapped else "serving", model.version, group)
         return alerts
@@ -229,8 +237,9 @@ class Service:
                 for stream in list(cal.streams):
                     self.metrics.set_calibration(stream, cal.effective_threshold(stream), cal.budget_use(stream))
         if now >= self._next_state_save:
-            self._next_state_save = now + CALIBRATION_SAVE_SECONDS
+            self._next_state_save = now + self.state_save_seconds
             self.save_calibration()
+            self.alarm_state.save_all()
 
     # ------------------------------------------------------------------ health
 
@@ -467,6 +476,7 @@ class Service:
                 log.error("scoring thread did not drain within %.1fs", self.stop_timeout)
             else:
                 self.save_calibration()
+                self.alarm_state.save_all()
         for sink in self.sinks:
             try:
                 sink.close()
@@ -508,7 +518,10 @@ class Service:
     def _sensor_tick(self) -> None:
         """Once a second: the stale check (wall clock) and the last-reading gauges."""
         now = time.time()
+        self.silences.refresh()  # one stat; a re-read only when the file changed
         self.runner.tick(now)
+        for alert in self.alarm_state.tick():
+            self._on_alert(alert)
         for group in self.fleet.names:
             pipe = self.fleet.pipeline(group)
             if pipe is not None:
@@ -528,6 +541,7 @@ class Service:
                 if time.monotonic() >= next_tick:
                     next_tick = time.monotonic() + 1.0
                     self._sensor_tick()
+                    self._calibration_tick()  # idle too: the last batch's state is saved on time
                 items = self._take_batch(batch_items)
                 self.last_progress = time.monotonic()
                 if not items:
@@ -680,6 +694,10 @@ class Service:
             self.metrics.alert(alert.state, alert.stream if alert.kind == "anomaly" else None)
             self.metrics.alert_cause(alert.kind, alert.cause, alert.state)
             self.metrics.group_alert(alert.group, alert.state)
+        if self.silences.engaged and self.silences.silenced(alert.stream, alert.state, alert.alert_id, time.time()):
+            self.metrics.silenced(alert.stream, alert.kind)  # scored and recorded; not sent
+            log.info("alert %s %s of %s silenced", alert.kind, alert.state, alert.stream)
+            return
         for sink in self.sinks:
             try:
                 sink.send(alert)

@@ -673,8 +673,11 @@ class AlertsConfig:
     latent_every_seconds: float = 10.0
     alertmanager_url: str | None = None
     log: bool = True
+    state_save_seconds: float = 60.0  # alarm and calibrator state written this often (and at shutdown)
 
     def __post_init__(self) -> None:
+        if not self.state_save_seconds > 0:
+            raise ConfigError("alerts.state_save_seconds", f"must be > 0, got {self.state_save_seconds!r}")
         _positive("alerts.latent_every_seconds", self.latent_every_seconds, allow_zero=True)
         if self.latent_topic is not None and (not isinstance(self.latent_topic, str) or not self.latent_topic):
             raise ConfigError(
@@ -772,7 +775,7 @@ class RetrainConfig:
             raise ConfigError("retrain.max_threshold_factor", f"must be >= 1, got {self.max_threshold_factor!r}")
 
 
-GROUP_SECTIONS = ("stream", "filters", "model", "calibration", "alarm")
+GROUP_SECTIONS = ("stream", "filters", "model", "calibration", "alarm", "sensors")
 """The sections a group may override; each inherits the top-level section (deep-merged)."""
 DEFAULT_GROUP = "default"
 _GROUP_NAME = re.compile(r"[a-z0-9_-]+")
@@ -796,6 +799,7 @@ class GroupConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     alarm: AlarmConfig = field(default_factory=AlarmConfig)
+    sensors: SensorsConfig = field(default_factory=SensorsConfig)  # the top-level `sensors:`, deep-merged
 
     @property
     def catch_all(self) -> bool:
@@ -836,7 +840,15 @@ class Config:
             return self.groups
         return [
             GroupConfig(
-                DEFAULT_GROUP, [], [], self.stream, list(self.filters), self.model, self.calibration, self.alarm
+                DEFAULT_GROUP,
+                [],
+                [],
+                self.stream,
+                list(self.filters),
+                self.model,
+                self.calibration,
+                self.alarm,
+                self.sensors,
             )
         ]
 
@@ -854,7 +866,13 @@ class Config:
         """This config with the top-level sections replaced by group `name`'s (train, backtest)."""
         g = self.group(name)
         return dataclasses.replace(
-            self, stream=g.stream, filters=list(g.filters), model=g.model, calibration=g.calibration, alarm=g.alarm
+            self,
+            stream=g.stream,
+            filters=list(g.filters),
+            model=g.model,
+            calibration=g.calibration,
+            alarm=g.alarm,
+            sensors=g.sensors,
         )
 
     def stream_patterns(self, group: GroupConfig) -> tuple[list[str], list[str]]:

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
-from monitor.core.config import Config, GroupConfig, SensorsConfig
+from monitor.core.config import Config, GroupConfig
 from monitor.core.pipeline import TALLIES, Pipeline, ScoringModel
 from monitor.core.types import Alert, BatchItem, DropReason, FloatArray, Reading, ScoreBatch
 
@@ -79,10 +79,12 @@ class Fleet:
         top_channels: int = 3,
         *,
         cache_max: int = ROUTE_CACHE_MAX,
-        sensors: SensorsConfig | None = None,
+        sensors: bool = True,
         latent: bool = False,
     ):
-        self.sensors = sensors  # sensor-health checks of every group's pipeline (None: off)
+        # sensor-health checks in every group's pipeline, each by its group's `sensors:`
+        # (False: none, as the retrain gates score)
+        self.sensors = sensors
         self.latent = latent  # every group's scored batches carry their windows' codes
         if not groups:
             raise ValueError("a fleet needs at least one group")
@@ -103,14 +105,21 @@ class Fleet:
     @classmethod
     def from_config(cls, cfg: Config) -> Fleet:
         """Every group of `cfg`, none serving a model yet (`install` one per group)."""
-        return cls(
-            selectors(cfg), cfg.alerts.top_channels, sensors=cfg.sensors, latent=cfg.alerts.latent_topic is not None
-        )
+        return cls(selectors(cfg), cfg.alerts.top_channels, latent=cfg.alerts.latent_topic is not None)
 
     @classmethod
-    def single(cls, model: ScoringModel, group: GroupConfig, top_channels: int = 3, latent: bool = False) -> Fleet:
-        """A one-group catch-all fleet already serving `model` (backtest, a given --model)."""
-        fleet = cls([(group, GroupSelector(group.name))], top_channels, latent=latent)
+    def single(
+        cls,
+        model: ScoringModel,
+        group: GroupConfig,
+        top_channels: int = 3,
+        *,
+        sensors: bool = False,
+        latent: bool = False,
+    ) -> Fleet:
+        """A one-group catch-all fleet already serving `model` (backtest, a given --model);
+        `sensors`: with the group's sensor checks (and masked scoring), as the daemon."""
+        fleet = cls([(group, GroupSelector(group.name))], top_channels, sensors=sensors, latent=latent)
         fleet.install(group.name, model)
         return fleet
 
@@ -142,7 +151,7 @@ class Fleet:
                 g.cfg.alarm,
                 g.top_channels,
                 g.cfg.calibration.online,
-                sensors=self.sensors,
+                sensors=g.cfg.sensors if self.sensors else None,
                 latent=self.latent,
             )
             return GroupResult(group, ScoreBatch.empty(), [])

@@ -27,6 +27,7 @@ from monitor.core.config import (
     StreamConfig,
 )
 from monitor.core.interfaces import Scorer
+from monitor.core.masking import exclude_masked, mask_windows, name_masked
 from monitor.core.model.latent import LatentModel, States
 from monitor.core.model.manifest import Manifest
 from monitor.core.sensor_health import SensorHealth, SensorLimits
@@ -81,6 +82,7 @@ class ScoringModel:
     adapters: StreamAdapters | None = None  # per-stream scaler and threshold; None: the group's for all
     sensor_limits: SensorLimits | None = None  # learned sensor limits of the bundle (None: none)
     latent: LatentModel | None = None  # code size, map and operating states (None: older bundles)
+    score_reduction: str = "mean"  # how per-channel errors make the raw error ("mean" or "channel_max")
 
     @property
     def input_channels(self) -> int:
@@ -111,6 +113,7 @@ class ScoringModel:
             adapters=bundle.adapters,
             sensor_limits=bundle.sensor_limits,
             latent=m.latent_model,
+            score_reduction=str(m.architecture.get("score_reduction", "mean")),
         )
 
     def offline_threshold(self, stream: str) -> float:
@@ -257,7 +260,14 @@ class Pipeline:
         old, cfg = self.sensors, self.sensors_cfg
         self.sensors = None
         if cfg is not None and cfg.enabled:
-            self.sensors = SensorHealth(cfg, model.channels, model.version, model.period_seconds, model.sensor_limits)
+            self.sensors = SensorHealth(
+                cfg,
+                model.channels,
+                model.version,
+                model.period_seconds,
+                model.sensor_limits,
+                mask_hold_seconds=(model.window_size - 1) * model.period_seconds,
+            )
             if old is not None:
                 self.sensors.carry_from(old)  # same channels: open sensor episodes carry over
 
@@ -604,16 +614,21 @@ class Pipeline:
         if model.scorer is None:
             raise ValueError(f"model {model.version!r} carries no scorer (geometry only); it cannot score windows")
         x = self._x[:n]
+        streams, runs, times, observed = _columns_of(entries)
+        if runs is None:
+            runs = runs_of(streams or [])
+        masked = self._masks(runs, times) if self.sensors is not None else None
+        if masked is not None:  # a channel in sensor fault: scored from the others (masking.py)
+            mask_windows(x, masked, getattr(model.scorer, "reconstruct", None))
         codes = None
         if self._codes_fn is not None:
             raw, per_channel, recon_last, codes = self._codes_fn(x)
         else:
             raw, per_channel, recon_last = model.scorer.errors(x)
+        if masked is not None:
+            raw, per_channel = exclude_masked(raw, per_channel, masked, model.score_reduction)
         if len(self._x) > 4096 and n < len(self._x) // 8:
             self._x = np.empty((max(256, 2 * n), *self._x.shape[1:]), dtype=np.float32)
-        streams, runs, times, observed = _columns_of(entries)
-        if runs is None:
-            runs = runs_of(streams or [])
         channel_scores, reconstructed = self._per_stream(runs, per_channel, recon_last)
         score = self.calibrator.calibrate(raw, runs, times)  # threshold units, per stream (calibrate.py)
         scores = ScoreBatch(streams, times, score, raw, channel_scores, observed, reconstructed, runs=runs)
@@ -621,6 +636,8 @@ class Pipeline:
             scores.codes = codes
             scores.latent_states = self._states  # states are assigned where used (ScoreBatch.states)
         alerts = self.alarm.update_batch(scores)
+        if masked is not None and alerts:
+            alerts = name_masked(alerts, self.alarm.emitted_at, scores, masked, model.channels)
         if alerts and self._states is not None and codes is not None:
             alerts = self._with_states(alerts, scores, codes, self._states)
         if self.calibrator.events:
@@ -632,6 +649,22 @@ class Pipeline:
                 self.shadow, self.shadow_error = None, f"{type(exc).__name__}: {exc}"
         self.counters["windows_scored"] += n
         return scores, sensor_alerts + alerts if sensor_alerts else alerts
+
+    def _masks(self, runs: list[tuple[str, int, int]], times: list[float] | FloatArray) -> np.ndarray | None:
+        """(B, C) bool: the channels of each queued window in sensor fault at its time, or None."""
+        sensors = self.sensors
+        assert sensors is not None
+        if not sensors.masking:
+            return None  # the common case: no fault anywhere, one cheap check per flush
+        t = np.asarray(times, dtype=np.float64)
+        out: np.ndarray | None = None
+        for stream, start, stop in runs:
+            m = sensors.masks(stream, t[start:stop])
+            if m is not None:
+                if out is None:
+                    out = np.zeros((len(t), len(self.model.channels)), dtype=bool)
+                out[start:stop] = m
+        return out
 
     def _per_stream(
         self, runs: list[tuple[str, int, int]], per_channel: Floats, recon_last: Floats

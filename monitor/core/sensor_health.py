@@ -222,6 +222,7 @@ class _Stream:
     stale_started: np.ndarray = field(default_factory=lambda: np.zeros(0))
     seen_last: FloatArray = field(default_factory=lambda: np.zeros(0))  # last_times at the previous tick
     seen_at: FloatArray = field(default_factory=lambda: np.zeros(0))  # `now` when each channel last advanced
+    until: FloatArray = field(default_factory=lambda: np.zeros(0))  # masked while data time < this (a held episode)
     queue: list[tuple[FloatArray, FloatArray] | None] = field(default_factory=list)  # None: a gap
 
     @classmethod
@@ -237,6 +238,7 @@ class _Stream:
             stale_started=np.zeros(n),
             seen_last=np.full(n, -np.inf),
             seen_at=np.full(n, np.nan),  # NaN: not ticked yet
+            until=np.full(n, -np.inf),
         )
 
 
@@ -250,8 +252,13 @@ class SensorHealth:
         model_version: str,
         period_seconds: float,
         limits: SensorLimits | None = None,
+        mask_hold_seconds: float = 0.0,
     ):
+        """`mask_hold_seconds`: how long after a fault episode resolves its channel stays
+        masked (`masks`): the pipeline passes a window's span, so no window that still holds
+        a faulty sample is scored with the channel in."""
         self.cfg = cfg
+        self.mask_hold_seconds = float(mask_hold_seconds)
         self.channels = list(channels)
         self.model_version = model_version
         self.limits = limits
@@ -260,6 +267,11 @@ class SensorHealth:
         self.history = max(cfg.stuck_window, 2) - 1
         self.streams: dict[str, _Stream] = {}
         self._queued = False
+        # (data time, channel, cause column, opened) per stream, of the last `process`:
+        # what `masks` replays to know which channels were in fault at each window's time
+        self.transitions: dict[str, list[tuple[float, int, int, bool]]] = {}
+        self._before: dict[str, tuple[np.ndarray, FloatArray]] = {}  # (active, until) before the last process
+        self.masking: set[str] = set()  # streams whose channels may be masked (an open or held episode)
 
     @property
     def queued(self) -> bool:
@@ -270,6 +282,7 @@ class SensorHealth:
         if other.channels == self.channels:
             self.streams = other.streams
             self._queued = other._queued
+            self.masking = other.masking
 
     def _stream(self, stream: str) -> _Stream:
         st = self.streams.get(stream)
@@ -301,6 +314,9 @@ class SensorHealth:
 
     def process(self) -> list[Alert]:
         """Check every queued frame; the alerts of faults that began or ended."""
+        if self.transitions:
+            self.transitions = {}
+            self._before = {}
         if not self._queued:
             return []
         self._queued = False
@@ -368,6 +384,7 @@ class SensorHealth:
         self, stream: str, st: _Stream, ts: FloatArray, x: FloatArray, bad: np.ndarray, out: list[Alert]
     ) -> None:
         clear = self.cfg.clear_samples
+        before, until = st.active.copy(), st.until.copy()
         events: list[tuple[int, Alert]] = []  # (row, alert): sorted by row below, so batching changes no order
         for c, j in zip(*np.nonzero(st.active | bad.any(axis=0)), strict=True):
             col = bad[:, c, j].tolist()
@@ -388,6 +405,20 @@ class SensorHealth:
                     events.append((i, self._alert(stream, c, _FRAME_CAUSES[j], "firing", ts[i], None, x[i, c])))
         events.sort(key=lambda e: e[0])
         out.extend(alert for _, alert in events)
+        if events:
+            if stream not in self._before:
+                self._before[stream] = (before, until)
+            moves = self.transitions.setdefault(stream, [])
+            for _, a in events:
+                c = self.channels.index(a.channel or "")
+                j = _FRAME_CAUSES.index(a.cause or "")
+                if a.state == "firing":
+                    moves.append((a.started_at, c, j, True))
+                else:
+                    t_end = float(a.ended_at if a.ended_at is not None else a.started_at)
+                    moves.append((t_end, c, j, False))
+                    st.until[c] = max(float(st.until[c]), t_end + self.mask_hold_seconds)
+            self.masking.add(stream)
 
     def tick(self, now: float, last_times: Mapping[str, Sequence[float]]) -> list[Alert]:
         """The stale check at `now` (the caller's clock): `last_times` holds each stream's
@@ -420,6 +451,38 @@ class SensorHealth:
                     out.append(self._alert(stream, c, STALE, "resolved", float(st.stale_started[c]), now, None))
             st.stale = stale
         return out
+
+    def masks(self, stream: str, times: FloatArray) -> np.ndarray | None:
+        """Which channels of `stream` to mask at each of `times` (ascending data times of
+        frames checked by the last `process`): bool (len(times), C), or None for none.
+
+        A channel is masked from the frame its frame-fault episode (stuck, out of range,
+        rate) fired at until `mask_hold_seconds` after the frame that resolved it. Stale is
+        left out: a stale channel's frames are not scored anyway, and stale depends on the
+        caller's clock, which replay has not. The answer depends only on data times, so
+        batch boundaries change no mask."""
+        st = self.streams.get(stream)
+        if st is None or stream not in self.masking or not len(times):
+            return None
+        moves = self.transitions.get(stream, [])
+        active, until = self._before.get(stream, (st.active, st.until))
+        active, until = active.copy(), until.copy()
+        t_all = np.asarray(times, dtype=np.float64)
+        if not moves and not active.any() and not (until > t_all[0]).any():
+            self.masking.discard(stream)  # nothing open, every hold over: off the list
+            return None
+        hold = self.mask_hold_seconds
+        out = np.zeros((len(t_all), len(self.channels)), dtype=bool)
+        k = 0
+        for i, t in enumerate(t_all.tolist()):
+            while k < len(moves) and moves[k][0] <= t:
+                t_move, c, j, opened = moves[k]
+                active[c, j] = opened
+                if not opened:
+                    until[c] = max(float(until[c]), t_move + hold)
+                k += 1
+            out[i] = active.any(axis=1) | (t < until)
+        return out if out.any() else None
 
     def faulty(self, stream: str) -> list[str]:
         """The channels of `stream` with an open sensor fault episode."""

@@ -410,6 +410,8 @@ class Alert:
     # anomaly alerts of a bundle with operating states (decision 0020): the state of the
     # window behind the change, {"index" (from 1), "of", "name", "novelty", "text"}
     operating_state: dict[str, Any] | None = None
+    masked: list[str] = field(default_factory=list)  # anomaly alerts: channels in sensor fault, scored from the others
+    reason: str | None = None  # why a resolved alert ended other than by its scores: "stale" (the stream went silent)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -431,4 +433,8 @@ class Alert:
             out.update(cause=self.cause, channel=self.channel, value=self.value)
         if self.operating_state is not None:
             out["operating_state"] = self.operating_state
+        if self.masked:
+            out["masked"] = list(self.masked)
+        if self.reason is not None:
+            out["reason"] = self.reason
         return out

@@ -205,6 +205,23 @@ class Metrics:
             ["op"],
             registry=r,
         )
+        self.alarm_state_errors = Counter(
+            "monitor_alarm_state_errors_total",
+            "Alarm state files that could not be read or written (a fresh start or a kept old file).",
+            ["op"],
+            registry=r,
+        )
+        self.alerts_silenced = Counter(
+            "monitor_alerts_silenced_total",
+            "Alerts held back from every sink by a silence (stream: within the label cap, else _other).",
+            ["stream", "kind"],
+            registry=r,
+        )
+        self.silence_file_errors = Counter(
+            "monitor_silence_file_errors_total",
+            "Reads of the silences file that failed (unreadable or malformed; the silences in force are kept).",
+            registry=r,
+        )
         self._streams: dict[str, tuple] = {}  # stream -> (score child, state child, last reading child)
         self._unlabelled: set[str] = set()
         self._state_children: dict[str, tuple] = {}  # stream -> (operating state, novelty) children
@@ -413,6 +430,10 @@ class Metrics:
         if firing is not None:
             children[1].set(1 if firing else 0)
         return True
+
+    def silenced(self, stream: str, kind: str) -> None:
+        """Count an alert held back by a silence (bounded: a stream beyond the label cap is _other)."""
+        self.alerts_silenced.labels(stream if stream in self._streams else "_other", kind).inc()
 
     def set_calibration(self, stream: str, threshold: float | None, budget_use: float | None) -> bool:
         """Export a stream's effective threshold and alert-budget use (within the label cap)."""

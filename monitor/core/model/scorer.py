@@ -97,6 +97,18 @@ class AutoencoderScorer:
                 all_codes[i:j] = c
         return raw, per_channel, last, all_codes
 
+    def reconstruct(self, x_std: np.ndarray) -> Float32Array:
+        """The whole reconstruction (B, W, C) of the scored channels of `x_std` (masked
+        scoring imputes a masked channel with it, `monitor.core.masking`)."""
+        x = np.ascontiguousarray(x_std, dtype=np.float32)
+        self._check(x)
+        with torch.inference_mode():
+            recon, _ = self.module(torch.from_numpy(x).to(self.device))
+            if self.n_scored is not None:
+                recon = recon[:, :, : self.n_scored]
+            out: Float32Array = recon.cpu().numpy()
+            return out
+
     def _errors(
         self, x: Float32Array, want_codes: bool = False
     ) -> tuple[Float32Array, Float32Array, Float32Array, Float32Array | None]:
