@@ -52,6 +52,7 @@ CONFIG_COMMANDS = {
     "models prune": ["--keep", "2"],
     "models shadow-report": [],
     "label": ["--list"],
+    "silence": ["--list"],
 }
 
 

@@ -59,6 +59,8 @@ def test_worker_config_is_the_deploy_config_plus_the_nats_source():
     shared = yaml.safe_load((ROOT / "deploy" / "config" / "monitor.yaml").read_text())
     assert worker.pop("source") == "nats" and "nats" in worker and "nats" not in shared
     worker.pop("nats")
+    # availability (status topic, last will) rides the MQTT connection, which a NATS worker has not
+    assert worker.pop("availability")["enabled"] is False and shared.pop("availability")["enabled"] is True
     assert worker == shared
     cfg = _worker_config()
     assert cfg.nats.replicas == 3 and len(cfg.nats.servers) == 3

@@ -480,7 +480,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_silence(args: argparse.Namespace) -> int:
     from monitor.io import silences  # noqa: PLC0415
 
-    cfg = load_config(args.config)
+    cfg = _config(args.config)
     path = silences.silences_path(cfg.models.dir)
     try:
         if args.list:
@@ -502,10 +502,7 @@ def cmd_silence(args: argparse.Namespace) -> int:
             print(f"cleared {args.clear}")
             return 0
         if not args.stream or not args.duration:
-            print(
-                "monitor silence: give STREAM --for DURATION [--reason TEXT], or --list, or --clear ID", file=sys.stderr
-            )
-            return 2
+            raise UsageError("give STREAM --for DURATION [--reason TEXT], or --list, or --clear ID")
         seconds = silences.parse_duration(args.duration)
         s = silences.add(path, args.stream, seconds, args.reason or "")
     except (silences.SilenceFileError, ValueError, OSError) as exc:
@@ -620,7 +617,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.set_defaults(func=cmd_replay)
 
     si = sub.add_parser("silence", help="silence a stream's alerts for a while (maintenance), list or clear silences")
-    si.add_argument("--config", required=True)
+    add_config(si)
     si.add_argument("stream", nargs="?", help="stream key or fnmatch pattern (site1/*)")
     si.add_argument("--for", dest="duration", help="how long: 90s, 15m, 2h, 1d")
     si.add_argument("--reason", default="", help="why (shown by --list)")
