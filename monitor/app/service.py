@@ -614,6 +614,17 @@ class Service:
         fleet = self.fleet
         for group in fleet.names:
             for reason, total in fleet.group_counters(group).items():
+                if reason == "clock_steps":
+                    delta = total - self._reported[(group, reason)]
+                    if delta:
+                        self._reported[(group, reason)] = total
+                        self.metrics.clock_steps.labels(group).inc(delta)
+                        log.warning(
+                            "group %s: %d stream(s) whose sensor clock stepped back were re-synced "
+                            "(readings far older than the stream's newest; stream.clock_step_seconds)",
+                            group,
+                            delta,
+                        )
                 if reason in TALLIES:
                     continue
                 delta = total - self._reported[(group, reason)]

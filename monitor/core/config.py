@@ -341,6 +341,11 @@ class StreamConfig:
     alignment: Literal["bucket", "nearest", "interpolate"] = "bucket"
     max_streams: int = 10_000
     max_future_seconds: float = 300.0  # timestamps further ahead of receive time are rejected
+    # A sensor clock stepped back (monitor/core/stream/clock_step.py): this many refused
+    # readings in a row, each more than clock_step_seconds older than the stream's newest,
+    # re-sync the stream instead of leaving it blind. None: max(60 s, 10 periods); 0: off.
+    clock_step_seconds: float | None = None
+    clock_step_readings: int = 5
 
     def __post_init__(self) -> None:
         if self.period_seconds != "auto":
@@ -355,6 +360,11 @@ class StreamConfig:
         if self.lateness_seconds is not None:
             _positive("stream.lateness_seconds", self.lateness_seconds, allow_zero=True)
         _positive("stream.max_streams", self.max_streams)
+        if self.clock_step_seconds is not None:
+            _positive("stream.clock_step_seconds", self.clock_step_seconds, allow_zero=True)
+        if isinstance(self.clock_step_readings, bool) or not isinstance(self.clock_step_readings, int):
+            raise ConfigError("stream.clock_step_readings", f"must be a whole number, got {self.clock_step_readings!r}")
+        _positive("stream.clock_step_readings", self.clock_step_readings)
         if self.alignment not in ALIGNMENTS:
             raise ConfigError(
                 "stream.alignment", f"must be one of {', '.join(repr(a) for a in ALIGNMENTS)}; got {self.alignment!r}"

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, TypeAlias, TypeGuard
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeGuard
 
 import numpy as np
 from numpy.typing import NDArray
@@ -33,6 +33,7 @@ from monitor.core.model.manifest import Manifest
 from monitor.core.sensor_health import SensorHealth, SensorLimits
 from monitor.core.shadow import Shadow
 from monitor.core.stream.assembler import AssembledFrame, StreamAssembler
+from monitor.core.stream.clock_step import ClockStepDetector, step_seconds
 from monitor.core.stream.context import context_row, context_rows, context_width
 from monitor.core.stream.filters import FilterChain
 from monitor.core.stream.interpolate import InterpolatingAssembler
@@ -56,7 +57,7 @@ if TYPE_CHECKING:
     from monitor.core.model.bundle import Bundle
 
 #: Keys of `Pipeline.counters` that tally work done; every other key is a `DropReason`.
-TALLIES = ("accepted", "frames", "windows_scored", "regime_changes")
+TALLIES = ("accepted", "frames", "windows_scored", "regime_changes", "clock_steps")
 
 _MIN_RUN = 8  # shorter runs of one stream's readings: reading by reading is as fast
 _MISSING = object()
@@ -143,7 +144,7 @@ class ScoringModel:
 class StreamState:
     """One stream's assembler, filters, scaler (its adapter's, or the group's) and window buffer."""
 
-    __slots__ = ("assembler", "filters", "frames", "inv_std", "mean", "windows")
+    __slots__ = ("assembler", "clock", "filters", "frames", "inv_std", "mean", "windows")
 
     def __init__(
         self,
@@ -163,6 +164,7 @@ class StreamState:
         self.filters = FilterChain(model.filters)
         self.windows = WindowBuffer(model.window_size, model.input_channels, model.stride)
         self.frames: list[AssembledFrame] = []  # scratch list the assembler appends completed frames to
+        self.clock: ClockStepDetector | None = None  # set by the pipeline (stream.clock_step_seconds > 0)
         # (mean, 1 / std) the stream's frames are standardized with
         self.mean, self.inv_std = scaler if scaler is not None else (model.mean, 1.0 / model.std)
 
@@ -225,6 +227,7 @@ class Pipeline:
         self.channel_index = {c: i for i, c in enumerate(model.channels)}
         self._perms: dict[tuple[str, ...], NDArray[np.intp] | None] = {}  # FrameBlock channels -> model column order
         self.max_gap, self.lateness = stream_timing(self.stream_cfg, model.period_seconds)
+        self.clock_step = step_seconds(self.stream_cfg.clock_step_seconds, model.period_seconds)
         self._inv_std = 1.0 / model.std
         adapters = model.adapters
         if adapters is not None and len(adapters):
@@ -332,7 +335,43 @@ class Pipeline:
             if len(self.streams) >= self.stream_cfg.max_streams:
                 return None
             state = self.streams[stream] = StreamState(self.model, self.max_gap, self.lateness, self.scaler_for(stream))
+            if self.clock_step > 0:
+                state.clock = ClockStepDetector(self.clock_step, self.stream_cfg.clock_step_readings)
         return state
+
+    def _clock(self, stream: str, state: StreamState, timestamp: float, item: Any, reason: str | None) -> bool:
+        """Feed the stream's clock-step detector (clock_step.py). Counts what it let go of;
+        True when `item` is held (not counted now: a step may re-push it)."""
+        clock = state.clock
+        assert clock is not None
+        if reason is None:
+            cleared = clock.accepted()
+        elif reason in (DropReason.OUT_OF_ORDER, DropReason.LATE):
+            step, cleared = clock.rejected(max(state.assembler.last_times()), timestamp, item, reason)
+            if step:
+                self._resync(stream, state, cleared)
+                return True
+            if not cleared:
+                return True
+            cleared.pop()  # this one: counted by the caller
+        else:
+            return False
+        for _, why in cleared:
+            self.counters[why] += 1
+        return False
+
+    def _resync(self, stream: str, old: StreamState, held: list[tuple[Any, str]]) -> None:
+        """The stream's clock stepped back: start its frames and windows afresh (the alarm
+        and calibrator keep their state) and push the held readings into the new state."""
+        state = StreamState(self.model, self.max_gap, self.lateness, (old.mean, old.inv_std))
+        state.clock = old.clock
+        self.streams[stream] = state
+        self.counters["clock_steps"] += 1
+        for item, _ in held:
+            if isinstance(item, Reading):
+                self.push_reading(item)
+            else:
+                self.push_row(stream, item[0], item[1])
 
     def push_reading(self, reading: Reading) -> str | None:
         """Add one reading; returns None if accepted, else the reason it was dropped."""
@@ -348,6 +387,12 @@ class Pipeline:
                 reason = state.assembler.push(reading.timestamp, idx, reading.value, state.frames)
                 if state.frames:
                     self._consume_frames(reading.stream, state)
+                if (
+                    state.clock is not None
+                    and (reason is not None or state.clock.held)
+                    and self._clock(reading.stream, state, reading.timestamp, reading, reason)
+                ):
+                    return reason  # held: counted once it is known whether the clock stepped
         if reason is not None:
             self.counters[reason] += 1
         else:
@@ -495,6 +540,8 @@ class Pipeline:
         asm = state.assembler
         if not isinstance(asm, StreamAssembler):  # interpolation has no vectorized path
             return 0
+        if state.clock is not None and state.clock.held:  # readings held for a clock step: one by one
+            return 0
         # the scalar path computes math.floor per reading: the same IEEE operations
         buckets = np.floor(ts / asm.period + asm.offset)
         good = np.isfinite(frames).all(axis=1) & np.isfinite(buckets)
@@ -547,6 +594,12 @@ class Pipeline:
             reason = state.assembler.push_row(timestamp, values, state.frames)
             if state.frames:
                 self._consume_frames(stream, state)
+            if (
+                state.clock is not None
+                and (reason is not None or state.clock.held)
+                and self._clock(stream, state, timestamp, (timestamp, values), reason)
+            ):
+                return reason  # held: counted once it is known whether the clock stepped
         self.counters[reason or "accepted"] += 1
         return reason
 

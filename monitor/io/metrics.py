@@ -199,6 +199,12 @@ class Metrics:
             ["group"],
             registry=r,
         )
+        self.clock_steps = Counter(
+            "monitor_clock_steps_total",
+            "Streams re-synced after their sensor clock stepped back (stream.clock_step_seconds), by group.",
+            ["group"],
+            registry=r,
+        )
         self.calibration_state_errors = Counter(
             "monitor_calibration_state_errors_total",
             "Calibration state files that could not be read or written (a fresh start or a kept old file).",
