@@ -31,7 +31,7 @@ __all__ = ["ReadingColumns", "load_recording_columns"]
 class ReadingColumns(Sequence[Reading]):
     """Readings of one stream: `times`, `chan` (index into `names`), `values`, in read order."""
 
-    __slots__ = ("chan", "names", "stream", "times", "values")
+    __slots__ = ("chan", "is_sorted", "names", "stream", "times", "values")
 
     def __init__(
         self,
@@ -40,7 +40,10 @@ class ReadingColumns(Sequence[Reading]):
         times: np.ndarray | None = None,
         chan: np.ndarray | None = None,
         values: np.ndarray | None = None,
+        *,
+        is_sorted: bool = False,
     ):
+        self.is_sorted = is_sorted  # times known non-decreasing: slices by time are views
         self.stream = stream
         self.names = list(names)
         self.times = np.zeros(0) if times is None else np.asarray(times, dtype=np.float64)
@@ -67,8 +70,8 @@ class ReadingColumns(Sequence[Reading]):
     @overload
     def __getitem__(self, i: slice) -> ReadingColumns: ...
     def __getitem__(self, i: int | slice) -> Reading | ReadingColumns:
-        if isinstance(i, slice):
-            return self.take(np.arange(len(self))[i])
+        if isinstance(i, slice):  # views of the columns: O(len of the slice)
+            return self.take(i)
         return Reading(self.stream, self.names[int(self.chan[i])], float(self.times[i]), float(self.values[i]))
 
     def __iter__(self) -> Iterator[Reading]:
@@ -77,13 +80,26 @@ class ReadingColumns(Sequence[Reading]):
             yield Reading(stream, names[c], t, v)
 
     def take(self, index: Any) -> ReadingColumns:
-        """The readings at `index` (a boolean mask or integer positions), same channel table."""
-        return ReadingColumns(self.stream, self.names, self.times[index], self.chan[index], self.values[index])
+        """The readings at `index` (a boolean mask, integer positions or a slice), same channel table."""
+        keeps_order = self.is_sorted and (isinstance(index, slice) or getattr(index, "dtype", None) == np.bool_)
+        return ReadingColumns(
+            self.stream, self.names, self.times[index], self.chan[index], self.values[index], is_sorted=keeps_order
+        )
 
     def ordered(self) -> ReadingColumns:
         """Sorted by time, stably (readings of one time keep their read order, as ``sorted`` would)."""
-        order = np.argsort(self.times, kind="stable")
-        return self.take(order)
+        if self.is_sorted:
+            return self
+        out = self.take(np.argsort(self.times, kind="stable"))
+        out.is_sorted = True
+        return out
+
+    def between(self, lo: float, hi: float) -> ReadingColumns:
+        """The readings with lo <= time < hi: views of the columns when they are sorted."""
+        if self.is_sorted:
+            a, b = np.searchsorted(self.times, [lo, hi], side="left")
+            return self.take(slice(int(a), int(b)))
+        return self.take((self.times >= lo) & (self.times < hi))
 
     def channel_index(self, channels: Sequence[str]) -> np.ndarray:
         """Per reading its position in `channels`, -1 for a channel not in it."""
@@ -91,7 +107,7 @@ class ReadingColumns(Sequence[Reading]):
         return lookup[self.chan.astype(np.int64)] if len(self) else np.zeros(0, dtype=np.int64)
 
     def with_values(self, values: np.ndarray) -> ReadingColumns:
-        return ReadingColumns(self.stream, self.names, self.times, self.chan, values)
+        return ReadingColumns(self.stream, self.names, self.times, self.chan, values, is_sorted=self.is_sorted)
 
 
 class _Growing:
@@ -143,4 +159,6 @@ def load_recording_columns(
             g.v.append(np.asarray(v, dtype=np.float64))
     if rejected:
         log.warning("recordings: %d readings rejected by the codec", rejected)
-    return {s: g.finish() for s, g in grow.items()}, rejected
+    # sorted once (stably, as the frame builder would): time slices of the window, the
+    # hold-out and the episodes are then views, not copies
+    return {s: g.finish().ordered() for s, g in grow.items()}, rejected
