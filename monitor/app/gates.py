@@ -59,11 +59,14 @@ def wide(sd: StreamData) -> tuple[np.ndarray, np.ndarray]:
     channel interpolated onto the first channel's times (for statistics only)."""
     if sd.timestamps is not None and sd.values is not None and len(sd.timestamps):
         return sd.timestamps, sd.values
-    per: dict[str, list[tuple[float, float]]] = {c: [] for c in sd.channels}
-    for r in sd.readings:
-        if r.channel in per:
-            per[r.channel].append((r.timestamp, r.value))
-    series = [np.array(sorted(per[c]), dtype=np.float64).reshape(-1, 2) for c in sd.channels]
+    rc = sd.readings
+    index = rc.channel_index(list(sd.channels))
+    series = []
+    for i in range(len(sd.channels)):
+        mine = index == i
+        t, v = rc.times[mine], rc.values[mine]
+        order = np.lexsort((v, t))  # by time, then value: what sorting (time, value) pairs gave
+        series.append(np.column_stack([t[order], v[order]]).reshape(-1, 2))
     if not series or not len(series[0]):
         return np.zeros(0), np.zeros((0, len(sd.channels)))
     t = series[0][:, 0]
