@@ -121,8 +121,20 @@ class _Growing:
         self.v: list[np.ndarray] = []
 
     def finish(self) -> ReadingColumns:
-        join = np.concatenate
-        return ReadingColumns(self.stream, list(self.index), join(self.t), join(self.c), join(self.v))
+        """The joined columns, sorted by time; each field's chunks freed once joined, and no
+        sorted copy when the recordings were already in time order (the usual case)."""
+        t = _join(self.t)
+        c = _join(self.c)
+        v = _join(self.v)
+        cols = ReadingColumns(self.stream, list(self.index), t, c, v)
+        cols.is_sorted = bool(len(t) < 2 or np.all(t[1:] >= t[:-1]))
+        return cols.ordered()
+
+
+def _join(chunks: list[np.ndarray]) -> np.ndarray:
+    out = np.concatenate(chunks)
+    chunks.clear()
+    return out
 
 
 def load_recording_columns(
@@ -161,4 +173,4 @@ def load_recording_columns(
         log.warning("recordings: %d readings rejected by the codec", rejected)
     # sorted once (stably, as the frame builder would): time slices of the window, the
     # hold-out and the episodes are then views, not copies
-    return {s: g.finish().ordered() for s, g in grow.items()}, rejected
+    return {s: grow[s].finish() for s in list(grow)}, rejected
