@@ -685,3 +685,14 @@ def test_retrain_jobs_pass_the_data_window_within_the_recorders_retention():
     assert "Environment=MONITOR_RECORD__DIR=%S/monitor/recordings" in (DEPLOY / "systemd/monitor.service").read_text()
     assert _flag(cron_args, "--data") == configs["k8s/configmap.yaml"].record.dir
     assert _flag(compose_cmd, "--data") == configs["deploy/config/monitor.yaml"].record.dir
+
+
+def test_retrain_memory_limit_is_the_same_for_the_unit_and_the_cronjob():
+    """The retrain unit's MemoryMax and the CronJob's memory limit are one budget (the one
+    bench/README.md's figures for the shipped 168 h window are measured against)."""
+    unit = (DEPLOY / "systemd/monitor-retrain.service").read_text()
+    memory_max = re.search(r"^MemoryMax=(\d+)G$", unit, re.M)
+    assert memory_max is not None, "MemoryMax=<N>G missing from monitor-retrain.service"
+    cron = yaml.safe_load((K8S / "cronjob.yaml").read_text())
+    container = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"]["memory"] == f"{memory_max.group(1)}Gi"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from monitor.core.config import CalibrationConfig
-from monitor.core.drift import DriftTracker, error_quantiles, psi
+from monitor.core.drift import DEFAULT_WINDOW, DriftTracker, error_quantiles, psi
 from monitor.core.model.calibrate import fit_threshold
 
 
@@ -65,3 +65,29 @@ def test_queued_batches_give_the_same_value_as_binning_each_batch():
         queued.add(batch)
     assert queued._pending_n <= 500 + 900  # bounded while nobody asks for the value
     assert queued.value() == direct.value() and queued.filled == direct.filled == 500
+
+
+def _cyclic_errors(n: int, seed: int, gain: float = 1.0) -> np.ndarray:
+    """Raw errors of a process with a 600-window load cycle (like `synthetic.pump`'s): the
+    error level follows the load, so a few hundred consecutive windows see part of a cycle."""
+    rng = np.random.default_rng(seed)
+    phase = 2 * np.pi * np.arange(n) / 600.0
+    return gain * (1.0 + 0.8 * np.sin(phase)) * rng.gamma(50.0, 1 / 50.0, n)
+
+
+def test_drift_is_nan_until_the_ring_is_full_because_a_partial_cycle_reads_as_drift():
+    # the false positive of decision 0021's addendum: 215 windows (under one load cycle)
+    # of perfectly normal errors give a PSI far above the rule's 0.25; the full ring does not
+    edges = error_quantiles(_cyclic_errors(30_000, seed=1))
+    partial = DriftTracker(edges, min_windows=1)
+    partial.update(_cyclic_errors(215, seed=2))
+    assert partial.value() > 0.25  # what the old 200-window minimum exported
+    tracker = DriftTracker(edges)  # the daemon's defaults
+    assert tracker.min_windows == tracker.window == DEFAULT_WINDOW
+    tracker.update(_cyclic_errors(DEFAULT_WINDOW - 1, seed=2))
+    assert math.isnan(tracker.value())  # a partly filled ring is not reported
+    tracker.update(_cyclic_errors(1, seed=3))
+    assert tracker.value() < 0.1  # normal: well under the rule's level
+    drifted = DriftTracker(edges)
+    drifted.update(_cyclic_errors(DEFAULT_WINDOW, seed=2, gain=1.3))  # errors 30 % higher
+    assert drifted.value() > 0.25

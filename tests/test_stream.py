@@ -6,7 +6,7 @@ import pytest
 from monitor.core.config import FilterConfig
 from monitor.core.stream.assembler import StreamAssembler
 from monitor.core.stream.filters import EMAFilter, FilterChain, HampelFilter, MedianFilter
-from monitor.core.stream.windows import WindowBuffer, window_runs
+from monitor.core.stream.windows import WindowBuffer, even_sample, window_ends, window_runs, windows_at
 
 
 def feed(asm, readings):
@@ -124,6 +124,21 @@ def test_window_buffer_matches_batch_windows(window_size, stride):
     assert list(ends) == live_ends
     for w, e in zip(batch, ends, strict=True):  # each window is the frames ending at its end index, oldest first
         np.testing.assert_array_equal(w, values[e - window_size + 1 : e + 1])
+    # training counts and samples windows by their end frames before cutting any (a month of
+    # them would not fit): the same windows as the live buffer's, at the same ends
+    only_ends = window_ends(stale, window_size, stride)
+    assert list(only_ends) == live_ends
+    np.testing.assert_array_equal(windows_at(values, only_ends, window_size), np.stack(live))
+    pick = only_ends[[0, len(only_ends) // 2, -1]]
+    np.testing.assert_array_equal(windows_at(values, pick, window_size), np.stack(live)[[0, len(live) // 2, -1]])
+
+
+def test_even_sample_spreads_over_the_whole_range():
+    got = even_sample(1000, 11)
+    assert (got[0], got[-1], len(got)) == (0, 999, 11)
+    assert set(np.diff(got).tolist()) <= {99, 100}  # evenly spread, not the first 11
+    assert list(even_sample(5, 10)) == [0, 1, 2, 3, 4]  # under the bound: all
+    assert list(even_sample(5, 0)) == [0, 1, 2, 3, 4]  # 0: no bound
 
 
 def test_window_buffer_first_window_and_stride():

@@ -34,6 +34,8 @@ def test_channel_min_std_floors_only_the_named_channels():
         ("model: {channel_min_std: [1, 2]}", "model.channel_min_std"),
         ("calibration: {source: newest}", "calibration.source"),
         ("model: {score_reduction: median}", "model.score_reduction"),
+        ("model: {max_train_windows: -1}", "model.max_train_windows"),
+        ("model: {max_calibration_windows: 1.5}", "model.max_calibration_windows"),
     ],
 )
 def test_bad_knob_values_name_the_key(tmp_path, text, key):
@@ -143,3 +145,46 @@ def test_unknown_score_reduction_in_a_bundle_spec_is_rejected():
     spec = dict(architecture_spec(ModelConfig(architecture="conv1d"), 3), score_reduction="median")
     with pytest.raises(ValueError, match="score_reduction"):
         build_from_spec(spec)
+
+
+def test_window_bounds_sample_evenly_and_the_manifest_says_how_many_of_how_many(tmp_path):
+    from monitor.app.training import FrameSet, prepare_windows  # noqa: PLC0415
+
+    # two streams, one twice as long: each keeps its share; the hold-out stays the newest part
+    frames = []
+    for name, n in (("a", 1200), ("b", 2400)):
+        t = np.arange(n, dtype=float)
+        values = np.column_stack([t, -t])  # a window's first value is its first frame's time
+        frames.append(FrameSet(name, t, values, np.zeros(n, dtype=bool)))
+    knobs = {"window_size": 4, "adapters": "off"}  # one scaler: a window's first value gives back its time
+    cfg = Config(model=ModelConfig(**knobs, max_train_windows=300, max_calibration_windows=90))
+    full = prepare_windows(frames, Config(model=ModelConfig(**knobs, max_train_windows=0)), 4, 1)
+    prep = prepare_windows(frames, cfg, 4, 1)
+    s = prep.sampled
+    assert s["train_windows_available"] == len(full.train_windows) > 300 >= s["train_windows_used"] >= 298
+    assert s["calibration_windows_available"] == len(full.calib_windows) > 90 >= s["calibration_windows_used"]
+    (_, a_train, a_cal), (_, b_train, b_cal) = prep.counts
+    # each stream its share of the bound: b has twice a's frames, so twice its windows
+    assert 99 <= a_train <= 100 and 199 <= b_train <= 200 and 29 <= a_cal <= 30 and 59 <= b_cal <= 60
+
+    # evenly over the older part of stream a: starts spread from its first to its last window
+    def start(w):  # the frame time each window starts at
+        return np.rint(w[:, 0, 0] * prep.std[0] + prep.mean[0])
+
+    starts = start(prep.train_windows[:a_train])
+    all_starts = start(full.train_windows[: full.counts[0][1]])
+    assert starts[0] == all_starts[0] == 0 and starts[-1] == all_starts[-1]
+    assert np.ptp(np.diff(starts)) <= 1  # equal steps
+    first_calib = start(full.calib_windows[:1])[0]
+    assert start(prep.calib_windows[:a_cal]).min() >= first_calib > all_starts[-1]  # only the newest part
+
+
+def test_train_reports_windows_used_of_available(tmp_path):
+    _, manifest = _tiny(tmp_path, "bounded", max_train_windows=60, max_calibration_windows=25)
+    sampled = manifest["calibration"]["windows_sampled"]
+    assert sampled["train_windows_used"] <= 60 < sampled["train_windows_available"]
+    assert sampled["calibration_windows_used"] <= 25 < sampled["calibration_windows_available"]
+    assert (
+        manifest["training"]["n_train_windows"] + manifest["training"]["n_val_windows"] == sampled["train_windows_used"]
+    )
+    assert manifest["calibration"]["n_train_windows"] == sampled["train_windows_available"]

@@ -23,6 +23,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import yaml
 
+from monitor.app.columns import ReadingColumns
 from monitor.app.replay import replay_to_broker
 from monitor.app.service import Service
 from monitor.app.training import StreamData, threads_arg, train_bundle
@@ -91,7 +92,7 @@ def run_demo(
         cfg.model.threads = threads
     codec = Codec(cfg.topics)
     readings = [r for m in normal for r in codec.decode(m.topic, m.payload, m.received_at)[0]]
-    data = [StreamData(STREAM, list(cfg.stream.channels), readings=readings)]
+    data = [StreamData(STREAM, list(cfg.stream.channels), readings=ReadingColumns.from_readings(readings, STREAM))]
     outcome = train_bundle(data, cfg, work / "models", write_plots=True)
     m = outcome.manifest
     _say(

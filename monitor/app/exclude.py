@@ -153,7 +153,7 @@ def count_in_spans(data: list[StreamData], spans: Sequence[Span], pad_seconds: f
             for s, e in mine:
                 hit |= (sd.timestamps >= s) & (sd.timestamps <= e)
             n += int(hit.sum())
-        n += sum(1 for r in sd.readings if any(s <= r.timestamp <= e for s, e in mine))
+        n += int(_in_spans(sd.readings.times, mine).sum())
     return n
 
 
@@ -179,7 +179,15 @@ def exclude_spans(data: list[StreamData], spans: Sequence[Span], pad_seconds: fl
             removed += int(drop.sum())
             sd.timestamps, sd.values = sd.timestamps[~drop], sd.values[~drop]
         if sd.readings:
-            keep = [r for r in sd.readings if not any(s <= r.timestamp <= e for s, e in mine)]
-            removed += len(sd.readings) - len(keep)
-            sd.readings = keep
+            keep = ~_in_spans(sd.readings.times, mine)
+            removed += len(sd.readings) - int(keep.sum())
+            sd.readings = sd.readings.take(keep)
     return removed
+
+
+def _in_spans(times: np.ndarray, spans: Sequence[tuple[float, float]]) -> np.ndarray:
+    """Per time: whether it lies in any closed span [s, e]."""
+    hit = np.zeros(len(times), dtype=bool)
+    for s, e in spans:
+        hit |= (times >= s) & (times <= e)
+    return hit

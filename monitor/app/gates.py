@@ -30,7 +30,7 @@ from monitor.core.config import AlarmConfig, CalibrationConfig, Config
 from monitor.core.fleet import Fleet, GroupResult
 from monitor.core.pipeline import ScoringModel
 from monitor.core.runner import Runner
-from monitor.core.types import Alert, Reading, Score
+from monitor.core.types import Alert, Score
 
 # --------------------------------------------------------------------------- slicing
 
@@ -42,7 +42,7 @@ def time_slice(sd: StreamData, lo: float = -math.inf, hi: float = math.inf) -> S
         keep = (sd.timestamps >= lo) & (sd.timestamps < hi)
         out.timestamps = sd.timestamps[keep]
         out.values = sd.values[keep]
-    out.readings = [r for r in sd.readings if lo <= r.timestamp < hi]
+    out.readings = sd.readings.between(lo, hi)
     return out
 
 
@@ -50,7 +50,7 @@ def times_of(sd: StreamData) -> np.ndarray:
     """Every timestamp of a StreamData, sorted."""
     parts = [sd.timestamps] if sd.timestamps is not None else []
     if sd.readings:
-        parts.append(np.fromiter((r.timestamp for r in sd.readings), float, len(sd.readings)))
+        parts.append(sd.readings.times)
     return np.sort(np.concatenate(parts)) if parts else np.zeros(0)
 
 
@@ -59,11 +59,14 @@ def wide(sd: StreamData) -> tuple[np.ndarray, np.ndarray]:
     channel interpolated onto the first channel's times (for statistics only)."""
     if sd.timestamps is not None and sd.values is not None and len(sd.timestamps):
         return sd.timestamps, sd.values
-    per: dict[str, list[tuple[float, float]]] = {c: [] for c in sd.channels}
-    for r in sd.readings:
-        if r.channel in per:
-            per[r.channel].append((r.timestamp, r.value))
-    series = [np.array(sorted(per[c]), dtype=np.float64).reshape(-1, 2) for c in sd.channels]
+    rc = sd.readings
+    index = rc.channel_index(list(sd.channels))
+    series = []
+    for i in range(len(sd.channels)):
+        mine = index == i
+        t, v = rc.times[mine], rc.values[mine]
+        order = np.lexsort((v, t))  # by time, then value: what sorting (time, value) pairs gave
+        series.append(np.column_stack([t[order], v[order]]).reshape(-1, 2))
     if not series or not len(series[0]):
         return np.zeros(0), np.zeros((0, len(sd.channels)))
     t = series[0][:, 0]
@@ -77,14 +80,11 @@ def with_canary(sd: StreamData, c: canaries.Canary) -> StreamData:
     if sd.timestamps is not None and sd.values is not None:
         out.timestamps, out.values = sd.timestamps, canaries.inject(c, sd.timestamps, sd.values)
     if sd.readings:
-        name = sd.channels[c.channel]
-        readings = sorted(sd.readings, key=lambda r: r.timestamp)
-        idx = [i for i, r in enumerate(readings) if r.channel == name]
-        t = np.array([readings[i].timestamp for i in idx], dtype=np.float64)
-        v = canaries.perturb(c, t, np.array([readings[i].value for i in idx], dtype=np.float64))
-        for k, i in enumerate(idx):
-            readings[i] = Reading(readings[i].stream, name, readings[i].timestamp, float(v[k]))
-        out.readings = readings
+        readings = sd.readings.ordered()
+        mine = readings.channel_index(list(sd.channels)) == c.channel
+        values = readings.values.copy()
+        values[mine] = canaries.perturb(c, readings.times[mine], readings.values[mine])
+        out.readings = readings.with_values(values)
     return out
 
 
@@ -156,9 +156,9 @@ def score_slice(cfg: Config, model: ScoringModel, sd: StreamData, group: str | N
         alerts: list[Alert] = []
         gcfg = cfg.fleet()[0] if not cfg.groups else cfg.group(group or cfg.groups[0].name)
         runner = Runner(Fleet.single(model, gcfg), on_scores=lambda r: _extend(got, r), on_alert=alerts.append)
-        ordered = sorted(sd.readings, key=lambda r: r.timestamp)
+        ordered = sd.readings.ordered()  # columns: Reading objects made 256 at a time
         for at in range(0, len(ordered), 256):
-            runner.feed(ordered[at : at + 256])
+            runner.feed(list(ordered[at : at + 256]))
         runner.finish()
         alerts = [a for a in alerts if a.kind == "anomaly"]  # regime_change events neither start nor end one
         changes = {(a.stream, a.started_at if a.state == "firing" else a.ended_at): a.state for a in alerts}

@@ -108,7 +108,7 @@ def _filter_recent(data: list, max_age_hours: float) -> list:
 def _newest(sd) -> float | None:
     ts = [float(np.max(sd.timestamps))] if sd.timestamps is not None and len(sd.timestamps) else []
     if sd.readings:
-        ts.append(max(r.timestamp for r in sd.readings))
+        ts.append(float(np.max(sd.readings.times)))
     return max(ts) if ts else None
 
 
@@ -145,7 +145,7 @@ def split_holdout(data: list, fraction: float) -> tuple[list, list]:
     for sd in data:
         times = sd.timestamps if sd.timestamps is not None else np.zeros(0)
         if sd.readings:
-            times = np.concatenate([times, np.fromiter((r.timestamp for r in sd.readings), float)])
+            times = np.concatenate([times, sd.readings.times])
         if len(times) == 0:
             continue
         cut = float(np.quantile(np.sort(times), 1.0 - fraction))

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from monitor.app.columns import ReadingColumns, load_recording_columns
 from monitor.app.latent import fit_latent, latent_line, latent_map_png, latent_summary
 from monitor.app.plots import png_bytes, pyplot
 from monitor.core.config import CalibrationConfig, Config, ConfigError, ModelConfig
@@ -32,11 +33,9 @@ from monitor.core.pipeline import ScoringModel, StreamState, stream_timing
 from monitor.core.sensor_health import LIMITS_FILE, learn_limits
 from monitor.core.stream.context import context_rows
 from monitor.core.stream.period import IrregularTimestamps, infer_period_seconds
-from monitor.core.stream.windows import window_runs
-from monitor.core.types import Reading
+from monitor.core.stream.windows import even_sample, window_ends, windows_at
 from monitor.io.codec import Codec
 from monitor.io.files import read_csv
-from monitor.io.recording import iter_recordings
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +48,12 @@ class StreamData:
     channels: list[str]
     timestamps: np.ndarray | None = None  # wide rows: (N,)
     values: np.ndarray | None = None  # wide rows: (N, C)
-    readings: list[Reading] = field(default_factory=list)  # from recordings
+    readings: ReadingColumns = field(default_factory=ReadingColumns)  # from recordings, as columns
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.readings, ReadingColumns):  # a list of Reading objects
+            self.readings = ReadingColumns.from_readings(self.readings, self.stream)
+        self.readings.stream = self.stream
 
 
 @dataclass
@@ -86,10 +90,13 @@ def load_training_data(paths: Sequence[str | Path], cfg: Config) -> list[StreamD
         sd.timestamps = ts if sd.timestamps is None else np.concatenate([sd.timestamps, ts])
         sd.values = vals if sd.values is None else np.concatenate([sd.values, vals])
     if recordings:
-        for stream, readings in _readings_from_recordings(recordings, cfg).items():
-            sd = out.setdefault(stream, StreamData(stream, []))
-            sd.readings.extend(readings)
-        seen = sorted({r.channel for sd in out.values() for r in sd.readings})
+        codec = Codec(cfg.topics, cfg.mqtt.max_payload_bytes, cfg.stream.max_future_seconds)
+        for stream, columns in load_recording_columns(recordings, codec)[0].items():
+            if stream in out:  # a CSV stream of the same name: its rows stay, readings join them
+                out[stream].readings = columns
+            else:
+                out[stream] = StreamData(stream, [], readings=columns)
+        seen = sorted({n for sd in out.values() for n in seen_channels(sd.readings)})
         channels = cfg.stream.channels or seen
         for sd in out.values():
             if not sd.channels:
@@ -107,25 +114,17 @@ def group_training_data(paths: Sequence[str | Path], cfg: Config, group: str) ->
     fleet = Fleet.from_config(cfg)
     data = [sd for sd in load_training_data(paths, gcfg) if fleet.route(sd.stream) == group]
     if not gcfg.stream.channels:
-        seen = sorted({r.channel for sd in data for r in sd.readings})
+        seen = sorted({n for sd in data for n in seen_channels(sd.readings)})
         for sd in data:
             if sd.readings and sd.timestamps is None:
                 sd.channels = list(seen)
     return data
 
 
-def _readings_from_recordings(paths: list[Path], cfg: Config) -> dict[str, list[Reading]]:
-    codec = Codec(cfg.topics, cfg.mqtt.max_payload_bytes, cfg.stream.max_future_seconds)
-    streams: dict[str, list[Reading]] = {}
-    rejected = 0
-    for msg in iter_recordings(paths):
-        readings, bad = codec.decode(msg.topic, msg.payload, msg.received_at)
-        rejected += len(bad)
-        for r in readings:
-            streams.setdefault(r.stream, []).append(r)
-    if rejected:
-        log.warning("recordings: %d readings rejected by the codec", rejected)
-    return streams
+def seen_channels(cols: ReadingColumns) -> list[str]:
+    """The channel names that have at least one reading."""
+    present = np.unique(cols.chan) if len(cols) else np.zeros(0, dtype=np.int64)
+    return [cols.names[int(i)] for i in present]
 
 
 def _sorted_timestamp_runs(data: list[StreamData]) -> list[np.ndarray]:
@@ -133,10 +132,9 @@ def _sorted_timestamp_runs(data: list[StreamData]) -> list[np.ndarray]:
     for sd in data:
         if sd.timestamps is not None:
             parts.append(np.sort(sd.timestamps))
-        by_channel: dict[str, list[float]] = {}
-        for r in sd.readings:
-            by_channel.setdefault(r.channel, []).append(r.timestamp)
-        parts.extend(np.sort(np.asarray(v)) for v in by_channel.values())
+        cols = sd.readings
+        for i in np.unique(cols.chan) if len(cols) else []:
+            parts.append(np.sort(cols.times[cols.chan == i]))
     return parts
 
 
@@ -164,23 +162,47 @@ def build_frames(sd: StreamData, geometry: ScoringModel, cfg: Config) -> FrameSe
         order = np.argsort(sd.timestamps, kind="stable")
         for i in order:
             asm.push_row(float(sd.timestamps[i]), sd.values[i], frames)
-    index = {c: i for i, c in enumerate(geometry.channels)}
-    for r in sorted(sd.readings, key=lambda r: r.timestamp):
-        idx = index.get(r.channel)
-        if idx is not None:
-            asm.push(r.timestamp, idx, r.value, frames)
+    c = len(geometry.channels)
+    out_t: list[np.ndarray] = []
+    out_v: list[np.ndarray] = []
+    out_s: list[np.ndarray] = []
+
+    def drain() -> None:  # frames so far -> arrays, so the list of frame objects stays short
+        n = len(frames)
+        if not n:
+            return
+        times = np.empty(n)
+        values = np.full((n, c), np.nan)
+        stale = np.zeros(n, dtype=bool)
+        for i, (t, v, s) in enumerate(frames):
+            times[i] = t
+            f = state.filtered(v, s)
+            stale[i] = f is None
+            if f is not None:
+                values[i] = f
+        frames.clear()
+        out_t.append(times)
+        out_v.append(values)
+        out_s.append(stale)
+
+    drain()
+    cols = sd.readings.ordered()  # stable: what sorted(readings, key=timestamp) gave
+    idx_all = cols.channel_index(list(geometry.channels))
+    keep = idx_all >= 0
+    ts_all, idx_kept, v_all = cols.times[keep], idx_all[keep], cols.values[keep]
+    for at in range(0, len(ts_all), _CHUNK_READINGS):
+        end = at + _CHUNK_READINGS
+        for t, i, v in zip(ts_all[at:end].tolist(), idx_kept[at:end].tolist(), v_all[at:end].tolist(), strict=True):
+            asm.push(t, i, v, frames)
+        drain()
     asm.flush(frames)
-    n, c = len(frames), len(geometry.channels)
-    times = np.empty(n)
-    values = np.full((n, c), np.nan)
-    stale = np.zeros(n, dtype=bool)
-    for i, (t, v, s) in enumerate(frames):
-        times[i] = t
-        f = state.filtered(v, s)
-        stale[i] = f is None
-        if f is not None:
-            values[i] = f
-    return FrameSet(sd.stream, times, values, stale)
+    drain()
+    if not out_t:
+        return FrameSet(sd.stream, np.empty(0), np.full((0, c), np.nan), np.zeros(0, dtype=bool))
+    return FrameSet(sd.stream, np.concatenate(out_t), np.concatenate(out_v), np.concatenate(out_s))
+
+
+_CHUNK_READINGS = 200_000  # readings pushed between two drains of the frame list
 
 
 @dataclass
@@ -197,6 +219,7 @@ class Prepared:
     counts: list[tuple[str, int, int]] = field(default_factory=list)
     own_scalers: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # adapters: (mean, std)
     fallback: dict[str, int] = field(default_factory=dict)  # streams without: their fit windows
+    sampled: dict[str, int] = field(default_factory=dict)  # windows used of available (model.max_*_windows)
 
 
 def scaler_std(rows: np.ndarray, cfg: Config, channels: Sequence[str] | None = None) -> np.ndarray:
@@ -237,6 +260,12 @@ def prepare_windows(
         )
     mean = fit_rows.mean(axis=0)
     std = scaler_std(fit_rows, cfg, channels)
+    ends = [
+        (window_ends(f.stale[:cut], window_size, stride), cut + window_ends(f.stale[cut:], window_size, stride))
+        for f, cut in zip(frames, cuts, strict=True)
+    ]
+    pick_train = _quota([len(e[0]) for e in ends], cfg.model.max_train_windows)
+    pick_calib = _quota([len(e[1]) for e in ends], cfg.model.max_calibration_windows)
     train, calib = [], []
     counts: list[tuple[str, int, int]] = []
     own: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -244,22 +273,32 @@ def prepare_windows(
     # one stream: the group's scaler and threshold are its own, an adapter would repeat them
     adapters = cfg.model.adapters == "auto" and len(frames) > 1
     digest = hashlib.sha256()
-    for f, cut in zip(frames, cuts, strict=True):
-        w_train, w_calib = _cut_windows(f, cut, mean, std, cfg, window_size, stride)
+    for f, cut, (e_train, e_calib), k_train, k_calib in zip(frames, cuts, ends, pick_train, pick_calib, strict=True):
+        e_train = e_train[even_sample(len(e_train), k_train)]
+        e_calib = e_calib[even_sample(len(e_calib), k_calib)]
+        scaler = (mean, std)
         if adapters:
-            n_fit = len(w_calib) if plan.fit_on == "holdout" else len(w_train) + len(w_calib)
+            n_fit = len(e_calib) if plan.fit_on == "holdout" else len(e_train) + len(e_calib)
             rows = f.values[:cut][~f.stale[:cut]]
             if has_enough(n_fit, cfg.model.adapter_min_windows) and len(rows) >= window_size:
-                own[f.stream] = (rows.mean(axis=0), scaler_std(rows, cfg, channels))
-                w_train, w_calib = _cut_windows(f, cut, *own[f.stream], cfg, window_size, stride)
+                scaler = own[f.stream] = (rows.mean(axis=0), scaler_std(rows, cfg, channels))
             else:
                 fallback[f.stream] = n_fit
+        w_train, w_calib = _cut_windows(f, *scaler, cfg, window_size, e_train, e_calib)
         train.append(w_train)
         calib.append(w_calib)
         counts.append((f.stream, len(w_train), len(w_calib)))
         digest.update(f.stream.encode())
         digest.update(np.ascontiguousarray(f.times).tobytes())
         digest.update(np.nan_to_num(f.values).tobytes())
+    sampled = {
+        "max_train_windows": cfg.model.max_train_windows,
+        "max_calibration_windows": cfg.model.max_calibration_windows,
+        "train_windows_used": sum(c[1] for c in counts),
+        "train_windows_available": sum(len(e[0]) for e in ends),
+        "calibration_windows_used": sum(c[2] for c in counts),
+        "calibration_windows_available": sum(len(e[1]) for e in ends),
+    }
     return Prepared(
         np.concatenate(train),
         np.concatenate(calib),
@@ -272,21 +311,36 @@ def prepare_windows(
         counts,
         own,
         fallback,
+        sampled,
     )
 
 
 def _cut_windows(
-    f: FrameSet, cut: int, mean: np.ndarray, std: np.ndarray, cfg: Config, window_size: int, stride: int
+    f: FrameSet,
+    mean: np.ndarray,
+    std: np.ndarray,
+    cfg: Config,
+    window_size: int,
+    ends_train: np.ndarray,
+    ends_calib: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(training windows, calibration windows) of one stream standardized by (mean, std)."""
+    """(training windows, calibration windows) of one stream standardized by (mean, std),
+    the windows `window_runs` gives that end at the frames `ends_*`."""
     z = (f.values - mean) / std
     if cfg.model.context:
         z = np.concatenate([z, context_rows(f.times, cfg.model.context)], axis=1)
     z = z.astype(np.float32)
     z[f.stale] = 0.0
-    w_train, _ = window_runs(z[:cut], f.stale[:cut], window_size, stride)
-    w_calib, _ = window_runs(z[cut:], f.stale[cut:], window_size, stride)
-    return w_train, w_calib
+    return windows_at(z, ends_train, window_size), windows_at(z, ends_calib, window_size)
+
+
+def _quota(available: list[int], bound: int) -> list[int]:
+    """Per stream how many windows to keep: all when the total is within `bound` (0: no
+    bound), else each stream its share of it (at least one window of a stream that has any)."""
+    total = sum(available)
+    if bound <= 0 or total <= bound:
+        return available
+    return [min(n, max(1 if n else 0, n * bound // total)) for n in available]
 
 
 def fit_adapters(
@@ -388,6 +442,18 @@ def train_bundle(
     frames = [build_frames(sd, geometry, cfg) for sd in data]
     prep = prepare_windows(frames, cfg, mc.window_size, mc.stride, channels)
     plan = prep.holdout
+    sm = prep.sampled
+    if sm["train_windows_used"] < sm["train_windows_available"] or (
+        sm["calibration_windows_used"] < sm["calibration_windows_available"]
+    ):
+        log.info(
+            "windows sampled evenly over the data: training on %d of %d (model.max_train_windows), "
+            "calibrating on %d of %d (model.max_calibration_windows)",
+            sm["train_windows_used"],
+            sm["train_windows_available"],
+            sm["calibration_windows_used"],
+            sm["calibration_windows_available"],
+        )
     if plan.message:
         log.warning("%s", plan.message)
     calibration_cfg = cfg.calibration
@@ -420,6 +486,7 @@ def train_bundle(
         "n_calibration_windows": plan.n_calibration_windows,
         "fallback": plan.fallback,
         "warning": plan.message,
+        "windows_sampled": prep.sampled,
     }
     validation = {
         "calibration_windows": len(calib_err),
@@ -498,10 +565,9 @@ def _data_span(data: list[StreamData]) -> dict[str, float] | None:
         if sd.timestamps is not None and len(sd.timestamps):
             firsts.append(float(np.min(sd.timestamps)))
             lasts.append(float(np.max(sd.timestamps)))
-        elif sd.readings:
-            times = [r.timestamp for r in sd.readings]
-            firsts.append(min(times))
-            lasts.append(max(times))
+        elif len(sd.readings):
+            firsts.append(float(np.min(sd.readings.times)))
+            lasts.append(float(np.max(sd.readings.times)))
     return {"start": min(firsts), "end": max(lasts)} if firsts else None
 
 

@@ -442,8 +442,17 @@ class ModelConfig:
     # stored in the bundle. "auto": the k of 2..6 with the best silhouette; a number 1..12:
     # that k; "off": none (alerts carry no state, no monitor_operating_state series).
     states: Any = "auto"
+    # Bounds on the training set (decision 0021): at most this many training windows, and
+    # calibration windows, spread evenly over the data (all streams together, each
+    # stream its share); the hold-out stays the newest part. 0: no bound.
+    max_train_windows: int = 200_000
+    max_calibration_windows: int = 100_000
 
     def __post_init__(self) -> None:
+        for key in ("max_train_windows", "max_calibration_windows"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"model.{key}", f"must be a whole number >= 0 (0: no bound), got {value!r}")
         if self.window_size < 2:
             raise ConfigError("model.window_size", f"must be >= 2, got {self.window_size}")
         if self.stride < 1:

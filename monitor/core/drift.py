@@ -13,6 +13,12 @@ with both shares floored at `EPS` (an empty bin would be infinite). The usual re
 model was calibrated on (the `MonitorModelDrift` rule fires on that). Bundles from before
 this field carry no quantiles: their drift is not computed (NaN).
 
+The value is NaN until the ring is full (`MIN_WINDOWS` = `DEFAULT_WINDOW`): consecutive
+windows overlap and follow the process's slow cycles, so a few hundred of them (at 1 Hz,
+less than one 5-minute load cycle of `synthetic.pump`) cover part of a cycle and read
+0.3 to 1.9 on perfectly normal data; the full 2 048 stay under 0.09 there (decision 0021,
+addendum; ``bench/drift_psi.py``).
+
 Pure: numpy only, no clocks.
 """
 
@@ -29,7 +35,7 @@ from monitor.core.types import FloatArray, Floats
 QUANTILES = tuple(round(0.1 * i, 1) for i in range(1, 10))
 EPS = 1e-4
 DEFAULT_WINDOW = 2048  # newest windows the statistic is taken over, per group
-MIN_WINDOWS = 200  # fewer scored windows: NaN (too few to tell drift from noise)
+MIN_WINDOWS = DEFAULT_WINDOW  # a partly filled ring: NaN (see below)
 
 
 def error_quantiles(errors: Floats) -> list[float]:

@@ -140,3 +140,35 @@ def window_runs(
     if not windows:
         return np.zeros((0, window_size, c), dtype=values.dtype), np.zeros(0, dtype=np.int64)
     return np.ascontiguousarray(np.concatenate(windows)), np.concatenate(ends)
+
+
+def window_ends(stale: NDArray[np.bool_], window_size: int, stride: int = 1) -> NDArray[np.int64]:
+    """The frame index each window of `window_runs` ends at, without building the windows
+    (eight bytes a window: a month of frames can be counted and sampled before any is cut)."""
+    stale = np.asarray(stale, dtype=bool)
+    n = len(stale)
+    ends = []
+    start = 0
+    for b in [*np.flatnonzero(stale).tolist(), n]:
+        if b - start >= window_size:
+            ends.append(start + window_size - 1 + np.arange(0, b - start - window_size + 1, stride))
+        start = b + 1
+    return np.concatenate(ends).astype(np.int64) if ends else np.zeros(0, dtype=np.int64)
+
+
+def windows_at(values: FloatArray, ends: NDArray[np.integer[Any]], window_size: int) -> FloatArray:
+    """The windows (n, window_size, channels) of `values` ending at frames `ends`: with
+    `window_ends`' indices, the rows `window_runs` gives at those positions."""
+    if not len(ends):
+        return np.zeros((0, window_size, values.shape[1]), dtype=values.dtype)
+    rows = np.asarray(ends)[:, None] - (window_size - 1) + np.arange(window_size)
+    return np.ascontiguousarray(values[rows])
+
+
+def even_sample(n: int, k: int) -> NDArray[np.int64]:
+    """`min(n, k)` positions spread evenly over range(n), always the first and last one."""
+    if k <= 0 or n <= k:
+        return np.arange(n, dtype=np.int64)
+    if k == 1:
+        return np.array([n - 1], dtype=np.int64)
+    return np.unique(np.round(np.linspace(0, n - 1, k)).astype(np.int64))
