@@ -55,6 +55,7 @@ from monitor.io.sequence import SequenceCollector
 from monitor.io.silences import SilenceWatch, silences_path
 from monitor.io.sinks import AlertmanagerSink, JSONLinesSink, LogSink, MQTTSink, Sink
 from monitor.io.sources import Source
+from monitor.io.yielding import YieldingPublisher
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,7 @@ class Service:
         self.sinks: list[Sink] = []
         self.ingest: Source | None = None
         self.latent_out: LatentPublisher | None = None  # alerts.latent_topic (set in start)
+        self.integrator_publish: YieldingPublisher | None = None  # scores, denoised, latent (set in start)
         self.integrations: Integrations | None = None  # availability, stream state, HA discovery (MQTT)
         self.muted_alerts = 0
         self._muted = 0  # alerts of warm-up replays not sent (they went out before the restart)
@@ -311,9 +313,14 @@ class Service:
         self.ingest = self._make_ingest()
         if self.integrations is not None:  # its publish goes through the client made just now
             self.integrations.set_publish(self.ingest.publish)
+        # high-volume integrator messages give way to alerts (yielding.py); the status and
+        # stream-state topics above are few and retained, and go as they are
+        self.integrator_publish = YieldingPublisher(
+            self.ingest.publish, cfg.alerts.integrator_max_unsent, on_shed=self.metrics.integrator_shed.inc
+        )
         if cfg.alerts.latent_topic:
             self.latent_out = LatentPublisher(
-                self.ingest.publish, cfg.alerts.latent_topic, cfg.alerts.latent_every_seconds
+                self.integrator_publish, cfg.alerts.latent_topic, cfg.alerts.latent_every_seconds
             )
         self.sinks = [self._broker_sink(self.ingest)]
         if cfg.alerts.log:
@@ -727,18 +734,19 @@ class Service:
         scores_topic = self.cfg.alerts.scores_topic
         denoised_topic = self.cfg.alerts.denoised_topic
         model = self.fleet.model(result.group)
-        assert model is not None and self.ingest is not None  # the scores came from it; see _on_scores
+        assert model is not None and self.integrator_publish is not None  # the scores came from it
+        publish = self.integrator_publish
         channels = model.channels
         values = scores.score.tolist()
         for i, stream in enumerate(scores.streams):
             ts = scores.times[i]
             if scores_topic:
                 body = json.dumps({"stream": stream, "ts": ts, "score": values[i]}).encode()
-                self.ingest.publish(scores_topic.format(stream=stream), body, 0, False)
+                publish(scores_topic.format(stream=stream), body, 0, False)
             if denoised_topic:
                 frame = dict(zip(channels, np.asarray(scores.observed[i], dtype=float).tolist(), strict=True))
                 body = json.dumps({"stream": stream, "ts": ts, **frame}).encode()
-                self.ingest.publish(denoised_topic.format(stream=stream), body, 0, False)
+                publish(denoised_topic.format(stream=stream), body, 0, False)
 
 
 def _unconnected(topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:

@@ -693,10 +693,19 @@ class AlertsConfig:
     alertmanager_url: str | None = None
     log: bool = True
     state_save_seconds: float = 60.0  # alarm and calibrator state written this often (and at shutdown)
+    # scores, denoised frames, latent codes and stream state give way to alerts: once this
+    # many of them wait unwritten in the MQTT client, further ones are shed and counted
+    # (monitor/io/yielding.py, decision 0024)
+    integrator_max_unsent: int = 256
 
     def __post_init__(self) -> None:
         if not self.state_save_seconds > 0:
             raise ConfigError("alerts.state_save_seconds", f"must be > 0, got {self.state_save_seconds!r}")
+        if isinstance(self.integrator_max_unsent, bool) or not isinstance(self.integrator_max_unsent, int):
+            raise ConfigError(
+                "alerts.integrator_max_unsent", f"must be a whole number, got {self.integrator_max_unsent!r}"
+            )
+        _positive("alerts.integrator_max_unsent", self.integrator_max_unsent)
         _positive("alerts.latent_every_seconds", self.latent_every_seconds, allow_zero=True)
         if self.latent_topic is not None and (not isinstance(self.latent_topic, str) or not self.latent_topic):
             raise ConfigError(

@@ -199,6 +199,12 @@ class Metrics:
             ["group"],
             registry=r,
         )
+        self.integrator_shed = Counter(
+            "monitor_integrator_publishes_shed_total",
+            "Score, denoised, latent and stream-state messages not published because the broker "
+            "connection was behind (alerts.integrator_max_unsent): alerts go first.",
+            registry=r,
+        )
         self.clock_steps = Counter(
             "monitor_clock_steps_total",
             "Streams re-synced after their sensor clock stepped back (stream.clock_step_seconds), by group.",
