@@ -6,7 +6,6 @@ SIGTERM or SIGKILL in the middle of an episode gives no second ``firing`` and ex
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,11 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from monitor.app.alarm_persist import alarm_state_path
-from tests.broker import Mosquitto, free_port, mosquitto_binary
+from tests.broker import free_port, mosquitto_binary
 from tests.daemon_support import (
     FAULT,
     Publisher,
@@ -27,7 +25,6 @@ from tests.daemon_support import (
     feed_rows,
     http_get,
     row_payload,
-    train_small_model,
     wait_until,
 )
 
@@ -39,27 +36,6 @@ pytestmark = [
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = 1000
 CUT = FAULT[0] + 60  # the daemon is stopped here, in the middle of the fault's episode
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    torch.set_num_threads(1)
-    models = tmp_path_factory.mktemp("restart-models")
-    train_small_model(models)
-    return models
-
-
-@pytest.fixture
-def models_dir(trained, tmp_path):
-    dst = tmp_path / "models"
-    shutil.copytree(trained, dst, symlinks=True)
-    return dst
-
-
-@pytest.fixture
-def broker(tmp_path):
-    with Mosquitto(tmp_path / "broker") as b:
-        yield b
 
 
 class Daemon:

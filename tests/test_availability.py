@@ -16,7 +16,6 @@ from __future__ import annotations
 import itertools
 import json
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -28,8 +27,8 @@ import jinja2
 import paho.mqtt.client as mqtt
 import pytest
 import yaml
-from broker import Mosquitto, free_port, mosquitto_binary
-from daemon_support import Publisher, daemon_config, feed_rows, http_get, train_small_model, wait_until
+from broker import free_port, mosquitto_binary
+from daemon_support import Publisher, daemon_config, feed_rows, http_get, wait_until
 
 from monitor import __version__
 from monitor.app.service import Service
@@ -61,26 +60,6 @@ HA_COMMON_KEYS = {
 HA_SENSOR_KEYS = HA_COMMON_KEYS | {"state_class", "suggested_display_precision"}
 HA_DEVICE_KEYS = {"identifiers", "name", "manufacturer", "model", "sw_version"}
 HA_AVAILABILITY_KEYS = {"topic", "payload_available", "payload_not_available", "value_template"}
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    models = tmp_path_factory.mktemp("models")
-    train_small_model(models)
-    return models
-
-
-@pytest.fixture
-def models_dir(trained, tmp_path):
-    dst = tmp_path / "models"
-    shutil.copytree(trained, dst, symlinks=True)
-    return dst
-
-
-@pytest.fixture
-def broker(tmp_path):
-    with Mosquitto(tmp_path / "broker") as b:
-        yield b
 
 
 class Retained:

@@ -58,12 +58,6 @@ def models_dir(trained, tmp_path):
     return dst
 
 
-@pytest.fixture
-def broker(tmp_path):
-    with Mosquitto(tmp_path / "broker") as b:
-        yield b
-
-
 class Running:
     """A Service running its main loop in a thread (signals are the subprocess tests' job)."""
 

@@ -6,18 +6,16 @@ starts during the mask is still alerted and names the masked channel."""
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 import time
 
 import numpy as np
 import pytest
-import torch
 
 from monitor.app.service import Service
 from monitor.core.synthetic import CHANNELS, Fault, pump
-from tests.broker import Mosquitto, mosquitto_binary
-from tests.daemon_support import Publisher, Subscriber, daemon_config, train_small_model, wait_until
+from tests.broker import mosquitto_binary
+from tests.daemon_support import Publisher, Subscriber, daemon_config, wait_until
 
 pytestmark = [
     pytest.mark.slow,
@@ -26,27 +24,6 @@ pytestmark = [
 
 ROWS = 900
 PRESSURE, CURRENT = CHANNELS.index("pressure"), CHANNELS.index("current")
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    torch.set_num_threads(1)
-    models = tmp_path_factory.mktemp("masking-models")
-    train_small_model(models)
-    return models
-
-
-@pytest.fixture
-def models_dir(trained, tmp_path):
-    dst = tmp_path / "models"
-    shutil.copytree(trained, dst, symlinks=True)
-    return dst
-
-
-@pytest.fixture
-def broker(tmp_path):
-    with Mosquitto(tmp_path / "broker") as b:
-        yield b
 
 
 def rows(faults: list[Fault]):

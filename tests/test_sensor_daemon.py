@@ -5,20 +5,18 @@ and channel; and the learned limits travel in the bundle under its hash check.""
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 import time
 
 import numpy as np
 import pytest
-import torch
 
 from monitor.app.service import Service
 from monitor.core.config import Config
 from monitor.core.model.bundle import BundleError, load_bundle
 from monitor.core.model.registry import current_bundle_path
 from monitor.core.synthetic import CHANNELS
-from tests.broker import Mosquitto, mosquitto_binary
+from tests.broker import mosquitto_binary
 from tests.daemon_support import (
     Publisher,
     Subscriber,
@@ -26,7 +24,6 @@ from tests.daemon_support import (
     feed_rows,
     http_get,
     metric_value,
-    train_small_model,
     wait_until,
 )
 
@@ -39,21 +36,6 @@ ROWS = 1000
 STUCK = (300, 400)  # pressure frozen
 SPIKE = (600, 606)  # current reads 50 A (configured range 0..20)
 SILENT_FROM = 800  # vibration stops reporting
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    torch.set_num_threads(1)
-    models = tmp_path_factory.mktemp("sensor-models")
-    train_small_model(models)
-    return models
-
-
-@pytest.fixture
-def models_dir(trained, tmp_path):
-    dst = tmp_path / "models"
-    shutil.copytree(trained, dst, symlinks=True)
-    return dst
 
 
 def test_bundle_carries_learned_limits_under_its_hash(models_dir):
@@ -75,12 +57,6 @@ def test_bundle_carries_learned_limits_under_its_hash(models_dir):
     path.write_bytes(path.read_bytes().replace(b'"window": 10', b'"window": 11'))
     with pytest.raises(BundleError, match=r"sensor_limits\.json: sha256 mismatch"):
         load_bundle(bundle_dir)
-
-
-@pytest.fixture
-def broker(tmp_path):
-    with Mosquitto(tmp_path / "broker") as b:
-        yield b
 
 
 def sensor_config(port: int, models_dir) -> Config:
