@@ -127,6 +127,15 @@ def run_demo(
             a = json.loads(msg.payload)
         except ValueError:
             return
+        if a.get("kind", "anomaly") == "regime_change":  # a one-off event, no top channels
+            d = a.get("detail", {})
+            when = time.strftime("%H:%M:%S", time.gmtime(a["ended_at"] or a["started_at"]))
+            _say(
+                f"[alert] REGIME   {a['stream']} at {when} UTC  errors went {d.get('direction', '?')} "
+                f"({d.get('level_before', float('nan')):.3g} -> {d.get('level_after', float('nan')):.3g}); "
+                "the stream re-baselined"
+            )
+            return
         chans = ", ".join(
             f"{c['channel']} (observed {c['observed']:.3g}, expected {c['reconstructed']:.3g})"
             for c in a.get("top_channels", [])
