@@ -64,12 +64,16 @@ def test_format_1_bundle_loads_through_the_migration(v1):
     assert json.loads((v1 / "models" / V1 / "manifest.json").read_text()) == raw  # the file is not rewritten
 
 
-def test_format_1_bundle_scores_exactly_as_the_old_code_did(v1):
+def test_format_1_bundle_scores_as_the_old_code_did_to_float32_rounding(v1):
+    # Not bit-exact across machines: torch picks its matmul kernels by the CPU's instruction
+    # set, and the fixture's errors were written on another CPU (seen: 5 of 33 differing by
+    # one float32 ulp). A few ulps (rtol 1e-6) still tells a migrated bundle from a changed one.
     bundle = load_bundle(v1 / "models")
     raw, per_channel, _ = Scorer(bundle.module).errors(_windows(bundle))
     expected = json.loads((FIXTURE / "expected-errors.json").read_text())
-    np.testing.assert_array_equal(raw, np.asarray(expected["raw"], dtype=np.float32))
-    np.testing.assert_array_equal(per_channel[0], np.asarray(expected["per_channel_first"], dtype=np.float32))
+    np.testing.assert_allclose(raw, np.asarray(expected["raw"], dtype=np.float32), rtol=1e-6, atol=0)
+    first = np.asarray(expected["per_channel_first"], dtype=np.float32)
+    np.testing.assert_allclose(per_channel[0], first, rtol=1e-6, atol=0)
 
 
 def test_format_1_bundle_backtests_to_the_same_csv_as_the_old_code(v1, tmp_path, capsys):
