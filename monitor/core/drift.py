@@ -143,8 +143,7 @@ class DriftTracker:
     def _absorb(self) -> None:
         if self._pending:
             pending, self._pending, self._pending_n = self._pending, [], 0
-            for batch in pending:
-                self.update(batch)
+            self.update(np.concatenate([np.asarray(p, dtype=np.float64).ravel() for p in pending]))
 
     def update(self, raw: Floats) -> None:
         """Add a batch's raw errors (non-finite ones are skipped)."""
