@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from monitor.app.training import StreamData, train_bundle  # noqa: E402
 from monitor.core.config import load_config  # noqa: E402
-from monitor.core.drift import HORIZON, MIN_WINDOWS, DriftTracker, psi  # noqa: E402
+from monitor.core.drift import HORIZON, MIN_WINDOWS, psi, tracker_for  # noqa: E402
 from monitor.core.fleet import Fleet  # noqa: E402
 from monitor.core.model.bundle import load_bundle  # noqa: E402
 from monitor.core.pipeline import ScoringModel  # noqa: E402
@@ -69,7 +69,7 @@ def drift_of(model, cfg, refs, ft: np.ndarray, fv: np.ndarray) -> dict[str, list
     """Per 256 rows: the old statistic, the new one, the new one on the hold-out deciles."""
     hold, span = refs
     errors: list[np.ndarray] = []
-    new, new_hold = DriftTracker(span), DriftTracker(hold)
+    new, new_hold = tracker_for(span, 1.0), tracker_for(hold, 1.0)  # the daemon's, at 1 Hz
     out: dict[str, list[float]] = {"old": [], "new": [], "new_hold": [], "errors": []}
 
     def scored(r) -> None:

@@ -19,6 +19,7 @@ from monitor.core.drift import (
     psi,
     reference_edges,
     reference_quantiles,
+    tracker_for,
 )
 from monitor.core.model.calibrate import fit_threshold
 
@@ -179,3 +180,14 @@ def test_training_stores_the_span_deciles_beside_the_hold_out_deciles(tmp_path):
     ref = th["drift_reference"]
     assert ref["source"] == "training span" and ref["train_windows"] > ref["calibration_windows"] > 0
     assert reference_edges(th) == th["drift_quantiles"] != th["error_quantiles"]
+
+
+def test_the_daemon_tracker_spans_the_same_time_at_any_window_rate():
+    edges = [0.1 * i for i in range(1, 10)]
+    at_1hz = tracker_for(edges, 1.0)
+    assert (at_1hz.chunk, at_1hz.horizon, at_1hz.min_windows) == (CHUNK, HORIZON, MIN_WINDOWS)
+    at_10hz = tracker_for(edges, 0.1)  # ten windows a second: ten times as many for the same hours
+    assert at_10hz.horizon == 10 * HORIZON and at_10hz.min_windows == 10 * MIN_WINDOWS
+    every_10s = tracker_for(edges, 5.0, stride=2)  # one window each 10 s
+    assert every_10s.chunk == round(CHUNK / 10) and every_10s.min_windows == 4 * every_10s.chunk
+    assert tracker_for(edges, 86_400.0).chunk == 1  # at least one window a chunk

@@ -33,7 +33,7 @@ from prometheus_client import CollectorRegistry
 
 from monitor.app.lifecycle import ModelWatcher
 from monitor.core.config import Config
-from monitor.core.drift import DriftTracker, reference_edges
+from monitor.core.drift import DriftTracker, reference_edges, tracker_for
 from monitor.core.fleet import Fleet, GroupResult
 from monitor.core.model.registry import SHADOW, SHADOW_REPORT, BundleError, clear_shadow, promote
 from monitor.core.pipeline import ScoringModel
@@ -221,7 +221,7 @@ class ShadowManager:
         """A serving model was installed: drift is measured against its calibration."""
         # the training span's deciles; a bundle from before them: its hold-out's (core/drift.py)
         edges = reference_edges(model.manifest.threshold_info) if model.manifest is not None else None
-        self.drift[group] = DriftTracker(edges) if edges else None
+        self.drift[group] = tracker_for(edges, model.period_seconds, model.stride) if edges else None
         self.metrics.drift.labels(group).set(math.nan)
 
     def on_scores(self, result: GroupResult) -> None:

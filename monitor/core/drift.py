@@ -12,7 +12,8 @@ report NaN.
 **Recent errors.** `DriftTracker` bins each live raw error and keeps per-chunk bin counts
 (`CHUNK` windows a chunk): the newest `CHUNKS` complete chunks and the chunk being filled,
 so the summary spans between `HORIZON` and `HORIZON + CHUNK` windows (16 384 to 18 432;
-4.6 to 5.1 h at 1 Hz) in O(`CHUNKS` x bins) memory, at an update cost of one
+4.6 to 5.1 h at 1 Hz; `tracker_for` scales the chunk to the model's window rate so that
+the span is the same time at any rate) in O(`CHUNKS` x bins) memory, at an update cost of one
 `searchsorted` and one `bincount` of the batch (no per-window ring). It reports the
 population stability index
 
@@ -24,13 +25,15 @@ model was trained on (the `MonitorModelDrift` rule fires on that).
 
 Why hours and not the newest 2 048 windows: a process whose regime wanders (load steps
 every quarter hour) has a live error distribution that follows where the regime is; 34
-minutes of windows see one or two regimes and read 0.3-0.4 on normal data, a few hours see
-the mixture the training span saw (decision 0021, second addendum; ``bench/drift_psi.py``).
+minutes of windows see one or two regimes and read up to 0.43 on normal data, hours of
+them see the mixture the training span saw and stay under 0.10 (decision 0021, second
+addendum; ``bench/drift_psi.py``). The price is delay: a change shows once it fills enough
+of the summary (a 5 % gain about 2 h, three times the noise about 1 h after its onset).
 
-The value is NaN until `MIN_WINDOWS` (8 192, 2.3 h at 1 Hz) errors were seen: fewer
-consecutive windows cover part of the process's slow variation and read as drift on
-normal data (215 windows, less than one 5-minute load cycle of `synthetic.pump`, read
-0.3-1.9; 2 048 windows, 0.3-0.4 on a wandering regime).
+The value is NaN until `MIN_WINDOWS` (8 192 at 1 Hz: 2.3 h at any rate) errors were seen since the
+model was installed: fewer consecutive windows cover part of the process's slow variation
+and read as drift on normal data (215 windows, less than one 5-minute load cycle of
+`synthetic.pump`, read 0.3-1.9; 2 048 windows of a wandering regime, up to 0.43).
 
 Pure: numpy only, no clocks.
 """
@@ -54,6 +57,17 @@ CHUNKS = 8  # complete chunks kept besides the one being filled
 HORIZON = CHUNK * CHUNKS  # newest windows the statistic spans at least, once that many were seen
 MIN_WINDOWS = 4 * CHUNK  # fewer seen: NaN (see above)
 DEFAULT_WINDOW = HORIZON  # the older name
+
+
+def tracker_for(edges: Sequence[float], period_seconds: float, stride: int = 1) -> DriftTracker:
+    """The daemon's tracker for a model scoring one window every `period_seconds` x
+    `stride`: chunks of `CHUNK` windows at one window a second, the same time (34 min a
+    chunk, 4.6 h the horizon, 2.3 h before a value) at any rate; at least one window a chunk."""
+    seconds = float(period_seconds) * max(1, int(stride))
+    if not (math.isfinite(seconds) and seconds > 0):
+        return DriftTracker(edges)
+    chunk = max(1, round(CHUNK / seconds))
+    return DriftTracker(edges, chunk=chunk, min_windows=chunk * (MIN_WINDOWS // CHUNK))
 
 
 def error_quantiles(errors: Floats, weights: Floats | None = None) -> list[float]:
