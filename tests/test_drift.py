@@ -191,3 +191,16 @@ def test_the_daemon_tracker_spans_the_same_time_at_any_window_rate():
     every_10s = tracker_for(edges, 5.0, stride=2)  # one window each 10 s
     assert every_10s.chunk == round(CHUNK / 10) and every_10s.min_windows == 4 * every_10s.chunk
     assert tracker_for(edges, 86_400.0).chunk == 1  # at least one window a chunk
+
+
+def test_pump_with_a_step_bound_wanders_within_it_and_without_keeps_its_walk():
+    from monitor.core.synthetic import pump  # noqa: PLC0415
+
+    n = 8 * 3600
+    v = pump(n, seed=11, steps_per_hour=4.0, step_bound=0.16)[1]
+    flow_mean = 120.0 * 0.7  # the load's mean without steps (the sine terms average out)
+    hourly = v[: n // 3600 * 3600, 0].reshape(-1, 3600).mean(axis=1)  # 12 load cycles an hour
+    assert np.all(np.abs(hourly - flow_mean) <= 120.0 * 0.16 + 2.0)  # never past the bound
+    assert np.ptp(hourly) > 120.0 * 0.08  # and it does wander
+    free = pump(600, seed=3)[1]
+    assert np.array_equal(free, pump(600, seed=3, step_bound=None)[1])  # the default walk is unchanged
