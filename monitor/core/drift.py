@@ -56,7 +56,6 @@ CHUNK = 2048  # windows per chunk of bin counts
 CHUNKS = 8  # complete chunks kept besides the one being filled
 HORIZON = CHUNK * CHUNKS  # newest windows the statistic spans at least, once that many were seen
 MIN_WINDOWS = 4 * CHUNK  # fewer seen: NaN (see above)
-DEFAULT_WINDOW = HORIZON  # the older name
 
 
 def tracker_for(edges: Sequence[float], period_seconds: float, stride: int = 1) -> DriftTracker:
