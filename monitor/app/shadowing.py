@@ -13,7 +13,8 @@ Per group, `ShadowManager`:
   promotion: the group's watcher then swaps it in); rejected leaves ``current`` alone. The
   ``shadow`` pointer is removed either way and the verdict is logged and exported;
 * keeps a `DriftTracker` per group on the serving model's raw errors (when its bundle has
-  calibration deciles) and exports ``monitor_model_drift{group}``.
+  reference deciles: the training span's, or an older bundle's hold-out deciles) and
+  exports ``monitor_model_drift{group}``.
 
 Threads: the pipeline's shadow is only touched on the scoring thread; pointer moves and
 file writes happen on the main thread (`poll`); the two hand over through a lock.
@@ -32,7 +33,7 @@ from prometheus_client import CollectorRegistry
 
 from monitor.app.lifecycle import ModelWatcher
 from monitor.core.config import Config
-from monitor.core.drift import DriftTracker
+from monitor.core.drift import DriftTracker, reference_edges, tracker_for
 from monitor.core.fleet import Fleet, GroupResult
 from monitor.core.model.registry import SHADOW, SHADOW_REPORT, BundleError, clear_shadow, promote
 from monitor.core.pipeline import ScoringModel
@@ -218,8 +219,9 @@ class ShadowManager:
 
     def on_model(self, group: str, model: ScoringModel) -> None:
         """A serving model was installed: drift is measured against its calibration."""
-        edges = model.manifest.threshold_info.get("error_quantiles") if model.manifest is not None else None
-        self.drift[group] = DriftTracker(edges) if edges else None
+        # the training span's deciles; a bundle from before them: its hold-out's (core/drift.py)
+        edges = reference_edges(model.manifest.threshold_info) if model.manifest is not None else None
+        self.drift[group] = tracker_for(edges, model.period_seconds, model.stride) if edges else None
         self.metrics.drift.labels(group).set(math.nan)
 
     def on_scores(self, result: GroupResult) -> None:

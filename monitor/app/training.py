@@ -24,6 +24,7 @@ from monitor.app.columns import ReadingColumns, load_recording_columns
 from monitor.app.latent import fit_latent, latent_line, latent_map_png, latent_summary
 from monitor.app.plots import png_bytes, pyplot
 from monitor.core.config import CalibrationConfig, Config, ConfigError, ModelConfig
+from monitor.core.drift import reference_quantiles
 from monitor.core.fleet import Fleet
 from monitor.core.model.adapters import ADAPTERS_FILE, StreamAdapters, has_enough
 from monitor.core.model.calibrate import fit_threshold
@@ -473,6 +474,19 @@ def train_bundle(
     fit_err = calib_err if plan.fit_on == "holdout" else np.concatenate([train_err, calib_err])
     threshold = fit_threshold(fit_err, calibration_cfg)
     threshold["source"] = plan.fit_on
+    # the drift reference: errors of windows spread over the whole training span, not only
+    # the newest hold-out (a wandering process's hold-out sees part of its regimes; 0021)
+    threshold["drift_quantiles"] = reference_quantiles(
+        train_err,
+        calib_err,
+        sm["train_windows_available"] / max(1, sm["train_windows_used"]),
+        sm["calibration_windows_available"] / max(1, sm["calibration_windows_used"]),
+    )
+    threshold["drift_reference"] = {
+        "source": "training span",
+        "train_windows": len(train_err),
+        "calibration_windows": len(calib_err),
+    }
     thr = threshold["threshold"]
     adapters = fit_adapters(prep, train_err, calib_err, calibration_cfg, mc.adapter_min_windows)
     # each window judged by its stream's threshold, as the daemon will (the group's without an adapter)

@@ -1,23 +1,39 @@
-"""Drift of a model's live raw errors against the errors it was calibrated on.
+"""Drift of a model's live raw errors against the errors it was trained and calibrated on.
 
-At training, `error_quantiles` stores the deciles of the raw errors of the held-out
-calibration windows in the manifest (``threshold.error_quantiles``: 9 edges, so 10 bins
-that each held 10 % of the calibration errors). Live, `DriftTracker` keeps the bin of each
-of the newest `window` errors (a ring of small ints, O(1) memory per group) and reports
-the population stability index
+**Reference.** At training, `train_bundle` stores the deciles of the raw errors of windows
+spread over the whole training span (every training window the model was fitted on, as
+sampled evenly over the older part, and the held-out calibration windows of the newest
+part, each weighted back to its share of the span; `reference_quantiles`) in the
+manifest as ``threshold.drift_quantiles``: 9 edges, so 10 bins that each held 10 % of the
+span's errors. Bundles from before that field fall back to ``threshold.error_quantiles``
+(the deciles of the hold-out alone, what `fit_threshold` stores); bundles with neither
+report NaN.
+
+**Recent errors.** `DriftTracker` bins each live raw error and keeps per-chunk bin counts
+(`CHUNK` windows a chunk): the newest `CHUNKS` complete chunks and the chunk being filled,
+so the summary spans between `HORIZON` and `HORIZON + CHUNK` windows (16 384 to 18 432;
+4.6 to 5.1 h at 1 Hz; `tracker_for` scales the chunk to the model's window rate so that
+the span is the same time at any rate) in O(`CHUNKS` x bins) memory, at an update cost of one
+`searchsorted` and one `bincount` of the batch (no per-window ring). It reports the
+population stability index
 
     PSI = sum_i (a_i - e_i) * ln(a_i / e_i),   e_i = 0.1, a_i = live share in bin i
 
 with both shares floored at `EPS` (an empty bin would be infinite). The usual reading:
 < 0.1 stable, 0.1 to 0.25 some shift, > 0.25 the input no longer looks like what the
-model was calibrated on (the `MonitorModelDrift` rule fires on that). Bundles from before
-this field carry no quantiles: their drift is not computed (NaN).
+model was trained on (the `MonitorModelDrift` rule fires on that).
 
-The value is NaN until the ring is full (`MIN_WINDOWS` = `DEFAULT_WINDOW`): consecutive
-windows overlap and follow the process's slow cycles, so a few hundred of them (at 1 Hz,
-less than one 5-minute load cycle of `synthetic.pump`) cover part of a cycle and read
-0.3 to 1.9 on perfectly normal data; the full 2 048 stay under 0.09 there (decision 0021,
-addendum; ``bench/drift_psi.py``).
+Why hours and not the newest 2 048 windows: a process whose regime wanders (load steps
+every quarter hour) has a live error distribution that follows where the regime is; 34
+minutes of windows see one or two regimes and read up to 0.43 on normal data, hours of
+them see the mixture the training span saw and stay under 0.10 (decision 0021, second
+addendum; ``bench/drift_psi.py``). The price is delay: a change shows once it fills enough
+of the summary (a 5 % gain about 2 h, three times the noise about 1 h after its onset).
+
+The value is NaN until `MIN_WINDOWS` (8 192 at 1 Hz: 2.3 h at any rate) errors were seen since the
+model was installed: fewer consecutive windows cover part of the process's slow variation
+and read as drift on normal data (215 windows, less than one 5-minute load cycle of
+`synthetic.pump`, read 0.3-1.9; 2 048 windows of a wandering regime, up to 0.43).
 
 Pure: numpy only, no clocks.
 """
@@ -25,7 +41,9 @@ Pure: numpy only, no clocks.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -34,17 +52,61 @@ from monitor.core.types import FloatArray, Floats
 
 QUANTILES = tuple(round(0.1 * i, 1) for i in range(1, 10))
 EPS = 1e-4
-DEFAULT_WINDOW = 2048  # newest windows the statistic is taken over, per group
-MIN_WINDOWS = DEFAULT_WINDOW  # a partly filled ring: NaN (see below)
+CHUNK = 2048  # windows per chunk of bin counts
+CHUNKS = 8  # complete chunks kept besides the one being filled
+HORIZON = CHUNK * CHUNKS  # newest windows the statistic spans at least, once that many were seen
+MIN_WINDOWS = 4 * CHUNK  # fewer seen: NaN (see above)
 
 
-def error_quantiles(errors: Floats) -> list[float]:
-    """The decile edges of `errors` (finite ones), for the manifest."""
+def tracker_for(edges: Sequence[float], period_seconds: float, stride: int = 1) -> DriftTracker:
+    """The daemon's tracker for a model scoring one window every `period_seconds` x
+    `stride`: chunks of `CHUNK` windows at one window a second, the same time (34 min a
+    chunk, 4.6 h the horizon, 2.3 h before a value) at any rate; at least one window a chunk."""
+    seconds = float(period_seconds) * max(1, int(stride))
+    if not (math.isfinite(seconds) and seconds > 0):
+        return DriftTracker(edges)
+    chunk = max(1, round(CHUNK / seconds))
+    return DriftTracker(edges, chunk=chunk, min_windows=chunk * (MIN_WINDOWS // CHUNK))
+
+
+def error_quantiles(errors: Floats, weights: Floats | None = None) -> list[float]:
+    """The decile edges of `errors` (finite ones), for the manifest. With `weights` (one
+    per error, > 0), of the weighted distribution: each error counts `weight` times."""
     values = np.asarray(errors, dtype=np.float64).ravel()
-    finite = values[np.isfinite(values)]
+    keep = np.isfinite(values)
+    finite = values[keep]
     if finite.size == 0:
         return []
-    return [float(q) for q in np.quantile(finite, QUANTILES)]
+    if weights is None:
+        return [float(q) for q in np.quantile(finite, QUANTILES)]
+    w = np.asarray(weights, dtype=np.float64).ravel()[keep]
+    order = np.argsort(finite, kind="stable")
+    sorted_values, cum = finite[order], np.cumsum(w[order])
+    # the inverse of the weighted empirical CDF at each level (the plain case: the lower quantile)
+    at = np.searchsorted(cum, np.asarray(QUANTILES) * cum[-1], side="left")
+    return [float(sorted_values[min(i, finite.size - 1)]) for i in at]
+
+
+def reference_quantiles(
+    train_errors: Floats, calib_errors: Floats, train_share: float = 1.0, calib_share: float = 1.0
+) -> list[float]:
+    """The drift reference: deciles of the errors of windows spread over the whole training
+    span. `*_share` is how many windows of the span each given one stands for (available /
+    used, where `model.max_*_windows` sampled them), so a sampled part keeps its weight."""
+    tr = np.asarray(train_errors, dtype=np.float64).ravel()
+    ca = np.asarray(calib_errors, dtype=np.float64).ravel()
+    errors = np.concatenate([tr, ca])
+    if train_share == calib_share:
+        return error_quantiles(errors)
+    weights = np.concatenate([np.full(tr.size, float(train_share)), np.full(ca.size, float(calib_share))])
+    return error_quantiles(errors, weights)
+
+
+def reference_edges(threshold_info: Mapping[str, Any]) -> list[float] | None:
+    """The edges a bundle's drift is measured against: the training span's deciles, else
+    (a bundle from before them) the hold-out's, else None (drift not computed)."""
+    edges = threshold_info.get("drift_quantiles") or threshold_info.get("error_quantiles")
+    return [float(e) for e in edges] if edges else None
 
 
 def psi(expected: Sequence[float] | FloatArray, actual: Sequence[float] | FloatArray) -> float:
@@ -55,32 +117,41 @@ def psi(expected: Sequence[float] | FloatArray, actual: Sequence[float] | FloatA
 
 
 class DriftTracker:
-    """PSI of the newest `window` raw errors against the calibration deciles `edges`."""
+    """PSI of the newest `chunk` x `chunks` (to `chunk` more) raw errors against the deciles `edges`."""
 
-    def __init__(self, edges: Sequence[float], window: int = DEFAULT_WINDOW, min_windows: int = MIN_WINDOWS):
+    def __init__(
+        self,
+        edges: Sequence[float],
+        chunk: int = CHUNK,
+        chunks: int = CHUNKS,
+        min_windows: int = MIN_WINDOWS,
+    ):
         if len(edges) < 1:
             raise ValueError("drift needs at least one quantile edge")
-        if window < 1 or min_windows < 1:
-            raise ValueError(f"window and min_windows must be >= 1, got {window}, {min_windows}")
+        if chunk < 1 or chunks < 1 or min_windows < 1:
+            raise ValueError(f"chunk, chunks and min_windows must be >= 1, got {chunk}, {chunks}, {min_windows}")
         self.edges = np.asarray(edges, dtype=np.float64)
         self.bins = len(self.edges) + 1
         self.expected = np.full(self.bins, 1.0 / self.bins)
-        self.window = window
-        self.min_windows = min(min_windows, window)
-        self._ring: NDArray[np.intp] = np.zeros(window, dtype=np.intp)
-        self._counts = np.zeros(self.bins, dtype=np.int64)
-        self._at = 0  # next slot of the ring
+        self.chunk = chunk
+        self.chunks = chunks
+        self.horizon = chunk * chunks
+        self.min_windows = min(min_windows, self.horizon)
+        self._done: deque[NDArray[np.int64]] = deque()  # complete chunks' counts, oldest first
+        self._current = np.zeros(self.bins, dtype=np.int64)  # the chunk being filled
+        self._current_n = 0
+        self._counts = np.zeros(self.bins, dtype=np.int64)  # sum of `_done` and `_current`
         self.seen = 0  # windows observed in all
         self._pending: list[Floats] = []  # batches `add`ed since the last `value`
         self._pending_n = 0
 
     def add(self, raw: Floats) -> None:
-        """Queue a batch's raw errors: O(1) on the scoring path; binned at the next `value`.
-        At most about `window` of the newest queued errors are kept."""
+        """Queue a batch's raw errors: O(1) on the scoring path; binned at the next `value`,
+        or once a chunk's worth is queued (so the queue stays bounded)."""
         self._pending.append(raw)
         self._pending_n += len(raw)
-        while self._pending_n - len(self._pending[0]) >= self.window:
-            self._pending_n -= len(self._pending.pop(0))
+        if self._pending_n >= self.chunk:
+            self._absorb()
 
     def _absorb(self) -> None:
         if self._pending:
@@ -89,32 +160,43 @@ class DriftTracker:
 
     def update(self, raw: Floats) -> None:
         """Add a batch's raw errors (non-finite ones are skipped)."""
-        values = np.asarray(raw, dtype=np.float64)
+        values = np.asarray(raw, dtype=np.float64).ravel()
         values = values[np.isfinite(values)]
-        if values.size > self.window:
-            values = values[-self.window :]
         k = values.size
         if not k:
             return
-        new = np.searchsorted(self.edges, values, side="right").astype(np.intp)
-        at = self._at
-        idx = np.arange(at, at + k) if at + k <= self.window else (at + np.arange(k)) % self.window
-        bins = self.bins
-        if self.seen >= self.window:  # the slots being overwritten leave the counts
-            self._counts -= np.bincount(self._ring[idx], minlength=bins)
+        new = np.searchsorted(self.edges, values, side="right")
+        room = self.chunk - self._current_n
+        if k < room:  # the common case: the batch stays in the current chunk
+            counts = np.bincount(new, minlength=self.bins)
+            self._current += counts
+            self._counts += counts
+            self._current_n += k
         else:
-            full = max(0, self.seen + k - self.window)  # only the last `full` overwrite old slots
-            if full:
-                self._counts -= np.bincount(self._ring[idx[k - full :]], minlength=bins)
-        self._ring[idx] = new
-        self._counts += np.bincount(new, minlength=bins)
-        self._at = int((self._at + k) % self.window)
+            start = 0
+            while start < k:
+                take = min(k - start, self.chunk - self._current_n)
+                counts = np.bincount(new[start : start + take], minlength=self.bins)
+                self._current += counts
+                self._counts += counts
+                self._current_n += take
+                start += take
+                if self._current_n == self.chunk:
+                    self._close_chunk()
         self.seen += k
+
+    def _close_chunk(self) -> None:
+        self._done.append(self._current)
+        if len(self._done) > self.chunks:
+            self._counts -= self._done.popleft()
+        self._current = np.zeros(self.bins, dtype=np.int64)
+        self._current_n = 0
 
     @property
     def filled(self) -> int:
+        """Errors the summary holds now (queued batches binned first)."""
         self._absorb()
-        return min(self.seen, self.window)
+        return len(self._done) * self.chunk + self._current_n
 
     def shares(self) -> list[float]:
         n = self.filled
@@ -123,6 +205,6 @@ class DriftTracker:
     def value(self) -> float:
         """PSI now (queued batches binned first); NaN with fewer than `min_windows` errors seen."""
         n = self.filled
-        if n < self.min_windows:
+        if self.seen < self.min_windows:
             return math.nan
         return psi(self.expected, self._counts / n)

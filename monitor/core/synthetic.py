@@ -34,15 +34,30 @@ def pump(
     faults: list[Fault] | None = None,
     cycle_seconds: float = 300.0,
     steps_per_hour: float = 4.0,
+    step_bound: float | None = None,
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """Return (times (N,), values (N, 5) in CHANNELS order, labels (N,) 0/1)."""
+    """Return (times (N,), values (N, 5) in CHANNELS order, labels (N,) 0/1).
+
+    The load takes `steps_per_hour` steps of +-0.08 at random times: a random walk, so
+    the regime wanders without bound. With `step_bound`, a step that would take the walk
+    beyond +-`step_bound` goes the other way (a reflected walk: the regime wanders, but
+    over many steps it keeps visiting the same levels, a stationary slow process)."""
     rng = np.random.default_rng(seed)
     t = start_time + period_seconds * np.arange(n_rows, dtype=np.float64)
     phase = 2 * np.pi * (t - start_time) / cycle_seconds
     steps = np.zeros(n_rows)
     n_steps = int(steps_per_hour * n_rows * period_seconds / 3600.0)
-    for s in rng.integers(0, max(n_rows, 1), size=n_steps):
-        steps[s:] += rng.choice([-0.08, 0.08])
+    if step_bound is None:
+        for s in rng.integers(0, max(n_rows, 1), size=n_steps):
+            steps[s:] += rng.choice([-0.08, 0.08])
+    else:
+        level = 0.0
+        for s in np.sort(rng.integers(0, max(n_rows, 1), size=n_steps)):
+            step = float(rng.choice([-0.08, 0.08]))
+            if abs(level + step) > step_bound + 1e-9:
+                step = -step
+            level += step
+            steps[s:] += step
     load = np.clip(0.7 + 0.2 * np.sin(phase) + 0.05 * np.sin(3.1 * phase + 1.0) + steps, 0.3, 1.0)
     flow = 120.0 * load + rng.normal(0, 1.0, n_rows)
     pressure = 2.0 + 3.0 * load**2 + rng.normal(0, 0.05, n_rows)
