@@ -220,3 +220,23 @@ def test_defaults_turn_online_calibration_on_and_skab_keeps_it_off():
     assert OnlineCalibrationConfig().enabled and AlarmConfig().budget is None
     skab = load_config("configs/skab.yaml", environ={})
     assert not skab.calibration.online.enabled
+
+
+def test_void_windows_score_zero_and_leave_the_stream_s_statistics_alone():
+    """A window whose every channel is masked has raw error 0 (masking.py): it scores 0 and
+    is learnt as the stream's mean, not as log(0) (which put mu near -690, sigma in the
+    hundreds, and overflowed the re-baseline threshold), the same for any batch cuts."""
+    e = lognormal(3000, 0.1, 0.3, 3)
+    v = e.copy()
+    v[40:50] = 0.0  # before any chunk is learnt
+    v[1000:2200] = 0.0  # a long masked stretch: a regime change would re-baseline on it
+    clean = OnlineCalibrator(CFG, lambda k: 0.3, 1.0)
+    feed(clean, {"p": e[:1000]}, [])
+    one = OnlineCalibrator(CFG, lambda k: 0.3, 1.0)
+    whole = feed(one, {"p": v}, [])["p"]
+    cut = feed(OnlineCalibrator(CFG, lambda k: 0.3, 1.0), {"p": v}, list(range(0, 3000, 37)))["p"]
+    assert np.array_equal(whole, cut)
+    assert (whole[v == 0.0] == 0.0).all() and np.isfinite(whole).all()
+    st = one.streams["p"]
+    assert st.mu == pytest.approx(clean.streams["p"].mu, abs=0.1) and st.sigma < 0.6
+    assert not one.drain_events() and (whole[2300:] >= 1.0).mean() < 0.01

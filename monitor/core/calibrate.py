@@ -241,7 +241,9 @@ class OnlineCalibrator:
         if not self.cfg.enabled:
             return self._prior_only(raw, runs)
         raw64: FloatArray = np.asarray(raw, dtype=np.float64)
-        x = np.log(np.maximum(raw64, 1e-300))
+        void = raw64 <= 0.0  # a window with every channel masked: nothing to judge (masking.py)
+        has_void = bool(void.any())
+        x = np.log(np.where(void, 1.0, raw64)) if has_void else np.log(raw64)
         if np.isnan(x).any():
             x = np.where(np.isnan(x), _LOG_MAX, x)
         # 1. segments: the pieces of each run that lie in one chunk of its stream
@@ -269,10 +271,17 @@ class OnlineCalibrator:
         #    must equal replay; float addition is not associative)
         xq = np.rint(x * _X_SCALE)
         starts: IntArray | None = None
-        if len(segs) == 1:
+        if len(segs) > 1:
+            starts = np.fromiter((seg[1] for seg in segs), dtype=np.intp, count=len(segs))
+        voids: list[int] | None = None  # per segment: its void windows (None: there are none)
+        if has_void:  # a void window is not learnt (never as log(0)), and scores 0
+            xq[void] = 0.0
+            x[void] = -1e300  # scores 0 online, and counts in no tail level
+            vi = void.astype(np.float64)
+            voids = [int(vi.sum())] if starts is None else np.add.reduceat(vi, starts).astype(int).tolist()
+        if starts is None:
             s1, s2 = [float(xq.sum())], [float(xq @ xq)]
         else:
-            starts = np.fromiter((seg[1] for seg in segs), dtype=np.intp, count=len(segs))
             s1 = np.add.reduceat(xq, starts).tolist()
             s2 = np.add.reduceat(xq * xq, starts).tolist()
         # 3. per segment in order: the parameters it is scored with, then learn from it
@@ -289,12 +298,12 @@ class OnlineCalibrator:
             isig.append(1.0 / st.sigma if st.online else 0.0)
             if pos == 0:
                 st.p_first = float(times[a])
-            st.p0 += m
+            st.p0 += m if voids is None else m - voids[j]
             st.p1 += s1[j]
             st.p2 += s2[j]
             outcome.append(self._complete(st, float(times[a + m - 1])) if end else _LEARNT)
         lengths = [seg[2] for seg in segs]
-        inv = self._tails(x, segs, starts, lengths, online, mu, zsig, isig, outcome)
+        inv = self._tails(x, segs, starts, lengths, online, mu, zsig, isig, outcome, voids)
         score = self._scores(x, raw64, lengths, online, mu, inv)
         if self.budget is not None:
             score = self._apply_budget(score, segs, times)
@@ -311,6 +320,7 @@ class OnlineCalibrator:
         zsig: list[float],
         isig: list[float],
         outcome: list[int],
+        voids: list[int] | None = None,
     ) -> list[float]:
         """Each segment's ``1 / (z sigma tail)`` (online) or ``1 / prior``, with the tail as
         it stood at the start of its chunk; counts the segments' windows above each tail
@@ -343,7 +353,7 @@ class OnlineCalibrator:
             inv.append(1.0 / (zsig[j] * st.tail) if online[j] else 1.0 / zsig[j])
             if isig[j] > 0.0:
                 q = st.q
-                q[0] += m
+                q[0] += m if voids is None else m - voids[j]
                 c_j = counts.get(j)
                 if c_j is not None:
                     for k, c in enumerate(c_j, 1):
@@ -402,6 +412,8 @@ class OnlineCalibrator:
         c0, c1, c2 = float(st.p0), st.p1 / _X_SCALE, st.p2 / (_X_SCALE * _X_SCALE)
         st.p0 = 0
         st.p1 = st.p2 = 0.0
+        if c0 == 0:  # every window of the chunk was void (masked): nothing to learn or judge
+            return _LEARNT
         m = c1 / c0
         var = max(c2 / c0 - m * m, 0.0)
         cfg = self.cfg
