@@ -131,6 +131,15 @@ def short(seed: int, n: int = 250) -> Series:
     return _grid(n), v, lab
 
 
+def short_long(seed: int, n: int = 1200) -> Series:
+    rng = np.random.default_rng(seed)
+    v, lab = _base(n, rng), np.zeros(n)
+    for a in (400, 900):
+        v[a : a + 10] += 2.5
+        lab[a : a + 10] = 1
+    return _grid(n), v, lab
+
+
 def random_walk(seed: int, n: int = 4000) -> Series:
     rng = np.random.default_rng(seed)
     return _grid(n), np.cumsum(0.05 * rng.standard_normal(n)), np.zeros(n)
@@ -158,6 +167,7 @@ CASES = {
     "daily": daily,
     "jitter_gaps": jitter_gaps,
     "short": short,
+    "short_long": short_long,
     "random_walk": random_walk,
     "square": square,
     "heavy_tail": heavy_tail,

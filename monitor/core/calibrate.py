@@ -215,6 +215,7 @@ class OnlineCalibrator:
         self.prior = prior
         self.budget = budget
         self.z = NormalDist().inv_cdf(1.0 - cfg.target_rate)
+        self.blend_warmup = cfg.warmup == "blend"
         self.chunk = cfg.chunk_windows
         self.decay = math.exp(-cfg.chunk_windows / cfg.history_windows)
         self.tail_decay = math.exp(-cfg.chunk_windows / (TAIL_MEMORY * cfg.history_windows))
@@ -291,8 +292,13 @@ class OnlineCalibrator:
         isig: list[float] = []  # 1 / sigma of the tail counts; 0: not counted (not online yet:
         # the first chunks' moments are rough, and every later window "exceeds" them)
         outcome: list[int] = []  # at a chunk's end: _LEARNT, _DISTURBED or _REBASED
+        blend: dict[int, tuple[float, float]] | None = None  # warm-up: segment -> (weight, 1 / (z sigma))
         for j, (st, a, m, pos, end) in enumerate(segs):
             online.append(st.online)
+            if not st.online and st.s0 > 0.0 and self.blend_warmup:
+                if blend is None:
+                    blend = {}
+                blend[j] = (min(st.n_base / self.cfg.min_windows, 1.0), 1.0 / (self._z(st) * st.sigma))
             mu.append(st.mu)
             zsig.append(self._z(st) * st.sigma if st.online else st.prior)
             isig.append(1.0 / st.sigma if st.online else 0.0)
@@ -305,6 +311,8 @@ class OnlineCalibrator:
         lengths = [seg[2] for seg in segs]
         inv = self._tails(x, segs, starts, lengths, online, mu, zsig, isig, outcome, voids)
         score = self._scores(x, raw64, lengths, online, mu, inv)
+        if blend is not None:
+            score = self._blend(score, x, raw64, lengths, mu, inv, blend)
         if self.budget is not None:
             score = self._apply_budget(score, segs, times)
         return score
@@ -394,6 +402,31 @@ class OnlineCalibrator:
         out = np.maximum((x - np.repeat(mu, lengths)) * inv_rows, 0.0)
         if not all(online):
             out = np.where(np.repeat(online, lengths), out, raw * inv_rows)
+        return out
+
+    def _blend(
+        self,
+        score: FloatArray,
+        x: FloatArray,
+        raw: FloatArray,
+        lengths: list[int],
+        mu: list[float],
+        inv: list[float],
+        blend: dict[int, tuple[float, float]],
+    ) -> FloatArray:
+        """Warm-up segments (`blend`: weight w and 1 / (z_n sigma) of their stream's own
+        estimate so far): ``(1 - w) raw / prior + w max(0, (x - mu) / (z_n sigma))`` with
+        ``w = n / min_windows`` for n learnt windows. Rows of other segments keep their
+        score bit for bit (so a stream's scores do not depend on what shares its batch)."""
+        if len(lengths) == 1:
+            w, binv = blend[0]
+            out: FloatArray = (1.0 - w) * (raw * inv[0]) + w * np.maximum((x - mu[0]) * binv, 0.0)
+            return out
+        ends = np.cumsum(lengths).tolist()
+        out = score.copy()
+        for j, (w, binv) in blend.items():
+            a, b = ends[j] - lengths[j], ends[j]
+            out[a:b] = (1.0 - w) * (raw[a:b] * inv[j]) + w * np.maximum((x[a:b] - mu[j]) * binv, 0.0)
         return out
 
     def _prior_only(self, raw: Floats, runs: list[tuple[str, int, int]]) -> Floats:
@@ -517,6 +550,10 @@ class OnlineCalibrator:
             return None
         if self.cfg.enabled and st.online:
             return math.exp(st.mu + self._z(st) * st.mult * st.sigma * st.tail)
+        if self.cfg.enabled and self.blend_warmup and st.s0 > 0.0:  # warm-up blend: between the two,
+            w = min(st.n_base / self.cfg.min_windows, 1.0)  # geometrically (exact at w = 0 and 1)
+            own = st.mu + self._z(st) * st.mult * st.sigma
+            return math.exp((1.0 - w) * math.log(st.prior * st.mult) + w * own)
         return st.prior * st.mult
 
     def budget_use(self, key: str) -> float | None:

@@ -527,6 +527,10 @@ class OnlineCalibrationConfig:
     history_windows: int = 2000  # decay horizon of the long-term error distribution
     chunk_windows: int = 64  # statistics move on every `chunk_windows` windows of a stream
     min_windows: int = 256  # windows of history before the online score replaces the prior
+    # Until then: "blend" scores ``(1 - w) raw / prior + w * online`` with w = n / min_windows
+    # for n learnt windows (from the first learnt chunk on), so a stream shorter than the
+    # warm-up still moves towards its own distribution; "prior": raw / prior until online.
+    warmup: Literal["blend", "prior"] = "blend"
     min_sigma: float = 0.05  # floor of the spread of log errors (a near-constant error)
     regime: bool = True  # detect sustained level/variance changes and re-baseline
     regime_z: float = 1.5  # a chunk whose mean log error is this many sigma off is disturbed
@@ -550,6 +554,8 @@ class OnlineCalibrationConfig:
             raise ConfigError(
                 f"{k}.min_windows", f"must be >= chunk_windows ({self.chunk_windows}), got {self.min_windows}"
             )
+        if self.warmup not in ("blend", "prior"):
+            raise ConfigError(f"{k}.warmup", f'must be "blend" or "prior", got {self.warmup!r}')
         _positive(f"{k}.min_sigma", self.min_sigma)
         _positive(f"{k}.regime_z", self.regime_z)
         if self.regime_var_ratio <= 1:
