@@ -430,7 +430,10 @@ class ModelConfig:
     # two extra input channels, "time_of_day" (period one day) and "day_of_week" (one
     # week, phase 0 at Monday 00:00 UTC), so that a window of a few hours knows where it
     # sits in the daily / weekly rhythm. They are reconstructed but never scored.
-    context: list[Literal["time_of_day", "day_of_week"]] = field(default_factory=list)
+    # "auto": decided at training from the span of the training data, a feature only when
+    # it covers at least two of its periods (time_of_day: 2 days, day_of_week: 2 weeks),
+    # so that the rhythm can be learnt rather than memorised; the bundle records the result.
+    context: Any = field(default_factory=list)
     # Per-stream adapters (decision 0010): with "auto", training gives every stream that has
     # at least `adapter_min_windows` windows of its own to fit a threshold on (its held-out
     # normal windows; all of its windows with calibration.source "all") its own scaler
@@ -484,18 +487,7 @@ class ModelConfig:
                 raise ConfigError(key, f"expected a number, got {floor!r}")
             _positive(key, float(floor))
         self.channel_min_std = {k: float(v) for k, v in self.channel_min_std.items()}
-        if not isinstance(self.context, list):
-            raise ConfigError(
-                "model.context", f"expected a list of {', '.join(CONTEXT_FEATURES)}; got {self.context!r}"
-            )
-        for i, name in enumerate(self.context):
-            if name not in CONTEXT_FEATURES:
-                raise ConfigError(
-                    f"model.context[{i}]",
-                    f"must be one of {', '.join(repr(c) for c in CONTEXT_FEATURES)}; got {name!r}",
-                )
-        if len(set(self.context)) != len(self.context):
-            raise ConfigError("model.context", f"each feature at most once, got {self.context!r}")
+        self._check_context()
         if not 0 < self.validation_fraction < 1:
             raise ConfigError("model.validation_fraction", f"must be in (0, 1), got {self.validation_fraction}")
         if self.adapter_min_windows < ADAPTER_MIN_WINDOWS_FLOOR:
@@ -512,6 +504,22 @@ class ModelConfig:
             isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1
         ):
             raise ConfigError("model.threads", f'must be a whole number >= 1 or "auto", got {self.threads!r}')
+
+    def _check_context(self) -> None:
+        if self.context == "auto":
+            return
+        if not isinstance(self.context, list):
+            raise ConfigError(
+                "model.context", f'expected "auto" or a list of {", ".join(CONTEXT_FEATURES)}; got {self.context!r}'
+            )
+        for i, name in enumerate(self.context):
+            if name not in CONTEXT_FEATURES:
+                raise ConfigError(
+                    f"model.context[{i}]",
+                    f"must be one of {', '.join(repr(c) for c in CONTEXT_FEATURES)}; got {name!r}",
+                )
+        if len(set(self.context)) != len(self.context):
+            raise ConfigError("model.context", f"each feature at most once, got {self.context!r}")
 
 
 @dataclass
