@@ -13,13 +13,18 @@ The rule, per stream (``x`` = the natural log of a window's raw error):
   ``sigma`` (floored at `min_sigma`). Errors are close to log-normal (a window error is a
   mean of squares), so the log makes the tail test a z test.
 * Score. Before the stream has `min_windows` accepted windows it is scored against the
-  prior, the offline threshold for its key (the pipeline's seam): ``raw / prior``. After
-  that, online: ``max(0, (x - mu) / sigma) / z_n`` with ``z = Phi^-1(1 - target_rate)``
+  prior, the offline threshold for its key (the pipeline's seam): ``raw / prior``, with
+  `warmup` "blend" (default) mixed with its own estimate once a chunk is learnt:
+  ``(1 - w) raw / prior + w own`` with ``w = n / min_windows`` for n learnt windows and
+  ``own`` the online score below with a normal tail (a stream shorter than the warm-up is
+  not left on a prior fitted on a few held-out windows). After that, online: ``max(0, (x - mu) / sigma) / z_n`` with ``z = Phi^-1(1 - target_rate)``
   and ``z_n = z * (1 + chunk_windows / n)`` for n learnt windows (a small-sample margin),
   so 1.0 means a tail probability of `target_rate` under the stream's own distribution, for
   every stream whatever its scale (the comparability promise). This is the anomaly
   likelihood of the strongest streaming detectors with a one-window short-term mean; the
   k-of-n alarm does the short-term smoothing.
+* Void windows (raw error 0: every channel masked, `masking.py`) score 0 and are not
+  learnt: they count towards their chunk's length but not its statistics.
 * Chunk gating (robustness without a per-window loop): a completed chunk whose mean
   ``x`` is `regime_z` sigmas off ``mu`` (either way), or whose variance is `regime_var_ratio`
   times ``sigma**2``, is *disturbed* and is not learned. Before the stream is online every
