@@ -17,9 +17,10 @@ The rule, per stream (``x`` = the natural log of a window's raw error):
   `warmup` "blend" (default) mixed with its own estimate once a chunk is learnt:
   ``(1 - w) raw / prior + w own`` with ``w = n / min_windows`` for n learnt windows and
   ``own`` the online score below with a normal tail (a stream shorter than the warm-up is
-  not left on a prior fitted on a few held-out windows). After that, online: ``max(0, (x - mu) / sigma) / z_n`` with ``z = Phi^-1(1 - target_rate)``
-  and ``z_n = z * (1 + chunk_windows / n)`` for n learnt windows (a small-sample margin),
-  so 1.0 means a tail probability of `target_rate` under the stream's own distribution, for
+  not left on a prior fitted on a few held-out windows). After that, online:
+  ``max(0, (x - mu) / sigma) / z_n`` with ``z = Phi^-1(1 - target_rate)`` and
+  ``z_n = z * (1 + chunk_windows / n)`` for n learnt windows (a small-sample margin), so
+  1.0 means a tail probability of `target_rate` under the stream's own distribution, for
   every stream whatever its scale (the comparability promise). This is the anomaly
   likelihood of the strongest streaming detectors with a one-window short-term mean; the
   k-of-n alarm does the short-term smoothing.
