@@ -428,11 +428,14 @@ class OnlineCalibrator:
             w, binv = blend[0]
             out: FloatArray = (1.0 - w) * (raw * inv[0]) + w * np.maximum((x - mu[0]) * binv, 0.0)
             return out
-        ends = np.cumsum(lengths).tolist()
-        out = score.copy()
+        ws = [0.0] * len(lengths)
+        bs = [0.0] * len(lengths)
         for j, (w, binv) in blend.items():
-            a, b = ends[j] - lengths[j], ends[j]
-            out[a:b] = (1.0 - w) * (raw[a:b] * inv[j]) + w * np.maximum((x[a:b] - mu[j]) * binv, 0.0)
+            ws[j], bs[j] = w, binv
+        w_rows = np.repeat(ws, lengths)
+        own = np.maximum((x - np.repeat(mu, lengths)) * np.repeat(bs, lengths), 0.0)
+        mixed = (1.0 - w_rows) * (raw * np.repeat(inv, lengths)) + w_rows * own
+        out = np.where(w_rows > 0.0, mixed, score)
         return out
 
     def _prior_only(self, raw: Floats, runs: list[tuple[str, int, int]]) -> Floats:
