@@ -25,7 +25,7 @@ from monitor.core.model.bundle import BundleError, load_bundle, save_bundle
 from monitor.core.model.nets import architecture_spec, build_from_spec
 from monitor.core.model.scorer import Scorer
 from monitor.core.pipeline import Pipeline, ScoringModel
-from monitor.core.stream.context import DAY_SECONDS, context_row, context_rows
+from monitor.core.stream.context import AUTO_RATIO, DAY_SECONDS, auto_context, context_row, context_rows, rhythm_ratio
 from monitor.core.types import Reading
 
 MONDAY = 4 * DAY_SECONDS  # 1970-01-05 00:00 UTC
@@ -63,6 +63,60 @@ def test_context_key_is_validated_by_name():
         ModelConfig(context=["time_of_day", "hour"])
     with pytest.raises(ConfigError, match=r"^model\.context: each feature at most once"):
         ModelConfig(context=["time_of_day", "time_of_day"])
+
+
+def test_auto_context_turns_a_feature_on_only_when_training_spans_two_of_its_periods():
+    assert auto_context(2 * DAY_SECONDS - 1)[0] == []
+    names, line = auto_context(2 * DAY_SECONDS)
+    assert names == ["time_of_day"]
+    assert line == (
+        "model.context auto: training data span 2.00 days: "
+        "time_of_day on (spans 2 periods), day_of_week off (needs 14 days)"
+    )
+    assert auto_context(14 * DAY_SECONDS)[0] == ["time_of_day", "day_of_week"]
+    names, line = auto_context(3 * DAY_SECONDS, {"time_of_day": 0.9})  # spans it, but no rhythm
+    assert names == [] and "time_of_day off (rhythm ratio 0.90)" in line
+
+
+def test_the_rhythm_ratio_tells_a_daily_pattern_from_noise_a_random_walk_and_other_periods():
+    rng = np.random.default_rng(1)
+    t = PERIOD * np.arange(int(4 * DAY_SECONDS / PERIOD))
+    day = 2 * np.pi * t / DAY_SECONDS
+    cases = {
+        "daily": (np.sin(day) + 0.2 * rng.standard_normal(len(t)), True),
+        "day_night": ((np.sin(day) > 0) + 0.1 * rng.standard_normal(len(t)), True),
+        "noise": (rng.standard_normal(len(t)), False),
+        "random_walk": (np.cumsum(rng.standard_normal(len(t))), False),
+        "half_day": (np.sin(2 * day) + 0.2 * rng.standard_normal(len(t)), False),
+        "square_8h20": (np.sign(np.sin(2 * np.pi * t / 30_000)) + 0.1 * rng.standard_normal(len(t)), False),
+    }
+    for name, (v, rhythm) in cases.items():
+        ratio = rhythm_ratio([(t, v)], "time_of_day", PERIOD)
+        assert (ratio <= AUTO_RATIO) == rhythm, (name, ratio)
+    assert ModelConfig(context="auto").context == "auto"
+    with pytest.raises(ConfigError, match=r'^model\.context: expected "auto" or a list of time_of_day, day_of_week'):
+        ModelConfig(context="always")
+
+
+@pytest.mark.parametrize("days,expected", [(0.5, []), (3.0, ["time_of_day"])])
+def test_auto_context_is_resolved_at_training_logged_and_recorded_in_the_bundle(tmp_path, caplog, days, expected):
+    torch.set_num_threads(1)
+    n = int(days * DAY_SECONDS / PERIOD) + 1
+    t = 19_675 * DAY_SECONDS + PERIOD * np.arange(n)
+    v = np.sin(2 * np.pi * t / DAY_SECONDS) + np.random.default_rng(0).normal(0, 0.05, n)
+    cfg = Config(
+        stream=StreamConfig(period_seconds="auto"),
+        model=ModelConfig(window_size=8, hidden=[8], code_size=2, epochs=2, context="auto"),
+    )
+    with caplog.at_level("INFO", logger="monitor.app.training"):
+        out = train_bundle([StreamData("s", ["v"], t, v[:, None])], cfg, tmp_path, write_plots=False)
+    assert out.manifest.context == expected
+    assert ScoringModel.from_bundle(load_bundle(out.bundle_path)).context == expected
+    state = "on" if expected else "off"
+    assert any(
+        f"model.context auto: training data span {days:.2f} days: time_of_day {state}" in r.message
+        for r in caplog.records
+    )
 
 
 def test_context_channels_are_inputs_but_never_scored():

@@ -3,6 +3,7 @@ batch independence, regime changes, the alert budget, persistence, config errors
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 
@@ -49,7 +50,7 @@ def test_scores_of_very_different_streams_are_comparable_after_warm_up():
         p99 = float(np.quantile(s[500:], 0.99))
         assert 0.5 <= p99 <= 2.0, (key, p99)
         # the offline prior (0.05 for all) put them 3 orders of magnitude apart before
-    assert scores["s0"][:64].max() < 0.01 and scores["s4"][:64].min() > 1000
+    assert scores["s0"][:16].max() < 0.01 and scores["s4"][:16].min() > 1000  # first chunk: prior only
 
 
 def test_error_distributions_of_any_shape_put_their_normal_p99_inside_the_bar():
@@ -81,7 +82,7 @@ def test_error_distributions_of_any_shape_put_their_normal_p99_inside_the_bar():
 
 
 def test_the_prior_scores_a_stream_until_it_has_history():
-    cal = OnlineCalibrator(CFG, lambda k: {"a": 2.0, "b": 4.0}[k], 1.0)
+    cal = OnlineCalibrator(dataclasses.replace(CFG, warmup="prior"), lambda k: {"a": 2.0, "b": 4.0}[k], 1.0)
     e = lognormal(200, 1.0, 0.3, 1)
     scores = feed(cal, {"a": e, "b": e}, [10, 50])
     assert np.allclose(scores["a"][:64], e[:64] / 2.0) and np.allclose(scores["b"][:64], e[:64] / 4.0)
@@ -91,6 +92,30 @@ def test_the_prior_scores_a_stream_until_it_has_history():
         cal.effective_threshold("a") == pytest.approx(np.exp(st.mu + cal._z(st) * st.sigma * st.tail))
         and cal._z(st) > cal.z
     )
+
+
+def test_warm_up_blends_the_prior_into_the_stream_s_own_estimate_as_history_grows():
+    """warmup "blend": the first chunk is scored on the prior alone; after n learnt windows
+    (n < min_windows) a window scores ``(1 - w) raw / prior + w * own`` with w = n /
+    min_windows, so a stream shorter than the warm-up (bench/shifts.py's 250-row series)
+    moves towards its own distribution instead of staying on the prior; from min_windows
+    on it is the online score alone, as with warmup "prior"."""
+    e = lognormal(400, 1.0, 0.3, 2)
+    blend = OnlineCalibrator(CFG, lambda k: 0.5, 1.0)
+    prior = OnlineCalibrator(dataclasses.replace(CFG, warmup="prior"), lambda k: 0.5, 1.0)
+    sb = feed(blend, {"a": e}, [7, 40, 100])["a"]
+    sp = feed(prior, {"a": e}, [])["a"]
+    assert np.array_equal(sb[:16], e[:16] / 0.5) and np.allclose(sp[:64], e[:64] / 0.5)
+    assert np.array_equal(sb[64:], sp[64:])  # online from min_windows: the same scores
+    # chunk 2 (windows 32..47) is scored with 32 learnt windows: w = 0.5, its own estimate
+    # from them (the moments and margin as they stood at the chunk's start)
+    x, wx = np.log(e[:32]), np.r_[np.full(16, blend.decay), np.ones(16)]  # chunk 0 decayed once
+    mu = (wx * x).sum() / wx.sum()
+    sigma = max(np.sqrt((wx * x * x).sum() / wx.sum() - mu * mu), CFG.min_sigma)
+    own = np.maximum(np.log(e[32:48]) - mu, 0.0) / (blend.z * (1 + 16 / 32) * sigma)
+    assert np.allclose(sb[32:48], 0.5 * e[32:48] / 0.5 + 0.5 * own, rtol=1e-4)
+    # the prior (0.5) sits far below this stream's errors: blending halves its false alarms
+    assert (sb[16:64] >= 1.0).sum() < 0.6 * (sp[16:64] >= 1.0).sum()
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -220,3 +245,23 @@ def test_defaults_turn_online_calibration_on_and_skab_keeps_it_off():
     assert OnlineCalibrationConfig().enabled and AlarmConfig().budget is None
     skab = load_config("configs/skab.yaml", environ={})
     assert not skab.calibration.online.enabled
+
+
+def test_void_windows_score_zero_and_leave_the_stream_s_statistics_alone():
+    """A window whose every channel is masked has raw error 0 (masking.py): it scores 0 and
+    is learnt as the stream's mean, not as log(0) (which put mu near -690, sigma in the
+    hundreds, and overflowed the re-baseline threshold), the same for any batch cuts."""
+    e = lognormal(3000, 0.1, 0.3, 3)
+    v = e.copy()
+    v[40:50] = 0.0  # before any chunk is learnt
+    v[1000:2200] = 0.0  # a long masked stretch: a regime change would re-baseline on it
+    clean = OnlineCalibrator(CFG, lambda k: 0.3, 1.0)
+    feed(clean, {"p": e[:1000]}, [])
+    one = OnlineCalibrator(CFG, lambda k: 0.3, 1.0)
+    whole = feed(one, {"p": v}, [])["p"]
+    cut = feed(OnlineCalibrator(CFG, lambda k: 0.3, 1.0), {"p": v}, list(range(0, 3000, 37)))["p"]
+    assert np.array_equal(whole, cut)
+    assert (whole[v == 0.0] == 0.0).all() and np.isfinite(whole).all()
+    st = one.streams["p"]
+    assert st.mu == pytest.approx(clean.streams["p"].mu, abs=0.1) and st.sigma < 0.6
+    assert not one.drain_events() and (whole[2300:] >= 1.0).mean() < 0.01

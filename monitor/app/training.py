@@ -32,7 +32,7 @@ from monitor.core.model.holdout import HoldoutPlan, plan_holdout
 from monitor.core.model.manifest import Manifest
 from monitor.core.pipeline import ScoringModel, StreamState, stream_timing
 from monitor.core.sensor_health import LIMITS_FILE, learn_limits
-from monitor.core.stream.context import context_rows
+from monitor.core.stream.context import auto_context, context_rows, rhythm_ratio
 from monitor.core.stream.period import IrregularTimestamps, infer_period_seconds
 from monitor.core.stream.windows import even_sample, window_ends, windows_at
 from monitor.io.codec import Codec
@@ -151,6 +151,37 @@ def infer_period(data: list[StreamData], cfg: Config) -> float:
             f'"auto" {exc}; set stream.period_seconds to the step frames should have, and '
             "stream.alignment: interpolate for readings that do not sit on a grid",
         ) from None
+
+
+_RHYTHM_MAX_POINTS = 200_000  # per channel and stream: the rhythm test reads an even sample
+
+
+def resolve_auto_context(data: Sequence[StreamData], period_seconds: float) -> tuple[list[str], str]:
+    """``model.context: auto`` for this training data (`auto_context`): the longest span of
+    one stream's data, and the rhythm ratio of each feature it spans, over every channel of
+    every stream."""
+    series: list[tuple[np.ndarray, np.ndarray]] = []
+    spacing = period_seconds  # of the sampled points: the rhythm test's tolerance is half of it
+    for sd in data:
+        if sd.timestamps is not None and sd.values is not None:
+            cols = [
+                (np.asarray(sd.timestamps, dtype=np.float64), np.asarray(sd.values, dtype=np.float64)[:, c])
+                for c in range(np.shape(sd.values)[1])
+            ]
+        else:
+            r = sd.readings
+            cols = [(r.times[r.chan == c], r.values[r.chan == c]) for c in range(len(r.names))]
+        for t, v in cols:
+            keep = np.isfinite(t) & np.isfinite(v)
+            t, v = t[keep], v[keep]
+            order = np.argsort(t, kind="stable")
+            step = max(1, len(t) // _RHYTHM_MAX_POINTS)
+            spacing = max(spacing, step * period_seconds)
+            series.append((t[order][::step], v[order][::step]))
+    span = max((float(t[-1] - t[0]) for t, _ in series if len(t)), default=0.0)
+    spanned, _ = auto_context(span)
+    ratios = {name: rhythm_ratio(series, name, spacing) for name in spanned}
+    return auto_context(span, ratios)
 
 
 def build_frames(sd: StreamData, geometry: ScoringModel, cfg: Config) -> FrameSet:
@@ -425,6 +456,10 @@ def train_bundle(
     if not channels:
         raise ValueError("no channels found in the training data")
     period = infer_period(data, cfg)
+    if cfg.model.context == "auto":
+        names, line = resolve_auto_context(data, period)
+        log.info("%s", line)
+        cfg = replace(cfg, model=replace(cfg.model, context=names))
     mc = cfg.model
     geometry = ScoringModel(
         "",

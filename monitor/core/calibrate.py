@@ -13,13 +13,19 @@ The rule, per stream (``x`` = the natural log of a window's raw error):
   ``sigma`` (floored at `min_sigma`). Errors are close to log-normal (a window error is a
   mean of squares), so the log makes the tail test a z test.
 * Score. Before the stream has `min_windows` accepted windows it is scored against the
-  prior, the offline threshold for its key (the pipeline's seam): ``raw / prior``. After
-  that, online: ``max(0, (x - mu) / sigma) / z_n`` with ``z = Phi^-1(1 - target_rate)``
-  and ``z_n = z * (1 + chunk_windows / n)`` for n learnt windows (a small-sample margin),
-  so 1.0 means a tail probability of `target_rate` under the stream's own distribution, for
+  prior, the offline threshold for its key (the pipeline's seam): ``raw / prior``, with
+  `warmup` "blend" (default) mixed with its own estimate once a chunk is learnt:
+  ``(1 - w) raw / prior + w own`` with ``w = n / min_windows`` for n learnt windows and
+  ``own`` the online score below with a normal tail (a stream shorter than the warm-up is
+  not left on a prior fitted on a few held-out windows). After that, online:
+  ``max(0, (x - mu) / sigma) / z_n`` with ``z = Phi^-1(1 - target_rate)`` and
+  ``z_n = z * (1 + chunk_windows / n)`` for n learnt windows (a small-sample margin), so
+  1.0 means a tail probability of `target_rate` under the stream's own distribution, for
   every stream whatever its scale (the comparability promise). This is the anomaly
   likelihood of the strongest streaming detectors with a one-window short-term mean; the
   k-of-n alarm does the short-term smoothing.
+* Void windows (raw error 0: every channel masked, `masking.py`) score 0 and are not
+  learnt: they count towards their chunk's length but not its statistics.
 * Chunk gating (robustness without a per-window loop): a completed chunk whose mean
   ``x`` is `regime_z` sigmas off ``mu`` (either way), or whose variance is `regime_var_ratio`
   times ``sigma**2``, is *disturbed* and is not learned. Before the stream is online every
@@ -215,6 +221,7 @@ class OnlineCalibrator:
         self.prior = prior
         self.budget = budget
         self.z = NormalDist().inv_cdf(1.0 - cfg.target_rate)
+        self.blend_warmup = cfg.warmup == "blend"
         self.chunk = cfg.chunk_windows
         self.decay = math.exp(-cfg.chunk_windows / cfg.history_windows)
         self.tail_decay = math.exp(-cfg.chunk_windows / (TAIL_MEMORY * cfg.history_windows))
@@ -241,7 +248,9 @@ class OnlineCalibrator:
         if not self.cfg.enabled:
             return self._prior_only(raw, runs)
         raw64: FloatArray = np.asarray(raw, dtype=np.float64)
-        x = np.log(np.maximum(raw64, 1e-300))
+        void = raw64 <= 0.0  # a window with every channel masked: nothing to judge (masking.py)
+        has_void = bool(void.any())
+        x = np.log(np.where(void, 1.0, raw64)) if has_void else np.log(raw64)
         if np.isnan(x).any():
             x = np.where(np.isnan(x), _LOG_MAX, x)
         # 1. segments: the pieces of each run that lie in one chunk of its stream
@@ -269,10 +278,17 @@ class OnlineCalibrator:
         #    must equal replay; float addition is not associative)
         xq = np.rint(x * _X_SCALE)
         starts: IntArray | None = None
-        if len(segs) == 1:
+        if len(segs) > 1:
+            starts = np.fromiter((seg[1] for seg in segs), dtype=np.intp, count=len(segs))
+        voids: list[int] | None = None  # per segment: its void windows (None: there are none)
+        if has_void:  # a void window is not learnt (never as log(0)), and scores 0
+            xq[void] = 0.0
+            x[void] = -1e300  # scores 0 online, and counts in no tail level
+            vi = void.astype(np.float64)
+            voids = [int(vi.sum())] if starts is None else np.add.reduceat(vi, starts).astype(int).tolist()
+        if starts is None:
             s1, s2 = [float(xq.sum())], [float(xq @ xq)]
         else:
-            starts = np.fromiter((seg[1] for seg in segs), dtype=np.intp, count=len(segs))
             s1 = np.add.reduceat(xq, starts).tolist()
             s2 = np.add.reduceat(xq * xq, starts).tolist()
         # 3. per segment in order: the parameters it is scored with, then learn from it
@@ -282,20 +298,27 @@ class OnlineCalibrator:
         isig: list[float] = []  # 1 / sigma of the tail counts; 0: not counted (not online yet:
         # the first chunks' moments are rough, and every later window "exceeds" them)
         outcome: list[int] = []  # at a chunk's end: _LEARNT, _DISTURBED or _REBASED
+        blend: dict[int, tuple[float, float]] | None = None  # warm-up: segment -> (weight, 1 / (z sigma))
         for j, (st, a, m, pos, end) in enumerate(segs):
             online.append(st.online)
+            if not st.online and st.s0 > 0.0 and self.blend_warmup:
+                if blend is None:
+                    blend = {}
+                blend[j] = (min(st.n_base / self.cfg.min_windows, 1.0), 1.0 / (self._z(st) * st.sigma))
             mu.append(st.mu)
             zsig.append(self._z(st) * st.sigma if st.online else st.prior)
             isig.append(1.0 / st.sigma if st.online else 0.0)
             if pos == 0:
                 st.p_first = float(times[a])
-            st.p0 += m
+            st.p0 += m if voids is None else m - voids[j]
             st.p1 += s1[j]
             st.p2 += s2[j]
             outcome.append(self._complete(st, float(times[a + m - 1])) if end else _LEARNT)
         lengths = [seg[2] for seg in segs]
-        inv = self._tails(x, segs, starts, lengths, online, mu, zsig, isig, outcome)
+        inv = self._tails(x, segs, starts, lengths, online, mu, zsig, isig, outcome, voids)
         score = self._scores(x, raw64, lengths, online, mu, inv)
+        if blend is not None:
+            score = self._blend(score, x, raw64, lengths, mu, inv, blend)
         if self.budget is not None:
             score = self._apply_budget(score, segs, times)
         return score
@@ -311,6 +334,7 @@ class OnlineCalibrator:
         zsig: list[float],
         isig: list[float],
         outcome: list[int],
+        voids: list[int] | None = None,
     ) -> list[float]:
         """Each segment's ``1 / (z sigma tail)`` (online) or ``1 / prior``, with the tail as
         it stood at the start of its chunk; counts the segments' windows above each tail
@@ -343,7 +367,7 @@ class OnlineCalibrator:
             inv.append(1.0 / (zsig[j] * st.tail) if online[j] else 1.0 / zsig[j])
             if isig[j] > 0.0:
                 q = st.q
-                q[0] += m
+                q[0] += m if voids is None else m - voids[j]
                 c_j = counts.get(j)
                 if c_j is not None:
                     for k, c in enumerate(c_j, 1):
@@ -386,6 +410,34 @@ class OnlineCalibrator:
             out = np.where(np.repeat(online, lengths), out, raw * inv_rows)
         return out
 
+    def _blend(
+        self,
+        score: FloatArray,
+        x: FloatArray,
+        raw: FloatArray,
+        lengths: list[int],
+        mu: list[float],
+        inv: list[float],
+        blend: dict[int, tuple[float, float]],
+    ) -> FloatArray:
+        """Warm-up segments (`blend`: weight w and 1 / (z_n sigma) of their stream's own
+        estimate so far): ``(1 - w) raw / prior + w max(0, (x - mu) / (z_n sigma))`` with
+        ``w = n / min_windows`` for n learnt windows. Rows of other segments keep their
+        score bit for bit (so a stream's scores do not depend on what shares its batch)."""
+        if len(lengths) == 1:
+            w, binv = blend[0]
+            out: FloatArray = (1.0 - w) * (raw * inv[0]) + w * np.maximum((x - mu[0]) * binv, 0.0)
+            return out
+        ws = [0.0] * len(lengths)
+        bs = [0.0] * len(lengths)
+        for j, (w, binv) in blend.items():
+            ws[j], bs[j] = w, binv
+        w_rows = np.repeat(ws, lengths)
+        own = np.maximum((x - np.repeat(mu, lengths)) * np.repeat(bs, lengths), 0.0)
+        mixed = (1.0 - w_rows) * (raw * np.repeat(inv, lengths)) + w_rows * own
+        out = np.where(w_rows > 0.0, mixed, score)
+        return out
+
     def _prior_only(self, raw: Floats, runs: list[tuple[str, int, int]]) -> Floats:
         """Online calibration off: ``raw / prior`` for each stream's prior."""
         inv = [1.0 / self._stream(key).prior for key, _, _ in runs]
@@ -402,6 +454,8 @@ class OnlineCalibrator:
         c0, c1, c2 = float(st.p0), st.p1 / _X_SCALE, st.p2 / (_X_SCALE * _X_SCALE)
         st.p0 = 0
         st.p1 = st.p2 = 0.0
+        if c0 == 0:  # every window of the chunk was void (masked): nothing to learn or judge
+            return _LEARNT
         m = c1 / c0
         var = max(c2 / c0 - m * m, 0.0)
         cfg = self.cfg
@@ -505,6 +559,10 @@ class OnlineCalibrator:
             return None
         if self.cfg.enabled and st.online:
             return math.exp(st.mu + self._z(st) * st.mult * st.sigma * st.tail)
+        if self.cfg.enabled and self.blend_warmup and st.s0 > 0.0:  # warm-up blend: between the two,
+            w = min(st.n_base / self.cfg.min_windows, 1.0)  # geometrically (exact at w = 0 and 1)
+            own = st.mu + self._z(st) * st.mult * st.sigma
+            return math.exp((1.0 - w) * math.log(st.prior * st.mult) + w * own)
         return st.prior * st.mult
 
     def budget_use(self, key: str) -> float | None:

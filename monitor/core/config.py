@@ -430,7 +430,10 @@ class ModelConfig:
     # two extra input channels, "time_of_day" (period one day) and "day_of_week" (one
     # week, phase 0 at Monday 00:00 UTC), so that a window of a few hours knows where it
     # sits in the daily / weekly rhythm. They are reconstructed but never scored.
-    context: list[Literal["time_of_day", "day_of_week"]] = field(default_factory=list)
+    # "auto": decided at training from the span of the training data, a feature only when
+    # it covers at least two of its periods (time_of_day: 2 days, day_of_week: 2 weeks),
+    # so that the rhythm can be learnt rather than memorised; the bundle records the result.
+    context: Any = field(default_factory=list)
     # Per-stream adapters (decision 0010): with "auto", training gives every stream that has
     # at least `adapter_min_windows` windows of its own to fit a threshold on (its held-out
     # normal windows; all of its windows with calibration.source "all") its own scaler
@@ -484,18 +487,7 @@ class ModelConfig:
                 raise ConfigError(key, f"expected a number, got {floor!r}")
             _positive(key, float(floor))
         self.channel_min_std = {k: float(v) for k, v in self.channel_min_std.items()}
-        if not isinstance(self.context, list):
-            raise ConfigError(
-                "model.context", f"expected a list of {', '.join(CONTEXT_FEATURES)}; got {self.context!r}"
-            )
-        for i, name in enumerate(self.context):
-            if name not in CONTEXT_FEATURES:
-                raise ConfigError(
-                    f"model.context[{i}]",
-                    f"must be one of {', '.join(repr(c) for c in CONTEXT_FEATURES)}; got {name!r}",
-                )
-        if len(set(self.context)) != len(self.context):
-            raise ConfigError("model.context", f"each feature at most once, got {self.context!r}")
+        self._check_context()
         if not 0 < self.validation_fraction < 1:
             raise ConfigError("model.validation_fraction", f"must be in (0, 1), got {self.validation_fraction}")
         if self.adapter_min_windows < ADAPTER_MIN_WINDOWS_FLOOR:
@@ -513,6 +505,22 @@ class ModelConfig:
         ):
             raise ConfigError("model.threads", f'must be a whole number >= 1 or "auto", got {self.threads!r}')
 
+    def _check_context(self) -> None:
+        if self.context == "auto":
+            return
+        if not isinstance(self.context, list):
+            raise ConfigError(
+                "model.context", f'expected "auto" or a list of {", ".join(CONTEXT_FEATURES)}; got {self.context!r}'
+            )
+        for i, name in enumerate(self.context):
+            if name not in CONTEXT_FEATURES:
+                raise ConfigError(
+                    f"model.context[{i}]",
+                    f"must be one of {', '.join(repr(c) for c in CONTEXT_FEATURES)}; got {name!r}",
+                )
+        if len(set(self.context)) != len(self.context):
+            raise ConfigError("model.context", f"each feature at most once, got {self.context!r}")
+
 
 @dataclass
 class OnlineCalibrationConfig:
@@ -527,6 +535,10 @@ class OnlineCalibrationConfig:
     history_windows: int = 2000  # decay horizon of the long-term error distribution
     chunk_windows: int = 64  # statistics move on every `chunk_windows` windows of a stream
     min_windows: int = 256  # windows of history before the online score replaces the prior
+    # Until then: "blend" scores ``(1 - w) raw / prior + w * online`` with w = n / min_windows
+    # for n learnt windows (from the first learnt chunk on), so a stream shorter than the
+    # warm-up still moves towards its own distribution; "prior": raw / prior until online.
+    warmup: Literal["blend", "prior"] = "blend"
     min_sigma: float = 0.05  # floor of the spread of log errors (a near-constant error)
     regime: bool = True  # detect sustained level/variance changes and re-baseline
     regime_z: float = 1.5  # a chunk whose mean log error is this many sigma off is disturbed
@@ -550,6 +562,8 @@ class OnlineCalibrationConfig:
             raise ConfigError(
                 f"{k}.min_windows", f"must be >= chunk_windows ({self.chunk_windows}), got {self.min_windows}"
             )
+        if self.warmup not in ("blend", "prior"):
+            raise ConfigError(f"{k}.warmup", f'must be "blend" or "prior", got {self.warmup!r}')
         _positive(f"{k}.min_sigma", self.min_sigma)
         _positive(f"{k}.regime_z", self.regime_z)
         if self.regime_var_ratio <= 1:
