@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from monitor.core.config import AlarmConfig, SensorsConfig, StreamConfig
-from monitor.core.masking import exclude_masked
+from monitor.core.masking import exclude_masked, keep_one_judge
 from monitor.core.pipeline import Pipeline, ScoringModel
 from monitor.core.synthetic import CHANNELS, pump
 from monitor.core.types import FrameBlock
@@ -58,6 +58,34 @@ def test_masks_follow_data_time_whatever_the_batches():
     # masked while in fault and one window span after: the score there ignores the channel
     by_time = dict(one)
     assert max(by_time[x] for x in t[150:240]) < 1.0
+
+
+def test_a_single_channel_out_of_range_is_still_scored_and_alerted_as_an_anomaly():
+    """Nothing else to judge a one-channel feed by: out of range gives the sensor alert AND
+    the anomaly (masked, it scored 0 for the whole excursion: a univariate level shift
+    went unseen)."""
+    t, v, _ = pump(400, seed=3, steps_per_hour=0)
+    x = (v[:, :1] - v[:, 0].mean()) / v[:, 0].std()
+    x[150:230, 0] += 40.0
+    model = ScoringModel("v", ["flow"], 1.0, 8, 1, [], np.zeros(1), np.ones(1), 3.0, SquareScorer())
+    sensors = SensorsConfig(stale_seconds=0, ranges={"flow": [-10.0, 10.0]})
+    pipe = Pipeline(model, StreamConfig(period_seconds=1.0), AlarmConfig(k=3, n=5), sensors=sensors)
+    pipe.push_batch([FrameBlock("s", ("flow",), t, x)])
+    scores, alerts = pipe.flush()
+    by_time = {s.timestamp: float(s.score) for s in scores}
+    assert min(by_time[ts] for ts in t[160:230]) > 100.0  # scored as is, far over the threshold
+    kinds = [(a.kind, a.state) for a in alerts]
+    assert ("sensor", "firing") in kinds and ("anomaly", "firing") in kinds
+    anomaly = next(a for a in alerts if a.kind == "anomaly")
+    assert not anomaly.masked  # nothing was masked for it
+
+
+def test_keep_one_judge_clears_only_rows_that_mask_every_channel():
+    masked = np.array([[True, True], [True, False], [False, False]])
+    out = keep_one_judge(masked)
+    assert out is not None and out.tolist() == [[False, False], [True, False], [False, False]]
+    assert masked[0].all()  # the caller's array is left alone
+    assert keep_one_judge(np.ones((3, 2), dtype=bool)) is None
 
 
 def test_exclude_masked_takes_mean_or_max_of_the_other_channels():

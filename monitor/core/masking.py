@@ -9,6 +9,13 @@ neither hide a process fault (a frozen value the model happens to reconstruct we
 fake one (an impossible value far from its reconstruction). Anomaly alerts raised on such
 windows name the masked channels (`Alert.masked`).
 
+Masking needs another channel to judge the process by. A window whose every scored
+channel is in fault is scored unmasked (`keep_one_judge`): a single-channel feed that
+leaves its training range is, from that one channel, as likely a process change as a
+broken sensor, and masking it would score it 0 for as long as the excursion lasts (a
+level shift or trend on a univariate feed went unseen). The sensor alert still fires, so
+both readings reach the operator.
+
 Pure numpy on arrays the pipeline already holds; called only when a mask is set.
 """
 
@@ -21,7 +28,19 @@ import numpy as np
 
 from monitor.core.types import Alert, Float32Array, Floats, ScoreBatch
 
-__all__ = ["exclude_masked", "mask_windows", "name_masked"]
+__all__ = ["exclude_masked", "keep_one_judge", "mask_windows", "name_masked"]
+
+
+def keep_one_judge(masked: np.ndarray) -> np.ndarray | None:
+    """`masked` (B, C) with the rows that mask every channel cleared (scored unmasked: see
+    the module docstring), or None when no mask is left."""
+    full = masked.all(axis=1)
+    if full.any():
+        masked = masked.copy()
+        masked[full] = False
+        if not masked.any():
+            return None
+    return masked
 
 
 def mask_windows(

@@ -27,7 +27,7 @@ from monitor.core.config import (
     StreamConfig,
 )
 from monitor.core.interfaces import Scorer
-from monitor.core.masking import exclude_masked, mask_windows, name_masked
+from monitor.core.masking import exclude_masked, keep_one_judge, mask_windows, name_masked
 from monitor.core.model.latent import LatentModel, States
 from monitor.core.model.manifest import Manifest
 from monitor.core.sensor_health import SensorHealth, SensorLimits
@@ -671,6 +671,8 @@ class Pipeline:
         if runs is None:
             runs = runs_of(streams or [])
         masked = self._masks(runs, times) if self.sensors is not None else None
+        if masked is not None:  # every channel in fault: nothing else to judge by, scored as is
+            masked = keep_one_judge(masked)
         if masked is not None:  # a channel in sensor fault: scored from the others (masking.py)
             mask_windows(x, masked, getattr(model.scorer, "reconstruct", None))
         codes = None
