@@ -8,7 +8,8 @@ thread) over the same readings:
 
   plain     the serving model only
   shadow    the same plus a shadow candidate (another bundle: its own weights and scaler,
-            so the re-standardization runs too) scoring every flushed batch
+            so the re-standardization runs too) scoring every flushed batch, with what the
+            daemon reads from it after each batch and one report (`summary`) at the end
   forward   the candidate's forward pass (`scorer.errors`) inside the shadow run, timed
             around each call: what the issue allows shadow to add
   replayed  the same forward passes again afterwards on copies of the batches (warm
@@ -73,8 +74,18 @@ def run(model: ScoringModel, rows: tuple, streams: int, batch: int, shadow: Scor
             if shadow is not None and len(kept) < 64:
                 kept.append(pipe._x[: pipe.pending].copy())
             pipe.flush()
+            if pipe.shadow is not None:
+                _daemon_reads(pipe.shadow)
     pipe.flush()
+    if pipe.shadow is not None:
+        _daemon_reads(pipe.shadow)
+        pipe.shadow.summary()  # what the daemon's report writes every few seconds (bins queued scores)
     return time.process_time() - started, kept, (timer.seconds if timer is not None else 0.0)
+
+
+def _daemon_reads(sh: Shadow) -> tuple:
+    """What `ShadowManager.after_batch` reads from the shadow after every scored batch."""
+    return sh.windows, sh.episodes, sh.last_max, sh.live_episodes, sh.elapsed_seconds, sh.due()
 
 
 class _Timed:

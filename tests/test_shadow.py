@@ -97,3 +97,60 @@ def test_a_shadow_of_another_geometry_is_refused_and_a_failing_one_never_costs_t
     scores, _ = pipe.flush()
     assert len(scores) == 40 - model.window_size + 1 and all(math.isfinite(s) for s in scores.score)
     assert pipe.shadow is None and "AttributeError" in (pipe.shadow_error or "")
+
+
+def test_the_fast_paths_report_exactly_what_per_stream_tables_and_an_alarm_run_on_every_batch_report(model):
+    # the fast shadow (one affine map for all streams, its alarm skipped while idle and the
+    # batch cold, histograms binned in bulk) against the general one on the same feed
+    cand = dataclasses.replace(
+        model, version="cand", mean=model.mean - 0.2 * model.std, std=model.std * 0.9, threshold=model.threshold * 0.9
+    )
+    cfg = StreamConfig(channels=list(CHANNELS), period_seconds=1.0)
+    fast, slow = Pipeline(model, cfg, ALARM), Pipeline(model, cfg, ALARM)
+    fast.shadow = Shadow(cand, model, ALARM, ShadowSettings(seconds=100.0, min_windows=10))
+    slow.shadow = ref = Shadow(cand, model, ALARM, ShadowSettings(seconds=100.0, min_windows=10))
+    ref._uniform_ok = False  # the per-stream tables
+    ref.alarm.idle = lambda: False  # type: ignore[method-assign]  # the alarm on every batch
+    ref._idle = False
+    t, v, _ = pump(700, seed=5, steps_per_hour=0, faults=[Fault(300, 420, "cavitation"), Fault(520, 560, "bearing")])
+    scores: dict[str, list] = {"fast": [], "slow": []}
+    for name, sh in (("fast", fast.shadow), ("slow", ref)):  # every batch's candidate scores
+        _record(sh.hist, scores[name])
+    for i in range(700):
+        for s in range(3):
+            for pipe in (fast, slow):
+                pipe.push_row(f"p{s}", float(t[i]), v[i])
+        if fast.pending >= 50:
+            for pipe in (fast, slow):
+                pipe.flush()
+                assert pipe.shadow is not None, pipe.shadow_error
+    sh = fast.shadow
+    assert sh is not None and sh._uniform is not None and ref._uniform is None
+    assert len(scores["fast"]) > 10
+    for a, b in zip(scores["fast"], scores["slow"], strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert sh.episodes == ref.episodes >= 2
+    assert (sh.windows, sh.first_time, sh.last_time, sh.last_max) == (
+        ref.windows,
+        ref.first_time,
+        ref.last_time,
+        ref.last_max,
+    )
+    np.testing.assert_array_equal(sh.hist.counts, ref.hist.counts)
+    np.testing.assert_array_equal(sh.live_hist.counts, ref.live_hist.counts)
+    assert sh.summary() == ref.summary()
+    for stream, st in ref.alarm.states.items():
+        mine = sh.alarm.states.get(stream)
+        assert mine is not None and mine.last_resolved_at == st.last_resolved_at
+        assert (mine.episode and mine.episode.alert_id) == (st.episode and st.episode.alert_id)
+
+
+def _record(hist, kept: list) -> None:
+    """Keep a copy of every batch `hist.add` is given."""
+    add = hist.add
+
+    def recording(scores, copy=True):
+        kept.append(np.array(scores))
+        add(scores, copy)
+
+    hist.add = recording

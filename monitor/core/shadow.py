@@ -61,18 +61,55 @@ class ShadowVerdict:
 
 
 class _Hist:
-    def __init__(self) -> None:
-        self.counts = np.zeros(len(HIST_EDGES) + 1, dtype=np.int64)
-        self.n = 0
+    """Counts of scores in the `HIST_EDGES` bins (under- and overflow at the ends).
 
-    def add(self, scores: Floats) -> None:
-        s = np.asarray(scores, dtype=np.float64)
+    `add` only queues a copy of the batch; the queue is binned `FOLD` batches at a time
+    (one log10, searchsorted and bincount over all of them) or when the counts are read,
+    so a batch of 256 costs a copy, not five numpy calls. The counts are the same."""
+
+    FOLD = 64
+
+    def __init__(self) -> None:
+        self._counts = np.zeros(len(HIST_EDGES) + 1, dtype=np.int64)
+        self._n = 0
+        self._queued: list[FloatArray] = []
+
+    def add(self, scores: Floats, copy: bool = True) -> None:
+        """Queue `scores` (copied, unless the caller hands them over: `copy=False`)."""
+        self._queued.append(np.array(scores, dtype=np.float64, copy=copy or None))
+        if len(self._queued) >= self.FOLD:
+            self._fold()
+
+    def _fold(self) -> None:
+        if not self._queued:
+            return
+        s = np.concatenate(self._queued) if len(self._queued) > 1 else self._queued[0]
+        self._queued = []
         s = s[np.isfinite(s)]
         if not s.size:
             return
         logs = np.log10(np.maximum(s, 1e-12))
-        self.counts += np.bincount(np.searchsorted(HIST_EDGES, logs, side="right"), minlength=len(self.counts))
-        self.n += int(s.size)
+        self._counts += np.bincount(np.searchsorted(HIST_EDGES, logs, side="right"), minlength=len(self._counts))
+        self._n += int(s.size)
+
+    @property
+    def counts(self) -> np.ndarray:
+        self._fold()
+        return self._counts
+
+    @property
+    def n(self) -> int:
+        self._fold()
+        return self._n
+
+    def restore(self, counts: list[int]) -> None:
+        """Adopt saved counts (`Shadow.restore`); ValueError when they do not fit the bins."""
+        c = np.asarray(counts)
+        if c.shape != self._counts.shape or c.dtype.kind not in "iu" or (c < 0).any():
+            raise ValueError(f"a score histogram needs {len(self._counts)} non-negative integer counts")
+        self._queued = []
+        self._counts = c.astype(np.int64)
+        self._n = int(self._counts.sum())
 
     def quantile(self, q: float) -> float:
         if not self.n:
@@ -81,6 +118,19 @@ class _Hist:
         if at >= len(HIST_EDGES):
             return math.inf
         return float(10.0 ** HIST_EDGES[at])
+
+
+@dataclass
+class _Uniform:
+    """The re-standardization and threshold when every stream has the same ones (neither
+    model has per-stream adapters): one affine map over the flattened windows."""
+
+    identity: bool
+    a: Float32Array  # (W * channels,): the per-channel factor repeated over the window
+    b: Float32Array
+    threshold: float
+    mean: FloatArray  # the candidate's scaler (reconstructions back to units)
+    inv_std: FloatArray
 
 
 class Shadow:
@@ -112,11 +162,12 @@ class Shadow:
             top_channels,
             threshold_for=candidate.offline_threshold,
         )
-        self.reset(live.version)
+        self.reset(live)
 
-    def reset(self, live_version: str) -> None:
-        """Start counting again (a new serving model is a new comparison)."""
-        self.live_version = live_version
+    def reset(self, live: Any) -> None:
+        """Start counting again against the serving model `live` (a ScoringModel; a new
+        serving model is a new comparison)."""
+        self.live_version = live.version
         self.windows = 0
         self.first_time = math.nan
         self.last_time = math.nan
@@ -124,8 +175,12 @@ class Shadow:
         self.live_episodes = 0  # the serving model's anomaly episodes over the same windows
         self.hist = _Hist()
         self.live_hist = _Hist()
-        self.last_max = math.nan
+        self.last_max = math.nan  # the candidate's highest score (threshold units) in its newest batch
         self.alarm.states = {}
+        self._idle = True  # the candidate's alarm has nothing a cold batch could change (AlarmMachine.idle)
+        # one scaler and threshold for every stream (neither model has adapters): no per-stream tables
+        self._uniform_ok = live.adapters is None and self.model.adapters is None
+        self._uniform: _Uniform | None = None
         # per-stream tables (the serving model's scaler is part of them: rebuilt after a swap)
         self._rows: dict[str, int] = {}
         self._a: list[FloatArray] = []
@@ -143,15 +198,36 @@ class Shadow:
             return adapters.mean[i], adapters.inv_std[i]
         return m.mean, 1.0 / m.std
 
+    def _ab(self, stream: str, live_scaler: Callable[[str], Scaler]) -> tuple[FloatArray, FloatArray]:
+        # z_c = (v - cm) * cinv with v = z_l / linv + lm: z_c = z_l * a + b
+        lm, linv = live_scaler(stream)
+        cm, cinv = self._scaler(stream)
+        return cinv / linv, (lm - cm) * cinv
+
+    def _uniform_of(self, stream: str, live_scaler: Callable[[str], Scaler], shape: tuple[int, ...]) -> _Uniform:
+        a, b = self._ab(stream, live_scaler)
+        window, width = shape[1], shape[2]
+        c = len(self.model.channels)
+        af, bf = np.ones(width, dtype=np.float32), np.zeros(width, dtype=np.float32)
+        af[:c], bf[:c] = np.asarray(a, dtype=np.float32), np.asarray(b, dtype=np.float32)
+        cm, cinv = self._scaler(stream)
+        return _Uniform(
+            identity=bool(np.all(a == 1.0) and np.all(b == 0.0)),
+            a=np.tile(af, window),
+            b=np.tile(bf, window),
+            threshold=float(self.model.threshold),
+            mean=np.asarray(cm, dtype=np.float64),
+            inv_std=np.asarray(cinv, dtype=np.float64),
+        )
+
     def _row_of(self, stream: str, live_scaler: Callable[[str], Scaler]) -> int:
         """`stream`'s row in the per-stream tables (added on first sight)."""
         row = self._rows.get(stream)
         if row is None:
-            lm, linv = live_scaler(stream)
+            a, b = self._ab(stream, live_scaler)
             cm, cinv = self._scaler(stream)
-            # z_c = (v - cm) * cinv with v = z_l / linv + lm: z_c = z_l * a + b
-            self._a.append(cinv / linv)
-            self._b.append((lm - cm) * cinv)
+            self._a.append(a)
+            self._b.append(b)
             self._cm.append(cm)
             self._cinv.append(cinv)
             self._thr.append(self.model.offline_threshold(stream))
@@ -182,44 +258,92 @@ class Shadow:
     ) -> int:
         """Score the serving model's window batch `x` (standardized with `live_scaler`)
         with the candidate; returns the candidate's would-alert episodes begun in it.
+        `x` is re-standardized in place: the caller hands over a buffer it does not read
+        again (`Pipeline.flush` calls this last; no copy of the batch is made).
 
-        Per stream, the re-standardization (``a``, ``b``), the candidate's scaler and
-        threshold are looked up once ever (tables indexed by a stream row); per batch
-        there is one dict lookup per run and numpy gathers, as in `Pipeline._per_stream`."""
+        Besides the candidate's forward pass, a batch costs: the re-standardization (with
+        one scaler for all streams, one multiply and one add over the flattened windows,
+        nothing at all when the scalers are equal; with adapters, per-stream tables looked
+        up once per run and gathered), the score division, one look for a hot score, and
+        queueing the two score arrays for the histograms. The candidate's alarm runs, and
+        its channel scores and reconstructions are computed, only when a score is hot or
+        its alarm is not idle (`AlarmMachine.idle`): a cold batch changes nothing there."""
         n = len(x)
         if not n:
             return 0
-        c = len(self.model.channels)
-        row_of = self._row_of
-        rows = np.fromiter((row_of(s, live_scaler) for s, _, _ in runs), dtype=np.intp, count=len(runs))
-        lengths = np.fromiter((stop - start for _, start, stop in runs), dtype=np.intp, count=len(runs))
-        per_row = np.repeat(rows, lengths)
-        a, b, cm, cinv, thr_s, identity = self._tables_now()
-        if identity:
+        uni: _Uniform | None = None
+        per_row: np.ndarray | None = None
+        if self._uniform_ok:
+            uni = self._uniform
+            if uni is None or uni.a.shape[0] != x.shape[1] * x.shape[2]:
+                uni = self._uniform = self._uniform_of(runs[0][0], live_scaler, x.shape)
             xc = x
+            if not uni.identity:  # in place: the pipeline's window buffer is not read again
+                flat = x.reshape(n, -1)
+                np.multiply(flat, uni.a, out=flat)
+                np.add(flat, uni.b, out=flat)
+            thr: float | FloatArray = uni.threshold
         else:
-            xc = np.empty_like(x)
-            np.multiply(x[..., :c], a[per_row][:, None, :], out=xc[..., :c])
-            xc[..., :c] += b[per_row][:, None, :]
-            xc[..., c:] = x[..., c:]
+            c = len(self.model.channels)
+            row_of = self._row_of
+            rows = np.fromiter((row_of(s, live_scaler) for s, _, _ in runs), dtype=np.intp, count=len(runs))
+            lengths = np.fromiter((stop - start for _, start, stop in runs), dtype=np.intp, count=len(runs))
+            per_row = np.repeat(rows, lengths)
+            a, b, _, _, thr_s, identity = self._tables_now()
+            xc = x
+            if not identity:  # in place, as above
+                np.multiply(x[..., :c], a[per_row][:, None, :], out=x[..., :c])
+                x[..., :c] += b[per_row][:, None, :]
+            thr = thr_s[per_row]
         raw, per_channel, recon_last = self.model.scorer.errors(xc)
-        thr = thr_s[per_row]
-        score = np.asarray(raw, dtype=np.float64) / thr
-        channel_scores = np.asarray(per_channel, dtype=np.float64) / (thr * c)[:, None]
-        reconstructed = np.asarray(recon_last, dtype=np.float64) / cinv[per_row] + cm[per_row]
-        batch = ScoreBatch(None, live.times, score, raw, channel_scores, live.observed, reconstructed, runs=runs)
-        fired = sum(1 for al in self.alarm.update_batch(batch) if al.state == "firing")
-        self.episodes += fired
-        self.live_episodes += sum(1 for al in live_alerts if al.state == "firing" and al.kind == "anomaly")
+        score = np.divide(raw, thr, dtype=np.float64)  # float64 before dividing, as np.asarray(raw, float64) / thr
+        top = float(np.max(score))  # NaN if any is: then look at every score
+        fired = 0
+        if not self._idle or top >= 1.0 or (top != top and (score >= 1.0).any()):
+            batch = self._batch(live, runs, score, raw, per_channel, recon_last, uni, per_row)
+            fired = sum(1 for al in self.alarm.update_batch(batch) if al.state == "firing")
+            self.episodes += fired
+            self._idle = self.alarm.idle()
+        if live_alerts:
+            self.live_episodes += sum(1 for al in live_alerts if al.state == "firing" and al.kind == "anomaly")
         self.windows += n
-        times = np.asarray(live.times, dtype=np.float64)
-        lo, hi = float(times.min()), float(times.max())
+        times = live.times
+        if isinstance(times, np.ndarray):
+            lo, hi = float(times.min()), float(times.max())
+        else:
+            lo, hi = float(min(times)), float(max(times))
         self.first_time = lo if math.isnan(self.first_time) else min(self.first_time, lo)
         self.last_time = hi if math.isnan(self.last_time) else max(self.last_time, hi)
-        self.hist.add(score)
+        self.hist.add(score, copy=False)  # a new array, never written again
         self.live_hist.add(live.score)
-        self.last_max = float(np.max(score))
+        self.last_max = top
         return fired
+
+    def _batch(
+        self,
+        live: ScoreBatch,
+        runs: list[tuple[str, int, int]],
+        score: FloatArray,
+        raw: Floats,
+        per_channel: Floats,
+        recon_last: Floats,
+        uni: _Uniform | None,
+        per_row: np.ndarray | None,
+    ) -> ScoreBatch:
+        """The candidate's scores as a batch for its alarm (channel scores in threshold
+        units, reconstructions in the candidate's units)."""
+        c = len(self.model.channels)
+        pc, rl = np.asarray(per_channel, dtype=np.float64), np.asarray(recon_last, dtype=np.float64)
+        if uni is not None:
+            channel_scores = pc / (uni.threshold * c)
+            reconstructed = rl / uni.inv_std + uni.mean
+        else:
+            assert per_row is not None
+            _, _, cm, cinv, thr_s, _ = self._tables_now()
+            thr = thr_s[per_row]
+            channel_scores = pc / (thr * c)[:, None]
+            reconstructed = rl / cinv[per_row] + cm[per_row]
+        return ScoreBatch(None, live.times, score, raw, channel_scores, live.observed, reconstructed, runs=runs)
 
     @property
     def elapsed_seconds(self) -> float:
