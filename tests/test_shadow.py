@@ -4,6 +4,7 @@ would score them serving, and the verdict's checks."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
 import numpy as np
@@ -154,3 +155,56 @@ def _record(hist, kept: list) -> None:
         add(scores, copy)
 
     hist.add = recording
+
+
+def test_a_saved_shadow_goes_on_where_it_stopped_and_only_for_the_same_pair(model):
+    cfg = StreamConfig(channels=list(CHANNELS), period_seconds=1.0)
+    cand = dataclasses.replace(model, version="cand", threshold=model.threshold * 0.7)
+    settings = ShadowSettings(seconds=100.0, min_windows=10)
+    whole = Pipeline(model, cfg, ALARM)
+    whole.shadow = Shadow(cand, model, ALARM, settings)
+    _feed(whole, 600, 2, fault=True)  # in one go
+    first = Pipeline(model, cfg, ALARM)  # the same feed, with a restart at row 350 (in the fault)
+    first.shadow = Shadow(cand, model, ALARM, settings)
+    t, v, _ = pump(600, seed=5, steps_per_hour=0, faults=[Fault(300, 420, "cavitation")])
+    for i in range(350):
+        for s in range(2):
+            first.push_row(f"p{s}", float(t[i]), v[i])
+    first.flush()
+    assert first.shadow is not None and first.alarm.firing_streams()
+    state = json.loads(json.dumps(first.shadow.to_state()))  # through JSON, as on disk
+    assert any(st["episode"] for st in state["alarm"]["streams"].values())  # the candidate's episode is open
+    second = Pipeline(model, cfg, ALARM)
+    second.alarm.states = first.alarm.states  # the serving model's alarm state is restored too (alarm.json)
+    second.shadow = resumed = Shadow(cand, model, ALARM, settings)
+    assert resumed.restore(state) and resumed.windows == first.shadow.windows
+    for i in range(350, 600):
+        for s in range(2):
+            second.push_row(f"p{s}", float(t[i]), v[i])
+    second.flush()
+    ref = whole.shadow
+    assert ref is not None and ref.episodes >= 1
+    # the restart costs the windows that refill (window_size - 1 per stream), nothing else:
+    # same start, same episodes (the open one is not counted twice)
+    assert resumed.first_time == ref.first_time and resumed.last_time == ref.last_time
+    assert resumed.episodes == ref.episodes and resumed.live_episodes == ref.live_episodes
+    assert resumed.windows == ref.windows - 2 * (model.window_size - 1)
+    assert resumed.due() and resumed.verdict().promote == ref.verdict().promote
+    # another candidate, or the same beside another serving model: a fresh period, nothing adopted
+    other = Shadow(dataclasses.replace(cand, version="other"), model, ALARM, settings)
+    assert not other.restore(state) and other.windows == 0
+    beside = Shadow(cand, dataclasses.replace(model, version="served-later"), ALARM, settings)
+    assert not beside.restore(state) and beside.windows == 0
+    # malformed: ValueError, nothing adopted
+    for bad in (
+        {**state, "windows": -1},
+        {**state, "first_time": "yesterday"},
+        {**state, "histogram": {"candidate": [1, 2], "current": state["histogram"]["current"]}},
+        {**state, "alarm": {"version": 99}},
+        {**state, "version": 0},
+        [],
+    ):
+        fresh = Shadow(cand, model, ALARM, settings)
+        with pytest.raises(ValueError):
+            fresh.restore(bad)
+        assert fresh.windows == 0 and fresh.hist.n == 0 and not fresh.alarm.states

@@ -13,10 +13,19 @@ Per group, `ShadowManager`:
   promotion: the group's watcher then swaps it in); rejected leaves ``current`` alone. The
   ``shadow`` pointer is removed either way and the verdict is logged and exported;
 * keeps a `DriftTracker` per group on the serving model's raw errors (when its bundle has
-  calibration deciles) and exports ``monitor_model_drift{group}``.
+  calibration deciles) and exports ``monitor_model_drift{group}``;
+* persists each running shadow (`Shadow.to_state`: its start, counts, histograms and
+  alarm) to ``<group's models dir>/state/shadow.json`` (``shadow-<partitions>.json`` for a
+  NATS worker) atomically, with the calibrator and alarm state (every
+  ``alerts.state_save_seconds`` and at shutdown), and restores it when the same candidate
+  is installed again beside the same serving version: a restart goes on with the shadow
+  period instead of starting it over. A file that cannot be used is a WARNING, a count in
+  ``monitor_shadow_state_errors_total{op}`` and a fresh start. The file goes with the
+  verdict or when the pointer is removed.
 
-Threads: the pipeline's shadow is only touched on the scoring thread; pointer moves and
-file writes happen on the main thread (`poll`); the two hand over through a lock.
+Threads: the pipeline's shadow is only touched on the scoring thread (state saves and the
+restore included, as for the calibrator state); pointer moves and report writes happen on
+the main thread (`poll`); the two hand over through a lock.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import json
 import logging
 import math
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +48,18 @@ from monitor.core.model.registry import SHADOW, SHADOW_REPORT, BundleError, clea
 from monitor.core.pipeline import ScoringModel
 from monitor.core.shadow import Shadow, ShadowSettings
 from monitor.io.atomic import write_atomic
+from monitor.io.calib_state import STATE_DIR, StateError, load_state, save_state
 from monitor.io.shadow_metrics import ShadowMetrics
 
 log = logging.getLogger(__name__)
 
 REPORT_FILE = SHADOW_REPORT
+STATE_FILE = "shadow.json"  # under the group's state/ directory (beside calibration.json)
 _NONE = object()  # a pending "remove the shadow"
+
+
+def shadow_state_path(group_models_dir: Path, owner: str | None = None) -> Path:
+    return Path(group_models_dir) / STATE_DIR / (STATE_FILE if not owner else f"shadow-{owner}.json")
 
 
 def settings_of(cfg: Config) -> ShadowSettings:
@@ -58,9 +74,16 @@ def settings_of(cfg: Config) -> ShadowSettings:
 
 
 class ShadowManager:
-    def __init__(self, cfg: Config, fleet: Fleet, registry: CollectorRegistry):
+    def __init__(
+        self,
+        cfg: Config,
+        fleet: Fleet,
+        registry: CollectorRegistry,
+        owner: Callable[[], str | None] = lambda: None,
+    ):
         self.cfg = cfg
         self.fleet = fleet
+        self.owner = owner  # names a NATS worker's state files (`Service._state_owner`)
         self.metrics = ShadowMetrics(registry, fleet.names)
         self.settings = settings_of(cfg)
         self.enabled = cfg.retrain.shadow_hours > 0
@@ -116,6 +139,7 @@ class ShadowManager:
             except (BundleError, OSError) as exc:
                 report = {**report, "state": "rejected", "error": f"promotion failed: {exc}"}
         self._clear(group)
+        self._forget_state(group)
         self._write(group, report)
         self.verdicts.append({"group": group, **report})
         failed = "; ".join(c["detail"] for c in report.get("checks", []) if not c["passed"])
@@ -143,6 +167,56 @@ class ShadowManager:
         except OSError as exc:
             log.error("cannot write %s: %s", path, exc)
 
+    # ------------------------------------------------------------------ shadow state
+
+    def _state_path(self, group: str) -> Path:
+        return shadow_state_path(Path(self.cfg.group_models_dir(group)), self.owner())
+
+    def _forget_state(self, group: str) -> None:
+        path = self._state_path(group)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            log.error("cannot remove the shadow state %s: %s", path, exc)
+
+    def save_all(self) -> None:
+        """Write every running shadow's state (the scoring thread, or after it stopped)."""
+        for group in self.fleet.names:
+            pipe = self.fleet.pipeline(group)
+            sh = pipe.shadow if pipe is not None else None
+            if sh is None:
+                continue
+            path = self._state_path(group)
+            try:
+                save_state(path, sh.to_state())
+            except OSError as exc:
+                self.metrics.state_errors.labels("write").inc()
+                log.warning("cannot write the shadow state of group %s to %s: %s", group, path, exc)
+
+    def _restore(self, group: str, sh: Shadow) -> bool:
+        """Go on with `sh`'s saved shadow period, if the file holds this candidate's beside
+        this serving model; a file that cannot be used: WARNING, counted, a fresh start."""
+        path = self._state_path(group)
+        try:
+            state = load_state(path)
+            if state is None:
+                return False
+            if not sh.restore(state):
+                log.info(
+                    "shadow state %s is of %s beside %s, not of %s beside %s: the shadow period starts now",
+                    path,
+                    state.get("candidate"),
+                    state.get("current"),
+                    sh.model.version,
+                    sh.live_version,
+                )
+                return False
+        except (StateError, ValueError, TypeError) as exc:
+            self.metrics.state_errors.labels("read").inc()
+            log.warning("shadow state of group %s unusable, the shadow period starts now: %s", group, exc)
+            return False
+        return True
+
     # ------------------------------------------------------------------ scoring thread
 
     def install_pending(self) -> None:
@@ -155,27 +229,46 @@ class ShadowManager:
                     log.warning("shadow: the shadow pointer of group %s was removed; candidate dropped", group)
                     pipe.shadow = None
                     self.metrics.active.labels(group).set(0)
+                self._forget_state(group)
                 continue
             if pipe is None:
                 self._reject(group, model.version, "the group has no serving model to compare with")
                 continue
             try:
                 gcfg = self.cfg.for_group(group) if self.cfg.groups else self.cfg
-                pipe.shadow = Shadow(model, pipe.model, gcfg.alarm, self.settings, pipe.top_channels)
+                sh = Shadow(model, pipe.model, gcfg.alarm, self.settings, pipe.top_channels)
             except ValueError as exc:
                 self._reject(group, model.version, str(exc))
                 continue
+            resumed = self._restore(group, sh)
+            pipe.shadow = sh
             pipe.shadow_error = None
-            self._seen[group] = (0, 0)
+            # the counters count this process's windows; the gauges show the whole period
+            self._seen[group] = (sh.windows, sh.episodes)
             self._active[group] = model.version
             self.metrics.active.labels(group).set(1)
-            log.warning(
-                "shadow: group %s scores %s beside %s for %.0f s of live data (no alerts sent)",
-                group,
-                model.version,
-                pipe.model.version,
-                self.settings.seconds,
-            )
+            if resumed:
+                self.metrics.current_episodes.labels(group).set(sh.live_episodes)
+                self.metrics.elapsed.labels(group).set(sh.elapsed_seconds)
+                log.warning(
+                    "shadow: group %s goes on scoring %s beside %s: %.0f of %.0f s of live data, %d windows, "
+                    "%d would-alert episode(s) so far (restored; no alerts sent)",
+                    group,
+                    model.version,
+                    pipe.model.version,
+                    sh.elapsed_seconds,
+                    self.settings.seconds,
+                    sh.windows,
+                    sh.episodes,
+                )
+            else:
+                log.warning(
+                    "shadow: group %s scores %s beside %s for %.0f s of live data (no alerts sent)",
+                    group,
+                    model.version,
+                    pipe.model.version,
+                    self.settings.seconds,
+                )
 
     def _reject(self, group: str, version: str, why: str) -> None:
         with self._lock:

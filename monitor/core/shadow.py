@@ -34,11 +34,13 @@ from typing import Any
 import numpy as np
 
 from monitor.core.alarm import AlarmMachine
+from monitor.core.alarm_state import alarm_to_state, restore_alarm
 from monitor.core.config import AlarmConfig
 from monitor.core.types import Alert, Float32Array, FloatArray, Floats, ScoreBatch
 
 # score histogram: log10(score) in [-4, 4] in 0.05 steps, plus under- and overflow bins
 HIST_EDGES = np.round(np.arange(-4.0, 4.0001, 0.05), 4)
+SHADOW_STATE_VERSION = 1  # `Shadow.to_state`
 
 Scaler = tuple[FloatArray, FloatArray]  # (mean, 1 / std) of one stream
 
@@ -102,10 +104,11 @@ class _Hist:
         self._fold()
         return self._n
 
-    def restore(self, counts: list[int]) -> None:
+    def restore(self, counts: Any) -> None:
         """Adopt saved counts (`Shadow.restore`); ValueError when they do not fit the bins."""
-        c = np.asarray(counts)
-        if c.shape != self._counts.shape or c.dtype.kind not in "iu" or (c < 0).any():
+        ok = isinstance(counts, list) and all(isinstance(k, int) and not isinstance(k, bool) for k in counts)
+        c = np.asarray(counts if ok else [])
+        if not ok or c.shape != self._counts.shape or (c < 0).any():
             raise ValueError(f"a score histogram needs {len(self._counts)} non-negative integer counts")
         self._queued = []
         self._counts = c.astype(np.int64)
@@ -345,6 +348,51 @@ class Shadow:
             reconstructed = rl / cinv[per_row] + cm[per_row]
         return ScoreBatch(None, live.times, score, raw, channel_scores, live.observed, reconstructed, runs=runs)
 
+    # ------------------------------------------------------------------ state across restarts
+
+    def to_state(self) -> dict[str, Any]:
+        """What a restart needs to go on with this shadow period: plain JSON-able data,
+        keyed by the candidate and the serving version (`restore`)."""
+        return {
+            "version": SHADOW_STATE_VERSION,
+            "candidate": self.model.version,
+            "current": self.live_version,
+            "windows": self.windows,
+            "first_time": None if math.isnan(self.first_time) else self.first_time,
+            "last_time": None if math.isnan(self.last_time) else self.last_time,
+            "episodes": self.episodes,
+            "live_episodes": self.live_episodes,
+            "histogram": {"candidate": self.hist.counts.tolist(), "current": self.live_hist.counts.tolist()},
+            "alarm": alarm_to_state(self.alarm, {}),
+        }
+
+    def restore(self, state: Any) -> bool:
+        """Go on from `state` (`to_state`) when it is this candidate's beside this serving
+        model: True. Another pair's: False, nothing changed (a new comparison starts).
+        ValueError when it is malformed (nothing changed either)."""
+        if not isinstance(state, dict) or state.get("version") != SHADOW_STATE_VERSION:
+            raise ValueError(f"not a shadow state of version {SHADOW_STATE_VERSION}")
+        if state.get("candidate") != self.model.version or state.get("current") != self.live_version:
+            return False
+        counts = {k: _count(state, k) for k in ("windows", "episodes", "live_episodes")}
+        first, last = _time(state, "first_time"), _time(state, "last_time")
+        if math.isnan(first) != math.isnan(last) or first > last:
+            raise ValueError("shadow state: first_time and last_time do not make a span")
+        hists = state.get("histogram")
+        if not isinstance(hists, dict):
+            raise ValueError("shadow state: 'histogram' is not a mapping")
+        hist, live_hist = _Hist(), _Hist()
+        hist.restore(hists.get("candidate"))
+        live_hist.restore(hists.get("current"))
+        if hist.n > counts["windows"] or live_hist.n > counts["windows"]:
+            raise ValueError("shadow state: the histograms hold more scores than windows were scored")
+        restore_alarm(self.alarm, state.get("alarm"))  # last: raises before it changes anything
+        self.windows, self.episodes, self.live_episodes = counts["windows"], counts["episodes"], counts["live_episodes"]
+        self.first_time, self.last_time = first, last
+        self.hist, self.live_hist = hist, live_hist
+        self._idle = self.alarm.idle()
+        return True
+
     @property
     def elapsed_seconds(self) -> float:
         return 0.0 if math.isnan(self.first_time) else self.last_time - self.first_time
@@ -423,3 +471,19 @@ class Shadow:
 
 def _num(x: float) -> float | None:
     return None if not math.isfinite(x) else round(float(x), 6)
+
+
+def _count(state: dict[str, Any], key: str) -> int:
+    x = state.get(key)
+    if isinstance(x, bool) or not isinstance(x, int) or x < 0:
+        raise ValueError(f"shadow state: {key!r} is not a count")
+    return x
+
+
+def _time(state: dict[str, Any], key: str) -> float:
+    x = state.get(key)
+    if x is None:
+        return math.nan
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+        raise ValueError(f"shadow state: {key!r} is not a time")
+    return float(x)

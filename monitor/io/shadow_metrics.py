@@ -10,6 +10,8 @@
 * ``monitor_shadow_active{group}``: 1 while a candidate is in shadow;
 * ``monitor_shadow_verdict{group,verdict}``: 1 for the last verdict (``promoted`` or
   ``rejected``), 0 for the other; ``monitor_shadow_check_passed{group,check}``;
+* ``monitor_shadow_state_errors_total{op}``: shadow state files (``state/shadow.json``)
+  that could not be read (``op="read"``: a fresh shadow period) or written (``"write"``);
 * ``monitor_model_drift{group}``: PSI of the newest raw errors against the calibration
   deciles of the serving bundle (`monitor.core.drift`); NaN before enough windows or for a
   bundle without calibration quantiles.
@@ -63,6 +65,12 @@ class ShadowMetrics:
             "monitor_shadow_check_passed",
             "1 if the last shadow verdict's check passed",
             ["group", "check"],
+            registry=registry,
+        )
+        self.state_errors = Counter(
+            "monitor_shadow_state_errors",
+            "Shadow state files that could not be read (a fresh shadow period) or written.",
+            ["op"],
             registry=registry,
         )
         self.drift = Gauge(
