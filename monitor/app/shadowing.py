@@ -248,6 +248,7 @@ class ShadowManager:
             self._active[group] = model.version
             self.metrics.active.labels(group).set(1)
             if resumed:
+                self.metrics.episodes.labels(group).set(sh.episodes)
                 self.metrics.current_episodes.labels(group).set(sh.live_episodes)
                 self.metrics.elapsed.labels(group).set(sh.elapsed_seconds)
                 log.warning(
@@ -293,6 +294,7 @@ class ShadowManager:
                     sh.windows - windows,
                     sh.episodes - episodes,
                     sh.last_max,
+                    sh.episodes,
                     sh.live_episodes,
                     sh.elapsed_seconds,
                 )
