@@ -34,6 +34,7 @@ import json
 import logging
 import math
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,9 @@ log = logging.getLogger(__name__)
 
 REPORT_FILE = SHADOW_REPORT
 STATE_FILE = "shadow.json"  # under the group's state/ directory (beside calibration.json)
+# the scoring thread looks at the shadows (metrics, due, verdict) this often, not after every
+# batch: a look settles the batches waiting in each `Shadow` (one binning for all of them)
+CHECK_SECONDS = 1.0
 _NONE = object()  # a pending "remove the shadow"
 
 
@@ -100,6 +104,7 @@ class ShadowManager:
         self._active: dict[str, str] = {}  # group -> candidate version in shadow
         self.drift: dict[str, DriftTracker | None] = {}
         self.verdicts: list[dict[str, Any]] = []  # every verdict taken (tests, audits)
+        self._next_check = 0.0  # monotonic time of the next look at the shadows (after_batch)
 
     # ------------------------------------------------------------------ main thread
 
@@ -276,7 +281,12 @@ class ShadowManager:
             self._decided.append((group, {"state": "rejected", "candidate": version, "error": why, "checks": []}))
 
     def after_batch(self, snapshot: bool) -> None:
-        """Export the shadows' progress; take the verdict of any whose period is over."""
+        """Export the shadows' progress; take the verdict of any whose period is over.
+        Called after every batch; looks at most every `CHECK_SECONDS` (and at a snapshot)."""
+        now = time.monotonic()
+        if not snapshot and now < self._next_check:
+            return
+        self._next_check = now + CHECK_SECONDS
         for group in self.fleet.names:
             pipe = self.fleet.pipeline(group)
             if pipe is None:

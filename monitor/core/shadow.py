@@ -41,6 +41,7 @@ from monitor.core.types import Alert, Float32Array, FloatArray, Floats, ScoreBat
 # score histogram: log10(score) in [-4, 4] in 0.05 steps, plus under- and overflow bins
 HIST_EDGES = np.round(np.arange(-4.0, 4.0001, 0.05), 4)
 SHADOW_STATE_VERSION = 1  # `Shadow.to_state`
+PENDING_BATCHES = 64  # batches whose scores wait to be binned together (`Shadow._settle`)
 
 Scaler = tuple[FloatArray, FloatArray]  # (mean, 1 / std) of one stream
 
@@ -63,56 +64,29 @@ class ShadowVerdict:
 
 
 class _Hist:
-    """Counts of scores in the `HIST_EDGES` bins (under- and overflow at the ends).
-
-    `add` only queues a copy of the batch; the queue is binned `FOLD` batches at a time
-    (one log10, searchsorted and bincount over all of them) or when the counts are read,
-    so a batch of 256 costs a copy, not five numpy calls. The counts are the same."""
-
-    FOLD = 64
+    """Counts of scores in the `HIST_EDGES` bins (under- and overflow at the ends)."""
 
     def __init__(self) -> None:
-        self._counts = np.zeros(len(HIST_EDGES) + 1, dtype=np.int64)
-        self._n = 0
-        self._queued: list[FloatArray] = []
+        self.counts = np.zeros(len(HIST_EDGES) + 1, dtype=np.int64)
+        self.n = 0
 
-    def add(self, scores: Floats, copy: bool = True) -> None:
-        """Queue `scores` (copied, unless the caller hands them over: `copy=False`)."""
-        self._queued.append(np.array(scores, dtype=np.float64, copy=copy or None))
-        if len(self._queued) >= self.FOLD:
-            self._fold()
-
-    def _fold(self) -> None:
-        if not self._queued:
-            return
-        s = np.concatenate(self._queued) if len(self._queued) > 1 else self._queued[0]
-        self._queued = []
+    def add(self, scores: Floats) -> None:
+        s = np.asarray(scores, dtype=np.float64)
         s = s[np.isfinite(s)]
         if not s.size:
             return
         logs = np.log10(np.maximum(s, 1e-12))
-        self._counts += np.bincount(np.searchsorted(HIST_EDGES, logs, side="right"), minlength=len(self._counts))
-        self._n += int(s.size)
-
-    @property
-    def counts(self) -> np.ndarray:
-        self._fold()
-        return self._counts
-
-    @property
-    def n(self) -> int:
-        self._fold()
-        return self._n
+        self.counts += np.bincount(np.searchsorted(HIST_EDGES, logs, side="right"), minlength=len(self.counts))
+        self.n += int(s.size)
 
     def restore(self, counts: Any) -> None:
         """Adopt saved counts (`Shadow.restore`); ValueError when they do not fit the bins."""
         ok = isinstance(counts, list) and all(isinstance(k, int) and not isinstance(k, bool) for k in counts)
         c = np.asarray(counts if ok else [])
-        if not ok or c.shape != self._counts.shape or (c < 0).any():
-            raise ValueError(f"a score histogram needs {len(self._counts)} non-negative integer counts")
-        self._queued = []
-        self._counts = c.astype(np.int64)
-        self._n = int(self._counts.sum())
+        if not ok or c.shape != self.counts.shape or (c < 0).any():
+            raise ValueError(f"a score histogram needs {len(self.counts)} non-negative integer counts")
+        self.counts = c.astype(np.int64)
+        self.n = int(self.counts.sum())
 
     def quantile(self, q: float) -> float:
         if not self.n:
@@ -129,7 +103,7 @@ class _Uniform:
     model has per-stream adapters): one affine map over the flattened windows."""
 
     identity: bool
-    a: Float32Array  # (W * channels,): the per-channel factor repeated over the window
+    a: Float32Array  # (W, channels): the per-channel factor repeated over the window
     b: Float32Array
     threshold: float
     mean: FloatArray  # the candidate's scaler (reconstructions back to units)
@@ -172,18 +146,26 @@ class Shadow:
         serving model is a new comparison)."""
         self.live_version = live.version
         self.windows = 0
-        self.first_time = math.nan
-        self.last_time = math.nan
         self.episodes = 0  # the candidate's would-alert episodes (firing)
         self.live_episodes = 0  # the serving model's anomaly episodes over the same windows
-        self.hist = _Hist()
-        self.live_hist = _Hist()
+        # the span and the histograms: batches wait in these lists and are settled in bulk
+        # (`_settle`) when read or when PENDING_BATCHES wait
+        self._first = math.nan
+        self._last = math.nan
+        self._hist = _Hist()
+        self._live_hist = _Hist()
+        self._pend_c: list[Floats] = []  # candidate raw errors (uniform: divided at settling) or scores
+        self._pend_l: list[Floats] = []  # the serving model's scores
+        self._pend_t: list[Any] = []  # the windows' data times
         self.last_max = math.nan  # the candidate's highest score (threshold units) in its newest batch
         self.alarm.states = {}
         self._idle = True  # the candidate's alarm has nothing a cold batch could change (AlarmMachine.idle)
         # one scaler and threshold for every stream (neither model has adapters): no per-stream tables
         self._uniform_ok = live.adapters is None and self.model.adapters is None
         self._uniform: _Uniform | None = None
+        # uniform: scores are raw / this, computed when settling (max(raw) / t is the top score)
+        t = float(self.model.threshold)
+        self._divisor: float | None = t if self._uniform_ok and t > 0 else None
         # per-stream tables (the serving model's scaler is part of them: rebuilt after a swap)
         self._rows: dict[str, int] = {}
         self._a: list[FloatArray] = []
@@ -192,6 +174,43 @@ class Shadow:
         self._cinv: list[FloatArray] = []
         self._thr: list[float] = []
         self._tables: tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray, bool] | None = None
+
+    @property
+    def first_time(self) -> float:
+        self._settle()
+        return self._first
+
+    @property
+    def last_time(self) -> float:
+        self._settle()
+        return self._last
+
+    @property
+    def hist(self) -> _Hist:
+        """The candidate's score histogram."""
+        self._settle()
+        return self._hist
+
+    @property
+    def live_hist(self) -> _Hist:
+        """The serving model's score histogram over the same windows."""
+        self._settle()
+        return self._live_hist
+
+    def _settle(self) -> None:
+        """Fold the waiting batches into the span and the histograms: one concatenation,
+        division and binning for all of them (the same values as batch by batch)."""
+        if not self._pend_c:
+            return
+        cand, live, times = self._pend_c, self._pend_l, self._pend_t
+        self._pend_c, self._pend_l, self._pend_t = [], [], []
+        c = np.concatenate(cand) if len(cand) > 1 else cand[0]
+        self._hist.add(c if self._divisor is None else np.divide(c, self._divisor, dtype=np.float64))
+        self._live_hist.add(np.concatenate(live) if len(live) > 1 else live[0])
+        lo = min(float(t.min()) if isinstance(t, np.ndarray) else float(min(t)) for t in times)
+        hi = max(float(t.max()) if isinstance(t, np.ndarray) else float(max(t)) for t in times)
+        self._first = lo if math.isnan(self._first) else min(self._first, lo)
+        self._last = hi if math.isnan(self._last) else max(self._last, hi)
 
     def _scaler(self, stream: str) -> Scaler:
         m = self.model
@@ -216,8 +235,8 @@ class Shadow:
         cm, cinv = self._scaler(stream)
         return _Uniform(
             identity=bool(np.all(a == 1.0) and np.all(b == 0.0)),
-            a=np.tile(af, window),
-            b=np.tile(bf, window),
+            a=np.tile(af, (window, 1)),
+            b=np.tile(bf, (window, 1)),
             threshold=float(self.model.threshold),
             mean=np.asarray(cm, dtype=np.float64),
             inv_std=np.asarray(cinv, dtype=np.float64),
@@ -265,26 +284,27 @@ class Shadow:
         again (`Pipeline.flush` calls this last; no copy of the batch is made).
 
         Besides the candidate's forward pass, a batch costs: the re-standardization (with
-        one scaler for all streams, one multiply and one add over the flattened windows,
-        nothing at all when the scalers are equal; with adapters, per-stream tables looked
-        up once per run and gathered), the score division, one look for a hot score, and
-        queueing the two score arrays for the histograms. The candidate's alarm runs, and
-        its channel scores and reconstructions are computed, only when a score is hot or
-        its alarm is not idle (`AlarmMachine.idle`): a cold batch changes nothing there."""
+        one scaler for all streams, one multiply and one add over the windows, nothing at
+        all when the scalers are equal; with adapters, per-stream tables looked up once
+        per run and gathered), the top score (``max(raw) / threshold``: dividing by a
+        positive number keeps the order) and three list appends; the scores themselves,
+        the span and the histograms are worked out for many batches at once (`_settle`).
+        The candidate's alarm runs, and its scores, channel scores and reconstructions
+        are computed for it, only when a score is hot or its alarm is not idle
+        (`AlarmMachine.idle`): a cold batch changes nothing there."""
         n = len(x)
         if not n:
             return 0
         uni: _Uniform | None = None
         per_row: np.ndarray | None = None
+        score: FloatArray | None = None
         if self._uniform_ok:
             uni = self._uniform
-            if uni is None or uni.a.shape[0] != x.shape[1] * x.shape[2]:
+            if uni is None or uni.a.shape != x.shape[1:]:
                 uni = self._uniform = self._uniform_of(runs[0][0], live_scaler, x.shape)
-            xc = x
             if not uni.identity:  # in place: the pipeline's window buffer is not read again
-                flat = x.reshape(n, -1)
-                np.multiply(flat, uni.a, out=flat)
-                np.add(flat, uni.b, out=flat)
+                np.multiply(x, uni.a, out=x)
+                np.add(x, uni.b, out=x)
             thr: float | FloatArray = uni.threshold
         else:
             c = len(self.model.channels)
@@ -293,16 +313,26 @@ class Shadow:
             lengths = np.fromiter((stop - start for _, start, stop in runs), dtype=np.intp, count=len(runs))
             per_row = np.repeat(rows, lengths)
             a, b, _, _, thr_s, identity = self._tables_now()
-            xc = x
             if not identity:  # in place, as above
                 np.multiply(x[..., :c], a[per_row][:, None, :], out=x[..., :c])
                 x[..., :c] += b[per_row][:, None, :]
             thr = thr_s[per_row]
-        raw, per_channel, recon_last = self.model.scorer.errors(xc)
-        score = np.divide(raw, thr, dtype=np.float64)  # float64 before dividing, as np.asarray(raw, float64) / thr
-        top = float(np.max(score))  # NaN if any is: then look at every score
+        raw, per_channel, recon_last = self.model.scorer.errors(x)
+        divisor = self._divisor
+        if divisor is not None:
+            top = float(raw.max()) / divisor  # = the largest raw / divisor, NaN if any is
+            pending = raw  # divided when settling
+        else:
+            score = np.divide(raw, thr, dtype=np.float64)  # float64 before dividing
+            top = float(score.max())
+            pending = score
         fired = 0
-        if not self._idle or top >= 1.0 or (top != top and (score >= 1.0).any()):
+        hot = top >= 1.0
+        if not hot and top != top:  # a NaN somewhere: look at every score
+            score = np.divide(raw, thr, dtype=np.float64) if score is None else score
+            hot = bool((score >= 1.0).any())
+        if hot or not self._idle:
+            score = np.divide(raw, thr, dtype=np.float64) if score is None else score
             batch = self._batch(live, runs, score, raw, per_channel, recon_last, uni, per_row)
             fired = sum(1 for al in self.alarm.update_batch(batch) if al.state == "firing")
             self.episodes += fired
@@ -310,15 +340,11 @@ class Shadow:
         if live_alerts:
             self.live_episodes += sum(1 for al in live_alerts if al.state == "firing" and al.kind == "anomaly")
         self.windows += n
-        times = live.times
-        if isinstance(times, np.ndarray):
-            lo, hi = float(times.min()), float(times.max())
-        else:
-            lo, hi = float(min(times)), float(max(times))
-        self.first_time = lo if math.isnan(self.first_time) else min(self.first_time, lo)
-        self.last_time = hi if math.isnan(self.last_time) else max(self.last_time, hi)
-        self.hist.add(score, copy=False)  # a new array, never written again
-        self.live_hist.add(live.score)
+        self._pend_c.append(pending)  # never written again: the scorer's new arrays
+        self._pend_l.append(live.score)  # nor are the serving model's scores (sinks only read them)
+        self._pend_t.append(live.times)
+        if len(self._pend_c) >= PENDING_BATCHES:
+            self._settle()
         self.last_max = top
         return fired
 
@@ -388,8 +414,9 @@ class Shadow:
             raise ValueError("shadow state: the histograms hold more scores than windows were scored")
         restore_alarm(self.alarm, state.get("alarm"))  # last: raises before it changes anything
         self.windows, self.episodes, self.live_episodes = counts["windows"], counts["episodes"], counts["live_episodes"]
-        self.first_time, self.last_time = first, last
-        self.hist, self.live_hist = hist, live_hist
+        self._pend_c, self._pend_l, self._pend_t = [], [], []
+        self._first, self._last = first, last
+        self._hist, self._live_hist = hist, live_hist
         self._idle = self.alarm.idle()
         return True
 
