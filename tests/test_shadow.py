@@ -13,7 +13,7 @@ import pytest
 from monitor.core.config import AlarmConfig, StreamConfig
 from monitor.core.model.bundle import load_bundle
 from monitor.core.pipeline import Pipeline, ScoringModel
-from monitor.core.shadow import Shadow, ShadowSettings
+from monitor.core.shadow import HIST_EDGES, Shadow, ShadowSettings, bin_of
 from monitor.core.synthetic import CHANNELS, Fault, pump
 from tests.daemon_support import train_small_model
 
@@ -212,3 +212,19 @@ def test_a_saved_shadow_goes_on_where_it_stopped_and_only_for_the_same_pair(mode
         with pytest.raises(ValueError):
             fresh.restore(bad)
         assert fresh.windows == 0 and fresh.hist.n == 0 and not fresh.alarm.states
+
+
+def test_the_arithmetic_binning_is_the_binary_search_over_the_edges():
+    rng = np.random.default_rng(3)
+    edges = HIST_EDGES
+    logs = np.concatenate(
+        [
+            np.log10(rng.lognormal(-1.0, 2.0, 50_000)),
+            rng.uniform(-13.0, 6.0, 50_000),
+            edges,
+            np.nextafter(edges, -np.inf),
+            np.nextafter(edges, np.inf),
+            [-12.0, -4.0, 4.0, 4.5, -4.025],
+        ]
+    )
+    np.testing.assert_array_equal(bin_of(logs), np.searchsorted(edges, logs, side="right"))

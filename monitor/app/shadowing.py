@@ -15,7 +15,7 @@ Per group, `ShadowManager`:
 * keeps a `DriftTracker` per group on the serving model's raw errors (when its bundle has
   calibration deciles) and exports ``monitor_model_drift{group}``;
 * persists each running shadow (`Shadow.to_state`: its start, counts, histograms and
-  alarm) to ``<group's models dir>/state/shadow.json`` (``shadow-<partitions>.json`` for a
+  alarm) to ``<group's models dir>/state/shadow.json`` (``shadow-p<partitions>.json`` for a
   NATS worker) atomically, with the calibrator and alarm state (every
   ``alerts.state_save_seconds`` and at shutdown), and restores it when the same candidate
   is installed again beside the same serving version: a restart goes on with the shadow

@@ -26,6 +26,7 @@ Pure: no I/O, no clocks (time is the windows' data time).
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,6 +45,20 @@ SHADOW_STATE_VERSION = 1  # `Shadow.to_state`
 PENDING_BATCHES = 64  # batches whose scores wait to be binned together (`Shadow._settle`)
 
 Scaler = tuple[FloatArray, FloatArray]  # (mean, 1 / std) of one stream
+_EDGES_OUT = np.concatenate([[-np.inf], HIST_EDGES, [np.inf]])
+
+
+def bin_of(logs: FloatArray) -> np.ndarray:
+    """``np.searchsorted(HIST_EDGES, logs, side="right")`` for finite `logs`, by arithmetic:
+    the edges are 0.05 apart from -4, so ``(log + 4) * 20`` names the bin up to rounding at
+    an edge, and one comparison with each neighbouring edge settles it (a binary search
+    over 161 edges costs about 60 ns a value on unordered scores, this about 8)."""
+    j = ((logs + 4.0) * 20.0).astype(np.intp)
+    j += 1
+    np.clip(j, 0, len(HIST_EDGES), out=j)
+    j -= _EDGES_OUT[j] > logs  # the edge below is above: one bin down
+    j += _EDGES_OUT[j + 1] <= logs  # the edge above is reached: one bin up
+    return j
 
 
 @dataclass(frozen=True)
@@ -76,7 +91,7 @@ class _Hist:
         if not s.size:
             return
         logs = np.log10(np.maximum(s, 1e-12))
-        self.counts += np.bincount(np.searchsorted(HIST_EDGES, logs, side="right"), minlength=len(self.counts))
+        self.counts += np.bincount(bin_of(logs), minlength=len(self.counts))
         self.n += int(s.size)
 
     def restore(self, counts: Any) -> None:
@@ -207,8 +222,13 @@ class Shadow:
         c = np.concatenate(cand) if len(cand) > 1 else cand[0]
         self._hist.add(c if self._divisor is None else np.divide(c, self._divisor, dtype=np.float64))
         self._live_hist.add(np.concatenate(live) if len(live) > 1 else live[0])
-        lo = min(float(t.min()) if isinstance(t, np.ndarray) else float(min(t)) for t in times)
-        hi = max(float(t.max()) if isinstance(t, np.ndarray) else float(max(t)) for t in times)
+        parts = [t for t in times if isinstance(t, np.ndarray)]
+        lists = [t for t in times if not isinstance(t, np.ndarray)]  # the reading-by-reading path's
+        if lists:
+            count = sum(map(len, lists))
+            parts.append(np.fromiter(itertools.chain.from_iterable(lists), dtype=np.float64, count=count))
+        every = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        lo, hi = float(every.min()), float(every.max())
         self._first = lo if math.isnan(self._first) else min(self._first, lo)
         self._last = hi if math.isnan(self._last) else max(self._last, hi)
 
