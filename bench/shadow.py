@@ -8,7 +8,9 @@ thread) over the same readings:
 
   plain     the serving model only
   shadow    the same plus a shadow candidate (another bundle: its own weights and scaler,
-            so the re-standardization runs too) scoring every flushed batch
+            so the re-standardization runs too) scoring every flushed batch, with what the
+            daemon reads from it (every second, `ShadowManager.after_batch`) and one
+            report (`summary`) at the end
   forward   the candidate's forward pass (`scorer.errors`) inside the shadow run, timed
             around each call: what the issue allows shadow to add
   replayed  the same forward passes again afterwards on copies of the batches (warm
@@ -46,6 +48,11 @@ from monitor.core.shadow import Shadow, ShadowSettings  # noqa: E402
 from monitor.core.synthetic import CHANNELS, pump  # noqa: E402
 from tests.daemon_support import MODEL_YAML, config_from, load_yaml  # noqa: E402
 
+try:  # how often the daemon looks at its shadows
+    from monitor.app.shadowing import CHECK_SECONDS
+except ImportError:  # before that setting (checkouts before issue 11's shadow-cost work): after every batch
+    CHECK_SECONDS = 0.0
+
 
 def train(out: Path, seed: int) -> ScoringModel:
     cfg = config_from(load_yaml(MODEL_YAML) | {"stream": {"channels": list(CHANNELS), "period_seconds": 1.0}})
@@ -65,16 +72,31 @@ def run(model: ScoringModel, rows: tuple, streams: int, batch: int, shadow: Scor
     t, v = rows
     names = [f"site/p{i}" for i in range(streams)]
     kept: list = []
+    next_read = 0.0
+    copied = 0.0
     started = time.process_time()
     for i in range(len(t)):
         for s in names:
             pipe.push_row(s, float(t[i]), v[i])
         if pipe.pending >= batch:
-            if shadow is not None and len(kept) < 64:
+            if shadow is not None and len(kept) < 64:  # for the replay; not the live path's time
+                copying = time.process_time()
                 kept.append(pipe._x[: pipe.pending].copy())
+                copied += time.process_time() - copying
             pipe.flush()
+            if pipe.shadow is not None and time.monotonic() >= next_read:  # as ShadowManager.after_batch
+                _daemon_reads(pipe.shadow)
+                next_read = time.monotonic() + CHECK_SECONDS
     pipe.flush()
-    return time.process_time() - started, kept, (timer.seconds if timer is not None else 0.0)
+    if pipe.shadow is not None:
+        _daemon_reads(pipe.shadow)
+        pipe.shadow.summary()  # what the daemon's report writes every few seconds (bins queued scores)
+    return time.process_time() - started - copied, kept, (timer.seconds if timer is not None else 0.0)
+
+
+def _daemon_reads(sh: Shadow) -> tuple:
+    """What `ShadowManager.after_batch` reads from the shadow (every CHECK_SECONDS)."""
+    return sh.windows, sh.episodes, sh.last_max, sh.live_episodes, sh.elapsed_seconds, sh.due()
 
 
 class _Timed:

@@ -4,6 +4,7 @@ would score them serving, and the verdict's checks."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 from monitor.core.config import AlarmConfig, StreamConfig
 from monitor.core.model.bundle import load_bundle
 from monitor.core.pipeline import Pipeline, ScoringModel
-from monitor.core.shadow import Shadow, ShadowSettings
+from monitor.core.shadow import HIST_EDGES, Shadow, ShadowSettings, bin_of
 from monitor.core.synthetic import CHANNELS, Fault, pump
 from tests.daemon_support import train_small_model
 
@@ -97,3 +98,133 @@ def test_a_shadow_of_another_geometry_is_refused_and_a_failing_one_never_costs_t
     scores, _ = pipe.flush()
     assert len(scores) == 40 - model.window_size + 1 and all(math.isfinite(s) for s in scores.score)
     assert pipe.shadow is None and "AttributeError" in (pipe.shadow_error or "")
+
+
+def test_the_fast_paths_report_exactly_what_per_stream_tables_and_an_alarm_run_on_every_batch_report(model):
+    # the fast shadow (one affine map for all streams, its alarm skipped while idle and the
+    # batch cold, scores divided and binned in bulk) against the general one on the same feed
+    cand = dataclasses.replace(
+        model, version="cand", mean=model.mean - 0.2 * model.std, std=model.std * 0.9, threshold=model.threshold * 0.9
+    )
+    cfg = StreamConfig(channels=list(CHANNELS), period_seconds=1.0)
+    fast, slow = Pipeline(model, cfg, ALARM), Pipeline(model, cfg, ALARM)
+    fast.shadow = Shadow(cand, model, ALARM, ShadowSettings(seconds=100.0, min_windows=10))
+    slow.shadow = ref = Shadow(cand, model, ALARM, ShadowSettings(seconds=100.0, min_windows=10))
+    ref._uniform_ok = False  # the per-stream tables
+    ref.alarm.idle = lambda: False  # type: ignore[method-assign]  # the alarm on every batch
+    ref._idle = False
+    t, v, _ = pump(700, seed=5, steps_per_hour=0, faults=[Fault(300, 420, "cavitation"), Fault(520, 560, "bearing")])
+    scores: dict[str, list] = {"fast": [], "slow": []}
+    for name, sh in (("fast", fast.shadow), ("slow", ref)):  # the candidate scores, as binned
+        _record(sh.hist, scores[name])
+    flushes = 0
+    for i in range(700):
+        for s in range(3):
+            for pipe in (fast, slow):
+                pipe.push_row(f"p{s}", float(t[i]), v[i])
+        if fast.pending >= 50:
+            flushes += 1
+            for pipe in (fast, slow):
+                pipe.flush()
+                assert pipe.shadow is not None, pipe.shadow_error
+                if flushes % 5 == 0:
+                    pipe.shadow.due()  # read now and then (the daemon reads it every second)
+    sh = fast.shadow
+    assert sh is not None and sh._uniform is not None and ref._uniform is None
+    assert sh.hist.n == ref.hist.n == sh.windows and len(scores["fast"]) > 5
+    for a, b in zip(scores["fast"], scores["slow"], strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert sh.episodes == ref.episodes >= 2
+    assert (sh.windows, sh.first_time, sh.last_time, sh.last_max) == (
+        ref.windows,
+        ref.first_time,
+        ref.last_time,
+        ref.last_max,
+    )
+    np.testing.assert_array_equal(sh.hist.counts, ref.hist.counts)
+    np.testing.assert_array_equal(sh.live_hist.counts, ref.live_hist.counts)
+    assert sh.summary() == ref.summary()
+    for stream, st in ref.alarm.states.items():
+        mine = sh.alarm.states.get(stream)
+        assert mine is not None and mine.last_resolved_at == st.last_resolved_at
+        assert (mine.episode and mine.episode.alert_id) == (st.episode and st.episode.alert_id)
+
+
+def _record(hist, kept: list) -> None:
+    """Keep a copy of every batch `hist.add` is given."""
+    add = hist.add
+
+    def recording(scores):
+        kept.append(np.array(scores))
+        add(scores)
+
+    hist.add = recording
+
+
+def test_a_saved_shadow_goes_on_where_it_stopped_and_only_for_the_same_pair(model):
+    cfg = StreamConfig(channels=list(CHANNELS), period_seconds=1.0)
+    cand = dataclasses.replace(model, version="cand", threshold=model.threshold * 0.7)
+    settings = ShadowSettings(seconds=100.0, min_windows=10)
+    whole = Pipeline(model, cfg, ALARM)
+    whole.shadow = Shadow(cand, model, ALARM, settings)
+    _feed(whole, 600, 2, fault=True)  # in one go
+    first = Pipeline(model, cfg, ALARM)  # the same feed, with a restart at row 350 (in the fault)
+    first.shadow = Shadow(cand, model, ALARM, settings)
+    t, v, _ = pump(600, seed=5, steps_per_hour=0, faults=[Fault(300, 420, "cavitation")])
+    for i in range(350):
+        for s in range(2):
+            first.push_row(f"p{s}", float(t[i]), v[i])
+    first.flush()
+    assert first.shadow is not None and first.alarm.firing_streams()
+    state = json.loads(json.dumps(first.shadow.to_state()))  # through JSON, as on disk
+    assert any(st["episode"] for st in state["alarm"]["streams"].values())  # the candidate's episode is open
+    second = Pipeline(model, cfg, ALARM)
+    second.alarm.states = first.alarm.states  # the serving model's alarm state is restored too (alarm.json)
+    second.shadow = resumed = Shadow(cand, model, ALARM, settings)
+    assert resumed.restore(state) and resumed.windows == first.shadow.windows
+    for i in range(350, 600):
+        for s in range(2):
+            second.push_row(f"p{s}", float(t[i]), v[i])
+    second.flush()
+    ref = whole.shadow
+    assert ref is not None and ref.episodes >= 1
+    # the restart costs the windows that refill (window_size - 1 per stream), nothing else:
+    # same start, same episodes (the open one is not counted twice)
+    assert resumed.first_time == ref.first_time and resumed.last_time == ref.last_time
+    assert resumed.episodes == ref.episodes and resumed.live_episodes == ref.live_episodes
+    assert resumed.windows == ref.windows - 2 * (model.window_size - 1)
+    assert resumed.due() and resumed.verdict().promote == ref.verdict().promote
+    # another candidate, or the same beside another serving model: a fresh period, nothing adopted
+    other = Shadow(dataclasses.replace(cand, version="other"), model, ALARM, settings)
+    assert not other.restore(state) and other.windows == 0
+    beside = Shadow(cand, dataclasses.replace(model, version="served-later"), ALARM, settings)
+    assert not beside.restore(state) and beside.windows == 0
+    # malformed: ValueError, nothing adopted
+    for bad in (
+        {**state, "windows": -1},
+        {**state, "first_time": "yesterday"},
+        {**state, "histogram": {"candidate": [1, 2], "current": state["histogram"]["current"]}},
+        {**state, "alarm": {"version": 99}},
+        {**state, "version": 0},
+        [],
+    ):
+        fresh = Shadow(cand, model, ALARM, settings)
+        with pytest.raises(ValueError):
+            fresh.restore(bad)
+        assert fresh.windows == 0 and fresh.hist.n == 0 and not fresh.alarm.states
+
+
+def test_the_arithmetic_binning_is_the_binary_search_over_the_edges():
+    rng = np.random.default_rng(3)
+    edges = HIST_EDGES
+    logs = np.concatenate(
+        [
+            np.log10(rng.lognormal(-1.0, 2.0, 50_000)),
+            rng.uniform(-13.0, 6.0, 50_000),
+            edges,
+            np.nextafter(edges, -np.inf),
+            np.nextafter(edges, np.inf),
+            [-12.0, -4.0, 4.0, 4.5, -4.025],
+        ]
+    )
+    np.testing.assert_array_equal(bin_of(logs), np.searchsorted(edges, logs, side="right"))

@@ -136,3 +136,69 @@ def test_shadow_rejects_a_noisy_candidate_and_promotes_a_good_one(tmp_path, trai
             assert run.stop() == 0
             pub.close()
             alerts.close()
+
+
+def test_the_shadow_period_goes_on_across_a_daemon_restart(tmp_path, trained, caplog):
+    models = tmp_path / "models"
+    shutil.copytree(trained, models, symlinks=True)
+    serving = current_bundle_path(models).name
+    good = _variant(models, serving, "good", 1.0)
+    other = _variant(models, serving, "other", 1.0)
+    t, v, _ = feed_rows(120, fault=None)
+    state_file = models / "state" / "shadow.json"
+    topic = "plant/site1/pump1"
+    with Mosquitto(tmp_path / "broker") as broker:
+        cfg = daemon_config(broker.port, models, retrain=SHADOW)
+        pub = Publisher(broker.port)
+        set_shadow(models, good)
+        run = Running(cfg)
+        svc = run.service
+        try:
+            wait_until(lambda: metric_value(_metrics(svc), "monitor_shadow_active") == 1, what="good in shadow")
+            pub.publish_rows(topic, t[:50], v[:50])  # 35 windows over 34 s of the 60
+            wait_until(lambda: metric_value(_metrics(svc), "monitor_shadow_windows_total") == 35, what="35 windows")
+        finally:
+            assert run.stop() == 0
+        assert not svc.shadows.verdicts
+        saved = json.loads(state_file.read_text())
+        assert (saved["candidate"], saved["current"], saved["windows"]) == (good, serving, 35)
+        assert saved["first_time"] == pytest.approx(t[15]) and saved["last_time"] == pytest.approx(t[49])
+
+        run = Running(cfg)  # the restart: the shadow clock goes on from the first run's first window
+        svc = run.service
+        try:
+            wait_until(lambda: metric_value(_metrics(svc), "monitor_shadow_active") == 1, what="good in shadow again")
+            sh = svc.fleet.pipeline("default").shadow
+            assert sh is not None and sh.windows == 35 and sh.first_time == saved["first_time"]
+            assert metric_value(_metrics(svc), "monitor_shadow_elapsed_seconds") == pytest.approx(34.0)
+            # 30 more rows: 15 windows once the window refilled, 64 s since the first window
+            # (a fresh period would stand at 14 s and 15 windows: not due)
+            pub.publish_rows(topic, t[50:80], v[50:80])
+            wait_until(lambda: svc.shadows.verdicts, timeout=30, what="the verdict after the restart")
+            verdict = svc.shadows.verdicts[0]
+            assert verdict["state"] == "promoted", verdict["checks"]
+            assert verdict["summary"]["windows"] == 50 and verdict["summary"]["elapsed_seconds"] == pytest.approx(64.0)
+            assert metric_value(_metrics(svc), "monitor_shadow_windows_total") == 15  # this process's windows
+            wait_until(lambda: not state_file.exists(), what="the state file gone with the verdict")
+            wait_until(lambda: svc.fleet.model("default").version == good, what="the promoted model swapped in")
+        finally:
+            assert run.stop() == 0
+        assert not state_file.exists()  # no shadow running at the stop: nothing saved
+
+        # an unusable state file: a WARNING, a count, a fresh period (and no crash)
+        state_file.write_text('{"version": 1, "candidate": "other", "current": "good", "windows": "many"}')
+        set_shadow(models, other)
+        run = Running(cfg)
+        svc = run.service
+        try:
+            wait_until(lambda: metric_value(_metrics(svc), "monitor_shadow_active") == 1, what="other in shadow")
+            sh = svc.fleet.pipeline("default").shadow
+            assert sh is not None and sh.model.version == other and sh.windows == 0
+            assert metric_value(_metrics(svc), "monitor_shadow_state_errors_total", {"op": "read"}) == 1
+            assert any(
+                r.levelname == "WARNING" and "shadow state of group default unusable" in r.getMessage()
+                for r in caplog.records
+            )
+        finally:
+            assert run.stop() == 0
+            pub.close()

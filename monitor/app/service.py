@@ -94,7 +94,7 @@ class Service:
         self.registry.register(SequenceCollector(self.codec.sequences))  # topics[].sequence_field gaps
         self.runner = Runner(self.fleet, on_scores=self._on_scores, on_alert=self._on_alert)
         # shadow candidates (retrain.shadow_hours > 0) and drift, per group (decision 0021)
-        self.shadows = ShadowManager(cfg, self.fleet, self.registry)
+        self.shadows = ShadowManager(cfg, self.fleet, self.registry, self._state_owner)
         self._pending_models: dict[str, ScoringModel] = {}
         self._model_lock = threading.Lock()
         # one watcher per group: a bad bundle in one group is refused there, the others are untouched
@@ -242,6 +242,7 @@ class Service:
             self._next_state_save = now + self.state_save_seconds
             self.save_calibration()
             self.alarm_state.save_all()
+            self.shadows.save_all()
 
     # ------------------------------------------------------------------ health
 
@@ -484,6 +485,7 @@ class Service:
             else:
                 self.save_calibration()
                 self.alarm_state.save_all()
+                self.shadows.save_all()
         for sink in self.sinks:
             try:
                 sink.close()

@@ -14,10 +14,19 @@ Per group, `ShadowManager`:
   ``shadow`` pointer is removed either way and the verdict is logged and exported;
 * keeps a `DriftTracker` per group on the serving model's raw errors (when its bundle has
   reference deciles: the training span's, or an older bundle's hold-out deciles) and
-  exports ``monitor_model_drift{group}``.
+  exports ``monitor_model_drift{group}``;
+* persists each running shadow (`Shadow.to_state`: its start, counts, histograms and
+  alarm) to ``<group's models dir>/state/shadow.json`` (``shadow-p<partitions>.json`` for a
+  NATS worker) atomically, with the calibrator and alarm state (every
+  ``alerts.state_save_seconds`` and at shutdown), and restores it when the same candidate
+  is installed again beside the same serving version: a restart goes on with the shadow
+  period instead of starting it over. A file that cannot be used is a WARNING, a count in
+  ``monitor_shadow_state_errors_total{op}`` and a fresh start. The file goes with the
+  verdict or when the pointer is removed.
 
-Threads: the pipeline's shadow is only touched on the scoring thread; pointer moves and
-file writes happen on the main thread (`poll`); the two hand over through a lock.
+Threads: the pipeline's shadow is only touched on the scoring thread (state saves and the
+restore included, as for the calibrator state); pointer moves and report writes happen on
+the main thread (`poll`); the two hand over through a lock.
 """
 
 from __future__ import annotations
@@ -26,6 +35,8 @@ import json
 import logging
 import math
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +50,21 @@ from monitor.core.model.registry import SHADOW, SHADOW_REPORT, BundleError, clea
 from monitor.core.pipeline import ScoringModel
 from monitor.core.shadow import Shadow, ShadowSettings
 from monitor.io.atomic import write_atomic
+from monitor.io.calib_state import STATE_DIR, StateError, load_state, save_state
 from monitor.io.shadow_metrics import ShadowMetrics
 
 log = logging.getLogger(__name__)
 
 REPORT_FILE = SHADOW_REPORT
+STATE_FILE = "shadow.json"  # under the group's state/ directory (beside calibration.json)
+# the scoring thread looks at the shadows (metrics, due, verdict) this often, not after every
+# batch: a look settles the batches waiting in each `Shadow` (one binning for all of them)
+CHECK_SECONDS = 1.0
 _NONE = object()  # a pending "remove the shadow"
+
+
+def shadow_state_path(group_models_dir: Path, owner: str | None = None) -> Path:
+    return Path(group_models_dir) / STATE_DIR / (STATE_FILE if not owner else f"shadow-{owner}.json")
 
 
 def settings_of(cfg: Config) -> ShadowSettings:
@@ -59,9 +79,16 @@ def settings_of(cfg: Config) -> ShadowSettings:
 
 
 class ShadowManager:
-    def __init__(self, cfg: Config, fleet: Fleet, registry: CollectorRegistry):
+    def __init__(
+        self,
+        cfg: Config,
+        fleet: Fleet,
+        registry: CollectorRegistry,
+        owner: Callable[[], str | None] = lambda: None,
+    ):
         self.cfg = cfg
         self.fleet = fleet
+        self.owner = owner  # names a NATS worker's state files (`Service._state_owner`)
         self.metrics = ShadowMetrics(registry, fleet.names)
         self.settings = settings_of(cfg)
         self.enabled = cfg.retrain.shadow_hours > 0
@@ -78,6 +105,7 @@ class ShadowManager:
         self._active: dict[str, str] = {}  # group -> candidate version in shadow
         self.drift: dict[str, DriftTracker | None] = {}
         self.verdicts: list[dict[str, Any]] = []  # every verdict taken (tests, audits)
+        self._next_check = 0.0  # monotonic time of the next look at the shadows (after_batch)
 
     # ------------------------------------------------------------------ main thread
 
@@ -117,6 +145,7 @@ class ShadowManager:
             except (BundleError, OSError) as exc:
                 report = {**report, "state": "rejected", "error": f"promotion failed: {exc}"}
         self._clear(group)
+        self._forget_state(group)
         self._write(group, report)
         self.verdicts.append({"group": group, **report})
         failed = "; ".join(c["detail"] for c in report.get("checks", []) if not c["passed"])
@@ -144,6 +173,56 @@ class ShadowManager:
         except OSError as exc:
             log.error("cannot write %s: %s", path, exc)
 
+    # ------------------------------------------------------------------ shadow state
+
+    def _state_path(self, group: str) -> Path:
+        return shadow_state_path(Path(self.cfg.group_models_dir(group)), self.owner())
+
+    def _forget_state(self, group: str) -> None:
+        path = self._state_path(group)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            log.error("cannot remove the shadow state %s: %s", path, exc)
+
+    def save_all(self) -> None:
+        """Write every running shadow's state (the scoring thread, or after it stopped)."""
+        for group in self.fleet.names:
+            pipe = self.fleet.pipeline(group)
+            sh = pipe.shadow if pipe is not None else None
+            if sh is None:
+                continue
+            path = self._state_path(group)
+            try:
+                save_state(path, sh.to_state())
+            except OSError as exc:
+                self.metrics.state_errors.labels("write").inc()
+                log.warning("cannot write the shadow state of group %s to %s: %s", group, path, exc)
+
+    def _restore(self, group: str, sh: Shadow) -> bool:
+        """Go on with `sh`'s saved shadow period, if the file holds this candidate's beside
+        this serving model; a file that cannot be used: WARNING, counted, a fresh start."""
+        path = self._state_path(group)
+        try:
+            state = load_state(path)
+            if state is None:
+                return False
+            if not sh.restore(state):
+                log.info(
+                    "shadow state %s is of %s beside %s, not of %s beside %s: the shadow period starts now",
+                    path,
+                    state.get("candidate"),
+                    state.get("current"),
+                    sh.model.version,
+                    sh.live_version,
+                )
+                return False
+        except (StateError, ValueError, TypeError) as exc:
+            self.metrics.state_errors.labels("read").inc()
+            log.warning("shadow state of group %s unusable, the shadow period starts now: %s", group, exc)
+            return False
+        return True
+
     # ------------------------------------------------------------------ scoring thread
 
     def install_pending(self) -> None:
@@ -156,34 +235,59 @@ class ShadowManager:
                     log.warning("shadow: the shadow pointer of group %s was removed; candidate dropped", group)
                     pipe.shadow = None
                     self.metrics.active.labels(group).set(0)
+                self._forget_state(group)
                 continue
             if pipe is None:
                 self._reject(group, model.version, "the group has no serving model to compare with")
                 continue
             try:
                 gcfg = self.cfg.for_group(group) if self.cfg.groups else self.cfg
-                pipe.shadow = Shadow(model, pipe.model, gcfg.alarm, self.settings, pipe.top_channels)
+                sh = Shadow(model, pipe.model, gcfg.alarm, self.settings, pipe.top_channels)
             except ValueError as exc:
                 self._reject(group, model.version, str(exc))
                 continue
+            resumed = self._restore(group, sh)
+            pipe.shadow = sh
             pipe.shadow_error = None
-            self._seen[group] = (0, 0)
+            # the counters count this process's windows; the gauges show the whole period
+            self._seen[group] = (sh.windows, sh.episodes)
             self._active[group] = model.version
             self.metrics.active.labels(group).set(1)
-            log.warning(
-                "shadow: group %s scores %s beside %s for %.0f s of live data (no alerts sent)",
-                group,
-                model.version,
-                pipe.model.version,
-                self.settings.seconds,
-            )
+            if resumed:
+                self.metrics.episodes.labels(group).set(sh.episodes)
+                self.metrics.current_episodes.labels(group).set(sh.live_episodes)
+                self.metrics.elapsed.labels(group).set(sh.elapsed_seconds)
+                log.warning(
+                    "shadow: group %s goes on scoring %s beside %s: %.0f of %.0f s of live data, %d windows, "
+                    "%d would-alert episode(s) so far (restored; no alerts sent)",
+                    group,
+                    model.version,
+                    pipe.model.version,
+                    sh.elapsed_seconds,
+                    self.settings.seconds,
+                    sh.windows,
+                    sh.episodes,
+                )
+            else:
+                log.warning(
+                    "shadow: group %s scores %s beside %s for %.0f s of live data (no alerts sent)",
+                    group,
+                    model.version,
+                    pipe.model.version,
+                    self.settings.seconds,
+                )
 
     def _reject(self, group: str, version: str, why: str) -> None:
         with self._lock:
             self._decided.append((group, {"state": "rejected", "candidate": version, "error": why, "checks": []}))
 
     def after_batch(self, snapshot: bool) -> None:
-        """Export the shadows' progress; take the verdict of any whose period is over."""
+        """Export the shadows' progress; take the verdict of any whose period is over.
+        Called after every batch; looks at most every `CHECK_SECONDS` (and at a snapshot)."""
+        now = time.monotonic()
+        if not snapshot and now < self._next_check:
+            return
+        self._next_check = now + CHECK_SECONDS
         for group in self.fleet.names:
             pipe = self.fleet.pipeline(group)
             if pipe is None:
@@ -201,6 +305,7 @@ class ShadowManager:
                     sh.windows - windows,
                     sh.episodes - episodes,
                     sh.last_max,
+                    sh.episodes,
                     sh.live_episodes,
                     sh.elapsed_seconds,
                 )

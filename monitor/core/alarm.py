@@ -95,6 +95,14 @@ class AlarmMachine:
     def firing_streams(self) -> list[str]:
         return sorted(self._firing)
 
+    def idle(self) -> bool:
+        """No stream is firing or armed and no stream's k-of-n memory holds a hot score: a
+        batch whose scores are all below the threshold then changes nothing that can ever
+        matter (its cold flags only push cold flags out of the memories; a memory of cold
+        flags counts like an empty one), so a caller may skip `update_batch` for it. One
+        pass over the streams: ask after a batch that was not skipped, not per batch."""
+        return not self._firing and not self._armed and not any(st.above for st in self._states.values())
+
     def update_batch(self, batch: ScoreBatch) -> list[Alert]:
         """`update` for every window of a batch, in order; returns the state changes.
 

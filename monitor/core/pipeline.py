@@ -317,7 +317,7 @@ class Pipeline:
         self.alarm.states = old_states
         if self.shadow is not None:  # compared against the new serving model from now on
             if self.shadow.model.compatible_with(model):
-                self.shadow.reset(model.version)
+                self.shadow.reset(model)
             else:
                 self.shadow, self.shadow_error = None, f"the serving model {model.version} has another geometry"
         if not compatible:
@@ -698,6 +698,7 @@ class Pipeline:
         if self.calibrator.events:
             alerts = self._with_regime_changes(alerts, self.calibrator.drain_events())
         if self.shadow is not None:  # the same windows, the candidate's forward pass; nothing sent
+            # (x is re-standardized in place: it is not read again here)
             try:
                 self.shadow.observe(x, runs, scores, alerts, self.scaler_for)
             except Exception as exc:  # the candidate must never cost the serving model its scores

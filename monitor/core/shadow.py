@@ -26,6 +26,7 @@ Pure: no I/O, no clocks (time is the windows' data time).
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,13 +35,30 @@ from typing import Any
 import numpy as np
 
 from monitor.core.alarm import AlarmMachine
+from monitor.core.alarm_state import alarm_to_state, restore_alarm
 from monitor.core.config import AlarmConfig
 from monitor.core.types import Alert, Float32Array, FloatArray, Floats, ScoreBatch
 
 # score histogram: log10(score) in [-4, 4] in 0.05 steps, plus under- and overflow bins
 HIST_EDGES = np.round(np.arange(-4.0, 4.0001, 0.05), 4)
+SHADOW_STATE_VERSION = 1  # `Shadow.to_state`
+PENDING_BATCHES = 64  # batches whose scores wait to be binned together (`Shadow._settle`)
 
 Scaler = tuple[FloatArray, FloatArray]  # (mean, 1 / std) of one stream
+_EDGES_OUT = np.concatenate([[-np.inf], HIST_EDGES, [np.inf]])
+
+
+def bin_of(logs: FloatArray) -> np.ndarray:
+    """``np.searchsorted(HIST_EDGES, logs, side="right")`` for finite `logs`, by arithmetic:
+    the edges are 0.05 apart from -4, so ``(log + 4) * 20`` names the bin up to rounding at
+    an edge, and one comparison with each neighbouring edge settles it (a binary search
+    over 161 edges costs about 60 ns a value on unordered scores, this about 8)."""
+    j = ((logs + 4.0) * 20.0).astype(np.intp)
+    j += 1
+    np.clip(j, 0, len(HIST_EDGES), out=j)
+    j -= _EDGES_OUT[j] > logs  # the edge below is above: one bin down
+    j += _EDGES_OUT[j + 1] <= logs  # the edge above is reached: one bin up
+    return j
 
 
 @dataclass(frozen=True)
@@ -61,6 +79,8 @@ class ShadowVerdict:
 
 
 class _Hist:
+    """Counts of scores in the `HIST_EDGES` bins (under- and overflow at the ends)."""
+
     def __init__(self) -> None:
         self.counts = np.zeros(len(HIST_EDGES) + 1, dtype=np.int64)
         self.n = 0
@@ -71,8 +91,17 @@ class _Hist:
         if not s.size:
             return
         logs = np.log10(np.maximum(s, 1e-12))
-        self.counts += np.bincount(np.searchsorted(HIST_EDGES, logs, side="right"), minlength=len(self.counts))
+        self.counts += np.bincount(bin_of(logs), minlength=len(self.counts))
         self.n += int(s.size)
+
+    def restore(self, counts: Any) -> None:
+        """Adopt saved counts (`Shadow.restore`); ValueError when they do not fit the bins."""
+        ok = isinstance(counts, list) and all(isinstance(k, int) and not isinstance(k, bool) for k in counts)
+        c = np.asarray(counts if ok else [])
+        if not ok or c.shape != self.counts.shape or (c < 0).any():
+            raise ValueError(f"a score histogram needs {len(self.counts)} non-negative integer counts")
+        self.counts = c.astype(np.int64)
+        self.n = int(self.counts.sum())
 
     def quantile(self, q: float) -> float:
         if not self.n:
@@ -81,6 +110,19 @@ class _Hist:
         if at >= len(HIST_EDGES):
             return math.inf
         return float(10.0 ** HIST_EDGES[at])
+
+
+@dataclass
+class _Uniform:
+    """The re-standardization and threshold when every stream has the same ones (neither
+    model has per-stream adapters): one affine map over the flattened windows."""
+
+    identity: bool
+    a: Float32Array  # (W, channels): the per-channel factor repeated over the window
+    b: Float32Array
+    threshold: float
+    mean: FloatArray  # the candidate's scaler (reconstructions back to units)
+    inv_std: FloatArray
 
 
 class Shadow:
@@ -112,20 +154,33 @@ class Shadow:
             top_channels,
             threshold_for=candidate.offline_threshold,
         )
-        self.reset(live.version)
+        self.reset(live)
 
-    def reset(self, live_version: str) -> None:
-        """Start counting again (a new serving model is a new comparison)."""
-        self.live_version = live_version
+    def reset(self, live: Any) -> None:
+        """Start counting again against the serving model `live` (a ScoringModel; a new
+        serving model is a new comparison)."""
+        self.live_version = live.version
         self.windows = 0
-        self.first_time = math.nan
-        self.last_time = math.nan
         self.episodes = 0  # the candidate's would-alert episodes (firing)
         self.live_episodes = 0  # the serving model's anomaly episodes over the same windows
-        self.hist = _Hist()
-        self.live_hist = _Hist()
-        self.last_max = math.nan
+        # the span and the histograms: batches wait in these lists and are settled in bulk
+        # (`_settle`) when read or when PENDING_BATCHES wait
+        self._first = math.nan
+        self._last = math.nan
+        self._hist = _Hist()
+        self._live_hist = _Hist()
+        self._pend_c: list[Floats] = []  # candidate raw errors (uniform: divided at settling) or scores
+        self._pend_l: list[Floats] = []  # the serving model's scores
+        self._pend_t: list[Any] = []  # the windows' data times
+        self.last_max = math.nan  # the candidate's highest score (threshold units) in its newest batch
         self.alarm.states = {}
+        self._idle = True  # the candidate's alarm has nothing a cold batch could change (AlarmMachine.idle)
+        # one scaler and threshold for every stream (neither model has adapters): no per-stream tables
+        self._uniform_ok = live.adapters is None and self.model.adapters is None
+        self._uniform: _Uniform | None = None
+        # uniform: scores are raw / this, computed when settling (max(raw) / t is the top score)
+        t = float(self.model.threshold)
+        self._divisor: float | None = t if self._uniform_ok and t > 0 else None
         # per-stream tables (the serving model's scaler is part of them: rebuilt after a swap)
         self._rows: dict[str, int] = {}
         self._a: list[FloatArray] = []
@@ -135,6 +190,48 @@ class Shadow:
         self._thr: list[float] = []
         self._tables: tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray, bool] | None = None
 
+    @property
+    def first_time(self) -> float:
+        self._settle()
+        return self._first
+
+    @property
+    def last_time(self) -> float:
+        self._settle()
+        return self._last
+
+    @property
+    def hist(self) -> _Hist:
+        """The candidate's score histogram."""
+        self._settle()
+        return self._hist
+
+    @property
+    def live_hist(self) -> _Hist:
+        """The serving model's score histogram over the same windows."""
+        self._settle()
+        return self._live_hist
+
+    def _settle(self) -> None:
+        """Fold the waiting batches into the span and the histograms: one concatenation,
+        division and binning for all of them (the same values as batch by batch)."""
+        if not self._pend_c:
+            return
+        cand, live, times = self._pend_c, self._pend_l, self._pend_t
+        self._pend_c, self._pend_l, self._pend_t = [], [], []
+        c = np.concatenate(cand) if len(cand) > 1 else cand[0]
+        self._hist.add(c if self._divisor is None else np.divide(c, self._divisor, dtype=np.float64))
+        self._live_hist.add(np.concatenate(live) if len(live) > 1 else live[0])
+        parts = [t for t in times if isinstance(t, np.ndarray)]
+        lists = [t for t in times if not isinstance(t, np.ndarray)]  # the reading-by-reading path's
+        if lists:
+            count = sum(map(len, lists))
+            parts.append(np.fromiter(itertools.chain.from_iterable(lists), dtype=np.float64, count=count))
+        every = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        lo, hi = float(every.min()), float(every.max())
+        self._first = lo if math.isnan(self._first) else min(self._first, lo)
+        self._last = hi if math.isnan(self._last) else max(self._last, hi)
+
     def _scaler(self, stream: str) -> Scaler:
         m = self.model
         adapters = m.adapters
@@ -143,15 +240,36 @@ class Shadow:
             return adapters.mean[i], adapters.inv_std[i]
         return m.mean, 1.0 / m.std
 
+    def _ab(self, stream: str, live_scaler: Callable[[str], Scaler]) -> tuple[FloatArray, FloatArray]:
+        # z_c = (v - cm) * cinv with v = z_l / linv + lm: z_c = z_l * a + b
+        lm, linv = live_scaler(stream)
+        cm, cinv = self._scaler(stream)
+        return cinv / linv, (lm - cm) * cinv
+
+    def _uniform_of(self, stream: str, live_scaler: Callable[[str], Scaler], shape: tuple[int, ...]) -> _Uniform:
+        a, b = self._ab(stream, live_scaler)
+        window, width = shape[1], shape[2]
+        c = len(self.model.channels)
+        af, bf = np.ones(width, dtype=np.float32), np.zeros(width, dtype=np.float32)
+        af[:c], bf[:c] = np.asarray(a, dtype=np.float32), np.asarray(b, dtype=np.float32)
+        cm, cinv = self._scaler(stream)
+        return _Uniform(
+            identity=bool(np.all(a == 1.0) and np.all(b == 0.0)),
+            a=np.tile(af, (window, 1)),
+            b=np.tile(bf, (window, 1)),
+            threshold=float(self.model.threshold),
+            mean=np.asarray(cm, dtype=np.float64),
+            inv_std=np.asarray(cinv, dtype=np.float64),
+        )
+
     def _row_of(self, stream: str, live_scaler: Callable[[str], Scaler]) -> int:
         """`stream`'s row in the per-stream tables (added on first sight)."""
         row = self._rows.get(stream)
         if row is None:
-            lm, linv = live_scaler(stream)
+            a, b = self._ab(stream, live_scaler)
             cm, cinv = self._scaler(stream)
-            # z_c = (v - cm) * cinv with v = z_l / linv + lm: z_c = z_l * a + b
-            self._a.append(cinv / linv)
-            self._b.append((lm - cm) * cinv)
+            self._a.append(a)
+            self._b.append(b)
             self._cm.append(cm)
             self._cinv.append(cinv)
             self._thr.append(self.model.offline_threshold(stream))
@@ -182,44 +300,145 @@ class Shadow:
     ) -> int:
         """Score the serving model's window batch `x` (standardized with `live_scaler`)
         with the candidate; returns the candidate's would-alert episodes begun in it.
+        `x` is re-standardized in place: the caller hands over a buffer it does not read
+        again (`Pipeline.flush` calls this last; no copy of the batch is made).
 
-        Per stream, the re-standardization (``a``, ``b``), the candidate's scaler and
-        threshold are looked up once ever (tables indexed by a stream row); per batch
-        there is one dict lookup per run and numpy gathers, as in `Pipeline._per_stream`."""
+        Besides the candidate's forward pass, a batch costs: the re-standardization (with
+        one scaler for all streams, one multiply and one add over the windows, nothing at
+        all when the scalers are equal; with adapters, per-stream tables looked up once
+        per run and gathered), the top score (``max(raw) / threshold``: dividing by a
+        positive number keeps the order) and three list appends; the scores themselves,
+        the span and the histograms are worked out for many batches at once (`_settle`).
+        The candidate's alarm runs, and its scores, channel scores and reconstructions
+        are computed for it, only when a score is hot or its alarm is not idle
+        (`AlarmMachine.idle`): a cold batch changes nothing there."""
         n = len(x)
         if not n:
             return 0
-        c = len(self.model.channels)
-        row_of = self._row_of
-        rows = np.fromiter((row_of(s, live_scaler) for s, _, _ in runs), dtype=np.intp, count=len(runs))
-        lengths = np.fromiter((stop - start for _, start, stop in runs), dtype=np.intp, count=len(runs))
-        per_row = np.repeat(rows, lengths)
-        a, b, cm, cinv, thr_s, identity = self._tables_now()
-        if identity:
-            xc = x
+        uni: _Uniform | None = None
+        per_row: np.ndarray | None = None
+        score: FloatArray | None = None
+        if self._uniform_ok:
+            uni = self._uniform
+            if uni is None or uni.a.shape != x.shape[1:]:
+                uni = self._uniform = self._uniform_of(runs[0][0], live_scaler, x.shape)
+            if not uni.identity:  # in place: the pipeline's window buffer is not read again
+                np.multiply(x, uni.a, out=x)
+                np.add(x, uni.b, out=x)
+            thr: float | FloatArray = uni.threshold
         else:
-            xc = np.empty_like(x)
-            np.multiply(x[..., :c], a[per_row][:, None, :], out=xc[..., :c])
-            xc[..., :c] += b[per_row][:, None, :]
-            xc[..., c:] = x[..., c:]
-        raw, per_channel, recon_last = self.model.scorer.errors(xc)
-        thr = thr_s[per_row]
-        score = np.asarray(raw, dtype=np.float64) / thr
-        channel_scores = np.asarray(per_channel, dtype=np.float64) / (thr * c)[:, None]
-        reconstructed = np.asarray(recon_last, dtype=np.float64) / cinv[per_row] + cm[per_row]
-        batch = ScoreBatch(None, live.times, score, raw, channel_scores, live.observed, reconstructed, runs=runs)
-        fired = sum(1 for al in self.alarm.update_batch(batch) if al.state == "firing")
-        self.episodes += fired
-        self.live_episodes += sum(1 for al in live_alerts if al.state == "firing" and al.kind == "anomaly")
+            c = len(self.model.channels)
+            row_of = self._row_of
+            rows = np.fromiter((row_of(s, live_scaler) for s, _, _ in runs), dtype=np.intp, count=len(runs))
+            lengths = np.fromiter((stop - start for _, start, stop in runs), dtype=np.intp, count=len(runs))
+            per_row = np.repeat(rows, lengths)
+            a, b, _, _, thr_s, identity = self._tables_now()
+            if not identity:  # in place, as above
+                np.multiply(x[..., :c], a[per_row][:, None, :], out=x[..., :c])
+                x[..., :c] += b[per_row][:, None, :]
+            thr = thr_s[per_row]
+        raw, per_channel, recon_last = self.model.scorer.errors(x)
+        divisor = self._divisor
+        if divisor is not None:
+            top = float(raw.max()) / divisor  # = the largest raw / divisor, NaN if any is
+            pending = raw  # divided when settling
+        else:
+            score = np.divide(raw, thr, dtype=np.float64)  # float64 before dividing
+            top = float(score.max())
+            pending = score
+        fired = 0
+        hot = top >= 1.0
+        if not hot and top != top:  # a NaN somewhere: look at every score
+            score = np.divide(raw, thr, dtype=np.float64) if score is None else score
+            hot = bool((score >= 1.0).any())
+        if hot or not self._idle:
+            score = np.divide(raw, thr, dtype=np.float64) if score is None else score
+            batch = self._batch(live, runs, score, raw, per_channel, recon_last, uni, per_row)
+            fired = sum(1 for al in self.alarm.update_batch(batch) if al.state == "firing")
+            self.episodes += fired
+            self._idle = self.alarm.idle()
+        if live_alerts:
+            self.live_episodes += sum(1 for al in live_alerts if al.state == "firing" and al.kind == "anomaly")
         self.windows += n
-        times = np.asarray(live.times, dtype=np.float64)
-        lo, hi = float(times.min()), float(times.max())
-        self.first_time = lo if math.isnan(self.first_time) else min(self.first_time, lo)
-        self.last_time = hi if math.isnan(self.last_time) else max(self.last_time, hi)
-        self.hist.add(score)
-        self.live_hist.add(live.score)
-        self.last_max = float(np.max(score))
+        self._pend_c.append(pending)  # never written again: the scorer's new arrays
+        self._pend_l.append(live.score)  # nor are the serving model's scores (sinks only read them)
+        self._pend_t.append(live.times)
+        if len(self._pend_c) >= PENDING_BATCHES:
+            self._settle()
+        self.last_max = top
         return fired
+
+    def _batch(
+        self,
+        live: ScoreBatch,
+        runs: list[tuple[str, int, int]],
+        score: FloatArray,
+        raw: Floats,
+        per_channel: Floats,
+        recon_last: Floats,
+        uni: _Uniform | None,
+        per_row: np.ndarray | None,
+    ) -> ScoreBatch:
+        """The candidate's scores as a batch for its alarm (channel scores in threshold
+        units, reconstructions in the candidate's units)."""
+        c = len(self.model.channels)
+        pc, rl = np.asarray(per_channel, dtype=np.float64), np.asarray(recon_last, dtype=np.float64)
+        if uni is not None:
+            channel_scores = pc / (uni.threshold * c)
+            reconstructed = rl / uni.inv_std + uni.mean
+        else:
+            assert per_row is not None
+            _, _, cm, cinv, thr_s, _ = self._tables_now()
+            thr = thr_s[per_row]
+            channel_scores = pc / (thr * c)[:, None]
+            reconstructed = rl / cinv[per_row] + cm[per_row]
+        return ScoreBatch(None, live.times, score, raw, channel_scores, live.observed, reconstructed, runs=runs)
+
+    # ------------------------------------------------------------------ state across restarts
+
+    def to_state(self) -> dict[str, Any]:
+        """What a restart needs to go on with this shadow period: plain JSON-able data,
+        keyed by the candidate and the serving version (`restore`)."""
+        return {
+            "version": SHADOW_STATE_VERSION,
+            "candidate": self.model.version,
+            "current": self.live_version,
+            "windows": self.windows,
+            "first_time": None if math.isnan(self.first_time) else self.first_time,
+            "last_time": None if math.isnan(self.last_time) else self.last_time,
+            "episodes": self.episodes,
+            "live_episodes": self.live_episodes,
+            "histogram": {"candidate": self.hist.counts.tolist(), "current": self.live_hist.counts.tolist()},
+            "alarm": alarm_to_state(self.alarm, {}),
+        }
+
+    def restore(self, state: Any) -> bool:
+        """Go on from `state` (`to_state`) when it is this candidate's beside this serving
+        model: True. Another pair's: False, nothing changed (a new comparison starts).
+        ValueError when it is malformed (nothing changed either)."""
+        if not isinstance(state, dict) or state.get("version") != SHADOW_STATE_VERSION:
+            raise ValueError(f"not a shadow state of version {SHADOW_STATE_VERSION}")
+        if state.get("candidate") != self.model.version or state.get("current") != self.live_version:
+            return False
+        counts = {k: _count(state, k) for k in ("windows", "episodes", "live_episodes")}
+        first, last = _time(state, "first_time"), _time(state, "last_time")
+        if math.isnan(first) != math.isnan(last) or first > last:
+            raise ValueError("shadow state: first_time and last_time do not make a span")
+        hists = state.get("histogram")
+        if not isinstance(hists, dict):
+            raise ValueError("shadow state: 'histogram' is not a mapping")
+        hist, live_hist = _Hist(), _Hist()
+        hist.restore(hists.get("candidate"))
+        live_hist.restore(hists.get("current"))
+        if hist.n > counts["windows"] or live_hist.n > counts["windows"]:
+            raise ValueError("shadow state: the histograms hold more scores than windows were scored")
+        restore_alarm(self.alarm, state.get("alarm"))  # last: raises before it changes anything
+        self.windows, self.episodes, self.live_episodes = counts["windows"], counts["episodes"], counts["live_episodes"]
+        self._pend_c, self._pend_l, self._pend_t = [], [], []
+        self._first, self._last = first, last
+        self._hist, self._live_hist = hist, live_hist
+        self._idle = self.alarm.idle()
+        return True
 
     @property
     def elapsed_seconds(self) -> float:
@@ -299,3 +518,19 @@ class Shadow:
 
 def _num(x: float) -> float | None:
     return None if not math.isfinite(x) else round(float(x), 6)
+
+
+def _count(state: dict[str, Any], key: str) -> int:
+    x = state.get(key)
+    if isinstance(x, bool) or not isinstance(x, int) or x < 0:
+        raise ValueError(f"shadow state: {key!r} is not a count")
+    return x
+
+
+def _time(state: dict[str, Any], key: str) -> float:
+    x = state.get(key)
+    if x is None:
+        return math.nan
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+        raise ValueError(f"shadow state: {key!r} is not a time")
+    return float(x)

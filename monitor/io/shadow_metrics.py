@@ -4,15 +4,22 @@
   newest batch it scored in shadow;
 * ``monitor_shadow_windows_total{group}``, ``monitor_shadow_would_alert_total{group}``: windows
   the candidate scored, alert episodes it would have raised (none is sent);
+* ``monitor_shadow_alert_episodes{group}``: the candidate's would-alert episodes over its
+  whole shadow period (restored across a restart, unlike the counter);
 * ``monitor_shadow_current_alert_episodes{group}``: the serving model's anomaly episodes
   over the same windows (what the would-alert count is compared with);
 * ``monitor_shadow_elapsed_seconds{group}``: data time the candidate has been scored over;
 * ``monitor_shadow_active{group}``: 1 while a candidate is in shadow;
 * ``monitor_shadow_verdict{group,verdict}``: 1 for the last verdict (``promoted`` or
   ``rejected``), 0 for the other; ``monitor_shadow_check_passed{group,check}``;
+* ``monitor_shadow_state_errors_total{op}``: shadow state files (``state/shadow.json``)
+  that could not be read (``op="read"``: a fresh shadow period) or written (``"write"``);
 * ``monitor_model_drift{group}``: PSI of the newest raw errors against the calibration
   deciles of the serving bundle (`monitor.core.drift`); NaN before enough windows or for a
   bundle without calibration quantiles.
+
+Every group's series exist from the start (counters 0, gauges NaN, verdicts 0), so the
+dashboard's panels and queries have a series before any shadow ran.
 """
 
 from __future__ import annotations
@@ -35,6 +42,12 @@ class ShadowMetrics:
         self.would_alert = Counter(
             "monitor_shadow_would_alert",
             "Alert episodes the shadow candidate would have raised (not sent)",
+            ["group"],
+            registry=registry,
+        )
+        self.episodes = Gauge(
+            "monitor_shadow_alert_episodes",
+            "Would-alert episodes of the shadow candidate over its whole shadow period",
             ["group"],
             registry=registry,
         )
@@ -65,6 +78,12 @@ class ShadowMetrics:
             ["group", "check"],
             registry=registry,
         )
+        self.state_errors = Counter(
+            "monitor_shadow_state_errors",
+            "Shadow state files that could not be read (a fresh shadow period) or written.",
+            ["op"],
+            registry=registry,
+        )
         self.drift = Gauge(
             "monitor_model_drift",
             "PSI of recent raw errors against the serving bundle's calibration deciles",
@@ -74,12 +93,23 @@ class ShadowMetrics:
         for g in groups:
             self.active.labels(g).set(0)
             self.drift.labels(g).set(math.nan)
+            self.windows.labels(g)
+            self.would_alert.labels(g)
+            for gauge in (self.score, self.episodes, self.current_episodes, self.elapsed):
+                gauge.labels(g).set(math.nan)
+            for v in VERDICTS:
+                self.verdict.labels(g, v).set(0.0)
+        for op in ("read", "write"):
+            self.state_errors.labels(op)
 
-    def observed(self, group: str, windows: int, fired: int, last_max: float, current: int, elapsed: float) -> None:
+    def observed(
+        self, group: str, windows: int, fired: int, last_max: float, episodes: int, current: int, elapsed: float
+    ) -> None:
         self.windows.labels(group).inc(windows)
         if fired:
             self.would_alert.labels(group).inc(fired)
         self.score.labels(group).set(last_max)
+        self.episodes.labels(group).set(episodes)
         self.current_episodes.labels(group).set(current)
         self.elapsed.labels(group).set(elapsed)
 
