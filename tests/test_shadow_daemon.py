@@ -110,6 +110,7 @@ def test_shadow_rejects_a_noisy_candidate_and_promotes_a_good_one(tmp_path, trai
             assert math.isnan(metric_value(_metrics(svc), "monitor_model_drift"))
 
             set_shadow(models, good)
+            wait_until(lambda: svc.ready()[0], what="ready")  # subscribed: nothing published is lost
             wait_until(lambda: metric_value(_metrics(svc), "monitor_shadow_active") == 1, what="good in shadow")
             pub.publish_rows("plant/site1/pump1", t[230:], v[230:])
             wait_until(lambda: len(svc.shadows.verdicts) == 2, timeout=30, what="the good candidate's verdict")
@@ -154,6 +155,7 @@ def test_the_shadow_period_goes_on_across_a_daemon_restart(tmp_path, trained, ca
         run = Running(cfg)
         svc = run.service
         try:
+            wait_until(lambda: svc.ready()[0], what="ready")  # subscribed: nothing published is lost
             wait_until(lambda: metric_value(_metrics(svc), "monitor_shadow_active") == 1, what="good in shadow")
             pub.publish_rows(topic, t[:50], v[:50])  # 35 windows over 34 s of the 60
             wait_until(lambda: metric_value(_metrics(svc), "monitor_shadow_windows_total") == 35, what="35 windows")
@@ -167,6 +169,7 @@ def test_the_shadow_period_goes_on_across_a_daemon_restart(tmp_path, trained, ca
         run = Running(cfg)  # the restart: the shadow clock goes on from the first run's first window
         svc = run.service
         try:
+            wait_until(lambda: svc.ready()[0], what="ready again")
             wait_until(lambda: metric_value(_metrics(svc), "monitor_shadow_active") == 1, what="good in shadow again")
             sh = svc.fleet.pipeline("default").shadow
             assert sh is not None and sh.windows == 35 and sh.first_time == saved["first_time"]

@@ -282,6 +282,8 @@ class Service:
             return False, f"not connected to the {broker}" + (
                 f": {self.ingest.last_error}" if self.ingest is not None and self.ingest.last_error else ""
             )
+        if not getattr(self.ingest, "subscribed", True):  # MQTT: until SUBACK, a clean session loses messages
+            return False, "connected; waiting for the broker to grant the subscriptions"
         warmed = getattr(self.ingest, "warmed", None)  # NATS: replaying the partitions' last window
         if warmed is not None and not warmed.is_set():
             return False, "warming up: replaying the owned partitions' last window from JetStream"
