@@ -204,3 +204,39 @@ def test_pump_with_a_step_bound_wanders_within_it_and_without_keeps_its_walk():
     assert np.ptp(hourly) > 120.0 * 0.08  # and it does wander
     free = pump(600, seed=3)[1]
     assert np.array_equal(free, pump(600, seed=3, step_bound=None)[1])  # the default walk is unchanged
+
+
+def test_a_restored_tracker_goes_on_exactly_as_one_that_never_stopped():
+    rng = np.random.default_rng(5)
+    edges = error_quantiles(rng.gamma(2.0, 1.0, 4000))
+    errors = rng.gamma(2.2, 1.0, 2600)
+    whole = DriftTracker(edges, chunk=100, chunks=8, min_windows=400)
+    first = DriftTracker(edges, chunk=100, chunks=8, min_windows=400)
+    for part in np.array_split(errors[:1337], 7):
+        whole.add(part)
+        first.add(part)
+    state = json.loads(json.dumps(first.to_state()))  # as the file holds it
+    second = DriftTracker(edges, chunk=100, chunks=8, min_windows=400)
+    assert second.restore(state)
+    for part in np.array_split(errors[1337:], 5):
+        whole.add(part)
+        second.add(part)
+    assert second.seen == whole.seen == 2600
+    assert second.value() == whole.value() and not math.isnan(second.value())
+    assert second.shares() == whole.shares()
+
+
+def test_a_state_kept_against_another_reference_is_not_adopted_and_bad_counts_are_refused():
+    edges = error_quantiles(np.linspace(0.0, 1.0, 1000))
+    kept = DriftTracker(edges, chunk=10, chunks=4)
+    kept.update(np.linspace(0.0, 1.0, 35))
+    state = kept.to_state()
+    other = DriftTracker(error_quantiles(np.linspace(0.0, 2.0, 1000)), chunk=10, chunks=4)
+    assert not other.restore(state) and other.seen == 0
+    assert not DriftTracker(edges, chunk=20, chunks=4).restore(state)  # another chunk geometry
+    fresh = DriftTracker(edges, chunk=10, chunks=4)
+    with pytest.raises(ValueError, match="do not add up"):
+        fresh.restore({**state, "current": [0] * 10})  # current_n 5, counts 0
+    with pytest.raises(ValueError, match="fewer windows seen"):
+        fresh.restore({**state, "seen": 3})
+    assert fresh.seen == 0 and math.isnan(fresh.value())  # a refused state changes nothing

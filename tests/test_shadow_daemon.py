@@ -205,3 +205,58 @@ def test_the_shadow_period_goes_on_across_a_daemon_restart(tmp_path, trained, ca
         finally:
             assert run.stop() == 0
             pub.close()
+
+
+def test_the_drift_summary_goes_on_across_a_daemon_restart(tmp_path, trained, caplog):
+    """Without it every restart costs the drift statistic its hours of windows (NaN for
+    the first 2.3 h at 1 Hz): the summary is saved with the other state and restored for
+    the same serving model; an unusable file is a warning, a count and a fresh start."""
+    models = tmp_path / "models"
+    shutil.copytree(trained, models, symlinks=True)
+    serving = current_bundle_path(models).name
+    t, v, _ = feed_rows(120, fault=None)
+    state_file = models / "state" / "drift.json"
+    topic = "plant/site1/pump1"
+    with Mosquitto(tmp_path / "broker") as broker:
+        cfg = daemon_config(broker.port, models)
+        pub = Publisher(broker.port)
+        try:
+            run = Running(cfg)
+            svc = run.service
+            try:
+                wait_until(lambda: svc.ready()[0], what="ready")
+                pub.publish_rows(topic, t[:50], v[:50])  # 35 windows
+                wait_until(lambda: metric_value(_metrics(svc), "monitor_windows_scored_total") == 35, what="35")
+            finally:
+                assert run.stop() == 0
+            saved = json.loads(state_file.read_text())
+            assert (saved["model"], saved["seen"]) == (serving, 35)
+
+            run = Running(cfg)
+            svc = run.service
+            try:
+                wait_until(lambda: svc.ready()[0], what="ready again")
+                tracker = svc.shadows.drift["default"]
+                assert tracker is not None and tracker.seen == 35  # went on, not from zero
+                pub.publish_rows(topic, t[50:80], v[50:80])  # the window refills: 15 more
+                wait_until(lambda: metric_value(_metrics(svc), "monitor_windows_scored_total") == 15, what="15")
+            finally:
+                assert run.stop() == 0
+            assert json.loads(state_file.read_text())["seen"] == 50
+
+            state_file.write_text(json.dumps({**saved, "current": "lots"}))
+            run = Running(cfg)
+            svc = run.service
+            try:
+                wait_until(lambda: svc.ready()[0], what="ready a third time")
+                tracker = svc.shadows.drift["default"]
+                assert tracker is not None and tracker.seen == 0
+                assert metric_value(_metrics(svc), "monitor_drift_state_errors_total", {"op": "read"}) == 1
+                assert any(
+                    r.levelname == "WARNING" and "drift state of group default unusable" in r.getMessage()
+                    for r in caplog.records
+                )
+            finally:
+                assert run.stop() == 0
+        finally:
+            pub.close()

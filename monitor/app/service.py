@@ -243,6 +243,7 @@ class Service:
             self.save_calibration()
             self.alarm_state.save_all()
             self.shadows.save_all()
+            self.shadows.save_drift()
 
     # ------------------------------------------------------------------ health
 
@@ -488,6 +489,7 @@ class Service:
                 self.save_calibration()
                 self.alarm_state.save_all()
                 self.shadows.save_all()
+                self.shadows.save_drift()
         for sink in self.sinks:
             try:
                 sink.close()

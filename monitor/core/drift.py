@@ -198,6 +198,48 @@ class DriftTracker:
         self._absorb()
         return len(self._done) * self.chunk + self._current_n
 
+    # ------------------------------------------------------------------ state (restarts)
+
+    def to_state(self) -> dict[str, Any]:
+        """Plain data to go on from after a restart (`restore`): the reference, the chunk
+        geometry and the counts; queued batches binned first."""
+        self._absorb()
+        return {
+            "edges": self.edges.tolist(),
+            "chunk": self.chunk,
+            "chunks": self.chunks,
+            "done": [c.tolist() for c in self._done],
+            "current": self._current.tolist(),
+            "current_n": self._current_n,
+            "seen": self.seen,
+        }
+
+    def restore(self, state: Mapping[str, Any]) -> bool:
+        """Adopt `to_state`'s data if it was kept against the same reference and chunk
+        geometry (False, nothing changed, otherwise). Malformed data: ValueError."""
+        same = (
+            list(map(float, state["edges"])) == self.edges.tolist()
+            and int(state["chunk"]) == self.chunk
+            and int(state["chunks"]) == self.chunks
+        )
+        if not same:
+            return False
+        done = [np.asarray(c, dtype=np.int64) for c in state["done"]]
+        current = np.asarray(state["current"], dtype=np.int64)
+        current_n, seen = int(state["current_n"]), int(state["seen"])
+        shapes_ok = all(c.shape == (self.bins,) for c in [*done, current])
+        counts_ok = all(int(c.sum()) == self.chunk for c in done) and int(current.sum()) == current_n
+        negative = any(bool((c < 0).any()) for c in [*done, current])
+        if not shapes_ok or not counts_ok or negative or len(done) > self.chunks or not 0 <= current_n < self.chunk:
+            raise ValueError("drift state: counts do not add up to its chunks")
+        if seen < len(done) * self.chunk + current_n:
+            raise ValueError("drift state: fewer windows seen than its chunks hold")
+        self._pending, self._pending_n = [], 0
+        self._done = deque(done)
+        self._current, self._current_n, self.seen = current, current_n, seen
+        self._counts = current + sum(done, np.zeros(self.bins, dtype=np.int64))
+        return True
+
     def shares(self) -> list[float]:
         n = self.filled
         return [float(c) / n for c in self._counts] if n else [math.nan] * self.bins

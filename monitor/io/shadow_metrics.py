@@ -14,6 +14,9 @@
   ``rejected``), 0 for the other; ``monitor_shadow_check_passed{group,check}``;
 * ``monitor_shadow_state_errors_total{op}``: shadow state files (``state/shadow.json``)
   that could not be read (``op="read"``: a fresh shadow period) or written (``"write"``);
+* ``monitor_drift_state_errors_total{op}``: drift state files (``state/drift.json``) that
+  could not be read (``op="read"``: the statistic starts over, NaN for its first hours) or
+  written (``"write"``);
 * ``monitor_model_drift{group}``: PSI of the newest raw errors against the calibration
   deciles of the serving bundle (`monitor.core.drift`); NaN before enough windows or for a
   bundle without calibration quantiles.
@@ -84,6 +87,12 @@ class ShadowMetrics:
             ["op"],
             registry=registry,
         )
+        self.drift_state_errors = Counter(
+            "monitor_drift_state_errors",
+            "Drift state files that could not be read (the statistic starts over) or written.",
+            ["op"],
+            registry=registry,
+        )
         self.drift = Gauge(
             "monitor_model_drift",
             "PSI of recent raw errors against the serving bundle's calibration deciles",
@@ -101,6 +110,7 @@ class ShadowMetrics:
                 self.verdict.labels(g, v).set(0.0)
         for op in ("read", "write"):
             self.state_errors.labels(op)
+            self.drift_state_errors.labels(op)
 
     def observed(
         self, group: str, windows: int, fired: int, last_max: float, episodes: int, current: int, elapsed: float
