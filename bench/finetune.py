@@ -110,11 +110,15 @@ PROBE = {  # shifts.py case -> (amplitude, rows) of the burst at 85 %
 }
 
 
+PROBE_SCALE = [1.0]  # --probe-scale: every probe's amplitude times this
+
+
 def _probed(name: str) -> Callable[[int], Series]:
     def make(seed: int) -> Series:
         t, v, lab = shifts.CASES[name](seed)
         v, lab = v.copy(), lab.copy()
         amp, rows = PROBE[name]
+        amp *= PROBE_SCALE[0]
         s = int(0.85 * len(t))
         v[s : s + rows] += amp
         lab[s : s + rows] = 1
@@ -436,15 +440,63 @@ def fmt(m: dict) -> str:
     )
 
 
+def summarize(runs: list[list[dict]]) -> list[str]:
+    """Per variant over every (seed, case): stretches detected, paired delays and false
+    alarms against A, tune CPU. `runs`: the --json output of one or more runs."""
+    rows = [r for run in runs for r in run]
+    lines = [f"summary over {len(rows)} (seed, case) runs; paired against A on the same model"]
+    for lab in VARIANTS:
+        det = tot = 0
+        probe_det = probe_tot = 0
+        delays: list[int] = []
+        worse = better = 0
+        fa, fa_rows, cov = [], [], []
+        cpu, cpu_max = 0.0, 0.0
+        for r in rows:
+            m, a = r[lab], r["A"]
+            for k, (seg, aseg) in enumerate(zip(m["segments"], a["segments"], strict=True)):
+                tot += 1
+                det += seg["detected"]
+                if k == len(m["segments"]) - 1 and r["case"] in PROBE:
+                    probe_tot += 1
+                    probe_det += seg["detected"]
+                if seg["detected"] and aseg["detected"]:
+                    delays.append(seg["delay_rows"] - aseg["delay_rows"])
+                if "fault_rows_alerting_pct" in seg:
+                    cov.append(seg["fault_rows_alerting_pct"])
+            fa.append(m["fa_per_10k"])
+            fa_rows.append(m["fa_rows_pct"])
+            worse += m["fa_per_10k"] > a["fa_per_10k"] + 1e-9
+            better += m["fa_per_10k"] < a["fa_per_10k"] - 1e-9
+            cpu += m["tune_cpu_s"]
+            cpu_max = max(cpu_max, m["tune_cpu_max_s"])
+        dl = f"{np.median(delays):+.0f}" if delays else "-"
+        lines.append(
+            f"{lab:10s} detected {det}/{tot} (probes {probe_det}/{probe_tot}), delay vs A median {dl} rows "
+            f"on {len(delays)} both caught; FA/10k mean {np.mean(fa):.1f} (worse than A in {worse}, better in "
+            f"{better}); FA rows {np.mean(fa_rows):.1f} %; long faults alerting {np.mean(cov) if cov else 0:.0f} % "
+            f"of rows; tune cpu {cpu:.1f} s, max {cpu_max:.2f} s"
+        )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--probe-scale", type=float, default=1.0, help="the probes' amplitudes times this")
     ap.add_argument("--offline", action="store_true", help="online calibration off (the model's own absorption)")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--summarize", nargs="+", type=Path, metavar="JSON", help="only summarize earlier --json runs")
     args = ap.parse_args(argv)
+    if args.summarize:
+        print("\n".join(summarize([json.loads(p.read_text()) for p in args.summarize])))
+        return 0
     torch.set_num_threads(1)
-    keep = " --offline" if args.offline else ""
+    PROBE_SCALE[0] = args.probe_scale
+    keep = (" --offline" if args.offline else "") + (
+        f" --probe-scale {args.probe_scale:g}" if args.probe_scale != 1 else ""
+    )
     print(f"# .venv/bin/python bench/finetune.py --seed {args.seed}{keep} --cases {' '.join(args.cases)}")
     print(
         "# per variant: labelled stretches det@delay (fault rows alerting), FA/10k, FA rows %, "
@@ -455,6 +507,7 @@ def main(argv: list[str] | None = None) -> int:
         row = run_case(name, args.seed, not args.offline)
         rows.append(row)
         print(f"{name:18s}", " | ".join(f"{lab}: {fmt(row[lab])}" for lab in VARIANTS), flush=True)
+    print("\n".join(summarize([rows])))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     return 0
