@@ -184,6 +184,7 @@ class Tuning:
     holdout: float = 0.25  # newest share of the tune windows kept out to refit the threshold
     min_windows: int = 100  # fewer quiet windows: no tune
     keep_calibration: bool = False  # keep the calibrator's statistics over the swap
+    map_calibration: bool = False  # ... mapped onto the tuned model's errors (implies keep)
 
 
 class Recording:
@@ -231,7 +232,11 @@ def fine_tune(module: torch.nn.Module, windows: np.ndarray, cfg: Config, steps: 
     return tuned
 
 
-def tuned_model(base: ScoringModel, windows: np.ndarray, cfg: Config, tune: Tuning, k: int) -> ScoringModel | None:
+def tuned_model(
+    base: ScoringModel, windows: np.ndarray, cfg: Config, tune: Tuning, k: int
+) -> tuple[ScoringModel, float, float] | None:
+    """The tuned model and the affine map ``ln e_new ~ a + b ln e_old`` that both models'
+    errors on the held-out windows give (mean and spread of the log errors)."""
     n_hold = max(20, int(tune.holdout * len(windows)))
     fit, hold = windows[:-n_hold], windows[-n_hold:]
     if len(fit) < 20:
@@ -241,7 +246,25 @@ def tuned_model(base: ScoringModel, windows: np.ndarray, cfg: Config, tune: Tuni
     scorer = AutoencoderScorer(module)
     raw, _, _ = scorer.errors(hold)
     threshold = fit_threshold(raw, cfg.calibration)["threshold"]
-    return dataclasses.replace(base, version=f"{base.version}+ft{k}", scorer=scorer, threshold=threshold)
+    new = np.log(np.maximum(raw.astype(np.float64), 1e-12))
+    old = np.log(np.maximum(base.scorer.errors(hold)[0].astype(np.float64), 1e-12))
+    b = float(new.std() / old.std()) if old.std() > 0 else 1.0
+    a = float(new.mean() - b * old.mean())
+    model = dataclasses.replace(base, version=f"{base.version}+ft{k}", scorer=scorer, threshold=threshold)
+    return model, a, b
+
+
+def map_calibrator(cal, a: float, b: float, prior: float) -> None:
+    """Move every stream's log-error statistics by ``x -> a + b x`` (bench only: the
+    fixed-point chunk sums lose their integer values, which batch independence needs)."""
+    fx = 1024.0  # calibrate._X_SCALE
+    for st in cal.streams.values():
+        st.s1, st.s2 = a * st.s0 + b * st.s1, a * a * st.s0 + 2 * a * b * st.s1 + b * b * st.s2
+        st.d1, st.d2 = a * st.d0 + b * st.d1, a * a * st.d0 + 2 * a * b * st.d1 + b * b * st.d2
+        af = a * fx
+        st.p1, st.p2 = af * st.p0 + b * st.p1, af * af * st.p0 + 2 * af * b * st.p1 + b * b * st.p2
+        st.prior = prior
+        cal._moments(st)
 
 
 # ---------------------------------------------------------------------------- the run
@@ -285,7 +308,7 @@ def stream(cfg: Config, t: np.ndarray, v: np.ndarray, model: ScoringModel, tune:
     runner = Runner(fleet, on_scores=scored, on_alert=alerted)
     n = len(t)
     row_windows = np.zeros(n, dtype=np.int64)
-    pending_swaps: dict[int, ScoringModel] = {}
+    pending_swaps: dict[int, tuple[ScoringModel, float, float]] = {}
     handled_events = 0
     next_periodic = train + tune.every if tune is not None and tune.every else None
     cpu: list[float] = []
@@ -324,7 +347,7 @@ def stream(cfg: Config, t: np.ndarray, v: np.ndarray, model: ScoringModel, tune:
         if tune is None:
             continue
         if i in pending_swaps:
-            new = pending_swaps.pop(i)
+            new, a, b = pending_swaps.pop(i)
             pipe = fleet.pipeline(group)
             assert pipe is not None
             old_cal = pipe.calibrator
@@ -332,8 +355,10 @@ def stream(cfg: Config, t: np.ndarray, v: np.ndarray, model: ScoringModel, tune:
             rec.parts = recorder.parts
             runner.install(group, dataclasses.replace(new, scorer=rec))
             recorder = rec
-            if tune.keep_calibration:
+            if tune.keep_calibration or tune.map_calibration:
                 pipe.calibrator = old_cal
+            if tune.map_calibration:
+                map_calibrator(old_cal, a, b, new.threshold)
             swaps.append(i)
         if tune.regime:
             events = [a for a in alerts if a.kind == "regime_change"]
@@ -387,7 +412,7 @@ def measure(o: Outcome, labels: np.ndarray, test: slice, long_fault: bool) -> di
     return out
 
 
-VARIANTS = ("A", "C-per", "B-reg", "B-per", "B-per-keep")
+VARIANTS = ("A", "C-per", "B-reg", "B-per", "B-per-keep", "B-per-map")
 
 
 def tuning_for(label: str, steps: int) -> Tuning | None:
@@ -401,10 +426,11 @@ def tuning_for(label: str, steps: int) -> Tuning | None:
         every=1000 if periodic else 0,
         steps=0 if label == "C-per" else steps,
         keep_calibration=label.endswith("-keep"),
+        map_calibration=label.endswith("-map"),
     )
 
 
-def run_case(name: str, seed: int, online: bool = True) -> dict:
+def run_case(name: str, seed: int, online: bool = True, variants: tuple[str, ...] = VARIANTS) -> dict:
     cfg, channels = config_for(name)
     if not online:
         cal = cfg.calibration
@@ -421,7 +447,7 @@ def run_case(name: str, seed: int, online: bool = True) -> dict:
         outcome = train_bundle([sd], cfg, Path(tmp), write_plots=False)
         model = ScoringModel.from_bundle(load_bundle(outcome.bundle_path))
     row: dict = {"case": name, "rows": n, "train_rows": train, "train_s": time.perf_counter() - started}
-    for label in VARIANTS:
+    for label in variants:
         o = stream(cfg, t, v, model, tuning_for(label, steps), train)
         row[label] = measure(o, lab, slice(train, n), name in LONG_FAULT)
     return row
@@ -445,7 +471,7 @@ def summarize(runs: list[list[dict]]) -> list[str]:
     alarms against A, tune CPU. `runs`: the --json output of one or more runs."""
     rows = [r for run in runs for r in run]
     lines = [f"summary over {len(rows)} (seed, case) runs; paired against A on the same model"]
-    for lab in VARIANTS:
+    for lab in [v for v in VARIANTS if all(v in r for r in rows)]:
         det = tot = 0
         probe_det = probe_tot = 0
         delays: list[int] = []
@@ -484,6 +510,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS, help="A is always run")
     ap.add_argument("--probe-scale", type=float, default=1.0, help="the probes' amplitudes times this")
     ap.add_argument("--offline", action="store_true", help="online calibration off (the model's own absorption)")
     ap.add_argument("--json", type=Path)
@@ -494,6 +521,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     torch.set_num_threads(1)
     PROBE_SCALE[0] = args.probe_scale
+    variants = tuple(v for v in VARIANTS if v == "A" or v in args.variants)
     keep = (" --offline" if args.offline else "") + (
         f" --probe-scale {args.probe_scale:g}" if args.probe_scale != 1 else ""
     )
@@ -504,9 +532,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     rows = []
     for name in args.cases:
-        row = run_case(name, args.seed, not args.offline)
+        row = run_case(name, args.seed, not args.offline, variants)
         rows.append(row)
-        print(f"{name:18s}", " | ".join(f"{lab}: {fmt(row[lab])}" for lab in VARIANTS), flush=True)
+        print(f"{name:18s}", " | ".join(f"{lab}: {fmt(row[lab])}" for lab in variants), flush=True)
     print("\n".join(summarize([rows])))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
