@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/finetune.py                 # every case, ~10 min on 2 loaded cores
     .venv/bin/python bench/finetune.py --cases level_shift drift_slow --json out.json
+    .venv/bin/python bench/finetune.py --variants B-per-map --seed 1   # A and the named variants
+    .venv/bin/python bench/finetune.py --summarize s0.json s1.json      # pooled over runs
 
 Issue 9 asks to try adapting the model itself to a new regime (fine-tuning on recent
 normal windows, off the scoring thread, under a CPU budget) and to keep it only where it
@@ -18,6 +20,8 @@ batch every 256 rows) under these variants:
   C-per   the control: B-per's triggers and swaps with 0 optimizer steps (the same
           weights, a refitted prior, the calibration restart a swap brings)
   B-per-keep  B-per, the calibrator keeps its statistics over each swap
+  B-per-map   B-per-keep, every stream's log-error statistics mapped onto the tuned model
+          (x -> a + b x from both models' log errors on the tune's held-out windows)
 
 "Quiet" = the calibrator scored the window < 1.0 and the alarm was not firing after it:
 what the pipeline itself considered normal. A tune is 200 Adam steps (conv1d: 150) at the
@@ -29,7 +33,7 @@ The tuned model is installed `lag` (64) rows after the trigger with `Runner.inst
 the daemon's model swap: a data-defined swap point, so a live tune done off the scoring
 thread and a replay that blocks on it swap at the same window. A swap restarts the
 stream's online calibration from the new prior (as every model swap does), except in
-B-per-keep. `--offline`: online calibration off in every variant (the model's own
+B-per-keep and B-per-map. `--offline`: online calibration off in every variant (the model's own
 absorption of a slow fault, without the calibrator's). Tune CPU seconds (`time.process_time`, one torch
 thread) are reported per variant, total and the largest single tune (budget: <= 1 s).
 
