@@ -13,6 +13,10 @@ the window, not the retention.
 
     .venv/bin/python bench/retrain_month.py --hours 1 3 6          # minutes on 2 cores
     .venv/bin/python bench/retrain_month.py --hours 24 168 720     # a day, a week, a month
+
+``--dir DIR`` writes the recordings into DIR instead of a temporary folder and keeps them:
+a later run with the same DIR reuses a span's folder that was written completely (a month
+of recordings takes long to write and ~GiB of disk; delete DIR afterwards).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -47,7 +52,13 @@ models: {dir: MODELS}
 
 
 def write_recording(folder: Path, hours: float) -> int:
-    """Hourly recording files of STREAMS pumps at 1 Hz; returns the messages written."""
+    """Hourly recording files of STREAMS pumps at 1 Hz; returns the messages written (a
+    folder already written completely, marked by its ``.complete`` file, is reused)."""
+    done = folder / ".complete"
+    if done.exists():
+        return int(done.read_text())
+    if folder.exists():
+        shutil.rmtree(folder)
     folder.mkdir(parents=True)
     (folder / "alerts.ndjson").write_text("")
     rows = int(hours * 3600)
@@ -63,6 +74,7 @@ def write_recording(folder: Path, hours: float) -> int:
                     n += 1
         last = START + min(rows, h0 + 3600)
         os.utime(path, (last, last))
+    done.write_text(str(n))
     return n
 
 
@@ -82,6 +94,8 @@ def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--hours", type=float, nargs="+", default=[1.0, 3.0, 6.0])
     p.add_argument("--window", type=float, help="also retrain the longest recording with this --max-age-hours")
+    p.add_argument("--dir", help="write (and reuse) the recordings here instead of a temporary folder")
+    p.add_argument("--write-only", action="store_true", help="only write the recordings (with --dir)")
     a = p.parse_args()
     print(
         f"command: .venv/bin/python bench/retrain_month.py --hours {' '.join(f'{h:g}' for h in a.hours)}"
@@ -91,12 +105,16 @@ def main() -> int:
     print("hours  messages  write_s  retrain_wall_s  peak_rss_MiB  exit")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
+        data_root = Path(a.dir) if a.dir else root
         longest = None
         for hours in a.hours:
-            folder = root / f"rec-{hours:g}h"
+            folder = data_root / f"rec-{hours:g}h"
             started = time.monotonic()
             n = write_recording(folder, hours)
             written = time.monotonic() - started
+            if a.write_only:
+                print(f"{hours:5g}  {n:8d}  {written:7.1f}  (written to {folder})", flush=True)
+                continue
             cfg = root / f"monitor-{hours:g}.yaml"
             cfg.write_text(CONFIG.replace("MODELS", str(root / f"models-{hours:g}")))
             wall, rss, code = retrain(cfg, folder, root / f"models-{hours:g}", hours)
