@@ -116,6 +116,7 @@ def main() -> int:
         f"command: .venv/bin/python bench/retrain_month.py --hours {' '.join(f'{h:g}' for h in a.hours)}"
         + (f" --window {a.window:g}" if a.window else "")
         + (f" --max-read-hours {a.max_read_hours:g}" if a.max_read_hours is not None else "")
+        + (f" --dir {a.dir}" if a.dir else "")
     )
     print(f"{STREAMS} streams x 5 channels at 1 Hz, dense DAE window 16, 5 epochs, torch threads 1")
     print("hours  messages  write_s  retrain_wall_s  peak_rss_MiB  exit  files_read")
