@@ -1,7 +1,7 @@
 """`monitor retrain`: train a candidate bundle and promote it only if it passes a gate.
 
     monitor retrain --config C --data PATH... [--holdout PATH...] [--holdout-fraction 0.2]
-                    [--max-age-hours N] [--max-false-alarm-rate 0.01] [--margin 0.1]
+                    [--max-age-hours N] [--max-read-hours 168] [--max-false-alarm-rate 0.01] [--margin 0.1]
                     [--exclude-alerts FILE... | --no-exclusions] [--allow-threshold-jump]
                     [--textfile PATH]
 
