@@ -13,6 +13,10 @@ the window, not the retention.
 
     .venv/bin/python bench/retrain_month.py --hours 1 3 6          # minutes on 2 cores
     .venv/bin/python bench/retrain_month.py --hours 24 168 720     # a day, a week, a month
+
+``--dir DIR`` writes the recordings into DIR instead of a temporary folder and keeps them:
+a later run with the same DIR reuses a span's folder that was written completely (a month
+of recordings takes long to write and ~GiB of disk; delete DIR afterwards).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -47,7 +52,13 @@ models: {dir: MODELS}
 
 
 def write_recording(folder: Path, hours: float) -> int:
-    """Hourly recording files of STREAMS pumps at 1 Hz; returns the messages written."""
+    """Hourly recording files of STREAMS pumps at 1 Hz; returns the messages written (a
+    folder already written completely, marked by its ``.complete`` file, is reused)."""
+    done = folder / ".complete"
+    if done.exists():
+        return int(done.read_text())
+    if folder.exists():
+        shutil.rmtree(folder)
     folder.mkdir(parents=True)
     (folder / "alerts.ndjson").write_text("")
     rows = int(hours * 3600)
@@ -63,49 +74,75 @@ def write_recording(folder: Path, hours: float) -> int:
                     n += 1
         last = START + min(rows, h0 + 3600)
         os.utime(path, (last, last))
+    done.write_text(str(n))
     return n
 
 
-def retrain(cfg: Path, data: Path, models: Path, max_age_hours: float) -> tuple[float, float, int]:
-    """(wall seconds, peak RSS MiB, exit code) of one `monitor retrain` child."""
+def retrain(
+    cfg: Path, data: Path, models: Path, max_age_hours: float, max_read_hours: float | None = None
+) -> tuple[float, float, int, str]:
+    """(wall seconds, peak RSS MiB, exit code, files read) of one `monitor retrain` child."""
     cmd = [sys.executable, "-m", "monitor", "retrain", "--config", str(cfg), "--data", str(data), "--out", str(models)]
     cmd += ["--no-plots", "--threads", "1", "--max-age-hours", f"{max_age_hours:g}"]
+    if max_read_hours is not None:
+        cmd += ["--max-read-hours", f"{max_read_hours:g}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    out = models.parent / f"{models.name}.verdict.json"
     started = time.monotonic()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
+    with open(out, "wb") as fh:
+        proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return time.monotonic() - started, usage.ru_maxrss / 1024.0, proc.returncode
+    return time.monotonic() - started, usage.ru_maxrss / 1024.0, proc.returncode, _window(out)
+
+
+def _window(verdict: Path) -> str:
+    """Files read / in the window (thinned) from the verdict's ``window``."""
+    lines = [line for line in verdict.read_text().splitlines() if line.startswith("{")]
+    w = json.loads(lines[-1]).get("window", {}) if lines else {}
+    read, thinned = w.get("files_read", 0), w.get("files_thinned", 0)
+    return f"{read}/{read + thinned}" + (f" (1 in {w.get('read_every')} older)" if thinned else "")
 
 
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--hours", type=float, nargs="+", default=[1.0, 3.0, 6.0])
     p.add_argument("--window", type=float, help="also retrain the longest recording with this --max-age-hours")
+    p.add_argument("--max-read-hours", type=float, help="pass --max-read-hours (default: retrain.max_read_hours)")
+    p.add_argument("--dir", help="write (and reuse) the recordings here instead of a temporary folder")
+    p.add_argument("--write-only", action="store_true", help="only write the recordings (with --dir)")
     a = p.parse_args()
     print(
         f"command: .venv/bin/python bench/retrain_month.py --hours {' '.join(f'{h:g}' for h in a.hours)}"
         + (f" --window {a.window:g}" if a.window else "")
+        + (f" --max-read-hours {a.max_read_hours:g}" if a.max_read_hours is not None else "")
+        + (f" --dir {a.dir}" if a.dir else "")
     )
     print(f"{STREAMS} streams x 5 channels at 1 Hz, dense DAE window 16, 5 epochs, torch threads 1")
-    print("hours  messages  write_s  retrain_wall_s  peak_rss_MiB  exit")
+    print("hours  messages  write_s  retrain_wall_s  peak_rss_MiB  exit  files_read")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
+        data_root = Path(a.dir) if a.dir else root
         longest = None
         for hours in a.hours:
-            folder = root / f"rec-{hours:g}h"
+            folder = data_root / f"rec-{hours:g}h"
             started = time.monotonic()
             n = write_recording(folder, hours)
             written = time.monotonic() - started
+            if a.write_only:
+                print(f"{hours:5g}  {n:8d}  {written:7.1f}  (written to {folder})", flush=True)
+                continue
             cfg = root / f"monitor-{hours:g}.yaml"
             cfg.write_text(CONFIG.replace("MODELS", str(root / f"models-{hours:g}")))
-            wall, rss, code = retrain(cfg, folder, root / f"models-{hours:g}", hours)
-            print(f"{hours:5g}  {n:8d}  {written:7.1f}  {wall:14.1f}  {rss:12.0f}  {code}", flush=True)
+            wall, rss, code, files = retrain(cfg, folder, root / f"models-{hours:g}", hours, a.max_read_hours)
+            print(f"{hours:5g}  {n:8d}  {written:7.1f}  {wall:14.1f}  {rss:12.0f}  {code:4d}  {files}", flush=True)
             longest = (hours, folder, cfg)
         if a.window and longest is not None:
             hours, folder, cfg = longest
-            wall, rss, code = retrain(cfg, folder, root / "models-window", a.window)
-            print(f"window {a.window:g} h of the {hours:g} h recording: {wall:.1f} s, {rss:.0f} MiB, exit {code}")
+            wall, rss, code, files = retrain(cfg, folder, root / "models-window", a.window, a.max_read_hours)
+            print(
+                f"window {a.window:g} h of the {hours:g} h recording: {wall:.1f} s, {rss:.0f} MiB, exit {code}, {files}"
+            )
     return 0
 
 

@@ -689,7 +689,7 @@ def test_retrain_jobs_pass_the_data_window_within_the_recorders_retention():
 
 def test_retrain_memory_limit_is_the_same_for_the_unit_and_the_cronjob():
     """The retrain unit's MemoryMax and the CronJob's memory limit are one budget (the one
-    bench/README.md's figures for the shipped 168 h window are measured against)."""
+    bench/README.md's figures for the shipped 720 h window, read thinned to 168 h, are measured against)."""
     unit = (DEPLOY / "systemd/monitor-retrain.service").read_text()
     memory_max = re.search(r"^MemoryMax=(\d+)G$", unit, re.M)
     assert memory_max is not None, "MemoryMax=<N>G missing from monitor-retrain.service"

@@ -98,14 +98,16 @@ def test_retrain_window_skips_old_recordings_unread(tmp_path):
 
 def test_deploy_files_pass_the_data_window_and_set_retention():
     unit = (ROOT / "deploy/systemd/monitor-retrain.service").read_text()
-    assert re.search(r"--max-age-hours 168\b", unit)
+    assert re.search(r"--max-age-hours 720\b", unit)
     cron = yaml.safe_load((ROOT / "deploy/k8s/cronjob.yaml").read_text())
     args = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert args[args.index("--max-age-hours") + 1] == "168"
+    assert args[args.index("--max-age-hours") + 1] == "720"
     compose = yaml.safe_load((ROOT / "deploy/docker-compose.yml").read_text())
     cmd = compose["services"]["retrain"]["command"]
-    assert cmd[cmd.index("--max-age-hours") + 1] == "168"
+    assert cmd[cmd.index("--max-age-hours") + 1] == "720"
     cfg = load_config(ROOT / "deploy/config/monitor.yaml", environ={})
+    # a month, read thinned to what bench/README.md measured within MemoryMax=6G
+    assert cfg.retrain.max_age_hours == 720 and 0 < cfg.retrain.max_read_hours <= 168
     assert cfg.record.max_age_hours == 2160 and cfg.record.max_bytes == 20 * 1024**3
     cm = yaml.safe_load((ROOT / "deploy/k8s/configmap.yaml").read_text())
     record = yaml.safe_load(cm["data"]["monitor.yaml"])["record"]

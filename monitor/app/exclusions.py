@@ -69,13 +69,8 @@ def exclude_for_retrain(
         out.info = {"alert_files": [], "spans": 0, "removed": 0, "disabled": "--no-exclusions"}
         out.check = {"check": "alert_log", "passed": True, "detail": "skipped: --no-exclusions (nothing left out)"}
         return out
-    files = [Path(f) for f in alert_files or []]
-    missing = [str(f) for f in files if not f.is_file()]
-    if missing:
-        raise FileNotFoundError(f"--exclude-alerts: no such file {', '.join(missing)}")
+    files = _alert_files(data_paths, alert_files)
     folders = alert_log_folders(data_paths)
-    if not files:
-        files = [f for f in (find_alert_log(d) for d in folders) if f is not None]
     recorded = [str(p) for p in data_paths if _is_recorded(Path(p))]
     if files:
         out.check = {"check": "alert_log", "passed": True, "detail": f"alert log(s): {', '.join(map(str, files))}"}
@@ -102,7 +97,7 @@ def exclude_for_retrain(
 
     # the past episodes' own data, before it is left out of training
     for alert_id, start, end, stream in by_label["confirmed"] + by_label[""]:
-        lo, hi = start - 3 * pad, (end if end != float("inf") else start + 8 * pad) + pad
+        lo, hi = _replay_span(start, end, pad)
         cut = [time_slice(sd, lo, hi) for sd in data if stream in (None, sd.stream)]
         cut = [sd for sd in cut if len(sd.readings) or (sd.timestamps is not None and len(sd.timestamps))]
         label = "confirmed" if alert_id in labels else "unlabelled"
@@ -146,6 +141,43 @@ def exclude_for_retrain(
             kept,
         )
     return out
+
+
+def _alert_files(data_paths: Sequence[str | Path], alert_files: Sequence[str | Path] | None) -> list[Path]:
+    """The --exclude-alerts files (each must exist), else the alert log found beside the data."""
+    files = [Path(f) for f in alert_files or []]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise FileNotFoundError(f"--exclude-alerts: no such file {', '.join(missing)}")
+    if not files:
+        files = [f for f in (find_alert_log(d) for d in alert_log_folders(data_paths)) if f is not None]
+    return files
+
+
+def _replay_span(start: float, end: float, pad: float) -> tuple[float, float]:
+    """The data an episode's replay takes: from three windows before it to one after."""
+    return start - 3 * pad, (end if end != float("inf") else start + 8 * pad) + pad
+
+
+def replay_spans(
+    cfg: Config, data_paths: Sequence[str | Path], alert_files: Sequence[str | Path] | None, no_exclusions: bool
+) -> list[tuple[float, float]]:
+    """The spans `exclude_for_retrain` will replay as past episodes (confirmed and
+    unlabelled alerts), before any data is read: a thinned read (`monitor.app.readplan`)
+    must still read their files."""
+    if no_exclusions:
+        return []
+    files = _alert_files(data_paths, alert_files)
+    labels: dict[str, dict] = {}
+    for f in files:
+        labels.update(read_labels(labels_path(f)))
+    period = cfg.stream.period_seconds if cfg.stream.period_seconds != "auto" else 1.0
+    pad = cfg.model.window_size * float(period)
+    return [
+        _replay_span(start, end, pad)
+        for alert_id, start, end, _ in episodes_from_alerts(files)
+        if labels.get(alert_id, {}).get("label", "") != "false_alarm"
+    ]
 
 
 def exclude_spans_of(data: list[StreamData], ex: Exclusions) -> int:

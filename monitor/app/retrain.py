@@ -1,12 +1,14 @@
 """`monitor retrain`: train a candidate bundle and promote it only if it passes a gate.
 
     monitor retrain --config C --data PATH... [--holdout PATH...] [--holdout-fraction 0.2]
-                    [--max-age-hours N] [--max-false-alarm-rate 0.01] [--margin 0.1]
+                    [--max-age-hours N] [--max-read-hours 168] [--max-false-alarm-rate 0.01] [--margin 0.1]
                     [--exclude-alerts FILE... | --no-exclusions] [--allow-threshold-jump]
                     [--textfile PATH]
 
 1. Training data: the given CSV files / recordings (a recorder's directory), the newest
-   ``--max-age-hours`` of it (older recording files are not read: `window_files`).
+   ``--max-age-hours`` of it (older recording files are not read: `window_files`); a
+   window longer than ``--max-read-hours`` is read thinned, by whole files
+   (`monitor.app.readplan`).
    Alert episodes from the alert log beside the recordings are left out, unless an
    operator labelled them false alarms (`monitor.app.exclusions`). Without
    ``--holdout`` the newest ``--holdout-fraction`` of each stream (by time) is held out
@@ -62,7 +64,7 @@ from pathlib import Path
 import numpy as np
 
 from monitor.app.cliargs import add_config
-from monitor.app.exclusions import Exclusions, exclude_for_retrain, exclude_spans_of
+from monitor.app.exclusions import Exclusions, exclude_for_retrain, exclude_spans_of, replay_spans
 from monitor.app.gates import (
     CanarySettings,
     canary_check,
@@ -74,11 +76,11 @@ from monitor.app.gates import (
     threshold_check,
     time_slice,
 )
+from monitor.app.readplan import plan_reads
 from monitor.app.training import group_training_data, load_training_data, threads_arg, train_bundle
 from monitor.core.config import DEFAULT_GROUP, EXIT_CONFIG, Config, ConfigError, load_config
 from monitor.core.pipeline import ScoringModel
 from monitor.io.logs import basic_logging
-from monitor.io.recording import recording_files
 from monitor.io.retrain_status import TEXTFILE_NAME, read_textfile, write_textfile
 
 log = logging.getLogger(__name__)
@@ -119,24 +121,8 @@ def window_files(paths: Sequence[str], max_age_hours: float) -> tuple[list[str],
     A recording's data was received before its last write, so a file last written before
     the cut holds nothing the time window would keep. CSV files are always read.
     """
-    if max_age_hours <= 0:
-        return list(paths), 0
-    entries: list[tuple[str, float | None]] = []
-    for p in paths:
-        path = Path(p)
-        files = recording_files(path) if path.is_dir() else [path]
-        for f in files:
-            recorded = path.is_dir() or f.name.endswith((".jsonl", ".jsonl.gz", ".gz"))
-            try:
-                entries.append((str(f), f.stat().st_mtime if recorded else None))
-            except OSError:
-                entries.append((str(f), None))  # let the loader report it
-    newest = max((m for _, m in entries if m is not None), default=None)
-    if newest is None:
-        return [f for f, _ in entries], 0
-    cut = newest - max_age_hours * 3600.0 - 60.0
-    keep = [f for f, m in entries if m is None or m >= cut]
-    return keep, len(entries) - len(keep)
+    plan = plan_reads(paths, max_age_hours)
+    return plan.paths, plan.skipped
 
 
 def split_holdout(data: list, fraction: float) -> tuple[list, list]:
@@ -399,8 +385,23 @@ def run_retrain(args: argparse.Namespace) -> int:
         max_age = rs.max_age_hours if args.max_age_hours is None else args.max_age_hours
         if not max_age >= 0:
             raise ConfigError("--max-age-hours", f"must be >= 0, got {max_age}")
-        paths, skipped = window_files(args.data, max_age)
-        verdict["window"] = {"max_age_hours": max_age, "files_read": len(paths), "files_skipped": skipped}
+        max_read = rs.max_read_hours if args.max_read_hours is None else args.max_read_hours
+        if not max_read >= 0:
+            raise ConfigError("--max-read-hours", f"must be >= 0, got {max_read}")
+        episodes = replay_spans(cfg, args.data, args.exclude_alerts, args.no_exclusions)
+        plan = plan_reads(args.data, max_age, max_read, episodes)
+        paths = plan.paths
+        verdict["window"] = plan.info(max_age, max_read)
+        if plan.thinned:
+            log.info(
+                "data window thinned (retrain.max_read_hours %g): read %d files, one older file in %d, "
+                "%d left unread, %d read for past episodes",
+                max_read,
+                len(paths),
+                plan.every,
+                plan.thinned,
+                plan.for_episodes,
+            )
         data = _filter_recent(load(paths), max_age)
         ex = exclude_for_retrain(data, cfg, args.data, args.exclude_alerts, args.no_exclusions)
         verdict["excluded"] = ex.info
@@ -590,6 +591,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=float,
         help="use only the newest N hours of --data; older recording files are not read "
         "(default retrain.max_age_hours, 0: all)",
+    )
+    p.add_argument(
+        "--max-read-hours",
+        type=float,
+        help="a longer window is read thinned by whole files: the newest half in full, older files spread "
+        "evenly, every file of a past episode (default retrain.max_read_hours, 168; 0: read it all)",
     )
     p.add_argument(
         "--max-false-alarm-rate",

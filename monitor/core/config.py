@@ -784,6 +784,10 @@ class RetrainConfig:
     # read only recordings of the newest max_age_hours (0: all); files last written before
     # that are not even opened. --max-age-hours overrides.
     max_age_hours: float = 0.0
+    # a window longer than this is read thinned, by whole files (the newest half in full,
+    # one older file in k, every file of a past episode): time and memory follow this, not
+    # the window (monitor.app.readplan; 20 streams at 1 Hz: ~2.7 GiB). 0: read it all
+    max_read_hours: float = 168.0
     canaries_per_kind: int = 2  # x 6 kinds
     canary_seed: int = 0
     canary_margin: float = 0.15
@@ -801,6 +805,7 @@ class RetrainConfig:
 
     def __post_init__(self) -> None:
         _positive("retrain.max_age_hours", self.max_age_hours, allow_zero=True)
+        _positive("retrain.max_read_hours", self.max_read_hours, allow_zero=True)
         _positive("retrain.shadow_hours", self.shadow_hours, allow_zero=True)
         _positive("retrain.shadow_alert_margin", self.shadow_alert_margin, allow_zero=True)
         _positive("retrain.shadow_max_alert_episodes", self.shadow_max_alert_episodes, allow_zero=True)
