@@ -28,6 +28,12 @@ The rule, per stream (``x`` = the natural log of a window's raw error):
   row that span `rebaseline_after_seconds` of data time make one `RegimeChange`; the
   stream's distribution is then replaced by the disturbed stretch's own (re-baseline),
   and its scores fall back, so the alarm resolves instead of firing forever.
+* Input re-baseline (`rebaseline_scaler`, input_baseline.py): at that regime change, when
+  the stream's inputs moved (per channel mean or spread of the disturbed stretch against
+  the learnt baseline), its scaler is re-estimated from the stretch instead and its later
+  windows are re-standardized (`overrides`; rows of this batch after the change are scored
+  again through the `rescore` hook); the error distribution is then *kept*: the errors
+  come back to their old level, and so does the sensitivity.
 * Budget (`alarm.budget`, episodes per stream per week): a chunk that holds a window
   scoring >= 1.0 after a chunk that held none is an *onset*. Onsets are counted with a
   one-week exponential memory (data time); an onset while the count is over budget
@@ -52,6 +58,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from monitor.core.config import OnlineCalibrationConfig
+from monitor.core.input_baseline import StreamInputs, fixed_point
 from monitor.core.types import FloatArray, Floats
 
 IntArray = NDArray[np.intp]
@@ -59,7 +66,7 @@ IntArray = NDArray[np.intp]
 WEEK_SECONDS = 7 * 86400.0
 BUDGET_STEP = 1.25  # z multiplier per over-budget onset
 BUDGET_MAX = 4.0  # largest z multiplier
-STATE_VERSION = 2
+STATE_VERSION = 3  # 3: per-stream input baselines and scaler overrides ("inputs")
 TAIL_LEVELS = (1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0)  # standardized log errors whose exceedances are counted
 TAIL_P = 0.01  # the tail quantile matched: the stream's own p99 of log errors ...
 TAIL_Z = NormalDist().inv_cdf(1.0 - TAIL_P)  # ... is put where a normal distribution has its p99
@@ -70,7 +77,11 @@ DEFAULT_REBASELINE_PERIODS = 200
 _X_SCALE = 1024.0  # fixed point of log errors in a chunk's sums: (690 * 1024)**2 * 4096 < 2**53
 _LOG_MAX = 690.0  # log of a NaN error: it scores (and is learnt) as a huge error
 
-_LEARNT, _DISTURBED, _REBASED = 0, 1, 2  # what a completed chunk did
+_LEARNT, _DISTURBED, _REBASED, _SCALED = 0, 1, 2, 3  # what a completed chunk did (_SCALED:
+# re-baselined the stream's scaler, its error distribution kept)
+
+Rescore = Callable[[str, IntArray], Floats]
+"""The pipeline's hook: raw errors of rows (of this batch) of a stream whose scaler was just re-baselined."""
 
 
 def _tail_of(e: list[float]) -> float:
@@ -106,6 +117,7 @@ class RegimeChange:
     level_before: float  # typical raw error before (exp of the mean log error)
     level_after: float
     threshold: float  # the stream's threshold (raw units) after re-baselining, before any budget multiplier
+    scaler: bool = False  # the stream's scaler was re-baselined (its error distribution kept)
 
 
 _FIELDS: tuple[str, ...] = (
@@ -147,7 +159,7 @@ _FIELDS = _V1_FIELDS + _TAIL_FIELDS
 class _Stream:
     """One stream's calibration state (floats only: cheap to persist)."""
 
-    __slots__ = (*_V1_FIELDS, "tail", "e", "q", "r")
+    __slots__ = (*_V1_FIELDS, "tail", "e", "q", "r", "inp")
 
     def __init__(self, prior: float):
         self.prior = prior  # offline threshold for this stream (raw units)
@@ -172,6 +184,7 @@ class _Stream:
         self.e = [0.0] * _NT  # decayed: windows counted, windows above mu + level * sigma
         self.q = [0] * _NT  # the same of the current chunk (integers: batch-independent)
         self.r = [0] * _NT  # ... of the disturbed chunks since the last learnt one
+        self.inp: StreamInputs | None = None  # input sums and scaler override (rebaseline_scaler)
 
     def to_list(self) -> list[float]:
         out: list[float] = []
@@ -210,6 +223,7 @@ class OnlineCalibrator:
         prior: PriorLookup,
         period_seconds: float,
         budget: float | None = None,
+        channels: int | None = None,
     ):
         self.cfg = cfg
         self.prior = prior
@@ -223,6 +237,10 @@ class OnlineCalibrator:
         self.streams: dict[str, _Stream] = {}
         self.events: list[RegimeChange] = []  # regime changes since the caller last drained them
         self.regime_changes = 0  # total, for the counter metric
+        # input re-baseline: needs the inputs (`calibrate(inputs=...)`) and regime detection
+        self.inputs_on = cfg.enabled and cfg.regime and cfg.rebaseline_scaler
+        self.overrides: dict[str, StreamInputs] = {}  # streams whose scaler is re-baselined
+        self.channels = channels  # input channels (checked on restore; None: as the state says)
 
     # ------------------------------------------------------------------ scoring
 
@@ -232,9 +250,19 @@ class OnlineCalibrator:
             st = self.streams[key] = _Stream(float(self.prior(key)))
         return st
 
-    def calibrate(self, raw: Floats, runs: list[tuple[str, int, int]], times: Sequence[float] | FloatArray) -> Floats:
+    def calibrate(
+        self,
+        raw: Floats,
+        runs: list[tuple[str, int, int]],
+        times: Sequence[float] | FloatArray,
+        inputs: FloatArray | None = None,
+        rescore: Rescore | None = None,
+    ) -> Floats:
         """Scores (threshold units) of a batch's raw errors; `runs` as `ScoreBatch.runs`
-        (each stream's rows in time order). Learns from them; RegimeChanges go to `events`."""
+        (each stream's rows in time order). Learns from them; RegimeChanges go to `events`.
+        `inputs` (rows x channels): each window's last frame, push-time standardized, for
+        the input re-baseline (None: none); `rescore`: the raw errors of rows of a stream
+        whose scaler was re-baselined at an earlier row of this batch (None: not rescored)."""
         n = len(raw)
         if not n:
             return np.zeros(0)
@@ -275,6 +303,13 @@ class OnlineCalibrator:
             starts = np.fromiter((seg[1] for seg in segs), dtype=np.intp, count=len(segs))
             s1 = np.add.reduceat(xq, starts).tolist()
             s2 = np.add.reduceat(xq * xq, starts).tolist()
+        u1 = u2 = None
+        if inputs is not None and self.inputs_on:
+            uq = fixed_point(inputs, chunk)
+            if starts is None:
+                u1, u2 = uq.sum(axis=0)[None, :], (uq * uq).sum(axis=0)[None, :]
+            else:
+                u1, u2 = np.add.reduceat(uq, starts, axis=0), np.add.reduceat(uq * uq, starts, axis=0)
         # 3. per segment in order: the parameters it is scored with, then learn from it
         online: list[bool] = []
         mu: list[float] = []
@@ -292,13 +327,54 @@ class OnlineCalibrator:
             st.p0 += m
             st.p1 += s1[j]
             st.p2 += s2[j]
-            outcome.append(self._complete(st, float(times[a + m - 1])) if end else _LEARNT)
+            if u1 is not None and u2 is not None:
+                inp = st.inp
+                if inp is None:
+                    inp = st.inp = StreamInputs(u1.shape[1])
+                inp.p1 += u1[j]
+                inp.p2 += u2[j]
+            done = self._complete(st, float(times[a + m - 1])) if end else _LEARNT
+            outcome.append(done)
+            if done == _SCALED and rescore is not None:
+                raw64 = self._rescore(st, j, segs, rescore, raw, raw64, x, xq, s1, s2)
         lengths = [seg[2] for seg in segs]
         inv = self._tails(x, segs, starts, lengths, online, mu, zsig, isig, outcome)
         score = self._scores(x, raw64, lengths, online, mu, inv)
         if self.budget is not None:
             score = self._apply_budget(score, segs, times)
         return score
+
+    def _rescore(
+        self,
+        st: _Stream,
+        j: int,
+        segs: list[tuple[_Stream, int, int, int, bool]],
+        rescore: Rescore,
+        raw: Floats,
+        raw64: FloatArray,
+        x: FloatArray,
+        xq: FloatArray,
+        s1: list[float],
+        s2: list[float],
+    ) -> FloatArray:
+        """`st`'s scaler was re-baselined at segment `j`: its later rows of this batch get
+        their errors from `rescore` (the new scaler), and their segments' sums again."""
+        later = [k for k in range(j + 1, len(segs)) if segs[k][0] is st]
+        if not later:
+            return raw64
+        rows = np.concatenate([np.arange(segs[k][1], segs[k][1] + segs[k][2], dtype=np.intp) for k in later])
+        new = np.asarray(rescore(self._key(st), rows), dtype=np.float64)
+        if raw64 is raw:  # float64 raw came in without a copy: the caller's array stays
+            raw64 = raw64.copy()
+        raw64[rows] = new
+        xr = np.log(np.maximum(new, 1e-300))
+        x[rows] = np.where(np.isnan(xr), _LOG_MAX, xr)
+        xq[rows] = np.rint(x[rows] * _X_SCALE)
+        for k in later:
+            a, m = segs[k][1], segs[k][2]
+            piece = xq[a : a + m]
+            s1[k], s2[k] = float(piece.sum()), float(piece @ piece)
+        return raw64
 
     def _tails(
         self,
@@ -357,6 +433,8 @@ class OnlineCalibrator:
                     st.e = [decay * e + q + r for e, q, r in zip(st.e, st.q, st.r, strict=True)]
                     st.tail = _tail_of(st.e)
                     st.r = [0] * _NT
+            elif outcome[j] == _SCALED:  # inputs re-baselined: the errors' tail stays
+                st.r = [0] * _NT
             else:  # re-baselined: the new regime's tail is learnt afresh
                 st.e = [0.0] * _NT
                 st.r = [0] * _NT
@@ -422,6 +500,8 @@ class OnlineCalibrator:
             st.s1 = lam * st.s1 + c1
             st.s2 = lam * st.s2 + c2
             st.n_base += c0
+            if st.inp is not None:
+                st.inp.learnt(lam, c0)
             if st.n_base >= cfg.min_windows:
                 st.online = True
             self._moments(st)
@@ -431,8 +511,20 @@ class OnlineCalibrator:
         st.d0 += c0
         st.d1 += c1
         st.d2 += c2
+        if st.inp is not None:
+            st.inp.disturbed(c0)
         if cfg.regime and t_end - st.dist_since >= self.after:
             before = math.exp(st.mu) if st.online else st.prior
+            if st.inp is not None and st.inp.rebase():  # the inputs moved: new scaler, errors kept
+                key = self._key(st)
+                self.overrides[key] = st.inp
+                level = math.exp(st.d1 / st.d0)
+                thr = math.exp(st.mu + self._z(st) * st.sigma)
+                self.events.append(RegimeChange(key, st.dist_since, t_end, direction, before, level, thr, True))
+                self.regime_changes += 1
+                st.dist_since = math.nan
+                st.d0 = st.d1 = st.d2 = 0.0
+                return _SCALED
             st.s0, st.s1, st.s2 = st.d0, st.d1, st.d2
             st.n_base = st.d0
             st.online = True
@@ -516,6 +608,7 @@ class OnlineCalibrator:
 
     def forget(self, key: str) -> None:
         self.streams.pop(key, None)
+        self.overrides.pop(key, None)
 
     def drain_events(self) -> list[RegimeChange]:
         events, self.events = self.events, []
@@ -529,15 +622,16 @@ class OnlineCalibrator:
             "model_version": model_version,
             "fields": list(_FIELDS),
             "streams": {key: st.to_list() for key, st in self.streams.items()},
+            "inputs": {key: st.inp.to_dict() for key, st in self.streams.items() if st.inp is not None},
         }
 
     def restore(self, state: Any, model_version: str) -> int:
         """Adopt persisted state (of `to_state`); returns the streams restored. Raises
         ValueError on a malformed state; a state of another model version restores nothing
         (its errors have another distribution)."""
-        if not isinstance(state, dict) or state.get("version") not in (1, STATE_VERSION):
-            raise ValueError(f"not a calibration state of version {STATE_VERSION} (or 1)")
-        fields = _FIELDS if state["version"] == STATE_VERSION else _V1_FIELDS  # 1: a normal tail
+        if not isinstance(state, dict) or state.get("version") not in (1, 2, STATE_VERSION):
+            raise ValueError(f"not a calibration state of version {STATE_VERSION} (or 1, 2)")
+        fields = _FIELDS if state["version"] >= 2 else _V1_FIELDS  # 1: a normal tail
         if state.get("fields") != list(fields):
             raise ValueError("calibration state has other fields than its version writes")
         streams = state.get("streams")
@@ -546,7 +640,19 @@ class OnlineCalibrator:
         if state.get("model_version") != model_version:
             return 0
         restored = {str(key): _Stream.from_list(values, fields) for key, values in streams.items()}
+        inputs = state.get("inputs", {}) if state["version"] >= 3 else {}  # 1, 2: no input baselines
+        if not isinstance(inputs, dict) or not set(inputs) <= set(restored):
+            raise ValueError("calibration state: 'inputs' is not a mapping of its streams")
+        overrides: dict[str, StreamInputs] = {}
+        for key, data in inputs.items():
+            channels = (
+                self.channels if self.channels is not None else len(data.get("c", []) if isinstance(data, dict) else [])
+            )
+            inp = restored[key].inp = StreamInputs.from_dict(data, channels)
+            if inp.active:
+                overrides[key] = inp
         for key, st in restored.items():
             st.prior = float(self.prior(key))  # the seam decides the prior, not the file
         self.streams = restored
+        self.overrides = overrides
         return len(restored)

@@ -1,0 +1,155 @@
+"""Per-stream input re-baseline at a regime change: a scaler override (issue 9).
+
+The calibrator (calibrate.py) re-baselines a stream's *error* distribution after a
+sustained change; this module re-baselines its *inputs*: at the same `RegimeChange` the
+stream's scaler (per channel mean, and std for a variance change) is re-estimated from the
+readings of the disturbed stretch, and the stream's later windows are standardized with it,
+so that after a level shift the model sees inputs like those it was trained on and its
+reconstruction error returns to its normal level (the calibrator then keeps its error
+distribution, sensitivity in the new regime is that of the old one).
+
+All sums are of the stream's *push-time* standardized inputs ``u = (v - mean) / std`` (its
+adapter's scaler, or the group's): the last frame of each scored window, as the pipeline
+observed it. Batch independence, as for the error sums: a chunk's sums are taken in fixed
+point (``rint(u * 1024)``, clipped so that a chunk's sum of squares stays below 2**53), so a
+chunk cut by any batches sums exactly as one; chunk sums are folded in chunk order.
+
+Per stream: the decayed sums over learnt chunks (the baseline B, same decay as the error
+sums) and the sums of the current disturbed stretch D. At a regime change, per channel:
+
+* mean: ``D - B`` in baseline spreads; at least SHIFT_MIN of them -> the channel shifts;
+* std: D's spread over B's outside [1 / SPREAD_MIN, SPREAD_MIN] -> the channel rescales.
+
+No channel changes: no override (the calibrator re-baselines its error distribution, as
+before). Otherwise the override maps the new regime's inputs where the old regime's were:
+with the model's input ``u' = (u - c) / s``, ``s <- s * sd_D / sd_B`` and ``c <- mean_D -
+s * (mean_B - c) / s_old``, and the baseline becomes the disturbed stretch (the new normal).
+The pipeline applies it as ``u' = u * a + b`` (float32, ``a = 1 / s``, ``b = -c / s``) to
+each of the stream's windows after the regime change's window, whatever the batch.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from monitor.core.types import Float32Array, FloatArray
+
+SHIFT_MIN = 0.5  # a channel's mean moved by at least this many baseline spreads: it shifts
+SPREAD_MIN = 2.0  # its spread changed by at least this factor (either way): it rescales
+RATIO_MAX = 100.0  # bound of a std ratio (a flat or exploding stretch must not blow up inputs)
+U_SCALE = 1024.0  # fixed point of standardized inputs in a chunk's sums
+
+
+class StreamInputs:
+    """One stream's input sums and scaler override (push-time standardized units)."""
+
+    __slots__ = ("b0", "b1", "b2", "c", "d0", "d1", "d2", "p1", "p2", "s")
+
+    def __init__(self, channels: int):
+        z = np.zeros(channels)
+        self.p1, self.p2 = z.copy(), z.copy()  # current chunk, fixed point (integer-valued)
+        self.b0, self.b1, self.b2 = 0.0, z.copy(), z.copy()  # decayed baseline (learnt chunks)
+        self.d0, self.d1, self.d2 = 0.0, z.copy(), z.copy()  # the current disturbed stretch
+        self.c, self.s = z.copy(), np.ones(channels)  # override: u' = (u - c) / s
+
+    @property
+    def active(self) -> bool:
+        return bool(np.any(self.c != 0.0) or np.any(self.s != 1.0))
+
+    def _take_chunk(self) -> tuple[FloatArray, FloatArray]:
+        c1, c2 = self.p1 / U_SCALE, self.p2 / (U_SCALE * U_SCALE)
+        self.p1 = np.zeros_like(self.p1)
+        self.p2 = np.zeros_like(self.p2)
+        return c1, c2
+
+    def learnt(self, lam: float, windows: float) -> None:
+        """A chunk of `windows` was learnt: into the baseline; a disturbed stretch ends."""
+        c1, c2 = self._take_chunk()
+        self.b0 = lam * self.b0 + windows
+        self.b1 = lam * self.b1 + c1
+        self.b2 = lam * self.b2 + c2
+        self._close_stretch()
+
+    def disturbed(self, windows: float) -> None:
+        c1, c2 = self._take_chunk()
+        self.d0 += windows
+        self.d1 = self.d1 + c1
+        self.d2 = self.d2 + c2
+
+    def rebase(self) -> bool:
+        """The stream re-baselines (after `disturbed` for the chunk that completed the
+        stretch): set the override from D against B; True when any channel changed (the
+        new override is in effect), False when the inputs did not move (no override). The
+        disturbed stretch is closed either way."""
+        if self.b0 <= 0 or self.d0 <= 0:
+            self._close_stretch()
+            return False
+        mb, md = self.b1 / self.b0, self.d1 / self.d0
+        sb = np.sqrt(np.maximum(self.b2 / self.b0 - mb * mb, 0.0))
+        sd = np.sqrt(np.maximum(self.d2 / self.d0 - md * md, 0.0))
+        floor = 1e-9
+        ratio = np.clip(np.maximum(sd, floor) / np.maximum(sb, floor), 1.0 / RATIO_MAX, RATIO_MAX)
+        spread = (ratio >= SPREAD_MIN) | (ratio <= 1.0 / SPREAD_MIN)
+        shift = np.abs(md - mb) >= SHIFT_MIN * np.maximum(sb, floor)
+        if not (spread.any() or shift.any()):
+            self._close_stretch()
+            return False
+        s_old = self.s
+        s_new = np.where(spread, s_old * ratio, s_old)
+        # where the old regime's mean sat in the model's input space, the new one goes
+        c_new = md - s_new * (mb - self.c) / s_old
+        self.c = np.where(shift | spread, c_new, self.c)
+        self.s = s_new
+        self.b0, self.b1, self.b2 = self.d0, self.d1.copy(), self.d2.copy()
+        self._close_stretch()
+        return True
+
+    def _close_stretch(self) -> None:
+        self.d0 = 0.0
+        self.d1 = np.zeros_like(self.d1)
+        self.d2 = np.zeros_like(self.d2)
+
+    def affine(self) -> tuple[Float32Array, Float32Array]:
+        """(a, b) float32: the override as ``u' = u * a + b`` on the scored channels."""
+        a = (1.0 / self.s).astype(np.float32)
+        b = (-self.c / self.s).astype(np.float32)
+        return a, b
+
+    # -------------------------------------------------------------- persistence
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            k: (float(v) if isinstance(v, float) else [float(x) for x in v])
+            for k, v in ((k, getattr(self, k)) for k in self.__slots__)
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, channels: int) -> StreamInputs:
+        if not isinstance(data, dict) or set(data) != set(cls.__slots__):
+            raise ValueError(f"a stream's input state is a mapping of {sorted(cls.__slots__)}")
+        st = cls(channels)
+        for k in cls.__slots__:
+            v = data[k]
+            if k in ("b0", "d0"):
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
+                    raise ValueError(f"input state field {k} is not a count: {v!r}")
+                setattr(st, k, float(v))
+                continue
+            arr = np.asarray(v, dtype=np.float64) if isinstance(v, list) else None
+            if arr is None or arr.shape != (channels,) or not np.isfinite(arr).all():
+                raise ValueError(f"input state field {k} is not {channels} finite numbers")
+            setattr(st, k, arr)
+        if not (st.s > 0).all():
+            raise ValueError("input state: scaler ratios must be > 0")
+        return st
+
+
+def fixed_point(u: FloatArray, chunk_windows: int) -> FloatArray:
+    """``rint(u * U_SCALE)`` clipped so that `chunk_windows` squares sum below 2**53 (NaN: 0)."""
+    lim = math.floor(math.sqrt(2.0**52 / chunk_windows))
+    q = np.rint(np.nan_to_num(u, nan=0.0, posinf=0.0, neginf=0.0) * U_SCALE)
+    out: FloatArray = np.clip(q, -lim, lim)
+    return out
