@@ -147,5 +147,39 @@ def test_inputs_that_did_not_move_leave_the_scaler_and_re_baseline_the_errors():
         u = np.rint(rng.standard_normal((16, 1)) * 1024)
         inputs.p1 += u.sum(axis=0)
         inputs.p2 += (u * u).sum(axis=0)
-        inputs.disturbed(16.0)
+        inputs.hold(16.0, 0.0, 0.0, 2.0)
     assert not inputs.rebase() and not inputs.active and inputs.d0 == 0.0
+
+
+class HalfScorer:
+    """A model that half-follows a level shift: the error is the window's own variance plus
+    a little of its squared mean, so a shift of 4 sd raises the log error by ~1 sigma, too
+    little for the calibrator's regime test (1.5 sigma): without the input test it is learnt."""
+
+    def errors(self, x):
+        x = np.asarray(x, dtype=np.float64)
+        mean = x.mean(axis=1)
+        per_channel = ((x - mean[:, None, :]) ** 2).mean(axis=1) + 0.05 * mean**2 + 1e-3
+        return per_channel.mean(axis=1), per_channel, x[:, -1, :]
+
+
+def half_pipeline(rebaseline: bool = True) -> Pipeline:
+    m = model()
+    m.scorer = HalfScorer()
+    online = dataclasses.replace(ONLINE, rebaseline_scaler=rebaseline)
+    return Pipeline(m, StreamConfig(channels=CHANNELS, period_seconds=1.0), ALARM, online=online)
+
+
+def test_a_shift_the_model_half_follows_re_baselines_the_scaler_from_the_inputs():
+    feed = items(series(4))
+    pipe, alerts, raw, times = run(feed, 1400, half_pipeline())
+    regime = [a for a in alerts if a.kind == "regime_change"]
+    assert len(regime) == 1 and "scaler" in regime[0].detail, [a.detail for a in regime]
+    assert abs(regime[0].detail["scaler"]["mean"][0] - 18.0) < 0.6
+    assert np.median(raw[times > regime[0].ended_at + 8]) < 1.2 * np.median(raw[times < 490])
+    off, off_alerts, off_raw, off_times = run(feed, 1400, half_pipeline(rebaseline=False))
+    assert not [a for a in off_alerts if a.kind == "regime_change"]  # learnt as a new error level
+    assert np.median(off_raw[off_times > 900]) > 1.5 * np.median(off_raw[off_times < 490])
+    for cut in (1, 64, 333):
+        _, parts, _, _ = run(feed, cut, half_pipeline())
+        assert [a.to_dict() for a in parts] == [a.to_dict() for a in alerts], cut

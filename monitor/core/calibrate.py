@@ -84,6 +84,11 @@ Rescore = Callable[[str, IntArray], Floats]
 """The pipeline's hook: raw errors of rows (of this batch) of a stream whose scaler was just re-baselined."""
 
 
+def _exp(v: float) -> float:
+    """exp without an OverflowError (a stream of zero or NaN errors has |log error| ~ 690)."""
+    return math.exp(min(v, 700.0))
+
+
 def _tail_of(e: list[float]) -> float:
     """The tail factor of decayed counts ``[windows, above level 0, above level 1, ...]``."""
     n = e[0]
@@ -484,6 +489,7 @@ class OnlineCalibrator:
         var = max(c2 / c0 - m * m, 0.0)
         cfg = self.cfg
         direction = ""
+        z = 0.0
         if st.online:
             z = (m - st.mu) / st.sigma
             if z >= cfg.regime_z:
@@ -500,11 +506,21 @@ class OnlineCalibrator:
             st.s1 = lam * st.s1 + c1
             st.s2 = lam * st.s2 + c2
             st.n_base += c0
-            if st.inp is not None:
-                st.inp.learnt(lam, c0)
+            inp = st.inp
+            held = inp is not None and st.online and cfg.regime and inp.off(c0)
+            if inp is not None and not held:
+                inp.learnt(lam, c0)
             if st.n_base >= cfg.min_windows:
                 st.online = True
             self._moments(st)
+            if inp is not None and held:
+                inp.hold(c0, st.p_first, c1, z)
+                if inp.due(t_end, self.after):
+                    level_before = math.exp(st.mu)
+                    level = math.exp(inp.ex / inp.d0)
+                    since = inp.since
+                    if inp.rebase():
+                        return self._scaled(st, since, t_end, "up" if z >= 0 else "down", level_before, level)
             return _LEARNT
         if math.isnan(st.dist_since):
             st.dist_since = st.p_first
@@ -512,24 +528,17 @@ class OnlineCalibrator:
         st.d1 += c1
         st.d2 += c2
         if st.inp is not None:
-            st.inp.disturbed(c0)
+            st.inp.hold(c0, st.p_first, c1, z)
         if cfg.regime and t_end - st.dist_since >= self.after:
             before = math.exp(st.mu) if st.online else st.prior
+            since = st.dist_since
             if st.inp is not None and st.inp.rebase():  # the inputs moved: new scaler, errors kept
-                key = self._key(st)
-                self.overrides[key] = st.inp
-                level = math.exp(st.d1 / st.d0)
-                thr = math.exp(st.mu + self._z(st) * st.sigma)
-                self.events.append(RegimeChange(key, st.dist_since, t_end, direction, before, level, thr, True))
-                self.regime_changes += 1
-                st.dist_since = math.nan
-                st.d0 = st.d1 = st.d2 = 0.0
-                return _SCALED
+                return self._scaled(st, since, t_end, direction, before, math.exp(st.d1 / st.d0))
             st.s0, st.s1, st.s2 = st.d0, st.d1, st.d2
             st.n_base = st.d0
             st.online = True
             self._moments(st)
-            after = math.exp(st.mu + self._z(st) * st.sigma)  # before any budget multiplier
+            after = _exp(st.mu + self._z(st) * st.sigma)  # before any budget multiplier
             self.events.append(
                 RegimeChange(self._key(st), st.dist_since, t_end, direction, before, math.exp(st.mu), after)
             )
@@ -538,6 +547,19 @@ class OnlineCalibrator:
             st.d0 = st.d1 = st.d2 = 0.0
             return _REBASED
         return _DISTURBED
+
+    def _scaled(self, st: _Stream, since: float, t_end: float, direction: str, before: float, level: float) -> int:
+        """`st`'s scaler was re-baselined (its `inp` holds the override): the event; the
+        error distribution is kept (the errors come back to their old level)."""
+        key = self._key(st)
+        assert st.inp is not None
+        self.overrides[key] = st.inp
+        thr = _exp(st.mu + self._z(st) * st.sigma)
+        self.events.append(RegimeChange(key, since, t_end, direction, before, level, thr, True))
+        self.regime_changes += 1
+        st.dist_since = math.nan
+        st.d0 = st.d1 = st.d2 = 0.0
+        return _SCALED
 
     def _z(self, st: _Stream) -> float:
         """z with a small-sample margin: ``z * (1 + chunk / n)`` for n learnt windows (x1.5
@@ -596,7 +618,7 @@ class OnlineCalibrator:
         if st is None:
             return None
         if self.cfg.enabled and st.online:
-            return math.exp(st.mu + self._z(st) * st.mult * st.sigma * st.tail)
+            return _exp(st.mu + self._z(st) * st.mult * st.sigma * st.tail)
         return st.prior * st.mult
 
     def budget_use(self, key: str) -> float | None:

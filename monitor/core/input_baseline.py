@@ -15,7 +15,18 @@ point (``rint(u * 1024)``, clipped so that a chunk's sum of squares stays below 
 chunk cut by any batches sums exactly as one; chunk sums are folded in chunk order.
 
 Per stream: the decayed sums over learnt chunks (the baseline B, same decay as the error
-sums) and the sums of the current disturbed stretch D. At a regime change, per channel:
+sums) and the sums of the stretch D held out of it: chunks whose errors are disturbed (the
+calibrator's test), and, once the stream is online, chunks whose input mean is OFF_Z
+baseline spreads off (their errors are still learnt). A normal chunk folds D into B (a
+transient or a seasonal excursion). Two ways to a re-baseline of the scaler:
+
+* the calibrator's regime change (errors disturbed for `rebaseline_after_seconds`);
+* an input regime change: D spans `rebaseline_after_seconds`, its mean is still OFF_Z
+  spreads off and its errors were ERR_Z sigmas above the stream's mean on average (a level
+  shift the model half-follows raises its errors by less than the calibrator's `regime_z`:
+  they would be learnt as a new error level, and the model's sensitivity lost).
+
+At a re-baseline, per channel:
 
 * mean: ``D - B`` in baseline spreads; at least SHIFT_MIN of them -> the channel shifts;
 * std: D's spread over B's outside [1 / SPREAD_MIN, SPREAD_MIN] -> the channel rescales.
@@ -38,6 +49,9 @@ import numpy as np
 from monitor.core.types import Float32Array, FloatArray
 
 SHIFT_MIN = 0.5  # a channel's mean moved by at least this many baseline spreads: it shifts
+OFF_Z = 1.0  # a chunk whose input mean is this many baseline spreads off (any channel) is held
+# out of the baseline; a held stretch this far off at its end re-baselines the scaler ...
+ERR_Z = 0.5  # ... when its errors were, on average, this many sigmas above the stream's mean
 SPREAD_MIN = 2.0  # its spread changed by at least this factor (either way): it rescales
 RATIO_MAX = 100.0  # bound of a std ratio (a flat or exploding stretch must not blow up inputs)
 U_SCALE = 1024.0  # fixed point of standardized inputs in a chunk's sums
@@ -46,13 +60,16 @@ U_SCALE = 1024.0  # fixed point of standardized inputs in a chunk's sums
 class StreamInputs:
     """One stream's input sums and scaler override (push-time standardized units)."""
 
-    __slots__ = ("b0", "b1", "b2", "c", "d0", "d1", "d2", "p1", "p2", "s")
+    __slots__ = ("b0", "b1", "b2", "c", "d0", "d1", "d2", "ex", "ez", "p1", "p2", "s", "since")
+    _SCALARS = ("b0", "d0", "ex", "ez", "since")
 
     def __init__(self, channels: int):
         z = np.zeros(channels)
         self.p1, self.p2 = z.copy(), z.copy()  # current chunk, fixed point (integer-valued)
         self.b0, self.b1, self.b2 = 0.0, z.copy(), z.copy()  # decayed baseline (learnt chunks)
-        self.d0, self.d1, self.d2 = 0.0, z.copy(), z.copy()  # the current disturbed stretch
+        self.d0, self.d1, self.d2 = 0.0, z.copy(), z.copy()  # the stretch held out of the baseline
+        self.since = math.nan  # its first window's time
+        self.ex = self.ez = 0.0  # its sums of log errors and of their z (in the stream's sigma)
         self.c, self.s = z.copy(), np.ones(channels)  # override: u' = (u - c) / s
 
     @property
@@ -65,19 +82,44 @@ class StreamInputs:
         self.p2 = np.zeros_like(self.p2)
         return c1, c2
 
+    def off(self, windows: float) -> bool:
+        """The current chunk's input mean is OFF_Z baseline spreads off, in any channel."""
+        if self.b0 <= 0:
+            return False
+        mb = self.b1 / self.b0
+        sb = np.sqrt(np.maximum(self.b2 / self.b0 - mb * mb, 0.0))
+        return bool(np.any(np.abs(self.p1 / (U_SCALE * windows) - mb) >= OFF_Z * np.maximum(sb, 1e-9)))
+
     def learnt(self, lam: float, windows: float) -> None:
-        """A chunk of `windows` was learnt: into the baseline; a disturbed stretch ends."""
+        """A normal chunk (errors learnt, inputs on the baseline): into the baseline, with
+        the stretch held before it (it was a transient, a seasonal excursion, not a regime)."""
         c1, c2 = self._take_chunk()
-        self.b0 = lam * self.b0 + windows
-        self.b1 = lam * self.b1 + c1
-        self.b2 = lam * self.b2 + c2
+        self.b0 = lam * self.b0 + windows + self.d0
+        self.b1 = lam * self.b1 + c1 + self.d1
+        self.b2 = lam * self.b2 + c2 + self.d2
         self._close_stretch()
 
-    def disturbed(self, windows: float) -> None:
+    def hold(self, windows: float, t_first: float, x_sum: float, z: float) -> None:
+        """A chunk kept out of the baseline (its errors disturbed, or its inputs `off`):
+        into the held stretch; `x_sum`: its log errors' sum, `z`: their mean's z."""
         c1, c2 = self._take_chunk()
+        if math.isnan(self.since):
+            self.since = t_first
         self.d0 += windows
         self.d1 = self.d1 + c1
         self.d2 = self.d2 + c2
+        self.ex += x_sum
+        self.ez += z * windows
+
+    def due(self, t_end: float, after: float) -> bool:
+        """The held stretch spans `after` seconds, is still OFF_Z off the baseline and its
+        errors were raised (ERR_Z): the inputs changed in a way the model does not know."""
+        if math.isnan(self.since) or t_end - self.since < after or self.b0 <= 0 or self.d0 <= 0:
+            return False
+        mb, md = self.b1 / self.b0, self.d1 / self.d0
+        sb = np.sqrt(np.maximum(self.b2 / self.b0 - mb * mb, 0.0))
+        far = bool(np.any(np.abs(md - mb) >= OFF_Z * np.maximum(sb, 1e-9)))
+        return far and self.ez / self.d0 >= ERR_Z
 
     def rebase(self) -> bool:
         """The stream re-baselines (after `disturbed` for the chunk that completed the
@@ -111,6 +153,8 @@ class StreamInputs:
         self.d0 = 0.0
         self.d1 = np.zeros_like(self.d1)
         self.d2 = np.zeros_like(self.d2)
+        self.since = math.nan
+        self.ex = self.ez = 0.0
 
     def affine(self) -> tuple[Float32Array, Float32Array]:
         """(a, b) float32: the override as ``u' = u * a + b`` on the scored channels."""
@@ -133,8 +177,10 @@ class StreamInputs:
         st = cls(channels)
         for k in cls.__slots__:
             v = data[k]
-            if k in ("b0", "d0"):
-                if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
+            if k in cls._SCALARS:
+                if isinstance(v, bool) or not isinstance(v, (int, float)):
+                    raise ValueError(f"input state field {k} is not a number: {v!r}")
+                if k in ("b0", "d0") and not v >= 0:
                     raise ValueError(f"input state field {k} is not a count: {v!r}")
                 setattr(st, k, float(v))
                 continue
