@@ -312,9 +312,9 @@ class OnlineCalibrator:
         if inputs is not None and self.inputs_on:
             uq = fixed_point(inputs, chunk)
             if starts is None:
-                u1, u2 = uq.sum(axis=0)[None, :], (uq * uq).sum(axis=0)[None, :]
+                u1, u2 = [uq.sum(axis=0).tolist()], [(uq * uq).sum(axis=0).tolist()]
             else:
-                u1, u2 = np.add.reduceat(uq, starts, axis=0), np.add.reduceat(uq * uq, starts, axis=0)
+                u1, u2 = np.add.reduceat(uq, starts, axis=0).tolist(), np.add.reduceat(uq * uq, starts, axis=0).tolist()
         # 3. per segment in order: the parameters it is scored with, then learn from it
         online: list[bool] = []
         mu: list[float] = []
@@ -335,9 +335,8 @@ class OnlineCalibrator:
             if u1 is not None and u2 is not None:
                 inp = st.inp
                 if inp is None:
-                    inp = st.inp = StreamInputs(u1.shape[1])
-                inp.p1 += u1[j]
-                inp.p2 += u2[j]
+                    inp = st.inp = StreamInputs(len(u1[j]))
+                inp.add(u1[j], u2[j])
             done = self._complete(st, float(times[a + m - 1])) if end else _LEARNT
             outcome.append(done)
             if done == _SCALED and rescore is not None:

@@ -58,46 +58,68 @@ U_SCALE = 1024.0  # fixed point of standardized inputs in a chunk's sums
 
 
 class StreamInputs:
-    """One stream's input sums and scaler override (push-time standardized units)."""
+    """One stream's input sums and scaler override (push-time standardized units).
+
+    Per-channel vectors are Python lists: they are updated once per segment of a scoring
+    batch, where a numpy call on a handful of values costs more than the arithmetic."""
 
     __slots__ = ("b0", "b1", "b2", "c", "d0", "d1", "d2", "ex", "ez", "p1", "p2", "s", "since")
     _SCALARS = ("b0", "d0", "ex", "ez", "since")
 
     def __init__(self, channels: int):
-        z = np.zeros(channels)
-        self.p1, self.p2 = z.copy(), z.copy()  # current chunk, fixed point (integer-valued)
-        self.b0, self.b1, self.b2 = 0.0, z.copy(), z.copy()  # decayed baseline (learnt chunks)
-        self.d0, self.d1, self.d2 = 0.0, z.copy(), z.copy()  # the stretch held out of the baseline
+        z = [0.0] * channels
+        self.p1, self.p2 = z[:], z[:]  # current chunk, fixed point (integer-valued floats)
+        self.b0, self.b1, self.b2 = 0.0, z[:], z[:]  # decayed baseline (learnt chunks)
+        self.d0, self.d1, self.d2 = 0.0, z[:], z[:]  # the stretch held out of the baseline
         self.since = math.nan  # its first window's time
         self.ex = self.ez = 0.0  # its sums of log errors and of their z (in the stream's sigma)
-        self.c, self.s = z.copy(), np.ones(channels)  # override: u' = (u - c) / s
+        self.c, self.s = z[:], [1.0] * channels  # override: u' = (u - c) / s
 
     @property
     def active(self) -> bool:
-        return bool(np.any(self.c != 0.0) or np.any(self.s != 1.0))
+        return any(v != 0.0 for v in self.c) or any(v != 1.0 for v in self.s)
 
-    def _take_chunk(self) -> tuple[FloatArray, FloatArray]:
-        c1, c2 = self.p1 / U_SCALE, self.p2 / (U_SCALE * U_SCALE)
-        self.p1 = np.zeros_like(self.p1)
-        self.p2 = np.zeros_like(self.p2)
+    def add(self, s1: list[float], s2: list[float]) -> None:
+        """A segment's fixed-point sums (exact: integer-valued floats below 2**53)."""
+        p1, p2 = self.p1, self.p2
+        for k in range(len(p1)):
+            p1[k] += s1[k]
+            p2[k] += s2[k]
+
+    def _take_chunk(self) -> tuple[list[float], list[float]]:
+        c1 = [v / U_SCALE for v in self.p1]
+        c2 = [v / (U_SCALE * U_SCALE) for v in self.p2]
+        n = len(c1)
+        self.p1, self.p2 = [0.0] * n, [0.0] * n
         return c1, c2
+
+    def _baseline(self) -> tuple[list[float], list[float]]:
+        """The baseline's mean and spread per channel (spread floored at 1e-9)."""
+        b0 = self.b0
+        mb = [v / b0 for v in self.b1]
+        sb = [max(math.sqrt(max(q / b0 - m * m, 0.0)), 1e-9) for q, m in zip(self.b2, mb, strict=True)]
+        return mb, sb
 
     def off(self, windows: float) -> bool:
         """The current chunk's input mean is OFF_Z baseline spreads off, in any channel."""
         if self.b0 <= 0:
             return False
-        mb = self.b1 / self.b0
-        sb = np.sqrt(np.maximum(self.b2 / self.b0 - mb * mb, 0.0))
-        return bool(np.any(np.abs(self.p1 / (U_SCALE * windows) - mb) >= OFF_Z * np.maximum(sb, 1e-9)))
+        mb, sb = self._baseline()
+        scale = U_SCALE * windows
+        return any(abs(p / scale - m) >= OFF_Z * sd for p, m, sd in zip(self.p1, mb, sb, strict=True))
 
     def learnt(self, lam: float, windows: float) -> None:
         """A normal chunk (errors learnt, inputs on the baseline): into the baseline, with
         the stretch held before it (it was a transient, a seasonal excursion, not a regime)."""
         c1, c2 = self._take_chunk()
         self.b0 = lam * self.b0 + windows + self.d0
-        self.b1 = lam * self.b1 + c1 + self.d1
-        self.b2 = lam * self.b2 + c2 + self.d2
-        self._close_stretch()
+        if self.d0:
+            self.b1 = [lam * b + c + d for b, c, d in zip(self.b1, c1, self.d1, strict=True)]
+            self.b2 = [lam * b + c + d for b, c, d in zip(self.b2, c2, self.d2, strict=True)]
+            self._close_stretch()
+        else:
+            self.b1 = [lam * b + c for b, c in zip(self.b1, c1, strict=True)]
+            self.b2 = [lam * b + c for b, c in zip(self.b2, c2, strict=True)]
 
     def hold(self, windows: float, t_first: float, x_sum: float, z: float) -> None:
         """A chunk kept out of the baseline (its errors disturbed, or its inputs `off`):
@@ -106,8 +128,8 @@ class StreamInputs:
         if math.isnan(self.since):
             self.since = t_first
         self.d0 += windows
-        self.d1 = self.d1 + c1
-        self.d2 = self.d2 + c2
+        self.d1 = [d + c for d, c in zip(self.d1, c1, strict=True)]
+        self.d2 = [d + c for d, c in zip(self.d2, c2, strict=True)]
         self.ex += x_sum
         self.ez += z * windows
 
@@ -116,22 +138,23 @@ class StreamInputs:
         errors were raised (ERR_Z): the inputs changed in a way the model does not know."""
         if math.isnan(self.since) or t_end - self.since < after or self.b0 <= 0 or self.d0 <= 0:
             return False
-        mb, md = self.b1 / self.b0, self.d1 / self.d0
-        sb = np.sqrt(np.maximum(self.b2 / self.b0 - mb * mb, 0.0))
-        far = bool(np.any(np.abs(md - mb) >= OFF_Z * np.maximum(sb, 1e-9)))
-        return far and self.ez / self.d0 >= ERR_Z
+        mb, sb = self._baseline()
+        d0 = self.d0
+        far = any(abs(d / d0 - m) >= OFF_Z * sd for d, m, sd in zip(self.d1, mb, sb, strict=True))
+        return far and self.ez / d0 >= ERR_Z
 
     def rebase(self) -> bool:
-        """The stream re-baselines (after `disturbed` for the chunk that completed the
+        """The stream re-baselines (after `hold` for the chunk that completed the
         stretch): set the override from D against B; True when any channel changed (the
         new override is in effect), False when the inputs did not move (no override). The
-        disturbed stretch is closed either way."""
+        held stretch is closed either way."""
         if self.b0 <= 0 or self.d0 <= 0:
             self._close_stretch()
             return False
-        mb, md = self.b1 / self.b0, self.d1 / self.d0
-        sb = np.sqrt(np.maximum(self.b2 / self.b0 - mb * mb, 0.0))
-        sd = np.sqrt(np.maximum(self.d2 / self.d0 - md * md, 0.0))
+        b1, b2, d1, d2 = (np.asarray(v) for v in (self.b1, self.b2, self.d1, self.d2))
+        mb, md = b1 / self.b0, d1 / self.d0
+        sb = np.sqrt(np.maximum(b2 / self.b0 - mb * mb, 0.0))
+        sd = np.sqrt(np.maximum(d2 / self.d0 - md * md, 0.0))
         floor = 1e-9
         ratio = np.clip(np.maximum(sd, floor) / np.maximum(sb, floor), 1.0 / RATIO_MAX, RATIO_MAX)
         spread = (ratio >= SPREAD_MIN) | (ratio <= 1.0 / SPREAD_MIN)
@@ -139,36 +162,36 @@ class StreamInputs:
         if not (spread.any() or shift.any()):
             self._close_stretch()
             return False
-        s_old = self.s
+        s_old, c_old = np.asarray(self.s), np.asarray(self.c)
         s_new = np.where(spread, s_old * ratio, s_old)
         # where the old regime's mean sat in the model's input space, the new one goes
-        c_new = md - s_new * (mb - self.c) / s_old
-        self.c = np.where(shift | spread, c_new, self.c)
-        self.s = s_new
-        self.b0, self.b1, self.b2 = self.d0, self.d1.copy(), self.d2.copy()
+        c_new = md - s_new * (mb - c_old) / s_old
+        self.c = np.where(shift | spread, c_new, c_old).tolist()
+        self.s = s_new.tolist()
+        self.b0, self.b1, self.b2 = self.d0, self.d1[:], self.d2[:]
         self._close_stretch()
         return True
 
     def _close_stretch(self) -> None:
+        n = len(self.d1)
         self.d0 = 0.0
-        self.d1 = np.zeros_like(self.d1)
-        self.d2 = np.zeros_like(self.d2)
+        self.d1, self.d2 = [0.0] * n, [0.0] * n
         self.since = math.nan
         self.ex = self.ez = 0.0
 
     def affine(self) -> tuple[Float32Array, Float32Array]:
         """(a, b) float32: the override as ``u' = u * a + b`` on the scored channels."""
-        a = (1.0 / self.s).astype(np.float32)
-        b = (-self.c / self.s).astype(np.float32)
-        return a, b
+        s, c = np.asarray(self.s), np.asarray(self.c)
+        return (1.0 / s).astype(np.float32), (-c / s).astype(np.float32)
 
     # -------------------------------------------------------------- persistence
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            k: (float(v) if isinstance(v, float) else [float(x) for x in v])
-            for k, v in ((k, getattr(self, k)) for k in self.__slots__)
-        }
+        out: dict[str, Any] = {}
+        for k in self.__slots__:
+            v = getattr(self, k)
+            out[k] = float(v) if k in self._SCALARS else [float(x) for x in v]
+        return out
 
     @classmethod
     def from_dict(cls, data: Any, channels: int) -> StreamInputs:
@@ -184,11 +207,12 @@ class StreamInputs:
                     raise ValueError(f"input state field {k} is not a count: {v!r}")
                 setattr(st, k, float(v))
                 continue
-            arr = np.asarray(v, dtype=np.float64) if isinstance(v, list) else None
-            if arr is None or arr.shape != (channels,) or not np.isfinite(arr).all():
+            ok = isinstance(v, list) and len(v) == channels
+            ok = ok and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)
+            if not ok:
                 raise ValueError(f"input state field {k} is not {channels} finite numbers")
-            setattr(st, k, arr)
-        if not (st.s > 0).all():
+            setattr(st, k, [float(x) for x in v])
+        if not all(v > 0 for v in st.s):
             raise ValueError("input state: scaler ratios must be > 0")
         return st
 

@@ -732,7 +732,7 @@ class Pipeline:
         inp = self.calibrator.overrides.get(stream)
         if inp is None:
             return mean, sd
-        return mean + inp.c * sd, sd * inp.s
+        return mean + np.asarray(inp.c) * sd, sd * np.asarray(inp.s)
 
     def _rebased_inputs(self, x: Float32Array, runs: list[tuple[str, int, int]]) -> tuple[Float32Array, list[_Rebased]]:
         """`x` with the windows of streams with a re-baselined scaler re-standardized
