@@ -58,7 +58,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from monitor.core.config import OnlineCalibrationConfig
-from monitor.core.input_baseline import StreamInputs, fixed_point
+from monitor.core.input_baseline import StreamInputs
 from monitor.core.types import FloatArray, Floats
 
 IntArray = NDArray[np.intp]
@@ -265,9 +265,10 @@ class OnlineCalibrator:
     ) -> Floats:
         """Scores (threshold units) of a batch's raw errors; `runs` as `ScoreBatch.runs`
         (each stream's rows in time order). Learns from them; RegimeChanges go to `events`.
-        `inputs` (rows x channels): each window's last frame, push-time standardized, for
-        the input re-baseline (None: none); `rescore`: the raw errors of rows of a stream
-        whose scaler was re-baselined at an earlier row of this batch (None: not rescored)."""
+        `inputs` (rows x channels): each window's last frame, push-time standardized, in
+        fixed point (`input_baseline.fixed_point`), for the input re-baseline (None: none);
+        `rescore`: the raw errors of rows of a stream whose scaler was re-baselined at an
+        earlier row of this batch (None: not rescored)."""
         n = len(raw)
         if not n:
             return np.zeros(0)
@@ -308,11 +309,16 @@ class OnlineCalibrator:
             starts = np.fromiter((seg[1] for seg in segs), dtype=np.intp, count=len(segs))
             s1 = np.add.reduceat(xq, starts).tolist()
             s2 = np.add.reduceat(xq * xq, starts).tolist()
-        u1 = u2 = None
+        u1: list[Any] | None = None  # per segment: its channels' fixed-point input sums
+        u2: list[Any] = []  # ... of squares (one channel: floats, not lists of one)
+        one = False
         if inputs is not None and self.inputs_on:
-            uq = fixed_point(inputs, chunk)
+            uq = inputs
+            one = uq.shape[1] == 1
+            if one:
+                uq = uq[:, 0]
             if starts is None:
-                u1, u2 = [uq.sum(axis=0).tolist()], [(uq * uq).sum(axis=0).tolist()]
+                u1, u2 = [uq.sum(axis=0).tolist()], [np.einsum("i...,i...->...", uq, uq).tolist()]
             else:
                 u1, u2 = np.add.reduceat(uq, starts, axis=0).tolist(), np.add.reduceat(uq * uq, starts, axis=0).tolist()
         # 3. per segment in order: the parameters it is scored with, then learn from it
@@ -332,11 +338,15 @@ class OnlineCalibrator:
             st.p0 += m
             st.p1 += s1[j]
             st.p2 += s2[j]
-            if u1 is not None and u2 is not None:
+            if u1 is not None:
                 inp = st.inp
                 if inp is None:
-                    inp = st.inp = StreamInputs(len(u1[j]))
-                inp.add(u1[j], u2[j])
+                    inp = st.inp = StreamInputs(1 if one else len(u1[j]))
+                if one:  # StreamInputs.add, inlined (once per segment)
+                    inp.p1[0] += u1[j]
+                    inp.p2[0] += u2[j]
+                else:
+                    inp.add(u1[j], u2[j])
             done = self._complete(st, float(times[a + m - 1])) if end else _LEARNT
             outcome.append(done)
             if done == _SCALED and rescore is not None:

@@ -55,6 +55,8 @@ ERR_Z = 0.5  # ... when its errors were, on average, this many sigmas above the 
 SPREAD_MIN = 2.0  # its spread changed by at least this factor (either way): it rescales
 RATIO_MAX = 100.0  # bound of a std ratio (a flat or exploding stretch must not blow up inputs)
 U_SCALE = 1024.0  # fixed point of standardized inputs in a chunk's sums
+_OFF_Z2 = OFF_Z * OFF_Z
+_K1, _K2 = 1.0 / U_SCALE, 1.0 / (U_SCALE * U_SCALE)  # exact: powers of two
 
 
 class StreamInputs:
@@ -87,8 +89,8 @@ class StreamInputs:
             p2[k] += s2[k]
 
     def _take_chunk(self) -> tuple[list[float], list[float]]:
-        c1 = [v / U_SCALE for v in self.p1]
-        c2 = [v / (U_SCALE * U_SCALE) for v in self.p2]
+        c1 = [v / U_SCALE for v in _finite(self.p1)]
+        c2 = [v / (U_SCALE * U_SCALE) for v in _finite(self.p2)]
         n = len(c1)
         self.p1, self.p2 = [0.0] * n, [0.0] * n
         return c1, c2
@@ -101,25 +103,38 @@ class StreamInputs:
         return mb, sb
 
     def off(self, windows: float) -> bool:
-        """The current chunk's input mean is OFF_Z baseline spreads off, in any channel."""
-        if self.b0 <= 0:
+        """The current chunk's input mean is OFF_Z baseline spreads off, in any channel
+        (squared, no sqrt: once per chunk on the scoring path)."""
+        b0 = self.b0
+        if b0 <= 0:
             return False
-        mb, sb = self._baseline()
-        scale = U_SCALE * windows
-        return any(abs(p / scale - m) >= OFF_Z * sd for p, m, sd in zip(self.p1, mb, sb, strict=True))
+        inv = 1.0 / (U_SCALE * windows)
+        for p, b1, b2 in zip(self.p1, self.b1, self.b2, strict=True):
+            m = b1 / b0
+            d = p * inv - m
+            if d * d >= _OFF_Z2 * max(b2 / b0 - m * m, 1e-18):
+                return True
+        return False
 
     def learnt(self, lam: float, windows: float) -> None:
         """A normal chunk (errors learnt, inputs on the baseline): into the baseline, with
-        the stretch held before it (it was a transient, a seasonal excursion, not a regime)."""
-        c1, c2 = self._take_chunk()
-        self.b0 = lam * self.b0 + windows + self.d0
-        if self.d0:
-            self.b1 = [lam * b + c + d for b, c, d in zip(self.b1, c1, self.d1, strict=True)]
-            self.b2 = [lam * b + c + d for b, c, d in zip(self.b2, c2, self.d2, strict=True)]
+        the stretch held before it (it was a transient, a seasonal excursion, not a regime).
+        In place, one loop over the channels (once per chunk on the scoring path)."""
+        d0 = self.d0
+        self.b0 = lam * self.b0 + windows + d0
+        b1, b2, p1, p2 = self.b1, self.b2, self.p1, self.p2
+        for k in range(len(p1)):
+            a, q = p1[k], p2[k]
+            if a != a or q != q:  # NaN: the chunk adds nothing for this channel
+                a = q = 0.0
+            b1[k] = lam * b1[k] + a * _K1
+            b2[k] = lam * b2[k] + q * _K2
+            p1[k] = p2[k] = 0.0
+        if d0:
+            for k in range(len(b1)):
+                b1[k] += self.d1[k]
+                b2[k] += self.d2[k]
             self._close_stretch()
-        else:
-            self.b1 = [lam * b + c for b, c in zip(self.b1, c1, strict=True)]
-            self.b2 = [lam * b + c for b, c in zip(self.b2, c2, strict=True)]
 
     def hold(self, windows: float, t_first: float, x_sum: float, z: float) -> None:
         """A chunk kept out of the baseline (its errors disturbed, or its inputs `off`):
@@ -217,9 +232,17 @@ class StreamInputs:
         return st
 
 
-def fixed_point(u: FloatArray, chunk_windows: int) -> FloatArray:
-    """``rint(u * U_SCALE)`` clipped so that `chunk_windows` squares sum below 2**53 (NaN: 0)."""
+def fixed_point(obs: FloatArray, mean: FloatArray, inv_std: FloatArray, chunk_windows: int) -> FloatArray:
+    """``rint((obs - mean) * inv_std * U_SCALE)`` (rows x channels), clipped so that
+    `chunk_windows` squares sum below 2**53: four numpy calls, in place (once per scoring
+    batch). A NaN stays NaN here; a chunk whose sum is NaN adds nothing (`_finite`)."""
     lim = math.floor(math.sqrt(2.0**52 / chunk_windows))
-    q = np.rint(np.nan_to_num(u, nan=0.0, posinf=0.0, neginf=0.0) * U_SCALE)
-    out: FloatArray = np.clip(q, -lim, lim)
-    return out
+    q: FloatArray = obs - mean
+    q *= inv_std * U_SCALE
+    np.rint(q, out=q)
+    np.clip(q, -lim, lim, out=q)
+    return q
+
+
+def _finite(values: list[float]) -> list[float]:
+    return [v if v == v else 0.0 for v in values]  # NaN != NaN

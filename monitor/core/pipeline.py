@@ -27,6 +27,7 @@ from monitor.core.config import (
     SensorsConfig,
     StreamConfig,
 )
+from monitor.core.input_baseline import fixed_point
 from monitor.core.interfaces import Scorer
 from monitor.core.masking import exclude_masked, mask_windows, name_masked
 from monitor.core.model.latent import LatentModel, States
@@ -754,18 +755,21 @@ class Pipeline:
         return out, rebased
 
     def _inputs(self, runs: list[tuple[str, int, int]], observed: list[FloatArray] | FloatArray) -> FloatArray:
-        """Each window's last frame standardized with its stream's push-time scaler (rows x channels)."""
+        """Each window's last frame standardized with its stream's push-time scaler (rows x
+        channels), in the calibrator's fixed point (`input_baseline.fixed_point`)."""
         obs = np.asarray(observed, dtype=np.float64).reshape(len(observed), len(self.model.channels))
+        chunk = self.online_cfg.chunk_windows
         if self._row_mean is None:
-            u: FloatArray = (obs - self.model.mean) * self._inv_std
-            return u
+            return fixed_point(obs, self.model.mean, self._inv_std, chunk)
         means, invs, lengths = [], [], []
         for stream, start, stop in runs:
             mean, inv = self.scaler_for(stream)
             means.append(mean)
             invs.append(inv)
             lengths.append(stop - start)
-        return (obs - np.repeat(np.asarray(means), lengths, axis=0)) * np.repeat(np.asarray(invs), lengths, axis=0)
+        return fixed_point(
+            obs, np.repeat(np.asarray(means), lengths, axis=0), np.repeat(np.asarray(invs), lengths, axis=0), chunk
+        )
 
     def _rescore(
         self,
