@@ -148,7 +148,9 @@ def test_inputs_that_did_not_move_leave_the_scaler_and_re_baseline_the_errors():
         inputs.p1 += u.sum(axis=0)
         inputs.p2 += (u * u).sum(axis=0)
         inputs.hold(16.0, 0.0, 0.0, 2.0)
-    assert not inputs.rebase() and not inputs.active and inputs.d0 == 0.0
+    assert not inputs.rebase() and not inputs.active and inputs.d0 == 160.0
+    inputs.accept()  # the errors re-baseline instead: the stretch is the new baseline
+    assert inputs.d0 == 0.0 and inputs.b0 == 160.0
 
 
 class HalfScorer:
@@ -172,14 +174,55 @@ def half_pipeline(rebaseline: bool = True) -> Pipeline:
 
 def test_a_shift_the_model_half_follows_re_baselines_the_scaler_from_the_inputs():
     feed = items(series(4))
-    pipe, alerts, raw, times = run(feed, 1400, half_pipeline())
+    _, alerts, raw, times = run(feed, 1400, half_pipeline())
     regime = [a for a in alerts if a.kind == "regime_change"]
     assert len(regime) == 1 and "scaler" in regime[0].detail, [a.detail for a in regime]
     assert abs(regime[0].detail["scaler"]["mean"][0] - 18.0) < 0.6
     assert np.median(raw[times > regime[0].ended_at + 8]) < 1.2 * np.median(raw[times < 490])
-    off, off_alerts, off_raw, off_times = run(feed, 1400, half_pipeline(rebaseline=False))
+    _, off_alerts, off_raw, off_times = run(feed, 1400, half_pipeline(rebaseline=False))
     assert not [a for a in off_alerts if a.kind == "regime_change"]  # learnt as a new error level
     assert np.median(off_raw[off_times > 900]) > 1.5 * np.median(off_raw[off_times < 490])
     for cut in (1, 64, 333):
         _, parts, _, _ = run(feed, cut, half_pipeline())
+        assert [a.to_dict() for a in parts] == [a.to_dict() for a in alerts], cut
+
+
+class DiffScorer:
+    """Errors of a model that knows the feed is white noise: the mean square of a window's
+    first differences over 2 (about 1 for standardized white noise, whatever its level; a
+    slow oscillation, at any scale, scores far below)."""
+
+    def errors(self, x):
+        x = np.asarray(x, dtype=np.float64)
+        per_channel = (np.diff(x, axis=1) ** 2).mean(axis=1) / 2 + 1e-3
+        return per_channel.mean(axis=1), per_channel, x[:, -1, :]
+
+
+def fault(seed: int, n: int = 1600) -> np.ndarray:
+    """Both channels turn into a slow oscillation around a new level from row 500 to 1100
+    (a fault, not a new level: no scaler brings its errors back), then white noise again."""
+    rng = np.random.default_rng(seed)
+    v = np.column_stack([10.0 + 2.0 * rng.standard_normal(n), -5.0 + 0.5 * rng.standard_normal(n)])
+    wave = np.sin(2 * np.pi * np.arange(600) / 50.0)
+    v[500:1100, 0] = 18.0 + 6.0 * wave
+    v[500:1100, 1] = -3.0 + 1.5 * wave
+    return v
+
+
+def test_a_scaler_that_does_not_bring_the_errors_back_is_undone_and_the_return_is_not_mapped():
+    m = model()
+    m.scorer = DiffScorer()
+    feed = items(fault(5))
+
+    def pipe() -> Pipeline:
+        return Pipeline(m, StreamConfig(channels=CHANNELS, period_seconds=1.0), ALARM, online=ONLINE)
+
+    p, alerts, _, _ = run(feed, len(feed), pipe())
+    regime = [a for a in alerts if a.kind == "regime_change"]
+    # the errors re-baseline into the fault (the scaler on trial is undone), and out of it
+    assert [a.detail["direction"] for a in regime] == ["down", "up"], [a.detail for a in regime]
+    assert all("scaler" not in a.detail for a in regime)
+    assert not p.calibrator.overrides  # back on the push-time scaler
+    for cut in (1, 64, 333):
+        _, parts, _, _ = run(feed, cut, pipe())
         assert [a.to_dict() for a in parts] == [a.to_dict() for a in alerts], cut

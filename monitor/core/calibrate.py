@@ -77,8 +77,10 @@ DEFAULT_REBASELINE_PERIODS = 200
 _X_SCALE = 1024.0  # fixed point of log errors in a chunk's sums: (690 * 1024)**2 * 4096 < 2**53
 _LOG_MAX = 690.0  # log of a NaN error: it scores (and is learnt) as a huge error
 
-_LEARNT, _DISTURBED, _REBASED, _SCALED = 0, 1, 2, 3  # what a completed chunk did (_SCALED:
-# re-baselined the stream's scaler, its error distribution kept)
+_LEARNT, _DISTURBED, _REBASED, _SCALED, _REVERTED = 0, 1, 2, 3, 4  # what a completed chunk did
+# (_SCALED: changed the stream's scaler, its errors' distribution kept; _REVERTED: undid a
+# scaler on trial and re-baselined the errors' distribution instead)
+_DIRECTIONS = ("up", "down", "spread")
 
 Rescore = Callable[[str, IntArray], Floats]
 """The pipeline's hook: raw errors of rows (of this batch) of a stream whose scaler was just re-baselined."""
@@ -122,7 +124,9 @@ class RegimeChange:
     level_before: float  # typical raw error before (exp of the mean log error)
     level_after: float
     threshold: float  # the stream's threshold (raw units) after re-baselining, before any budget multiplier
-    scaler: bool = False  # the stream's scaler was re-baselined (its error distribution kept)
+    # the stream's new scaler over its push-time one, (c, s): inputs u -> (u - c) / s per
+    # channel (None: the errors' distribution re-baselined instead)
+    scaler: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
 
 _FIELDS: tuple[str, ...] = (
@@ -349,7 +353,7 @@ class OnlineCalibrator:
                     inp.add(u1[j], u2[j])
             done = self._complete(st, float(times[a + m - 1])) if end else _LEARNT
             outcome.append(done)
-            if done == _SCALED and rescore is not None:
+            if done in (_SCALED, _REVERTED) and rescore is not None:
                 raw64 = self._rescore(st, j, segs, rescore, raw, raw64, x, xq, s1, s2)
         lengths = [seg[2] for seg in segs]
         inv = self._tails(x, segs, starts, lengths, online, mu, zsig, isig, outcome)
@@ -447,7 +451,7 @@ class OnlineCalibrator:
                     st.e = [decay * e + q + r for e, q, r in zip(st.e, st.q, st.r, strict=True)]
                     st.tail = _tail_of(st.e)
                     st.r = [0] * _NT
-            elif outcome[j] == _SCALED:  # inputs re-baselined: the errors' tail stays
+            elif outcome[j] == _SCALED:  # the scaler changed: the errors' tail stays
                 st.r = [0] * _NT
             else:  # re-baselined: the new regime's tail is learnt afresh
                 st.e = [0.0] * _NT
@@ -507,6 +511,10 @@ class OnlineCalibrator:
                 direction = "down"
             elif var >= cfg.regime_var_ratio * st.sigma * st.sigma:
                 direction = "spread"
+        if st.inp is not None and st.inp.pending is not None:
+            undone = self._verify(st, direction, t_end)
+            if undone is not None:
+                return undone
         if not direction:
             st.dist_since = math.nan
             st.d0 = st.d1 = st.d2 = 0.0
@@ -516,7 +524,7 @@ class OnlineCalibrator:
             st.s2 = lam * st.s2 + c2
             st.n_base += c0
             inp = st.inp
-            held = inp is not None and st.online and cfg.regime and inp.off(c0)
+            held = inp is not None and not inp.blocked and st.online and cfg.regime and inp.off(c0)
             if inp is not None and not held:
                 inp.learnt(lam, c0)
             if st.n_base >= cfg.min_windows:
@@ -530,6 +538,7 @@ class OnlineCalibrator:
                     since = inp.since
                     if inp.rebase():
                         return self._scaled(st, since, t_end, "up" if z >= 0 else "down", level_before, level)
+                    inp.accept()  # no channel moved enough: the held inputs are normal
             return _LEARNT
         if math.isnan(st.dist_since):
             st.dist_since = st.p_first
@@ -541,8 +550,12 @@ class OnlineCalibrator:
         if cfg.regime and t_end - st.dist_since >= self.after:
             before = math.exp(st.mu) if st.online else st.prior
             since = st.dist_since
-            if st.inp is not None and st.inp.rebase():  # the inputs moved: new scaler, errors kept
+            inp = st.inp
+            if inp is not None and not inp.blocked and inp.rebase():  # the inputs moved: new scaler, errors kept
                 return self._scaled(st, since, t_end, direction, before, math.exp(st.d1 / st.d0))
+            if inp is not None:  # the errors re-baseline: the stretch's inputs are the new normal
+                inp.accept()
+                inp.blocked = False
             st.s0, st.s1, st.s2 = st.d0, st.d1, st.d2
             st.n_base = st.d0
             st.online = True
@@ -558,17 +571,59 @@ class OnlineCalibrator:
         return _DISTURBED
 
     def _scaled(self, st: _Stream, since: float, t_end: float, direction: str, before: float, level: float) -> int:
-        """`st`'s scaler was re-baselined (its `inp` holds the override): the event; the
-        error distribution is kept (the errors come back to their old level)."""
+        """`st`'s scaler was re-baselined (its `inp` holds the new override), on trial: the
+        stream's next chunk confirms it (`_verify`: its errors are back within the kept
+        distribution, the RegimeChange goes out then) or undoes it. The error distribution
+        is kept meanwhile; a trial by the calibrator's regime test keeps its stretch's error
+        sums, for the error re-baseline an undo does instead."""
         key = self._key(st)
-        assert st.inp is not None
-        self.overrides[key] = st.inp
-        thr = _exp(st.mu + self._z(st) * st.sigma)
-        self.events.append(RegimeChange(key, since, t_end, direction, before, level, thr, True))
-        self.regime_changes += 1
+        inp = st.inp
+        assert inp is not None
+        self.overrides[key] = inp
+        by_errors = not math.isnan(st.dist_since)
+        e = (st.d0, st.d1, st.d2) if by_errors else (0.0, 0.0, 0.0)
+        inp.pending = [float(by_errors), since, before, level, *e, float(_DIRECTIONS.index(direction))]
         st.dist_since = math.nan
         st.d0 = st.d1 = st.d2 = 0.0
         return _SCALED
+
+    def _verify(self, st: _Stream, direction: str, t_end: float) -> int | None:
+        """The chunk after a scaler re-baseline (scored with it) is complete: errors not
+        disturbed -> confirmed (the RegimeChange, None: the chunk is learnt as usual);
+        still disturbed -> undone (`_REVERTED` after an error re-baseline on the trial
+        stretch, as without the scaler; `_SCALED` when the inputs' test started it: the
+        new inputs stay the baseline, no event); the chunk is dropped then."""
+        inp = st.inp
+        assert inp is not None and inp.pending is not None
+        by_errors, since, before, level, e0, e1, e2, d = inp.pending
+        inp.pending = None
+        key = self._key(st)
+        if not direction:
+            inp.prev = None
+            thr = _exp(st.mu + self._z(st) * st.sigma)
+            scaler = (tuple(inp.c), tuple(inp.s))
+            self.events.append(RegimeChange(key, since, t_end, _DIRECTIONS[int(d)], before, level, thr, scaler))
+            self.regime_changes += 1
+            return None
+        inp.undo()
+        if by_errors:  # the errors' distribution becomes the stretch's (a fault's, likely):
+            inp.blocked = True  # no scaler trials until the errors re-baseline again
+        if inp.active:
+            self.overrides[key] = inp
+        else:
+            self.overrides.pop(key, None)
+        if not by_errors:
+            return _SCALED
+        st.s0, st.s1, st.s2 = e0, e1, e2
+        st.n_base = e0
+        st.online = True
+        self._moments(st)
+        thr = _exp(st.mu + self._z(st) * st.sigma)
+        self.events.append(RegimeChange(key, since, t_end, _DIRECTIONS[int(d)], before, math.exp(st.mu), thr))
+        self.regime_changes += 1
+        st.dist_since = math.nan
+        st.d0 = st.d1 = st.d2 = 0.0
+        return _REVERTED
 
     def _z(self, st: _Stream) -> float:
         """z with a small-sample margin: ``z * (1 + chunk / n)`` for n learnt windows (x1.5

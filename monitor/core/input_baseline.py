@@ -55,6 +55,7 @@ ERR_Z = 0.5  # ... when its errors were, on average, this many sigmas above the 
 SPREAD_MIN = 2.0  # its spread changed by at least this factor (either way): it rescales
 RATIO_MAX = 100.0  # bound of a std ratio (a flat or exploding stretch must not blow up inputs)
 U_SCALE = 1024.0  # fixed point of standardized inputs in a chunk's sums
+PENDING_SIZE = 8  # a re-baseline on trial: [by errors?, since, before, level, e0, e1, e2, direction]
 _OFF_Z2 = OFF_Z * OFF_Z
 _K1, _K2 = 1.0 / U_SCALE, 1.0 / (U_SCALE * U_SCALE)  # exact: powers of two
 
@@ -65,8 +66,26 @@ class StreamInputs:
     Per-channel vectors are Python lists: they are updated once per segment of a scoring
     batch, where a numpy call on a handful of values costs more than the arithmetic."""
 
-    __slots__ = ("b0", "b1", "b2", "c", "d0", "d1", "d2", "ex", "ez", "p1", "p2", "s", "since")
-    _SCALARS = ("b0", "d0", "ex", "ez", "since")
+    __slots__ = (
+        "b0",
+        "b1",
+        "b2",
+        "blocked",
+        "c",
+        "d0",
+        "d1",
+        "d2",
+        "ex",
+        "ez",
+        "p1",
+        "p2",
+        "pending",
+        "prev",
+        "s",
+        "since",
+    )
+    _SCALARS = ("b0", "blocked", "d0", "ex", "ez", "since")
+    _OPTIONAL = ("pending", "prev")  # a list of numbers or None
 
     def __init__(self, channels: int):
         z = [0.0] * channels
@@ -76,6 +95,13 @@ class StreamInputs:
         self.since = math.nan  # its first window's time
         self.ex = self.ez = 0.0  # its sums of log errors and of their z (in the stream's sigma)
         self.c, self.s = z[:], [1.0] * channels  # override: u' = (u - c) / s
+        # a re-baseline on trial until the stream's next chunk (the calibrator's `_verify`):
+        self.prev: list[float] | None = None  # [b0, *b1, *b2, *c, *s] before it
+        self.pending: list[float] | None = None  # what the calibrator needs to confirm or undo it
+        # after an undone trial the errors' distribution is the stretch's (a fault, likely):
+        # no trial (and no input test) until the errors re-baseline again, so that the
+        # return to normal is not mapped onto the fault's inputs
+        self.blocked = False
 
     @property
     def active(self) -> bool:
@@ -161,10 +187,9 @@ class StreamInputs:
     def rebase(self) -> bool:
         """The stream re-baselines (after `hold` for the chunk that completed the
         stretch): set the override from D against B; True when any channel changed (the
-        new override is in effect), False when the inputs did not move (no override). The
-        held stretch is closed either way."""
+        new override is in effect; the stretch becomes the baseline), False when the inputs
+        did not move (no override; the caller decides about the stretch: `accept`)."""
         if self.b0 <= 0 or self.d0 <= 0:
-            self._close_stretch()
             return False
         b1, b2, d1, d2 = (np.asarray(v) for v in (self.b1, self.b2, self.d1, self.d2))
         mb, md = b1 / self.b0, d1 / self.d0
@@ -175,8 +200,8 @@ class StreamInputs:
         spread = (ratio >= SPREAD_MIN) | (ratio <= 1.0 / SPREAD_MIN)
         shift = np.abs(md - mb) >= SHIFT_MIN * np.maximum(sb, floor)
         if not (spread.any() or shift.any()):
-            self._close_stretch()
             return False
+        self.prev = [self.b0, *self.b1, *self.b2, *self.c, *self.s]
         s_old, c_old = np.asarray(self.s), np.asarray(self.c)
         s_new = np.where(spread, s_old * ratio, s_old)
         # where the old regime's mean sat in the model's input space, the new one goes
@@ -186,6 +211,24 @@ class StreamInputs:
         self.b0, self.b1, self.b2 = self.d0, self.d1[:], self.d2[:]
         self._close_stretch()
         return True
+
+    def accept(self) -> None:
+        """The held stretch becomes the baseline (a regime change without a new scaler)."""
+        if self.d0 > 0:
+            self.b0, self.b1, self.b2 = self.d0, self.d1[:], self.d2[:]
+        self._close_stretch()
+
+    def undo(self) -> None:
+        """Back to the override before the last `rebase` (it did not bring the errors
+        back); the new inputs stay the baseline (the new normal, without an override).
+        The trial chunk is dropped, the held stretch restarts."""
+        prev = self.prev
+        assert prev is not None  # only after a rebase
+        n = len(self.c)
+        self.c, self.s = prev[1 + 2 * n : 1 + 3 * n], prev[1 + 3 * n : 1 + 4 * n]
+        self.prev = None
+        self.p1, self.p2 = [0.0] * n, [0.0] * n  # the trial chunk is dropped
+        self._close_stretch()
 
     def _close_stretch(self) -> None:
         n = len(self.d1)
@@ -205,7 +248,7 @@ class StreamInputs:
         out: dict[str, Any] = {}
         for k in self.__slots__:
             v = getattr(self, k)
-            out[k] = float(v) if k in self._SCALARS else [float(x) for x in v]
+            out[k] = float(v) if k in self._SCALARS else None if v is None else [float(x) for x in v]
         return out
 
     @classmethod
@@ -218,15 +261,21 @@ class StreamInputs:
             if k in cls._SCALARS:
                 if isinstance(v, bool) or not isinstance(v, (int, float)):
                     raise ValueError(f"input state field {k} is not a number: {v!r}")
-                if k in ("b0", "d0") and not v >= 0:
+                if k in ("b0", "d0", "blocked") and not v >= 0:
                     raise ValueError(f"input state field {k} is not a count: {v!r}")
                 setattr(st, k, float(v))
                 continue
-            ok = isinstance(v, list) and len(v) == channels
+            if k in cls._OPTIONAL and v is None:
+                continue
+            size = {"prev": 1 + 4 * channels, "pending": PENDING_SIZE}.get(k, channels)
+            ok = isinstance(v, list) and len(v) == size
             ok = ok and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)
             if not ok:
-                raise ValueError(f"input state field {k} is not {channels} finite numbers")
+                raise ValueError(f"input state field {k} is not {size} finite numbers")
             setattr(st, k, [float(x) for x in v])
+        if (st.pending is None) != (st.prev is None) and st.pending is not None:
+            raise ValueError("input state: a pending re-baseline without the state before it")
+        st.blocked = bool(st.blocked)
         if not all(v > 0 for v in st.s):
             raise ValueError("input state: scaler ratios must be > 0")
         return st

@@ -780,14 +780,15 @@ class Pipeline:
         stream: str,
         rows: NDArray[np.intp],
     ) -> Floats:
-        """The calibrator re-baselined `stream`'s scaler at an earlier row of this batch:
+        """The calibrator changed `stream`'s scaler at an earlier row of this batch:
         its windows at `rows` scored again with it (as a later batch would score them), the
         batch's outputs `out` updated; returns their raw errors."""
-        inp = self.calibrator.overrides[stream]
+        inp = self.calibrator.overrides.get(stream)  # None: back to the push-time scaler
         c = len(self.model.channels)
         xr = clean[rows]
-        a, b = inp.affine()
-        xr[:, :, :c] = xr[:, :, :c] * a + b
+        if inp is not None:
+            a, b = inp.affine()
+            xr[:, :, :c] = xr[:, :, :c] * a + b
         mr = masked[rows] if masked is not None else None
         if mr is not None:
             mask_windows(xr, mr, getattr(self.model.scorer, "reconstruct", None))
@@ -892,9 +893,11 @@ class Pipeline:
             "level_before": ev.level_before,
             "level_after": ev.level_after,
         }
-        if ev.scaler:  # the new scaler (raw units), what the stream is standardized with from now on
-            mean, sd = self.effective_scaler(ev.stream)
-            detail["scaler"] = {"mean": [float(v) for v in mean], "std": [float(v) for v in sd]}
+        if ev.scaler is not None:  # the new scaler (raw units), what the stream is standardized with from now on
+            c, s = (np.asarray(v) for v in ev.scaler)
+            mean, inv_std = self.scaler_for(ev.stream)
+            sd = 1.0 / inv_std
+            detail["scaler"] = {"mean": [float(v) for v in mean + c * sd], "std": [float(v) for v in sd * s]}
         return Alert(
             alert_id=alert_id(ev.stream, ev.started_at, f"{version}|regime_change"),
             stream=ev.stream,
