@@ -321,8 +321,8 @@ class OnlineCalibrator:
             one = uq.shape[1] == 1
             if one:
                 uq = uq[:, 0]
-            if starts is None:
-                u1, u2 = [uq.sum(axis=0).tolist()], [np.einsum("i...,i...->...", uq, uq).tolist()]
+            if starts is None:  # ufuncs directly: ndarray.sum and einsum cost more on small batches
+                u1, u2 = [np.add.reduce(uq, axis=0).tolist()], [np.add.reduce(uq * uq, axis=0).tolist()]
             else:
                 u1, u2 = np.add.reduceat(uq, starts, axis=0).tolist(), np.add.reduceat(uq * uq, starts, axis=0).tolist()
         # 3. per segment in order: the parameters it is scored with, then learn from it
