@@ -77,13 +77,21 @@ DEFAULT_REBASELINE_PERIODS = 200
 _X_SCALE = 1024.0  # fixed point of log errors in a chunk's sums: (690 * 1024)**2 * 4096 < 2**53
 _LOG_MAX = 690.0  # log of a NaN error: it scores (and is learnt) as a huge error
 
-_LEARNT, _DISTURBED, _REBASED, _SCALED, _REVERTED = 0, 1, 2, 3, 4  # what a completed chunk did
-# (_SCALED: changed the stream's scaler, its errors' distribution kept; _REVERTED: undid a
-# scaler on trial and re-baselined the errors' distribution instead)
+_LEARNT, _DISTURBED, _REBASED, _SCALED = 0, 1, 2, 3  # what a completed chunk did
+# (_SCALED: confirmed a new scaler for the stream, its errors' distribution kept)
 _DIRECTIONS = ("up", "down", "spread")
 
-Rescore = Callable[[str, IntArray], Floats]
-"""The pipeline's hook: raw errors of rows (of this batch) of a stream whose scaler was just re-baselined."""
+Rescore = Callable[[str, IntArray, bool], Floats]
+"""The pipeline's hook: raw errors of rows (of this batch) of a stream with its current
+scaler (False: the batch's outputs take them) or with its scaler on trial (True: they only
+verify it)."""
+
+
+def _log(raw: FloatArray) -> FloatArray:
+    """Log errors as `calibrate` takes them (NaN: a huge error)."""
+    x = np.log(np.maximum(raw, 1e-300))
+    out: FloatArray = np.where(np.isnan(x), _LOG_MAX, x)
+    return out
 
 
 def _exp(v: float) -> float:
@@ -249,6 +257,7 @@ class OnlineCalibrator:
         # input re-baseline: needs the inputs (`calibrate(inputs=...)`) and regime detection
         self.inputs_on = cfg.enabled and cfg.regime and cfg.rebaseline_scaler
         self.overrides: dict[str, StreamInputs] = {}  # streams whose scaler is re-baselined
+        self.trials: set[str] = set()  # streams with a new scaler on trial (input_baseline.py)
         self.channels = channels  # input channels (checked on restore; None: as the state says)
 
     # ------------------------------------------------------------------ scoring
@@ -316,7 +325,8 @@ class OnlineCalibrator:
         u1: list[Any] | None = None  # per segment: its channels' fixed-point input sums
         u2: list[Any] = []  # ... of squares (one channel: floats, not lists of one)
         one = False
-        if inputs is not None and self.inputs_on:
+        trial_x: FloatArray | None = None  # rows' log errors under their stream's scaler on trial
+        if inputs is not None and self.inputs_on and rescore is not None:
             uq = inputs
             one = uq.shape[1] == 1
             if one:
@@ -332,6 +342,8 @@ class OnlineCalibrator:
         isig: list[float] = []  # 1 / sigma of the tail counts; 0: not counted (not online yet:
         # the first chunks' moments are rough, and every later window "exceeds" them)
         outcome: list[int] = []  # at a chunk's end: _LEARNT, _DISTURBED or _REBASED
+        if self.trials and u1 is not None:
+            trial_x = self._trial_errors(n, segs, rescore)
         for j, (st, a, m, pos, end) in enumerate(segs):
             online.append(st.online)
             mu.append(st.mu)
@@ -351,16 +363,62 @@ class OnlineCalibrator:
                     inp.p2[0] += u2[j]
                 else:
                     inp.add(u1[j], u2[j])
+                if inp.pending is not None and trial_x is not None:  # the trial chunk, under the new scaler
+                    self._trial_sums(inp.pending, trial_x[a : a + m])
             done = self._complete(st, float(times[a + m - 1])) if end else _LEARNT
             outcome.append(done)
-            if done in (_SCALED, _REVERTED) and rescore is not None:
+            if done == _SCALED and rescore is not None:
                 raw64 = self._rescore(st, j, segs, rescore, raw, raw64, x, xq, s1, s2)
+            if end and st.inp is not None and st.inp.pending is not None:  # a trial starts here
+                if trial_x is None:
+                    trial_x = np.full(n, np.nan)
+                self._later_trial_errors(st, j, segs, rescore, trial_x)
         lengths = [seg[2] for seg in segs]
         inv = self._tails(x, segs, starts, lengths, online, mu, zsig, isig, outcome)
         score = self._scores(x, raw64, lengths, online, mu, inv)
         if self.budget is not None:
             score = self._apply_budget(score, segs, times)
         return score
+
+    def _trial_errors(
+        self, n: int, segs: list[tuple[_Stream, int, int, int, bool]], rescore: Rescore | None
+    ) -> FloatArray:
+        """Log errors of this batch's rows of the streams with a scaler on trial at its
+        start, under that scaler (NaN elsewhere: filled when a trial starts mid-batch)."""
+        out: FloatArray = np.full(n, np.nan)
+        assert rescore is not None
+        for key in self.trials:
+            st = self.streams.get(key)
+            if st is None:
+                continue
+            rows = [np.arange(a, a + m, dtype=np.intp) for s, a, m, _, _ in segs if s is st]
+            if rows:
+                idx = np.concatenate(rows)
+                out[idx] = _log(np.asarray(rescore(key, idx, True), dtype=np.float64))
+        return out
+
+    def _later_trial_errors(
+        self,
+        st: _Stream,
+        j: int,
+        segs: list[tuple[_Stream, int, int, int, bool]],
+        rescore: Rescore | None,
+        trial_x: FloatArray,
+    ) -> None:
+        """A trial started at segment `j`: `st`'s later rows' log errors under it."""
+        later = [np.arange(s[1], s[1] + s[2], dtype=np.intp) for s in segs[j + 1 :] if s[0] is st]
+        if later and rescore is not None:
+            idx = np.concatenate(later)
+            if np.isnan(trial_x[idx]).any():
+                trial_x[idx] = _log(np.asarray(rescore(self._key(st), idx, True), dtype=np.float64))
+
+    @staticmethod
+    def _trial_sums(pending: list[float], xt: FloatArray) -> None:
+        """Add a trial segment's log errors to the trial's sums (fixed point: exact)."""
+        q = np.rint(xt * _X_SCALE)
+        pending[10] += len(q)
+        pending[11] += float(q.sum())
+        pending[12] += float(q @ q)
 
     def _rescore(
         self,
@@ -381,7 +439,7 @@ class OnlineCalibrator:
         if not later:
             return raw64
         rows = np.concatenate([np.arange(segs[k][1], segs[k][1] + segs[k][2], dtype=np.intp) for k in later])
-        new = np.asarray(rescore(self._key(st), rows), dtype=np.float64)
+        new = np.asarray(rescore(self._key(st), rows, False), dtype=np.float64)
         if raw64 is raw:  # float64 raw came in without a copy: the caller's array stays
             raw64 = raw64.copy()
         raw64[rows] = new
@@ -451,7 +509,7 @@ class OnlineCalibrator:
                     st.e = [decay * e + q + r for e, q, r in zip(st.e, st.q, st.r, strict=True)]
                     st.tail = _tail_of(st.e)
                     st.r = [0] * _NT
-            elif outcome[j] == _SCALED:  # the scaler changed: the errors' tail stays
+            elif outcome[j] == _SCALED:  # a new scaler: the errors' tail stays
                 st.r = [0] * _NT
             else:  # re-baselined: the new regime's tail is learnt afresh
                 st.e = [0.0] * _NT
@@ -512,9 +570,9 @@ class OnlineCalibrator:
             elif var >= cfg.regime_var_ratio * st.sigma * st.sigma:
                 direction = "spread"
         if st.inp is not None and st.inp.pending is not None:
-            undone = self._verify(st, direction, t_end)
-            if undone is not None:
-                return undone
+            confirmed = self._verify(st, t_end)
+            if confirmed is not None:
+                return confirmed
         if not direction:
             st.dist_since = math.nan
             st.d0 = st.d1 = st.d2 = 0.0
@@ -532,12 +590,12 @@ class OnlineCalibrator:
             self._moments(st)
             if inp is not None and held:
                 inp.hold(c0, st.p_first, c1, z)
-                if inp.due(t_end, self.after):
+                if inp.pending is None and inp.due(t_end, self.after):
                     level_before = math.exp(st.mu)
                     level = math.exp(inp.ex / inp.d0)
                     since = inp.since
                     if inp.rebase():
-                        return self._scaled(st, since, t_end, "up" if z >= 0 else "down", level_before, level)
+                        return self._trial(st, since, t_end, "up" if z >= 0 else "down", level_before, level)
                     inp.accept()  # no channel moved enough: the held inputs are normal
             return _LEARNT
         if math.isnan(st.dist_since):
@@ -551,8 +609,8 @@ class OnlineCalibrator:
             before = math.exp(st.mu) if st.online else st.prior
             since = st.dist_since
             inp = st.inp
-            if inp is not None and not inp.blocked and inp.rebase():  # the inputs moved: new scaler, errors kept
-                return self._scaled(st, since, t_end, direction, before, math.exp(st.d1 / st.d0))
+            if inp is not None and not inp.blocked and inp.pending is None and inp.rebase():  # the inputs moved
+                return self._trial(st, since, t_end, direction, before, math.exp(st.d1 / st.d0))
             if inp is not None:  # the errors re-baseline: the stretch's inputs are the new normal
                 inp.accept()
                 inp.blocked = False
@@ -570,60 +628,83 @@ class OnlineCalibrator:
             return _REBASED
         return _DISTURBED
 
-    def _scaled(self, st: _Stream, since: float, t_end: float, direction: str, before: float, level: float) -> int:
-        """`st`'s scaler was re-baselined (its `inp` holds the new override), on trial: the
-        stream's next chunk confirms it (`_verify`: its errors are back within the kept
-        distribution, the RegimeChange goes out then) or undoes it. The error distribution
-        is kept meanwhile; a trial by the calibrator's regime test keeps its stretch's error
-        sums, for the error re-baseline an undo does instead."""
-        key = self._key(st)
+    def _trial(self, st: _Stream, since: float, t_end: float, direction: str, before: float, level: float) -> int:
+        """`st`'s inputs moved: the new scaler (`inp.trial`) goes on trial for the stream's
+        next chunk, scored in the shadow (the pipeline scores those windows with it too,
+        decisions keep the current one). Meanwhile the stream goes on as without it: after
+        the calibrator's regime test its errors re-baseline on the stretch (the kept
+        distribution saved in `pending`); after the inputs' test nothing changes."""
         inp = st.inp
         assert inp is not None
-        self.overrides[key] = inp
         by_errors = not math.isnan(st.dist_since)
-        e = (st.d0, st.d1, st.d2) if by_errors else (0.0, 0.0, 0.0)
-        inp.pending = [float(by_errors), since, before, level, *e, float(_DIRECTIONS.index(direction))]
-        st.dist_since = math.nan
-        st.d0 = st.d1 = st.d2 = 0.0
-        return _SCALED
+        kept = (st.s0, st.s1, st.s2, st.n_base, float(st.online))
+        inp.pending = [
+            float(by_errors),
+            since,
+            before,
+            level,
+            float(_DIRECTIONS.index(direction)),
+            *kept,
+            0.0,
+            0.0,
+            0.0,
+        ]
+        self.trials.add(self._key(st))
+        if by_errors:
+            st.s0, st.s1, st.s2 = st.d0, st.d1, st.d2
+            st.n_base = st.d0
+            st.online = True
+            self._moments(st)
+            st.dist_since = math.nan
+            st.d0 = st.d1 = st.d2 = 0.0
+            return _REBASED  # as without the scaler: the new regime's tail is learnt afresh
+        return _LEARNT
 
-    def _verify(self, st: _Stream, direction: str, t_end: float) -> int | None:
-        """The chunk after a scaler re-baseline (scored with it) is complete: errors not
-        disturbed -> confirmed (the RegimeChange, None: the chunk is learnt as usual);
-        still disturbed -> undone (`_REVERTED` after an error re-baseline on the trial
-        stretch, as without the scaler; `_SCALED` when the inputs' test started it: the
-        new inputs stay the baseline, no event); the chunk is dropped then."""
+    def _verify(self, st: _Stream, t_end: float) -> int | None:
+        """The trial chunk is complete: its errors under the new scaler, against the
+        distribution kept from before the change, not disturbed -> confirmed: the scaler is
+        the override, the kept distribution is back, the RegimeChange goes out (with the
+        scaler), this chunk's errors (the old scaler's) are not learnt (`_SCALED`: later
+        rows of the batch are scored again). Disturbed -> undone: nothing changes (the
+        stream went on as without the scaler); after the calibrator's regime test the
+        error re-baseline's RegimeChange goes out now, and scaler trials stop until the
+        errors re-baseline again (a fault's distribution: the return to normal must not be
+        mapped onto the fault's inputs). None: the chunk is processed as usual."""
         inp = st.inp
         assert inp is not None and inp.pending is not None
-        by_errors, since, before, level, e0, e1, e2, d = inp.pending
+        by_errors, since, before, level, d, k0, k1, k2, kn, kon, t0, t1, t2 = inp.pending
         inp.pending = None
         key = self._key(st)
-        if not direction:
-            inp.prev = None
+        self.trials.discard(key)
+        cfg = self.cfg
+        mu, sigma = st.mu, st.sigma
+        if by_errors and k0 > 0:
+            mu = k1 / k0
+            sigma = max(math.sqrt(max(k2 / k0 - mu * mu, 0.0)), cfg.min_sigma)
+        m = t1 / _X_SCALE / max(t0, 1.0)
+        var = max(t2 / (_X_SCALE * _X_SCALE) / max(t0, 1.0) - m * m, 0.0)
+        back = t0 > 0 and abs(m - mu) < cfg.regime_z * sigma and var < cfg.regime_var_ratio * sigma * sigma
+        direction = _DIRECTIONS[int(d)]
+        if back:
+            inp.confirm()
+            self.overrides[key] = inp
+            if by_errors:
+                st.s0, st.s1, st.s2, st.n_base, st.online = k0, k1, k2, kn, bool(kon)
+                self._moments(st)
+            st.dist_since = math.nan
+            st.d0 = st.d1 = st.d2 = 0.0
             thr = _exp(st.mu + self._z(st) * st.sigma)
             scaler = (tuple(inp.c), tuple(inp.s))
-            self.events.append(RegimeChange(key, since, t_end, _DIRECTIONS[int(d)], before, level, thr, scaler))
+            self.events.append(RegimeChange(key, since, t_end, direction, before, level, thr, scaler))
             self.regime_changes += 1
-            return None
-        inp.undo()
-        if by_errors:  # the errors' distribution becomes the stretch's (a fault's, likely):
-            inp.blocked = True  # no scaler trials until the errors re-baseline again
-        if inp.active:
-            self.overrides[key] = inp
-        else:
-            self.overrides.pop(key, None)
-        if not by_errors:
             return _SCALED
-        st.s0, st.s1, st.s2 = e0, e1, e2
-        st.n_base = e0
-        st.online = True
-        self._moments(st)
-        thr = _exp(st.mu + self._z(st) * st.sigma)
-        self.events.append(RegimeChange(key, since, t_end, _DIRECTIONS[int(d)], before, math.exp(st.mu), thr))
-        self.regime_changes += 1
-        st.dist_since = math.nan
-        st.d0 = st.d1 = st.d2 = 0.0
-        return _REVERTED
+        inp.trial = None
+        if by_errors:
+            inp.blocked = True
+            thr = _exp(st.mu + self._z(st) * st.sigma)
+            self.events.append(RegimeChange(key, since, t_end, direction, before, math.exp(st.mu), thr))
+            self.regime_changes += 1
+        return None
 
     def _z(self, st: _Stream) -> float:
         """z with a small-sample margin: ``z * (1 + chunk / n)`` for n learnt windows (x1.5
@@ -695,6 +776,7 @@ class OnlineCalibrator:
     def forget(self, key: str) -> None:
         self.streams.pop(key, None)
         self.overrides.pop(key, None)
+        self.trials.discard(key)
 
     def drain_events(self) -> list[RegimeChange]:
         events, self.events = self.events, []
@@ -741,4 +823,5 @@ class OnlineCalibrator:
             st.prior = float(self.prior(key))  # the seam decides the prior, not the file
         self.streams = restored
         self.overrides = overrides
+        self.trials = {key for key, st in restored.items() if st.inp is not None and st.inp.pending is not None}
         return len(restored)

@@ -55,7 +55,9 @@ ERR_Z = 0.5  # ... when its errors were, on average, this many sigmas above the 
 SPREAD_MIN = 2.0  # its spread changed by at least this factor (either way): it rescales
 RATIO_MAX = 100.0  # bound of a std ratio (a flat or exploding stretch must not blow up inputs)
 U_SCALE = 1024.0  # fixed point of standardized inputs in a chunk's sums
-PENDING_SIZE = 8  # a re-baseline on trial: [by errors?, since, before, level, e0, e1, e2, direction]
+# a re-baseline on trial (the calibrator's `_trial`): [by errors?, since, level before,
+# level after, direction, the kept error sums s0 s1 s2, n_base, online, trial sums t0 t1 t2]
+PENDING_SIZE = 13
 _OFF_Z2 = OFF_Z * OFF_Z
 _K1, _K2 = 1.0 / U_SCALE, 1.0 / (U_SCALE * U_SCALE)  # exact: powers of two
 
@@ -80,12 +82,12 @@ class StreamInputs:
         "p1",
         "p2",
         "pending",
-        "prev",
         "s",
         "since",
+        "trial",
     )
     _SCALARS = ("b0", "blocked", "d0", "ex", "ez", "since")
-    _OPTIONAL = ("pending", "prev")  # a list of numbers or None
+    _OPTIONAL = ("pending", "trial")  # a list of numbers or None
 
     def __init__(self, channels: int):
         z = [0.0] * channels
@@ -95,8 +97,8 @@ class StreamInputs:
         self.since = math.nan  # its first window's time
         self.ex = self.ez = 0.0  # its sums of log errors and of their z (in the stream's sigma)
         self.c, self.s = z[:], [1.0] * channels  # override: u' = (u - c) / s
-        # a re-baseline on trial until the stream's next chunk (the calibrator's `_verify`):
-        self.prev: list[float] | None = None  # [b0, *b1, *b2, *c, *s] before it
+        # a re-baseline on trial for the stream's next chunk (the calibrator's `_verify`):
+        self.trial: list[float] | None = None  # [*c, *s] of the scaler on trial
         self.pending: list[float] | None = None  # what the calibrator needs to confirm or undo it
         # after an undone trial the errors' distribution is the stretch's (a fault, likely):
         # no trial (and no input test) until the errors re-baseline again, so that the
@@ -186,9 +188,9 @@ class StreamInputs:
 
     def rebase(self) -> bool:
         """The stream re-baselines (after `hold` for the chunk that completed the
-        stretch): set the override from D against B; True when any channel changed (the
-        new override is in effect; the stretch becomes the baseline), False when the inputs
-        did not move (no override; the caller decides about the stretch: `accept`)."""
+        stretch): a new override from D against B, on `trial` (not in effect yet; the
+        stretch becomes the baseline either way); False when the inputs did not move (no
+        trial; the caller decides about the stretch: `accept`)."""
         if self.b0 <= 0 or self.d0 <= 0:
             return False
         b1, b2, d1, d2 = (np.asarray(v) for v in (self.b1, self.b2, self.d1, self.d2))
@@ -201,13 +203,11 @@ class StreamInputs:
         shift = np.abs(md - mb) >= SHIFT_MIN * np.maximum(sb, floor)
         if not (spread.any() or shift.any()):
             return False
-        self.prev = [self.b0, *self.b1, *self.b2, *self.c, *self.s]
         s_old, c_old = np.asarray(self.s), np.asarray(self.c)
         s_new = np.where(spread, s_old * ratio, s_old)
         # where the old regime's mean sat in the model's input space, the new one goes
         c_new = md - s_new * (mb - c_old) / s_old
-        self.c = np.where(shift | spread, c_new, c_old).tolist()
-        self.s = s_new.tolist()
+        self.trial = [*np.where(shift | spread, c_new, c_old).tolist(), *s_new.tolist()]
         self.b0, self.b1, self.b2 = self.d0, self.d1[:], self.d2[:]
         self._close_stretch()
         return True
@@ -218,17 +218,21 @@ class StreamInputs:
             self.b0, self.b1, self.b2 = self.d0, self.d1[:], self.d2[:]
         self._close_stretch()
 
-    def undo(self) -> None:
-        """Back to the override before the last `rebase` (it did not bring the errors
-        back); the new inputs stay the baseline (the new normal, without an override).
-        The trial chunk is dropped, the held stretch restarts."""
-        prev = self.prev
-        assert prev is not None  # only after a rebase
+    def confirm(self) -> None:
+        """The scaler on trial brought the errors back: it is the override from now on."""
+        trial = self.trial
+        assert trial is not None  # only after a rebase
         n = len(self.c)
-        self.c, self.s = prev[1 + 2 * n : 1 + 3 * n], prev[1 + 3 * n : 1 + 4 * n]
-        self.prev = None
-        self.p1, self.p2 = [0.0] * n, [0.0] * n  # the trial chunk is dropped
-        self._close_stretch()
+        self.c, self.s = trial[:n], trial[n:]
+        self.trial = None
+
+    def trial_affine(self) -> tuple[Float32Array, Float32Array]:
+        """(a, b) of the scaler on trial, as `affine`."""
+        trial = self.trial
+        assert trial is not None
+        n = len(self.c)
+        s, c = np.asarray(trial[n:]), np.asarray(trial[:n])
+        return (1.0 / s).astype(np.float32), (-c / s).astype(np.float32)
 
     def _close_stretch(self) -> None:
         n = len(self.d1)
@@ -267,14 +271,16 @@ class StreamInputs:
                 continue
             if k in cls._OPTIONAL and v is None:
                 continue
-            size = {"prev": 1 + 4 * channels, "pending": PENDING_SIZE}.get(k, channels)
+            size = {"trial": 2 * channels, "pending": PENDING_SIZE}.get(k, channels)
             ok = isinstance(v, list) and len(v) == size
             ok = ok and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)
             if not ok:
                 raise ValueError(f"input state field {k} is not {size} finite numbers")
             setattr(st, k, [float(x) for x in v])
-        if (st.pending is None) != (st.prev is None) and st.pending is not None:
-            raise ValueError("input state: a pending re-baseline without the state before it")
+        if (st.pending is None) != (st.trial is None):
+            raise ValueError("input state: a re-baseline on trial needs both 'trial' and 'pending'")
+        if st.trial is not None and not all(v > 0 for v in st.trial[channels:]):
+            raise ValueError("input state: scaler ratios must be > 0")
         st.blocked = bool(st.blocked)
         if not all(v > 0 for v in st.s):
             raise ValueError("input state: scaler ratios must be > 0")

@@ -779,20 +779,32 @@ class Pipeline:
         rebased: list[_Rebased],
         stream: str,
         rows: NDArray[np.intp],
+        trial: bool,
     ) -> Floats:
-        """The calibrator changed `stream`'s scaler at an earlier row of this batch:
-        its windows at `rows` scored again with it (as a later batch would score them), the
-        batch's outputs `out` updated; returns their raw errors."""
-        inp = self.calibrator.overrides.get(stream)  # None: back to the push-time scaler
+        """`stream`'s windows at `rows` scored again: with its scaler on trial (`trial`:
+        only their raw errors, to verify it), or with the scaler the calibrator changed to at
+        an earlier row of this batch (as a later batch would score them; the batch's outputs
+        `out` updated). Returns their raw errors."""
+        calibrator = self.calibrator
         c = len(self.model.channels)
         xr = clean[rows]
-        if inp is not None:
-            a, b = inp.affine()
+        affine = None
+        if trial:
+            inp = calibrator.streams[stream].inp
+            assert inp is not None
+            affine = inp.trial_affine()
+        elif stream in calibrator.overrides:
+            affine = calibrator.overrides[stream].affine()
+        if affine is not None:
+            a, b = affine
             xr[:, :, :c] = xr[:, :, :c] * a + b
         mr = masked[rows] if masked is not None else None
         if mr is not None:
             mask_windows(xr, mr, getattr(self.model.scorer, "reconstruct", None))
         new = self._score(xr, mr)
+        if trial:  # only verifies the scaler on trial: the batch's outputs stay
+            raw_trial: Floats = new[0]
+            return raw_trial
         for i, part in enumerate(new):
             if part is None or out[i] is None:
                 continue
