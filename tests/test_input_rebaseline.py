@@ -226,3 +226,13 @@ def test_a_scaler_that_does_not_bring_the_errors_back_is_undone_and_the_return_i
     for cut in (1, 64, 333):
         _, parts, _, _ = run(feed, cut, pipe())
         assert [a.to_dict() for a in parts] == [a.to_dict() for a in alerts], cut
+
+
+def test_a_chunk_too_large_to_sum_exactly_adds_nothing_to_the_baseline():
+    inputs = StreamInputs(2)
+    inputs.p1, inputs.p2 = [1024.0 * 16, 1e20], [1024.0**2 * 16, 1e40]  # channel b: a 1e13-sd spike
+    inputs.learnt(1.0, 16.0)
+    assert inputs.b1 == [16.0, 0.0] and inputs.b2 == [16.0, 0.0]
+    inputs.p1, inputs.p2 = [float("nan"), 0.0], [float("nan"), 0.0]
+    inputs.learnt(1.0, 16.0)
+    assert inputs.b1 == [16.0, 0.0] and not inputs.active

@@ -117,8 +117,9 @@ class StreamInputs:
             p2[k] += s2[k]
 
     def _take_chunk(self) -> tuple[list[float], list[float]]:
-        c1 = [v / U_SCALE for v in _finite(self.p1)]
-        c2 = [v / (U_SCALE * U_SCALE) for v in _finite(self.p2)]
+        p1, p2 = _finite(self.p1, self.p2)
+        c1 = [v / U_SCALE for v in p1]
+        c2 = [v / (U_SCALE * U_SCALE) for v in p2]
         n = len(c1)
         self.p1, self.p2 = [0.0] * n, [0.0] * n
         return c1, c2
@@ -153,7 +154,7 @@ class StreamInputs:
         b1, b2, p1, p2 = self.b1, self.b2, self.p1, self.p2
         for k in range(len(p1)):
             a, q = p1[k], p2[k]
-            if a != a or q != q:  # NaN: the chunk adds nothing for this channel
+            if not q < _EXACT:  # NaN, or too large to be exact: nothing for this channel
                 a = q = 0.0
             b1[k] = lam * b1[k] + a * _K1
             b2[k] = lam * b2[k] + q * _K2
@@ -287,19 +288,24 @@ class StreamInputs:
         return st
 
 
-def fixed_point(obs: FloatArray, mean: FloatArray, inv_std: FloatArray, chunk_windows: int) -> FloatArray:
-    """``rint((obs - mean) * inv_std * U_SCALE)`` (rows x channels), clipped so that
-    `chunk_windows` squares sum below 2**53: a few ufunc calls, in place (once per scoring
-    batch; `np.clip` costs more than the arithmetic on a batch of 100). A NaN stays NaN
-    here; a chunk whose sum is NaN adds nothing (`_finite`)."""
-    lim = float(math.floor(math.sqrt(2.0**52 / chunk_windows)))
+def fixed_point(obs: FloatArray, mean: FloatArray, scale: FloatArray) -> FloatArray:
+    """``rint((obs - mean) * scale)`` (rows x channels), `scale` = ``inv_std * U_SCALE``:
+    three ufunc calls, in place (once per scoring batch). Not clipped: a chunk whose sum of
+    squares reaches 2**53 (where float sums stop being exact, so batch-independent) or is
+    NaN adds nothing for that channel (`_finite`); below that every partial sum is exact."""
     q: FloatArray = np.subtract(obs, mean)
-    np.multiply(q, inv_std * U_SCALE, out=q)
+    np.multiply(q, scale, out=q)
     np.rint(q, out=q)
-    np.minimum(q, lim, out=q)
-    np.maximum(q, -lim, out=q)
     return q
 
 
-def _finite(values: list[float]) -> list[float]:
-    return [v if v == v else 0.0 for v in values]  # NaN != NaN
+_EXACT = 2.0**53
+
+
+def _finite(p1: list[float], p2: list[float]) -> tuple[list[float], list[float]]:
+    """A chunk's fixed-point sums, zero for a channel whose sum of squares is NaN or not
+    below 2**53 (then not exact; its sum of values is smaller in magnitude)."""
+    keep = [q < _EXACT for q in p2]  # False for NaN too
+    return [v if k else 0.0 for v, k in zip(p1, keep, strict=True)], [
+        q if k else 0.0 for q, k in zip(p2, keep, strict=True)
+    ]

@@ -27,7 +27,7 @@ from monitor.core.config import (
     SensorsConfig,
     StreamConfig,
 )
-from monitor.core.input_baseline import fixed_point
+from monitor.core.input_baseline import U_SCALE, fixed_point
 from monitor.core.interfaces import Scorer
 from monitor.core.masking import exclude_masked, mask_windows, name_masked
 from monitor.core.model.latent import LatentModel, States
@@ -231,6 +231,7 @@ class Pipeline:
         self.max_gap, self.lateness = stream_timing(self.stream_cfg, model.period_seconds)
         self.clock_step = step_seconds(self.stream_cfg.clock_step_seconds, model.period_seconds)
         self._inv_std = 1.0 / model.std
+        self._u_scale = self._inv_std * U_SCALE  # fixed point of the input re-baseline's sums
         adapters = model.adapters
         if adapters is not None and len(adapters):
             if adapters.mean.shape[1] != len(model.channels):
@@ -758,18 +759,16 @@ class Pipeline:
         """Each window's last frame standardized with its stream's push-time scaler (rows x
         channels), in the calibrator's fixed point (`input_baseline.fixed_point`)."""
         obs = np.asarray(observed, dtype=np.float64).reshape(len(observed), len(self.model.channels))
-        chunk = self.online_cfg.chunk_windows
         if self._row_mean is None:
-            return fixed_point(obs, self.model.mean, self._inv_std, chunk)
+            return fixed_point(obs, self.model.mean, self._u_scale)
         means, invs, lengths = [], [], []
         for stream, start, stop in runs:
             mean, inv = self.scaler_for(stream)
             means.append(mean)
             invs.append(inv)
             lengths.append(stop - start)
-        return fixed_point(
-            obs, np.repeat(np.asarray(means), lengths, axis=0), np.repeat(np.asarray(invs), lengths, axis=0), chunk
-        )
+        scale = np.repeat(np.asarray(invs), lengths, axis=0) * U_SCALE
+        return fixed_point(obs, np.repeat(np.asarray(means), lengths, axis=0), scale)
 
     def _rescore(
         self,
