@@ -11,7 +11,8 @@ Protocol: `configs/univariate.yaml` as it is (online calibration on, its default
 model per series trained on the first 600 of its 4000 rows (15 %, the `bench/shifts.py`
 rule), the whole series streamed through the live pipeline (`run_backtest`), p99 taken
 over the 3400 rows after training. *prior* is the same model with online calibration
-off (raw error over the offline threshold: what the bar was before issue 9), for contrast.
+off (raw error over the offline threshold: what the bar was before issue 9), for contrast;
+*errors* is online calibration without the scaler re-baseline (`rebaseline_scaler: false`).
 
 Generators (seeded; 60 s period; `n` = N(0, 1) draws; `s(p)` = sin(2 pi i / p)):
 
@@ -116,8 +117,10 @@ def series(name: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return START + period * np.arange(N, dtype=np.float64), SERIES[name](np.random.default_rng(seed))
 
 
-def online(cfg: Config, on: bool) -> Config:
-    cal = dataclasses.replace(cfg.calibration, online=dataclasses.replace(cfg.calibration.online, enabled=on))
+def online(cfg: Config, on: bool, scaler: bool = True) -> Config:
+    """Online calibration on/off; `scaler`: re-baseline the scaler at regime changes (the default)."""
+    oc = dataclasses.replace(cfg.calibration.online, enabled=on, rebaseline_scaler=scaler)
+    cal = dataclasses.replace(cfg.calibration, online=oc)
     return dataclasses.replace(cfg, calibration=cal)
 
 
@@ -129,8 +132,8 @@ def p99_scores(name: str, seed: int, cfg: Config) -> dict:
         outcome = train_bundle([sd], online(cfg, False), Path(tmp), write_plots=False)
         model = ScoringModel.from_bundle(load_bundle(outcome.bundle_path))
     out: dict = {"series": name}
-    for label, on in (("online", True), ("prior", False)):
-        res = run_backtest(online(cfg, on), t, v[:, None], ["value"], model, train_rows=TRAIN)
+    for label, on, scaler in (("online", True, True), ("errors", True, False), ("prior", False, False)):
+        res = run_backtest(online(cfg, on, scaler), t, v[:, None], ["value"], model, train_rows=TRAIN)
         s = np.asarray(res.score[TRAIN:], dtype=np.float64)
         out[label] = float(np.nanquantile(s, 0.99))
         out[f"{label}_alert_pct"] = 100.0 * float(np.mean(np.asarray(res.alert[TRAIN:], dtype=bool)))
@@ -147,14 +150,18 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     cfg = load_config(args.config, environ={})
     print(f"# .venv/bin/python bench/comparability.py --seed {args.seed} --series {' '.join(args.series)}")
-    print(f"{'series':12s} {'p99 online':>10s} {'alert%':>7s} | {'p99 prior':>10s} {'alert%':>7s}")
+    print(
+        f"{'series':12s} {'p99 online':>10s} {'alert%':>7s} | {'p99 errors':>10s} {'alert%':>7s} | "
+        f"{'p99 prior':>10s} {'alert%':>7s}"
+    )
     rows = []
     for name in args.series:
         r = p99_scores(name, args.seed, cfg)
         rows.append(r)
         flag = "" if LOW <= r["online"] <= HIGH else "  <- outside"
         print(
-            f"{name:12s} {r['online']:10.2f} {r['online_alert_pct']:7.2f} | {r['prior']:10.2f} "
+            f"{name:12s} {r['online']:10.2f} {r['online_alert_pct']:7.2f} | {r['errors']:10.2f} "
+            f"{r['errors_alert_pct']:7.2f} | {r['prior']:10.2f} "
             f"{r['prior_alert_pct']:7.2f}{flag}",
             flush=True,
         )
@@ -162,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     pr = [r["prior"] for r in rows]
     ok = all(LOW <= p <= HIGH for p in on)
     print(f"\nonline: p99 in [{min(on):.2f}, {max(on):.2f}] -> {'all' if ok else 'NOT all'} in [{LOW}, {HIGH}]")
+    er = [r["errors"] for r in rows]
+    print(f"errors only (rebaseline_scaler: false): p99 in [{min(er):.2f}, {max(er):.2f}]")
     print(f"prior:  p99 in [{min(pr):.2f}, {max(pr):.2f}]")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/shifts.py            # all cases, ~2-4 min on 2 shared cores
     .venv/bin/python bench/shifts.py --cases level_shift short --json out.json
+    .venv/bin/python bench/shifts.py --before errors --cases level_shift shift_burst variance_change
 
 Protocol (the issue's): one configuration for every case, `configs/univariate.yaml`
 (dense AE, window 24, quantile 0.995 x 1.2, k 2 of 3, resolve 6); train on the first 15 %
@@ -10,7 +11,10 @@ then stream the whole series through the live pipeline (`run_backtest`) and scor
 rest. Each case trains one model; *before* and *after* backtest that same model:
 
   before  `calibration.online.enabled: false`, `alarm.end_at: resolve` (main before this change)
-  after   the new defaults: online per-stream calibration, `alarm.end_at: last_hot`
+          (`--before errors`: online calibration that re-baselines its error distribution
+          only, `calibration.online.rebaseline_scaler: false`)
+  after   the new defaults: online per-stream calibration (scaler re-baselined at a regime
+          change whose inputs moved), `alarm.end_at: last_hot`
 
 Per case: detected (an alert row inside the labelled stretch), delay (rows from its start
 to the first alert row), false-alarm episodes per 10 000 normal rows (alert stretches
@@ -36,6 +40,9 @@ Generators (all seeded, 60 s period unless stated; `noise` = N(0, 1) draws):
   short           250 rows of sin + 0.2 noise (train 170), a +2.5 burst of 10 rows at row 200
   short_long      1200 rows of the same (train 180: 15 %, the issue's 169/186-row cases), +2.5
                   bursts of 10 rows at rows 400 and 900
+  shift_burst     level_shift, then a +1.5 burst of 15 rows at 85 % (label: both stretches):
+                  sensitivity in the new regime
+  variance_burst  variance_change, then the same burst at 85 %
   random_walk, square, heavy_tail, sawtooth  comparability-only series without labels:
                   a random walk (sd 0.05 steps), a square wave (period 50 rows) + 0.1 noise,
                   Student-t(2) noise, a sawtooth (period 97 rows) + 0.05 noise
@@ -145,6 +152,22 @@ def short_long(seed: int, n: int = 1200) -> Series:
     return _grid(n), v, lab
 
 
+def _burst(series: Series) -> Series:
+    t, v, lab = series
+    b = int(0.85 * len(t))
+    v[b : b + 15] += 1.5
+    lab[b : b + 15] = 1
+    return t, v, lab
+
+
+def shift_burst(seed: int, n: int = 4000) -> Series:
+    return _burst(level_shift(seed, n))
+
+
+def variance_burst(seed: int, n: int = 4000) -> Series:
+    return _burst(variance_change(seed, n))
+
+
 def random_walk(seed: int, n: int = 4000) -> Series:
     rng = np.random.default_rng(seed)
     return _grid(n), np.cumsum(0.05 * rng.standard_normal(n)), np.zeros(n)
@@ -173,6 +196,8 @@ CASES = {
     "jitter_gaps": jitter_gaps,
     "short": short,
     "short_long": short_long,
+    "shift_burst": shift_burst,
+    "variance_burst": variance_burst,
     "random_walk": random_walk,
     "square": square,
     "heavy_tail": heavy_tail,
@@ -180,8 +205,10 @@ CASES = {
 }
 
 
-def variant(cfg: Config, after: bool) -> Config:
-    online = dataclasses.replace(cfg.calibration.online, enabled=after)
+def variant(cfg: Config, name: str) -> Config:
+    """`offline` (online calibration off), `errors` (on, errors re-baselined only), `after`."""
+    after = name != "offline"
+    online = dataclasses.replace(cfg.calibration.online, enabled=after, rebaseline_scaler=name == "after")
     return dataclasses.replace(
         cfg,
         calibration=dataclasses.replace(cfg.calibration, online=online),
@@ -220,10 +247,11 @@ def measure(alert: np.ndarray, score: np.ndarray, labels: np.ndarray, test: slic
         hits = np.flatnonzero(a & lab)
         out["detected"] = bool(hits.size)
         out["delay_rows"] = int(hits[0] - first) if hits.size else None
+        out["segments_hit"] = [bool(a[i:j].any()) for i, j in segments(lab)]  # each labelled stretch
     return out
 
 
-def run_case(name: str, seed: int) -> dict:
+def run_case(name: str, seed: int, before: str = "offline") -> dict:
     base = load_config(ROOT / "configs" / "univariate.yaml", environ={})
     if name == "jitter_gaps":
         base = dataclasses.replace(base, stream=dataclasses.replace(base.stream, alignment="interpolate"))
@@ -233,22 +261,24 @@ def run_case(name: str, seed: int) -> dict:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         sd = StreamData(base.data.stream, ["value"], t[:train], v[:train, None])
-        outcome = train_bundle([sd], variant(base, False), Path(tmp), write_plots=False)
+        outcome = train_bundle([sd], variant(base, "offline"), Path(tmp), write_plots=False)
         model = ScoringModel.from_bundle(load_bundle(outcome.bundle_path))
     row: dict = {"case": name, "rows": n, "train_rows": train, "train_s": time.perf_counter() - started}
-    for label, after in (("before", False), ("after", True)):
-        res = run_backtest(variant(base, after), t, v[:, None], ["value"], model, labels=lab, train_rows=train)
+    for label, name in (("before", before), ("after", "after")):
+        res = run_backtest(variant(base, name), t, v[:, None], ["value"], model, labels=lab, train_rows=train)
         row[label] = measure(res.alert, res.score, lab, slice(train, n), base.model.window_size)
+        row[label]["regime_changes"] = sum(1 for a in res.alerts if a.kind == "regime_change")
     return row
 
 
 def fmt(m: dict) -> str:
-    det = "" if "detected" not in m else ("y" if m["detected"] else "n")
+    det = "" if "detected" not in m else "".join("y" if h else "n" for h in m["segments_hit"])
     delay = "" if m.get("delay_rows") is None else str(m["delay_rows"])
     tail = "" if "detected" not in m else str(m["tail_rows"])
+    rc = m.get("regime_changes", "")
     return (
         f"{det:>3} {delay:>5} {m['fa_per_10k']:8.1f} {m['fa_rows_pct']:7.1f} {m['p99_normal']:8.2f} "
-        f"{m['p99_window_normal']:7.2f} {tail:>4}"
+        f"{m['p99_window_normal']:7.2f} {tail:>4} {rc:>2}"
     )
 
 
@@ -256,15 +286,18 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--before", choices=["offline", "errors"], default="offline")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    print(f"# .venv/bin/python bench/shifts.py --seed {args.seed} --cases {' '.join(args.cases)}")
-    head = "det delay  FA/10k  FArow%  p99norm  p99win tail"
+    print(
+        f"# .venv/bin/python bench/shifts.py --seed {args.seed} --before {args.before} --cases {' '.join(args.cases)}"
+    )
+    head = "det delay  FA/10k  FArow%  p99norm  p99win tail rc"
     print(f"{'case':16s} {'rows':>5} | before: {head} | after: {head}")
     rows = []
     for name in args.cases:
-        row = run_case(name, args.seed)
+        row = run_case(name, args.seed, args.before)
         rows.append(row)
         print(f"{name:16s} {row['rows']:5d} | before: {fmt(row['before'])} | after:  {fmt(row['after'])}", flush=True)
     p99 = [r["after"]["p99_normal"] for r in rows]

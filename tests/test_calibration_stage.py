@@ -3,6 +3,8 @@ same order whatever the batches; the alarm's resolve tail (`alarm.end_at`)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from monitor.core.alarm import AlarmMachine
@@ -50,14 +52,29 @@ def test_a_level_shift_fires_once_emits_one_regime_change_then_resolves():
     items = blocks(1200, 500)
     pipe, alerts = run(items, 1200)
     kinds = [(a.kind, a.state) for a in alerts]
-    assert kinds[:3] == [("anomaly", "firing"), ("regime_change", "event"), ("anomaly", "resolved")]
+    # the shift moved the input: the stream's scaler re-baselines on trial (the errors are
+    # back at once, the alarm resolves), and the next chunk (16 windows) confirms it
+    assert kinds[:3] == [("anomaly", "firing"), ("anomaly", "resolved"), ("regime_change", "event")]
     assert kinds.count(("regime_change", "event")) == 1 and not pipe.alarm.firing("pump")
-    fired, regime, resolved = alerts[:3]
+    fired, resolved, regime = alerts[:3]
     assert 500 <= fired.started_at < 520 and abs(regime.started_at - fired.started_at) < 16  # chunk grain
     assert regime.ended_at - regime.started_at >= 150 and regime.detail["direction"] == "up"
-    assert regime.ended_at < resolved.ended_at < regime.ended_at + 20  # quiet soon after the re-baseline
+    assert regime.ended_at - 20 < resolved.ended_at < regime.ended_at  # quiet from the re-baseline on
+    assert abs(regime.detail["scaler"]["mean"][0] - 4.0) < 0.3  # the new level
     assert pipe.counters["regime_changes"] == 1
     assert regime.to_dict()["kind"] == "regime_change" and fired.to_dict()["kind"] == "anomaly"
+
+
+def test_a_level_shift_without_the_scaler_re_baseline_re_baselines_the_errors():
+    online = dataclasses.replace(ONLINE, rebaseline_scaler=False)
+    pipe = Pipeline(model(), StreamConfig(channels=["a"], period_seconds=1.0), ALARM, online=online)
+    pipe.push_batch(blocks(1200, 500))
+    alerts = pipe.flush()[1]
+    kinds = [(a.kind, a.state) for a in alerts]
+    assert kinds[:3] == [("anomaly", "firing"), ("regime_change", "event"), ("anomaly", "resolved")]
+    _, regime, resolved = alerts[:3]
+    assert regime.ended_at < resolved.ended_at < regime.ended_at + 20  # quiet soon after the re-baseline
+    assert "scaler" not in regime.detail and regime.detail["level_after"] > 5 * regime.detail["level_before"]
 
 
 def test_regime_change_alerts_come_in_the_same_order_whatever_the_batches():

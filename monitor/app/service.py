@@ -705,13 +705,16 @@ class Service:
         if alert.kind == "regime_change":
             self.metrics.regime_changes.labels(alert.group).inc()
             log.warning(
-                "regime_change on %s (group %s): errors went %s from %.4g to %.4g since %s; re-baselined",
+                "regime_change on %s (group %s): errors went %s from %.4g to %.4g since %s; re-baselined%s",
                 alert.stream,
                 alert.group,
                 alert.detail.get("direction"),
                 alert.detail.get("level_before", float("nan")),
                 alert.detail.get("level_after", float("nan")),
                 alert.started_at,
+                f" its scaler (mean {alert.detail['scaler']['mean']}, std {alert.detail['scaler']['std']})"
+                if "scaler" in alert.detail
+                else " its errors",
             )
         else:
             # a sensor fault does not set the stream's anomaly alert_state gauge

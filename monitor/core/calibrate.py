@@ -34,6 +34,12 @@ The rule, per stream (``x`` = the natural log of a window's raw error):
   row that span `rebaseline_after_seconds` of data time make one `RegimeChange`; the
   stream's distribution is then replaced by the disturbed stretch's own (re-baseline),
   and its scores fall back, so the alarm resolves instead of firing forever.
+* Input re-baseline (`rebaseline_scaler`, input_baseline.py): at that regime change, when
+  the stream's inputs moved (per channel mean or spread of the disturbed stretch against
+  the learnt baseline), its scaler is re-estimated from the stretch instead and its later
+  windows are re-standardized (`overrides`; rows of this batch after the change are scored
+  again through the `rescore` hook); the error distribution is then *kept*: the errors
+  come back to their old level, and so does the sensitivity.
 * Budget (`alarm.budget`, episodes per stream per week): a chunk that holds a window
   scoring >= 1.0 after a chunk that held none is an *onset*. Onsets are counted with a
   one-week exponential memory (data time); an onset while the count is over budget
@@ -58,6 +64,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from monitor.core.config import OnlineCalibrationConfig
+from monitor.core.input_baseline import StreamInputs
 from monitor.core.types import FloatArray, Floats
 
 IntArray = NDArray[np.intp]
@@ -65,7 +72,7 @@ IntArray = NDArray[np.intp]
 WEEK_SECONDS = 7 * 86400.0
 BUDGET_STEP = 1.25  # z multiplier per over-budget onset
 BUDGET_MAX = 4.0  # largest z multiplier
-STATE_VERSION = 2
+STATE_VERSION = 3  # 3: per-stream input baselines and scaler overrides ("inputs")
 TAIL_LEVELS = (1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0)  # standardized log errors whose exceedances are counted
 TAIL_P = 0.01  # the tail quantile matched: the stream's own p99 of log errors ...
 TAIL_Z = NormalDist().inv_cdf(1.0 - TAIL_P)  # ... is put where a normal distribution has its p99
@@ -76,7 +83,26 @@ DEFAULT_REBASELINE_PERIODS = 200
 _X_SCALE = 1024.0  # fixed point of log errors in a chunk's sums: (690 * 1024)**2 * 4096 < 2**53
 _LOG_MAX = 690.0  # log of a NaN error: it scores (and is learnt) as a huge error
 
-_LEARNT, _DISTURBED, _REBASED = 0, 1, 2  # what a completed chunk did
+_LEARNT, _DISTURBED, _REBASED, _SCALED = 0, 1, 2, 3  # what a completed chunk did
+# (_SCALED: confirmed a new scaler for the stream, its errors' distribution kept)
+_DIRECTIONS = ("up", "down", "spread")
+
+Rescore = Callable[[str, IntArray, bool], Floats]
+"""The pipeline's hook: raw errors of rows (of this batch) of a stream with its current
+scaler (False: the batch's outputs take them) or with its scaler on trial (True: they only
+verify it)."""
+
+
+def _log(raw: FloatArray) -> FloatArray:
+    """Log errors as `calibrate` takes them (NaN: a huge error)."""
+    x = np.log(np.maximum(raw, 1e-300))
+    out: FloatArray = np.where(np.isnan(x), _LOG_MAX, x)
+    return out
+
+
+def _exp(v: float) -> float:
+    """exp without an OverflowError (a stream of zero or NaN errors has |log error| ~ 690)."""
+    return math.exp(min(v, 700.0))
 
 
 def _tail_of(e: list[float]) -> float:
@@ -112,6 +138,9 @@ class RegimeChange:
     level_before: float  # typical raw error before (exp of the mean log error)
     level_after: float
     threshold: float  # the stream's threshold (raw units) after re-baselining, before any budget multiplier
+    # the stream's new scaler over its push-time one, (c, s): inputs u -> (u - c) / s per
+    # channel (None: the errors' distribution re-baselined instead)
+    scaler: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
 
 _FIELDS: tuple[str, ...] = (
@@ -153,7 +182,7 @@ _FIELDS = _V1_FIELDS + _TAIL_FIELDS
 class _Stream:
     """One stream's calibration state (floats only: cheap to persist)."""
 
-    __slots__ = (*_V1_FIELDS, "tail", "e", "q", "r")
+    __slots__ = (*_V1_FIELDS, "tail", "e", "q", "r", "inp")
 
     def __init__(self, prior: float):
         self.prior = prior  # offline threshold for this stream (raw units)
@@ -178,6 +207,7 @@ class _Stream:
         self.e = [0.0] * _NT  # decayed: windows counted, windows above mu + level * sigma
         self.q = [0] * _NT  # the same of the current chunk (integers: batch-independent)
         self.r = [0] * _NT  # ... of the disturbed chunks since the last learnt one
+        self.inp: StreamInputs | None = None  # input sums and scaler override (rebaseline_scaler)
 
     def to_list(self) -> list[float]:
         out: list[float] = []
@@ -216,6 +246,7 @@ class OnlineCalibrator:
         prior: PriorLookup,
         period_seconds: float,
         budget: float | None = None,
+        channels: int | None = None,
     ):
         self.cfg = cfg
         self.prior = prior
@@ -230,6 +261,11 @@ class OnlineCalibrator:
         self.streams: dict[str, _Stream] = {}
         self.events: list[RegimeChange] = []  # regime changes since the caller last drained them
         self.regime_changes = 0  # total, for the counter metric
+        # input re-baseline: needs the inputs (`calibrate(inputs=...)`) and regime detection
+        self.inputs_on = cfg.enabled and cfg.regime and cfg.rebaseline_scaler
+        self.overrides: dict[str, StreamInputs] = {}  # streams whose scaler is re-baselined
+        self.trials: set[str] = set()  # streams with a new scaler on trial (input_baseline.py)
+        self.channels = channels  # input channels (checked on restore; None: as the state says)
 
     # ------------------------------------------------------------------ scoring
 
@@ -239,9 +275,20 @@ class OnlineCalibrator:
             st = self.streams[key] = _Stream(float(self.prior(key)))
         return st
 
-    def calibrate(self, raw: Floats, runs: list[tuple[str, int, int]], times: Sequence[float] | FloatArray) -> Floats:
+    def calibrate(
+        self,
+        raw: Floats,
+        runs: list[tuple[str, int, int]],
+        times: Sequence[float] | FloatArray,
+        inputs: FloatArray | None = None,
+        rescore: Rescore | None = None,
+    ) -> Floats:
         """Scores (threshold units) of a batch's raw errors; `runs` as `ScoreBatch.runs`
-        (each stream's rows in time order). Learns from them; RegimeChanges go to `events`."""
+        (each stream's rows in time order). Learns from them; RegimeChanges go to `events`.
+        `inputs` (rows x channels): each window's last frame, push-time standardized, in
+        fixed point (`input_baseline.fixed_point`), for the input re-baseline (None: none);
+        `rescore`: the raw errors of rows of a stream whose scaler was re-baselined at an
+        earlier row of this batch (None: not rescored)."""
         n = len(raw)
         if not n:
             return np.zeros(0)
@@ -291,6 +338,19 @@ class OnlineCalibrator:
         else:
             s1 = np.add.reduceat(xq, starts).tolist()
             s2 = np.add.reduceat(xq * xq, starts).tolist()
+        u1: list[Any] | None = None  # per segment: its channels' fixed-point input sums
+        u2: list[Any] = []  # ... of squares (one channel: floats, not lists of one)
+        one = False
+        trial_x: FloatArray | None = None  # rows' log errors under their stream's scaler on trial
+        if inputs is not None and self.inputs_on and rescore is not None:
+            uq = inputs
+            one = uq.shape[1] == 1
+            if one:
+                uq = uq[:, 0]
+            if starts is None:  # ufuncs directly: ndarray.sum and einsum cost more on small batches
+                u1, u2 = [np.add.reduce(uq, axis=0).tolist()], [np.add.reduce(uq * uq, axis=0).tolist()]
+            else:
+                u1, u2 = np.add.reduceat(uq, starts, axis=0).tolist(), np.add.reduceat(uq * uq, starts, axis=0).tolist()
         # 3. per segment in order: the parameters it is scored with, then learn from it
         online: list[bool] = []
         mu: list[float] = []
@@ -299,6 +359,8 @@ class OnlineCalibrator:
         # the first chunks' moments are rough, and every later window "exceeds" them)
         outcome: list[int] = []  # at a chunk's end: _LEARNT, _DISTURBED or _REBASED
         blend: dict[int, tuple[float, float]] | None = None  # warm-up: segment -> (weight, 1 / (z sigma))
+        if self.trials and u1 is not None:
+            trial_x = self._trial_errors(n, segs, rescore)
         for j, (st, a, m, pos, end) in enumerate(segs):
             online.append(st.online)
             if not st.online and st.s0 > 0.0 and self.blend_warmup:
@@ -313,7 +375,25 @@ class OnlineCalibrator:
             st.p0 += m if voids is None else m - voids[j]
             st.p1 += s1[j]
             st.p2 += s2[j]
-            outcome.append(self._complete(st, float(times[a + m - 1])) if end else _LEARNT)
+            if u1 is not None:
+                inp = st.inp
+                if inp is None:
+                    inp = st.inp = StreamInputs(1 if one else len(u1[j]))
+                if one:  # StreamInputs.add, inlined (once per segment)
+                    inp.p1[0] += u1[j]
+                    inp.p2[0] += u2[j]
+                else:
+                    inp.add(u1[j], u2[j])
+                if inp.pending is not None and trial_x is not None:  # the trial chunk, under the new scaler
+                    self._trial_sums(inp.pending, trial_x[a : a + m])
+            done = self._complete(st, float(times[a + m - 1])) if end else _LEARNT
+            outcome.append(done)
+            if done == _SCALED and rescore is not None:
+                raw64 = self._rescore(st, j, segs, rescore, raw, raw64, x, xq, s1, s2)
+            if end and st.inp is not None and st.inp.pending is not None:  # a trial starts here
+                if trial_x is None:
+                    trial_x = np.full(n, np.nan)
+                self._later_trial_errors(st, j, segs, rescore, trial_x)
         lengths = [seg[2] for seg in segs]
         inv = self._tails(x, segs, starts, lengths, online, mu, zsig, isig, outcome, voids)
         score = self._scores(x, raw64, lengths, online, mu, inv)
@@ -322,6 +402,82 @@ class OnlineCalibrator:
         if self.budget is not None:
             score = self._apply_budget(score, segs, times)
         return score
+
+    def _trial_errors(
+        self, n: int, segs: list[tuple[_Stream, int, int, int, bool]], rescore: Rescore | None
+    ) -> FloatArray:
+        """Log errors of this batch's rows of the streams with a scaler on trial at its
+        start, under that scaler (NaN elsewhere: filled when a trial starts mid-batch)."""
+        out: FloatArray = np.full(n, np.nan)
+        assert rescore is not None
+        for key in self.trials:
+            st = self.streams.get(key)
+            if st is None:
+                continue
+            rows = [np.arange(a, a + m, dtype=np.intp) for s, a, m, _, _ in segs if s is st]
+            if rows:
+                idx = np.concatenate(rows)
+                out[idx] = _log(np.asarray(rescore(key, idx, True), dtype=np.float64))
+        return out
+
+    def _later_trial_errors(
+        self,
+        st: _Stream,
+        j: int,
+        segs: list[tuple[_Stream, int, int, int, bool]],
+        rescore: Rescore | None,
+        trial_x: FloatArray,
+    ) -> None:
+        """A trial started at segment `j`: `st`'s later rows' log errors under it."""
+        later = [np.arange(s[1], s[1] + s[2], dtype=np.intp) for s in segs[j + 1 :] if s[0] is st]
+        if later and rescore is not None:
+            idx = np.concatenate(later)
+            if np.isnan(trial_x[idx]).any():
+                trial_x[idx] = _log(np.asarray(rescore(self._key(st), idx, True), dtype=np.float64))
+
+    @staticmethod
+    def _trial_sums(pending: list[float], xt: FloatArray) -> None:
+        """Add a trial segment's log errors to the trial's sums (fixed point: exact)."""
+        q = np.rint(xt * _X_SCALE)
+        pending[10] += len(q)
+        pending[11] += float(q.sum())
+        pending[12] += float(q @ q)
+
+    def _rescore(
+        self,
+        st: _Stream,
+        j: int,
+        segs: list[tuple[_Stream, int, int, int, bool]],
+        rescore: Rescore,
+        raw: Floats,
+        raw64: FloatArray,
+        x: FloatArray,
+        xq: FloatArray,
+        s1: list[float],
+        s2: list[float],
+    ) -> FloatArray:
+        """`st`'s scaler was re-baselined at segment `j`: its later rows of this batch get
+        their errors from `rescore` (the new scaler), and their segments' sums again."""
+        later = [k for k in range(j + 1, len(segs)) if segs[k][0] is st]
+        if not later:
+            return raw64
+        rows = np.concatenate([np.arange(segs[k][1], segs[k][1] + segs[k][2], dtype=np.intp) for k in later])
+        new = np.asarray(rescore(self._key(st), rows, False), dtype=np.float64)
+        if raw64 is raw:  # float64 raw came in without a copy: the caller's array stays
+            raw64 = raw64.copy()
+        raw64[rows] = new
+        xr = np.log(np.maximum(new, 1e-300))
+        x[rows] = np.where(np.isnan(xr), _LOG_MAX, xr)
+        xq[rows] = np.rint(x[rows] * _X_SCALE)
+        void = new == 0.0  # as in `calibrate`: not learnt, scores 0 (rows void before stay void:
+        if void.any():  # the masks do not change with the scaler)
+            xq[rows[void]] = 0.0
+            x[rows[void]] = -1e300
+        for k in later:
+            a, m = segs[k][1], segs[k][2]
+            piece = xq[a : a + m]
+            s1[k], s2[k] = float(piece.sum()), float(piece @ piece)
+        return raw64
 
     def _tails(
         self,
@@ -381,6 +537,8 @@ class OnlineCalibrator:
                     st.e = [decay * e + q + r for e, q, r in zip(st.e, st.q, st.r, strict=True)]
                     st.tail = _tail_of(st.e)
                     st.r = [0] * _NT
+            elif outcome[j] == _SCALED:  # a new scaler: the errors' tail stays
+                st.r = [0] * _NT
             else:  # re-baselined: the new regime's tail is learnt afresh
                 st.e = [0.0] * _NT
                 st.r = [0] * _NT
@@ -460,6 +618,7 @@ class OnlineCalibrator:
         var = max(c2 / c0 - m * m, 0.0)
         cfg = self.cfg
         direction = ""
+        z = 0.0
         if st.online:
             z = (m - st.mu) / st.sigma
             if z >= cfg.regime_z:
@@ -468,6 +627,10 @@ class OnlineCalibrator:
                 direction = "down"
             elif var >= cfg.regime_var_ratio * st.sigma * st.sigma:
                 direction = "spread"
+        if st.inp is not None and st.inp.pending is not None:
+            confirmed = self._verify(st, t_end)
+            if confirmed is not None:
+                return confirmed
         if not direction:
             st.dist_since = math.nan
             st.d0 = st.d1 = st.d2 = 0.0
@@ -476,22 +639,44 @@ class OnlineCalibrator:
             st.s1 = lam * st.s1 + c1
             st.s2 = lam * st.s2 + c2
             st.n_base += c0
+            inp = st.inp
+            held = inp is not None and not inp.blocked and st.online and cfg.regime and inp.off(c0)
+            if inp is not None and not held:
+                inp.learnt(lam, c0)
             if st.n_base >= cfg.min_windows:
                 st.online = True
             self._moments(st)
+            if inp is not None and held:
+                inp.hold(c0, st.p_first, c1, z)
+                if inp.pending is None and inp.due(t_end, self.after):
+                    level_before = math.exp(st.mu)
+                    level = math.exp(inp.ex / inp.d0)
+                    since = inp.since
+                    if inp.rebase():
+                        return self._trial(st, since, t_end, "up" if z >= 0 else "down", level_before, level)
+                    inp.accept()  # no channel moved enough: the held inputs are normal
             return _LEARNT
         if math.isnan(st.dist_since):
             st.dist_since = st.p_first
         st.d0 += c0
         st.d1 += c1
         st.d2 += c2
+        if st.inp is not None:
+            st.inp.hold(c0, st.p_first, c1, z)
         if cfg.regime and t_end - st.dist_since >= self.after:
             before = math.exp(st.mu) if st.online else st.prior
+            since = st.dist_since
+            inp = st.inp
+            if inp is not None and not inp.blocked and inp.pending is None and inp.rebase():  # the inputs moved
+                return self._trial(st, since, t_end, direction, before, math.exp(st.d1 / st.d0))
+            if inp is not None:  # the errors re-baseline: the stretch's inputs are the new normal
+                inp.accept()
+                inp.blocked = False
             st.s0, st.s1, st.s2 = st.d0, st.d1, st.d2
             st.n_base = st.d0
             st.online = True
             self._moments(st)
-            after = math.exp(st.mu + self._z(st) * st.sigma)  # before any budget multiplier
+            after = _exp(st.mu + self._z(st) * st.sigma)  # before any budget multiplier
             self.events.append(
                 RegimeChange(self._key(st), st.dist_since, t_end, direction, before, math.exp(st.mu), after)
             )
@@ -500,6 +685,84 @@ class OnlineCalibrator:
             st.d0 = st.d1 = st.d2 = 0.0
             return _REBASED
         return _DISTURBED
+
+    def _trial(self, st: _Stream, since: float, t_end: float, direction: str, before: float, level: float) -> int:
+        """`st`'s inputs moved: the new scaler (`inp.trial`) goes on trial for the stream's
+        next chunk, scored in the shadow (the pipeline scores those windows with it too,
+        decisions keep the current one). Meanwhile the stream goes on as without it: after
+        the calibrator's regime test its errors re-baseline on the stretch (the kept
+        distribution saved in `pending`); after the inputs' test nothing changes."""
+        inp = st.inp
+        assert inp is not None
+        by_errors = not math.isnan(st.dist_since)
+        kept = (st.s0, st.s1, st.s2, st.n_base, float(st.online))
+        inp.pending = [
+            float(by_errors),
+            since,
+            before,
+            level,
+            float(_DIRECTIONS.index(direction)),
+            *kept,
+            0.0,
+            0.0,
+            0.0,
+        ]
+        self.trials.add(self._key(st))
+        if by_errors:
+            st.s0, st.s1, st.s2 = st.d0, st.d1, st.d2
+            st.n_base = st.d0
+            st.online = True
+            self._moments(st)
+            st.dist_since = math.nan
+            st.d0 = st.d1 = st.d2 = 0.0
+            return _REBASED  # as without the scaler: the new regime's tail is learnt afresh
+        return _LEARNT
+
+    def _verify(self, st: _Stream, t_end: float) -> int | None:
+        """The trial chunk is complete: its errors under the new scaler, against the
+        distribution kept from before the change, not disturbed -> confirmed: the scaler is
+        the override, the kept distribution is back, the RegimeChange goes out (with the
+        scaler), this chunk's errors (the old scaler's) are not learnt (`_SCALED`: later
+        rows of the batch are scored again). Disturbed -> undone: nothing changes (the
+        stream went on as without the scaler); after the calibrator's regime test the
+        error re-baseline's RegimeChange goes out now, and scaler trials stop until the
+        errors re-baseline again (a fault's distribution: the return to normal must not be
+        mapped onto the fault's inputs). None: the chunk is processed as usual."""
+        inp = st.inp
+        assert inp is not None and inp.pending is not None
+        by_errors, since, before, level, d, k0, k1, k2, kn, kon, t0, t1, t2 = inp.pending
+        inp.pending = None
+        key = self._key(st)
+        self.trials.discard(key)
+        cfg = self.cfg
+        mu, sigma = st.mu, st.sigma
+        if by_errors and k0 > 0:
+            mu = k1 / k0
+            sigma = max(math.sqrt(max(k2 / k0 - mu * mu, 0.0)), cfg.min_sigma)
+        m = t1 / _X_SCALE / max(t0, 1.0)
+        var = max(t2 / (_X_SCALE * _X_SCALE) / max(t0, 1.0) - m * m, 0.0)
+        back = t0 > 0 and abs(m - mu) < cfg.regime_z * sigma and var < cfg.regime_var_ratio * sigma * sigma
+        direction = _DIRECTIONS[int(d)]
+        if back:
+            inp.confirm()
+            self.overrides[key] = inp
+            if by_errors:
+                st.s0, st.s1, st.s2, st.n_base, st.online = k0, k1, k2, kn, bool(kon)
+                self._moments(st)
+            st.dist_since = math.nan
+            st.d0 = st.d1 = st.d2 = 0.0
+            thr = _exp(st.mu + self._z(st) * st.sigma)
+            scaler = (tuple(inp.c), tuple(inp.s))
+            self.events.append(RegimeChange(key, since, t_end, direction, before, level, thr, scaler))
+            self.regime_changes += 1
+            return _SCALED
+        inp.trial = None
+        if by_errors:
+            inp.blocked = True
+            thr = _exp(st.mu + self._z(st) * st.sigma)
+            self.events.append(RegimeChange(key, since, t_end, direction, before, math.exp(st.mu), thr))
+            self.regime_changes += 1
+        return None
 
     def _z(self, st: _Stream) -> float:
         """z with a small-sample margin: ``z * (1 + chunk / n)`` for n learnt windows (x1.5
@@ -558,11 +821,11 @@ class OnlineCalibrator:
         if st is None:
             return None
         if self.cfg.enabled and st.online:
-            return math.exp(st.mu + self._z(st) * st.mult * st.sigma * st.tail)
+            return _exp(st.mu + self._z(st) * st.mult * st.sigma * st.tail)
         if self.cfg.enabled and self.blend_warmup and st.s0 > 0.0:  # warm-up blend: between the two,
             w = min(st.n_base / self.cfg.min_windows, 1.0)  # geometrically (exact at w = 0 and 1)
             own = st.mu + self._z(st) * st.mult * st.sigma
-            return math.exp((1.0 - w) * math.log(st.prior * st.mult) + w * own)
+            return _exp((1.0 - w) * math.log(st.prior * st.mult) + w * own)
         return st.prior * st.mult
 
     def budget_use(self, key: str) -> float | None:
@@ -574,6 +837,8 @@ class OnlineCalibrator:
 
     def forget(self, key: str) -> None:
         self.streams.pop(key, None)
+        self.overrides.pop(key, None)
+        self.trials.discard(key)
 
     def drain_events(self) -> list[RegimeChange]:
         events, self.events = self.events, []
@@ -587,15 +852,16 @@ class OnlineCalibrator:
             "model_version": model_version,
             "fields": list(_FIELDS),
             "streams": {key: st.to_list() for key, st in self.streams.items()},
+            "inputs": {key: st.inp.to_dict() for key, st in self.streams.items() if st.inp is not None},
         }
 
     def restore(self, state: Any, model_version: str) -> int:
         """Adopt persisted state (of `to_state`); returns the streams restored. Raises
         ValueError on a malformed state; a state of another model version restores nothing
         (its errors have another distribution)."""
-        if not isinstance(state, dict) or state.get("version") not in (1, STATE_VERSION):
-            raise ValueError(f"not a calibration state of version {STATE_VERSION} (or 1)")
-        fields = _FIELDS if state["version"] == STATE_VERSION else _V1_FIELDS  # 1: a normal tail
+        if not isinstance(state, dict) or state.get("version") not in (1, 2, STATE_VERSION):
+            raise ValueError(f"not a calibration state of version {STATE_VERSION} (or 1, 2)")
+        fields = _FIELDS if state["version"] >= 2 else _V1_FIELDS  # 1: a normal tail
         if state.get("fields") != list(fields):
             raise ValueError("calibration state has other fields than its version writes")
         streams = state.get("streams")
@@ -604,7 +870,20 @@ class OnlineCalibrator:
         if state.get("model_version") != model_version:
             return 0
         restored = {str(key): _Stream.from_list(values, fields) for key, values in streams.items()}
+        inputs = state.get("inputs", {}) if state["version"] >= 3 else {}  # 1, 2: no input baselines
+        if not isinstance(inputs, dict) or not set(inputs) <= set(restored):
+            raise ValueError("calibration state: 'inputs' is not a mapping of its streams")
+        overrides: dict[str, StreamInputs] = {}
+        for key, data in inputs.items():
+            channels = (
+                self.channels if self.channels is not None else len(data.get("c", []) if isinstance(data, dict) else [])
+            )
+            inp = restored[key].inp = StreamInputs.from_dict(data, channels)
+            if inp.active:
+                overrides[key] = inp
         for key, st in restored.items():
             st.prior = float(self.prior(key))  # the seam decides the prior, not the file
         self.streams = restored
+        self.overrides = overrides
+        self.trials = {key for key, st in restored.items() if st.inp is not None and st.inp.pending is not None}
         return len(restored)

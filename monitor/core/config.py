@@ -546,6 +546,10 @@ class OnlineCalibrationConfig:
     # Sustained disturbance for this long (data time) -> one regime_change event and the
     # stream re-baselines on the disturbed stretch. None: 200 periods.
     rebaseline_after_seconds: float | None = None
+    # At a regime change whose inputs moved (mean or spread per channel), re-estimate the
+    # stream's scaler from the disturbed stretch and keep its error distribution (the
+    # errors come back to their old level), instead of re-baselining the errors only.
+    rebaseline_scaler: bool = True
 
     def __post_init__(self) -> None:
         k = "calibration.online"

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeGuard
 
 import numpy as np
@@ -26,6 +27,7 @@ from monitor.core.config import (
     SensorsConfig,
     StreamConfig,
 )
+from monitor.core.input_baseline import U_SCALE, fixed_point
 from monitor.core.interfaces import Scorer
 from monitor.core.masking import exclude_masked, keep_one_judge, mask_windows, name_masked
 from monitor.core.model.latent import LatentModel, States
@@ -229,6 +231,7 @@ class Pipeline:
         self.max_gap, self.lateness = stream_timing(self.stream_cfg, model.period_seconds)
         self.clock_step = step_seconds(self.stream_cfg.clock_step_seconds, model.period_seconds)
         self._inv_std = 1.0 / model.std
+        self._u_scale = self._inv_std * U_SCALE  # fixed point of the input re-baseline's sums
         adapters = model.adapters
         if adapters is not None and len(adapters):
             if adapters.mean.shape[1] != len(model.channels):
@@ -254,7 +257,7 @@ class Pipeline:
         )
         # a new model's errors have a new distribution: calibration starts again from the prior
         self.calibrator = OnlineCalibrator(
-            self.online_cfg, self.prior_threshold, model.period_seconds, self.alarm_cfg.budget
+            self.online_cfg, self.prior_threshold, model.period_seconds, self.alarm_cfg.budget, len(model.channels)
         )
         # codes come from the scoring pass itself (errors_and_codes), never from a second one
         self._states = model.latent.states if model.latent is not None else None
@@ -666,26 +669,31 @@ class Pipeline:
         model = self.model
         if model.scorer is None:
             raise ValueError(f"model {model.version!r} carries no scorer (geometry only); it cannot score windows")
-        x = self._x[:n]
+        x_push = x = self._x[:n]  # standardized at push time (the shadow's input)
         streams, runs, times, observed = _columns_of(entries)
         if runs is None:
             runs = runs_of(streams or [])
         masked = self._masks(runs, times) if self.sensors is not None else None
         if masked is not None:  # every channel in fault: nothing else to judge by, scored as is
             masked = keep_one_judge(masked)
+        calibrator = self.calibrator
+        rebased: list[_Rebased] = []  # rows scored with a re-baselined scaler, and that scaler
+        if calibrator.overrides:
+            x, rebased = self._rebased_inputs(x, runs)
+        clean = x_push.copy() if masked is not None and calibrator.inputs_on and x is x_push else x_push
         if masked is not None:  # a channel in sensor fault: scored from the others (masking.py)
             mask_windows(x, masked, getattr(model.scorer, "reconstruct", None))
-        codes = None
-        if self._codes_fn is not None:
-            raw, per_channel, recon_last, codes = self._codes_fn(x)
-        else:
-            raw, per_channel, recon_last = model.scorer.errors(x)
-        if masked is not None:
-            raw, per_channel = exclude_masked(raw, per_channel, masked, model.score_reduction)
+        out = self._score(x, masked)  # raw, per_channel, recon_last, codes
         if len(self._x) > 4096 and n < len(self._x) // 8:
             self._x = np.empty((max(256, 2 * n), *self._x.shape[1:]), dtype=np.float32)
+        rescore = partial(self._rescore, clean, masked, out, rebased) if calibrator.inputs_on else None
+        inputs = self._inputs(runs, observed) if calibrator.inputs_on else None
+        # threshold units, per stream (calibrate.py)
+        score = calibrator.calibrate(out[0], runs, times, inputs, rescore)
+        raw, per_channel, recon_last, codes = out
         channel_scores, reconstructed = self._per_stream(runs, per_channel, recon_last)
-        score = self.calibrator.calibrate(raw, runs, times)  # threshold units, per stream (calibrate.py)
+        for rows, mean, sd in rebased:  # in order: a row's last entry is the scaler it was scored with
+            reconstructed[rows] = recon_last[rows] * sd + mean
         scores = ScoreBatch(streams, times, score, raw, channel_scores, observed, reconstructed, runs=runs)
         if codes is not None:
             scores.codes = codes
@@ -700,11 +708,114 @@ class Pipeline:
         if self.shadow is not None:  # the same windows, the candidate's forward pass; nothing sent
             # (x is re-standardized in place: it is not read again here)
             try:
-                self.shadow.observe(x, runs, scores, alerts, self.scaler_for)
+                self.shadow.observe(x_push, runs, scores, alerts, self.scaler_for)
             except Exception as exc:  # the candidate must never cost the serving model its scores
                 self.shadow, self.shadow_error = None, f"{type(exc).__name__}: {exc}"
         self.counters["windows_scored"] += n
         return scores, sensor_alerts + alerts if sensor_alerts else alerts
+
+    def _score(self, x: Float32Array, masked: np.ndarray | None) -> list[Any]:
+        """[raw, per_channel, recon_last, codes or None] of windows `x` (masked channels left out)."""
+        model = self.model
+        assert model.scorer is not None
+        codes = None
+        if self._codes_fn is not None:
+            raw, per_channel, recon_last, codes = self._codes_fn(x)
+        else:
+            raw, per_channel, recon_last = model.scorer.errors(x)
+        if masked is not None:
+            raw, per_channel = exclude_masked(raw, per_channel, masked, model.score_reduction)
+        return [raw, per_channel, recon_last, codes]
+
+    # ------------------------------------------------------------------ input re-baseline (input_baseline.py)
+
+    def effective_scaler(self, stream: str) -> tuple[FloatArray, FloatArray]:
+        """(mean, std) in raw units that `stream`'s windows are standardized with now: its
+        push-time scaler (`scaler_for`), and over it its re-baselined one after a regime change."""
+        mean, inv_std = self.scaler_for(stream)
+        sd = 1.0 / inv_std
+        inp = self.calibrator.overrides.get(stream)
+        if inp is None:
+            return mean, sd
+        return mean + np.asarray(inp.c) * sd, sd * np.asarray(inp.s)
+
+    def _rebased_inputs(self, x: Float32Array, runs: list[tuple[str, int, int]]) -> tuple[Float32Array, list[_Rebased]]:
+        """`x` with the windows of streams with a re-baselined scaler re-standardized
+        (``u * a + b`` on the scored channels, float32: the same operation on the same
+        values whatever the batch), a copy when any; and the runs so changed."""
+        overrides = self.calibrator.overrides
+        c = len(self.model.channels)
+        out = x
+        rebased: list[_Rebased] = []
+        for stream, start, stop in runs:
+            inp = overrides.get(stream)
+            if inp is None:
+                continue
+            if out is x:
+                out = x.copy()
+            a, b = inp.affine()
+            out[start:stop, :, :c] = out[start:stop, :, :c] * a + b
+            rebased.append((slice(start, stop), *self.effective_scaler(stream)))
+        return out, rebased
+
+    def _inputs(self, runs: list[tuple[str, int, int]], observed: list[FloatArray] | FloatArray) -> FloatArray:
+        """Each window's last frame standardized with its stream's push-time scaler (rows x
+        channels), in the calibrator's fixed point (`input_baseline.fixed_point`)."""
+        obs = np.asarray(observed, dtype=np.float64).reshape(len(observed), len(self.model.channels))
+        if self._row_mean is None:
+            return fixed_point(obs, self.model.mean, self._u_scale)
+        means, invs, lengths = [], [], []
+        for stream, start, stop in runs:
+            mean, inv = self.scaler_for(stream)
+            means.append(mean)
+            invs.append(inv)
+            lengths.append(stop - start)
+        scale = np.repeat(np.asarray(invs), lengths, axis=0) * U_SCALE
+        return fixed_point(obs, np.repeat(np.asarray(means), lengths, axis=0), scale)
+
+    def _rescore(
+        self,
+        clean: Float32Array,
+        masked: np.ndarray | None,
+        out: list[Any],
+        rebased: list[_Rebased],
+        stream: str,
+        rows: NDArray[np.intp],
+        trial: bool,
+    ) -> Floats:
+        """`stream`'s windows at `rows` scored again: with its scaler on trial (`trial`:
+        only their raw errors, to verify it), or with the scaler the calibrator changed to at
+        an earlier row of this batch (as a later batch would score them; the batch's outputs
+        `out` updated). Returns their raw errors."""
+        calibrator = self.calibrator
+        c = len(self.model.channels)
+        xr = clean[rows]
+        affine = None
+        if trial:
+            inp = calibrator.streams[stream].inp
+            assert inp is not None
+            affine = inp.trial_affine()
+        elif stream in calibrator.overrides:
+            affine = calibrator.overrides[stream].affine()
+        if affine is not None:
+            a, b = affine
+            xr[:, :, :c] = xr[:, :, :c] * a + b
+        mr = masked[rows] if masked is not None else None
+        if mr is not None:
+            mask_windows(xr, mr, getattr(self.model.scorer, "reconstruct", None))
+        new = self._score(xr, mr)
+        if trial:  # only verifies the scaler on trial: the batch's outputs stay
+            raw_trial: Floats = new[0]
+            return raw_trial
+        for i, part in enumerate(new):
+            if part is None or out[i] is None:
+                continue
+            whole = np.array(out[i], copy=True)  # scorer outputs may be read-only views
+            whole[rows] = part
+            out[i] = whole
+        rebased.append((rows, *self.effective_scaler(stream)))
+        raw: Floats = new[0]
+        return raw
 
     def _masks(self, runs: list[tuple[str, int, int]], times: list[float] | FloatArray) -> np.ndarray | None:
         """(B, C) bool: the channels of each queued window in sensor fault at its time, or None."""
@@ -791,6 +902,16 @@ class Pipeline:
 
     def _regime_alert(self, ev: RegimeChange) -> Alert:
         version = self.model.version
+        detail: dict[str, Any] = {
+            "direction": ev.direction,
+            "level_before": ev.level_before,
+            "level_after": ev.level_after,
+        }
+        if ev.scaler is not None:  # the new scaler (raw units), what the stream is standardized with from now on
+            c, s = (np.asarray(v) for v in ev.scaler)
+            mean, inv_std = self.scaler_for(ev.stream)
+            sd = 1.0 / inv_std
+            detail["scaler"] = {"mean": [float(v) for v in mean + c * sd], "std": [float(v) for v in sd * s]}
         return Alert(
             alert_id=alert_id(ev.stream, ev.started_at, f"{version}|regime_change"),
             stream=ev.stream,
@@ -802,7 +923,7 @@ class Pipeline:
             threshold=ev.threshold,
             model_version=version,
             kind="regime_change",
-            detail={"direction": ev.direction, "level_before": ev.level_before, "level_after": ev.level_after},
+            detail=detail,
         )
 
 
@@ -816,6 +937,9 @@ class _Run:
         self.times = times
         self.observed = observed
 
+
+_Rebased: TypeAlias = tuple["slice | NDArray[np.intp]", FloatArray, FloatArray]
+"""Rows of a batch scored with a re-baselined scaler, and its (mean, std) in raw units."""
 
 _Window: TypeAlias = tuple[str, float, FloatArray]
 """A due window from the reading-by-reading path: (stream, time, observed frame)."""
