@@ -230,6 +230,27 @@ def test_prune_keeps_n_newest_and_never_current_nor_the_rollback_target(capsys, 
     assert run(capsys, "rollback", "--config", cfg)[0] == 0 and current_bundle_path(models).name == "v5"
 
 
+def test_list_and_prune_leave_the_state_directory_and_foreign_directories_alone(capsys, tmp_path):
+    """models/state holds silences, alarm, calibration, shadow and drift state: it is no
+    version, and prune once deleted it as an 'unreadable' one."""
+    models = tmp_path / "models"
+    for v in ["v1", "v2", "v3"]:
+        save(models, v)
+    cfg = config(tmp_path)
+    assert main(["silence", "site1/pump1", "--for", "1h", "--config", cfg]) == 0
+    silences = models / "state" / "silences.json"
+    assert silences.is_file()
+    (models / "notes").mkdir()  # a directory the registry did not write: no manifest
+    broken = models / "v0"  # a bundle whose manifest is damaged: unreadable, still pruned
+    broken.mkdir()
+    (broken / "manifest.json").write_text("{")
+    code, out, _ = run(capsys, "list", "--config", cfg)
+    assert code == 0 and "state" not in out.split() and "notes" in out and "v0" in out
+    code, out, _ = run(capsys, "prune", "--keep", "1", "--config", cfg)
+    assert code == 0 and "deleted 2 version(s): v0, v1" in out, out  # v3 current, v2 the rollback target
+    assert silences.is_file() and (models / "notes").is_dir() and not broken.exists()
+
+
 def test_prune_keep_must_be_at_least_one(capsys, three):
     cfg, _ = three
     with pytest.raises(SystemExit) as exc:

@@ -16,7 +16,7 @@ from typing import Any
 from monitor.core.config import format_partitions
 from monitor.io.atomic import write_atomic
 
-STATE_DIR = "state"
+STATE_DIR = "state"  # = monitor.core.model.registry.STATE: the registry never lists or prunes it
 STATE_FILE = "calibration.json"
 
 

@@ -42,6 +42,9 @@ SHADOW = "shadow"  # a candidate the daemon scores beside `current` (docs/decisi
 SHADOW_REPORT = "shadow.json"  # the daemon's running comparison, then its verdict
 HISTORY = ".history.jsonl"
 TMP_PREFIX = ".tmp-"
+# the daemon's and the CLI's state beside the bundles (calibration, alarm, shadow, drift,
+# silences: monitor.io.calib_state.STATE_DIR): never a version, never pruned
+STATE = "state"
 ACTIONS = ("train", "promote", "rollback", "found")
 _MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 _MAX_HISTORY_BYTES = 4 * 1024 * 1024
@@ -181,7 +184,7 @@ def list_bundles(models_dir: Path) -> list[BundleInfo]:
     current = current_bundle_path(models_dir)
     infos = []
     for entry in models_dir.iterdir():
-        if entry.name.startswith(".") or entry.name == CURRENT or entry.is_symlink() or not entry.is_dir():
+        if entry.name.startswith(".") or entry.name in (CURRENT, STATE) or entry.is_symlink() or not entry.is_dir():
             continue
         manifest, error = None, None
         try:
@@ -332,7 +335,8 @@ def prune(models_dir: Path, keep: int, dry_run: bool = False) -> list[str]:
     """Delete all but the newest `keep` versions, never the current one nor the rollback target.
 
     Protected versions count towards `keep`. Unreadable bundle directories are versions too
-    (oldest, as they have no created time) and go first. Returns the deleted versions.
+    (oldest, as they have no created time) and go first, if they hold a manifest file at
+    all; `state/` and directories without one are never deleted. Returns the deleted versions.
     """
     models_dir = Path(models_dir)
     if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
@@ -350,7 +354,9 @@ def prune(models_dir: Path, keep: int, dry_run: bool = False) -> list[str]:
         if len(kept) >= keep:
             break
         kept.add(b.version)
-    doomed = [b for b in bundles if b.version not in kept]
+    # a directory without a manifest file is not a bundle this registry wrote (bundles are
+    # renamed into place whole): listed as unreadable, never deleted
+    doomed = [b for b in bundles if b.version not in kept and (b.path / MANIFEST).is_file()]
     if not dry_run:
         for b in doomed:
             shutil.rmtree(b.path)
