@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import threading
@@ -197,6 +198,8 @@ def run_demo(
         f"[demo] done: {counts.get('accepted', 0)} readings, {counts.get('windows_scored', 0)} windows scored; "
         f"fault {'ALERTED' if fired.is_set() else 'NOT alerted'}"
     )
+    if workdir is None:  # our own temporary folder: nothing in it is meant to outlive the demo
+        shutil.rmtree(work, ignore_errors=True)
     return 0 if fired.is_set() else 1
 
 
