@@ -26,7 +26,7 @@ batch every 256 rows) under these variants:
 "Quiet" = the calibrator scored the window < 1.0 and the alarm was not firing after it:
 what the pipeline itself considered normal. A tune is 200 Adam steps (conv1d: 150) at the
 training learning rate on batches of `model.batch_size` windows drawn from those windows,
-with the training corruption (`train.py`'s `_corrupt`, seeded: deterministic), from a copy
+with the training corruption (`train.py`'s `dae_step`, seeded: deterministic), from a copy
 of the serving weights; its threshold is refitted (`fit_threshold`, the config's method)
 on the tuned model's errors of the newest 25 % of those windows (held out of the tune).
 The tuned model is installed `lag` (64) rows after the trigger with `Runner.install`,
@@ -93,7 +93,7 @@ from monitor.core.fleet import Fleet  # noqa: E402
 from monitor.core.model.bundle import load_bundle  # noqa: E402
 from monitor.core.model.calibrate import fit_threshold  # noqa: E402
 from monitor.core.model.scorer import AutoencoderScorer  # noqa: E402
-from monitor.core.model.train import _corrupt, _deterministic  # noqa: E402
+from monitor.core.model.train import _deterministic, dae_step  # noqa: E402
 from monitor.core.pipeline import ScoringModel  # noqa: E402
 from monitor.core.runner import Runner  # noqa: E402
 from monitor.core.synthetic import CHANNELS, Fault, pump  # noqa: E402
@@ -169,9 +169,14 @@ LONG_FAULT = {"drift_slow", "pump_bearing_slow"}  # report the share of fault ro
 
 
 def config_for(name: str) -> tuple[Config, list[str]]:
-    if name.startswith("pump"):
-        return load_config(ROOT / "configs" / "pump.yaml", environ={}), list(CHANNELS)
-    return load_config(ROOT / "configs" / "univariate.yaml", environ={}), ["value"]
+    """The case's config, with the errors-only re-baseline the trial was measured against
+    (`rebaseline_scaler` off: its one-chunk scaler trials score windows a second time, which
+    `Recording` would take for more windows than the pipeline scored)."""
+    pump_case = name.startswith("pump")
+    cfg = load_config(ROOT / "configs" / ("pump.yaml" if pump_case else "univariate.yaml"), environ={})
+    online = dataclasses.replace(cfg.calibration.online, rebaseline_scaler=False)
+    cfg = dataclasses.replace(cfg, calibration=dataclasses.replace(cfg.calibration, online=online))
+    return cfg, list(CHANNELS) if pump_case else ["value"]
 
 
 # ---------------------------------------------------------------------------- tuning
@@ -225,13 +230,7 @@ def fine_tune(module: torch.nn.Module, windows: np.ndarray, cfg: Config, steps: 
         tuned.train()
         for _ in range(steps):
             x = data[torch.randint(len(data), (min(mc.batch_size, len(data)),), generator=gen)]
-            recon, code = tuned(_corrupt(x, mc, noise_gen))
-            loss = torch.mean((recon - x) ** 2)
-            if mc.sparsity > 0:
-                loss = loss + mc.sparsity * code.abs().mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            dae_step(tuned, x, mc, noise_gen, opt)
     tuned.eval()
     return tuned
 

@@ -89,6 +89,25 @@ def _check_windows(windows: np.ndarray, cfg: ModelConfig) -> np.ndarray:
     return windows
 
 
+def dae_step(
+    module: torch.nn.Module,
+    x: torch.Tensor,
+    cfg: ModelConfig,
+    noise_gen: torch.Generator,
+    optimizer: torch.optim.Optimizer,
+) -> torch.Tensor:
+    """One denoising step on batch `x`: corrupt it, reconstruct, mean squared error against
+    the clean batch (plus the code's L1 sparsity), one optimizer update; returns the loss."""
+    recon, code = module(_corrupt(x, cfg, noise_gen))
+    loss = torch.mean((recon - x) ** 2)
+    if cfg.sparsity > 0:
+        loss = loss + cfg.sparsity * code.abs().mean()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
 def _corrupt(x: torch.Tensor, cfg: ModelConfig, gen: torch.Generator) -> torch.Tensor:
     noisy = x
     if cfg.noise_std > 0:
@@ -146,13 +165,7 @@ def train_autoencoder(
             total, count = 0.0, 0
             for start in range(0, n_train, cfg.batch_size):
                 x = train[order[start : start + cfg.batch_size]]
-                recon, code = module(_corrupt(x, cfg, noise_gen))
-                loss = torch.mean((recon - x) ** 2)
-                if cfg.sparsity > 0:
-                    loss = loss + cfg.sparsity * code.abs().mean()
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                loss = dae_step(module, x, cfg, noise_gen, optimizer)
                 total += float(loss.detach()) * x.shape[0]
                 count += x.shape[0]
             module.eval()
