@@ -664,6 +664,10 @@ class SensorsConfig:
     ranges: dict[str, list[float]] = field(default_factory=dict)  # channel -> [low, high], raw units
     max_rate: dict[str, float] = field(default_factory=dict)  # channel -> max |change| per second
     clear_samples: int = 5  # good samples in a row that end a fault episode
+    # mask a channel in scoring for out-of-range / rate faults against LEARNED limits too (by
+    # default only configured `ranges` / `max_rate` and stuck channels are masked; a learned
+    # out-of-range is alerted as a sensor fault and still scored: it may be the process fault)
+    mask_learned: bool = False
 
     def __post_init__(self) -> None:
         if self.stale_seconds is not None:

@@ -223,6 +223,9 @@ class _Stream:
     seen_last: FloatArray = field(default_factory=lambda: np.zeros(0))  # last_times at the previous tick
     seen_at: FloatArray = field(default_factory=lambda: np.zeros(0))  # `now` when each channel last advanced
     until: FloatArray = field(default_factory=lambda: np.zeros(0))  # masked while data time < this (a held episode)
+    # per channel: its open (or last) stuck episode masks the channel (it began as a run of
+    # identical values, or `mask_learned`); one that began under the learned noise floor does not
+    stuck_masks: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     queue: list[tuple[FloatArray, FloatArray] | None] = field(default_factory=list)  # None: a gap
 
     @classmethod
@@ -239,6 +242,7 @@ class _Stream:
             seen_last=np.full(n, -np.inf),
             seen_at=np.full(n, np.nan),  # NaN: not ticked yet
             until=np.full(n, -np.inf),
+            stuck_masks=np.zeros(n, dtype=bool),
         )
 
 
@@ -272,6 +276,18 @@ class SensorHealth:
         self.transitions: dict[str, list[tuple[float, int, int, bool]]] = {}
         self._before: dict[str, tuple[np.ndarray, FloatArray]] = {}  # (active, until) before the last process
         self.masking: set[str] = set()  # streams whose channels may be masked (an open or held episode)
+        # (C, 3) which (channel, cause) episodes mask the channel in scoring: stuck as a run
+        # of identical values or a stuck window with no change at all (a sensor's signature;
+        # `_Stream.stuck_masks`), out of range
+        # and rate against configured limits (physically impossible values); not the learned
+        # checks (noise floor, training range, training rate) unless `mask_learned`: a
+        # process fault that drives a channel past what a few hundred training rows showed,
+        # or quietens it, is the anomaly itself, and masking the channel hid it (SKAB F1
+        # 0.84 -> 0.48; decision 0018, addendum)
+        self.maskable = np.ones((len(self.channels), len(_FRAME_CAUSES)), dtype=bool)
+        if not cfg.mask_learned:
+            self.maskable[:, 1] = [ch in cfg.ranges for ch in self.channels]
+            self.maskable[:, 2] = [ch in cfg.max_rate for ch in self.channels]
 
     @property
     def queued(self) -> bool:
@@ -363,25 +379,39 @@ class SensorHealth:
             bad[:, :, 2] = rate > th.max_rate  # NaN (no previous row) compares False
         # stuck: the window's std under the noise floor, or a run of identical values
         w = self.history + 1
+        flat = None
         if len(hist) >= w and th.floor.any():
             std = sliding_window_view(hist, w, axis=0).std(axis=-1)  # windows ending at rows w-1..
             first = max(0, w - 1 - k)  # rows of x with a whole window in hist: x[first:]
             ends = std[len(std) - (m - first) :] if m - first > 0 else std[:0]
             bad[first:, :, 0] = ends < th.floor
+            flat = np.zeros(bad.shape[:2], dtype=bool)  # not a learned judgement: no change at all
+            flat[first:] = ends == 0.0
+        identical: np.ndarray | None = None
         if th.identical.any():
             runs = _flat_runs(np.concatenate([hist[k - 1 : k], x]) if k else x, st.flat)
             if not k:
                 runs = np.vstack([np.zeros((1, x.shape[1]), dtype=np.int64), runs])
             st.flat = runs[-1].copy()
-            bad[:, :, 0] |= (runs + 1 >= th.identical) & (th.identical > 0)
+            identical = (runs + 1 >= th.identical) & (th.identical > 0)
+            bad[:, :, 0] |= identical
         st.tail = hist[-self.history :] if self.history else hist[:0]
         st.tail_t = float(ts[-1])
         if not st.active.any() and not bad.any():
             return  # the common case: clean data, no open episode
-        self._episodes(stream, st, ts, x, bad, out)
+        if flat is not None:  # a window of identical values masks like a run of them
+            identical = flat if identical is None else identical | flat
+        self._episodes(stream, st, ts, x, bad, out, identical)
 
     def _episodes(
-        self, stream: str, st: _Stream, ts: FloatArray, x: FloatArray, bad: np.ndarray, out: list[Alert]
+        self,
+        stream: str,
+        st: _Stream,
+        ts: FloatArray,
+        x: FloatArray,
+        bad: np.ndarray,
+        out: list[Alert],
+        identical: np.ndarray | None = None,
     ) -> None:
         clear = self.cfg.clear_samples
         before, until = st.active.copy(), st.until.copy()
@@ -399,6 +429,8 @@ class SensorHealth:
                         alert = self._alert(stream, c, _FRAME_CAUSES[j], "resolved", st.started[c, j], ts[i], x[i, c])
                         events.append((i, alert))
                 elif is_bad:
+                    if j == 0:  # stuck: masks if it began as identical values (or learned ones mask)
+                        st.stuck_masks[c] = self.cfg.mask_learned or (identical is not None and bool(identical[i, c]))
                     st.active[c, j] = True
                     st.good[c, j] = 0
                     st.started[c, j] = ts[i]
@@ -409,16 +441,22 @@ class SensorHealth:
             if stream not in self._before:
                 self._before[stream] = (before, until)
             moves = self.transitions.setdefault(stream, [])
+            maskable = self.maskable
+            masks_any = False
             for _, a in events:
                 c = self.channels.index(a.channel or "")
                 j = _FRAME_CAUSES.index(a.cause or "")
+                if not (st.stuck_masks[c] if j == 0 else maskable[c, j]):
+                    continue  # alerted, not masked
+                masks_any = True
                 if a.state == "firing":
                     moves.append((a.started_at, c, j, True))
                 else:
                     t_end = float(a.ended_at if a.ended_at is not None else a.started_at)
                     moves.append((t_end, c, j, False))
                     st.until[c] = max(float(st.until[c]), t_end + self.mask_hold_seconds)
-            self.masking.add(stream)
+            if masks_any:
+                self.masking.add(stream)
 
     def tick(self, now: float, last_times: Mapping[str, Sequence[float]]) -> list[Alert]:
         """The stale check at `now` (the caller's clock): `last_times` holds each stream's
@@ -466,7 +504,9 @@ class SensorHealth:
             return None
         moves = self.transitions.get(stream, [])
         active, until = self._before.get(stream, (st.active, st.until))
-        active, until = active.copy(), until.copy()
+        maskable = self.maskable.copy()
+        maskable[:, 0] = st.stuck_masks
+        active, until = active & maskable, until.copy()
         t_all = np.asarray(times, dtype=np.float64)
         if not moves and not active.any() and not (until > t_all[0]).any():
             self.masking.discard(stream)  # nothing open, every hold over: off the list
