@@ -65,7 +65,8 @@ def mask_windows(
 def exclude_masked(raw: Floats, per_channel: Floats, masked: np.ndarray, reduction: str) -> tuple[Floats, Floats]:
     """(raw, per_channel) with the masked channels' errors left out: per_channel 0 there,
     raw the mean (or, "channel_max", the maximum) of the other channels' errors. A window
-    with every channel masked scores 0: nothing left to judge the process by."""
+    with every channel masked scores 0: nothing left to judge the process by (the pipeline
+    clears such rows first, `keep_one_judge`, and scores them unmasked)."""
     rows = np.flatnonzero(masked.any(axis=1))
     per_channel = np.array(per_channel, dtype=np.float32, copy=True)
     raw = np.array(raw, dtype=np.float32, copy=True)

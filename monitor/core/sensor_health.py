@@ -278,8 +278,8 @@ class SensorHealth:
         self.masking: set[str] = set()  # streams whose channels may be masked (an open or held episode)
         # (C, 3) which (channel, cause) episodes mask the channel in scoring: stuck as a run
         # of identical values or a stuck window with no change at all (a sensor's signature;
-        # `_Stream.stuck_masks`), out of range
-        # and rate against configured limits (physically impossible values); not the learned
+        # per stream and episode, `_Stream.stuck_masks`: column 0 here is only its place), out
+        # of range and rate against configured limits (physically impossible values); not the learned
         # checks (noise floor, training range, training rate) unless `mask_learned`: a
         # process fault that drives a channel past what a few hundred training rows showed,
         # or quietens it, is the anomaly itself, and masking the channel hid it (SKAB F1
