@@ -205,3 +205,62 @@ def test_a_floor_learned_over_another_window_is_not_used_but_ranges_are() -> Non
     health = make(SensorsConfig(stuck_window=20), limits=learned())  # the bundle learned over 10
     assert not health.th.floor.any()
     assert np.isfinite(health.th.low).all() and np.isfinite(health.th.high).all()
+
+
+def _quantized_pump(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The pump with pressure read on a coarse grid: consecutive repeats are common in
+    training, never `stuck_window` of them in a row."""
+    t, v, _ = pump(n, seed=seed)
+    step = 0.5 * np.diff(v[:, P]).std() / np.sqrt(2)  # half the sample-to-sample noise
+    v[:, P] = np.round(v[:, P] / step) * step
+    return t, v
+
+
+def _mask_rows(health: SensorHealth, t: np.ndarray, v: np.ndarray, chunk: int) -> tuple[np.ndarray, list[Alert]]:
+    """Per row, whether pressure is masked; and the alerts, feeding `chunk` rows at a time."""
+    rows, alerts = [], []
+    for i in range(0, len(t), chunk):
+        health.queue_rows(STREAM, t[i : i + chunk], v[i : i + chunk])
+        alerts += health.process()
+        m = health.masks(STREAM, t[i : i + chunk])
+        rows.append(np.zeros(len(t[i : i + chunk]), dtype=bool) if m is None else m[:, P])
+    return np.concatenate(rows), alerts
+
+
+@pytest.mark.parametrize("chunk", [1, 37])
+def test_a_quantized_channel_held_on_one_step_is_alerted_and_masks_only_after_identical_samples(chunk: int) -> None:
+    """SKAB's flow rate is read in whole units: a quiet process holds it on one value for
+    ten seconds, and masking it there hid the valve fault (decision 0018, addendum 3).
+    Such a window is alerted (under the noise floor) and scored; only `identical_samples`
+    equal values in a row, a sensor's signature, mask it, from that row on."""
+    cfg = SensorsConfig()
+    tt, vv = _quantized_pump(3000, seed=1)
+    limits = learn_limits([(tt, vv, np.ones(len(tt), dtype=bool))], CHANNELS, cfg)
+    assert 2 <= limits.max_flat_run[P] < cfg.stuck_window and limits.noise_floor[P] > 0
+    t, v = _quantized_pump(600, seed=2)
+    v[200:230, P] = v[200, P]  # 30 samples on one step: a quiet process
+    v[400:520, P] = v[400, P]  # 120 samples: a stuck sensor
+    masked, alerts = _mask_rows(make(cfg, limits), t, v, chunk)
+    stuck = [(a.state, a.started_at) for a in alerts if a.cause == "stuck" and a.channel == "pressure"]
+    assert stuck[0] == ("firing", t[200 + cfg.stuck_window - 1])  # alerted at once, by the floor
+    assert not masked[:400].any()  # ... and scored
+    run = 400  # where the equal values begin (the rows before may sit on the same step)
+    while v[run - 1, P] == v[400, P]:
+        run -= 1
+    assert ("firing", t[run + cfg.stuck_window - 1]) in stuck
+    first = int(np.flatnonzero(masked)[0])
+    assert first == run + cfg.identical_samples - 1  # masked from the 60th equal value
+    assert masked[first:520].all()
+
+
+def test_a_continuous_channel_with_a_window_of_no_change_masks_at_once() -> None:
+    """A channel that never repeated a value in training: a whole window without change is
+    a sensor's signature, masked from the row it fired at."""
+    cfg = SensorsConfig()
+    limits = learned(cfg)
+    assert limits.max_flat_run[P] == 1
+    t, v, _ = pump(400, seed=2)
+    v[200:260, P] = v[200, P]
+    masked, alerts = _mask_rows(make(cfg, limits), t, v, 50)
+    assert int(np.flatnonzero(masked)[0]) == 200 + cfg.stuck_window - 1
+    assert any(a.cause == "stuck" and a.state == "firing" for a in alerts)

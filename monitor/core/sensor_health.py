@@ -178,6 +178,10 @@ class _Channels:
     max_rate: FloatArray
     floor: FloatArray  # stuck: std of the window below this (0: off)
     identical: np.ndarray  # stuck: this many identical values in a row (0: off)
+    # a stuck window with no change at all masks like a run of identical values: only on a
+    # channel that never repeated a value in training (a quantized one does, and a quiet
+    # process holds it on one step; there only `identical` values in a row mask)
+    flat_masks: np.ndarray
 
 
 def _thresholds(cfg: SensorsConfig, channels: Sequence[str], limits: SensorLimits | None) -> _Channels:
@@ -187,6 +191,7 @@ def _thresholds(cfg: SensorsConfig, channels: Sequence[str], limits: SensorLimit
     max_rate = np.full(c, np.inf)
     floor = np.zeros(c)
     identical = np.full(c, cfg.identical_samples, dtype=np.int64)
+    flat_masks = np.ones(c, dtype=bool)
     if limits is not None and limits.channels == list(channels):
         lo, hi = np.asarray(limits.low), np.asarray(limits.high)
         if cfg.learn_ranges:
@@ -199,12 +204,13 @@ def _thresholds(cfg: SensorsConfig, channels: Sequence[str], limits: SensorLimit
             floor = np.asarray(limits.noise_floor, dtype=np.float64)
         # a channel that was flat this long in training is not stuck when it is flat again
         identical = np.where(np.asarray(limits.max_flat_run) >= identical, 0, identical)
+        flat_masks = np.asarray(limits.max_flat_run) <= 1
     for i, ch in enumerate(channels):  # configured limits win over learned ones
         if ch in cfg.ranges:
             low[i], high[i] = cfg.ranges[ch]
         if ch in cfg.max_rate:
             max_rate[i] = cfg.max_rate[ch]
-    return _Channels(low, high, max_rate, floor, identical)
+    return _Channels(low, high, max_rate, floor, identical, flat_masks)
 
 
 @dataclass
@@ -274,7 +280,8 @@ class SensorHealth:
         # (data time, channel, cause column, opened) per stream, of the last `process`:
         # what `masks` replays to know which channels were in fault at each window's time
         self.transitions: dict[str, list[tuple[float, int, int, bool]]] = {}
-        self._before: dict[str, tuple[np.ndarray, FloatArray]] = {}  # (active, until) before the last process
+        # (active, until, stuck_masks) before the last process
+        self._before: dict[str, tuple[np.ndarray, FloatArray, np.ndarray]] = {}
         self.masking: set[str] = set()  # streams whose channels may be masked (an open or held episode)
         # (C, 3) which (channel, cause) episodes mask the channel in scoring: stuck as a run
         # of identical values or a stuck window with no change at all (a sensor's signature;
@@ -381,12 +388,17 @@ class SensorHealth:
         w = self.history + 1
         flat = None
         if len(hist) >= w and th.floor.any():
-            std = sliding_window_view(hist, w, axis=0).std(axis=-1)  # windows ending at rows w-1..
+            windows = sliding_window_view(hist, w, axis=0)  # windows ending at rows w-1..
+            std = windows.std(axis=-1)
             first = max(0, w - 1 - k)  # rows of x with a whole window in hist: x[first:]
             ends = std[len(std) - (m - first) :] if m - first > 0 else std[:0]
-            bad[first:, :, 0] = ends < th.floor
+            quiet = ends < th.floor
+            bad[first:, :, 0] = quiet
             flat = np.zeros(bad.shape[:2], dtype=bool)  # not a learned judgement: no change at all
-            flat[first:] = ends == 0.0
+            if quiet.any():  # exactly equal values (a std of equal floats need not be 0.0)
+                r, c = np.nonzero(quiet & th.flat_masks)
+                win = windows[len(std) - (m - first) + r, c]
+                flat[first + r, c] = win.max(axis=-1) == win.min(axis=-1)
         identical: np.ndarray | None = None
         if th.identical.any():
             runs = _flat_runs(np.concatenate([hist[k - 1 : k], x]) if k else x, st.flat)
@@ -414,42 +426,49 @@ class SensorHealth:
         identical: np.ndarray | None = None,
     ) -> None:
         clear = self.cfg.clear_samples
-        before, until = st.active.copy(), st.until.copy()
-        events: list[tuple[int, Alert]] = []  # (row, alert): sorted by row below, so batching changes no order
+        before, until, masked_before = st.active.copy(), st.until.copy(), st.stuck_masks.copy()
+        # (row, alert or None, channel, cause, masks): sorted by row below, so batching
+        # changes no order; `masks` is whether the episode masks at that row (None: an
+        # open stuck episode that starts masking there, its run of identical values long enough)
+        events: list[tuple[int, Alert | None, int, int, bool]] = []
+        maskable = self.maskable
         for c, j in zip(*np.nonzero(st.active | bad.any(axis=0)), strict=True):
             col = bad[:, c, j].tolist()
             for i, is_bad in enumerate(col):
                 if st.active[c, j]:
                     if is_bad:
                         st.good[c, j] = 0
+                        if j == 0 and not st.stuck_masks[c] and identical is not None and identical[i, c]:
+                            st.stuck_masks[c] = True  # begun under the noise floor, now a sensor's signature
+                            events.append((i, None, c, j, True))
                         continue
                     st.good[c, j] += 1
                     if st.good[c, j] >= clear:
                         st.active[c, j] = False
                         alert = self._alert(stream, c, _FRAME_CAUSES[j], "resolved", st.started[c, j], ts[i], x[i, c])
-                        events.append((i, alert))
+                        events.append((i, alert, c, j, bool(st.stuck_masks[c] if j == 0 else maskable[c, j])))
                 elif is_bad:
                     if j == 0:  # stuck: masks if it began as identical values (or learned ones mask)
                         st.stuck_masks[c] = self.cfg.mask_learned or (identical is not None and bool(identical[i, c]))
                     st.active[c, j] = True
                     st.good[c, j] = 0
                     st.started[c, j] = ts[i]
-                    events.append((i, self._alert(stream, c, _FRAME_CAUSES[j], "firing", ts[i], None, x[i, c])))
+                    alert = self._alert(stream, c, _FRAME_CAUSES[j], "firing", ts[i], None, x[i, c])
+                    events.append((i, alert, c, j, bool(st.stuck_masks[c] if j == 0 else maskable[c, j])))
         events.sort(key=lambda e: e[0])
-        out.extend(alert for _, alert in events)
+        out.extend(e[1] for e in events if e[1] is not None)
         if events:
             if stream not in self._before:
-                self._before[stream] = (before, until)
+                self._before[stream] = (before, until, masked_before)
             moves = self.transitions.setdefault(stream, [])
-            maskable = self.maskable
             masks_any = False
-            for _, a in events:
-                c = self.channels.index(a.channel or "")
-                j = _FRAME_CAUSES.index(a.cause or "")
-                if not (st.stuck_masks[c] if j == 0 else maskable[c, j]):
+            for i, a, c, j, masks in events:
+                if not masks:
                     continue  # alerted, not masked
                 masks_any = True
-                if a.state == "firing":
+                if a is None:
+                    moves.append((float(ts[i]), c, j, True))
+                elif a.state == "firing":
                     moves.append((a.started_at, c, j, True))
                 else:
                     t_end = float(a.ended_at if a.ended_at is not None else a.started_at)
@@ -503,9 +522,9 @@ class SensorHealth:
         if st is None or stream not in self.masking or not len(times):
             return None
         moves = self.transitions.get(stream, [])
-        active, until = self._before.get(stream, (st.active, st.until))
+        active, until, masked = self._before.get(stream, (st.active, st.until, st.stuck_masks))
         maskable = self.maskable.copy()
-        maskable[:, 0] = st.stuck_masks
+        maskable[:, 0] = masked
         active, until = active & maskable, until.copy()
         t_all = np.asarray(times, dtype=np.float64)
         if not moves and not active.any() and not (until > t_all[0]).any():
