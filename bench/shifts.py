@@ -40,6 +40,10 @@ Generators (all seeded, 60 s period unless stated; `noise` = N(0, 1) draws):
   short           250 rows of sin + 0.2 noise (train 170), a +2.5 burst of 10 rows at row 200
   short_long      1200 rows of the same (train 180: 15 %, the issue's 169/186-row cases), +2.5
                   bursts of 10 rows at rows 400 and 900
+  excursion       same base; at 60 % the noise sd goes 0.2 -> ~0.63 for 400 rows, then back
+                  (label: the 400 rows): a long fault that ends, so a re-baseline inside it
+                  meets the old regime again
+  level_excursion same base; the level steps up by 1.5 for 400 rows, then back (label: the 400)
   shift_burst     level_shift, then a +1.5 burst of 15 rows at 85 % (label: both stretches):
                   sensitivity in the new regime
   variance_burst  variance_change, then the same burst at 85 %
@@ -60,7 +64,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
+import nab  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
@@ -152,6 +158,24 @@ def short_long(seed: int, n: int = 1200) -> Series:
     return _grid(n), v, lab
 
 
+def excursion(seed: int, n: int = 4000) -> Series:
+    """A long temporary fault: the noise sd goes 0.2 -> 0.8 for 400 rows, then back."""
+    rng = np.random.default_rng(seed)
+    v, lab, s = _base(n, rng), np.zeros(n), int(0.6 * n)
+    v[s : s + 400] += 0.6 * rng.standard_normal(400)
+    lab[s : s + 400] = 1
+    return _grid(n), v, lab
+
+
+def level_excursion(seed: int, n: int = 4000) -> Series:
+    """The level steps up by 1.5 for 400 rows, then back."""
+    rng = np.random.default_rng(seed)
+    v, lab, s = _base(n, rng), np.zeros(n), int(0.6 * n)
+    v[s : s + 400] += 1.5
+    lab[s : s + 400] = 1
+    return _grid(n), v, lab
+
+
 def _burst(series: Series) -> Series:
     t, v, lab = series
     b = int(0.85 * len(t))
@@ -196,6 +220,8 @@ CASES = {
     "jitter_gaps": jitter_gaps,
     "short": short,
     "short_long": short_long,
+    "excursion": excursion,
+    "level_excursion": level_excursion,
     "shift_burst": shift_burst,
     "variance_burst": variance_burst,
     "random_walk": random_walk,
@@ -242,6 +268,9 @@ def measure(alert: np.ndarray, score: np.ndarray, labels: np.ndarray, test: slic
             last = i + int(np.flatnonzero(lab[i:j])[-1])
             tail += j - 1 - last
     out["tail_rows"] = tail
+    out["nab"] = nab.scores(a, lab)  # (S, S_null, S_perfect), bench/nab.py
+    # the same with NAB's own windows (from the onsets over the whole series, then the test rows)
+    out["nab_w"] = nab.scores(a, nab.nab_windows(labels)[test])
     if lab.any():
         first = int(np.flatnonzero(lab)[0])
         hits = np.flatnonzero(a & lab)
@@ -268,6 +297,8 @@ def run_case(name: str, seed: int, before: str = "offline") -> dict:
         res = run_backtest(variant(base, name), t, v[:, None], ["value"], model, labels=lab, train_rows=train)
         row[label] = measure(res.alert, res.score, lab, slice(train, n), base.model.window_size)
         row[label]["regime_changes"] = sum(1 for a in res.alerts if a.kind == "regime_change")
+    # the reference "plain windowed-statistics detector": rolling z-score of the value
+    row["zref"] = measure(nab.rolling_z(v), np.zeros(n), lab, slice(train, n), base.model.window_size)
     return row
 
 
@@ -276,9 +307,11 @@ def fmt(m: dict) -> str:
     delay = "" if m.get("delay_rows") is None else str(m["delay_rows"])
     tail = "" if "detected" not in m else str(m["tail_rows"])
     rc = m.get("regime_changes", "")
+    scores = [nab.normalized(*m[k]) if k in m else float("nan") for k in ("nab", "nab_w")]
+    shown = ["" if np.isnan(x) else f"{x:.0f}" for x in scores]
     return (
         f"{det:>3} {delay:>5} {m['fa_per_10k']:8.1f} {m['fa_rows_pct']:7.1f} {m['p99_normal']:8.2f} "
-        f"{m['p99_window_normal']:7.2f} {tail:>4} {rc:>2}"
+        f"{m['p99_window_normal']:7.2f} {tail:>4} {rc:>2} {shown[0]:>5} {shown[1]:>5}"
     )
 
 
@@ -293,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"# .venv/bin/python bench/shifts.py --seed {args.seed} --before {args.before} --cases {' '.join(args.cases)}"
     )
-    head = "det delay  FA/10k  FArow%  p99norm  p99win tail rc"
+    head = "det delay  FA/10k  FArow%  p99norm  p99win tail rc   NAB  NABw"
     print(f"{'case':16s} {'rows':>5} | before: {head} | after: {head}")
     rows = []
     for name in args.cases:
@@ -310,6 +343,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"comparability (before): [{min(before):.2f}, {max(before):.2f}]")
     win = [r["after"]["p99_window_normal"] for r in rows]
     print(f"comparability (after, windows holding no labelled row): [{min(win):.2f}, {max(win):.2f}]")
+    for key, what in (("nab", "the labelled stretches"), ("nab_w", "NAB's windows")):
+        for side in ("before", "after", "zref"):
+            got = [r[side][key] for r in rows if "detected" in r[side]]
+            if not got:
+                continue
+            zs = " ".join(f"{nab.normalized(*g):.0f}" for g in got)
+            pooled = nab.normalized(*np.sum(got, axis=0))
+            print(f"NAB standard profile on {what}, pooled ({side}): {pooled:.1f} (per case {zs})")
+    print("(0: never alerting; 100: each window's first row only; zref: rolling z-score, 144 rows, |z| > 4)")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     return 0
