@@ -111,6 +111,7 @@ def test_the_fast_paths_report_exactly_what_per_stream_tables_and_an_alarm_run_o
     fast.shadow = Shadow(cand, model, ALARM, ShadowSettings(seconds=100.0, min_windows=10))
     slow.shadow = ref = Shadow(cand, model, ALARM, ShadowSettings(seconds=100.0, min_windows=10))
     ref._uniform_ok = False  # the per-stream tables
+    fast.shadow._fold_ok = False  # the in-place map (the fold: tests/test_shadow_fold.py)
     ref.alarm.idle = lambda: False  # type: ignore[method-assign]  # the alarm on every batch
     ref._idle = False
     t, v, _ = pump(700, seed=5, steps_per_hour=0, faults=[Fault(300, 420, "cavitation"), Fault(520, 560, "bearing")])

@@ -3,7 +3,9 @@
 A candidate that passed `monitor retrain`'s offline gate with ``retrain.shadow_hours > 0``
 is not promoted at once: the daemon hands every window batch the serving model scored to
 `Shadow.observe` as well. The candidate scores the *same* windows (re-standardized with its
-own scaler, one extra forward pass per batch, no window assembly of its own), runs its own
+own scaler, one extra forward pass per batch, no window assembly of its own; for a dense
+candidate the re-standardization is folded into a copy of its first and last layer once,
+`monitor.core.shadow_fold`), runs its own
 alarm state machine (the group's alarm settings, its offline thresholds) and sends
 nothing: it only counts the episodes it *would* have raised. After `ShadowSettings.seconds`
 of live data (data time of the scored windows) `verdict` judges it against the serving
@@ -37,6 +39,7 @@ import numpy as np
 from monitor.core.alarm import AlarmMachine
 from monitor.core.alarm_state import alarm_to_state, restore_alarm
 from monitor.core.config import AlarmConfig
+from monitor.core.shadow_fold import FoldedDense, fold_dense
 from monitor.core.types import Alert, Float32Array, FloatArray, Floats, ScoreBatch
 
 # score histogram: log10(score) in [-4, 4] in 0.05 steps, plus under- and overflow bins
@@ -53,7 +56,9 @@ def bin_of(logs: FloatArray) -> np.ndarray:
     the edges are 0.05 apart from -4, so ``(log + 4) * 20`` names the bin up to rounding at
     an edge, and one comparison with each neighbouring edge settles it (a binary search
     over 161 edges costs about 60 ns a value on unordered scores, this about 8)."""
-    j = ((logs + 4.0) * 20.0).astype(np.intp)
+    f = logs + 4.0
+    f *= 20.0
+    j = f.astype(np.intp)
     j += 1
     np.clip(j, 0, len(HIST_EDGES), out=j)
     j -= _EDGES_OUT[j] > logs  # the edge below is above: one bin down
@@ -87,10 +92,13 @@ class _Hist:
 
     def add(self, scores: Floats) -> None:
         s = np.asarray(scores, dtype=np.float64)
-        s = s[np.isfinite(s)]
+        finite = np.isfinite(s)
+        if not finite.all():
+            s = s[finite]
         if not s.size:
             return
-        logs = np.log10(np.maximum(s, 1e-12))
+        logs = np.maximum(s, 1e-12)
+        np.log10(logs, out=logs)
         self.counts += np.bincount(bin_of(logs), minlength=len(self.counts))
         self.n += int(s.size)
 
@@ -123,6 +131,7 @@ class _Uniform:
     threshold: float
     mean: FloatArray  # the candidate's scaler (reconstructions back to units)
     inv_std: FloatArray
+    folded: FoldedDense | None = None  # the map folded into the candidate's dense net (shadow_fold.py)
 
 
 class Shadow:
@@ -178,6 +187,7 @@ class Shadow:
         # one scaler and threshold for every stream (neither model has adapters): no per-stream tables
         self._uniform_ok = live.adapters is None and self.model.adapters is None
         self._uniform: _Uniform | None = None
+        self._fold_ok = True  # a dense candidate takes the serving windows as they are (shadow_fold.py)
         # uniform: scores are raw / this, computed when settling (max(raw) / t is the top score)
         t = float(self.model.threshold)
         self._divisor: float | None = t if self._uniform_ok and t > 0 else None
@@ -260,6 +270,7 @@ class Shadow:
             threshold=float(self.model.threshold),
             mean=np.asarray(cm, dtype=np.float64),
             inv_std=np.asarray(cinv, dtype=np.float64),
+            folded=fold_dense(self.model.scorer, a, b) if self._fold_ok else None,
         )
 
     def _row_of(self, stream: str, live_scaler: Callable[[str], Scaler]) -> int:
@@ -300,13 +311,15 @@ class Shadow:
     ) -> int:
         """Score the serving model's window batch `x` (standardized with `live_scaler`)
         with the candidate; returns the candidate's would-alert episodes begun in it.
-        `x` is re-standardized in place: the caller hands over a buffer it does not read
+        `x` may be re-standardized in place: the caller hands over a buffer it does not read
         again (`Pipeline.flush` calls this last; no copy of the batch is made).
 
-        Besides the candidate's forward pass, a batch costs: the re-standardization (with
-        one scaler for all streams, one multiply and one add over the windows, nothing at
-        all when the scalers are equal; with adapters, per-stream tables looked up once
-        per run and gathered), the top score (``max(raw) / threshold``: dividing by a
+        Besides the candidate's forward pass, a batch costs: the re-standardization (a
+        dense candidate without adapters on either side: none, it is folded into the
+        network and the raw error is one matrix-vector product, `FoldedDense`; other
+        networks with one scaler for all streams: one multiply and one add over the
+        windows, nothing when the scalers are equal; with adapters, per-stream tables
+        looked up once per run and gathered), the top score (``max(raw) / threshold``: dividing by a
         positive number keeps the order) and three list appends; the scores themselves,
         the span and the histograms are worked out for many batches at once (`_settle`).
         The candidate's alarm runs, and its scores, channel scores and reconstructions
@@ -318,11 +331,12 @@ class Shadow:
         uni: _Uniform | None = None
         per_row: np.ndarray | None = None
         score: FloatArray | None = None
+        kept: Any = None  # the folded pass's intermediates (`FoldedDense.details`)
         if self._uniform_ok:
             uni = self._uniform
             if uni is None or uni.a.shape != x.shape[1:]:
                 uni = self._uniform = self._uniform_of(runs[0][0], live_scaler, x.shape)
-            if not uni.identity:  # in place: the pipeline's window buffer is not read again
+            if uni.folded is None and not uni.identity:  # in place: the pipeline's buffer is not read again
                 np.multiply(x, uni.a, out=x)
                 np.add(x, uni.b, out=x)
             thr: float | FloatArray = uni.threshold
@@ -337,8 +351,14 @@ class Shadow:
                 np.multiply(x[..., :c], a[per_row][:, None, :], out=x[..., :c])
                 x[..., :c] += b[per_row][:, None, :]
             thr = thr_s[per_row]
-        raw, per_channel, recon_last = self.model.scorer.errors(x)
+        per_channel: Floats | None = None  # folded: worked out below only for a batch the alarm sees
+        recon_last: Floats | None = None
+        if uni is not None and uni.folded is not None:
+            raw, kept = uni.folded.raw(x)
+        else:
+            raw, per_channel, recon_last = self.model.scorer.errors(x)
         divisor = self._divisor
+        pending: Floats
         if divisor is not None:
             top = float(raw.max()) / divisor  # = the largest raw / divisor, NaN if any is
             pending = raw  # divided when settling
@@ -353,6 +373,10 @@ class Shadow:
             hot = bool((score >= 1.0).any())
         if hot or not self._idle:
             score = np.divide(raw, thr, dtype=np.float64) if score is None else score
+            if kept is not None:
+                assert uni is not None and uni.folded is not None
+                per_channel, recon_last = uni.folded.details(kept)
+            assert per_channel is not None and recon_last is not None
             batch = self._batch(live, runs, score, raw, per_channel, recon_last, uni, per_row)
             fired = sum(1 for al in self.alarm.update_batch(batch) if al.state == "firing")
             self.episodes += fired
