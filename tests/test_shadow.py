@@ -10,6 +10,7 @@ import math
 import numpy as np
 import pytest
 
+from monitor.core import shadow as shadow_module
 from monitor.core.config import AlarmConfig, StreamConfig
 from monitor.core.model.bundle import load_bundle
 from monitor.core.pipeline import Pipeline, ScoringModel
@@ -128,8 +129,8 @@ def test_the_fast_paths_report_exactly_what_per_stream_tables_and_an_alarm_run_o
             for pipe in (fast, slow):
                 pipe.flush()
                 assert pipe.shadow is not None, pipe.shadow_error
-                if flushes % 5 == 0:
-                    pipe.shadow.due()  # read now and then (the daemon reads it every second)
+                if flushes % 5 == 0:  # read now and then (the daemon's report reads the histograms)
+                    assert pipe.shadow.hist.n == pipe.shadow.windows
     sh = fast.shadow
     assert sh is not None and sh._uniform is not None and ref._uniform is None
     assert sh.hist.n == ref.hist.n == sh.windows and len(scores["fast"]) > 5
@@ -229,3 +230,29 @@ def test_the_arithmetic_binning_is_the_binary_search_over_the_edges():
         ]
     )
     np.testing.assert_array_equal(bin_of(logs), np.searchsorted(edges, logs, side="right"))
+
+
+def test_a_backlog_batch_and_a_full_buffer_bin_and_span_as_small_batches(model):
+    # one flush of more windows than the buffers hold, against flushes of 300 that fill
+    # them (settled on overflow) and that are read now and then
+    cand = dataclasses.replace(model, version="cand", threshold=model.threshold * 0.9)
+    cfg = StreamConfig(channels=list(CHANNELS), period_seconds=1.0)
+    big, small = Pipeline(model, cfg, ALARM), Pipeline(model, cfg, ALARM)
+    for pipe in (big, small):
+        pipe.shadow = Shadow(cand, model, ALARM, ShadowSettings(seconds=100.0, min_windows=10))
+    t, v, _ = pump(600, seed=6, steps_per_hour=0)
+    for i in range(600):
+        for s in range(16):
+            for pipe in (big, small):
+                pipe.push_row(f"p{s}", float(t[i]), v[i])
+        if small.pending >= 300:
+            small.flush()
+    for pipe in (big, small):
+        pipe.flush()
+    a, b = big.shadow, small.shadow
+    assert a is not None and b is not None and a.windows == b.windows == 16 * (600 - model.window_size + 1)
+    assert a.windows > shadow_module.PENDING_VALUES and b._fill > 0  # b's scores still wait
+    assert (a.first_time, a.last_time) == (b.first_time, b.last_time) == (float(t[model.window_size - 1]), float(t[-1]))
+    np.testing.assert_array_equal(a.hist.counts, b.hist.counts)
+    np.testing.assert_array_equal(a.live_hist.counts, b.live_hist.counts)
+    assert a.hist.n == a.windows and b._fill == 0

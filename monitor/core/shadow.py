@@ -28,7 +28,6 @@ Pure: no I/O, no clocks (time is the windows' data time).
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,7 +44,7 @@ from monitor.core.types import Alert, Float32Array, FloatArray, Floats, ScoreBat
 # score histogram: log10(score) in [-4, 4] in 0.05 steps, plus under- and overflow bins
 HIST_EDGES = np.round(np.arange(-4.0, 4.0001, 0.05), 4)
 SHADOW_STATE_VERSION = 1  # `Shadow.to_state`
-PENDING_BATCHES = 64  # batches whose scores wait to be binned together (`Shadow._settle`)
+PENDING_VALUES = 8192  # scores that wait to be binned together (`Shadow._settle`)
 
 Scaler = tuple[FloatArray, FloatArray]  # (mean, 1 / std) of one stream
 _EDGES_OUT = np.concatenate([[-np.inf], HIST_EDGES, [np.inf]])
@@ -172,15 +171,16 @@ class Shadow:
         self.windows = 0
         self.episodes = 0  # the candidate's would-alert episodes (firing)
         self.live_episodes = 0  # the serving model's anomaly episodes over the same windows
-        # the span and the histograms: batches wait in these lists and are settled in bulk
-        # (`_settle`) when read or when PENDING_BATCHES wait
+        # the span, batch by batch; the histograms: scores wait in two buffers and are settled
+        # in bulk (`_settle`) when read or when the buffers are full. Copied there, nothing of
+        # a batch is kept alive (the live path's next batch reuses that memory, cache-warm)
         self._first = math.nan
         self._last = math.nan
         self._hist = _Hist()
         self._live_hist = _Hist()
-        self._pend_c: list[Floats] = []  # candidate raw errors (uniform: divided at settling) or scores
-        self._pend_l: list[Floats] = []  # the serving model's scores
-        self._pend_t: list[Any] = []  # the windows' data times
+        self._buf_c = np.empty(PENDING_VALUES)  # candidate raw errors (uniform: divided at settling) or scores
+        self._buf_l = np.empty(PENDING_VALUES)  # the serving model's scores
+        self._fill = 0
         self.last_max = math.nan  # the candidate's highest score (threshold units) in its newest batch
         self.alarm.states = {}
         self._idle = True  # the candidate's alarm has nothing a cold batch could change (AlarmMachine.idle)
@@ -202,12 +202,10 @@ class Shadow:
 
     @property
     def first_time(self) -> float:
-        self._settle()
         return self._first
 
     @property
     def last_time(self) -> float:
-        self._settle()
         return self._last
 
     @property
@@ -223,24 +221,37 @@ class Shadow:
         return self._live_hist
 
     def _settle(self) -> None:
-        """Fold the waiting batches into the span and the histograms: one concatenation,
-        division and binning for all of them (the same values as batch by batch)."""
-        if not self._pend_c:
-            return
-        cand, live, times = self._pend_c, self._pend_l, self._pend_t
-        self._pend_c, self._pend_l, self._pend_t = [], [], []
-        c = np.concatenate(cand) if len(cand) > 1 else cand[0]
-        self._hist.add(c if self._divisor is None else np.divide(c, self._divisor, dtype=np.float64))
-        self._live_hist.add(np.concatenate(live) if len(live) > 1 else live[0])
-        parts = [t for t in times if isinstance(t, np.ndarray)]
-        lists = [t for t in times if not isinstance(t, np.ndarray)]  # the reading-by-reading path's
-        if lists:
-            count = sum(map(len, lists))
-            parts.append(np.fromiter(itertools.chain.from_iterable(lists), dtype=np.float64, count=count))
-        every = np.concatenate(parts) if len(parts) > 1 else parts[0]
-        lo, hi = float(every.min()), float(every.max())
-        self._first = lo if math.isnan(self._first) else min(self._first, lo)
-        self._last = hi if math.isnan(self._last) else max(self._last, hi)
+        """Bin the waiting scores: one division and binning for many batches (the same
+        counts as batch by batch)."""
+        k, self._fill = self._fill, 0
+        if k:
+            self._add(self._buf_c[:k], self._buf_l[:k])
+
+    def _add(self, cand: Floats, live: Floats) -> None:
+        self._hist.add(cand if self._divisor is None else np.divide(cand, self._divisor, dtype=np.float64))
+        self._live_hist.add(live)
+
+    def _queue(self, cand: Floats, live: Floats, times: Any) -> None:
+        """A batch's scores into the buffers (settled first when they would overflow),
+        its times into the span."""
+        n = len(cand)
+        if self._fill + n > PENDING_VALUES:
+            self._settle()
+        if n > PENDING_VALUES:  # a backlog's batch: binned at once
+            self._add(cand, live)
+        else:
+            k = self._fill
+            self._buf_c[k : k + n] = cand
+            self._buf_l[k : k + n] = live
+            self._fill = k + n
+        if isinstance(times, np.ndarray):
+            lo, hi = float(times.min()), float(times.max())
+        else:  # the reading-by-reading path's list of floats
+            lo, hi = float(min(times)), float(max(times))
+        if not lo >= self._first:  # also while the span is NaN (empty)
+            self._first = lo
+        if not hi <= self._last:
+            self._last = hi
 
     def _scaler(self, stream: str) -> Scaler:
         m = self.model
@@ -319,9 +330,10 @@ class Shadow:
         network and the raw error is one matrix-vector product, `FoldedDense`; other
         networks with one scaler for all streams: one multiply and one add over the
         windows, nothing when the scalers are equal; with adapters, per-stream tables
-        looked up once per run and gathered), the top score (``max(raw) / threshold``: dividing by a
-        positive number keeps the order) and three list appends; the scores themselves,
-        the span and the histograms are worked out for many batches at once (`_settle`).
+        looked up once per run and gathered), the top score (``max(raw) / threshold``:
+        dividing by a positive number keeps the order), the batch's first and last time,
+        and two copies of its scores into buffers; the scores themselves and the
+        histograms are worked out for many batches at once (`_settle`).
         The candidate's alarm runs, and its scores, channel scores and reconstructions
         are computed for it, only when a score is hot or its alarm is not idle
         (`AlarmMachine.idle`): a cold batch changes nothing there."""
@@ -384,11 +396,7 @@ class Shadow:
         if live_alerts:
             self.live_episodes += sum(1 for al in live_alerts if al.state == "firing" and al.kind == "anomaly")
         self.windows += n
-        self._pend_c.append(pending)  # never written again: the scorer's new arrays
-        self._pend_l.append(live.score)  # nor are the serving model's scores (sinks only read them)
-        self._pend_t.append(live.times)
-        if len(self._pend_c) >= PENDING_BATCHES:
-            self._settle()
+        self._queue(pending, live.score, live.times)
         self.last_max = top
         return fired
 
@@ -458,7 +466,7 @@ class Shadow:
             raise ValueError("shadow state: the histograms hold more scores than windows were scored")
         restore_alarm(self.alarm, state.get("alarm"))  # last: raises before it changes anything
         self.windows, self.episodes, self.live_episodes = counts["windows"], counts["episodes"], counts["live_episodes"]
-        self._pend_c, self._pend_l, self._pend_t = [], [], []
+        self._fill = 0
         self._first, self._last = first, last
         self._hist, self._live_hist = hist, live_hist
         self._idle = self.alarm.idle()
