@@ -14,7 +14,7 @@ from monitor.core import shadow as shadow_module
 from monitor.core.config import AlarmConfig, StreamConfig
 from monitor.core.model.bundle import load_bundle
 from monitor.core.pipeline import Pipeline, ScoringModel
-from monitor.core.shadow import HIST_EDGES, Shadow, ShadowSettings, bin_of
+from monitor.core.shadow import HIST_EDGES, Shadow, ShadowSettings, bin_of, drift_tracker_of
 from monitor.core.synthetic import CHANNELS, Fault, pump
 from tests.daemon_support import train_small_model
 
@@ -256,3 +256,43 @@ def test_a_backlog_batch_and_a_full_buffer_bin_and_span_as_small_batches(model):
     np.testing.assert_array_equal(a.hist.counts, b.hist.counts)
     np.testing.assert_array_equal(a.live_hist.counts, b.live_hist.counts)
     assert a.hist.n == a.windows and b._fill == 0
+
+
+def test_the_shadow_keeps_the_candidates_drift_as_it_would_serving_and_across_a_restart(model):
+    # what the promoted candidate serves with (ShadowManager.on_model): its own raw errors on
+    # the live windows, against its reference deciles, as a tracker of it serving would hold
+    cand = dataclasses.replace(
+        model, version="cand", mean=model.mean + 0.1 * model.std, std=model.std * 1.1, threshold=model.threshold * 0.9
+    )
+    cfg = StreamConfig(channels=list(CHANNELS), period_seconds=1.0)
+    live, alone = Pipeline(model, cfg, ALARM), Pipeline(cand, cfg, ALARM)
+    live.shadow = sh = Shadow(cand, model, ALARM, ShadowSettings(seconds=1e6, min_windows=10))
+    serving = drift_tracker_of(cand)
+    assert serving is not None and sh.drift is not None and serving.min_windows == 8192  # 1 Hz: 2.3 h
+    t, v, _ = pump(450, seed=7, steps_per_hour=0)
+    for i in range(450):
+        for s in range(20):
+            live.push_row(f"p{s}", float(t[i]), v[i])
+            alone.push_row(f"p{s}", float(t[i]), v[i])
+        if alone.pending >= 256:
+            live.flush()
+            serving.add(alone.flush()[0].raw)
+    live.flush()
+    serving.add(alone.flush()[0].raw)
+    assert sh.drift.filled == serving.filled == sh.windows == 20 * (450 - model.window_size + 1) > 8192  # binned
+    assert sh.drift.seen == serving.seen == sh.windows
+    # the same windows' errors up to float32 rounding: a decile edge may take one window
+    np.testing.assert_allclose(sh.drift.shares(), serving.shares(), atol=2 / serving.filled)
+    assert math.isfinite(sh.drift.value()) and sh.drift.value() == pytest.approx(serving.value(), abs=1e-3)
+    resumed = Shadow(cand, model, ALARM, ShadowSettings(seconds=1e6, min_windows=10))
+    assert resumed.drift is not None and math.isnan(resumed.drift.value())  # a fresh shadow: none yet
+    assert resumed.restore(json.loads(json.dumps(sh.to_state())))
+    assert resumed.drift.seen == sh.drift.seen and resumed.drift.value() == sh.drift.value()
+    # a candidate without reference deciles has no drift to hand over; a bad summary is refused
+    bare = Shadow(dataclasses.replace(cand, manifest=None), model, ALARM, ShadowSettings(seconds=1e6))
+    assert bare.drift is None and bare.to_state()["drift"] is None
+    fresh = Shadow(cand, model, ALARM, ShadowSettings(seconds=1e6))
+    for bad in ({**sh.drift.to_state(), "current_n": -1}, {"edges": sh.drift.edges.tolist()}, []):
+        with pytest.raises(ValueError):
+            fresh.restore({**sh.to_state(), "drift": bad})
+        assert fresh.windows == 0 and fresh.drift is not None and fresh.drift.seen == 0

@@ -38,6 +38,7 @@ import numpy as np
 from monitor.core.alarm import AlarmMachine
 from monitor.core.alarm_state import alarm_to_state, restore_alarm
 from monitor.core.config import AlarmConfig
+from monitor.core.drift import DriftTracker, reference_edges, tracker_for
 from monitor.core.shadow_fold import FoldedDense, fold_dense
 from monitor.core.types import Alert, Float32Array, FloatArray, Floats, ScoreBatch
 
@@ -162,6 +163,11 @@ class Shadow:
             top_channels,
             threshold_for=candidate.offline_threshold,
         )
+        # the candidate's drift on live traffic, as the daemon would track it serving (its
+        # reference deciles and window rate): promoted, it serves with this summary at once
+        # (`ShadowManager.on_model`) instead of NaN for its first 2.3 h. Not reset with the
+        # serving model: it is the candidate's errors, whoever serves
+        self.drift = drift_tracker_of(candidate)
         self.reset(live)
 
     def reset(self, live: Any) -> None:
@@ -393,6 +399,8 @@ class Shadow:
             fired = sum(1 for al in self.alarm.update_batch(batch) if al.state == "firing")
             self.episodes += fired
             self._idle = self.alarm.idle()
+        if self.drift is not None:
+            self.drift.add(raw)  # queued: binned a chunk (2 048 windows at 1 Hz) at a time
         if live_alerts:
             self.live_episodes += sum(1 for al in live_alerts if al.state == "firing" and al.kind == "anomaly")
         self.windows += n
@@ -442,6 +450,7 @@ class Shadow:
             "live_episodes": self.live_episodes,
             "histogram": {"candidate": self.hist.counts.tolist(), "current": self.live_hist.counts.tolist()},
             "alarm": alarm_to_state(self.alarm, {}),
+            "drift": self.drift.to_state() if self.drift is not None else None,
         }
 
     def restore(self, state: Any) -> bool:
@@ -464,7 +473,9 @@ class Shadow:
         live_hist.restore(hists.get("current"))
         if hist.n > counts["windows"] or live_hist.n > counts["windows"]:
             raise ValueError("shadow state: the histograms hold more scores than windows were scored")
+        drift = _restored_drift(self.model, state.get("drift"))
         restore_alarm(self.alarm, state.get("alarm"))  # last: raises before it changes anything
+        self.drift = drift if drift is not None else self.drift
         self.windows, self.episodes, self.live_episodes = counts["windows"], counts["episodes"], counts["live_episodes"]
         self._fill = 0
         self._first, self._last = first, last
@@ -546,6 +557,28 @@ class Shadow:
         checks.append({"check": "score_quantile", "passed": ok, "detail": detail, "ratio": _num(ratio)})
         passed = all(c["passed"] for c in checks)
         return ShadowVerdict(passed, checks, self.summary())
+
+
+def drift_tracker_of(model: Any) -> DriftTracker | None:
+    """The tracker the daemon keeps for `model` serving (`ShadowManager.on_model`): against
+    its bundle's reference deciles at its window rate; None without deciles."""
+    manifest = getattr(model, "manifest", None)
+    edges = reference_edges(manifest.threshold_info) if manifest is not None else None
+    return tracker_for(edges, model.period_seconds, model.stride) if edges else None
+
+
+def _restored_drift(model: Any, state: Any) -> DriftTracker | None:
+    """The candidate's drift summary from a shadow state (None: none saved, the candidate
+    has no deciles, or it was kept against another reference); ValueError when malformed."""
+    tracker = drift_tracker_of(model) if state is not None else None
+    if tracker is None:
+        return None
+    if not isinstance(state, dict):
+        raise ValueError("shadow state: 'drift' is not a mapping")
+    try:
+        return tracker if tracker.restore(state) else None
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"shadow state: drift summary unusable: {exc!r}") from exc
 
 
 def _num(x: float) -> float | None:
