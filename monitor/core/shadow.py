@@ -20,6 +20,10 @@ model on the same traffic:
   `max_quantile_ratio` of the serving model's, either way (a candidate whose scores sit
   far below 1.0 on live data is as suspicious as one far above).
 
+The shadow also keeps the candidate's drift summary on those windows (`Shadow.drift`, the
+tracker it would keep serving): promoted, it serves with it at once (decision 0021,
+addendum 7).
+
 Scores are kept as fixed log-spaced histograms (O(1) memory however long the shadow runs);
 quantiles are read off them (the upper edge of the bin that reaches the quantile).
 
@@ -31,7 +35,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -39,13 +43,15 @@ from monitor.core.alarm import AlarmMachine
 from monitor.core.alarm_state import alarm_to_state, restore_alarm
 from monitor.core.config import AlarmConfig
 from monitor.core.drift import DriftTracker, reference_edges, tracker_for
-from monitor.core.shadow_fold import FoldedDense, fold_dense
 from monitor.core.types import Alert, Float32Array, FloatArray, Floats, ScoreBatch
 
 # score histogram: log10(score) in [-4, 4] in 0.05 steps, plus under- and overflow bins
 HIST_EDGES = np.round(np.arange(-4.0, 4.0001, 0.05), 4)
 SHADOW_STATE_VERSION = 1  # `Shadow.to_state`
 PENDING_VALUES = 8192  # scores that wait to be binned together (`Shadow._settle`)
+
+if TYPE_CHECKING:  # torch: imported when a shadow first scores (`Shadow._uniform_of`)
+    from monitor.core.shadow_fold import FoldedDense
 
 Scaler = tuple[FloatArray, FloatArray]  # (mean, 1 / std) of one stream
 _EDGES_OUT = np.concatenate([[-np.inf], HIST_EDGES, [np.inf]])
@@ -280,6 +286,9 @@ class Shadow:
         af, bf = np.ones(width, dtype=np.float32), np.zeros(width, dtype=np.float32)
         af[:c], bf[:c] = np.asarray(a, dtype=np.float32), np.asarray(b, dtype=np.float32)
         cm, cinv = self._scaler(stream)
+        # torch only here: `models list` and other commands import this module without scoring
+        from monitor.core.shadow_fold import fold_dense  # noqa: PLC0415
+
         return _Uniform(
             identity=bool(np.all(a == 1.0) and np.all(b == 0.0)),
             a=np.tile(af, (window, 1)),
@@ -338,7 +347,8 @@ class Shadow:
         windows, nothing when the scalers are equal; with adapters, per-stream tables
         looked up once per run and gathered), the top score (``max(raw) / threshold``:
         dividing by a positive number keeps the order), the batch's first and last time,
-        and two copies of its scores into buffers; the scores themselves and the
+        two copies of its scores into buffers and its raw errors queued for the drift
+        tracker; the scores themselves and the
         histograms are worked out for many batches at once (`_settle`).
         The candidate's alarm runs, and its scores, channel scores and reconstructions
         are computed for it, only when a score is hot or its alarm is not idle
