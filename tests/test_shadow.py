@@ -10,10 +10,11 @@ import math
 import numpy as np
 import pytest
 
+from monitor.core import shadow as shadow_module
 from monitor.core.config import AlarmConfig, StreamConfig
 from monitor.core.model.bundle import load_bundle
 from monitor.core.pipeline import Pipeline, ScoringModel
-from monitor.core.shadow import HIST_EDGES, Shadow, ShadowSettings, bin_of
+from monitor.core.shadow import HIST_EDGES, Shadow, ShadowSettings, bin_of, drift_tracker_of
 from monitor.core.synthetic import CHANNELS, Fault, pump
 from tests.daemon_support import train_small_model
 
@@ -111,6 +112,7 @@ def test_the_fast_paths_report_exactly_what_per_stream_tables_and_an_alarm_run_o
     fast.shadow = Shadow(cand, model, ALARM, ShadowSettings(seconds=100.0, min_windows=10))
     slow.shadow = ref = Shadow(cand, model, ALARM, ShadowSettings(seconds=100.0, min_windows=10))
     ref._uniform_ok = False  # the per-stream tables
+    fast.shadow._fold_ok = False  # the in-place map (the fold: tests/test_shadow_fold.py)
     ref.alarm.idle = lambda: False  # type: ignore[method-assign]  # the alarm on every batch
     ref._idle = False
     t, v, _ = pump(700, seed=5, steps_per_hour=0, faults=[Fault(300, 420, "cavitation"), Fault(520, 560, "bearing")])
@@ -127,8 +129,8 @@ def test_the_fast_paths_report_exactly_what_per_stream_tables_and_an_alarm_run_o
             for pipe in (fast, slow):
                 pipe.flush()
                 assert pipe.shadow is not None, pipe.shadow_error
-                if flushes % 5 == 0:
-                    pipe.shadow.due()  # read now and then (the daemon reads it every second)
+                if flushes % 5 == 0:  # read now and then (the daemon's report reads the histograms)
+                    assert pipe.shadow.hist.n == pipe.shadow.windows
     sh = fast.shadow
     assert sh is not None and sh._uniform is not None and ref._uniform is None
     assert sh.hist.n == ref.hist.n == sh.windows and len(scores["fast"]) > 5
@@ -228,3 +230,69 @@ def test_the_arithmetic_binning_is_the_binary_search_over_the_edges():
         ]
     )
     np.testing.assert_array_equal(bin_of(logs), np.searchsorted(edges, logs, side="right"))
+
+
+def test_a_backlog_batch_and_a_full_buffer_bin_and_span_as_small_batches(model):
+    # one flush of more windows than the buffers hold, against flushes of 300 that fill
+    # them (settled on overflow) and that are read now and then
+    cand = dataclasses.replace(model, version="cand", threshold=model.threshold * 0.9)
+    cfg = StreamConfig(channels=list(CHANNELS), period_seconds=1.0)
+    big, small = Pipeline(model, cfg, ALARM), Pipeline(model, cfg, ALARM)
+    for pipe in (big, small):
+        pipe.shadow = Shadow(cand, model, ALARM, ShadowSettings(seconds=100.0, min_windows=10))
+    t, v, _ = pump(600, seed=6, steps_per_hour=0)
+    for i in range(600):
+        for s in range(16):
+            for pipe in (big, small):
+                pipe.push_row(f"p{s}", float(t[i]), v[i])
+        if small.pending >= 300:
+            small.flush()
+    for pipe in (big, small):
+        pipe.flush()
+    a, b = big.shadow, small.shadow
+    assert a is not None and b is not None and a.windows == b.windows == 16 * (600 - model.window_size + 1)
+    assert a.windows > shadow_module.PENDING_VALUES and b._fill > 0  # b's scores still wait
+    assert (a.first_time, a.last_time) == (b.first_time, b.last_time) == (float(t[model.window_size - 1]), float(t[-1]))
+    np.testing.assert_array_equal(a.hist.counts, b.hist.counts)
+    np.testing.assert_array_equal(a.live_hist.counts, b.live_hist.counts)
+    assert a.hist.n == a.windows and b._fill == 0
+
+
+def test_the_shadow_keeps_the_candidates_drift_as_it_would_serving_and_across_a_restart(model):
+    # what the promoted candidate serves with (ShadowManager.on_model): its own raw errors on
+    # the live windows, against its reference deciles, as a tracker of it serving would hold
+    cand = dataclasses.replace(
+        model, version="cand", mean=model.mean + 0.1 * model.std, std=model.std * 1.1, threshold=model.threshold * 0.9
+    )
+    cfg = StreamConfig(channels=list(CHANNELS), period_seconds=1.0)
+    live, alone = Pipeline(model, cfg, ALARM), Pipeline(cand, cfg, ALARM)
+    live.shadow = sh = Shadow(cand, model, ALARM, ShadowSettings(seconds=1e6, min_windows=10))
+    serving = drift_tracker_of(cand)
+    assert serving is not None and sh.drift is not None and serving.min_windows == 8192  # 1 Hz: 2.3 h
+    t, v, _ = pump(450, seed=7, steps_per_hour=0)
+    for i in range(450):
+        for s in range(20):
+            live.push_row(f"p{s}", float(t[i]), v[i])
+            alone.push_row(f"p{s}", float(t[i]), v[i])
+        if alone.pending >= 256:
+            live.flush()
+            serving.add(alone.flush()[0].raw)
+    live.flush()
+    serving.add(alone.flush()[0].raw)
+    assert sh.drift.filled == serving.filled == sh.windows == 20 * (450 - model.window_size + 1) > 8192  # binned
+    assert sh.drift.seen == serving.seen == sh.windows
+    # the same windows' errors up to float32 rounding: a decile edge may take one window
+    np.testing.assert_allclose(sh.drift.shares(), serving.shares(), atol=2 / serving.filled)
+    assert math.isfinite(sh.drift.value()) and sh.drift.value() == pytest.approx(serving.value(), abs=1e-3)
+    resumed = Shadow(cand, model, ALARM, ShadowSettings(seconds=1e6, min_windows=10))
+    assert resumed.drift is not None and math.isnan(resumed.drift.value())  # a fresh shadow: none yet
+    assert resumed.restore(json.loads(json.dumps(sh.to_state())))
+    assert resumed.drift.seen == sh.drift.seen and resumed.drift.value() == sh.drift.value()
+    # a candidate without reference deciles has no drift to hand over; a bad summary is refused
+    bare = Shadow(dataclasses.replace(cand, manifest=None), model, ALARM, ShadowSettings(seconds=1e6))
+    assert bare.drift is None and bare.to_state()["drift"] is None
+    fresh = Shadow(cand, model, ALARM, ShadowSettings(seconds=1e6))
+    for bad in ({**sh.drift.to_state(), "current_n": -1}, {"edges": sh.drift.edges.tolist()}, []):
+        with pytest.raises(ValueError):
+            fresh.restore({**sh.to_state(), "drift": bad})
+        assert fresh.windows == 0 and fresh.drift is not None and fresh.drift.seen == 0

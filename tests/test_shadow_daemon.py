@@ -9,6 +9,7 @@ model keeps serving; a good one is promoted and swapped in.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import shutil
 import subprocess
@@ -70,7 +71,8 @@ def _metrics(svc: Service) -> str:
     return generate_latest(svc.registry).decode()
 
 
-def test_shadow_rejects_a_noisy_candidate_and_promotes_a_good_one(tmp_path, trained):
+def test_shadow_rejects_a_noisy_candidate_and_promotes_a_good_one(tmp_path, trained, caplog):
+    caplog.set_level(logging.INFO, logger="monitor.app.shadowing")
     models = tmp_path / "models"
     shutil.copytree(trained, models, symlinks=True)
     serving = current_bundle_path(models).name
@@ -118,6 +120,12 @@ def test_shadow_rejects_a_noisy_candidate_and_promotes_a_good_one(tmp_path, trai
             assert second["state"] == "promoted", second["checks"]
             assert current_bundle_path(models).name == good
             wait_until(lambda: svc.fleet.model("default").version == good, what="the promoted model swapped in")
+            # it serves with the drift summary of its own errors in the shadow period (here every
+            # window published since it was installed), not an empty one
+            shadowed = second["summary"]["windows"]
+            seeded = svc.shadows.drift["default"]
+            assert seeded is not None and seeded is not drift and seeded.filled == seeded.seen >= shadowed >= 60
+            assert f"{good} goes on with the {shadowed} windows it scored in shadow" in caplog.text
             assert metric_value(_metrics(svc), "monitor_shadow_verdict", {"verdict": "promoted"}) == 1
             assert alerts.messages == []
             cfg_path = tmp_path / "monitor.yaml"

@@ -14,7 +14,9 @@ Per group, `ShadowManager`:
   ``shadow`` pointer is removed either way and the verdict is logged and exported;
 * keeps a `DriftTracker` per group on the serving model's raw errors (when its bundle has
   reference deciles: the training span's, or an older bundle's hold-out deciles) and
-  exports ``monitor_model_drift{group}``;
+  exports ``monitor_model_drift{group}``; a candidate promoted from shadow serves with the
+  tracker it kept on its own errors during the shadow period (`Shadow.drift`), so its drift
+  is there at once; a model installed otherwise starts empty (NaN for 2.3 h);
 * persists each running shadow (`Shadow.to_state`: its start, counts, histograms and
   alarm) to ``<group's models dir>/state/shadow.json`` (``shadow-p<partitions>.json`` for a
   NATS worker) atomically, with the calibrator and alarm state (every
@@ -110,6 +112,9 @@ class ShadowManager:
         self._seen: dict[str, tuple[int, int]] = {}  # group -> (windows, episodes) exported
         self._active: dict[str, str] = {}  # group -> candidate version in shadow
         self.drift: dict[str, DriftTracker | None] = {}
+        # group -> (promoted candidate, its drift summary from the shadow period): the
+        # promoted model serves with it (`on_model`); under `_lock` (scoring and main thread)
+        self._seeds: dict[str, tuple[str, DriftTracker]] = {}
         self.verdicts: list[dict[str, Any]] = []  # every verdict taken (tests, audits)
         self._next_check = 0.0  # monotonic time of the next look at the shadows (after_batch)
 
@@ -150,6 +155,8 @@ class ShadowManager:
                 promote(models_dir, candidate)
             except (BundleError, OSError) as exc:
                 report = {**report, "state": "rejected", "error": f"promotion failed: {exc}"}
+                with self._lock:
+                    self._seeds.pop(group, None)
         self._clear(group)
         self._forget_state(group)
         self._write(group, report)
@@ -208,12 +215,17 @@ class ShadowManager:
     def save_drift(self) -> None:
         """Write every group's drift summary (the scoring thread, or after it stopped), so a
         restart goes on with its hours of windows instead of NaN for the first 2.3 h."""
-        for group, tracker in self.drift.items():
-            pipe = self.fleet.pipeline(group)
-            if tracker is None or pipe is None:
+        with self._lock:
+            seeds = dict(self._seeds)
+        for group in self.fleet.names:
+            pipe, tracker = self.fleet.pipeline(group), self.drift.get(group)
+            version = pipe.model.version if pipe is not None else None
+            if group in seeds:  # promoted, not swapped in yet: a restart serves the candidate with it
+                version, tracker = seeds[group]
+            if tracker is None or version is None:
                 continue
             path = drift_state_path(Path(self.cfg.group_models_dir(group)), self.owner())
-            state = {"version": DRIFT_STATE_VERSION, "model": pipe.model.version, **tracker.to_state()}
+            state = {"version": DRIFT_STATE_VERSION, "model": version, **tracker.to_state()}
             try:
                 save_state(path, state)
             except OSError as exc:
@@ -352,6 +364,8 @@ class ShadowManager:
                 pipe.shadow = None
                 state = "promoted" if verdict.promote else "rejected"
                 with self._lock:
+                    if verdict.promote and sh.drift is not None:
+                        self._seeds[group] = (sh.model.version, sh.drift)
                     self._decided.append(
                         (group, {"state": state, "checks": verdict.checks, "summary": verdict.summary})
                     )
@@ -364,7 +378,20 @@ class ShadowManager:
         # the training span's deciles; a bundle from before them: its hold-out's (core/drift.py)
         edges = reference_edges(model.manifest.threshold_info) if model.manifest is not None else None
         tracker = tracker_for(edges, model.period_seconds, model.stride) if edges else None
-        if tracker is not None:
+        with self._lock:
+            seed = self._seeds.pop(group, None)
+        if tracker is not None and seed is not None and seed[0] == model.version and _same_geometry(seed[1], tracker):
+            # promoted from shadow: its errors on live traffic in that period are this model's drift
+            tracker = seed[1]
+            held = tracker.filled  # bins the queued windows first
+            log.info(
+                "drift of group %s: %s goes on with the %d windows it scored in shadow (%d in the summary)",
+                group,
+                model.version,
+                tracker.seen,
+                held,
+            )
+        elif tracker is not None:
             self._restore_drift(group, model, tracker)
         self.drift[group] = tracker
         self.metrics.drift.labels(group).set(tracker.value() if tracker is not None else math.nan)
@@ -378,6 +405,14 @@ class ShadowManager:
         for group, tracker in self.drift.items():
             if tracker is not None:
                 self.metrics.drift.labels(group).set(tracker.value())
+
+
+def _same_geometry(a: DriftTracker, b: DriftTracker) -> bool:
+    return a.edges.tolist() == b.edges.tolist() and (a.chunk, a.chunks, a.min_windows) == (
+        b.chunk,
+        b.chunks,
+        b.min_windows,
+    )
 
 
 def _details(report: dict[str, Any]) -> str:

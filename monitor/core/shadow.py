@@ -3,7 +3,9 @@
 A candidate that passed `monitor retrain`'s offline gate with ``retrain.shadow_hours > 0``
 is not promoted at once: the daemon hands every window batch the serving model scored to
 `Shadow.observe` as well. The candidate scores the *same* windows (re-standardized with its
-own scaler, one extra forward pass per batch, no window assembly of its own), runs its own
+own scaler, one extra forward pass per batch, no window assembly of its own; for a dense
+candidate the re-standardization is folded into a copy of its first and last layer once,
+`monitor.core.shadow_fold`), runs its own
 alarm state machine (the group's alarm settings, its offline thresholds) and sends
 nothing: it only counts the episodes it *would* have raised. After `ShadowSettings.seconds`
 of live data (data time of the scored windows) `verdict` judges it against the serving
@@ -18,6 +20,10 @@ model on the same traffic:
   `max_quantile_ratio` of the serving model's, either way (a candidate whose scores sit
   far below 1.0 on live data is as suspicious as one far above).
 
+The shadow also keeps the candidate's drift summary on those windows (`Shadow.drift`, the
+tracker it would keep serving): promoted, it serves with it at once (decision 0021,
+addendum 7).
+
 Scores are kept as fixed log-spaced histograms (O(1) memory however long the shadow runs);
 quantiles are read off them (the upper edge of the bin that reaches the quantile).
 
@@ -26,23 +32,26 @@ Pure: no I/O, no clocks (time is the windows' data time).
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from monitor.core.alarm import AlarmMachine
 from monitor.core.alarm_state import alarm_to_state, restore_alarm
 from monitor.core.config import AlarmConfig
+from monitor.core.drift import DriftTracker, reference_edges, tracker_for
 from monitor.core.types import Alert, Float32Array, FloatArray, Floats, ScoreBatch
 
 # score histogram: log10(score) in [-4, 4] in 0.05 steps, plus under- and overflow bins
 HIST_EDGES = np.round(np.arange(-4.0, 4.0001, 0.05), 4)
 SHADOW_STATE_VERSION = 1  # `Shadow.to_state`
-PENDING_BATCHES = 64  # batches whose scores wait to be binned together (`Shadow._settle`)
+PENDING_VALUES = 8192  # scores that wait to be binned together (`Shadow._settle`)
+
+if TYPE_CHECKING:  # torch: imported when a shadow first scores (`Shadow._uniform_of`)
+    from monitor.core.shadow_fold import FoldedDense
 
 Scaler = tuple[FloatArray, FloatArray]  # (mean, 1 / std) of one stream
 _EDGES_OUT = np.concatenate([[-np.inf], HIST_EDGES, [np.inf]])
@@ -53,7 +62,9 @@ def bin_of(logs: FloatArray) -> np.ndarray:
     the edges are 0.05 apart from -4, so ``(log + 4) * 20`` names the bin up to rounding at
     an edge, and one comparison with each neighbouring edge settles it (a binary search
     over 161 edges costs about 60 ns a value on unordered scores, this about 8)."""
-    j = ((logs + 4.0) * 20.0).astype(np.intp)
+    f = logs + 4.0
+    f *= 20.0
+    j = f.astype(np.intp)
     j += 1
     np.clip(j, 0, len(HIST_EDGES), out=j)
     j -= _EDGES_OUT[j] > logs  # the edge below is above: one bin down
@@ -87,10 +98,13 @@ class _Hist:
 
     def add(self, scores: Floats) -> None:
         s = np.asarray(scores, dtype=np.float64)
-        s = s[np.isfinite(s)]
+        finite = np.isfinite(s)
+        if not finite.all():
+            s = s[finite]
         if not s.size:
             return
-        logs = np.log10(np.maximum(s, 1e-12))
+        logs = np.maximum(s, 1e-12)
+        np.log10(logs, out=logs)
         self.counts += np.bincount(bin_of(logs), minlength=len(self.counts))
         self.n += int(s.size)
 
@@ -123,6 +137,7 @@ class _Uniform:
     threshold: float
     mean: FloatArray  # the candidate's scaler (reconstructions back to units)
     inv_std: FloatArray
+    folded: FoldedDense | None = None  # the map folded into the candidate's dense net (shadow_fold.py)
 
 
 class Shadow:
@@ -154,6 +169,11 @@ class Shadow:
             top_channels,
             threshold_for=candidate.offline_threshold,
         )
+        # the candidate's drift on live traffic, as the daemon would track it serving (its
+        # reference deciles and window rate): promoted, it serves with this summary at once
+        # (`ShadowManager.on_model`) instead of NaN for its first 2.3 h. Not reset with the
+        # serving model: it is the candidate's errors, whoever serves
+        self.drift = drift_tracker_of(candidate)
         self.reset(live)
 
     def reset(self, live: Any) -> None:
@@ -163,21 +183,23 @@ class Shadow:
         self.windows = 0
         self.episodes = 0  # the candidate's would-alert episodes (firing)
         self.live_episodes = 0  # the serving model's anomaly episodes over the same windows
-        # the span and the histograms: batches wait in these lists and are settled in bulk
-        # (`_settle`) when read or when PENDING_BATCHES wait
+        # the span, batch by batch; the histograms: scores wait in two buffers and are settled
+        # in bulk (`_settle`) when read or when the buffers are full. Copied there, nothing of
+        # a batch is kept alive (the live path's next batch reuses that memory, cache-warm)
         self._first = math.nan
         self._last = math.nan
         self._hist = _Hist()
         self._live_hist = _Hist()
-        self._pend_c: list[Floats] = []  # candidate raw errors (uniform: divided at settling) or scores
-        self._pend_l: list[Floats] = []  # the serving model's scores
-        self._pend_t: list[Any] = []  # the windows' data times
+        self._buf_c = np.empty(PENDING_VALUES)  # candidate raw errors (uniform: divided at settling) or scores
+        self._buf_l = np.empty(PENDING_VALUES)  # the serving model's scores
+        self._fill = 0
         self.last_max = math.nan  # the candidate's highest score (threshold units) in its newest batch
         self.alarm.states = {}
         self._idle = True  # the candidate's alarm has nothing a cold batch could change (AlarmMachine.idle)
         # one scaler and threshold for every stream (neither model has adapters): no per-stream tables
         self._uniform_ok = live.adapters is None and self.model.adapters is None
         self._uniform: _Uniform | None = None
+        self._fold_ok = True  # a dense candidate takes the serving windows as they are (shadow_fold.py)
         # uniform: scores are raw / this, computed when settling (max(raw) / t is the top score)
         t = float(self.model.threshold)
         self._divisor: float | None = t if self._uniform_ok and t > 0 else None
@@ -192,12 +214,10 @@ class Shadow:
 
     @property
     def first_time(self) -> float:
-        self._settle()
         return self._first
 
     @property
     def last_time(self) -> float:
-        self._settle()
         return self._last
 
     @property
@@ -213,24 +233,37 @@ class Shadow:
         return self._live_hist
 
     def _settle(self) -> None:
-        """Fold the waiting batches into the span and the histograms: one concatenation,
-        division and binning for all of them (the same values as batch by batch)."""
-        if not self._pend_c:
-            return
-        cand, live, times = self._pend_c, self._pend_l, self._pend_t
-        self._pend_c, self._pend_l, self._pend_t = [], [], []
-        c = np.concatenate(cand) if len(cand) > 1 else cand[0]
-        self._hist.add(c if self._divisor is None else np.divide(c, self._divisor, dtype=np.float64))
-        self._live_hist.add(np.concatenate(live) if len(live) > 1 else live[0])
-        parts = [t for t in times if isinstance(t, np.ndarray)]
-        lists = [t for t in times if not isinstance(t, np.ndarray)]  # the reading-by-reading path's
-        if lists:
-            count = sum(map(len, lists))
-            parts.append(np.fromiter(itertools.chain.from_iterable(lists), dtype=np.float64, count=count))
-        every = np.concatenate(parts) if len(parts) > 1 else parts[0]
-        lo, hi = float(every.min()), float(every.max())
-        self._first = lo if math.isnan(self._first) else min(self._first, lo)
-        self._last = hi if math.isnan(self._last) else max(self._last, hi)
+        """Bin the waiting scores: one division and binning for many batches (the same
+        counts as batch by batch)."""
+        k, self._fill = self._fill, 0
+        if k:
+            self._add(self._buf_c[:k], self._buf_l[:k])
+
+    def _add(self, cand: Floats, live: Floats) -> None:
+        self._hist.add(cand if self._divisor is None else np.divide(cand, self._divisor, dtype=np.float64))
+        self._live_hist.add(live)
+
+    def _queue(self, cand: Floats, live: Floats, times: Any) -> None:
+        """A batch's scores into the buffers (settled first when they would overflow),
+        its times into the span."""
+        n = len(cand)
+        if self._fill + n > PENDING_VALUES:
+            self._settle()
+        if n > PENDING_VALUES:  # a backlog's batch: binned at once
+            self._add(cand, live)
+        else:
+            k = self._fill
+            self._buf_c[k : k + n] = cand
+            self._buf_l[k : k + n] = live
+            self._fill = k + n
+        if isinstance(times, np.ndarray):
+            lo, hi = float(times.min()), float(times.max())
+        else:  # the reading-by-reading path's list of floats
+            lo, hi = float(min(times)), float(max(times))
+        if not lo >= self._first:  # also while the span is NaN (empty)
+            self._first = lo
+        if not hi <= self._last:
+            self._last = hi
 
     def _scaler(self, stream: str) -> Scaler:
         m = self.model
@@ -253,6 +286,9 @@ class Shadow:
         af, bf = np.ones(width, dtype=np.float32), np.zeros(width, dtype=np.float32)
         af[:c], bf[:c] = np.asarray(a, dtype=np.float32), np.asarray(b, dtype=np.float32)
         cm, cinv = self._scaler(stream)
+        # torch only here: `models list` and other commands import this module without scoring
+        from monitor.core.shadow_fold import fold_dense  # noqa: PLC0415
+
         return _Uniform(
             identity=bool(np.all(a == 1.0) and np.all(b == 0.0)),
             a=np.tile(af, (window, 1)),
@@ -260,6 +296,7 @@ class Shadow:
             threshold=float(self.model.threshold),
             mean=np.asarray(cm, dtype=np.float64),
             inv_std=np.asarray(cinv, dtype=np.float64),
+            folded=fold_dense(self.model.scorer, a, b) if self._fold_ok else None,
         )
 
     def _row_of(self, stream: str, live_scaler: Callable[[str], Scaler]) -> int:
@@ -300,15 +337,19 @@ class Shadow:
     ) -> int:
         """Score the serving model's window batch `x` (standardized with `live_scaler`)
         with the candidate; returns the candidate's would-alert episodes begun in it.
-        `x` is re-standardized in place: the caller hands over a buffer it does not read
+        `x` may be re-standardized in place: the caller hands over a buffer it does not read
         again (`Pipeline.flush` calls this last; no copy of the batch is made).
 
-        Besides the candidate's forward pass, a batch costs: the re-standardization (with
-        one scaler for all streams, one multiply and one add over the windows, nothing at
-        all when the scalers are equal; with adapters, per-stream tables looked up once
-        per run and gathered), the top score (``max(raw) / threshold``: dividing by a
-        positive number keeps the order) and three list appends; the scores themselves,
-        the span and the histograms are worked out for many batches at once (`_settle`).
+        Besides the candidate's forward pass, a batch costs: the re-standardization (a
+        dense candidate without adapters on either side: none, it is folded into the
+        network and the raw error is one matrix-vector product, `FoldedDense`; other
+        networks with one scaler for all streams: one multiply and one add over the
+        windows, nothing when the scalers are equal; with adapters, per-stream tables
+        looked up once per run and gathered), the top score (``max(raw) / threshold``:
+        dividing by a positive number keeps the order), the batch's first and last time,
+        two copies of its scores into buffers and its raw errors queued for the drift
+        tracker; the scores themselves and the
+        histograms are worked out for many batches at once (`_settle`).
         The candidate's alarm runs, and its scores, channel scores and reconstructions
         are computed for it, only when a score is hot or its alarm is not idle
         (`AlarmMachine.idle`): a cold batch changes nothing there."""
@@ -318,11 +359,12 @@ class Shadow:
         uni: _Uniform | None = None
         per_row: np.ndarray | None = None
         score: FloatArray | None = None
+        kept: Any = None  # the folded pass's intermediates (`FoldedDense.details`)
         if self._uniform_ok:
             uni = self._uniform
             if uni is None or uni.a.shape != x.shape[1:]:
                 uni = self._uniform = self._uniform_of(runs[0][0], live_scaler, x.shape)
-            if not uni.identity:  # in place: the pipeline's window buffer is not read again
+            if uni.folded is None and not uni.identity:  # in place: the pipeline's buffer is not read again
                 np.multiply(x, uni.a, out=x)
                 np.add(x, uni.b, out=x)
             thr: float | FloatArray = uni.threshold
@@ -337,8 +379,14 @@ class Shadow:
                 np.multiply(x[..., :c], a[per_row][:, None, :], out=x[..., :c])
                 x[..., :c] += b[per_row][:, None, :]
             thr = thr_s[per_row]
-        raw, per_channel, recon_last = self.model.scorer.errors(x)
+        per_channel: Floats | None = None  # folded: worked out below only for a batch the alarm sees
+        recon_last: Floats | None = None
+        if uni is not None and uni.folded is not None:
+            raw, kept = uni.folded.raw(x)
+        else:
+            raw, per_channel, recon_last = self.model.scorer.errors(x)
         divisor = self._divisor
+        pending: Floats
         if divisor is not None:
             top = float(raw.max()) / divisor  # = the largest raw / divisor, NaN if any is
             pending = raw  # divided when settling
@@ -353,18 +401,20 @@ class Shadow:
             hot = bool((score >= 1.0).any())
         if hot or not self._idle:
             score = np.divide(raw, thr, dtype=np.float64) if score is None else score
+            if kept is not None:
+                assert uni is not None and uni.folded is not None
+                per_channel, recon_last = uni.folded.details(kept)
+            assert per_channel is not None and recon_last is not None
             batch = self._batch(live, runs, score, raw, per_channel, recon_last, uni, per_row)
             fired = sum(1 for al in self.alarm.update_batch(batch) if al.state == "firing")
             self.episodes += fired
             self._idle = self.alarm.idle()
+        if self.drift is not None:
+            self.drift.add(raw)  # queued: binned a chunk (2 048 windows at 1 Hz) at a time
         if live_alerts:
             self.live_episodes += sum(1 for al in live_alerts if al.state == "firing" and al.kind == "anomaly")
         self.windows += n
-        self._pend_c.append(pending)  # never written again: the scorer's new arrays
-        self._pend_l.append(live.score)  # nor are the serving model's scores (sinks only read them)
-        self._pend_t.append(live.times)
-        if len(self._pend_c) >= PENDING_BATCHES:
-            self._settle()
+        self._queue(pending, live.score, live.times)
         self.last_max = top
         return fired
 
@@ -410,6 +460,7 @@ class Shadow:
             "live_episodes": self.live_episodes,
             "histogram": {"candidate": self.hist.counts.tolist(), "current": self.live_hist.counts.tolist()},
             "alarm": alarm_to_state(self.alarm, {}),
+            "drift": self.drift.to_state() if self.drift is not None else None,
         }
 
     def restore(self, state: Any) -> bool:
@@ -432,9 +483,11 @@ class Shadow:
         live_hist.restore(hists.get("current"))
         if hist.n > counts["windows"] or live_hist.n > counts["windows"]:
             raise ValueError("shadow state: the histograms hold more scores than windows were scored")
+        drift = _restored_drift(self.model, state.get("drift"))
         restore_alarm(self.alarm, state.get("alarm"))  # last: raises before it changes anything
+        self.drift = drift if drift is not None else self.drift
         self.windows, self.episodes, self.live_episodes = counts["windows"], counts["episodes"], counts["live_episodes"]
-        self._pend_c, self._pend_l, self._pend_t = [], [], []
+        self._fill = 0
         self._first, self._last = first, last
         self._hist, self._live_hist = hist, live_hist
         self._idle = self.alarm.idle()
@@ -514,6 +567,28 @@ class Shadow:
         checks.append({"check": "score_quantile", "passed": ok, "detail": detail, "ratio": _num(ratio)})
         passed = all(c["passed"] for c in checks)
         return ShadowVerdict(passed, checks, self.summary())
+
+
+def drift_tracker_of(model: Any) -> DriftTracker | None:
+    """The tracker the daemon keeps for `model` serving (`ShadowManager.on_model`): against
+    its bundle's reference deciles at its window rate; None without deciles."""
+    manifest = getattr(model, "manifest", None)
+    edges = reference_edges(manifest.threshold_info) if manifest is not None else None
+    return tracker_for(edges, model.period_seconds, model.stride) if edges else None
+
+
+def _restored_drift(model: Any, state: Any) -> DriftTracker | None:
+    """The candidate's drift summary from a shadow state (None: none saved, the candidate
+    has no deciles, or it was kept against another reference); ValueError when malformed."""
+    tracker = drift_tracker_of(model) if state is not None else None
+    if tracker is None:
+        return None
+    if not isinstance(state, dict):
+        raise ValueError("shadow state: 'drift' is not a mapping")
+    try:
+        return tracker if tracker.restore(state) else None
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"shadow state: drift summary unusable: {exc!r}") from exc
 
 
 def _num(x: float) -> float | None:
