@@ -79,7 +79,6 @@ TAIL_Z = NormalDist().inv_cdf(1.0 - TAIL_P)  # ... is put where a normal distrib
 TAIL_PRIOR_WINDOWS = 1024.0  # weight (windows) of the normal-tail prior in the tail estimate
 TAIL_MEMORY = 4.0  # the tail counts decay this many times slower than mu and sigma: a
 # p99 is what a few fault windows in a learnt chunk move most, so it must move slowly
-DEFAULT_REBASELINE_PERIODS = 200
 _X_SCALE = 1024.0  # fixed point of log errors in a chunk's sums: (690 * 1024)**2 * 4096 < 2**53
 _LOG_MAX = 690.0  # log of a NaN error: it scores (and is learnt) as a huge error
 
@@ -257,7 +256,7 @@ class OnlineCalibrator:
         self.decay = math.exp(-cfg.chunk_windows / cfg.history_windows)
         self.tail_decay = math.exp(-cfg.chunk_windows / (TAIL_MEMORY * cfg.history_windows))
         after = cfg.rebaseline_after_seconds
-        self.after = after if after is not None else DEFAULT_REBASELINE_PERIODS * period_seconds
+        self.after = after if after is not None else cfg.rebaseline_after_periods * period_seconds
         self.streams: dict[str, _Stream] = {}
         self.events: list[RegimeChange] = []  # regime changes since the caller last drained them
         self.regime_changes = 0  # total, for the counter metric

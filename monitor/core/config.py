@@ -544,8 +544,9 @@ class OnlineCalibrationConfig:
     regime_z: float = 1.5  # a chunk whose mean log error is this many sigma off is disturbed
     regime_var_ratio: float = 4.0  # ... or whose variance is this many times larger or smaller
     # Sustained disturbance for this long (data time) -> one regime_change event and the
-    # stream re-baselines on the disturbed stretch. None: 200 periods.
+    # stream re-baselines on the disturbed stretch. None: `rebaseline_after_periods` periods.
     rebaseline_after_seconds: float | None = None
+    rebaseline_after_periods: float = 200.0
     # At a regime change whose inputs moved (mean or spread per channel), re-estimate the
     # stream's scaler from the disturbed stretch and keep its error distribution (the
     # errors come back to their old level), instead of re-baselining the errors only.
@@ -574,6 +575,7 @@ class OnlineCalibrationConfig:
             raise ConfigError(f"{k}.regime_var_ratio", f"must be > 1, got {self.regime_var_ratio}")
         if self.rebaseline_after_seconds is not None:
             _positive(f"{k}.rebaseline_after_seconds", self.rebaseline_after_seconds)
+        _positive(f"{k}.rebaseline_after_periods", self.rebaseline_after_periods)
 
 
 @dataclass
