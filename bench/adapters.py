@@ -47,8 +47,8 @@ from monitor.core.config import Config  # noqa: E402
 from monitor.core.fleet import Fleet  # noqa: E402
 from monitor.core.model.adapters import StreamAdapters  # noqa: E402
 from monitor.core.model.bundle import load_bundle  # noqa: E402
-from monitor.core.pipeline import ScoringModel  # noqa: E402
 from monitor.core.runner import Runner  # noqa: E402
+from monitor.core.scoring_model import ScoringModel  # noqa: E402
 from monitor.core.types import FrameBlock  # noqa: E402
 
 

@@ -52,7 +52,7 @@ from monitor.app.backtest import run_backtest  # noqa: E402
 from monitor.app.training import StreamData, train_bundle  # noqa: E402
 from monitor.core.config import Config, load_config  # noqa: E402
 from monitor.core.model.bundle import load_bundle  # noqa: E402
-from monitor.core.pipeline import ScoringModel  # noqa: E402
+from monitor.core.scoring_model import ScoringModel  # noqa: E402
 
 START = 1_700_006_400.0  # a UTC midnight
 N = 4000

@@ -39,8 +39,8 @@ from monitor.core.config import load_config  # noqa: E402
 from monitor.core.drift import HORIZON, MIN_WINDOWS, psi, tracker_for  # noqa: E402
 from monitor.core.fleet import Fleet  # noqa: E402
 from monitor.core.model.bundle import load_bundle  # noqa: E402
-from monitor.core.pipeline import ScoringModel  # noqa: E402
 from monitor.core.runner import Runner  # noqa: E402
+from monitor.core.scoring_model import ScoringModel  # noqa: E402
 from monitor.core.synthetic import CHANNELS, pump  # noqa: E402
 
 CONFIG = """

@@ -94,8 +94,8 @@ from monitor.core.model.bundle import load_bundle  # noqa: E402
 from monitor.core.model.calibrate import fit_threshold  # noqa: E402
 from monitor.core.model.scorer import AutoencoderScorer  # noqa: E402
 from monitor.core.model.train import _deterministic, dae_step  # noqa: E402
-from monitor.core.pipeline import ScoringModel  # noqa: E402
 from monitor.core.runner import Runner  # noqa: E402
+from monitor.core.scoring_model import ScoringModel  # noqa: E402
 from monitor.core.synthetic import CHANNELS, Fault, pump  # noqa: E402
 from monitor.core.types import Alert  # noqa: E402
 

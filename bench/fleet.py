@@ -45,8 +45,8 @@ from monitor.app.training import StreamData, train_bundle  # noqa: E402
 from monitor.core.config import Config, load_config  # noqa: E402
 from monitor.core.fleet import Fleet  # noqa: E402
 from monitor.core.model.bundle import load_bundle  # noqa: E402
-from monitor.core.pipeline import ScoringModel  # noqa: E402
 from monitor.core.runner import Runner  # noqa: E402
+from monitor.core.scoring_model import ScoringModel  # noqa: E402
 from monitor.core.types import FrameBlock  # noqa: E402
 from monitor.io.http import serve  # noqa: E402
 from monitor.io.metrics import Metrics  # noqa: E402

@@ -35,7 +35,8 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from monitor.core.config import AlarmConfig, StreamConfig  # noqa: E402
-from monitor.core.pipeline import Pipeline, ScoringModel  # noqa: E402
+from monitor.core.pipeline import Pipeline  # noqa: E402
+from monitor.core.scoring_model import ScoringModel  # noqa: E402
 from monitor.core.stream.period import infer_period_seconds  # noqa: E402
 from monitor.core.types import Reading  # noqa: E402
 

@@ -52,8 +52,8 @@ from monitor.core.config import GroupConfig  # noqa: E402
 from monitor.core.fleet import Fleet, GroupResult  # noqa: E402
 from monitor.core.model.bundle import load_bundle  # noqa: E402
 from monitor.core.model.threads import use_threads  # noqa: E402
-from monitor.core.pipeline import ScoringModel  # noqa: E402
 from monitor.core.runner import Runner  # noqa: E402
+from monitor.core.scoring_model import ScoringModel  # noqa: E402
 from monitor.core.synthetic import Fault, pump  # noqa: E402
 from monitor.core.types import Reading  # noqa: E402
 from monitor.io.latent_out import LatentPublisher  # noqa: E402

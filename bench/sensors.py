@@ -36,7 +36,8 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from monitor.core.config import AlarmConfig, SensorsConfig, StreamConfig  # noqa: E402
-from monitor.core.pipeline import Pipeline, ScoringModel  # noqa: E402
+from monitor.core.pipeline import Pipeline  # noqa: E402
+from monitor.core.scoring_model import ScoringModel  # noqa: E402
 from monitor.core.sensor_health import SensorLimits, learn_limits  # noqa: E402
 from monitor.core.synthetic import CHANNELS, pump  # noqa: E402
 from monitor.core.types import Alert, FrameBlock  # noqa: E402

@@ -49,7 +49,8 @@ import torch  # noqa: E402
 from monitor.app.training import StreamData, train_bundle  # noqa: E402
 from monitor.core.config import AlarmConfig, StreamConfig  # noqa: E402
 from monitor.core.model.bundle import load_bundle  # noqa: E402
-from monitor.core.pipeline import Pipeline, ScoringModel  # noqa: E402
+from monitor.core.pipeline import Pipeline  # noqa: E402
+from monitor.core.scoring_model import ScoringModel  # noqa: E402
 from monitor.core.shadow import Shadow, ShadowSettings  # noqa: E402
 from monitor.core.synthetic import CHANNELS, pump  # noqa: E402
 

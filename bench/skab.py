@@ -30,7 +30,7 @@ from monitor.app.training import StreamData, train_bundle  # noqa: E402
 from monitor.core.config import load_config  # noqa: E402
 from monitor.core.evaluate import Quality  # noqa: E402
 from monitor.core.model.bundle import load_bundle  # noqa: E402
-from monitor.core.pipeline import ScoringModel  # noqa: E402
+from monitor.core.scoring_model import ScoringModel  # noqa: E402
 from monitor.io.files import read_csv  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "skab"

@@ -17,8 +17,8 @@ from prometheus_client import CollectorRegistry
 from monitor.app.service import Service
 from monitor.core.config import Config
 from monitor.core.fleet import Fleet
-from monitor.core.pipeline import ScoringModel
 from monitor.core.runner import Runner
+from monitor.core.scoring_model import ScoringModel
 from monitor.core.synthetic import CHANNELS
 from monitor.io.codec import Codec
 from tests.daemon_support import daemon_config, feed_rows, http_get, wait_until

@@ -18,8 +18,9 @@ from monitor.core.config import ConfigError
 from monitor.core.fleet import Fleet
 from monitor.core.model.adapters import ADAPTERS_FILE, StreamAdapters
 from monitor.core.model.bundle import BundleError, load_bundle
-from monitor.core.pipeline import Pipeline, ScoringModel
+from monitor.core.pipeline import Pipeline
 from monitor.core.runner import Runner
+from monitor.core.scoring_model import ScoringModel
 from monitor.core.types import FrameBlock, Reading
 from tests.daemon_support import config_from, load_yaml
 

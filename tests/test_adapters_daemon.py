@@ -20,7 +20,7 @@ from monitor.app.replay import replay_offline
 from monitor.app.service import Service
 from monitor.core.config import Config
 from monitor.core.model.bundle import load_bundle
-from monitor.core.pipeline import ScoringModel
+from monitor.core.scoring_model import ScoringModel
 from monitor.core.types import RawMessage
 from monitor.io.recording import RecordingWriter
 from tests.broker import Mosquitto, mosquitto_binary

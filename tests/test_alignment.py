@@ -13,10 +13,12 @@ from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from monitor.core.config import AlarmConfig, ConfigError, StreamConfig, load_config
-from monitor.core.pipeline import Pipeline, ScoringModel, StreamState
+from monitor.core.pipeline import Pipeline
+from monitor.core.scoring_model import ScoringModel
 from monitor.core.stream.assembler import StreamAssembler
 from monitor.core.stream.interpolate import InterpolatingAssembler
 from monitor.core.stream.period import SNAP_TOLERANCE, IrregularTimestamps, infer_period_seconds, round_step
+from monitor.core.stream.state import StreamState
 from monitor.core.types import Reading
 
 

@@ -14,7 +14,8 @@ import orjson
 import pytest
 
 from monitor.core.config import AlarmConfig, FilterConfig, StreamConfig, TopicRule
-from monitor.core.pipeline import Pipeline, ScoringModel
+from monitor.core.pipeline import Pipeline
+from monitor.core.scoring_model import ScoringModel
 from monitor.core.stream.windows import WindowBuffer
 from monitor.core.types import FrameBlock, Reading, ReadingBlock, Rejected, ScoreBatch
 from monitor.io.codec import Codec

@@ -9,7 +9,8 @@ import numpy as np
 
 from monitor.core.alarm import AlarmMachine
 from monitor.core.config import AlarmConfig, OnlineCalibrationConfig, StreamConfig
-from monitor.core.pipeline import Pipeline, ScoringModel
+from monitor.core.pipeline import Pipeline
+from monitor.core.scoring_model import ScoringModel
 from monitor.core.types import FrameBlock, ScoreBatch
 
 

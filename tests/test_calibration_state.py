@@ -11,7 +11,7 @@ from test_calibration_stage import SquareScorer
 
 from monitor.app.service import Service
 from monitor.core.config import load_config
-from monitor.core.pipeline import ScoringModel
+from monitor.core.scoring_model import ScoringModel
 from monitor.core.types import FrameBlock
 from monitor.io.calib_state import load_state, save_state, state_path
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from monitor.core.config import AlarmConfig, ConfigError, StreamConfig
-from monitor.core.pipeline import Pipeline, ScoringModel
+from monitor.core.pipeline import Pipeline
+from monitor.core.scoring_model import ScoringModel
 from monitor.core.stream.clock_step import ClockStepDetector, step_seconds
 from monitor.core.types import Reading
 

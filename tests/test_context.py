@@ -24,7 +24,8 @@ from monitor.core.config import (
 from monitor.core.model.bundle import BundleError, load_bundle, save_bundle
 from monitor.core.model.nets import architecture_spec, build_from_spec
 from monitor.core.model.scorer import Scorer
-from monitor.core.pipeline import Pipeline, ScoringModel
+from monitor.core.pipeline import Pipeline
+from monitor.core.scoring_model import ScoringModel
 from monitor.core.stream.context import AUTO_RATIO, DAY_SECONDS, auto_context, context_row, context_rows, rhythm_ratio
 from monitor.core.types import Reading
 

@@ -31,7 +31,7 @@ from daemon_support import (
 from monitor.app.backtest import run_backtest
 from monitor.app.service import Service
 from monitor.core.model.bundle import load_bundle, set_current
-from monitor.core.pipeline import ScoringModel
+from monitor.core.scoring_model import ScoringModel
 from monitor.core.synthetic import CHANNELS
 from monitor.io.recording import RecordingStats, iter_recordings
 

@@ -14,8 +14,9 @@ import pytest
 
 from monitor.core.config import ConfigError, load_config
 from monitor.core.fleet import ROUTE_CACHE_MAX, Fleet
-from monitor.core.pipeline import Pipeline, ScoringModel
+from monitor.core.pipeline import Pipeline
 from monitor.core.runner import Runner
+from monitor.core.scoring_model import ScoringModel
 from monitor.core.types import DropReason, FrameBlock, Reading
 
 

@@ -22,7 +22,7 @@ from monitor.app.service import Service
 from monitor.app.training import StreamData, train_bundle
 from monitor.core.config import Config
 from monitor.core.model.bundle import load_bundle, set_current
-from monitor.core.pipeline import ScoringModel
+from monitor.core.scoring_model import ScoringModel
 from monitor.core.synthetic import CHANNELS, Fault, pump
 from tests.broker import Mosquitto, mosquitto_binary
 from tests.daemon_support import (

@@ -12,7 +12,8 @@ import pytest
 
 from monitor.core.config import AlarmConfig, OnlineCalibrationConfig, StreamConfig
 from monitor.core.input_baseline import StreamInputs
-from monitor.core.pipeline import Pipeline, ScoringModel
+from monitor.core.pipeline import Pipeline
+from monitor.core.scoring_model import ScoringModel
 from monitor.core.types import FrameBlock
 
 

@@ -36,7 +36,7 @@ from monitor.core.model.latent import LatentModel, fit_projection, fit_states, k
 from monitor.core.model.manifest import Manifest, ManifestError
 from monitor.core.model.nets import build_autoencoder
 from monitor.core.model.scorer import AutoencoderScorer
-from monitor.core.pipeline import ScoringModel
+from monitor.core.scoring_model import ScoringModel
 from monitor.core.synthetic import CHANNELS, pump, write_csv
 from monitor.core.types import RawMessage, ScoreBatch
 from monitor.io.latent_out import LatentPublisher

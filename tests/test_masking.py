@@ -8,7 +8,8 @@ import pytest
 
 from monitor.core.config import AlarmConfig, SensorsConfig, StreamConfig
 from monitor.core.masking import exclude_masked, keep_one_judge
-from monitor.core.pipeline import Pipeline, ScoringModel
+from monitor.core.pipeline import Pipeline
+from monitor.core.scoring_model import ScoringModel
 from monitor.core.synthetic import CHANNELS, pump
 from monitor.core.types import FrameBlock
 

@@ -20,7 +20,7 @@ import torch
 import yaml
 
 from monitor.core.model.bundle import load_bundle
-from monitor.core.pipeline import ScoringModel
+from monitor.core.scoring_model import ScoringModel
 from tests.broker import free_port
 from tests.daemon_support import http_get, train_small_model, wait_until
 from tests.nats_server import NatsServer, nats_server_binary

@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from monitor.core.model.bundle import load_bundle
-from monitor.core.pipeline import ScoringModel
+from monitor.core.scoring_model import ScoringModel
 from tests.broker import _port_open, free_port
 from tests.daemon_support import train_small_model, wait_until
 from tests.nats_server import nats_server_binary

@@ -21,7 +21,7 @@ import yaml
 from monitor.app.cli import main
 from monitor.core.config import shard_partitions
 from monitor.core.model.bundle import load_bundle
-from monitor.core.pipeline import ScoringModel
+from monitor.core.scoring_model import ScoringModel
 from monitor.io.nats import partition_of
 from monitor.io.nats_ops import METRIC_NAMES
 from monitor.io.recording import iter_recordings

@@ -18,7 +18,7 @@ import torch
 import yaml
 
 from monitor.core.model.bundle import load_bundle
-from monitor.core.pipeline import ScoringModel
+from monitor.core.scoring_model import ScoringModel
 from monitor.io.nats import partition_of
 from tests.broker import free_port
 from tests.daemon_support import train_small_model, wait_until

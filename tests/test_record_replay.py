@@ -22,7 +22,7 @@ from monitor.app.replay import replay_offline, replay_to_broker
 from monitor.app.service import Service
 from monitor.app.training import StreamData, load_training_data
 from monitor.core.model.bundle import load_bundle
-from monitor.core.pipeline import ScoringModel
+from monitor.core.scoring_model import ScoringModel
 from monitor.core.types import RawMessage, Reading
 from monitor.io.record import Recorder
 from monitor.io.recording import RecordingWriter, read_recording

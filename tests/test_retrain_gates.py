@@ -30,7 +30,7 @@ from monitor.app.gates import (
 from monitor.app.training import StreamData, load_training_data, train_bundle
 from monitor.core.config import load_config
 from monitor.core.model.bundle import current_bundle_path, list_bundles, load_bundle
-from monitor.core.pipeline import ScoringModel
+from monitor.core.scoring_model import ScoringModel
 from monitor.core.synthetic import CHANNELS, Fault, pump, write_csv
 from monitor.core.types import RawMessage
 from monitor.io.alertlog import ALERTS_FILE, LABELS_FILE, find_alert_log, read_labels, write_label

@@ -13,7 +13,8 @@ import pytest
 from monitor.core import shadow as shadow_module
 from monitor.core.config import AlarmConfig, StreamConfig
 from monitor.core.model.bundle import load_bundle
-from monitor.core.pipeline import Pipeline, ScoringModel
+from monitor.core.pipeline import Pipeline
+from monitor.core.scoring_model import ScoringModel
 from monitor.core.shadow import HIST_EDGES, Shadow, ShadowSettings, bin_of, drift_tracker_of
 from monitor.core.synthetic import CHANNELS, Fault, pump
 from tests.daemon_support import train_small_model

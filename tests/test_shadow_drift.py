@@ -17,7 +17,7 @@ from monitor.app.shadowing import ShadowManager, drift_state_path
 from monitor.core.fleet import Fleet
 from monitor.core.model.bundle import load_bundle
 from monitor.core.model.registry import current_bundle_path
-from monitor.core.pipeline import ScoringModel
+from monitor.core.scoring_model import ScoringModel
 from monitor.core.shadow import Shadow
 from monitor.core.synthetic import pump
 from tests.daemon_support import daemon_config, train_small_model

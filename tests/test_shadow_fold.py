@@ -14,7 +14,8 @@ import torch
 from monitor.core.config import AlarmConfig, StreamConfig
 from monitor.core.model.bundle import load_bundle
 from monitor.core.model.scorer import AutoencoderScorer
-from monitor.core.pipeline import Pipeline, ScoringModel
+from monitor.core.pipeline import Pipeline
+from monitor.core.scoring_model import ScoringModel
 from monitor.core.shadow import Shadow, ShadowSettings
 from monitor.core.shadow_fold import fold_dense
 from monitor.core.synthetic import CHANNELS, Fault, pump

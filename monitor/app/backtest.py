@@ -18,8 +18,8 @@ from monitor.app.plots import png_bytes, pyplot
 from monitor.core.config import Config, ConfigError
 from monitor.core.evaluate import Quality, evaluate, segments
 from monitor.core.fleet import Fleet
-from monitor.core.pipeline import ScoringModel
 from monitor.core.runner import Runner
+from monitor.core.scoring_model import ScoringModel
 from monitor.core.types import Alert
 
 log = logging.getLogger(__name__)

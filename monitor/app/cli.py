@@ -46,7 +46,8 @@ from monitor.core.config import (
     shard_partitions,
 )
 from monitor.core.fleet import Fleet
-from monitor.core.pipeline import TALLIES, ScoringModel
+from monitor.core.pipeline import TALLIES
+from monitor.core.scoring_model import ScoringModel
 from monitor.io.codec import Codec
 from monitor.io.files import read_csv
 from monitor.io.logs import basic_logging, setup_logging

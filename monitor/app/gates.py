@@ -28,8 +28,8 @@ from monitor.app.training import StreamData
 from monitor.core import canary as canaries
 from monitor.core.config import AlarmConfig, CalibrationConfig, Config
 from monitor.core.fleet import Fleet, GroupResult
-from monitor.core.pipeline import ScoringModel
 from monitor.core.runner import Runner
+from monitor.core.scoring_model import ScoringModel
 from monitor.core.types import Alert, Score
 
 # --------------------------------------------------------------------------- slicing

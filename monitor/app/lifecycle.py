@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from monitor.core.model.bundle import CURRENT, BundleError, current_bundle_path, load_bundle
-from monitor.core.pipeline import ScoringModel
+from monitor.core.scoring_model import ScoringModel
 
 log = logging.getLogger(__name__)
 

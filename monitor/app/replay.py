@@ -21,8 +21,8 @@ import paho.mqtt.client as mqtt
 
 from monitor.core.config import Config
 from monitor.core.fleet import Fleet, GroupResult
-from monitor.core.pipeline import ScoringModel
 from monitor.core.runner import Runner
+from monitor.core.scoring_model import ScoringModel
 from monitor.core.types import Alert, BatchItem, FrameBlock, RawMessage, ReadingBlock, ScoreBatch
 from monitor.io.codec import Codec
 from monitor.io.recording import RecordingStats, iter_recordings

@@ -79,7 +79,7 @@ from monitor.app.gates import (
 from monitor.app.readplan import plan_reads
 from monitor.app.training import group_training_data, load_training_data, threads_arg, train_bundle
 from monitor.core.config import DEFAULT_GROUP, EXIT_CONFIG, Config, ConfigError, load_config
-from monitor.core.pipeline import ScoringModel
+from monitor.core.scoring_model import ScoringModel
 from monitor.io.logs import basic_logging
 from monitor.io.retrain_status import TEXTFILE_NAME, read_textfile, write_textfile
 

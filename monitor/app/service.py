@@ -35,8 +35,9 @@ from monitor.app.shadowing import ShadowManager
 from monitor.core.config import Config, ConfigError, load_config
 from monitor.core.fleet import Fleet, GroupResult
 from monitor.core.model.threads import use_threads
-from monitor.core.pipeline import TALLIES, Pipeline, ScoringModel
+from monitor.core.pipeline import TALLIES, Pipeline
 from monitor.core.runner import Runner
+from monitor.core.scoring_model import ScoringModel
 from monitor.core.types import Alert, DropReason, ScoreBatch
 from monitor.io.calib_state import StateError, load_state, partitions_owner, save_state, state_path
 from monitor.io.codec import Codec

@@ -49,7 +49,7 @@ from monitor.core.config import Config
 from monitor.core.drift import DriftTracker, reference_edges, tracker_for
 from monitor.core.fleet import Fleet, GroupResult
 from monitor.core.model.registry import SHADOW, SHADOW_REPORT, BundleError, clear_shadow, promote
-from monitor.core.pipeline import ScoringModel
+from monitor.core.scoring_model import ScoringModel
 from monitor.core.shadow import Shadow, ShadowSettings
 from monitor.io.atomic import write_atomic
 from monitor.io.calib_state import STATE_DIR, StateError, load_state, save_state

@@ -30,10 +30,11 @@ from monitor.core.model.adapters import ADAPTERS_FILE, StreamAdapters, has_enoug
 from monitor.core.model.calibrate import fit_threshold
 from monitor.core.model.holdout import HoldoutPlan, plan_holdout
 from monitor.core.model.manifest import Manifest
-from monitor.core.pipeline import ScoringModel, StreamState, stream_timing
+from monitor.core.scoring_model import ScoringModel
 from monitor.core.sensor_health import LIMITS_FILE, learn_limits
 from monitor.core.stream.context import auto_context, context_rows, rhythm_ratio
 from monitor.core.stream.period import IrregularTimestamps, infer_period_seconds
+from monitor.core.stream.state import StreamState, stream_timing
 from monitor.core.stream.windows import even_sample, window_ends, windows_at
 from monitor.io.codec import Codec
 from monitor.io.files import read_csv

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
 from monitor.core.config import Config, GroupConfig
-from monitor.core.pipeline import TALLIES, Pipeline, ScoringModel
+from monitor.core.pipeline import TALLIES, Pipeline
+from monitor.core.scoring_model import ScoringModel
 from monitor.core.types import Alert, BatchItem, DropReason, FloatArray, Reading, ScoreBatch
 
 __all__ = ["TALLIES", "Fleet", "GroupResult", "GroupSelector"]

@@ -9,37 +9,33 @@ one forward pass and runs the alarm state machine over the results in order.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Sequence
 from functools import partial
-from typing import TYPE_CHECKING, Any, TypeAlias, TypeGuard
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 from numpy.typing import NDArray
 
-from monitor.core.alarm import AlarmMachine, alert_id
-from monitor.core.calibrate import OnlineCalibrator, RegimeChange
+from monitor.core.alarm import AlarmMachine
+from monitor.core.alert_context import with_operating_states, with_regime_changes
+from monitor.core.calibrate import OnlineCalibrator
 from monitor.core.config import (
     AlarmConfig,
     ConfigError,
-    FilterConfig,
     OnlineCalibrationConfig,
     SensorsConfig,
     StreamConfig,
 )
 from monitor.core.input_baseline import U_SCALE, fixed_point
-from monitor.core.interfaces import Scorer
 from monitor.core.masking import exclude_masked, keep_one_judge, mask_windows, name_masked
-from monitor.core.model.latent import LatentModel, States
-from monitor.core.model.manifest import Manifest
-from monitor.core.sensor_health import SensorHealth, SensorLimits
+from monitor.core.scoring_model import ScoringModel
+from monitor.core.sensor_health import SensorHealth
 from monitor.core.shadow import Shadow
-from monitor.core.stream.assembler import AssembledFrame, StreamAssembler
+from monitor.core.stream.assembler import StreamAssembler
 from monitor.core.stream.clock_step import ClockStepDetector, step_seconds
-from monitor.core.stream.context import context_row, context_rows, context_width
-from monitor.core.stream.filters import FilterChain
-from monitor.core.stream.interpolate import InterpolatingAssembler
-from monitor.core.stream.windows import WindowBuffer
+from monitor.core.stream.context import context_row, context_rows
+from monitor.core.stream.due import Run, Window, all_readings, columns_of, push_each
+from monitor.core.stream.state import StreamState, stream_timing
 from monitor.core.types import (
     Alert,
     BatchItem,
@@ -55,135 +51,13 @@ from monitor.core.types import (
 )
 
 if TYPE_CHECKING:
-    from monitor.core.model.adapters import StreamAdapters
-    from monitor.core.model.bundle import Bundle
+    pass
 
 #: Keys of `Pipeline.counters` that tally work done; every other key is a `DropReason`.
 TALLIES = ("accepted", "frames", "windows_scored", "regime_changes", "clock_steps")
 
 _MIN_RUN = 8  # shorter runs of one stream's readings: reading by reading is as fast
 _MISSING = object()
-
-
-@dataclass
-class ScoringModel:
-    """Everything the pipeline needs from a model bundle."""
-
-    version: str
-    channels: list[str]
-    period_seconds: float
-    window_size: int
-    stride: int
-    filters: list[FilterConfig]
-    mean: FloatArray
-    std: FloatArray
-    threshold: float
-    scorer: Scorer | None  # None: frame and window geometry only, cannot score
-    manifest: Manifest | None = None  # None for geometry-only models (training, tests)
-    alignment: str = "bucket"  # StreamConfig.alignment the bundle was trained with
-    context: list[str] = field(default_factory=list)  # ModelConfig.context: extra input channels
-    adapters: StreamAdapters | None = None  # per-stream scaler and threshold; None: the group's for all
-    sensor_limits: SensorLimits | None = None  # learned sensor limits of the bundle (None: none)
-    latent: LatentModel | None = None  # code size, map and operating states (None: older bundles)
-    score_reduction: str = "mean"  # how per-channel errors make the raw error ("mean" or "channel_max")
-
-    @property
-    def input_channels(self) -> int:
-        """Columns of a window: the channels, then the context features' channels."""
-        return len(self.channels) + context_width(self.context)
-
-    @classmethod
-    def from_bundle(cls, bundle: Bundle) -> ScoringModel:
-        # torch (~2 s to import) only when a model is loaded: replay --to-broker and the
-        # parser of every command import this module without scoring anything
-        from monitor.core.model.scorer import AutoencoderScorer  # noqa: PLC0415
-
-        m = bundle.manifest
-        return cls(
-            version=bundle.version,
-            channels=list(m.channels),
-            period_seconds=m.period_seconds,
-            window_size=m.window_size,
-            stride=m.stride,
-            filters=[FilterConfig(**f) for f in m.filters],
-            mean=np.asarray(m.scaler_mean, dtype=np.float64),
-            std=np.asarray(m.scaler_std, dtype=np.float64),
-            threshold=m.threshold,
-            scorer=AutoencoderScorer(bundle.module),
-            manifest=m,
-            alignment=m.alignment,
-            context=list(m.context),
-            adapters=bundle.adapters,
-            sensor_limits=bundle.sensor_limits,
-            latent=m.latent_model,
-            score_reduction=str(m.architecture.get("score_reduction", "mean")),
-        )
-
-    def offline_threshold(self, stream: str) -> float:
-        """`stream`'s offline threshold: its adapter's, else the group's (no adapter, or a
-        stream the bundle never saw). What `Pipeline.threshold_for` decides by, and the
-        prior of an online per-stream calibration."""
-        adapters = self.adapters
-        if adapters is not None:
-            i = adapters.index.get(stream)
-            if i is not None:
-                return float(adapters.threshold[i])
-        return self.threshold
-
-    def compatible_with(self, other: ScoringModel) -> bool:
-        """Same frame and window geometry: stream state can carry over a swap."""
-        return (
-            self.channels == other.channels
-            and self.period_seconds == other.period_seconds
-            and self.window_size == other.window_size
-            and self.stride == other.stride
-            and self.filters == other.filters
-            and self.alignment == other.alignment
-            and self.context == other.context
-        )
-
-
-class StreamState:
-    """One stream's assembler, filters, scaler (its adapter's, or the group's) and window buffer."""
-
-    __slots__ = ("assembler", "clock", "filters", "frames", "inv_std", "mean", "windows")
-
-    def __init__(
-        self,
-        model: ScoringModel,
-        max_gap_seconds: float,
-        lateness_seconds: float,
-        scaler: tuple[FloatArray, FloatArray] | None = None,
-    ):
-        n = len(model.channels)
-        self.assembler: StreamAssembler | InterpolatingAssembler
-        if model.alignment == "interpolate":
-            self.assembler = InterpolatingAssembler(n, model.period_seconds, max_gap_seconds, lateness_seconds)
-        else:
-            self.assembler = StreamAssembler(
-                n, model.period_seconds, max_gap_seconds, lateness_seconds, model.alignment
-            )
-        self.filters = FilterChain(model.filters)
-        self.windows = WindowBuffer(model.window_size, model.input_channels, model.stride)
-        self.frames: list[AssembledFrame] = []  # scratch list the assembler appends completed frames to
-        self.clock: ClockStepDetector | None = None  # set by the pipeline (stream.clock_step_seconds > 0)
-        # (mean, 1 / std) the stream's frames are standardized with
-        self.mean, self.inv_std = scaler if scaler is not None else (model.mean, 1.0 / model.std)
-
-    def filtered(self, values: FloatArray, stale: bool) -> FloatArray | None:
-        """Run the filters over one frame; None (and a reset) for a stale frame."""
-        if stale:
-            self.filters.reset()
-            self.windows.reset()
-            return None
-        return self.filters(values) if self.filters else values
-
-
-def stream_timing(stream_cfg: StreamConfig, period_seconds: float) -> tuple[float, float]:
-    """(max_gap_seconds, lateness_seconds) with the documented defaults filled in."""
-    max_gap = stream_cfg.max_gap_seconds if stream_cfg.max_gap_seconds is not None else 5 * period_seconds
-    lateness = stream_cfg.lateness_seconds if stream_cfg.lateness_seconds is not None else period_seconds
-    return max_gap, lateness
 
 
 class Pipeline:
@@ -216,7 +90,7 @@ class Pipeline:
         self.streams: dict[str, StreamState] = {}
         # Due windows wait in a preallocated (capacity, W, C) float32 buffer (no per-window
         # copy + np.stack); their (stream, timestamp, observed raw) in `_meta`.
-        self._meta: list[_Window | _Run] = []  # (stream, time, observed) per window, or a _Run of windows
+        self._meta: list[Window | Run] = []  # (stream, time, observed) per window, or a Run of windows
         self._n = 0  # windows queued (rows of `_x` in use)
         self._x = np.empty((0, 1, 1), dtype=np.float32)
         # a candidate scoring the same windows without sending anything (core/shadow.py); None: off
@@ -453,7 +327,7 @@ class Pipeline:
                 if run:
                     self._push_stretch(stream, run)
                     run = []
-                _push_each(item, push)
+                push_each(item, push)
             if run:
                 self._push_stretch(stream, run)
 
@@ -467,7 +341,7 @@ class Pipeline:
     def _push_stretch(self, stream: str, run: list[BatchItem]) -> None:
         """Items of one stream that each carry whole frames: vectorized as far as
         possible, the rest reading by reading."""
-        if len(run) < _MIN_RUN and _all_readings(run):
+        if len(run) < _MIN_RUN and all_readings(run):
             for r in run:
                 self.push_reading(r)
             return
@@ -572,7 +446,7 @@ class Pipeline:
         k = len(index)
         if k:
             self._n = at + k
-            self._meta.append(_Run(stream, t_frames[index], frames[index]))
+            self._meta.append(Run(stream, t_frames[index], frames[index]))
         return m
 
     def _windows_out(self, k: int) -> Float32Array:
@@ -670,7 +544,7 @@ class Pipeline:
         if model.scorer is None:
             raise ValueError(f"model {model.version!r} carries no scorer (geometry only); it cannot score windows")
         x_push = x = self._x[:n]  # standardized at push time (the shadow's input)
-        streams, runs, times, observed = _columns_of(entries)
+        streams, runs, times, observed = columns_of(entries)
         if runs is None:
             runs = runs_of(streams or [])
         masked = self._masks(runs, times) if self.sensors is not None else None
@@ -702,9 +576,11 @@ class Pipeline:
         if masked is not None and alerts:
             alerts = name_masked(alerts, self.alarm.emitted_at, scores, masked, model.channels)
         if alerts and self._states is not None and codes is not None:
-            alerts = self._with_states(alerts, scores, codes, self._states)
+            alerts = with_operating_states(alerts, self.alarm.emitted_at, scores, codes, self._states)
         if self.calibrator.events:
-            alerts = self._with_regime_changes(alerts, self.calibrator.drain_events())
+            events = self.calibrator.drain_events()
+            self.counters["regime_changes"] += len(events)
+            alerts = with_regime_changes(alerts, self.alarm.emitted_at, events, model.version, self.scaler_for)
         if self.shadow is not None:  # the same windows, the candidate's forward pass; nothing sent
             # (x is re-standardized in place: it is not read again here)
             try:
@@ -863,129 +739,6 @@ class Pipeline:
         row_of = np.repeat(rows, lengths)
         return channel_scores, recon_last * self._row_std[row_of] + self._row_mean[row_of]
 
-    def _with_states(self, alerts: list[Alert], scores: ScoreBatch, codes: Float32Array, st: States) -> list[Alert]:
-        """Each alarm alert with the operating state of the window behind it (its
-        `AlarmMachine.emitted_at` time, in its stream's rows)."""
-        times = np.asarray(scores.times, dtype=np.float64)
-        out = []
-        for alert, at in zip(alerts, self.alarm.emitted_at, strict=True):
-            row = None
-            for stream, start, stop in scores.runs:
-                if stream == alert.stream:
-                    hits = np.flatnonzero(times[start:stop] == at)
-                    if hits.size:
-                        row = start + int(hits[0])
-            if row is None:
-                out.append(alert)
-                continue
-            state, novelty = st.assign(codes[row : row + 1])
-            i = int(state[0])
-            context = {
-                "index": i + 1,
-                "of": st.k,
-                "name": st.names[i],
-                "novelty": round(float(novelty[0]), 4),
-                "text": st.describe(i),
-            }
-            out.append(replace(alert, operating_state=context))
-        return out
-
-    def _with_regime_changes(self, alerts: list[Alert], events: list[RegimeChange]) -> list[Alert]:
-        """The alarm's alerts and the regime-change events, in the data-time order they
-        were raised (so each stream's sequence is the same whatever the batches)."""
-        out = list(zip(self.alarm.emitted_at, range(len(alerts)), alerts, strict=True))
-        for j, ev in enumerate(events):
-            self.counters["regime_changes"] += 1
-            out.append((ev.at, len(alerts) + j, self._regime_alert(ev)))
-        out.sort(key=lambda item: (item[0], item[1]))
-        return [a for _, _, a in out]
-
-    def _regime_alert(self, ev: RegimeChange) -> Alert:
-        version = self.model.version
-        detail: dict[str, Any] = {
-            "direction": ev.direction,
-            "level_before": ev.level_before,
-            "level_after": ev.level_after,
-        }
-        if ev.scaler is not None:  # the new scaler (raw units), what the stream is standardized with from now on
-            c, s = (np.asarray(v) for v in ev.scaler)
-            mean, inv_std = self.scaler_for(ev.stream)
-            sd = 1.0 / inv_std
-            detail["scaler"] = {"mean": [float(v) for v in mean + c * sd], "std": [float(v) for v in sd * s]}
-        return Alert(
-            alert_id=alert_id(ev.stream, ev.started_at, f"{version}|regime_change"),
-            stream=ev.stream,
-            state="event",
-            started_at=ev.started_at,
-            ended_at=ev.at,
-            peak_score=ev.level_after / ev.level_before if ev.level_before > 0 else float("inf"),
-            current_score=0.0,
-            threshold=ev.threshold,
-            model_version=version,
-            kind="regime_change",
-            detail=detail,
-        )
-
-
-class _Run:
-    """Due windows of one stream from the vectorized path: their times and observed frames."""
-
-    __slots__ = ("observed", "stream", "times")
-
-    def __init__(self, stream: str, times: FloatArray, observed: FloatArray):
-        self.stream = stream
-        self.times = times
-        self.observed = observed
-
 
 _Rebased: TypeAlias = tuple["slice | NDArray[np.intp]", FloatArray, FloatArray]
 """Rows of a batch scored with a re-baselined scaler, and its (mean, std) in raw units."""
-
-_Window: TypeAlias = tuple[str, float, FloatArray]
-"""A due window from the reading-by-reading path: (stream, time, observed frame)."""
-
-
-def _all_readings(items: list[BatchItem]) -> TypeGuard[list[Reading]]:
-    return all(type(item) is Reading for item in items)
-
-
-def _push_each(item: BatchItem, push: Callable[[Reading], object]) -> None:
-    """`push` every reading of an item (a Reading or a block), in order."""
-    if isinstance(item, Reading):
-        push(item)
-    else:
-        for r in item:
-            push(r)
-
-
-def _columns_of(
-    entries: list[_Window | _Run],
-) -> tuple[
-    list[str] | None, list[tuple[str, int, int]] | None, list[float] | FloatArray, list[FloatArray] | FloatArray
-]:
-    """(streams or None, runs, times, observed) of the queued windows, in queue order.
-
-    `entries` holds (stream, time, observed) tuples from the reading-by-reading path and
-    `_Run`s from the vectorized one."""
-    if all(isinstance(e, tuple) for e in entries):
-        streams, times, observed = (list(col) for col in zip(*entries, strict=True))
-        return streams, None, times, observed
-    runs: list[tuple[str, int, int]] = []
-    t_parts: list[FloatArray] = []
-    o_parts: list[FloatArray] = []
-    row = 0
-    for e in entries:
-        if isinstance(e, tuple):
-            stream, k = e[0], 1
-            t_parts.append(np.array([e[1]], dtype=np.float64))
-            o_parts.append(np.asarray(e[2], dtype=np.float64).reshape(1, -1))
-        else:
-            stream, k = e.stream, len(e.times)
-            t_parts.append(e.times)
-            o_parts.append(e.observed)
-        if runs and runs[-1][0] == stream:
-            runs[-1] = (stream, runs[-1][1], row + k)
-        else:
-            runs.append((stream, row, row + k))
-        row += k
-    return None, runs, np.concatenate(t_parts), np.concatenate(o_parts)

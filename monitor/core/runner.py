@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 
 from monitor.core.fleet import Fleet, GroupResult
-from monitor.core.pipeline import ScoringModel
+from monitor.core.scoring_model import ScoringModel
 from monitor.core.types import Alert, BatchItem, FloatArray
 
 __all__ = ["Runner"]
