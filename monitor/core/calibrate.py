@@ -61,6 +61,7 @@ from typing import Any
 
 import numpy as np
 
+from monitor.core.calib_budget import AlertBudget
 from monitor.core.calib_regime import RegimeDetection
 from monitor.core.calib_stream import (
     _DISTURBED,
@@ -73,12 +74,10 @@ from monitor.core.calib_stream import (
     _V1_FIELDS,
     _X_SCALE,
     BUDGET_MAX,
-    BUDGET_STEP,
     DEFAULT_REBASELINE_PERIODS,
     STATE_VERSION,
     TAIL_LEVELS,
     TAIL_MEMORY,
-    WEEK_SECONDS,
     IntArray,
     PriorLookup,
     RegimeChange,
@@ -103,7 +102,7 @@ __all__ = [
 ]
 
 
-class OnlineCalibrator(RegimeDetection):
+class OnlineCalibrator(RegimeDetection, AlertBudget):
     """Per-stream calibration of one group's raw errors; not thread-safe (the pipeline's thread)."""
 
     def __init__(
@@ -471,40 +470,6 @@ class OnlineCalibrator(RegimeDetection):
         each: Floats = raw * np.repeat(inv, [stop - start for _, start, stop in runs])
         return each
 
-    # ------------------------------------------------------------------ budget
-
-    def _apply_budget(
-        self,
-        score: FloatArray,
-        segs: list[tuple[_Stream, int, int, int, bool]],
-        times: Sequence[float] | FloatArray,
-    ) -> FloatArray:
-        """Divide each segment's scores by its stream's multiplier at that chunk; count
-        onsets and move the multiplier at chunk ends (batch boundaries do not matter)."""
-        budget = self.budget
-        assert budget is not None  # only called with a budget
-        starts = np.fromiter((seg[1] for seg in segs), dtype=np.intp, count=len(segs))
-        peaks = np.maximum.reduceat(score, starts).tolist()
-        mults: list[float] = []
-        for j, (st, a, m, _, end) in enumerate(segs):
-            mults.append(st.mult)
-            if peaks[j] >= st.mult:
-                st.chunk_hot = True
-            if not end:
-                continue
-            t = float(times[a + m - 1])
-            dt = 0.0 if math.isnan(st.rate_at) else max(t - st.rate_at, 0.0)
-            keep = math.exp(-dt / WEEK_SECONDS)
-            onset = st.chunk_hot and not st.hot_prev
-            st.rate = st.rate * keep + (1.0 if onset else 0.0)
-            st.rate_at = t
-            st.mult = 1.0 + (st.mult - 1.0) * keep
-            if onset and st.rate > budget:
-                st.mult = min(BUDGET_MAX, st.mult * BUDGET_STEP)
-            st.hot_prev, st.chunk_hot = st.chunk_hot, False
-        out: FloatArray = score / (mults[0] if len(segs) == 1 else np.repeat(mults, [seg[2] for seg in segs]))
-        return out
-
     # ------------------------------------------------------------------ export
 
     def effective_threshold(self, key: str) -> float | None:
@@ -519,13 +484,6 @@ class OnlineCalibrator(RegimeDetection):
             own = st.mu + self._z(st) * st.mult * st.sigma
             return _exp((1.0 - w) * math.log(st.prior * st.mult) + w * own)
         return st.prior * st.mult
-
-    def budget_use(self, key: str) -> float | None:
-        """Onsets in the last week (one-week memory) over the budget; None: no budget."""
-        st = self.streams.get(key)
-        if st is None or self.budget is None:
-            return None
-        return st.rate / self.budget
 
     def forget(self, key: str) -> None:
         self.streams.pop(key, None)
