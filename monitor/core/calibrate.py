@@ -55,188 +55,52 @@ per (run of a stream, chunk) segment, never per window.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from statistics import NormalDist
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
 
+from monitor.core.calib_budget import AlertBudget
+from monitor.core.calib_regime import RegimeDetection
+from monitor.core.calib_stream import (
+    _DISTURBED,
+    _FIELDS,
+    _LEARNT,
+    _LEVELS,
+    _LOG_MAX,
+    _NT,
+    _SCALED,
+    _V1_FIELDS,
+    _X_SCALE,
+    BUDGET_MAX,
+    STATE_VERSION,
+    TAIL_LEVELS,
+    TAIL_MEMORY,
+    IntArray,
+    PriorLookup,
+    RegimeChange,
+    Rescore,
+    _exp,
+    _log,
+    _Stream,
+    _tail_of,
+)
 from monitor.core.config import OnlineCalibrationConfig
 from monitor.core.input_baseline import StreamInputs
 from monitor.core.types import FloatArray, Floats
 
-IntArray = NDArray[np.intp]
-
-WEEK_SECONDS = 7 * 86400.0
-BUDGET_STEP = 1.25  # z multiplier per over-budget onset
-BUDGET_MAX = 4.0  # largest z multiplier
-STATE_VERSION = 3  # 3: per-stream input baselines and scaler overrides ("inputs")
-TAIL_LEVELS = (1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0)  # standardized log errors whose exceedances are counted
-TAIL_P = 0.01  # the tail quantile matched: the stream's own p99 of log errors ...
-TAIL_Z = NormalDist().inv_cdf(1.0 - TAIL_P)  # ... is put where a normal distribution has its p99
-TAIL_PRIOR_WINDOWS = 1024.0  # weight (windows) of the normal-tail prior in the tail estimate
-TAIL_MEMORY = 4.0  # the tail counts decay this many times slower than mu and sigma: a
-# p99 is what a few fault windows in a learnt chunk move most, so it must move slowly
-_X_SCALE = 1024.0  # fixed point of log errors in a chunk's sums: (690 * 1024)**2 * 4096 < 2**53
-_LOG_MAX = 690.0  # log of a NaN error: it scores (and is learnt) as a huge error
-
-_LEARNT, _DISTURBED, _REBASED, _SCALED = 0, 1, 2, 3  # what a completed chunk did
-# (_SCALED: confirmed a new scaler for the stream, its errors' distribution kept)
-_DIRECTIONS = ("up", "down", "spread")
-
-Rescore = Callable[[str, IntArray, bool], Floats]
-"""The pipeline's hook: raw errors of rows (of this batch) of a stream with its current
-scaler (False: the batch's outputs take them) or with its scaler on trial (True: they only
-verify it)."""
+__all__ = [
+    "BUDGET_MAX",
+    "STATE_VERSION",
+    "OnlineCalibrator",
+    "PriorLookup",
+    "RegimeChange",
+    "Rescore",
+]
 
 
-def _log(raw: FloatArray) -> FloatArray:
-    """Log errors as `calibrate` takes them (NaN: a huge error)."""
-    x = np.log(np.maximum(raw, 1e-300))
-    out: FloatArray = np.where(np.isnan(x), _LOG_MAX, x)
-    return out
-
-
-def _exp(v: float) -> float:
-    """exp without an OverflowError (a stream of zero or NaN errors has |log error| ~ 690)."""
-    return math.exp(min(v, 700.0))
-
-
-def _tail_of(e: list[float]) -> float:
-    """The tail factor of decayed counts ``[windows, above level 0, above level 1, ...]``."""
-    n = e[0]
-    share = [c / n for c in e[1:]]
-    t = TAIL_LEVELS[-1]
-    if share[0] <= TAIL_P:
-        t = TAIL_LEVELS[0]  # lighter than any level measured: the lowest
-    else:
-        for k in range(1, len(TAIL_LEVELS)):
-            if share[k] <= TAIL_P:
-                lo, hi = share[k - 1], max(share[k], 1e-12)
-                f = math.log(lo / TAIL_P) / math.log(lo / hi) if lo > hi else 1.0
-                t = TAIL_LEVELS[k - 1] + f * (TAIL_LEVELS[k] - TAIL_LEVELS[k - 1])
-                break
-    t = (n * t + TAIL_PRIOR_WINDOWS * TAIL_Z) / (n + TAIL_PRIOR_WINDOWS)
-    return t / TAIL_Z
-
-
-PriorLookup = Callable[[str], float]
-"""The seam: the offline threshold (raw units) for a stream key."""
-
-
-@dataclass(frozen=True)
-class RegimeChange:
-    """A sustained level or variance change of one stream's errors, and its re-baseline."""
-
-    stream: str
-    started_at: float  # first window of the disturbed stretch
-    at: float  # the window at which the stream re-baselined
-    direction: str  # "up", "down" (level of the errors) or "spread" (their variance)
-    level_before: float  # typical raw error before (exp of the mean log error)
-    level_after: float
-    threshold: float  # the stream's threshold (raw units) after re-baselining, before any budget multiplier
-    # the stream's new scaler over its push-time one, (c, s): inputs u -> (u - c) / s per
-    # channel (None: the errors' distribution re-baselined instead)
-    scaler: tuple[tuple[float, ...], tuple[float, ...]] | None = None
-
-
-_FIELDS: tuple[str, ...] = (
-    "prior",
-    "s0",
-    "s1",
-    "s2",
-    "n_base",
-    "online",
-    "pos",
-    "p0",
-    "p1",
-    "p2",
-    "p_first",
-    "d0",
-    "d1",
-    "d2",
-    "dist_since",
-    "mu",
-    "sigma",
-    "mult",
-    "rate",
-    "rate_at",
-    "chunk_hot",
-    "hot_prev",
-)
-_V1_FIELDS = _FIELDS  # state version 1 had these only: it restores with a normal tail
-_LEVELS = np.asarray(TAIL_LEVELS)
-_NT = len(TAIL_LEVELS) + 1  # tail counters: windows counted, then windows above each level
-_TAIL_FIELDS = (
-    "tail",
-    *(f"e{k}" for k in range(_NT)),
-    *(f"q{k}" for k in range(_NT)),
-    *(f"r{k}" for k in range(_NT)),
-)
-_FIELDS = _V1_FIELDS + _TAIL_FIELDS
-
-
-class _Stream:
-    """One stream's calibration state (floats only: cheap to persist)."""
-
-    __slots__ = (*_V1_FIELDS, "tail", "e", "q", "r", "inp")
-
-    def __init__(self, prior: float):
-        self.prior = prior  # offline threshold for this stream (raw units)
-        self.s0 = self.s1 = self.s2 = 0.0  # decayed sums over accepted chunks: count, x, x**2
-        self.n_base = 0.0  # accepted windows (not decayed): online once >= min_windows
-        self.online = False
-        self.pos = 0  # windows of the current chunk seen
-        self.p0 = 0  # the current chunk's windows
-        self.p1 = self.p2 = 0.0  # ... and its sums of fixed-point x and x**2 (integer-valued)
-        self.p_first = math.nan  # time of the current chunk's first window
-        self.d0 = self.d1 = self.d2 = 0.0  # sums of the current disturbed stretch
-        self.dist_since = math.nan  # its first window's time (nan: not disturbed)
-        self.mu = 0.0
-        self.sigma = 1.0
-        self.mult = 1.0  # budget multiplier of z (or of the prior)
-        self.rate = 0.0  # onsets with a one-week memory
-        self.rate_at = math.nan
-        self.chunk_hot = False  # the current chunk holds a window >= 1.0
-        self.hot_prev = False  # the last completed chunk did
-        # tail shape: scores divide by ``z sigma tail`` (tail 1.0: a normal tail)
-        self.tail = 1.0
-        self.e = [0.0] * _NT  # decayed: windows counted, windows above mu + level * sigma
-        self.q = [0] * _NT  # the same of the current chunk (integers: batch-independent)
-        self.r = [0] * _NT  # ... of the disturbed chunks since the last learnt one
-        self.inp: StreamInputs | None = None  # input sums and scaler override (rebaseline_scaler)
-
-    def to_list(self) -> list[float]:
-        out: list[float] = []
-        for f in _V1_FIELDS:
-            v = getattr(self, f)
-            out.append(int(v) if isinstance(v, (bool, int)) else float(v))  # ints stay exact
-        return [*out, float(self.tail), *map(float, self.e), *map(int, self.q), *map(int, self.r)]
-
-    @classmethod
-    def from_list(cls, values: Sequence[Any], fields: Sequence[str] = _FIELDS) -> _Stream:
-        if not isinstance(values, list) or len(values) != len(fields):
-            raise ValueError(f"a stream's state is a list of {len(fields)} numbers")
-        st = cls(1.0)
-        for f, v in zip(fields, values, strict=True):
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise ValueError(f"state field {f} is not a number: {v!r}")
-            if f in _V1_FIELDS or f == "tail":
-                setattr(st, f, float(v))
-            elif f[0] == "e":
-                st.e[int(f[1:])] = float(v)
-            else:
-                (st.q if f[0] == "q" else st.r)[int(f[1:])] = int(v)
-        st.online, st.chunk_hot, st.hot_prev = bool(st.online), bool(st.chunk_hot), bool(st.hot_prev)
-        st.pos, st.p0 = int(st.pos), int(st.p0)
-        if not (st.prior > 0 and st.sigma > 0 and st.mult >= 1.0 and st.pos >= 0 and st.tail > 0):
-            raise ValueError("state out of range (prior/sigma must be > 0, mult >= 1, pos >= 0)")
-        return st
-
-
-class OnlineCalibrator:
+class OnlineCalibrator(RegimeDetection, AlertBudget):
     """Per-stream calibration of one group's raw errors; not thread-safe (the pipeline's thread)."""
 
     def __init__(
@@ -604,214 +468,6 @@ class OnlineCalibrator:
         each: Floats = raw * np.repeat(inv, [stop - start for _, start, stop in runs])
         return each
 
-    # ------------------------------------------------------------------ learning
-
-    def _complete(self, st: _Stream, t_end: float) -> int:
-        """A chunk of `st` is complete (ending at data time `t_end`): learn or flag it."""
-        c0, c1, c2 = float(st.p0), st.p1 / _X_SCALE, st.p2 / (_X_SCALE * _X_SCALE)
-        st.p0 = 0
-        st.p1 = st.p2 = 0.0
-        if c0 == 0:  # every window of the chunk was void (masked): nothing to learn or judge
-            return _LEARNT
-        m = c1 / c0
-        var = max(c2 / c0 - m * m, 0.0)
-        cfg = self.cfg
-        direction = ""
-        z = 0.0
-        if st.online:
-            z = (m - st.mu) / st.sigma
-            if z >= cfg.regime_z:
-                direction = "up"
-            elif z <= -cfg.regime_z:
-                direction = "down"
-            elif var >= cfg.regime_var_ratio * st.sigma * st.sigma:
-                direction = "spread"
-        if st.inp is not None and st.inp.pending is not None:
-            confirmed = self._verify(st, t_end)
-            if confirmed is not None:
-                return confirmed
-        if not direction:
-            st.dist_since = math.nan
-            st.d0 = st.d1 = st.d2 = 0.0
-            lam = self.decay
-            st.s0 = lam * st.s0 + c0
-            st.s1 = lam * st.s1 + c1
-            st.s2 = lam * st.s2 + c2
-            st.n_base += c0
-            inp = st.inp
-            held = inp is not None and not inp.blocked and st.online and cfg.regime and inp.off(c0)
-            if inp is not None and not held:
-                inp.learnt(lam, c0)
-            if st.n_base >= cfg.min_windows:
-                st.online = True
-            self._moments(st)
-            if inp is not None and held:
-                inp.hold(c0, st.p_first, c1, z)
-                if inp.pending is None and inp.due(t_end, self.after):
-                    level_before = math.exp(st.mu)
-                    level = math.exp(inp.ex / inp.d0)
-                    since = inp.since
-                    if inp.rebase():
-                        return self._trial(st, since, t_end, "up" if z >= 0 else "down", level_before, level)
-                    inp.accept()  # no channel moved enough: the held inputs are normal
-            return _LEARNT
-        if math.isnan(st.dist_since):
-            st.dist_since = st.p_first
-        st.d0 += c0
-        st.d1 += c1
-        st.d2 += c2
-        if st.inp is not None:
-            st.inp.hold(c0, st.p_first, c1, z)
-        if cfg.regime and t_end - st.dist_since >= self.after:
-            before = math.exp(st.mu) if st.online else st.prior
-            since = st.dist_since
-            inp = st.inp
-            if inp is not None and not inp.blocked and inp.pending is None and inp.rebase():  # the inputs moved
-                return self._trial(st, since, t_end, direction, before, math.exp(st.d1 / st.d0))
-            if inp is not None:  # the errors re-baseline: the stretch's inputs are the new normal
-                inp.accept()
-                inp.blocked = False
-            st.s0, st.s1, st.s2 = st.d0, st.d1, st.d2
-            st.n_base = st.d0
-            st.online = True
-            self._moments(st)
-            after = _exp(st.mu + self._z(st) * st.sigma)  # before any budget multiplier
-            self.events.append(
-                RegimeChange(self._key(st), st.dist_since, t_end, direction, before, math.exp(st.mu), after)
-            )
-            self.regime_changes += 1
-            st.dist_since = math.nan
-            st.d0 = st.d1 = st.d2 = 0.0
-            return _REBASED
-        return _DISTURBED
-
-    def _trial(self, st: _Stream, since: float, t_end: float, direction: str, before: float, level: float) -> int:
-        """`st`'s inputs moved: the new scaler (`inp.trial`) goes on trial for the stream's
-        next chunk, scored in the shadow (the pipeline scores those windows with it too,
-        decisions keep the current one). Meanwhile the stream goes on as without it: after
-        the calibrator's regime test its errors re-baseline on the stretch (the kept
-        distribution saved in `pending`); after the inputs' test nothing changes."""
-        inp = st.inp
-        assert inp is not None
-        by_errors = not math.isnan(st.dist_since)
-        kept = (st.s0, st.s1, st.s2, st.n_base, float(st.online))
-        inp.pending = [
-            float(by_errors),
-            since,
-            before,
-            level,
-            float(_DIRECTIONS.index(direction)),
-            *kept,
-            0.0,
-            0.0,
-            0.0,
-        ]
-        self.trials.add(self._key(st))
-        if by_errors:
-            st.s0, st.s1, st.s2 = st.d0, st.d1, st.d2
-            st.n_base = st.d0
-            st.online = True
-            self._moments(st)
-            st.dist_since = math.nan
-            st.d0 = st.d1 = st.d2 = 0.0
-            return _REBASED  # as without the scaler: the new regime's tail is learnt afresh
-        return _LEARNT
-
-    def _verify(self, st: _Stream, t_end: float) -> int | None:
-        """The trial chunk is complete: its errors under the new scaler, against the
-        distribution kept from before the change, not disturbed -> confirmed: the scaler is
-        the override, the kept distribution is back, the RegimeChange goes out (with the
-        scaler), this chunk's errors (the old scaler's) are not learnt (`_SCALED`: later
-        rows of the batch are scored again). Disturbed -> undone: nothing changes (the
-        stream went on as without the scaler); after the calibrator's regime test the
-        error re-baseline's RegimeChange goes out now, and scaler trials stop until the
-        errors re-baseline again (a fault's distribution: the return to normal must not be
-        mapped onto the fault's inputs). None: the chunk is processed as usual."""
-        inp = st.inp
-        assert inp is not None and inp.pending is not None
-        by_errors, since, before, level, d, k0, k1, k2, kn, kon, t0, t1, t2 = inp.pending
-        inp.pending = None
-        key = self._key(st)
-        self.trials.discard(key)
-        cfg = self.cfg
-        mu, sigma = st.mu, st.sigma
-        if by_errors and k0 > 0:
-            mu = k1 / k0
-            sigma = max(math.sqrt(max(k2 / k0 - mu * mu, 0.0)), cfg.min_sigma)
-        m = t1 / _X_SCALE / max(t0, 1.0)
-        var = max(t2 / (_X_SCALE * _X_SCALE) / max(t0, 1.0) - m * m, 0.0)
-        back = t0 > 0 and abs(m - mu) < cfg.regime_z * sigma and var < cfg.regime_var_ratio * sigma * sigma
-        direction = _DIRECTIONS[int(d)]
-        if back:
-            inp.confirm()
-            self.overrides[key] = inp
-            if by_errors:
-                st.s0, st.s1, st.s2, st.n_base, st.online = k0, k1, k2, kn, bool(kon)
-                self._moments(st)
-            st.dist_since = math.nan
-            st.d0 = st.d1 = st.d2 = 0.0
-            thr = _exp(st.mu + self._z(st) * st.sigma)
-            scaler = (tuple(inp.c), tuple(inp.s))
-            self.events.append(RegimeChange(key, since, t_end, direction, before, level, thr, scaler))
-            self.regime_changes += 1
-            return _SCALED
-        inp.trial = None
-        if by_errors:
-            inp.blocked = True
-            thr = _exp(st.mu + self._z(st) * st.sigma)
-            self.events.append(RegimeChange(key, since, t_end, direction, before, math.exp(st.mu), thr))
-            self.regime_changes += 1
-        return None
-
-    def _z(self, st: _Stream) -> float:
-        """z with a small-sample margin: ``z * (1 + chunk / n)`` for n learnt windows (x1.5
-        at 2 chunks, x1.06 at 16): mu and sigma of a few correlated windows are rough."""
-        return self.z * (1.0 + self.chunk / max(st.n_base, 1.0))
-
-    def _moments(self, st: _Stream) -> None:
-        if st.s0 <= 0:
-            return
-        st.mu = st.s1 / st.s0
-        st.sigma = max(math.sqrt(max(st.s2 / st.s0 - st.mu * st.mu, 0.0)), self.cfg.min_sigma)
-
-    def _key(self, st: _Stream) -> str:
-        for key, s in self.streams.items():  # only on a regime change (rare)
-            if s is st:
-                return key
-        raise KeyError("stream state not registered")
-
-    def _apply_budget(
-        self,
-        score: FloatArray,
-        segs: list[tuple[_Stream, int, int, int, bool]],
-        times: Sequence[float] | FloatArray,
-    ) -> FloatArray:
-        """Divide each segment's scores by its stream's multiplier at that chunk; count
-        onsets and move the multiplier at chunk ends (batch boundaries do not matter)."""
-        budget = self.budget
-        assert budget is not None  # only called with a budget
-        starts = np.fromiter((seg[1] for seg in segs), dtype=np.intp, count=len(segs))
-        peaks = np.maximum.reduceat(score, starts).tolist()
-        mults: list[float] = []
-        for j, (st, a, m, _, end) in enumerate(segs):
-            mults.append(st.mult)
-            if peaks[j] >= st.mult:
-                st.chunk_hot = True
-            if not end:
-                continue
-            t = float(times[a + m - 1])
-            dt = 0.0 if math.isnan(st.rate_at) else max(t - st.rate_at, 0.0)
-            keep = math.exp(-dt / WEEK_SECONDS)
-            onset = st.chunk_hot and not st.hot_prev
-            st.rate = st.rate * keep + (1.0 if onset else 0.0)
-            st.rate_at = t
-            st.mult = 1.0 + (st.mult - 1.0) * keep
-            if onset and st.rate > budget:
-                st.mult = min(BUDGET_MAX, st.mult * BUDGET_STEP)
-            st.hot_prev, st.chunk_hot = st.chunk_hot, False
-        out: FloatArray = score / (mults[0] if len(segs) == 1 else np.repeat(mults, [seg[2] for seg in segs]))
-        return out
-
     # ------------------------------------------------------------------ export
 
     def effective_threshold(self, key: str) -> float | None:
@@ -826,13 +482,6 @@ class OnlineCalibrator:
             own = st.mu + self._z(st) * st.mult * st.sigma
             return _exp((1.0 - w) * math.log(st.prior * st.mult) + w * own)
         return st.prior * st.mult
-
-    def budget_use(self, key: str) -> float | None:
-        """Onsets in the last week (one-week memory) over the budget; None: no budget."""
-        st = self.streams.get(key)
-        if st is None or self.budget is None:
-            return None
-        return st.rate / self.budget
 
     def forget(self, key: str) -> None:
         self.streams.pop(key, None)
