@@ -55,17 +55,19 @@ def _exp(v: float) -> float:
 def _tail_of(e: list[float]) -> float:
     """The tail factor of decayed counts ``[windows, above level 0, above level 1, ...]``."""
     n = e[0]
-    share = [c / n for c in e[1:]]
+    lo = e[1] / n  # the share above each level, computed only as far as the search goes
     t = TAIL_LEVELS[-1]
-    if share[0] <= TAIL_P:
+    if lo <= TAIL_P:
         t = TAIL_LEVELS[0]  # lighter than any level measured: the lowest
     else:
         for k in range(1, len(TAIL_LEVELS)):
-            if share[k] <= TAIL_P:
-                lo, hi = share[k - 1], max(share[k], 1e-12)
+            share = e[k + 1] / n
+            if share <= TAIL_P:
+                hi = max(share, 1e-12)
                 f = math.log(lo / TAIL_P) / math.log(lo / hi) if lo > hi else 1.0
                 t = TAIL_LEVELS[k - 1] + f * (TAIL_LEVELS[k] - TAIL_LEVELS[k - 1])
                 break
+            lo = share
     t = (n * t + TAIL_PRIOR_WINDOWS * TAIL_Z) / (n + TAIL_PRIOR_WINDOWS)
     return t / TAIL_Z
 

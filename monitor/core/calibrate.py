@@ -56,6 +56,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from itertools import repeat
+from operator import add, mul
 from statistics import NormalDist
 from typing import Any
 
@@ -224,17 +226,32 @@ class OnlineCalibrator(RegimeDetection, AlertBudget):
         blend: dict[int, tuple[float, float]] | None = None  # warm-up: segment -> (weight, 1 / (z sigma))
         if self.trials and u1 is not None:
             trial_x = self._trial_errors(n, segs, rescore)
+        # each segment's first and last window time as Python floats, in one gather (a
+        # numpy scalar per segment costs more); the same values as float(times[i])
+        firsts: list[float] | None = None
+        lasts: list[float] | None = None
+        if starts is not None and isinstance(times, np.ndarray) and times.dtype == np.float64 and times.ndim == 1:
+            ends = starts + np.fromiter((seg[2] for seg in segs), dtype=np.intp, count=len(segs)) - 1
+            firsts, lasts = times[starts].tolist(), times[ends].tolist()
+        z0 = self.z
+        blend_warmup = self.blend_warmup
         for j, (st, a, m, pos, end) in enumerate(segs):
-            online.append(st.online)
-            if not st.online and st.s0 > 0.0 and self.blend_warmup:
-                if blend is None:
-                    blend = {}
-                blend[j] = (min(st.n_base / self.cfg.min_windows, 1.0), 1.0 / (self._z(st) * st.sigma))
-            mu.append(st.mu)
-            zsig.append(self._z(st) * st.sigma if st.online else st.prior)
-            isig.append(1.0 / st.sigma if st.online else 0.0)
+            on = st.online
+            online.append(on)
+            if on:
+                mu.append(st.mu)
+                zsig.append(z0 * (1.0 + chunk / max(st.n_base, 1.0)) * st.sigma)  # self._z(st) * sigma
+                isig.append(1.0 / st.sigma)
+            else:
+                if st.s0 > 0.0 and blend_warmup:
+                    if blend is None:
+                        blend = {}
+                    blend[j] = (min(st.n_base / self.cfg.min_windows, 1.0), 1.0 / (self._z(st) * st.sigma))
+                mu.append(st.mu)
+                zsig.append(st.prior)
+                isig.append(0.0)
             if pos == 0:
-                st.p_first = float(times[a])
+                st.p_first = float(times[a]) if firsts is None else firsts[j]
             st.p0 += m if voids is None else m - voids[j]
             st.p1 += s1[j]
             st.p2 += s2[j]
@@ -249,7 +266,8 @@ class OnlineCalibrator(RegimeDetection, AlertBudget):
                     inp.add(u1[j], u2[j])
                 if inp.pending is not None and trial_x is not None:  # the trial chunk, under the new scaler
                     self._trial_sums(inp.pending, trial_x[a : a + m])
-            done = self._complete(st, float(times[a + m - 1])) if end else _LEARNT
+            t_end = (float(times[a + m - 1]) if lasts is None else lasts[j]) if end else 0.0
+            done = self._complete(st, t_end) if end else _LEARNT
             outcome.append(done)
             if done == _SCALED and rescore is not None:
                 raw64 = self._rescore(st, j, segs, rescore, raw, raw64, x, xq, s1, s2)
@@ -257,11 +275,14 @@ class OnlineCalibrator(RegimeDetection, AlertBudget):
                 if trial_x is None:
                     trial_x = np.full(n, np.nan)
                 self._later_trial_errors(st, j, segs, rescore, trial_x)
-        lengths = [seg[2] for seg in segs]
-        inv = self._tails(x, segs, starts, lengths, online, mu, zsig, isig, outcome, voids)
-        score = self._scores(x, raw64, lengths, online, mu, inv)
+        # segment lengths as an array and each row's mu, once for the three steps below
+        # (np.repeat converts a list argument on every call; the values are the same)
+        lengths = np.fromiter((seg[2] for seg in segs), dtype=np.intp, count=len(segs))
+        mu_rows = np.repeat(mu, lengths) if len(segs) > 1 else None
+        inv = self._tails(x, segs, starts, lengths, online, mu, zsig, isig, outcome, voids, mu_rows)
+        score = self._scores(x, raw64, lengths, online, mu, inv, mu_rows)
         if blend is not None:
-            score = self._blend(score, x, raw64, lengths, mu, inv, blend)
+            score = self._blend(score, x, raw64, lengths, mu, inv, blend, mu_rows)
         if self.budget is not None:
             score = self._apply_budget(score, segs, times)
         return score
@@ -347,13 +368,14 @@ class OnlineCalibrator(RegimeDetection, AlertBudget):
         x: FloatArray,
         segs: list[tuple[_Stream, int, int, int, bool]],
         starts: IntArray | None,
-        lengths: list[int],
+        lengths: IntArray,
         online: list[bool],
         mu: list[float],
         zsig: list[float],
         isig: list[float],
         outcome: list[int],
         voids: list[int] | None = None,
+        mu_rows: FloatArray | None = None,
     ) -> list[float]:
         """Each segment's ``1 / (z sigma tail)`` (online) or ``1 / prior``, with the tail as
         it stood at the start of its chunk; counts the segments' windows above each tail
@@ -369,8 +391,11 @@ class OnlineCalibrator(RegimeDetection, AlertBudget):
         TAIL_Z``, so a normal-time p99 scores ``TAIL_Z / z_n`` (about 0.68) whatever the
         shape of the stream's error distribution: heavy tails no longer score 2+, light
         or bounded ones no longer below 0.5 (the comparability bar)."""
-        u = (x - mu[0]) * isig[0] if len(segs) == 1 else (x - np.repeat(mu, lengths)) * np.repeat(isig, lengths)
-        counts: dict[int, list[int]] = {}  # segment -> windows above each level (absent: none)
+        if len(segs) == 1:
+            u = (x - mu[0]) * isig[0]
+        else:
+            u = (x - (np.repeat(mu, lengths) if mu_rows is None else mu_rows)) * np.repeat(isig, lengths)
+        rows: list[list[int]] | None = None  # per segment: windows above each level (None: none at all)
         hot = np.flatnonzero(u > TAIL_LEVELS[0])  # few rows: the rest adds to no level
         if hot.size:
             levels = np.searchsorted(_LEVELS, u[hot], side="left")  # levels below each: 1..len
@@ -378,8 +403,7 @@ class OnlineCalibrator(RegimeDetection, AlertBudget):
             width = len(TAIL_LEVELS) + 1
             hist = np.bincount(seg * width + levels, minlength=len(segs) * width).reshape(len(segs), width)
             above = np.cumsum(hist[:, ::-1], axis=1)[:, ::-1]  # above[:, k]: windows with >= k levels below
-            for j in np.unique(seg).tolist():
-                counts[j] = above[j, 1:].tolist()
+            rows = above[:, 1:].tolist()  # one conversion; a segment without hot windows has a row of 0s
         inv: list[float] = []
         decay = self.tail_decay
         for j, (st, _, m, _, end) in enumerate(segs):
@@ -387,19 +411,22 @@ class OnlineCalibrator(RegimeDetection, AlertBudget):
             if isig[j] > 0.0:
                 q = st.q
                 q[0] += m if voids is None else m - voids[j]
-                c_j = counts.get(j)
-                if c_j is not None:
-                    for k, c in enumerate(c_j, 1):
-                        q[k] += c
+                if rows is not None:
+                    c_j = rows[j]
+                    if c_j[0]:  # windows above the lowest level: the segment has counts
+                        q[1:] = map(add, q[1:], c_j)
             if not end:
                 continue
             if outcome[j] == _DISTURBED:  # held back: a transient is tail, a lasting change is not
                 st.r = [r + q for r, q in zip(st.r, st.q, strict=True)]
             elif outcome[j] == _LEARNT:  # folds the disturbed stretch before it, if any: it was a transient
-                if st.q[0] or st.r[0]:
+                if st.r[0]:
                     st.e = [decay * e + q + r for e, q, r in zip(st.e, st.q, st.r, strict=True)]
                     st.tail = _tail_of(st.e)
                     st.r = [0] * _NT
+                elif st.q[0]:  # nothing held back (r[k] <= r[0] = 0): + 0 changes no float
+                    st.e = list(map(add, map(mul, repeat(decay), st.e), st.q))  # decay * e + q each
+                    st.tail = _tail_of(st.e)
             elif outcome[j] == _SCALED:  # a new scaler: the errors' tail stays
                 st.r = [0] * _NT
             else:  # re-baselined: the new regime's tail is learnt afresh
@@ -413,10 +440,11 @@ class OnlineCalibrator(RegimeDetection, AlertBudget):
         self,
         x: FloatArray,
         raw: FloatArray,
-        lengths: list[int],
+        lengths: IntArray,
         online: list[bool],
         mu: list[float],
         inv: list[float],
+        mu_rows: FloatArray | None = None,
     ) -> FloatArray:
         out: FloatArray
         if len(lengths) == 1:
@@ -426,7 +454,7 @@ class OnlineCalibrator(RegimeDetection, AlertBudget):
         if not any(online):
             out = raw * inv_rows
             return out
-        out = np.maximum((x - np.repeat(mu, lengths)) * inv_rows, 0.0)
+        out = np.maximum((x - (np.repeat(mu, lengths) if mu_rows is None else mu_rows)) * inv_rows, 0.0)
         if not all(online):
             out = np.where(np.repeat(online, lengths), out, raw * inv_rows)
         return out
@@ -436,10 +464,11 @@ class OnlineCalibrator(RegimeDetection, AlertBudget):
         score: FloatArray,
         x: FloatArray,
         raw: FloatArray,
-        lengths: list[int],
+        lengths: IntArray,
         mu: list[float],
         inv: list[float],
         blend: dict[int, tuple[float, float]],
+        mu_rows: FloatArray | None = None,
     ) -> FloatArray:
         """Warm-up segments (`blend`: weight w and 1 / (z_n sigma) of their stream's own
         estimate so far): ``(1 - w) raw / prior + w max(0, (x - mu) / (z_n sigma))`` with
@@ -454,7 +483,7 @@ class OnlineCalibrator(RegimeDetection, AlertBudget):
         for j, (w, binv) in blend.items():
             ws[j], bs[j] = w, binv
         w_rows = np.repeat(ws, lengths)
-        own = np.maximum((x - np.repeat(mu, lengths)) * np.repeat(bs, lengths), 0.0)
+        own = np.maximum((x - (np.repeat(mu, lengths) if mu_rows is None else mu_rows)) * np.repeat(bs, lengths), 0.0)
         mixed = (1.0 - w_rows) * (raw * np.repeat(inv, lengths)) + w_rows * own
         out = np.where(w_rows > 0.0, mixed, score)
         return out

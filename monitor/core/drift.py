@@ -131,6 +131,7 @@ class DriftTracker:
         if chunk < 1 or chunks < 1 or min_windows < 1:
             raise ValueError(f"chunk, chunks and min_windows must be >= 1, got {chunk}, {chunks}, {min_windows}")
         self.edges = np.asarray(edges, dtype=np.float64)
+        self._sorted = bool((self.edges[1:] >= self.edges[:-1]).all())  # non-decreasing, no NaN: `update` may sort
         self.bins = len(self.edges) + 1
         self.expected = np.full(self.bins, 1.0 / self.bins)
         self.chunk = chunk
@@ -165,9 +166,19 @@ class DriftTracker:
         k = values.size
         if not k:
             return
-        new = np.searchsorted(self.edges, values, side="right")
         room = self.chunk - self._current_n
-        if k < room:  # the common case: the batch stays in the current chunk
+        if k < room and self._sorted:  # the common case: the batch stays in the current chunk
+            # per bin: the values with as many edges <= them (np.searchsorted(edges, v, "right")),
+            # counted from the sorted values: those below each edge (fewer comparisons, same counts)
+            below = np.searchsorted(np.sort(values), self.edges, side="left")
+            counts = np.diff(below, prepend=0, append=k)
+            self._current += counts
+            self._counts += counts
+            self._current_n += k
+            self.seen += k
+            return
+        new = np.searchsorted(self.edges, values, side="right")
+        if k < room:
             counts = np.bincount(new, minlength=self.bins)
             self._current += counts
             self._counts += counts

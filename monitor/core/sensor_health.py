@@ -122,6 +122,8 @@ def _flat_runs(x: FloatArray, run0: np.ndarray) -> np.ndarray:
     and row 0 is compared to the carried-in previous row by the caller (`x` starts with it)."""
     n = len(x)
     eq = x[1:] == x[:-1]  # (n-1, C)
+    if not eq.any():  # no value repeats its predecessor (noisy data): every count is 0
+        return np.zeros(eq.shape, dtype=np.int64)
     idx = np.arange(1, n)[:, None]
     resets = np.where(eq, -1, idx)
     last = np.maximum.accumulate(resets, axis=0)

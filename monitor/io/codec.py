@@ -628,6 +628,7 @@ class Codec:
 
 
 _NUMBER_TYPES = frozenset((float, int))
+_FLOAT_TYPES = frozenset((float,))
 
 
 def _block(doc: list, rule: _Rule, stream: str, channel: str, horizon: float) -> ReadingBlock | None:
@@ -643,12 +644,18 @@ def _block(doc: list, rule: _Rule, stream: str, channel: str, horizon: float) ->
         stamps = list(map(itemgetter(rule.timestamp_field), doc))
     except (KeyError, TypeError):
         return None
-    if sum(map(len, doc)) != 2 * len(doc) and any(rule.channel_field in e for e in doc):
+    n = len(doc)
+    if sum(map(len, doc)) != 2 * n and any(rule.channel_field in e for e in doc):
         return None  # an element names its own channel
-    value_types = set(map(type, values))
-    stamp_types = set(map(type, stamps))
-    if not (value_types <= _NUMBER_TYPES and stamp_types <= _NUMBER_TYPES):
-        return None  # bool, null, string, nested: the per-element path judges them
+    kinds = list(map(type, stamps + values))  # one pass over both columns
+    value_types: frozenset[type] | set[type]
+    stamp_types: frozenset[type] | set[type]
+    if kinds.count(float) == 2 * n:  # the common payload: every field a float
+        value_types = stamp_types = _FLOAT_TYPES
+    else:
+        value_types, stamp_types = set(kinds[n:]), set(kinds[:n])
+        if not (value_types <= _NUMBER_TYPES and stamp_types <= _NUMBER_TYPES):
+            return None  # bool, null, string, nested: the per-element path judges them
     try:
         total = sum(values) + sum(stamps)  # finite only if every number is (and no overflow)
     except OverflowError:

@@ -83,13 +83,23 @@ class WindowBuffer:
         else:
             index = np.zeros(0, dtype=np.int64)
         if len(index):
-            starts = index + (f0 - w + 1)  # position in `seq` of each window's first frame
-            rows = starts[:, None] + np.arange(w)
+            # the windows as a strided view of `seq` (its frames first + (f0 - w + 1) + i * stride
+            # on, w of them), copied: the same values as gathering them row by row, without
+            # building and reading a (k, w) index
+            rs, cs = seq.strides
+            k = len(index)
+            view = np.ndarray(
+                (k, w, seq.shape[1]),
+                seq.dtype,
+                buffer=seq,
+                offset=(int(index[0]) + f0 - w + 1) * rs,
+                strides=(rs * self.stride, rs, cs),
+            )
             if out is None:
-                windows = seq[rows]  # (k, w, c), a copy
+                windows = view.copy()  # (k, w, c)
             else:
-                windows = out(len(index))
-                np.take(seq, rows, axis=0, out=windows)
+                windows = out(k)
+                np.copyto(windows, view)
         else:
             windows = np.zeros((0, w, seq.shape[1]), dtype=self._buf.dtype)
         # the buffer's state after m pushes
