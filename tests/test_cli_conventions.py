@@ -233,3 +233,17 @@ def test_a_first_refused_bundle_does_not_claim_a_previous_model_serves(tmp_path,
     assert result is not None and result.error
     assert "no model is serving yet" in caplog.text
     assert "previous model keeps serving" not in caplog.text
+
+
+def test_replay_of_a_recording_whose_every_message_is_rejected_fails_and_says_why(tmp_path, capsys):
+    """A user replaying with the wrong config saw `replayed 3600 messages (0 readings ...)`
+    and exit code 0."""
+    cfg = tmp_path / "other.yaml"
+    cfg.write_text(
+        "topics: [{template: 'elsewhere/{site}/{asset}/{channel}', stream: '{site}/{asset}', channel: '{channel}'}]\n"
+        f"stream: {{period_seconds: 1.0}}\nmodels: {{dir: {tmp_path / 'models'}}}\n"
+    )
+    replay = ["replay", str(ROOT / "monitor" / "data" / "demo-pump.jsonl.gz"), "--config", str(cfg), "--offline"]
+    assert cli.main(replay) == 1
+    err = capsys.readouterr().err
+    assert "0 readings" in err and "none of the" in err and "unmatched_topic" in err

@@ -192,12 +192,15 @@ def test_label_command_stores_labels_atomically_beside_the_log(tmp_path, capsys)
     assert labels["a1"]["started_at"] == 10.0 and labels["a1"]["stream"] == STREAM
     assert labels["a2"]["label"] == "false_alarm"
     assert sorted(p.name for p in rec.iterdir()) == ["alert-labels.json", "alerts.ndjson"]  # no temp file left
-    assert cli.main(["label", "a1", "--false-alarm", "--config", str(cfg)]) == 0  # relabelled
-    assert read_labels(rec / LABELS_FILE)["a1"]["label"] == "false_alarm"
     capsys.readouterr()
+    assert cli.main(["label", "a1", "--false-alarm", "--config", str(cfg)]) == 0  # relabelled, and says so
+    assert read_labels(rec / LABELS_FILE)["a1"]["label"] == "false_alarm"
+    assert "as false_alarm (was confirmed)" in capsys.readouterr().out
     assert cli.main(["label", "--list", "--config", str(cfg)]) == 0
     rows = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
-    assert [r[0] for r in rows] == ["alert_id", "a1", "a2"] and rows[1][4] == rows[2][4] == "false_alarm"
+    assert rows[0] == ["alert_id", "kind", "stream", "started_at", "ended_at", "label"]
+    assert [r[0] for r in rows] == ["alert_id", "a1", "a2"] and rows[1][5] == rows[2][5] == "false_alarm"
+    assert rows[1][1] == "anomaly"
     assert cli.main(["label", "a1", "--config", str(cfg)]) == 2  # no verdict given
     capsys.readouterr()
 
@@ -354,6 +357,20 @@ def test_a_regime_runs_until_the_stream_returns_and_an_unreturned_one_to_the_end
     # two changes in a row that do not return: each regime until the next
     log.write_text(_regime("a", 100.0, 300.0, 0.01, 1.0) + "\n" + _regime("b", 900.0, 1100.0, 1.0, 30.0) + "\n")
     assert sorted(regime_spans_from_alerts([log])) == [("a", 100.0, 900.0, STREAM), ("b", 900.0, float("inf"), STREAM)]
+
+
+def test_the_regime_change_that_ends_a_regime_is_refused_naming_the_one_that_opened_it(tmp_path, capsys):
+    rec = tmp_path / "recordings"
+    rec.mkdir()
+    log = rec / ALERTS_FILE
+    log.write_text(_regime("up", 300.0, 400.0, 0.01, 1.0) + "\n" + _regime("back", 500.0, 600.0, 1.0, 0.012) + "\n")
+    assert cli.main(["label", "--list", "--alerts", str(log)]) == 0
+    rows = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
+    assert [(r[0], r[1]) for r in rows[1:]] == [("up", "regime_change")]  # the closing event opens nothing
+    assert cli.main(["label", "back", "--false-alarm", "--alerts", str(log)]) == 1
+    err = capsys.readouterr().err
+    assert "ended a regime" in err and "up" in err
+    assert not (rec / LABELS_FILE).exists()
 
 
 def test_retrain_leaves_out_an_unlabelled_regime_and_trains_on_one_labelled_a_new_normal(tmp_path):

@@ -461,6 +461,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
             ),
             file=sys.stderr,
         )
+        if res.messages and not res.readings:
+            print(
+                f"error: none of the {res.messages} messages gave a reading (rejected "
+                f"{dict(res.rejected) or 'none'}): is --config the one the recording was made with "
+                "(mqtt.topics, stream.channels, payload format)?",
+                file=sys.stderr,
+            )
+            return 1
         return 0
     client = connect_publisher(cfg.mqtt)
     try:

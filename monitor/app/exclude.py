@@ -64,6 +64,16 @@ def episodes_from_alerts(paths: Sequence[str | Path]) -> list[tuple[str, float, 
     return out
 
 
+def alert_kinds(paths: Sequence[str | Path]) -> dict[str, dict]:
+    """The last message of every alert id in the logs (its `kind`, `state`, detail...)."""
+    out: dict[str, dict] = {}
+    for p in paths:
+        for a in _alert_dicts(Path(p)):
+            if isinstance(a, dict) and "alert_id" in a:
+                out[str(a["alert_id"])] = a
+    return out
+
+
 def regime_spans_from_alerts(paths: Sequence[str | Path]) -> list[tuple[str, float, float, str | None]]:
     """(alert_id, start, end, stream) per regime a stream was re-baselined onto.
 

@@ -1,6 +1,6 @@
 """`monitor label ALERT_ID --confirmed | --false-alarm [--note TEXT]`: an operator's verdict on an alert.
 
-``monitor label --list`` prints the alerts of the log (id, stream, start, end, label).
+``monitor label --list`` prints the alerts of the log (id, kind, stream, start, end, label).
 
 The label goes into ``alert-labels.json`` beside the alert log (`monitor.io.alertlog`):
 ``--alerts FILE``, or ``record.dir/alerts.ndjson`` of ``--config``. `monitor retrain`
@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from monitor.app.cliargs import CONFIG_ENV, add_config
-from monitor.app.exclude import episodes_from_alerts, regime_spans_from_alerts
+from monitor.app.exclude import alert_kinds, episodes_from_alerts, regime_spans_from_alerts
 from monitor.core.config import load_config
 from monitor.io.alertlog import ALERTS_FILE, find_alert_log, labels_path, read_labels, write_label
 
@@ -41,18 +41,33 @@ def run_label(args: argparse.Namespace) -> int:
     log_path = found
     episodes = {ep[0]: ep for ep in episodes_from_alerts([log_path])}
     # a regime_change event is labelled too: --false-alarm says its regime is a new normal
-    episodes.update({ep[0]: ep for ep in regime_spans_from_alerts([log_path])})
+    regimes = regime_spans_from_alerts([log_path])
+    episodes.update({ep[0]: ep for ep in regimes})
+    messages = alert_kinds([log_path])
     if args.list:
         labels = read_labels(labels_path(log_path))
-        sys.stdout.write("alert_id\tstream\tstarted_at\tended_at\tlabel\n")
+        sys.stdout.write("alert_id\tkind\tstream\tstarted_at\tended_at\tlabel\n")
         for a, start, end, stream in sorted(episodes.values(), key=lambda e: e[1]):
             label = labels.get(a, {}).get("label", "-")
-            sys.stdout.write(f"{a}\t{stream}\t{_iso(start)}\t{_iso(end)}\t{label}\n")
+            kind = messages.get(a, {}).get("kind", "anomaly")
+            sys.stdout.write(f"{a}\t{kind}\t{stream}\t{_iso(start)}\t{_iso(end)}\t{label}\n")
         return 0
     if args.alert_id is None or not (args.confirmed or args.false_alarm):
         sys.stderr.write("error: give ALERT_ID and one of --confirmed / --false-alarm (or --list)\n")
         return 2
     ep = episodes.get(args.alert_id)
+    closing = messages.get(args.alert_id, {})
+    if ep is None and closing.get("kind") == "regime_change":  # the event that closed a regime
+        end = closing.get("ended_at")
+        ended = next((e for e in regimes if e[3] == closing.get("stream") and e[2] == end), None)
+        sys.stderr.write(
+            f"error: {args.alert_id} is the regime_change event that ended a regime (the stream's errors "
+            "came back to their level before it): it opens no regime of its own, so there is nothing to "
+            "label; label the event that started the regime"
+            + (f" (e.g. {ended[0]}, `monitor label --list`)" if ended else "")
+            + "\n"
+        )
+        return 1
     if ep is None:
         newest = sorted(episodes.values(), key=lambda e: e[1])[-5:]
         hint = ", ".join(e[0] for e in reversed(newest)) or "none"
@@ -64,8 +79,10 @@ def run_label(args: argparse.Namespace) -> int:
     label = "confirmed" if args.confirmed else "false_alarm"
     alert = {"stream": ep[3], "started_at": ep[1], "ended_at": ep[2] if ep[2] != float("inf") else None}
     path = labels_path(log_path)
+    before = read_labels(path).get(args.alert_id, {}).get("label")
     write_label(path, args.alert_id, label, note=args.note, alert=alert)
-    sys.stdout.write(f"labelled {args.alert_id} as {label} in {path}\n")
+    was = f" (was {before})" if before is not None and before != label else ""
+    sys.stdout.write(f"labelled {args.alert_id} as {label}{was} in {path}\n")
     return 0
 
 
