@@ -58,8 +58,8 @@ def run_label(args: argparse.Namespace) -> int:
     ep = episodes.get(args.alert_id)
     closing = messages.get(args.alert_id, {})
     if ep is None and closing.get("kind") == "regime_change":  # the event that closed a regime
-        end = closing.get("ended_at")
-        ended = next((e for e in regimes if e[3] == closing.get("stream") and e[2] == end), None)
+        closed_at = closing.get("ended_at")
+        ended = next((e for e in regimes if e[3] == closing.get("stream") and e[2] == closed_at), None)
         sys.stderr.write(
             f"error: {args.alert_id} is the regime_change event that ended a regime (the stream's errors "
             "came back to their level before it): it opens no regime of its own, so there is nothing to "
