@@ -39,7 +39,8 @@ def _sigma(p: float) -> float:
     return 2.0 / (1.0 + math.exp(5.0 * p)) - 1.0
 
 
-def _windows(labels: np.ndarray) -> list[tuple[int, int]]:
+def segments(labels: np.ndarray) -> list[tuple[int, int]]:
+    """(start, stop) of each run of True rows."""
     edges = np.flatnonzero(np.diff(np.concatenate([[0], labels.astype(np.int8), [0]])))
     return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
 
@@ -49,7 +50,7 @@ def nab_windows(labels: np.ndarray) -> np.ndarray:
     first row is the anomaly, and its window spans 10 % of the series divided by the number
     of anomalies, centred on that row (overlaps merge)."""
     labels = np.asarray(labels, dtype=bool)
-    starts = [s for s, _ in _windows(labels)]
+    starts = [s for s, _ in segments(labels)]
     out = np.zeros(len(labels), dtype=bool)
     if starts:
         half = max(1, int(0.1 * len(labels) / len(starts)) // 2)
@@ -61,7 +62,7 @@ def nab_windows(labels: np.ndarray) -> np.ndarray:
 def raw_score(alert: np.ndarray, labels: np.ndarray) -> float:
     """The standard-profile score of per-row alerts (bool) against labelled windows (bool)."""
     alert = np.asarray(alert, dtype=bool)
-    windows = _windows(np.asarray(labels, dtype=bool))
+    windows = segments(np.asarray(labels, dtype=bool))
     score = 0.0
     prev_end: int | None = None
     prev_len = 1
@@ -88,7 +89,7 @@ def raw_score(alert: np.ndarray, labels: np.ndarray) -> float:
 def scores(alert: np.ndarray, labels: np.ndarray) -> tuple[float, float, float]:
     """(S, S_null, S_perfect) of one series: sum them over series to pool a suite."""
     labels = np.asarray(labels, dtype=bool)
-    windows = _windows(labels)
+    windows = segments(labels)
     perfect = np.zeros(len(labels), dtype=bool)
     perfect[[s for s, _ in windows]] = True
     return raw_score(alert, labels), A_FN * len(windows), raw_score(perfect, labels)

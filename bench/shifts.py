@@ -69,6 +69,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import nab  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from nab import segments  # noqa: E402
 
 from monitor.app.backtest import run_backtest  # noqa: E402
 from monitor.app.training import StreamData, train_bundle  # noqa: E402
@@ -240,11 +241,6 @@ def variant(cfg: Config, name: str) -> Config:
         calibration=dataclasses.replace(cfg.calibration, online=online),
         alarm=dataclasses.replace(cfg.alarm, end_at="last_hot" if after else "resolve"),
     )
-
-
-def segments(mask: np.ndarray) -> list[tuple[int, int]]:
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
-    return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
 
 
 def measure(alert: np.ndarray, score: np.ndarray, labels: np.ndarray, test: slice, window: int = 24) -> dict:

@@ -429,9 +429,9 @@ class SensorHealth:
     ) -> None:
         clear = self.cfg.clear_samples
         before, until, masked_before = st.active.copy(), st.until.copy(), st.stuck_masks.copy()
-        # (row, alert or None, channel, cause, masks): sorted by row below, so batching
-        # changes no order; `masks` is whether the episode masks at that row (None: an
-        # open stuck episode that starts masking there, its run of identical values long enough)
+        # (row, alert, channel, cause, masks): sorted by row below, so batching changes no
+        # order; `masks`: whether the episode masks at that row; alert None: an open stuck
+        # episode that starts masking there (its run of identical values is long enough)
         events: list[tuple[int, Alert | None, int, int, bool]] = []
         maskable = self.maskable
         for c, j in zip(*np.nonzero(st.active | bad.any(axis=0)), strict=True):
